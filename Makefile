@@ -1,0 +1,42 @@
+# Two entry points: `make demo` and `make test`. Both bootstrap .venv themselves.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test lint typecheck bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(VENV)/.installed $@
+
+## demo: the whole staging -> production workflow on a throw-away workspace
+demo: $(VENV)/.installed
+	$(BIN)/python scripts/demo.py
+
+## test: lint, type-check and the full test suite
+test: $(VENV)/.installed-test
+	$(BIN)/ruff check rf tests bench scripts
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -n 2 -q
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check rf tests bench scripts
+	$(BIN)/ruff format --check rf tests bench scripts
+
+typecheck: $(VENV)/.installed-test
+	$(BIN)/mypy
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python bench/cli_startup.py
+	$(BIN)/python bench/invoke.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

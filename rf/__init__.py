@@ -1,0 +1,25 @@
+"""rf — a local-first platform for building AI agents with staging and production.
+
+Agent code imports :class:`Context` from here. Names are resolved lazily
+(PEP 562) so that ``import rf`` stays cheap: the CLI's start-up time and
+every worker's start-up time depend on it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rf._version import __version__
+
+if TYPE_CHECKING:
+    from rf.runtime.context import Context
+
+__all__ = ["Context", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Context":
+        from rf.runtime.context import Context
+
+        return Context
+    raise AttributeError(f"module 'rf' has no attribute {name!r}")

@@ -1,0 +1,3 @@
+from rf.cli import main
+
+main()

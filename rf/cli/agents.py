@@ -1,0 +1,235 @@
+"""``rf agents``: deploy (always staging), promote (staging → production), inspect."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from rf.cli.app import JsonOption, backend, confirm, workspace
+
+if TYPE_CHECKING:
+    from rf.client import Backend
+    from rf.models import AgentDiff
+
+app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich")
+
+
+def endpoint_base(b: Backend) -> str:
+    from rf import serverinfo
+
+    ws = b.workspace
+    if ws is None:
+        return "http://127.0.0.1:7410"
+    info = serverinfo.read(ws.server_file)
+    if info is not None:
+        return info.url
+    return f"http://{ws.host}:{ws.port}"
+
+
+@app.command("list")
+def list_agents(json_out: JsonOption = False) -> None:
+    """Agents with their staging and production commits."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from rf.cli.output import out, print_json, short
+
+    with backend() as b:
+        agents = b.list_agents()
+    if json_out:
+        print_json(agents)
+        return
+    if not agents:
+        from rf.config import list_agent_dirs
+
+        local = list_agent_dirs(workspace())
+        out.print("no agents deployed yet" + (f" — in agents/: {', '.join(local)}; deploy with: rf agents deploy NAME" if local else ""))
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("agent")
+    table.add_column("description", overflow="ellipsis", max_width=40)
+    table.add_column("staging", style="#f59e0b")
+    table.add_column("production", style="#10b981")
+    table.add_column("")
+    for a in agents:
+        ahead = "not promoted yet" if a.production_commit is None else (
+            f"{a.commits_ahead} ahead" if a.commits_ahead else "in sync")
+        table.add_row(a.name, escape(a.description), short(a.staging_commit), short(a.production_commit), ahead)
+    out.print(table)
+
+
+@app.command("show")
+def show(name: Annotated[str, typer.Argument(help="Agent name.")], json_out: JsonOption = False) -> None:
+    """Both environments' commits and endpoint URLs."""
+    from rich.markup import escape
+
+    from rf.cli.output import out, print_json, short, when
+
+    with backend() as b:
+        agent = b.get_agent(name)
+        commits = {c.id: c for c in b.history(name)}
+        base = endpoint_base(b)
+    urls = {env: f"{base}/{env}/agents/{name}" for env in ("staging", "production")}
+    if json_out:
+        from rf.models import to_dict
+
+        data = to_dict(agent)
+        data["endpoints"] = urls
+        print_json(data)
+        return
+    out.print(f"[bold]{name}[/bold]  {escape(agent.description)}")
+    for env in ("staging", "production"):
+        cid = agent.staging_commit if env == "staging" else agent.production_commit
+        c = commits.get(cid) if cid else None
+        label = f"[{env}]{env:<10}[/{env}]"
+        if c is None:
+            what = "not deployed" if env == "staging" else f"not promoted yet — rf agents promote {name}"
+            out.print(f"  {label} [dim]{what}[/dim]")
+        else:
+            out.print(f"  {label} [commit]{short(c.id)}[/commit] {escape(c.message)} [dim]· {escape(c.author)} · {when(c.created_at)}[/dim]")
+        out.print(f"  {'':<10} [dim]POST[/dim] {urls[env]}")
+    if agent.production_commit and agent.commits_ahead:
+        out.print(f"  staging is {agent.commits_ahead} commit{'s' if agent.commits_ahead != 1 else ''} ahead of production")
+
+
+@app.command("history")
+def history(name: Annotated[str, typer.Argument(help="Agent name.")], json_out: JsonOption = False) -> None:
+    """Commits, newest first, marking where each environment points."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from rf.cli.output import out, print_json, short, when
+
+    with backend() as b:
+        agent = b.get_agent(name)
+        commits = b.history(name)
+    if json_out:
+        print_json(commits)
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("commit", style="yellow")
+    table.add_column("")
+    table.add_column("message")
+    table.add_column("author", style="dim")
+    table.add_column("time (UTC)", style="dim")
+    for c in commits:
+        marks = []
+        if c.id == agent.staging_commit:
+            marks.append("[staging]staging[/staging]")
+        if c.id == agent.production_commit:
+            marks.append("[production]production[/production]")
+        table.add_row(short(c.id), " ".join(marks), escape(c.message), escape(c.author), when(c.created_at))
+    out.print(table)
+
+
+def render_diff(d: AgentDiff) -> None:
+    from rich.markup import escape
+    from rich.syntax import Syntax
+
+    from rf.cli.output import out, short, when
+
+    if not d.files and not d.commits:
+        out.print(f"{d.agent}: production and staging run the same code ({short(d.head)})")
+        return
+    out.print(f"[bold]{d.agent}[/bold]  [production]production[/production] {short(d.base)} → "
+              f"[staging]staging[/staging] {short(d.head)}")
+    if d.commits:
+        out.print(f"{len(d.commits)} commit{'s' if len(d.commits) != 1 else ''}:")
+        for c in d.commits:
+            out.print(f"  [commit]{short(c.id)}[/commit] {escape(c.message)} [dim]· {escape(c.author)} · {when(c.created_at)}[/dim]")
+    counts = {s: sum(1 for f in d.files if f.status == s) for s in ("added", "modified", "removed")}
+    out.print(f"{len(d.files)} file{'s' if len(d.files) != 1 else ''} changed: "
+              f"[green]{counts['added']} added[/green], [yellow]{counts['modified']} modified[/yellow], "
+              f"[red]{counts['removed']} removed[/red]")
+    for f in d.files:
+        out.print(f"\n[bold]{f.status}[/bold] {escape(f.path)}")
+        if f.binary:
+            out.print(f"  [dim]{escape(f.diff)}[/dim]")
+        elif f.diff:
+            out.print(Syntax(f.diff.rstrip("\n"), "diff", theme="ansi_dark", background_color="default"))
+
+
+@app.command("diff")
+def diff(
+    name: Annotated[str, typer.Argument(help="Agent name.")],
+    base: Annotated[str | None, typer.Option("--from", help="Base: commit id/prefix or env (default production).")] = None,
+    head: Annotated[str | None, typer.Option("--to", help="Head: commit id/prefix or env (default staging).")] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Per-file unified diff production → staging."""
+    from rf.cli.output import print_json
+
+    with backend() as b:
+        d = b.diff_agent(name, base, head)
+    if json_out:
+        print_json(d)
+        return
+    render_diff(d)
+
+
+@app.command("deploy")
+def deploy(
+    agent: Annotated[str | None, typer.Argument(help="Agent name or directory (default: the one you are in).")] = None,
+    message: Annotated[str, typer.Option("--message", "-m", help="Commit message.")] = "",
+    json_out: JsonOption = False,
+) -> None:
+    """Snapshot the agent's code into a commit and point [bold #f59e0b]staging[/] at it.
+
+    Deploy always targets staging; production changes only through
+    `rf agents promote` or `rf releases publish`.
+    """
+    from rf.cli.output import info, out, print_json, short, success, warn
+    from rf.config import git_author, resolve_agent_dir, snapshot_dir
+
+    ws = workspace()
+    name, directory = resolve_agent_dir(ws, agent)
+    files = snapshot_dir(directory)
+    with backend() as b:
+        result = b.deploy(name, files, message, git_author())
+        base = endpoint_base(b)
+    if json_out:
+        print_json(result)
+        return
+    for w in result.warnings:
+        warn(w)
+    if not result.created:
+        info(f"{name}: no changes since commit {short(result.commit.id if result.commit else None)} — staging unchanged")
+        return
+    assert result.commit is not None
+    success(f"deployed [bold]{name}[/bold] to [staging]staging[/staging]: commit "
+            f"[commit]{short(result.commit.id)}[/commit] ({len(files)} file{'s' if len(files) != 1 else ''})")
+    out.print(f"  POST {base}/staging/agents/{name}")
+    info(f"[dim]  when staging looks good: rf agents promote {name}[/dim]")
+
+
+@app.command("promote")
+def promote(
+    name: Annotated[str, typer.Argument(help="Agent name.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    message: Annotated[str, typer.Option("--message", "-m", help="Release message.")] = "",
+    json_out: JsonOption = False,
+) -> None:
+    """Point [bold #10b981]production[/] at staging's commit (shows what changes first)."""
+    from rf.cli.output import info, print_json, short, success
+    from rf.config import git_author
+
+    with backend() as b:
+        agent = b.get_agent(name)
+        if agent.staging_commit is None or agent.staging_commit == agent.production_commit:
+            result = b.promote(name, git_author(), message)
+        else:
+            if not json_out:
+                render_diff(b.diff_agent(name))
+            confirm(f"Promote {name} to production ({short(agent.production_commit)} → {short(agent.staging_commit)})?", yes)
+            result = b.promote(name, git_author(), message)
+        base = endpoint_base(b)
+    if json_out:
+        print_json(result)
+        return
+    if not result.changed:
+        info(f"{name}: production already runs staging's commit {short(result.after)} — nothing to promote")
+        return
+    success(f"promoted [bold]{name}[/bold] to [production]production[/production]: "
+            f"{short(result.before)} → [commit]{short(result.after)}[/commit] (release {result.release_id})")
+    info(f"  POST {base}/production/agents/{name}")

@@ -1,0 +1,194 @@
+"""The Typer application: global options, command groups, error handling."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from rf.errors import RfError, UsageError
+
+if TYPE_CHECKING:
+    from rf.client import Backend
+    from rf.config import Workspace
+
+app = typer.Typer(
+    name="rf",
+    help="rf — build AI agents locally, with a [bold #f59e0b]staging[/] and a [bold #10b981]production[/] environment.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+
+
+class State:
+    workspace_dir: str | None = None
+
+
+state = State()
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from rf._version import __version__
+
+        typer.echo(f"rf {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global(
+    workspace: Annotated[
+        str | None,
+        typer.Option("--workspace", "-w", help="Workspace directory (default: found by walking up from here).",
+                     envvar="RF_WORKSPACE", show_envvar=False),
+    ] = None,
+    version: Annotated[bool, typer.Option("--version", "-V", callback=_version_callback, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+) -> None:
+    state.workspace_dir = workspace
+
+
+def workspace() -> Workspace:
+    from rf.config import find_workspace
+
+    return find_workspace(state.workspace_dir)
+
+
+@contextmanager
+def backend() -> Iterator[Backend]:
+    """The server if one runs, else the store in-process (closed afterwards)."""
+    from rf.client import connect
+
+    b = connect(workspace())
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+EnvOption = Annotated[
+    str,
+    typer.Option("--env", "-e", help="Environment: staging or production.", envvar="RF_ENV", show_envvar=False),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (and nothing else) on stdout.")]
+
+
+def check_env(env: str) -> str:
+    from rf.models import check_env as _check
+
+    return _check(env)
+
+
+def parse_json_arg(text: str, what: str = "--input") -> Any:
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{what} is not valid JSON: {exc}",
+                         'quote it for your shell, e.g. --input \'{"name": "Ada"}\'') from None
+
+
+def read_input(input_json: str | None, input_file: Path | None) -> Any:
+    """Agent input from --input, --input-file, or stdin (when piped); {} otherwise."""
+    if input_json is not None and input_file is not None:
+        raise UsageError("give either --input or --input-file, not both")
+    if input_json is not None:
+        return parse_json_arg(input_json)
+    if input_file is not None:
+        try:
+            text = input_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot read {input_file}: {exc.strerror}") from None
+        return parse_json_arg(text, str(input_file))
+    if not sys.stdin or sys.stdin.closed:
+        return {}
+    try:
+        if sys.stdin.isatty():
+            return {}
+        text = sys.stdin.read()
+    except (OSError, ValueError):
+        return {}
+    return parse_json_arg(text, "stdin") if text.strip() else {}
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Ask on a TTY; refuse without --yes when nobody can answer."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError("this changes production and needs confirmation", "re-run with --yes")
+    if not typer.confirm(question, default=False, err=True):
+        raise typer.Exit(1)
+
+
+def _register() -> None:
+    from rf.cli import agents, commands, executions
+
+    commands.register(app)
+    app.add_typer(agents.app, name="agents", help="Deploy to staging, promote to production, inspect commits.")
+    app.add_typer(executions.app, name="executions", help="Executions of one environment.")
+
+
+_register()
+
+
+def run() -> None:
+    """Run the CLI, turning every error into one clear message on stderr."""
+    try:
+        app(standalone_mode=False)
+    except RfError as exc:
+        _print_error(exc)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.stderr.write("aborted\n")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and anything unexpected
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        translated = _translate(exc)
+        _print_error(translated)
+        sys.exit(translated.exit_code)
+    sys.exit(0)
+
+
+def _translate(exc: BaseException) -> RfError:
+    if "duckdb" in sys.modules:
+        from rf.store import translate_error
+
+        t = translate_error(exc)
+        if t is not None:
+            return t
+    if isinstance(exc, OSError):
+        return RfError(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
+    if os.environ.get("RF_DEBUG"):
+        raise exc
+    return RfError(f"unexpected error: {type(exc).__name__}: {exc}",
+                   "set RF_DEBUG=1 to see the traceback, and please report it")
+
+
+def _print_error(exc: RfError) -> None:
+    from rich.markup import escape
+
+    from rf.cli.output import err
+
+    err.print(f"[fail]error:[/fail] {escape(exc.message)}", highlight=False, soft_wrap=True)
+    if exc.hint:
+        err.print(f"  [hint]hint:[/hint] {escape(exc.hint)}", highlight=False, soft_wrap=True)

@@ -1,0 +1,124 @@
+"""One error hierarchy for rf.
+
+Every error a user can see is an :class:`RfError`: a one-line ``message`` that
+says what went wrong and a ``hint`` that says what to do next. Library
+exceptions (DuckDB, httpx, OS errors) are converted into these at the boundary
+that catches them, so no raw traceback ever reaches a user.
+
+Each class carries the HTTP status the server answers with, and a stable
+``code`` so the HTTP client can re-raise the same class on the other side.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RfError(Exception):
+    """Base class: a message for the user and, when known, the next step."""
+
+    code = "error"
+    http_status = 400
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "hint": self.hint}
+
+
+class UsageError(RfError):
+    """The command line or request was malformed (exit code 2)."""
+
+    code = "usage"
+    exit_code = 2
+
+
+class NotFound(RfError):
+    """A named thing (agent, execution, commit, ...) does not exist."""
+
+    code = "not_found"
+    http_status = 404
+
+
+class Conflict(RfError):
+    """The request conflicts with the current state (e.g. a stale plan)."""
+
+    code = "conflict"
+    http_status = 409
+
+
+class ProductionReadOnly(RfError):
+    """A mutation aimed at production outside a publish/promote."""
+
+    code = "production_read_only"
+    http_status = 403
+
+
+class InvalidAgent(RfError):
+    """An agent directory, agent.toml or agent code that cannot be used."""
+
+    code = "invalid_agent"
+    http_status = 422
+
+
+class WorkspaceError(RfError):
+    """No workspace, or a broken one."""
+
+    code = "workspace"
+
+
+class StoreError(RfError):
+    """The DuckDB store cannot be used (busy, too new, corrupt)."""
+
+    code = "store"
+    http_status = 503
+
+
+class ServerError(RfError):
+    """The rf server could not be reached or answered badly."""
+
+    code = "server"
+    http_status = 502
+
+
+class PayloadTooLarge(RfError):
+    code = "payload_too_large"
+    http_status = 413
+
+
+class Unauthorized(RfError):
+    code = "unauthorized"
+    http_status = 401
+
+
+class ExecutionFailed(RfError):
+    """An agent execution failed (raised by callers that want an exception)."""
+
+    code = "execution_failed"
+    http_status = 500
+
+
+_BY_CODE: dict[str, type[RfError]] = {}
+
+
+def _register() -> None:
+    stack: list[type[RfError]] = [RfError]
+    while stack:
+        cls = stack.pop()
+        _BY_CODE[cls.code] = cls
+        stack.extend(cls.__subclasses__())
+
+
+def from_dict(data: dict[str, Any]) -> RfError:
+    """Rebuild an error sent by the server (see :meth:`RfError.to_dict`)."""
+    if not _BY_CODE:
+        _register()
+    cls = _BY_CODE.get(str(data.get("code")), RfError)
+    return cls(str(data.get("message", "unknown error")), data.get("hint"))

@@ -1,0 +1,131 @@
+"""The ``ctx`` object an agent handler receives: ``handle(input, ctx)``.
+
+It lives inside the worker subprocess. Workers never open the database or
+hold secrets, so everything ``ctx`` offers beyond plain fields is a request to
+the host over the worker's channel (:meth:`Context.call_host`). Later features
+(prompts, connectors, llm, memory, session, trace) become small objects built
+on ``call_host`` and hung off the context with :meth:`Context._service`, so
+they cost nothing until a handler uses them.
+
+Importing this module has no side effects and pulls in nothing heavy; agent
+code can ``from rf import Context`` for type hints, and tests can build a
+``Context`` directly with a fake ``host`` callable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
+
+from rf.errors import RfError
+
+if TYPE_CHECKING:
+    import logging
+
+HostCall = Callable[[str, dict[str, Any]], Any]
+_T = TypeVar("_T")
+
+_LOGGER_PREFIX = "rf.agent"
+
+
+class Context:
+    """Per-execution context passed to agent handlers.
+
+    Attributes:
+        env: ``"staging"`` or ``"production"``.
+        agent: the agent's name.
+        execution_id: id of this execution (as shown by ``executions show``).
+        session_id: the conversation/session id, if the caller gave one.
+    """
+
+    env: str
+    agent: str
+    execution_id: str
+    session_id: str | None
+
+    def __init__(
+        self,
+        *,
+        env: str,
+        agent: str,
+        execution_id: str,
+        session_id: str | None = None,
+        host: HostCall | None = None,
+        log_stream: TextIO | None = None,
+    ) -> None:
+        self.env = env
+        self.agent = agent
+        self.execution_id = execution_id
+        self.session_id = session_id
+        self._host = host
+        self._log_stream = log_stream
+        self._logger: logging.Logger | None = None
+        self._services: dict[str, Any] = {}
+        self._active = True
+
+    def __repr__(self) -> str:
+        return (
+            f"Context(env={self.env!r}, agent={self.agent!r}, "
+            f"execution_id={self.execution_id!r}, session_id={self.session_id!r})"
+        )
+
+    @property
+    def logger(self) -> logging.Logger:
+        """A logger whose lines land in this execution's logs as ``LEVEL message``.
+
+        Built on first use: ``logging`` costs a few milliseconds to import
+        and most handlers never log, so worker start-up does not pay for it.
+        """
+        if self._logger is None:
+            self._logger = _agent_logger(self.agent, self._log_stream)
+        return self._logger
+
+    def call_host(self, method: str, **params: Any) -> Any:
+        """Ask the host to run service *method* with JSON-able *params*.
+
+        Synchronous request/response over the worker's channel. Errors the
+        host reports come back as the same :class:`rf.errors.RfError`
+        subclass, so agent code can catch e.g. ``NotFound``.
+        """
+        if not self._active:
+            raise RfError(
+                f"ctx.call_host({method!r}) was called after execution {self.execution_id} ended",
+                "use ctx only while the handler runs (not from leftover threads or tasks)",
+            )
+        if self._host is None:
+            raise RfError("no host services in this run")
+        return self._host(method, params)
+
+    def _service(self, name: str, factory: Callable[[Context], _T]) -> _T:
+        """Return the sub-object *name*, building it with *factory* on first use.
+
+        The hook for later attributes, e.g.::
+
+            @property
+            def prompts(self) -> Prompts:
+                return self._service("prompts", Prompts)
+        """
+        try:
+            return self._services[name]  # type: ignore[no-any-return]
+        except KeyError:
+            service = self._services[name] = factory(self)
+            return service
+
+    def _end(self) -> None:
+        """Mark the execution over; later host calls fail clearly instead of
+        desynchronising the channel."""
+        self._active = False
+
+
+def _agent_logger(agent: str, stream: TextIO | None) -> logging.Logger:
+    import logging
+
+    logger = logging.getLogger(f"{_LOGGER_PREFIX}.{agent}")
+    if not getattr(logger, "_rf_configured", False):
+        handler = logging.StreamHandler(stream) if stream is not None else logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+        logger.propagate = False
+        logger._rf_configured = True  # type: ignore[attr-defined]
+    return logger

@@ -1,0 +1,1 @@
+"""The embedded server (Litestar on uvicorn): the only package that imports litestar."""

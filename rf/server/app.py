@@ -1,0 +1,225 @@
+"""The Litestar application: environment endpoints and the management API.
+
+- ``POST /{env}/agents/{name}`` runs the commit ``env`` points at (JSON, or
+  server-sent events when the client asks for ``text/event-stream``);
+  ``GET /{env}/agents/{name}`` describes the deployed agent.
+- ``/api/...`` is the management API, generated from :data:`rf.api.ROUTES`
+  and protected by the bearer token written to ``.rf/server.json``.
+- Every :class:`~rf.errors.RfError` becomes ``{"error": {code, message, hint}}``
+  with its HTTP status, in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import Litestar, Request, Response, get, post, route
+from litestar.config.app import ExperimentalFeatures  # noqa: F401  (kept for future toggles)
+from litestar.exceptions import HTTPException
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi import OpenAPIConfig
+from litestar.response import ServerSentEvent
+
+from rf import api
+from rf.errors import NotFound, PayloadTooLarge, RfError, Unauthorized, UsageError
+from rf.models import ENVIRONMENTS, to_dict
+from rf.services import Services
+
+log = logging.getLogger("rf.server")
+
+
+def _error_response(err: RfError) -> Response[Any]:
+    return Response({"error": err.to_dict()}, status_code=err.http_status)
+
+
+def _handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if isinstance(exc, RfError):
+        return _error_response(exc)
+    if isinstance(exc, HTTPException):
+        if exc.status_code == 413:
+            return _error_response(PayloadTooLarge(
+                "request body too large", "send a smaller input, or raise [server] max_body_bytes in rf.toml"))
+        if exc.status_code == 404:
+            return _error_response(NotFound(
+                f"no such endpoint: {request.method} {request.url.path}",
+                "endpoints are /staging/agents/NAME, /production/agents/NAME and /api/...; see /schema"))
+        if exc.status_code == 405:
+            return _error_response(UsageError(f"{request.method} is not allowed on {request.url.path}"))
+        return _error_response(RfError(str(exc.detail)))
+    from rf.store import translate_error
+
+    translated = translate_error(exc)
+    if translated is not None:
+        return _error_response(translated)
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return Response({"error": {"code": "internal", "message": f"internal error ({type(exc).__name__})",
+                               "hint": "see the server log"}}, status_code=500)
+
+
+async def _json_body(request: Request[Any, Any, Any]) -> Any:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise UsageError(f"request body is not valid JSON: {exc}", 'send {"input": ...}') from None
+
+
+def _check_env(env: str) -> str:
+    if env not in ENVIRONMENTS:
+        raise NotFound(f"unknown environment {env!r}", "use /staging/... or /production/...")
+    return env
+
+
+def create_app(services: Services, token: str, *, max_body_bytes: int = 1024 * 1024) -> Litestar:
+    """Build the app around one Services (the server owns the store)."""
+
+    def check_token(request: Request[Any, Any, Any]) -> None:
+        header = request.headers.get("authorization", "")
+        given = header[7:] if header.lower().startswith("bearer ") else request.headers.get("x-rf-token", "")
+        if not given or not hmac.compare_digest(given.encode(), token.encode()):
+            raise Unauthorized("missing or wrong API token",
+                               "use the token in .rf/server.json (Authorization: Bearer TOKEN)")
+
+    # ------------------------------------------------------------ env endpoints
+    @post("/{env:str}/agents/{name:str}", summary="Invoke an agent in an environment", tags=["endpoints"],
+          status_code=200)
+    async def invoke(request: Request[Any, Any, Any], env: str, name: str) -> Response[Any]:
+        _check_env(env)
+        body = await _json_body(request)
+        if not isinstance(body, dict):
+            raise UsageError('request body must be a JSON object like {"input": ...}')
+        unknown = set(body) - {"input", "session_id"}
+        if unknown:
+            raise UsageError(f"unknown field(s) in request body: {', '.join(sorted(unknown))}",
+                             'send {"input": ..., "session_id": "optional"}')
+        session_id = body.get("session_id")
+        if session_id is not None and not isinstance(session_id, str):
+            raise UsageError("session_id must be a string")
+        payload = body.get("input")
+        if "text/event-stream" in request.headers.get("accept", ""):
+            return _stream(services, env, name, payload, session_id)
+        ex = await asyncio.to_thread(services.invoke, env, name, payload, session_id, "endpoint")
+        out: dict[str, Any] = {"execution_id": ex.id, "status": ex.status}
+        if ex.status == "succeeded":
+            out["output"] = ex.output
+            return Response(out, status_code=200)
+        out["error"] = ex.error
+        return Response(out, status_code=500)
+
+    @get("/{env:str}/agents/{name:str}", summary="Describe the agent deployed in an environment",
+         tags=["endpoints"])
+    async def describe(env: str, name: str) -> dict[str, Any]:
+        _check_env(env)
+        agent = await asyncio.to_thread(services.get_agent, name)
+        commit = agent.staging_commit if env == "staging" else agent.production_commit
+        if commit is None:
+            hint = f"rf agents promote {name}" if env == "production" else f"rf agents deploy {name}"
+            raise NotFound(f"agent {name!r} is not deployed in {env}", hint)
+        c = services.store.get_commit(commit)
+        return {"name": agent.name, "description": agent.description, "env": env, "commit": commit,
+                "deployed_at": c.created_at if c else None, "message": c.message if c else None,
+                "url": f"/{env}/agents/{name}"}
+
+    @get("/api/health", summary="Liveness (no token needed)", tags=["management"])
+    async def health() -> dict[str, Any]:
+        return {"ok": True}
+
+    handlers: list[Any] = [invoke, describe, health]
+    for r in api.ROUTES:
+        handlers.append(_management_handler(services, r, check_token))
+
+    return Litestar(
+        route_handlers=handlers,
+        exception_handlers={Exception: _handle_exception},
+        request_max_body_size=max_body_bytes,
+        openapi_config=OpenAPIConfig(title="rf", version=_version(), path="/schema"),
+        debug=False,
+    )
+
+
+def _version() -> str:
+    from rf._version import __version__
+
+    return __version__
+
+
+def _management_handler(services: Services, r: api.Route, check_token: Any) -> HTTPRouteHandler:
+    method = getattr(services, r.name)
+
+    async def handler(request: Request[Any, Any, Any]) -> Any:
+        check_token(request)
+        params: dict[str, Any] = dict(request.path_params)
+        if r.method == "GET":
+            for key, value in request.query_params.items():
+                params[key] = _coerce(value)
+        else:
+            body = await _json_body(request)
+            if not isinstance(body, dict):
+                raise UsageError("request body must be a JSON object")
+            params.update(body)
+        for key in r.binary:
+            if key in params:
+                params[key] = api.decode_files(params[key])
+        try:
+            result = await asyncio.to_thread(method, **params)
+        except TypeError as exc:
+            if "argument" in str(exc):
+                raise UsageError(f"bad parameters for {r.name}: {exc}") from None
+            raise
+        if r.name == "status":
+            result.backend = "http"
+        return to_dict(result)
+
+    handler.__name__ = f"api_{r.name}"
+    path = "/api" + r.path.replace("}", ":str}")
+    return route(path, http_method=[r.method], summary=r.summary, tags=["management"], status_code=200,
+                 operation_id=r.name)(handler)
+
+
+def _coerce(value: str) -> Any:
+    if value.isdigit():
+        return int(value)
+    if value in ("true", "false"):
+        return value == "true"
+    return value
+
+
+def _stream(services: Services, env: str, name: str, payload: Any, session_id: str | None) -> ServerSentEvent:
+    """Run the agent in a thread and forward each yielded chunk as an SSE event."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+    def on_chunk(chunk: Any) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, ("chunk", chunk))
+
+    def run() -> None:
+        try:
+            ex = services.invoke(env, name, payload, session_id, "endpoint", on_chunk)
+            done = {"execution_id": ex.id, "status": ex.status}
+            if ex.status != "succeeded":
+                done["error"] = ex.error
+            loop.call_soon_threadsafe(queue.put_nowait, ("done", done))
+        except RfError as err:
+            loop.call_soon_threadsafe(queue.put_nowait, ("error", err.to_dict()))
+        except Exception as exc:  # noqa: BLE001 - becomes an error event, never a dropped stream
+            loop.call_soon_threadsafe(queue.put_nowait, ("error", {"code": "internal", "message": str(exc)}))
+
+    async def events() -> AsyncIterator[dict[str, Any]]:
+        task = asyncio.create_task(asyncio.to_thread(run))
+        try:
+            while True:
+                kind, data = await queue.get()
+                yield {"event": kind, "data": json.dumps(data)}
+                if kind != "chunk":
+                    break
+        finally:
+            await task
+
+    return ServerSentEvent(events())  # type: ignore[arg-type]

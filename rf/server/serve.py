@@ -1,0 +1,136 @@
+"""Running the server: bind, write ``.rf/server.json``, serve, clean up.
+
+``rf serve`` runs it in the foreground; ``rf ui`` runs it on a background
+thread (:func:`start_in_thread`). Either way this process becomes the single
+owner of the DuckDB file and every other command reaches it over HTTP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from rf import serverinfo
+from rf.config import Workspace
+from rf.errors import RfError, ServerError
+
+log = logging.getLogger("rf.server")
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ServerError(
+            f"cannot listen on {host}:{port}: {exc.strerror}",
+            "pick another port with --port (or [server] port in rf.toml), or stop what uses it",
+        ) from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+@dataclass
+class RunningServer:
+    url: str
+    token: str
+    host: str
+    port: int
+    services: Any
+    server: Any  # uvicorn.Server
+    sock: socket.socket
+    thread: threading.Thread | None = None
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        if self.thread is not None:
+            self.thread.join(timeout=10)
+
+
+def prepare(ws: Workspace, *, host: str | None = None, port: int | None = None) -> RunningServer:
+    """Open the store, build the app, bind the socket and write server.json."""
+    import uvicorn
+
+    from rf.server.app import create_app
+    from rf.services import Services
+    from rf.store import Store
+
+    existing = serverinfo.read(ws.server_file)
+    if existing is not None:
+        raise ServerError(
+            f"a server already runs for this workspace at {existing.url} (pid {existing.pid})",
+            "use it (every rf command goes through it), or stop it first",
+        )
+    host = host or ws.host
+    port = ws.port if port is None else port
+    sock = _bind(host, port)
+    try:
+        store = Store.open(ws.db_path, wait_s=5.0)
+    except RfError:
+        sock.close()
+        raise
+    actual_port = sock.getsockname()[1]
+    shown_host = f"[{host}]" if ":" in host else host
+    url = f"http://{shown_host}:{actual_port}"
+    services = Services(store, ws, server_url=url)
+    token = secrets.token_urlsafe(32)
+    app = create_app(services, token, max_body_bytes=ws.max_body_bytes)
+    config = uvicorn.Config(
+        app, log_level=os.environ.get("RF_LOG_LEVEL", "warning").lower(), access_log=False,
+        lifespan="on", timeout_graceful_shutdown=5, server_header=False,
+    )
+    server = uvicorn.Server(config)
+    serverinfo.write(ws.server_file, serverinfo.ServerInfo(pid=os.getpid(), url=url, token=token,
+                                                           host=host, port=actual_port))
+    return RunningServer(url=url, token=token, host=host, port=actual_port, services=services, server=server,
+                         sock=sock)
+
+
+def _cleanup(ws: Workspace, running: RunningServer) -> None:
+    serverinfo.remove(ws.server_file, os.getpid())
+    with contextlib.suppress(Exception):
+        running.services.close()
+    with contextlib.suppress(Exception):
+        running.services.store.close()
+    with contextlib.suppress(OSError):
+        running.sock.close()
+
+
+def serve_forever(ws: Workspace, running: RunningServer) -> None:
+    """Serve in this thread until interrupted (SIGINT/SIGTERM), then clean up."""
+    try:
+        running.server.run(sockets=[running.sock])
+    finally:
+        _cleanup(ws, running)
+
+
+def start_in_thread(ws: Workspace, *, host: str | None = None, port: int | None = None) -> RunningServer:
+    """Serve on a daemon thread (used by ``rf ui``); ``stop()`` shuts it down."""
+    running = prepare(ws, host=host, port=port)
+    # uvicorn installs signal handlers only on the main thread, so this is safe.
+
+    def target() -> None:
+        try:
+            running.server.run(sockets=[running.sock])
+        finally:
+            _cleanup(ws, running)
+
+    running.thread = threading.Thread(target=target, name="rf-server", daemon=True)
+    running.thread.start()
+    deadline = time.monotonic() + 10
+    while not running.server.started and time.monotonic() < deadline:
+        if not running.thread.is_alive():
+            raise ServerError("the embedded server stopped during start-up", "run `rf serve` to see why")
+        time.sleep(0.01)
+    return running

@@ -1,0 +1,445 @@
+"""``Services``: the facade both backends expose (agents, executions, status)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rf.config import AgentConfig, Workspace, check_name, parse_agent_toml
+from rf.errors import InvalidAgent, NotFound, ProductionReadOnly, UsageError
+from rf.ids import iso, new_id, utcnow
+from rf.models import (
+    WORKING_COPY,
+    Agent,
+    AgentDiff,
+    AgentStatus,
+    Commit,
+    DeployResult,
+    Execution,
+    PromoteResult,
+    Status,
+    check_env,
+)
+from rf.services import diffs
+
+if TYPE_CHECKING:
+    from rf.runtime.pool import WorkerPool
+    from rf.store import Store
+
+
+def require_staging(env: str, what: str, instead: str) -> None:
+    """Refuse a mutation aimed at production (the heart of the environment rules)."""
+    check_env(env)
+    if env == "production":
+        raise ProductionReadOnly(
+            f"production is read-only: cannot {what}",
+            instead,
+        )
+
+
+def tree_of(files: dict[str, bytes]) -> dict[str, str]:
+    return {path: hashlib.sha256(data).hexdigest() for path, data in sorted(files.items())}
+
+
+def tree_hash(tree: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()
+
+
+class Services:
+    """Domain operations over one store. Thread-safe."""
+
+    def __init__(self, store: Store, workspace: Workspace | None, *, pool: WorkerPool | None = None,
+                 server_url: str | None = None) -> None:
+        self.store = store
+        self.workspace = workspace
+        self._pool = pool
+        self._pool_lock = threading.Lock()
+        self.server_url = server_url
+        self._owns_cache = workspace is None
+        self.cache_dir = (
+            workspace.cache_dir if workspace is not None else Path(tempfile.mkdtemp(prefix="rf-cache-"))
+        )
+
+    # ------------------------------------------------------------ lifecycle
+    @property
+    def pool(self) -> WorkerPool:
+        if self._pool is None:
+            with self._pool_lock:
+                if self._pool is None:
+                    from rf.runtime.pool import WorkerPool
+
+                    self._pool = WorkerPool()
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+        if self._owns_cache:
+            shutil.rmtree(self.cache_dir, ignore_errors=True)
+
+    # ------------------------------------------------------------ status
+    def status(self) -> Status:
+        ws = self.workspace
+        return Status(
+            workspace=ws.name if ws else "(in-memory)",
+            workspace_path=str(ws.root) if ws else "",
+            server_url=self.server_url,
+            backend="local",
+            agents=[
+                AgentStatus(a.name, a.description, a.staging_commit, a.production_commit, a.commits_ahead)
+                for a in self.list_agents()
+            ],
+            schema_version=self.store.schema_version,
+        )
+
+    # ------------------------------------------------------------ agents
+    def _ahead(self, parents: dict[str, str | None], staging: str | None, production: str | None) -> int:
+        """Commits reachable from staging that production's chain does not contain."""
+        prod_chain: set[str] = set()
+        cur = production
+        while cur is not None and cur not in prod_chain:
+            prod_chain.add(cur)
+            cur = parents.get(cur)
+        count = 0
+        seen: set[str] = set()
+        cur = staging
+        while cur is not None and cur not in prod_chain and cur not in seen:
+            seen.add(cur)
+            count += 1
+            cur = parents.get(cur)
+        return count
+
+    def list_agents(self) -> list[Agent]:
+        rows = self.store.agent_rows()
+        parents = self.store.commit_parents()
+        agents = []
+        for row in rows:
+            agent = Agent(**row)
+            agent.commits_ahead = self._ahead(parents.get(agent.name, {}), agent.staging_commit,
+                                              agent.production_commit)
+            agents.append(agent)
+        return agents
+
+    def get_agent(self, name: str) -> Agent:
+        rows = self.store.agent_rows(name)
+        if not rows:
+            raise self._unknown_agent(name)
+        agent = Agent(**rows[0])
+        parents = self.store.commit_parents([name]).get(name, {})
+        agent.commits_ahead = self._ahead(parents, agent.staging_commit, agent.production_commit)
+        return agent
+
+    def _unknown_agent(self, name: str) -> NotFound:
+        known = [r["name"] for r in self.store.agent_rows()]
+        hint = f"known agents: {', '.join(known)}" if known else "deploy one first: rf agents deploy NAME"
+        if self.workspace is not None and (self.workspace.agents_dir / name / "agent.toml").is_file():
+            hint = f"it exists in agents/ but was never deployed: rf agents deploy {name}"
+        return NotFound(f"unknown agent {name!r}", hint)
+
+    def deploy(self, name: str, files: dict[str, bytes], message: str = "", author: str = "unknown") -> DeployResult:
+        """Snapshot files into a commit and point **staging** at it (never production)."""
+        check_name("agent", name)
+        if "agent.toml" not in files:
+            raise InvalidAgent(f"agent {name!r} has no agent.toml", 'add agents/NAME/agent.toml with: entrypoint = "agent:handle"')
+        config = parse_agent_toml(name, files["agent.toml"].decode("utf-8", errors="replace"),
+                                  source=f"agents/{name}/agent.toml")
+        tree = tree_of(files)
+        parent = self.store.get_head(name, "staging")
+        if parent is not None:
+            head = self.store.get_commit(parent)
+            if head is not None and head.tree == tree:
+                return DeployResult(agent=name, commit=head, created=False)
+        self._validate_code(files, config)
+        warnings = self._deploy_warnings(config)
+        now = utcnow()
+        created_at = iso(now)
+        message = message.strip() or "deploy"
+        commit_id = hashlib.sha256(
+            json.dumps([name, parent, tree_hash(tree), message, author, created_at]).encode()
+        ).hexdigest()
+        commit = Commit(id=commit_id, agent=name, parent=parent, message=message, author=author,
+                        created_at=created_at, tree=tree)
+        blobs = {sha: files[path] for path, sha in tree.items()}
+        with self.store.transaction() as cur:
+            self.store.put_blobs(cur, blobs)
+            self.store.upsert_agent(cur, name, config.description, now)
+            self.store.insert_commit(cur, commit, now, _config_dict(config))
+            self.store.set_head(cur, name, "staging", commit_id, now)
+        return DeployResult(agent=name, commit=commit, created=True, warnings=warnings)
+
+    def _deploy_warnings(self, config: AgentConfig) -> list[str]:
+        """Hook for later checks (unknown prompts/connectors declared in agent.toml)."""
+        return []
+
+    def _validate_code(self, files: dict[str, bytes], config: AgentConfig) -> None:
+        from rf.runtime.check import validate_agent_code
+
+        with tempfile.TemporaryDirectory(prefix="rf-check-") as tmp:
+            root = Path(tmp) / config.name
+            _write_files(root, files)
+            validate_agent_code(root, config.entrypoint)
+
+    def history(self, name: str) -> list[Commit]:
+        self.get_agent(name)
+        return self.store.list_commits(name)
+
+    def resolve_commit(self, name: str, ref: str) -> str:
+        """A commit id from a ref: full id, unique prefix, or an env name."""
+        if ref in ("staging", "production"):
+            head = self.store.get_head(name, ref)
+            if head is None:
+                raise NotFound(f"agent {name!r} has no {ref} commit")
+            return head
+        matches = self.store.find_commits(name, ref)
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise NotFound(f"agent {name!r} has no commit {ref!r}", f"see: rf agents history {name}")
+        raise UsageError(f"commit prefix {ref!r} is ambiguous", "type more characters of the id")
+
+    def diff_agent(self, name: str, base: str | None = None, head: str | None = None) -> AgentDiff:
+        """Per-file diff production → staging (or between two refs)."""
+        agent = self.get_agent(name)
+        base_id = self.resolve_commit(name, base) if base else agent.production_commit
+        head_id = self.resolve_commit(name, head) if head else agent.staging_commit
+        base_c = self.store.get_commit(base_id) if base_id else None
+        head_c = self.store.get_commit(head_id) if head_id else None
+        base_tree = base_c.tree if base_c else {}
+        head_tree = head_c.tree if head_c else {}
+        blobs = self.store.get_blobs(
+            [s for p, s in base_tree.items() if head_tree.get(p) != s]
+            + [s for p, s in head_tree.items() if base_tree.get(p) != s]
+        )
+        files = diffs.tree_diff(base_tree, head_tree, blobs)
+        commits: list[Commit] = []
+        if head_id:
+            parents = self.store.commit_parents([name]).get(name, {})
+            prod_chain: set[str] = set()
+            c = base_id
+            while c is not None and c not in prod_chain:
+                prod_chain.add(c)
+                c = parents.get(c)
+            chain_ids = []
+            c = head_id
+            while c is not None and c not in prod_chain and c not in chain_ids:
+                chain_ids.append(c)
+                c = parents.get(c)
+            by_id = {cm.id: cm for cm in self.store.list_commits(name)}
+            commits = [by_id[i] for i in chain_ids if i in by_id]
+            for cm in commits:
+                cm.tree = {}
+        return AgentDiff(agent=name, base=base_id, head=head_id, commits=commits, files=files)
+
+    def promote(self, name: str, author: str = "unknown", message: str = "") -> PromoteResult:
+        """Point production at staging's commit, recorded as a one-item release."""
+        agent = self.get_agent(name)
+        if agent.staging_commit is None:
+            raise NotFound(f"agent {name!r} has nothing in staging", f"deploy it first: rf agents deploy {name}")
+        if agent.staging_commit == agent.production_commit:
+            return PromoteResult(agent=name, before=agent.production_commit, after=agent.staging_commit,
+                                 changed=False)
+        now = utcnow()
+        release_id = new_id("rel")
+        before, after = agent.production_commit, agent.staging_commit
+        item = {"kind": "agent", "name": name, "before": before, "after": after}
+        plan_id = hashlib.sha256(json.dumps([item], sort_keys=True).encode()).hexdigest()[:16]
+        with self.store.transaction() as cur:
+            # Re-check inside the lock: a concurrent promote may have won.
+            current = cur.execute(
+                "SELECT commit_id FROM agent_heads WHERE agent = ? AND env = 'production'", [name]
+            ).fetchone()
+            if (current[0] if current else None) != before:
+                from rf.errors import Conflict
+
+                raise Conflict(f"production for {name!r} changed while promoting", "run the command again")
+            self.store.set_head(cur, name, "production", after, now)
+            self.store.insert_release(
+                cur, release_id=release_id, created_at=now, author=author,
+                message=message or f"promote {name}", plan_id=plan_id, kind="publish", items=[item],
+            )
+        return PromoteResult(agent=name, before=before, after=after, changed=True, release_id=release_id)
+
+    # ------------------------------------------------------------ code on disk
+    def code_dir(self, commit_id: str) -> Path:
+        """The commit's files on disk (written once, atomically, from blobs)."""
+        target = self.cache_dir / "commits" / commit_id
+        if target.is_dir():
+            return target
+        commit = self.store.get_commit(commit_id)
+        if commit is None:
+            raise NotFound(f"commit {commit_id} is missing from the store")
+        blobs = self.store.get_blobs(list(commit.tree.values()))
+        files = {path: blobs[sha] for path, sha in commit.tree.items()}
+        return _materialize(target, files)
+
+    def working_copy_dir(self, name: str, files: dict[str, bytes]) -> tuple[str, Path]:
+        digest = tree_hash(tree_of(files))[:20]
+        return digest, _materialize(self.cache_dir / "working-copy" / name / digest, files)
+
+    # ------------------------------------------------------------ executions
+    def invoke(
+        self,
+        env: str,
+        name: str,
+        input: Any = None,
+        session_id: str | None = None,
+        source: str = "invoke",
+        on_chunk: Callable[[Any], None] | None = None,
+    ) -> Execution:
+        """Run the commit ``env`` points at and record the execution."""
+        check_env(env)
+        agent = self.get_agent(name)
+        commit_id = agent.staging_commit if env == "staging" else agent.production_commit
+        if commit_id is None:
+            if env == "production":
+                raise NotFound(
+                    f"agent {name!r} is not in production yet",
+                    f"promote staging when it looks good: rf agents promote {name}",
+                )
+            raise NotFound(f"agent {name!r} has no staging deployment", f"deploy it: rf agents deploy {name}")
+        config = self.store.get_commit_config(commit_id)
+        return self._run(
+            env=env, name=name, commit_label=commit_id, code_dir=self.code_dir(commit_id),
+            entrypoint=config.get("entrypoint", "agent:handle"), timeout_s=float(config.get("timeout_s", 60.0)),
+            input=input, session_id=session_id, source=source, on_chunk=on_chunk,
+        )
+
+    def run_test(
+        self,
+        name: str,
+        files: dict[str, bytes],
+        input: Any = None,
+        session_id: str | None = None,
+        on_chunk: Callable[[Any], None] | None = None,
+    ) -> Execution:
+        """``rf test``: run working-copy files in **staging** mode (never production)."""
+        check_name("agent", name)
+        if "agent.toml" not in files:
+            raise InvalidAgent(f"agent {name!r} has no agent.toml", 'add agent.toml with: entrypoint = "agent:handle"')
+        config = parse_agent_toml(name, files["agent.toml"].decode("utf-8", errors="replace"),
+                                  source=f"agents/{name}/agent.toml")
+        digest, code_dir = self.working_copy_dir(name, files)
+        return self._run(
+            env="staging", name=name, commit_label=WORKING_COPY, code_dir=code_dir,
+            entrypoint=config.entrypoint, timeout_s=config.timeout_s, input=input, session_id=session_id,
+            source="test", on_chunk=on_chunk, pool_label=f"{WORKING_COPY}:{digest}",
+        )
+
+    def _run(
+        self,
+        *,
+        env: str,
+        name: str,
+        commit_label: str,
+        code_dir: Path,
+        entrypoint: str,
+        timeout_s: float,
+        input: Any,
+        session_id: str | None,
+        source: str,
+        on_chunk: Callable[[Any], None] | None,
+        pool_label: str | None = None,
+    ) -> Execution:
+        from rf.runtime.pool import RunRequest
+
+        execution_id = new_id("ex")
+        started = utcnow()
+        request = RunRequest(execution_id=execution_id, env=env, agent=name, input=input,
+                             session_id=session_id, stream=on_chunk is not None)
+        result = self.pool.run(
+            (env, name, pool_label or commit_label), code_dir, entrypoint, request,
+            timeout_s=timeout_s, on_chunk=on_chunk, host=self.host_handler(env, name, execution_id),
+        )
+        ended = utcnow()
+        execution = Execution(
+            id=execution_id, env=env, agent=name, commit=commit_label, source=source, status=result.status,
+            input=input, output=result.output, error=result.error, error_type=result.error_type,
+            traceback=result.traceback, logs=result.logs, started_at=iso(started), ended_at=iso(ended),
+            duration_ms=round(result.duration_ms or (ended - started).total_seconds() * 1000, 3),
+            session_id=session_id,
+        )
+        self.store.record_execution(execution)
+        return execution
+
+    def host_handler(self, env: str, agent: str, execution_id: str) -> Callable[[str, dict[str, Any]], Any]:
+        """What ``ctx.call_host`` reaches. Later capabilities register methods here."""
+
+        def handle(method: str, params: dict[str, Any]) -> Any:
+            raise NotFound(f"unknown host method {method!r}")
+
+        return handle
+
+    def list_executions(
+        self,
+        env: str = "staging",
+        agent: str | None = None,
+        status: str | None = None,
+        source: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> list[Execution]:
+        check_env(env)
+        if status is not None and status not in ("succeeded", "failed"):
+            raise UsageError(f"unknown status {status!r}", "use succeeded or failed")
+        if not (1 <= limit <= 10_000):
+            raise UsageError("--limit must be between 1 and 10000")
+        return self.store.list_executions(env, agent=agent, status=status, source=source, limit=limit,
+                                          before=before)
+
+    def get_execution(self, execution_id: str, env: str | None = None) -> Execution:
+        """One execution; with ``env`` given, one of another environment is 'not found'."""
+        ex = self.store.get_execution(execution_id)
+        if ex is None and len(execution_id) >= 4:
+            matches = self.store.find_executions(execution_id)
+            if len(matches) == 1:
+                ex = self.store.get_execution(matches[0])
+            elif len(matches) > 1:
+                raise UsageError(f"execution id prefix {execution_id!r} is ambiguous", "type more of the id")
+        if ex is None or (env is not None and ex.env != check_env(env)):
+            where = f" in {env}" if env else ""
+            raise NotFound(f"no execution {execution_id!r}{where}", "list them: rf executions list --env ENV")
+        return ex
+
+
+def _config_dict(config: AgentConfig) -> dict[str, Any]:
+    return {
+        "description": config.description,
+        "entrypoint": config.entrypoint,
+        "timeout_s": config.timeout_s,
+        "prompts": config.prompts,
+        "connectors": config.connectors,
+        "trace": config.trace,
+    }
+
+
+def _write_files(root: Path, files: dict[str, bytes]) -> None:
+    for rel, data in files.items():
+        path = (root / rel).resolve()
+        if not path.is_relative_to(root.resolve()):
+            raise InvalidAgent(f"file path {rel!r} escapes the agent directory")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+def _materialize(target: Path, files: dict[str, bytes]) -> Path:
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    try:
+        _write_files(tmp, files)
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not target.is_dir():  # lost a race with another writer: theirs is identical
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -1,0 +1,169 @@
+"""Opening the DuckDB file, migrations, cursors, transactions, error translation."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from rf.errors import RfError, StoreError
+from rf.store.agents import AgentsMixin
+from rf.store.executions import ExecutionsMixin
+from rf.store.migrations import MIGRATIONS, SCHEMA_VERSION
+from rf.store.releases import ReleasesMixin
+from rf.store.writer import BatchWriter
+
+BUSY_HINT = (
+    "wait for the other rf command to finish, or start `rf serve` (or `rf ui`) "
+    "so every command shares one server"
+)
+
+
+def translate_error(exc: BaseException) -> RfError | None:
+    """Turn a DuckDB exception into an RfError (None if it is not DuckDB's)."""
+    if isinstance(exc, RfError):
+        return exc
+    if not isinstance(exc, duckdb.Error):
+        return None
+    text = str(exc)
+    if "Could not set lock" in text or "Conflicting lock" in text:
+        pid = re.search(r"PID (\d+)", text)
+        who = f" (pid {pid.group(1)})" if pid else ""
+        return StoreError(f"the workspace database is in use by another process{who}", BUSY_HINT)
+    if isinstance(exc, duckdb.TransactionException) or "Conflict" in text:
+        return StoreError("a concurrent change got in the way; nothing was changed", "run the command again")
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return StoreError(f"database error: {first}", "if this persists, report it with the command you ran")
+
+
+class Store(AgentsMixin, ExecutionsMixin, ReleasesMixin):
+    """One open DuckDB file. Thread-safe: cursors are per thread."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path | None) -> None:
+        self.path = path
+        self._con = con
+        self._local = threading.local()
+        self.write_lock = threading.RLock()
+        self._closed = False
+        self._migrate()
+        self.writer = BatchWriter(con)
+
+    # ------------------------------------------------------------ opening
+    @classmethod
+    def open(cls, path: Path | str | None, *, wait_s: float = 3.0) -> Store:
+        """Open (creating if needed) the store, retrying while another process holds the lock."""
+        if path is None:
+            return cls(duckdb.connect(":memory:"), None)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + wait_s
+        delay = 0.05
+        while True:
+            try:
+                con = duckdb.connect(str(path))
+                break
+            except duckdb.Error as exc:
+                err = translate_error(exc)
+                busy = err is not None and "in use by another process" in err.message
+                if busy and time.monotonic() < deadline:
+                    time.sleep(delay)
+                    delay = min(delay * 1.5, 0.3)
+                    continue
+                if busy and err is not None:
+                    raise err from None
+                raise StoreError(
+                    f"cannot open {path}: {str(exc).strip().splitlines()[0]}",
+                    "check that the file is an rf database and that you may write to it",
+                ) from None
+        try:
+            store = cls(con, path)
+        except BaseException:
+            con.close()
+            raise
+        with contextlib.suppress(OSError):
+            os.chmod(path, 0o600)
+        return store
+
+    def _migrate(self) -> None:
+        con = self._con
+        con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        current = int(row[0]) if row else 0
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"this workspace's database was written by a newer rf (schema v{current}; this rf knows v{SCHEMA_VERSION})",
+                "upgrade rf (pip install -U rf) to use this workspace",
+            )
+        if current == SCHEMA_VERSION:
+            return
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for version in range(current, SCHEMA_VERSION):
+                for statement in MIGRATIONS[version]:
+                    con.execute(statement.replace("CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ", 1)
+                                if "IF NOT EXISTS" not in statement else statement)
+            con.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    @property
+    def schema_version(self) -> int:
+        row = self.cursor().execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    # ------------------------------------------------------------ access
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor (DuckDB connections are not shared across threads)."""
+        cur = getattr(self._local, "cursor", None)
+        if cur is None:
+            cur = self._con.cursor()
+            self._local.cursor = cur
+        return cur
+
+    def query(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return self.cursor().execute(sql, params).fetchall()
+
+    def query_one(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
+        return self.cursor().execute(sql, params).fetchone()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Run writes atomically. Writers are serialized by ``write_lock``."""
+        with self.write_lock:
+            cur = self.cursor()
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                yield cur
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            cur.execute("COMMIT")
+
+    def flush(self) -> None:
+        """Make every queued high-volume row visible to reads."""
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            self._con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

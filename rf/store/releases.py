@@ -1,0 +1,64 @@
+"""SQL for the release history (append-only)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import TYPE_CHECKING, Any
+
+from rf.ids import iso
+
+if TYPE_CHECKING:
+    import duckdb
+
+
+class ReleasesMixin:
+    def cursor(self) -> duckdb.DuckDBPyConnection:  # provided by Store
+        raise NotImplementedError
+
+    def insert_release(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        *,
+        release_id: str,
+        created_at: dt.datetime,
+        author: str,
+        message: str,
+        plan_id: str,
+        kind: str,
+        items: list[dict[str, Any]],
+    ) -> None:
+        cur.execute(
+            "INSERT INTO releases VALUES (?, ?, ?, ?, ?, ?)",
+            [release_id, created_at, author, message, plan_id, kind],
+        )
+        cur.executemany(
+            "INSERT INTO release_items VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                [release_id, i, item["kind"], item["name"], json.dumps(item.get("before")),
+                 json.dumps(item.get("after"))]
+                for i, item in enumerate(items)
+            ],
+        )
+
+    def list_releases(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self.cursor().execute(
+            "SELECT id, created_at, author, message, plan_id, kind FROM releases ORDER BY id DESC LIMIT ?", [limit]
+        ).fetchall()
+        releases = [
+            {"id": r[0], "created_at": iso(r[1]), "author": r[2], "message": r[3], "plan_id": r[4],
+             "kind": r[5], "items": []}
+            for r in rows
+        ]
+        if releases:
+            by_id = {r["id"]: r for r in releases}
+            items = self.cursor().execute(
+                "SELECT release_id, kind, name, before, after FROM release_items"
+                " WHERE release_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY release_id, position",
+                [list(by_id)],
+            ).fetchall()
+            for rid, kind, name, before, after in items:
+                by_id[rid]["items"].append(
+                    {"kind": kind, "name": name, "before": json.loads(before), "after": json.loads(after)}
+                )
+        return releases

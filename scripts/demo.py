@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""`make demo`: the whole staging → production workflow on a throw-away workspace.
+
+Every step runs the real `rf` command (as a user would type it) and the real
+server, on 127.0.0.1, then prints what happened. Exits non-zero if any step
+does not behave as described, so CI runs it as a test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+RF = [str(BIN / "rf")] if (BIN / "rf").exists() else [sys.executable, "-m", "rf"]
+AMBER, EMERALD, BOLD, DIM, RESET = "\033[38;5;214m", "\033[38;5;42m", "\033[1m", "\033[2m", "\033[0m"
+if os.environ.get("NO_COLOR") or not sys.stdout.isatty():
+    AMBER = EMERALD = BOLD = DIM = RESET = ""
+
+
+def step(title: str) -> None:
+    print(f"\n{BOLD}── {title}{RESET}", flush=True)
+
+
+def rf(*args: str, cwd: Path, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    print(f"{DIM}$ rf {' '.join(args)}{RESET}", flush=True)
+    proc = subprocess.run([*RF, *args], cwd=cwd, text=True, capture_output=True, input=input,
+                          env={**os.environ, "NO_COLOR": "1", "COLUMNS": "110"}, timeout=120)
+    for line in (proc.stdout + proc.stderr).rstrip().splitlines():
+        print(f"  {line}")
+    if check and proc.returncode != 0:
+        raise SystemExit(f"demo failed: `rf {' '.join(args)}` exited {proc.returncode}")
+    return proc
+
+
+def call(url: str, body: dict[str, object]) -> tuple[int, dict[str, object]]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def show_call(env: str, url: str, body: dict[str, object]) -> tuple[int, dict[str, object]]:
+    color = AMBER if env == "staging" else EMERALD
+    print(f"{DIM}$ curl -X POST {url} -d '{json.dumps(body)}'{RESET}")
+    status, data = call(url, body)
+    print(f"  {color}{env.upper()}{RESET} {status} {json.dumps(data)}")
+    return status, data
+
+
+def expect(cond: bool, what: str) -> None:
+    if not cond:
+        raise SystemExit(f"demo failed: expected {what}")
+    print(f"  {EMERALD}✓{RESET} {what}")
+
+
+def main() -> int:
+    keep = "--keep" in sys.argv
+    tmp = Path(tempfile.mkdtemp(prefix="rf-demo-"))
+    ws = tmp / "demo"
+    server: subprocess.Popen[str] | None = None
+    try:
+        step("1. create a workspace from the `hello` example")
+        rf("init", str(ws), "--example", "hello", cwd=tmp)
+
+        step("2. run the working copy locally — rf test is always staging")
+        proc = rf("test", "hello", "--input", '{"name": "Ada"}', "--json", cwd=ws)
+        ex = json.loads(proc.stdout)
+        expect(ex["output"] == {"message": "hello, Ada"} and ex["env"] == "staging", "rf test ran in staging")
+
+        step("3. deploy to staging (deploy never touches production)")
+        rf("agents", "deploy", "hello", "-m", "first version", cwd=ws)
+        proc = rf("agents", "deploy", "hello", cwd=ws)
+        expect("no changes" in proc.stderr, "deploying unchanged code makes no commit")
+
+        step("4. start the server: one endpoint URL per environment")
+        print(f"{DIM}$ rf serve --port 0 &{RESET}")
+        server = subprocess.Popen([*RF, "serve", "--port", "0"], cwd=ws, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "NO_COLOR": "1"})
+        info_file = ws / ".rf" / "server.json"
+        deadline = time.time() + 30
+        while not info_file.exists():
+            if server.poll() is not None or time.time() > deadline:
+                raise SystemExit("demo failed: rf serve did not start:\n" + (server.stdout.read() if server.stdout else ""))
+            time.sleep(0.05)
+        base = json.loads(info_file.read_text())["url"]
+        print(f"  serving at {base}")
+
+        step("5. call staging, then production (not promoted yet)")
+        status, data = show_call("staging", f"{base}/staging/agents/hello", {"input": {"name": "Ada"}})
+        expect(status == 200 and data["output"] == {"message": "hello, Ada"}, "staging serves the deployed commit")
+        status, data = show_call("production", f"{base}/production/agents/hello", {"input": {"name": "Ada"}})
+        expect(status == 404, "production answers 404 until the agent is promoted")
+
+        step("6. promote staging to production")
+        rf("agents", "promote", "hello", "--yes", cwd=ws)
+        status, data = show_call("production", f"{base}/production/agents/hello", {"input": {"name": "Grace"}})
+        expect(status == 200 and data["output"] == {"message": "hello, Grace"}, "production serves the promoted commit")
+
+        step("7. change the code and deploy again: staging moves, production stays")
+        agent_py = ws / "agents" / "hello" / "agent.py"
+        agent_py.write_text(agent_py.read_text().replace('f"hello, {name}"', 'f"hi there, {name}!"'))
+        rf("agents", "deploy", "hello", "-m", "friendlier greeting", cwd=ws)
+        rf("agents", "diff", "hello", cwd=ws)
+        _, s = show_call("staging", f"{base}/staging/agents/hello", {"input": {"name": "Linus"}})
+        _, p = show_call("production", f"{base}/production/agents/hello", {"input": {"name": "Linus"}})
+        expect(s["output"] != p["output"], "staging and production run different commits")
+        rf("status", cwd=ws)
+
+        step("8. executions are recorded per environment, never mixed")
+        rf("executions", "list", "--env", "staging", cwd=ws)
+        rf("executions", "list", "--env", "production", cwd=ws)
+        prod = json.loads(rf("executions", "list", "--env", "production", "--json", cwd=ws).stdout)
+        expect(all(e["env"] == "production" for e in prod) and len(prod) == 2,
+               "production lists only its own 2 executions")
+
+        step("9. promote the new greeting")
+        rf("agents", "promote", "hello", "--yes", cwd=ws)
+        _, p = show_call("production", f"{base}/production/agents/hello", {"input": {"name": "Linus"}})
+        expect(p["output"] == {"message": "hi there, Linus!"}, "production now serves the new greeting")
+        rf("agents", "history", "hello", cwd=ws)
+        print(f"\n{BOLD}demo complete{RESET} — workspace: {ws if keep else '(removed; use --keep to keep it)'}")
+        return 0
+    finally:
+        if server is not None and server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        if not keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
