@@ -115,8 +115,8 @@ class HttpBackend:
             raise ServerError(f"the rf server answered {resp.status}: {str(data)[:200]}")
         return data
 
-    def call(self, name: str, **params: Any) -> Any:
-        route = api.BY_NAME[name]
+    def call(self, _method: str, /, **params: Any) -> Any:
+        route = api.BY_NAME[_method]
         path = route.path
         for key in list(params):
             token = "{" + key + "}"

@@ -109,9 +109,21 @@ def _cleanup(ws: Workspace, running: RunningServer) -> None:
 
 def serve_forever(ws: Workspace, running: RunningServer) -> None:
     """Serve in this thread until interrupted (SIGINT/SIGTERM), then clean up."""
+    import signal
+
+    def _terminate(signum: int, frame: Any) -> None:
+        raise SystemExit(0)
+
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the
+    # signal; with this handler that ends in our `finally`, not a dead process
+    # that leaves .rf/server.json behind.
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         running.server.run(sockets=[running.sock])
+    except (KeyboardInterrupt, SystemExit):
+        pass
     finally:
+        signal.signal(signal.SIGTERM, previous)
         _cleanup(ws, running)
 
 

@@ -1,0 +1,881 @@
+"""Warm worker subprocesses for agent code, kept in the host process.
+
+Why out of process: agent code is arbitrary user Python. In a subprocess a
+crash, ``sys.exit``/``os._exit``, segfault, endless loop or flood of output
+fails one execution and the host carries on; the broken worker is killed and
+the next run starts a fresh one. Workers never touch the database: what a
+handler needs from the host it asks for over its pipe (``ctx.call_host``),
+and :class:`WorkerPool` answers by calling ``host(method, params)`` in the
+thread that called :meth:`WorkerPool.run`.
+
+Why warm and pooled: starting Python and importing an agent takes tens of
+milliseconds, a warm round trip a fraction of one. Workers are kept per key
+``(env, agent, commit)``, so a new deployment never runs in a worker that
+imported the old code, and reused for as long as they are healthy.
+
+Concurrency: every worker serves one execution at a time. :meth:`run` is
+thread-safe; each caller takes an idle worker of its key, starts one (up to
+``max_workers_per_key``) or waits for one. A run blocks only its own thread,
+in ``poll`` on its worker's pipe, so a handler that never returns delays
+nobody else and is killed at its deadline.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from rf.errors import InvalidAgent, RfError
+from rf.runtime.protocol import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    ENVELOPE_SLACK_BYTES,
+    LOG_LIMIT_BYTES,
+    FrameReader,
+    FrameTooLarge,
+    ProtocolError,
+    describe_size,
+    dumps,
+    frame,
+    write_all,
+)
+from rf.runtime.worker import parse_entrypoint, relative_path, truncated_logs
+
+WorkerKey = tuple[str, str, str]  # (env, agent, commit_or_label)
+HostHandler = Callable[[str, dict[str, Any]], Any]
+
+_log = logging.getLogger(__name__)
+
+#: The directory that contains the ``rf`` package; put on the worker's
+#: PYTHONPATH so agent code can ``from rf import Context``.
+RF_ROOT = str(Path(__file__).resolve().parents[2])
+
+_REAP_WAIT_S = 5.0
+_DUMP_WAIT_S = 0.1
+_DUMP_START = re.compile(r"(?m)^(?:Fatal Python error: |Current thread 0x|Thread 0x)")
+_DUMP_FRAME = re.compile(r'File "(.+?)", line (\d+)')
+
+
+@dataclass
+class RunRequest:
+    """One execution to run."""
+
+    execution_id: str
+    env: str  # "staging" | "production"
+    agent: str
+    input: Any  # JSON-able
+    session_id: str | None = None
+    stream: bool = False  # when True, chunks are delivered to on_chunk as they come
+
+
+@dataclass
+class RunResult:
+    """What happened. Failures are results, never exceptions, so a server can
+    record them like successes."""
+
+    status: str  # "succeeded" | "failed"
+    output: Any = None  # JSON-able; for generators the list of chunks
+    error: str | None = None  # one clear line
+    error_type: str | None = None  # "exception" | "exit" | "crash" | "timeout" | "protocol" | "output"
+    traceback: str | None = None  # the agent's traceback (or crash dump); None on success
+    logs: str = ""  # stdout+stderr+ctx.logger lines of this execution, at most 64 KiB + marker
+    duration_ms: float = 0.0
+    worker_pid: int | None = None  # the worker that ran it (None if none started)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "succeeded"
+
+
+def _failed(
+    error: str,
+    error_type: str,
+    *,
+    traceback: str | None = None,
+    logs: str = "",
+    duration_ms: float = 0.0,
+    worker_pid: int | None = None,
+) -> RunResult:
+    return RunResult(
+        status="failed",
+        error=error,
+        error_type=error_type,
+        traceback=traceback,
+        logs=logs,
+        duration_ms=duration_ms,
+        worker_pid=worker_pid,
+    )
+
+
+def _seconds(value: float) -> str:
+    """``2`` -> ``"2.0"``, ``0.25`` -> ``"0.25"``."""
+    return f"{value:.1f}" if round(value, 1) == value else f"{value:g}"
+
+
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def worker_env(extra_env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a worker starts with: ours, *extra_env*, and what the
+    worker itself needs (``rf`` importable, no ``__pycache__`` in agent dirs)."""
+    env = dict(os.environ)
+    if extra_env:
+        env.update(extra_env)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    existing = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = RF_ROOT + (os.pathsep + existing if existing else "")
+    return env
+
+
+class WorkerProcess:
+    """One worker subprocess, seen from the host.
+
+    Owned by one thread at a time (the pool hands it out); only
+    :meth:`signal_kill` may be called from another thread.
+    """
+
+    def __init__(
+        self,
+        key: WorkerKey,
+        code_dir: str,
+        entrypoint: str,
+        *,
+        python: str | None = None,
+        env: dict[str, str] | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        self.key = key
+        self.code_dir = code_dir
+        self.real_dir = os.path.realpath(code_dir)
+        self.entrypoint = entrypoint
+        if not os.path.isdir(self.real_dir):
+            raise InvalidAgent(
+                f"agent code directory {code_dir} does not exist",
+                "deploy the agent again",
+            )
+        # The capture file is the worker's fd 1 and 2; opened in append mode
+        # so the worker can truncate it between runs while we share it.
+        capture: IO[bytes] = tempfile.TemporaryFile(prefix="rf-worker-")
+        try:
+            fd = capture.fileno()
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
+            self.proc = subprocess.Popen(
+                [
+                    python or sys.executable,
+                    "-m",
+                    "rf.runtime.worker",
+                    self.real_dir,
+                    entrypoint,
+                    str(max_message_bytes),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=capture,
+                # Not the agent's directory: ``-m`` puts the start-up cwd first
+                # on sys.path, and an agent's json.py must not replace the
+                # worker's json. The worker chdirs into the agent dir itself.
+                cwd=RF_ROOT,
+                env=env if env is not None else worker_env(),
+                start_new_session=True,  # own process group: we can kill its children too
+                bufsize=0,
+            )
+        except BaseException:
+            capture.close()
+            raise
+        self._capture: IO[bytes] | None = capture
+        self.pid = self.proc.pid
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.reader = FrameReader(self.proc.stdout.fileno(), max_message_bytes + ENVELOPE_SLACK_BYTES)
+        self._write_fd = self.proc.stdin.fileno()
+        os.set_blocking(self._write_fd, False)
+        self.ready = False
+        self.busy = False
+        self.dead = False
+        self.retiring = False
+        self.stop_reason: str | None = None
+        self.last_used = time.monotonic()
+        self.runs = 0
+
+    def __repr__(self) -> str:
+        return f"<WorkerProcess pid={self.pid} key={self.key} ready={self.ready} busy={self.busy}>"
+
+    def send(self, data: bytes, deadline: float | None) -> None:
+        write_all(self._write_fd, data, deadline)
+
+    def recv(self, deadline: float | None) -> Any:
+        return self.reader.read(deadline)
+
+    # -- ending ---------------------------------------------------------------
+
+    def signal_kill(self) -> None:
+        """SIGKILL the worker and anything it started (safe from any thread)."""
+        if self.proc.returncode is not None:
+            return
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            try:
+                self.proc.kill()
+            except OSError:
+                pass
+
+    def reap(self, timeout: float = _REAP_WAIT_S) -> int | None:
+        """Wait for the process to end (killing it if it lingers); its return code."""
+        self.dead = True
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.signal_kill()
+            try:
+                return self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                return None
+        finally:
+            # Children the agent left behind share the process group.
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def kill(self, *, dump: bool = False) -> None:
+        """Kill and reap. With *dump*, first ask ``faulthandler`` for a stack
+        dump (SIGUSR1) so the caller can say where the worker was stuck."""
+        self.dead = True
+        if dump and self.proc.returncode is None and self._capture is not None:
+            fd = self._capture.fileno()
+            before = last = os.fstat(fd).st_size
+            try:
+                os.kill(self.pid, signal.SIGUSR1)
+            except OSError:
+                pass
+            else:
+                stop = time.monotonic() + _DUMP_WAIT_S
+                while time.monotonic() < stop:
+                    time.sleep(0.005)
+                    size = os.fstat(fd).st_size
+                    if size != before and size == last:
+                        break
+                    last = size
+        self.signal_kill()
+        self.reap()
+
+    def destroy(self) -> None:
+        """Kill, reap and close every file; idempotent."""
+        self.kill()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+        if self._capture is not None:
+            self._capture.close()
+            self._capture = None
+
+    def read_capture(self) -> tuple[str, str | None]:
+        """``(logs, dump)`` from the capture file: what the worker printed
+        during this execution, and the ``faulthandler`` dump if there is one."""
+        if self._capture is None:
+            return "", None
+        fd = self._capture.fileno()
+        size = os.fstat(fd).st_size
+        head = os.pread(fd, min(size, LOG_LIMIT_BYTES), 0)
+        if size <= LOG_LIMIT_BYTES:
+            text = head.decode("utf-8", "replace")
+            match = _DUMP_START.search(text)
+            if match is None:
+                return text, None
+            return text[: match.start()], text[match.start() :]
+        tail = os.pread(fd, 32768, size - 32768).decode("utf-8", "replace")
+        match = _DUMP_START.search(tail)
+        return truncated_logs(head, size - LOG_LIMIT_BYTES), (
+            tail[match.start() :] if match else None
+        )
+
+    def location_in(self, dump: str | None) -> str | None:
+        """The innermost agent frame (``agent.py:3``) in a ``faulthandler`` dump."""
+        if not dump:
+            return None
+        prefix = self.real_dir.rstrip(os.sep) + os.sep
+        for match in _DUMP_FRAME.finditer(dump):
+            if match.group(1).startswith(prefix):
+                return f"{relative_path(match.group(1), self.real_dir)}:{match.group(2)}"
+        return None
+
+
+class _PoolClosed(Exception):
+    pass
+
+
+_POOLS: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all_pools() -> None:
+    """No orphaned workers at interpreter exit (they would also notice our
+    death by themselves, but only within a second)."""
+    for pool in list(_POOLS):
+        pool.close()
+
+
+def _reaper(pool_ref: weakref.ref[WorkerPool], stop: threading.Event, interval: float) -> None:
+    while not stop.wait(interval):
+        pool = pool_ref()
+        if pool is None:
+            return
+        pool._sweep()
+        del pool
+
+
+class WorkerPool:
+    """Warm worker subprocesses, per ``(env, agent, commit)`` key."""
+
+    def __init__(
+        self,
+        *,
+        python: str | None = None,
+        max_workers_per_key: int = 2,
+        max_total_workers: int = 16,
+        idle_ttl_s: float = 300.0,
+        extra_env: dict[str, str] | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        if max_workers_per_key < 1 or max_total_workers < 1:
+            raise ValueError("worker limits must be at least 1")
+        self.python = python or sys.executable
+        self.max_workers_per_key = max_workers_per_key
+        self.max_total_workers = max_total_workers
+        self.idle_ttl_s = idle_ttl_s
+        self.extra_env = dict(extra_env or {})
+        self.max_message_bytes = max_message_bytes
+        self._cond = threading.Condition(threading.Lock())
+        self._by_key: dict[WorkerKey, list[WorkerProcess]] = {}
+        self._idle: OrderedDict[WorkerProcess, None] = OrderedDict()  # oldest first
+        self._starting: dict[WorkerKey, int] = {}
+        self._total = 0  # live + starting
+        self._closed = False
+        self._stop = threading.Event()
+        self._reaper: threading.Thread | None = None
+        _POOLS.add(self)
+
+    # -- public API -----------------------------------------------------------
+
+    def run(
+        self,
+        key: WorkerKey,
+        code_dir: Path,
+        entrypoint: str,
+        request: RunRequest,
+        *,
+        timeout_s: float = 60.0,
+        on_chunk: Callable[[Any], None] | None = None,
+        host: HostHandler | None = None,
+    ) -> RunResult:
+        """Run one execution in a worker of *key*; never raises for agent failures.
+
+        *timeout_s* covers the execution (and, separately, importing the
+        agent in a new worker), not the wait for a free worker.
+        """
+        try:
+            parse_entrypoint(entrypoint)
+        except InvalidAgent as exc:
+            return _failed(exc.message, "exception")
+        try:
+            payload = frame(
+                dumps(
+                    {
+                        "t": "run",
+                        "id": request.execution_id,
+                        "env": request.env,
+                        "agent": request.agent,
+                        "session_id": request.session_id,
+                        "stream": request.stream,
+                        "input": request.input,
+                    }
+                )
+            )
+        except (TypeError, ValueError) as exc:
+            return _failed(f"input is not JSON-serializable: {exc}", "protocol")
+        try:
+            worker = self._acquire(key, os.fspath(code_dir), entrypoint)
+        except _PoolClosed:
+            return _failed("the worker pool is closed", "crash")
+        except InvalidAgent as exc:
+            return _failed(exc.message, "exception")
+        except OSError as exc:
+            return _failed(f"cannot start a worker: {exc}", "crash")
+        completed = False
+        try:
+            if not worker.ready:
+                failure = self._await_ready(worker, timeout_s)
+                if failure is not None:
+                    return failure
+            result = self._execute(worker, payload, timeout_s, on_chunk, host)
+            completed = True
+            return result
+        finally:
+            self._release(worker, reusable=completed and not worker.dead)
+
+    def warm(self, key: WorkerKey, code_dir: Path, entrypoint: str) -> None:
+        """Start one worker for *key* ahead of time (after a deploy or promote),
+        unless it already has one. Does not wait for the agent to import."""
+        victims: list[WorkerProcess] = []
+        with self._cond:
+            if self._closed or self._count(key) > 0:
+                return
+            if self._total >= self.max_total_workers and not self._evict_oldest(victims):
+                return
+            self._reserve(key)
+        self._kill_all(victims)
+        try:
+            worker = self._spawn(key, os.fspath(code_dir), entrypoint)
+        except (OSError, RfError) as exc:
+            _log.warning("cannot warm a worker for %s: %s", key, exc)
+            with self._cond:
+                self._unreserve(key)
+            return
+        with self._cond:
+            self._starting[key] -= 1
+            if self._closed:
+                self._total -= 1
+                victims.append(worker)
+            else:
+                self._by_key.setdefault(key, []).append(worker)
+                self._idle[worker] = None
+            self._cond.notify_all()
+        self._kill_all(victims)
+
+    def retire(self, predicate: Callable[[WorkerKey], bool]) -> None:
+        """Stop idle workers whose key matches; busy ones stop after their run."""
+        victims: list[WorkerProcess] = []
+        with self._cond:
+            for key, workers in list(self._by_key.items()):
+                if not predicate(key):
+                    continue
+                for worker in list(workers):
+                    if worker.busy:
+                        worker.retiring = True
+                    else:
+                        self._remove(worker)
+                        victims.append(worker)
+            self._cond.notify_all()
+        self._kill_all(victims)
+
+    def close(self) -> None:
+        """Kill every worker. Idempotent; runs at interpreter exit too.
+
+        Busy workers get SIGKILL; the thread running them sees the worker
+        die, returns a failed result and cleans up.
+        """
+        victims: list[WorkerProcess] = []
+        with self._cond:
+            self._closed = True
+            for workers in list(self._by_key.values()):
+                for worker in list(workers):
+                    if worker.busy:
+                        worker.stop_reason = "the worker pool was closed"
+                        worker.signal_kill()
+                    else:
+                        self._remove(worker)
+                        victims.append(worker)
+            self._cond.notify_all()
+        self._stop.set()
+        self._kill_all(victims)
+
+    def stats(self) -> dict[str, Any]:
+        """Counts and pids, e.g. ``{"workers": 3, "busy": 1, "idle": 2,
+        "starting": 0, "keys": {"staging/hello/abc123": {...}}}``."""
+        with self._cond:
+            keys: dict[str, Any] = {}
+            busy = 0
+            for key, workers in self._by_key.items():
+                key_busy = sum(1 for w in workers if w.busy)
+                busy += key_busy
+                keys["/".join(key)] = {
+                    "workers": len(workers),
+                    "busy": key_busy,
+                    "pids": [w.pid for w in workers],
+                    "runs": sum(w.runs for w in workers),
+                }
+            live = sum(len(w) for w in self._by_key.values())
+            return {
+                "workers": live,
+                "busy": busy,
+                "idle": live - busy,
+                "starting": sum(self._starting.values()),
+                "closed": self._closed,
+                "keys": keys,
+            }
+
+    # -- bookkeeping (call with self._cond held unless noted) ---------------------
+
+    def _count(self, key: WorkerKey) -> int:
+        return len(self._by_key.get(key, ())) + self._starting.get(key, 0)
+
+    def _reserve(self, key: WorkerKey) -> None:
+        self._starting[key] = self._starting.get(key, 0) + 1
+        self._total += 1
+
+    def _unreserve(self, key: WorkerKey) -> None:
+        self._starting[key] -= 1
+        self._total -= 1
+        self._cond.notify_all()
+
+    def _remove(self, worker: WorkerProcess) -> None:
+        workers = self._by_key.get(worker.key)
+        if workers is not None and worker in workers:
+            workers.remove(worker)
+            if not workers:
+                del self._by_key[worker.key]
+            self._total -= 1
+        self._idle.pop(worker, None)
+
+    def _evict_oldest(self, victims: list[WorkerProcess]) -> bool:
+        """Make room by stopping the least recently used idle worker."""
+        if not self._idle:
+            return False
+        worker = next(iter(self._idle))
+        self._remove(worker)
+        victims.append(worker)
+        return True
+
+    def _expire(self, victims: list[WorkerProcess]) -> None:
+        cutoff = time.monotonic() - self.idle_ttl_s
+        while self._idle:
+            worker = next(iter(self._idle))
+            if worker.last_used > cutoff:
+                break
+            self._remove(worker)
+            victims.append(worker)
+
+    def _take_idle(
+        self, key: WorkerKey, code_dir: str, entrypoint: str, victims: list[WorkerProcess]
+    ) -> WorkerProcess | None:
+        """The most recently used idle worker of *key* (warmest caches)."""
+        for worker in reversed(self._by_key.get(key, [])):
+            if worker.busy:
+                continue
+            if worker.code_dir != code_dir or worker.entrypoint != entrypoint:
+                # Same key, different code (a re-used label): never reuse.
+                self._remove(worker)
+                victims.append(worker)
+                continue
+            del self._idle[worker]
+            worker.busy = True
+            return worker
+        return None
+
+    @staticmethod
+    def _kill_all(victims: list[WorkerProcess]) -> None:
+        """Destroy workers (outside the lock: reaping takes a moment)."""
+        for worker in victims:
+            worker.destroy()
+
+    def _sweep(self) -> None:
+        """Stop workers idle for longer than ``idle_ttl_s`` (reaper thread)."""
+        victims: list[WorkerProcess] = []
+        with self._cond:
+            self._expire(victims)
+        self._kill_all(victims)
+
+    def _start_reaper(self) -> None:
+        if self._reaper is None:
+            interval = max(0.05, min(self.idle_ttl_s / 2, 30.0))
+            self._reaper = threading.Thread(
+                target=_reaper,
+                args=(weakref.ref(self), self._stop, interval),
+                name="rf-worker-reaper",
+                daemon=True,
+            )
+            self._reaper.start()
+
+    def _spawn(self, key: WorkerKey, code_dir: str, entrypoint: str) -> WorkerProcess:
+        """Start a worker (without the lock; the caller reserved its slot)."""
+        worker = WorkerProcess(
+            key,
+            code_dir,
+            entrypoint,
+            python=self.python,
+            env=worker_env(self.extra_env),
+            max_message_bytes=self.max_message_bytes,
+        )
+        with self._cond:
+            self._start_reaper()
+        return worker
+
+    def _acquire(self, key: WorkerKey, code_dir: str, entrypoint: str) -> WorkerProcess:
+        victims: list[WorkerProcess] = []
+        try:
+            with self._cond:
+                while True:
+                    if self._closed:
+                        raise _PoolClosed
+                    self._expire(victims)
+                    worker = self._take_idle(key, code_dir, entrypoint, victims)
+                    if worker is not None:
+                        return worker
+                    if self._count(key) < self.max_workers_per_key and (
+                        self._total < self.max_total_workers or self._evict_oldest(victims)
+                    ):
+                        self._reserve(key)
+                        break
+                    self._cond.wait()
+        finally:
+            self._kill_all(victims)
+        try:
+            worker = self._spawn(key, code_dir, entrypoint)
+        except BaseException:
+            with self._cond:
+                self._unreserve(key)
+            raise
+        with self._cond:
+            self._starting[key] -= 1
+            worker.busy = True
+            self._by_key.setdefault(key, []).append(worker)
+        return worker
+
+    def _release(self, worker: WorkerProcess, *, reusable: bool) -> None:
+        keep = False
+        with self._cond:
+            worker.busy = False
+            if reusable and not worker.retiring and not self._closed:
+                worker.last_used = time.monotonic()
+                self._idle[worker] = None
+                keep = True
+            else:
+                self._remove(worker)
+            self._cond.notify_all()
+        if not keep:
+            worker.destroy()
+
+    # -- one execution -------------------------------------------------------------
+
+    def _await_ready(self, worker: WorkerProcess, timeout_s: float) -> RunResult | None:
+        """Wait for a new worker to import the agent; a failed result if it can't."""
+        started = time.perf_counter()
+        try:
+            message = worker.recv(time.monotonic() + timeout_s)
+        except TimeoutError:
+            return self._timed_out(worker, timeout_s, started, " while importing the agent")
+        except ProtocolError as exc:
+            worker.kill()
+            return _failed(
+                f"worker sent a malformed message: {exc}", "protocol", worker_pid=worker.pid
+            )
+        if message is None:
+            return self._ended(worker, started, " while importing the agent")
+        kind = message.get("t")
+        if kind == "ready":
+            worker.ready = True
+            return None
+        worker.kill()
+        if kind == "init_error":
+            return _failed(
+                str(message.get("message")),
+                "exception",
+                traceback=message.get("traceback"),
+                logs=message.get("logs") or "",
+                worker_pid=worker.pid,
+            )
+        return _failed(
+            f"worker sent an unexpected {kind!r} message while starting",
+            "protocol",
+            worker_pid=worker.pid,
+        )
+
+    def _execute(
+        self,
+        worker: WorkerProcess,
+        payload: bytes,
+        timeout_s: float,
+        on_chunk: Callable[[Any], None] | None,
+        host: HostHandler | None,
+    ) -> RunResult:
+        started = time.perf_counter()
+        deadline = time.monotonic() + timeout_s
+        worker.runs += 1
+        chunks: list[Any] = []
+        chunk_bytes = 0
+        try:
+            worker.send(payload, deadline)
+            while True:
+                message = worker.recv(deadline)
+                if message is None:
+                    return self._ended(worker, started)
+                kind = message.get("t")
+                if kind == "done":
+                    return self._done(worker, message, chunks, started)
+                if kind == "chunk":
+                    chunk_bytes += worker.reader.last_frame_bytes
+                    if chunk_bytes > self.max_message_bytes + ENVELOPE_SLACK_BYTES:
+                        worker.kill()
+                        return _failed(
+                            f"output is too large (more than {describe_size(self.max_message_bytes)} of chunks)",
+                            "output",
+                            duration_ms=_ms_since(started),
+                            worker_pid=worker.pid,
+                        )
+                    data = message.get("data")
+                    chunks.append(data)
+                    if on_chunk is not None:
+                        try:
+                            on_chunk(data)
+                        except Exception as exc:  # noqa: BLE001 - the consumer's problem, not ours
+                            worker.kill()
+                            return _failed(
+                                f"stream consumer failed: {type(exc).__name__}: {exc}",
+                                "protocol",
+                                duration_ms=_ms_since(started),
+                                worker_pid=worker.pid,
+                            )
+                    continue
+                if kind == "call":
+                    worker.send(frame(self._serve_host(host, message)), deadline)
+                    continue
+                worker.kill()
+                return _failed(
+                    f"worker sent an unexpected {kind!r} message",
+                    "protocol",
+                    duration_ms=_ms_since(started),
+                    worker_pid=worker.pid,
+                )
+        except TimeoutError:
+            return self._timed_out(worker, timeout_s, started)
+        except FrameTooLarge as exc:
+            worker.kill()
+            return _failed(
+                f"output is too large ({describe_size(exc.size)}; "
+                f"the limit is {describe_size(self.max_message_bytes)})",
+                "output",
+                duration_ms=_ms_since(started),
+                worker_pid=worker.pid,
+            )
+        except ProtocolError as exc:
+            worker.kill()
+            return _failed(
+                f"worker sent a malformed message: {exc}",
+                "protocol",
+                duration_ms=_ms_since(started),
+                worker_pid=worker.pid,
+            )
+        except OSError:  # broken pipe: the worker died under us
+            return self._ended(worker, started)
+
+    @staticmethod
+    def _done(
+        worker: WorkerProcess, message: dict[str, Any], chunks: list[Any], started: float
+    ) -> RunResult:
+        duration = _ms_since(started)
+        logs = message.get("logs") or ""
+        if message.get("ok"):
+            return RunResult(
+                status="succeeded",
+                output=chunks if message.get("chunked") else message.get("output"),
+                logs=logs,
+                duration_ms=duration,
+                worker_pid=worker.pid,
+            )
+        return _failed(
+            str(message.get("error") or "the agent failed"),
+            str(message.get("error_type") or "exception"),
+            traceback=message.get("traceback"),
+            logs=logs,
+            duration_ms=duration,
+            worker_pid=worker.pid,
+        )
+
+    @staticmethod
+    def _timed_out(
+        worker: WorkerProcess, timeout_s: float, started: float, during: str = ""
+    ) -> RunResult:
+        worker.kill(dump=True)
+        logs, dump = worker.read_capture()
+        location = worker.location_in(dump)
+        where = f" (stuck at {location})" if location else ""
+        return _failed(
+            f"timed out after {_seconds(timeout_s)} s{during}{where}",
+            "timeout",
+            traceback=dump,
+            logs=logs,
+            duration_ms=_ms_since(started),
+            worker_pid=worker.pid,
+        )
+
+    @staticmethod
+    def _ended(worker: WorkerProcess, started: float, during: str = "") -> RunResult:
+        """The worker's pipe closed: it exited or crashed. Say which."""
+        code = worker.reap()
+        logs, dump = worker.read_capture()
+        location = worker.location_in(dump)
+        if worker.stop_reason:
+            error, error_type = f"worker stopped: {worker.stop_reason}", "crash"
+        elif code is None:
+            error, error_type = f"worker stopped answering{during}", "crash"
+        elif code < 0:
+            at = f" at {location}" if location else ""
+            error, error_type = f"worker crashed (signal {signal_name(-code)}{at}){during}", "crash"
+        else:
+            error, error_type = f"agent exited with code {code} (the worker process ended){during}", "exit"
+        return _failed(
+            error,
+            error_type,
+            traceback=dump,
+            logs=logs,
+            duration_ms=_ms_since(started),
+            worker_pid=worker.pid,
+        )
+
+    @staticmethod
+    def _serve_host(host: HostHandler | None, message: dict[str, Any]) -> bytes:
+        """Answer a ``ctx.call_host`` request; errors go back, never tracebacks."""
+        method = str(message.get("method"))
+        params = message.get("params")
+        if not isinstance(params, dict):
+            params = {}
+        error: dict[str, Any]
+        if host is None:
+            error = RfError("no host services in this run").to_dict()
+        else:
+            try:
+                result = host(method, params)
+            except RfError as exc:
+                error = exc.to_dict()
+            except Exception as exc:  # noqa: BLE001 - report, don't leak
+                _log.warning("host service %r failed", method, exc_info=True)
+                error = {
+                    "code": "error",
+                    "message": f"host service {method!r} failed ({type(exc).__name__})",
+                    "hint": None,
+                }
+            else:
+                try:
+                    return dumps({"t": "reply", "ok": True, "result": result})
+                except (TypeError, ValueError):
+                    error = {
+                        "code": "error",
+                        "message": f"host service {method!r} returned a value that is not JSON-serializable",
+                        "hint": None,
+                    }
+        return dumps({"t": "reply", "ok": False, "error": error})
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0

@@ -1,0 +1,117 @@
+"""The DuckDB store: migrations, schema versions, the batching writer, busy files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from rf.errors import StoreError
+from rf.ids import iso, new_id, utcnow
+from rf.models import Execution
+from rf.store import Store
+from rf.store.migrations import SCHEMA_VERSION
+
+
+def _ex(env: str = "staging", agent: str = "a") -> Execution:
+    now = iso(utcnow())
+    return Execution(id=new_id("ex"), env=env, agent=agent, commit="c1", source="test", status="succeeded",
+                     input={"x": 1}, output={"y": 2}, started_at=now, ended_at=now, duration_ms=1.5)
+
+
+def test_new_store_records_schema_version(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "rf.duckdb") as store:
+        assert store.schema_version == SCHEMA_VERSION
+    con = duckdb.connect(str(tmp_path / "rf.duckdb"))
+    assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (str(SCHEMA_VERSION),)
+    con.close()
+
+
+def test_older_file_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "rf.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+    con.execute("INSERT INTO meta VALUES ('schema_version', '0')")
+    con.close()
+    with Store.open(path) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        assert store.query("SELECT count(*) FROM executions") == [(0,)]
+
+
+def test_newer_file_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "rf.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+    con.execute("INSERT INTO meta VALUES ('schema_version', '999')")
+    con.close()
+    with pytest.raises(StoreError) as info:
+        Store.open(path)
+    assert "newer rf" in info.value.message and info.value.hint and "upgrade" in info.value.hint
+    con = duckdb.connect(str(path))
+    assert con.execute("SELECT value FROM meta").fetchall() == [("999",)]
+    con.close()
+
+
+def test_writer_read_your_writes_and_env_filter(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "rf.duckdb") as store:
+        a, b = _ex("staging"), _ex("production")
+        store.record_execution(a)
+        store.record_execution(b)
+        staging = store.list_executions("staging")
+        production = store.list_executions("production")
+        assert [e.id for e in staging] == [a.id]
+        assert [e.id for e in production] == [b.id]
+        got = store.get_execution(a.id)
+        assert got is not None and got.input == {"x": 1} and got.output == {"y": 2}
+
+
+def test_writer_batches_concurrent_rows_durably(tmp_path: Path) -> None:
+    path = tmp_path / "rf.duckdb"
+    with Store.open(path) as store:
+        def work() -> None:
+            for _ in range(200):
+                store.record_execution(_ex())
+
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    with Store.open(path) as store:
+        assert store.count_executions("staging") == 800
+
+
+def test_busy_file_gives_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "rf.duckdb"
+    Store.open(path).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import duckdb, sys, time
+            con = duckdb.connect({str(path)!r})
+            print("locked", flush=True)
+            time.sleep(30)
+        """)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(StoreError) as info:
+            Store.open(path, wait_s=0.5)
+        assert "in use by another process" in info.value.message
+        assert info.value.hint and "rf serve" in info.value.hint
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_transaction_rolls_back_on_error(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "rf.duckdb") as store:
+        with pytest.raises(RuntimeError), store.transaction() as cur:
+            cur.execute("INSERT INTO agents VALUES ('x', '', now()::TIMESTAMP, now()::TIMESTAMP)")
+            raise RuntimeError("boom")
+        assert store.agent_rows() == []
