@@ -392,9 +392,7 @@ def test_segfault_is_a_crash(pool: WorkerPool, agent_dir: Path) -> None:
     assert run(pool, agent_dir, "pid").status == "succeeded"
 
 
-def test_timeout_kills_worker_without_blocking_others(
-    pool: WorkerPool, agent_dir: Path, tmp_path: Path
-) -> None:
+def test_timeout_kills_worker_without_blocking_others(pool: WorkerPool, agent_dir: Path, tmp_path: Path) -> None:
     other_dir = write_agent(tmp_path / "other", "def handle(input, ctx):\n    return input\n")
     pool.run(("staging", "other", "c1"), other_dir, "agent:handle", request(0))  # warm it
     results: dict[str, RunResult] = {}
@@ -452,9 +450,7 @@ def test_non_serializable_output_keeps_worker(pool: WorkerPool, agent_dir: Path)
     assert run(pool, agent_dir, "pid").output == before
 
 
-def test_prints_do_not_corrupt_channel_and_logs_are_capped(
-    pool: WorkerPool, agent_dir: Path
-) -> None:
+def test_prints_do_not_corrupt_channel_and_logs_are_capped(pool: WorkerPool, agent_dir: Path) -> None:
     result = run(pool, agent_dir, "noisy")
     assert result.status == "succeeded", result.error
     assert result.output == "done"

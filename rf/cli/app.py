@@ -143,7 +143,7 @@ _register()
 def run() -> None:
     """Run the CLI, turning every error into one clear message on stderr."""
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
     except RfError as exc:
         _print_error(exc)
         sys.exit(exc.exit_code)
@@ -156,17 +156,25 @@ def run() -> None:
         sys.stderr.write("interrupted\n")
         sys.exit(130)
     except Exception as exc:  # click usage errors and anything unexpected
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+        ce = _click_exceptions()
+        if isinstance(exc, ce.ClickException):
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Exit):
+        if isinstance(exc, ce.Exit):
             sys.exit(exc.exit_code)
         translated = _translate(exc)
         _print_error(translated)
         sys.exit(translated.exit_code)
-    sys.exit(0)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _click_exceptions() -> Any:
+    """Typer ≥ 0.20 vendors click as typer._click; older ones use click."""
+    try:
+        from typer._click import exceptions
+    except ImportError:  # pragma: no cover - depends on the installed typer
+        from click import exceptions  # type: ignore[no-redef]
+    return exceptions
 
 
 def _translate(exc: BaseException) -> RfError:

@@ -15,7 +15,7 @@ code can ``from rf import Context`` for type hints, and tests can build a
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from rf.errors import RfError
 
@@ -23,6 +23,16 @@ if TYPE_CHECKING:
     import logging
 
 HostCall = Callable[[str, dict[str, Any]], Any]
+
+
+class LogStream(Protocol):
+    """Where ``ctx.logger`` writes (the worker's per-execution capture)."""
+
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
 _T = TypeVar("_T")
 
 _LOGGER_PREFIX = "rf.agent"
@@ -51,7 +61,7 @@ class Context:
         execution_id: str,
         session_id: str | None = None,
         host: HostCall | None = None,
-        log_stream: TextIO | None = None,
+        log_stream: LogStream | None = None,
     ) -> None:
         self.env = env
         self.agent = agent
@@ -117,7 +127,7 @@ class Context:
         self._active = False
 
 
-def _agent_logger(agent: str, stream: TextIO | None) -> logging.Logger:
+def _agent_logger(agent: str, stream: LogStream | None) -> logging.Logger:
     import logging
 
     logger = logging.getLogger(f"{_LOGGER_PREFIX}.{agent}")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import fcntl
+import functools
 import logging
 import os
 import re
@@ -133,6 +134,16 @@ def signal_name(number: int) -> str:
         return f"signal {number}"
 
 
+@functools.lru_cache(maxsize=1024)
+def _entrypoint_error(entrypoint: str) -> str | None:
+    """Why *entrypoint* is malformed, or None (cached: checked on every run)."""
+    try:
+        parse_entrypoint(entrypoint)
+    except InvalidAgent as exc:
+        return exc.message
+    return None
+
+
 def worker_env(extra_env: dict[str, str] | None = None) -> dict[str, str]:
     """The environment a worker starts with: ours, *extra_env*, and what the
     worker itself needs (``rf`` importable, no ``__pycache__`` in agent dirs)."""
@@ -173,7 +184,7 @@ class WorkerProcess:
             )
         # The capture file is the worker's fd 1 and 2; opened in append mode
         # so the worker can truncate it between runs while we share it.
-        capture: IO[bytes] = tempfile.TemporaryFile(prefix="rf-worker-")
+        capture: IO[bytes] = tempfile.TemporaryFile(prefix="rf-worker-")  # noqa: SIM115 - closed by destroy()
         try:
             fd = capture.fileno()
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
@@ -306,9 +317,13 @@ class WorkerProcess:
             return text[: match.start()], text[match.start() :]
         tail = os.pread(fd, 32768, size - 32768).decode("utf-8", "replace")
         match = _DUMP_START.search(tail)
-        return truncated_logs(head, size - LOG_LIMIT_BYTES), (
-            tail[match.start() :] if match else None
-        )
+        return truncated_logs(head, size - LOG_LIMIT_BYTES), (tail[match.start() :] if match else None)
+
+    def relative_dump(self, dump: str | None) -> str | None:
+        """The dump with agent files shown relative to the agent directory."""
+        if not dump:
+            return dump
+        return dump.replace(f'File "{self.real_dir.rstrip(os.sep)}{os.sep}', 'File "')
 
     def location_in(self, dump: str | None) -> str | None:
         """The innermost agent frame (``agent.py:3``) in a ``faulthandler`` dump."""
@@ -394,10 +409,9 @@ class WorkerPool:
         *timeout_s* covers the execution (and, separately, importing the
         agent in a new worker), not the wait for a free worker.
         """
-        try:
-            parse_entrypoint(entrypoint)
-        except InvalidAgent as exc:
-            return _failed(exc.message, "exception")
+        entrypoint_error = _entrypoint_error(entrypoint)
+        if entrypoint_error is not None:
+            return _failed(entrypoint_error, "exception")
         try:
             payload = frame(
                 dumps(
@@ -677,9 +691,7 @@ class WorkerPool:
             return self._timed_out(worker, timeout_s, started, " while importing the agent")
         except ProtocolError as exc:
             worker.kill()
-            return _failed(
-                f"worker sent a malformed message: {exc}", "protocol", worker_pid=worker.pid
-            )
+            return _failed(f"worker sent a malformed message: {exc}", "protocol", worker_pid=worker.pid)
         if message is None:
             return self._ended(worker, started, " while importing the agent")
         kind = message.get("t")
@@ -780,9 +792,7 @@ class WorkerPool:
             return self._ended(worker, started)
 
     @staticmethod
-    def _done(
-        worker: WorkerProcess, message: dict[str, Any], chunks: list[Any], started: float
-    ) -> RunResult:
+    def _done(worker: WorkerProcess, message: dict[str, Any], chunks: list[Any], started: float) -> RunResult:
         duration = _ms_since(started)
         logs = message.get("logs") or ""
         if message.get("ok"):
@@ -803,9 +813,7 @@ class WorkerPool:
         )
 
     @staticmethod
-    def _timed_out(
-        worker: WorkerProcess, timeout_s: float, started: float, during: str = ""
-    ) -> RunResult:
+    def _timed_out(worker: WorkerProcess, timeout_s: float, started: float, during: str = "") -> RunResult:
         worker.kill(dump=True)
         logs, dump = worker.read_capture()
         location = worker.location_in(dump)
@@ -813,7 +821,7 @@ class WorkerPool:
         return _failed(
             f"timed out after {_seconds(timeout_s)} s{during}{where}",
             "timeout",
-            traceback=dump,
+            traceback=worker.relative_dump(dump),
             logs=logs,
             duration_ms=_ms_since(started),
             worker_pid=worker.pid,
@@ -837,7 +845,7 @@ class WorkerPool:
         return _failed(
             error,
             error_type,
-            traceback=dump,
+            traceback=worker.relative_dump(dump),
             logs=logs,
             duration_ms=_ms_since(started),
             worker_pid=worker.pid,

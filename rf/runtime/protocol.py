@@ -181,7 +181,7 @@ class FrameReader:
             else:
                 want = 4 - len(buf)
             try:
-                chunk = os.read(self.fd, max(want, 65536))
+                chunk = os.read(self.fd, min(max(want, 65536), 1 << 20))
             except BlockingIOError:
                 timeout_ms = _remaining_ms(deadline)
                 if timeout_ms == 0:

@@ -48,6 +48,7 @@ from rf.runtime.protocol import (
 )
 
 _THIS_FILE = os.path.abspath(__file__)
+_RUNTIME_DIR = os.path.dirname(_THIS_FILE) + os.sep
 _PARENT_CHECK_INTERVAL_S = 1.0
 
 
@@ -77,8 +78,7 @@ def parse_entrypoint(entrypoint: str) -> tuple[str, str]:
     ):
         raise InvalidAgent(
             f"invalid entrypoint {entrypoint!r}: expected 'module:function', e.g. 'agent:handle'",
-            "set entrypoint in agent.toml to the module and the handler function, "
-            "e.g. entrypoint = \"agent:handle\"",
+            'set entrypoint in agent.toml to the module and the handler function, e.g. entrypoint = "agent:handle"',
         )
     return module, attr
 
@@ -99,13 +99,22 @@ def _first_line(text: str) -> str:
     return text.strip().split("\n", 1)[0].strip()
 
 
+def _safe_str(value: object) -> str:
+    """``str(value)``, even for exceptions whose ``__str__`` is broken."""
+    try:
+        return str(value)
+    except Exception:  # noqa: BLE001 - reporting must not fail
+        return f"<unprintable {type(value).__name__}>"
+
+
 def describe_exception(exc: BaseException, code_dir: str) -> tuple[str, str | None, str]:
     """Return ``(headline, location, traceback_text)`` for an agent exception.
 
     The location is the deepest frame inside the agent directory, because
     that is the line the agent's author can fix. The traceback drops the
     leading frames that belong to the worker (and asyncio) so it starts at
-    the agent's code.
+    the agent's code, and trailing ``rf.runtime`` frames (how an error from a
+    host call got raised) that say nothing to the agent's author.
     """
     import traceback
 
@@ -126,10 +135,32 @@ def describe_exception(exc: BaseException, code_dir: str) -> tuple[str, str | No
         start = tb
         while start is not None and start.tb_frame.f_code.co_filename == _THIS_FILE:
             start = start.tb_next
-    message = _first_line(str(exc))
+    message = _first_line(_safe_str(exc))
     headline = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-    text = "".join(traceback.format_exception(type(exc), exc, start))
-    return headline, location, text
+    summary = traceback.TracebackException(type(exc), exc, start)
+    if location is not None:
+        while summary.stack and summary.stack[-1].filename.startswith(_RUNTIME_DIR):
+            summary.stack.pop()
+    _relative_frames(summary, code_dir)
+    return headline, location, "".join(summary.format())
+
+
+def _relative_frames(summary: Any, code_dir: str) -> None:
+    """Show agent files as ``agent.py`` rather than the (cache) directory
+    they were run from, through the whole ``__cause__``/``__context__`` chain."""
+    seen: set[int] = set()
+    pending = [summary]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        for frame_summary in current.stack:
+            if _inside(frame_summary.filename, code_dir):
+                frame_summary.filename = relative_path(frame_summary.filename, code_dir)
+        pending.append(current.__cause__)
+        pending.append(current.__context__)
+        pending.extend(getattr(current, "exceptions", None) or ())
 
 
 def _syntax_detail(exc: SyntaxError, code_dir: str) -> str:
@@ -153,9 +184,7 @@ def load_entrypoint(code_dir: str, entrypoint: str) -> Callable[..., Any]:
         module = importlib.import_module(module_name)
     except SyntaxError as exc:
         detail = _syntax_detail(exc, code_dir)
-        raise LoadError(
-            "syntax", f"cannot import module {module_name!r} ({detail})", _format_exc(exc)
-        ) from None
+        raise LoadError("syntax", f"cannot import module {module_name!r} ({detail})", _format_exc(exc)) from None
     except ModuleNotFoundError as exc:
         if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
             expected = module_name.replace(".", os.sep)
@@ -192,10 +221,14 @@ def load_entrypoint(code_dir: str, entrypoint: str) -> Callable[..., Any]:
     return target  # type: ignore[no-any-return]
 
 
-def _format_exc(exc: BaseException) -> str:
+def _format_syntax_error(exc: SyntaxError, code_dir: str) -> str:
+    """The caret display of a syntax error, without the import machinery's frames."""
     import traceback
 
-    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    summary = traceback.TracebackException(type(exc), exc, None)
+    if summary.filename and _inside(summary.filename, code_dir):
+        summary.filename = relative_path(summary.filename, code_dir)
+    return "".join(summary.format())
 
 
 def _import_failure(module_name: str, exc: BaseException, code_dir: str) -> LoadError:
@@ -236,20 +269,15 @@ class _CaptureStream(io.TextIOBase):
     the disk.
     """
 
+    encoding = "utf-8"
+    errors = "replace"
+
     def __init__(self, fd: int) -> None:
         super().__init__()
         self._fd = fd
         self.written = 0
         self.dropped = 0
         self._buffer = _CaptureBuffer(self)
-
-    @property
-    def encoding(self) -> str:
-        return "utf-8"
-
-    @property
-    def errors(self) -> str:
-        return "replace"
 
     @property
     def buffer(self) -> _CaptureBuffer:
@@ -357,9 +385,7 @@ class Worker:
         try:
             payload = dumps({"t": "call", "method": method, "params": params})
         except (TypeError, ValueError) as exc:
-            raise TypeError(
-                f"ctx.call_host({method!r}): parameters are not JSON-serializable: {exc}"
-            ) from None
+            raise TypeError(f"ctx.call_host({method!r}): parameters are not JSON-serializable: {exc}") from None
         if len(payload) > self.max_bytes:
             raise RfError(
                 f"ctx.call_host({method!r}): parameters are too large "
@@ -413,7 +439,7 @@ class Worker:
             if code is None or isinstance(code, int):
                 error = f"agent exited with code {code or 0} (sys.exit)"
             else:
-                error = f"agent exited: {_first_line(str(code))} (sys.exit)"
+                error = f"agent exited: {_first_line(_safe_str(code))} (sys.exit)"
             _, _, text = describe_exception(exc, self.code_dir)
             return self._failure(error, "exit", text)
         except BaseException as exc:  # noqa: BLE001 - report anything the agent raises
@@ -446,8 +472,7 @@ class Worker:
             raise _OutputError(f"{what} is not JSON-serializable: {exc}") from None
         if len(data) > self.max_bytes:
             raise _OutputError(
-                f"{what} is too large ({describe_size(len(data))}; "
-                f"the limit is {describe_size(self.max_bytes)})"
+                f"{what} is too large ({describe_size(len(data))}; the limit is {describe_size(self.max_bytes)})"
             )
         return data
 
@@ -471,9 +496,7 @@ class Worker:
                 data = self._encode(item, f"output chunk {index}")
                 total += len(data) + 1
                 if total > self.max_bytes:
-                    raise _OutputError(
-                        f"output is too large (more than {describe_size(self.max_bytes)} of chunks)"
-                    )
+                    raise _OutputError(f"output is too large (more than {describe_size(self.max_bytes)} of chunks)")
                 if stream:
                     self.channel.send_payload(b'{"t":"chunk","data":' + data + b"}")
                 else:
@@ -549,7 +572,7 @@ def _setup_fds() -> tuple[int, int, int]:
         # Started by hand (stderr is a terminal or a pipe): capture to our own file.
         import tempfile
 
-        handle = tempfile.TemporaryFile(prefix="rf-worker-")
+        handle = tempfile.TemporaryFile(prefix="rf-worker-")  # noqa: SIM115 - only its fd is kept
         os.dup2(handle.fileno(), 2)
         handle.close()
         _set_append(2)

@@ -1,0 +1,207 @@
+"""The `rf` command as a user runs it: real subprocesses, real workspaces."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from conftest import HELLO_TOML, run_rf, write_agent
+
+
+def test_init_example_hello_and_test(tmp_path: Path) -> None:
+    r = run_rf("init", "proj", "--example", "hello", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    root = tmp_path / "proj"
+    assert (root / "rf.toml").is_file() and (root / ".rf").is_dir()
+    assert ".rf/" in (root / ".gitignore").read_text()
+    assert (root / "agents" / "hello" / "agent.toml").is_file()
+    r = run_rf("test", "hello", "--input", '{"name": "Ada"}', "--json", cwd=root / "agents")  # walks up
+    assert r.returncode == 0, r.stderr
+    ex = json.loads(r.stdout)
+    assert ex["output"] == {"message": "hello, Ada"}
+    assert ex["env"] == "staging" and ex["source"] == "test" and ex["commit"] == "working-copy"
+    assert "greeting Ada in staging" in ex["logs"]
+
+
+def test_init_refuses_existing_and_unknown_example(tmp_path: Path) -> None:
+    assert run_rf("init", "a", cwd=tmp_path).returncode == 0
+    r = run_rf("init", "a", cwd=tmp_path)
+    assert r.returncode == 1 and "already an rf workspace" in r.stderr
+    r = run_rf("init", "b", "--example", "nope", cwd=tmp_path)
+    assert r.returncode == 2 and "unknown example" in r.stderr and "hello" in r.stderr
+    assert not (tmp_path / "b").exists()
+
+
+def test_no_workspace_is_a_clear_error(tmp_path: Path) -> None:
+    r = run_rf("agents", "list", cwd=tmp_path)
+    assert r.returncode == 1
+    assert "no rf workspace found" in r.stderr and "rf init" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = run_rf("--workspace", str(tmp_path / "missing"), "status", cwd=tmp_path)
+    assert r.returncode == 1 and "does not exist" in r.stderr
+
+
+def test_test_command_inputs_and_exit_codes(ws: Any) -> None:
+    root = ws.root
+    r = run_rf("test", "hello", "--json", cwd=root, input='{"name": "piped"}')
+    assert json.loads(r.stdout)["output"]["message"] == "hello, piped"
+    f = root / "in.json"
+    f.write_text('{"name": "file"}')
+    r = run_rf("test", "hello", "--input-file", str(f), cwd=root)
+    assert r.returncode == 0 and '"hello, file"' in r.stdout and "succeeded" in r.stderr
+    r = run_rf("test", "hello", "--input", "{oops", cwd=root)
+    assert r.returncode == 2 and "not valid JSON" in r.stderr
+    write_agent(root, "broken", "def handle(input, ctx):\n    return 1 / 0\n")
+    r = run_rf("test", "broken", cwd=root)
+    assert r.returncode == 1 and "ZeroDivisionError" in r.stderr and "agent.py:2" in r.stderr
+    r = run_rf("test", "ghost", cwd=root)
+    assert r.returncode == 1 and "no agent directory" in r.stderr and "hello" in r.stderr
+    # rf test never writes production state
+    prod = json.loads(run_rf("executions", "list", "--env", "production", "--json", cwd=root).stdout)
+    assert prod == []
+    staging = json.loads(run_rf("executions", "list", "--json", "--limit", "50", cwd=root).stdout)
+    assert {e["source"] for e in staging} == {"test"} and len(staging) == 3
+
+
+def test_deploy_promote_and_inspect(ws: Any) -> None:
+    root = ws.root
+    r = run_rf("agents", "deploy", "hello", "-m", "first", cwd=root)
+    assert r.returncode == 0 and "deployed hello to staging" in r.stderr
+    r = run_rf("agents", "deploy", "hello", cwd=root)
+    assert r.returncode == 0 and "no changes" in r.stderr
+    r = run_rf("agents", "deploy", cwd=root / "agents" / "hello")  # agent inferred from cwd
+    assert "no changes" in r.stderr
+    # promote needs confirmation when nobody can answer
+    r = run_rf("agents", "promote", "hello", cwd=root)
+    assert r.returncode == 2 and "--yes" in r.stderr
+    agents = json.loads(run_rf("agents", "list", "--json", cwd=root).stdout)
+    assert agents[0]["production_commit"] is None
+    r = run_rf("agents", "promote", "hello", "--yes", cwd=root)
+    assert r.returncode == 0 and "promoted hello to production" in r.stderr
+    (root / "agents" / "hello" / "agent.py").write_text("def handle(input, ctx):\n    return 'v2'\n")
+    assert run_rf("agents", "deploy", "hello", "-m", "second", cwd=root).returncode == 0
+    show = json.loads(run_rf("agents", "show", "hello", "--json", cwd=root).stdout)
+    assert show["commits_ahead"] == 1
+    assert show["endpoints"]["production"].endswith("/production/agents/hello")
+    hist = run_rf("agents", "history", "hello", cwd=root).stdout
+    assert "second" in hist and "first" in hist and "staging" in hist and "production" in hist
+    d = run_rf("agents", "diff", "hello", cwd=root).stdout
+    assert "+    return 'v2'" in d and "1 commit" in d
+    st = run_rf("status", cwd=root).stdout
+    assert "hello" in st and "1 commit ahead" in st and "not running" in st
+    r = run_rf("invoke", "hello", "--env", "production", "--input", '{"name": "P"}', "--json", cwd=root)
+    assert json.loads(r.stdout)["output"] == {"message": "hello, P", "env": "production"}
+    r = run_rf("invoke", "hello", "--env", "staging", cwd=root)
+    assert r.stdout.strip() == "v2"
+    ex_id = json.loads(run_rf("executions", "list", "--env", "production", "--json", cwd=root).stdout)[0]["id"]
+    shown = run_rf("executions", "show", ex_id, cwd=root)
+    assert shown.returncode == 0 and "hello, P" in shown.stdout
+    r = run_rf("executions", "show", ex_id, "--env", "staging", cwd=root)
+    assert r.returncode == 1 and "no execution" in r.stderr
+
+
+def test_bad_agent_definitions_change_nothing(ws: Any) -> None:
+    root = ws.root
+    (root / "agents" / "notoml").mkdir()
+    (root / "agents" / "notoml" / "agent.py").write_text("def handle(i, c):\n    return 1\n")
+    cases = {
+        "notoml": "has no agent.toml",
+        "badtoml": "not valid TOML",
+        "badentry": "has no function 'nope'",
+        "syntax": "agent.py:2",
+    }
+    write_agent(root, "badtoml", toml="entrypoint = \n")
+    write_agent(root, "badentry", toml='entrypoint = "agent:nope"\n')
+    write_agent(root, "syntax", code="def handle(input, ctx):\n    return (\n")
+    for name, expected in cases.items():
+        r = run_rf("agents", "deploy", name, cwd=root)
+        assert r.returncode == 1, name
+        assert expected in r.stderr, (name, r.stderr)
+        assert "Traceback" not in r.stderr
+    assert json.loads(run_rf("agents", "list", "--json", cwd=root).stdout) == []
+
+
+def test_env_is_validated_everywhere(ws: Any) -> None:
+    r = run_rf("executions", "list", "--env", "prod", cwd=ws.root)
+    assert r.returncode == 2 and "unknown environment 'prod'" in r.stderr
+    r = run_rf("invoke", "hello", "--env", "qa", cwd=ws.root)
+    assert r.returncode == 2
+    r = run_rf("invoke", "hello", "--env", "production", cwd=ws.root)
+    assert r.returncode == 1 and "unknown agent" in r.stderr
+
+
+def test_rfignore_and_default_ignores(ws: Any) -> None:
+    root = ws.root
+    d = root / "agents" / "hello"
+    (d / "__pycache__").mkdir()
+    (d / "__pycache__" / "x.pyc").write_bytes(b"\0")
+    (d / "data").mkdir()
+    (d / "data" / "big.csv").write_text("a,b\n")
+    (d / "notes.txt").write_text("keep me")
+    (d / ".rfignore").write_text("data/\n# comment\n")
+    r = run_rf("agents", "deploy", "hello", "--json", cwd=root)
+    tree = json.loads(r.stdout)["commit"]["tree"]
+    assert set(tree) == {"agent.toml", "agent.py", "notes.txt", ".rfignore"}
+
+
+def test_two_commands_at_once_without_server(ws: Any) -> None:
+    """A second command waits briefly, then names the fix; no raw DuckDB error."""
+    db = ws.root / ".rf" / "rf.duckdb"
+    assert run_rf("agents", "list", cwd=ws.root).returncode == 0  # creates the file
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import duckdb, time
+            con = duckdb.connect({str(db)!r})
+            print("locked", flush=True)
+            time.sleep(60)
+        """)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        r = run_rf("agents", "list", cwd=ws.root, env={"RF_LOCK_WAIT_S": "0.5"})
+        assert r.returncode == 1
+        assert "in use by another process" in r.stderr and "rf serve" in r.stderr
+        assert "IOException" not in r.stderr and "Traceback" not in r.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    # and once the other process is gone, it works again
+    assert run_rf("agents", "list", cwd=ws.root).returncode == 0
+
+
+def test_short_lived_commands_wait_for_each_other(ws: Any) -> None:
+    """Two real rf commands started together both succeed (the second waits)."""
+    from conftest import RF
+
+    procs = [
+        subprocess.Popen([*RF, "agents", "deploy", "hello"], cwd=ws.root, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ] + [subprocess.Popen([*RF, "executions", "list"], cwd=ws.root, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)]
+    results = [(p.wait(timeout=60), p.stderr.read() if p.stderr else "") for p in procs]
+    assert all(code == 0 for code, _ in results), results
+    hist = json.loads(run_rf("agents", "history", "hello", "--json", cwd=ws.root).stdout)
+    assert len(hist) == 1
+
+
+def test_help_and_version(tmp_path: Path) -> None:
+    r = run_rf("--version", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.startswith("rf ")
+    r = run_rf("--help", cwd=tmp_path)
+    for group in ("agents", "executions", "init", "status", "serve", "test", "invoke"):
+        assert group in r.stdout
+    r = run_rf("agents", "frobnicate", cwd=tmp_path)
+    assert r.returncode == 2
+
+
+def test_toml_timeout_is_enforced(ws: Any) -> None:
+    write_agent(ws.root, "slow", "import time\ndef handle(input, ctx):\n    time.sleep(30)\n",
+                HELLO_TOML.replace("timeout_s = 10", "timeout_s = 0.5"))
+    r = run_rf("test", "slow", cwd=ws.root)
+    assert r.returncode == 1 and "timed out" in r.stderr
