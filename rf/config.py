@@ -232,9 +232,7 @@ def resolve_agent_dir(ws: Workspace, name_or_path: str | None) -> tuple[str, Pat
                 break
         raise UsageError("which agent?", "name it: rf agents deploy NAME (or run the command inside the agent's directory)")
     as_path = Path(name_or_path)
-    if NAME_RE.match(name_or_path) and not as_path.exists():
-        directory = ws.agents_dir / name_or_path
-    elif NAME_RE.match(name_or_path) and (ws.agents_dir / name_or_path).is_dir():
+    if (NAME_RE.match(name_or_path) and not as_path.exists()) or (NAME_RE.match(name_or_path) and (ws.agents_dir / name_or_path).is_dir()):
         directory = ws.agents_dir / name_or_path
     else:
         directory = as_path

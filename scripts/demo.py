@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -30,11 +31,13 @@ def step(title: str) -> None:
     print(f"\n{BOLD}── {title}{RESET}", flush=True)
 
 
-def rf(*args: str, cwd: Path, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
-    print(f"{DIM}$ rf {' '.join(args)}{RESET}", flush=True)
-    proc = subprocess.run([*RF, *args], cwd=cwd, text=True, capture_output=True, input=input,
+def rf(*args: str, cwd: Path, check: bool = True, quiet: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run a real `rf` command; print it and (unless quiet) what it printed."""
+    print(f"{DIM}$ rf {shlex.join(args)}{RESET}", flush=True)
+    proc = subprocess.run([*RF, *args], cwd=cwd, text=True, capture_output=True, stdin=subprocess.DEVNULL,
                           env={**os.environ, "NO_COLOR": "1", "COLUMNS": "110"}, timeout=120)
-    for line in (proc.stdout + proc.stderr).rstrip().splitlines():
+    shown = proc.stderr if quiet else proc.stdout + proc.stderr
+    for line in shown.rstrip().splitlines():
         print(f"  {line}")
     if check and proc.returncode != 0:
         raise SystemExit(f"demo failed: `rf {' '.join(args)}` exited {proc.returncode}")
@@ -75,7 +78,7 @@ def main() -> int:
         rf("init", str(ws), "--example", "hello", cwd=tmp)
 
         step("2. run the working copy locally — rf test is always staging")
-        proc = rf("test", "hello", "--input", '{"name": "Ada"}', "--json", cwd=ws)
+        proc = rf("test", "hello", "--input", '{"name": "Ada"}', "--json", cwd=ws, quiet=True)
         ex = json.loads(proc.stdout)
         expect(ex["output"] == {"message": "hello, Ada"} and ex["env"] == "staging", "rf test ran in staging")
 
@@ -122,7 +125,7 @@ def main() -> int:
         step("8. executions are recorded per environment, never mixed")
         rf("executions", "list", "--env", "staging", cwd=ws)
         rf("executions", "list", "--env", "production", cwd=ws)
-        prod = json.loads(rf("executions", "list", "--env", "production", "--json", cwd=ws).stdout)
+        prod = json.loads(rf("executions", "list", "--env", "production", "--json", cwd=ws, quiet=True).stdout)
         expect(all(e["env"] == "production" for e in prod) and len(prod) == 2,
                "production lists only its own 2 executions")
 

@@ -179,7 +179,7 @@ def deploy(
     Deploy always targets staging; production changes only through
     `rf agents promote` or `rf releases publish`.
     """
-    from rf.cli.output import info, out, print_json, short, success, warn
+    from rf.cli.output import info, print_json, short, success, warn
     from rf.config import git_author, resolve_agent_dir, snapshot_dir
 
     ws = workspace()
@@ -199,7 +199,7 @@ def deploy(
     assert result.commit is not None
     success(f"deployed [bold]{name}[/bold] to [staging]staging[/staging]: commit "
             f"[commit]{short(result.commit.id)}[/commit] ({len(files)} file{'s' if len(files) != 1 else ''})")
-    out.print(f"  POST {base}/staging/agents/{name}")
+    info(f"  POST {base}/staging/agents/{name}")
     info(f"[dim]  when staging looks good: rf agents promote {name}[/dim]")
 
 

@@ -155,7 +155,7 @@ def run() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         sys.exit(130)
-    except Exception as exc:  # click usage errors and anything unexpected
+    except Exception as exc:  # noqa: BLE001 - click usage errors and anything unexpected
         ce = _click_exceptions()
         if isinstance(exc, ce.ClickException):
             exc.show()

@@ -73,7 +73,13 @@ _DUMP_FRAME = re.compile(r'File "(.+?)", line (\d+)')
 
 @dataclass
 class RunRequest:
-    """One execution to run."""
+    """One execution to run.
+
+    Handlers may be plain functions, ``async def``, generators or async
+    generators. A generator's output is the list of what it yielded; with
+    ``stream=True`` each item also reaches ``on_chunk`` as soon as it is
+    yielded (a non-generator handler's return value is never chunked).
+    """
 
     execution_id: str
     env: str  # "staging" | "production"
@@ -351,6 +357,12 @@ def _close_all_pools() -> None:
         pool.close()
 
 
+def _kill_workers(by_key: dict[WorkerKey, list[WorkerProcess]]) -> None:
+    for workers in list(by_key.values()):
+        for worker in list(workers):
+            worker.signal_kill()
+
+
 def _reaper(pool_ref: weakref.ref[WorkerPool], stop: threading.Event, interval: float) -> None:
     while not stop.wait(interval):
         pool = pool_ref()
@@ -390,6 +402,8 @@ class WorkerPool:
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
         _POOLS.add(self)
+        # A pool dropped without close() still takes its workers down.
+        weakref.finalize(self, _kill_workers, self._by_key)
 
     # -- public API -----------------------------------------------------------
 
@@ -584,11 +598,12 @@ class WorkerPool:
         self, key: WorkerKey, code_dir: str, entrypoint: str, victims: list[WorkerProcess]
     ) -> WorkerProcess | None:
         """The most recently used idle worker of *key* (warmest caches)."""
-        for worker in reversed(self._by_key.get(key, [])):
+        for worker in list(reversed(self._by_key.get(key, []))):
             if worker.busy:
                 continue
-            if worker.code_dir != code_dir or worker.entrypoint != entrypoint:
-                # Same key, different code (a re-used label): never reuse.
+            if worker.code_dir != code_dir or worker.entrypoint != entrypoint or worker.proc.poll() is not None:
+                # Same key but different code (a re-used label), or it died
+                # while idle: never hand it out.
                 self._remove(worker)
                 victims.append(worker)
                 continue

@@ -37,7 +37,7 @@ import types
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
-from rf.errors import InvalidAgent, RfError, from_dict
+from rf.errors import InvalidAgent, PayloadTooLarge, RfError, from_dict
 from rf.runtime.context import Context
 from rf.runtime.protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -184,7 +184,9 @@ def load_entrypoint(code_dir: str, entrypoint: str) -> Callable[..., Any]:
         module = importlib.import_module(module_name)
     except SyntaxError as exc:
         detail = _syntax_detail(exc, code_dir)
-        raise LoadError("syntax", f"cannot import module {module_name!r} ({detail})", _format_exc(exc)) from None
+        raise LoadError(
+            "syntax", f"cannot import module {module_name!r} ({detail})", _format_syntax_error(exc, code_dir)
+        ) from None
     except ModuleNotFoundError as exc:
         if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
             expected = module_name.replace(".", os.sep)
@@ -387,7 +389,7 @@ class Worker:
         except (TypeError, ValueError) as exc:
             raise TypeError(f"ctx.call_host({method!r}): parameters are not JSON-serializable: {exc}") from None
         if len(payload) > self.max_bytes:
-            raise RfError(
+            raise PayloadTooLarge(
                 f"ctx.call_host({method!r}): parameters are too large "
                 f"({describe_size(len(payload))}; the limit is {describe_size(self.max_bytes)})"
             )

@@ -18,8 +18,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from litestar import Litestar, Request, Response, get, post, route
-from litestar.config.app import ExperimentalFeatures  # noqa: F401  (kept for future toggles)
+from litestar import HttpMethod, Litestar, Request, Response, get, post, route
 from litestar.exceptions import HTTPException
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
@@ -104,6 +103,7 @@ def create_app(services: Services, token: str, *, max_body_bytes: int = 1024 * 1
             raise UsageError("session_id must be a string")
         payload = body.get("input")
         if "text/event-stream" in request.headers.get("accept", ""):
+            await asyncio.to_thread(services.target, env, name)  # 404 before the stream starts
             return _stream(services, env, name, payload, session_id)
         ex = await asyncio.to_thread(services.invoke, env, name, payload, session_id, "endpoint")
         out: dict[str, Any] = {"execution_id": ex.id, "status": ex.status}
@@ -179,7 +179,7 @@ def _management_handler(services: Services, r: api.Route, check_token: Any) -> H
 
     handler.__name__ = f"api_{r.name}"
     path = "/api" + r.path.replace("}", ":str}")
-    return route(path, http_method=[r.method], summary=r.summary, tags=["management"], status_code=200,
+    return route(path, http_method=[HttpMethod(r.method)], summary=r.summary, tags=["management"], status_code=200,
                  operation_id=r.name)(handler)
 
 
@@ -202,7 +202,7 @@ def _stream(services: Services, env: str, name: str, payload: Any, session_id: s
     def run() -> None:
         try:
             ex = services.invoke(env, name, payload, session_id, "endpoint", on_chunk)
-            done = {"execution_id": ex.id, "status": ex.status}
+            done: dict[str, Any] = {"execution_id": ex.id, "status": ex.status}
             if ex.status != "succeeded":
                 done["error"] = ex.error
             loop.call_soon_threadsafe(queue.put_nowait, ("done", done))

@@ -61,6 +61,12 @@ class Services:
         self._pool = pool
         self._pool_lock = threading.Lock()
         self.server_url = server_url
+        # Hot-path caches for invoke. Commits are immutable; heads only move
+        # through this object (the process that owns the store), which clears
+        # the cache on every such write.
+        self._heads: dict[tuple[str, str], str] = {}
+        self._heads_generation = 0
+        self._configs: dict[str, dict[str, Any]] = {}
         self._owns_cache = workspace is None
         self.cache_dir = (
             workspace.cache_dir if workspace is not None else Path(tempfile.mkdtemp(prefix="rf-cache-"))
@@ -171,6 +177,7 @@ class Services:
             self.store.upsert_agent(cur, name, config.description, now)
             self.store.insert_commit(cur, commit, now, _config_dict(config))
             self.store.set_head(cur, name, "staging", commit_id, now)
+        self._heads_changed()
         return DeployResult(agent=name, commit=commit, created=True, warnings=warnings)
 
     def _deploy_warnings(self, config: AgentConfig) -> list[str]:
@@ -263,6 +270,7 @@ class Services:
                 cur, release_id=release_id, created_at=now, author=author,
                 message=message or f"promote {name}", plan_id=plan_id, kind="publish", items=[item],
             )
+        self._heads_changed()
         return PromoteResult(agent=name, before=before, after=after, changed=True, release_id=release_id)
 
     # ------------------------------------------------------------ code on disk
@@ -293,22 +301,49 @@ class Services:
         on_chunk: Callable[[Any], None] | None = None,
     ) -> Execution:
         """Run the commit ``env`` points at and record the execution."""
+        commit_id = self.target(env, name)
+        config = self._commit_config(commit_id)
+        return self._run(
+            env=env, name=name, commit_label=commit_id, code_dir=self.code_dir(commit_id),
+            entrypoint=config.get("entrypoint", "agent:handle"), timeout_s=float(config.get("timeout_s", 60.0)),
+            input=input, session_id=session_id, source=source, on_chunk=on_chunk,
+        )
+
+    def target(self, env: str, name: str) -> str:
+        """The commit ``env`` runs for agent ``name`` (NotFound, with the fix, if none)."""
         check_env(env)
-        agent = self.get_agent(name)
-        commit_id = agent.staging_commit if env == "staging" else agent.production_commit
+        key = (name, env)
+        commit_id = self._heads.get(key)
         if commit_id is None:
+            generation = self._heads_generation
+            commit_id = self.store.get_head(name, env)
+            if commit_id is not None and generation == self._heads_generation:
+                self._heads[key] = commit_id
+        if commit_id is None:
+            if not self.store.agent_rows(name):
+                raise self._unknown_agent(name)
             if env == "production":
                 raise NotFound(
                     f"agent {name!r} is not in production yet",
                     f"promote staging when it looks good: rf agents promote {name}",
                 )
             raise NotFound(f"agent {name!r} has no staging deployment", f"deploy it: rf agents deploy {name}")
-        config = self.store.get_commit_config(commit_id)
-        return self._run(
-            env=env, name=name, commit_label=commit_id, code_dir=self.code_dir(commit_id),
-            entrypoint=config.get("entrypoint", "agent:handle"), timeout_s=float(config.get("timeout_s", 60.0)),
-            input=input, session_id=session_id, source=source, on_chunk=on_chunk,
-        )
+        return commit_id
+
+    def _commit_config(self, commit_id: str) -> dict[str, Any]:
+        config = self._configs.get(commit_id)
+        if config is None:
+            config = self._configs[commit_id] = self.store.get_commit_config(commit_id)
+        return config
+
+    def _heads_changed(self) -> None:
+        """Forget cached heads after any write that moves one (this process owns the store).
+
+        The generation counter stops a read that started before the write from
+        caching the old head after the clear.
+        """
+        self._heads_generation += 1
+        self._heads.clear()
 
     def run_test(
         self,
