@@ -9,43 +9,30 @@ models — the Backend protocol — and one contract test suite runs on both.
 
 from __future__ import annotations
 
+import functools
 import http.client
+import inspect
 import json
 import os
 import urllib.parse
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, cast
 
 from rf import api, serverinfo
 from rf.config import Workspace, find_workspace
 from rf.errors import RfError, ServerError, from_dict
-from rf.models import Agent, AgentDiff, Commit, DeployResult, Execution, PromoteResult, Status
 
 if TYPE_CHECKING:
     from rf.services import Services
 
 
-class Backend(Protocol):
-    """What every surface (CLI, TUI, tests) calls. See :mod:`rf.api`."""
-
-    kind: str
-    workspace: Workspace | None
-
-    def status(self) -> Status: ...
-    def list_agents(self) -> list[Agent]: ...
-    def get_agent(self, name: str) -> Agent: ...
-    def history(self, name: str) -> list[Commit]: ...
-    def diff_agent(self, name: str, base: str | None = None, head: str | None = None) -> AgentDiff: ...
-    def deploy(self, name: str, files: dict[str, bytes], message: str = "", author: str = "unknown") -> DeployResult: ...
-    def promote(self, name: str, author: str = "unknown", message: str = "") -> PromoteResult: ...
-    def run_test(self, name: str, files: dict[str, bytes], input: Any = None, session_id: str | None = None,
-                 on_chunk: Callable[[Any], None] | None = None) -> Execution: ...
-    def invoke(self, env: str, name: str, input: Any = None, session_id: str | None = None,
-               source: str = "invoke", on_chunk: Callable[[Any], None] | None = None) -> Execution: ...
-    def list_executions(self, env: str = "staging", agent: str | None = None, status: str | None = None,
-                        source: str | None = None, limit: int = 50, before: str | None = None) -> list[Execution]: ...
-    def get_execution(self, execution_id: str, env: str | None = None) -> Execution: ...
-    def close(self) -> None: ...
+# The Backend protocol *is* the public method set of Services: LocalBackend
+# forwards to it in-process, HttpBackend sends the same call to the server,
+# which runs the same Services method (see rf.api.ROUTES). Type checkers see
+# Services, so every caller is checked against the real signatures.
+if TYPE_CHECKING:
+    Backend = Services
+else:
+    Backend = Any
 
 
 class LocalBackend:
@@ -131,50 +118,38 @@ class HttpBackend:
             data = self._request(route.method, "/api" + path, body=params)
         return api.decode_result(route, data)
 
-    # The Backend protocol, one line each (see rf.api.ROUTES).
-    def status(self) -> Status:
-        return self.call("status")  # type: ignore[no-any-return]
+    def __getattr__(self, name: str) -> Any:
+        """Every Backend method: bind the arguments as Services would, send them."""
+        route = api.BY_NAME.get(name)
+        if route is None:
+            raise AttributeError(name)
+        signature = _signature(name)
 
-    def list_agents(self) -> list[Agent]:
-        return self.call("list_agents")  # type: ignore[no-any-return]
+        def method(*args: Any, **kwargs: Any) -> Any:
+            try:
+                bound = signature.bind(None, *args, **kwargs)
+            except TypeError as exc:
+                raise TypeError(f"{name}(): {exc}") from None
+            params = {k: v for k, v in bound.arguments.items() if k != "self"}
+            # Callbacks cannot cross HTTP: chunks arrive in the final output instead.
+            params = {k: v for k, v in params.items() if not callable(v)}
+            result = self.call(name, **params)
+            if name == "status":
+                result.server_url = result.server_url or self.url
+            return result
 
-    def get_agent(self, name: str) -> Agent:
-        return self.call("get_agent", name=name)  # type: ignore[no-any-return]
-
-    def history(self, name: str) -> list[Commit]:
-        return self.call("history", name=name)  # type: ignore[no-any-return]
-
-    def diff_agent(self, name: str, base: str | None = None, head: str | None = None) -> AgentDiff:
-        return self.call("diff_agent", name=name, base=base, head=head)  # type: ignore[no-any-return]
-
-    def deploy(self, name: str, files: dict[str, bytes], message: str = "", author: str = "unknown") -> DeployResult:
-        return self.call("deploy", name=name, files=files, message=message, author=author)  # type: ignore[no-any-return]
-
-    def promote(self, name: str, author: str = "unknown", message: str = "") -> PromoteResult:
-        return self.call("promote", name=name, author=author, message=message)  # type: ignore[no-any-return]
-
-    def run_test(self, name: str, files: dict[str, bytes], input: Any = None, session_id: str | None = None,
-                 on_chunk: Callable[[Any], None] | None = None) -> Execution:
-        ex: Execution = self.call("run_test", name=name, files=files, input=input, session_id=session_id)
-        if on_chunk is not None and isinstance(ex.output, list):
-            pass  # chunks are not streamed over the management API; the output holds them all
-        return ex
-
-    def invoke(self, env: str, name: str, input: Any = None, session_id: str | None = None,
-               source: str = "invoke", on_chunk: Callable[[Any], None] | None = None) -> Execution:
-        return self.call("invoke", env=env, name=name, input=input, session_id=session_id,  # type: ignore[no-any-return]
-                         source=source)
-
-    def list_executions(self, env: str = "staging", agent: str | None = None, status: str | None = None,
-                        source: str | None = None, limit: int = 50, before: str | None = None) -> list[Execution]:
-        return self.call("list_executions", env=env, agent=agent, status=status,  # type: ignore[no-any-return]
-                         source=source, limit=limit, before=before)
-
-    def get_execution(self, execution_id: str, env: str | None = None) -> Execution:
-        return self.call("get_execution", execution_id=execution_id, env=env)  # type: ignore[no-any-return]
+        method.__name__ = name
+        return method
 
     def close(self) -> None:
         pass
+
+
+@functools.cache
+def _signature(name: str) -> inspect.Signature:
+    from rf.services import Services
+
+    return inspect.signature(getattr(Services, name))
 
 
 def open_local(ws: Workspace, *, wait_s: float = 3.0) -> LocalBackend:
@@ -191,13 +166,13 @@ def connect(workspace: Workspace | str | None = None, *, wait_s: float | None = 
     ws = workspace if isinstance(workspace, Workspace) else find_workspace(workspace)
     url = os.environ.get("RF_SERVER_URL")
     if url:
-        return HttpBackend(url, os.environ.get("RF_SERVER_TOKEN", ""), ws)
+        return cast("Backend", HttpBackend(url, os.environ.get("RF_SERVER_TOKEN", ""), ws))
     info = serverinfo.read(ws.server_file)
     if info is not None:
-        return HttpBackend(info.url, info.token, ws)
+        return cast("Backend", HttpBackend(info.url, info.token, ws))
     if wait_s is None:
         wait_s = float(os.environ.get("RF_LOCK_WAIT_S", "3"))
-    return open_local(ws, wait_s=wait_s)
+    return cast("Backend", open_local(ws, wait_s=wait_s))
 
 
 __all__ = ["Backend", "HttpBackend", "LocalBackend", "RfError", "connect", "open_local"]

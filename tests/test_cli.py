@@ -205,3 +205,33 @@ def test_toml_timeout_is_enforced(ws: Any) -> None:
                 HELLO_TOML.replace("timeout_s = 10", "timeout_s = 0.5"))
     r = run_rf("test", "slow", cwd=ws.root)
     assert r.returncode == 1 and "timed out" in r.stderr
+
+
+def test_watch_reruns_on_change(ws: Any) -> None:
+    import os
+    import time
+
+    from conftest import RF
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RF_")}
+    proc = subprocess.Popen([*RF, "test", "hello", "--watch", "--input", '{"name": "W"}'], cwd=ws.root,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    assert proc.stdout is not None
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 40
+        changed = False
+        for line in proc.stdout:
+            seen.append(line)
+            if "watching" in line and not changed:
+                time.sleep(0.3)
+                (ws.root / "agents" / "hello" / "agent.py").write_text(
+                    "def handle(input, ctx):\n    return {'message': 'changed ' + input['name']}\n")
+                changed = True
+            if "changed W" in line or time.monotonic() > deadline:
+                break
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    text = "".join(seen)
+    assert "hello, W" in text and "re-running" in text and "changed W" in text

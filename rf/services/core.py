@@ -27,6 +27,7 @@ from rf.models import (
     check_env,
 )
 from rf.services import diffs
+from rf.services.host import HostCall, collect
 
 if TYPE_CHECKING:
     from rf.runtime.pool import WorkerPool
@@ -53,6 +54,8 @@ def tree_hash(tree: dict[str, str]) -> str:
 
 class Services:
     """Domain operations over one store. Thread-safe."""
+
+    kind = "local"  #: which backend serves these calls ("http" on the client side of a server)
 
     def __init__(self, store: Store, workspace: Workspace | None, *, pool: WorkerPool | None = None,
                  server_url: str | None = None) -> None:
@@ -389,7 +392,9 @@ class Services:
                              session_id=session_id, stream=on_chunk is not None)
         result = self.pool.run(
             (env, name, pool_label or commit_label), code_dir, entrypoint, request,
-            timeout_s=timeout_s, on_chunk=on_chunk, host=self.host_handler(env, name, execution_id),
+            timeout_s=timeout_s, on_chunk=on_chunk,
+            host=self.host_handler(HostCall(env=env, agent=name, execution_id=execution_id,
+                                            session_id=session_id, commit=commit_label, source=source)),
         )
         ended = utcnow()
         execution = Execution(
@@ -402,11 +407,15 @@ class Services:
         self.store.record_execution(execution)
         return execution
 
-    def host_handler(self, env: str, agent: str, execution_id: str) -> Callable[[str, dict[str, Any]], Any]:
-        """What ``ctx.call_host`` reaches. Later capabilities register methods here."""
+    def host_handler(self, call: HostCall) -> Callable[[str, dict[str, Any]], Any]:
+        """What ``ctx.call_host`` reaches for one execution (see rf.services.host)."""
+        table = _host_table(type(self))
 
         def handle(method: str, params: dict[str, Any]) -> Any:
-            raise NotFound(f"unknown host method {method!r}")
+            attr = table.get(method)
+            if attr is None:
+                raise NotFound(f"unknown host method {method!r}", "this rf version does not offer it to agents")
+            return getattr(self, attr)(call, **params)
 
         return handle
 
@@ -440,6 +449,16 @@ class Services:
             where = f" in {env}" if env else ""
             raise NotFound(f"no execution {execution_id!r}{where}", "list them: rf executions list --env ENV")
         return ex
+
+
+_HOST_TABLES: dict[type, dict[str, str]] = {}
+
+
+def _host_table(cls: type) -> dict[str, str]:
+    table = _HOST_TABLES.get(cls)
+    if table is None:
+        table = _HOST_TABLES[cls] = collect(cls)
+    return table
 
 
 def _config_dict(config: AgentConfig) -> dict[str, Any]:

@@ -1,0 +1,425 @@
+"""Endpoint throughput: POST /production/agents/{name} on `rf serve` vs a bare Litestar echo app.
+
+Run: .venv/bin/python bench/invoke.py [--quick] [--duration S] [--concurrency C] [--rounds R]
+
+Three processes per measurement, all on 127.0.0.1:
+
+- the target server: a real ``rf serve --port 0`` in a throw-away workspace
+  (a trivial ``echo`` agent, deployed and promoted; every call is recorded as
+  a production execution as usual), or a bare Litestar app with one handler
+  (``POST /echo`` returns its JSON body) run by uvicorn with the settings rf
+  uses (one process, one pre-bound socket, access log off, log level warning,
+  no server header);
+- the load generator: this script with ``--load``, in its own process, the same
+  for both targets: C asyncio tasks, each with one keep-alive HTTP/1.1
+  connection, sending the same request back to back, and checking every
+  answer (status 200 and the expected JSON);
+- this script, which starts both servers, runs the load against each in turn
+  (A B B A … so a change in background load affects both alike), and prints
+  requests/s, p50 and p99 and the ratio rf/echo.
+
+Afterwards it checks that the number of production executions rf recorded
+equals the number of successful requests sent. Exit status is always 0: a
+missed target prints a WARN line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import _util as u
+
+RATIO_TARGET = 0.5
+AGENT = "echo"
+AGENT_FILES = {
+    "agent.toml": 'description = "Returns its input (benchmark)."\nentrypoint = "agent:handle"\ntimeout_s = 10\n',
+    "agent.py": "def handle(input, ctx):\n    return input\n",
+}
+PAYLOAD: dict[str, Any] = {"input": {"name": "Ada", "n": 42, "tags": ["bench", "rf"]}}
+REQUEST_TIMEOUT_S = 30.0
+
+
+# ====================================================================== echo server (subprocess)
+def serve_echo(ready_file: Path, max_lifetime_s: float, socket_kind: str) -> None:
+    """A bare Litestar app run the way rf.server.serve runs rf's app.
+
+    The socket is bound here and handed to uvicorn, as rf does. With
+    *socket_kind* ``"tcp"`` it is created with ``IPPROTO_TCP``, so asyncio
+    sets ``TCP_NODELAY`` on every accepted connection, as it does when uvicorn
+    binds ``--host/--port`` itself. ``"rf"`` copies ``rf.server.serve._bind``
+    exactly (protocol 0: asyncio leaves Nagle's algorithm on).
+    """
+    import socket
+
+    import uvicorn
+    from litestar import Litestar, post
+
+    @post("/echo", status_code=200)
+    async def echo(data: dict[str, Any]) -> dict[str, Any]:
+        return data
+
+    app = Litestar(route_handlers=[echo], debug=False)
+    proto = socket.IPPROTO_TCP if socket_kind == "tcp" else 0
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                            timeout_graceful_shutdown=5, server_header=False)
+    server = uvicorn.Server(config)
+
+    def expire() -> None:  # never outlive a parent that died without stopping us
+        server.should_exit = True
+
+    timer = threading.Timer(max_lifetime_s, expire)
+    timer.daemon = True
+    timer.start()
+    tmp = ready_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"url": f"http://127.0.0.1:{sock.getsockname()[1]}", "pid": os.getpid()}))
+    tmp.rename(ready_file)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def start_echo_server(tmp: Path, env: dict[str, str], max_lifetime_s: float, socket_kind: str = "tcp",
+                      timeout: float = 30.0) -> u.Server:
+    ready = tmp / "echo.json"
+    proc = subprocess.Popen(
+        [u.PYTHON, __file__, "--serve-echo", str(ready), "--max-lifetime", str(max_lifetime_s),
+         "--echo-socket", socket_kind],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready.exists():
+            if proc.poll() is not None:
+                raise RuntimeError(f"echo server exited with {proc.returncode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("echo server did not start in time")
+            time.sleep(0.05)
+        url = json.loads(ready.read_text())["url"]
+        u.wait_healthy(url, "/echo", deadline, proc)  # GET -> 405 once it answers
+    except BaseException:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+        raise
+    return u.Server(proc, url)
+
+
+# ====================================================================== load generator (subprocess)
+@dataclass
+class LoadStats:
+    latencies: list[float] = field(default_factory=list)  # seconds, completed inside the window
+    ok_total: int = 0  # successful answers, warm-up included
+    errors: int = 0
+    error_samples: list[str] = field(default_factory=list)
+
+    def error(self, text: str) -> None:
+        self.errors += 1
+        if len(self.error_samples) < 5:
+            self.error_samples.append(text)
+
+
+def expected_body(kind: str) -> Any:
+    return PAYLOAD if kind == "echo" else {"status": "succeeded", "output": PAYLOAD["input"]}
+
+
+def body_ok(kind: str, data: Any) -> bool:
+    if kind == "echo":
+        return bool(data == PAYLOAD)
+    return isinstance(data, dict) and data.get("status") == "succeeded" and data.get("output") == PAYLOAD["input"]
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    length: int | None = None
+    close = False
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        name = name.strip().lower()
+        if name == "content-length":
+            length = int(value)
+        elif name == "connection" and value.strip().lower() == "close":
+            close = True
+        elif name == "transfer-encoding":
+            raise ValueError("chunked responses are not supported by this load generator")
+    if length is None:
+        raise ValueError("response without Content-Length")
+    body = await reader.readexactly(length)
+    return status, body, close
+
+
+async def _worker(host: str, port: int, request: bytes, kind: str, window: tuple[float, float],
+                  stats: LoadStats) -> None:
+    start, end = window
+    conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+    while time.perf_counter() < end:
+        try:
+            if conn is None:
+                conn = await asyncio.wait_for(asyncio.open_connection(host, port), REQUEST_TIMEOUT_S)
+            reader, writer = conn
+            t0 = time.perf_counter()
+            writer.write(request)
+            status, body, close = await asyncio.wait_for(_read_response(reader), REQUEST_TIMEOUT_S)
+            t1 = time.perf_counter()
+        except (OSError, ValueError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            stats.error(f"{type(exc).__name__}: {exc}")
+            if conn is not None:
+                conn[1].close()
+                conn = None
+            await asyncio.sleep(0.05)  # a refused connection must not become a busy loop
+            continue
+        try:
+            good = status == 200 and body_ok(kind, json.loads(body))
+        except ValueError:
+            good = False
+        if good:
+            stats.ok_total += 1
+            if start <= t0 and t1 <= end:
+                stats.latencies.append(t1 - t0)
+        else:
+            stats.error(f"HTTP {status}: {body[:200]!r}")
+        if close:
+            writer.close()
+            conn = None
+    if conn is not None:
+        conn[1].close()
+
+
+def run_load(url: str, path: str, kind: str, concurrency: int, warmup_s: float, duration_s: float) -> dict[str, Any]:
+    host, port_text = url.split("//", 1)[1].rsplit(":", 1)
+    body = json.dumps(PAYLOAD).encode()
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port_text}\r\nContent-Type: application/json\r\n"
+        f"Accept: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    stats = LoadStats()
+
+    async def main() -> dict[str, Any]:
+        now = time.perf_counter()
+        window = (now + warmup_s, now + warmup_s + duration_s)
+        # Markers on stdout let the parent read server CPU time for exactly the window.
+        async def markers() -> tuple[float, float]:
+            await asyncio.sleep(max(0.0, window[0] - time.perf_counter()))
+            cpu0 = sum(os.times()[:2])
+            print("WINDOW-START", flush=True)
+            await asyncio.sleep(max(0.0, window[1] - time.perf_counter()))
+            print("WINDOW-END", flush=True)
+            return cpu0, sum(os.times()[:2])
+
+        marker_task = asyncio.create_task(markers())
+        await asyncio.gather(*(_worker(host, int(port_text), request, kind, window, stats)
+                               for _ in range(concurrency)))
+        cpu0, cpu1 = await marker_task
+        return {"window_s": duration_s, "latencies": stats.latencies, "ok_total": stats.ok_total,
+                "errors": stats.errors, "error_samples": stats.error_samples, "client_cpu_s": cpu1 - cpu0}
+
+    return asyncio.run(main())
+
+
+# ====================================================================== orchestration
+@dataclass
+class Target:
+    name: str
+    server: u.Server
+    path: str
+    kind: str
+    with_children: bool  # count worker subprocesses' CPU too
+    latencies: list[float] = field(default_factory=list)
+    window_s: float = 0.0
+    ok_total: int = 0
+    errors: int = 0
+    error_samples: list[str] = field(default_factory=list)
+    server_cpu_s: float = 0.0
+    client_cpu_s: float = 0.0
+
+    @property
+    def rps(self) -> float:
+        return len(self.latencies) / self.window_s if self.window_s else 0.0
+
+
+def load_once(target: Target, env: dict[str, str], concurrency: int, warmup_s: float, duration_s: float) -> None:
+    cmd = [u.PYTHON, __file__, "--load", target.server.url, target.path, "--kind", target.kind,
+           "--concurrency", str(concurrency), "--warmup", str(warmup_s), "--duration", str(duration_s)]
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    # The load generator stops by itself; this only guards against a hang.
+    watchdog = threading.Timer(warmup_s + duration_s + REQUEST_TIMEOUT_S + 60, proc.kill)
+    watchdog.daemon = True
+    watchdog.start()
+    cpu_start: float | None = None
+    cpu_end: float | None = None
+    last = ""
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("WINDOW-START"):
+                cpu_start = u.cpu_seconds(target.server.pid, with_children=target.with_children)
+            elif line.startswith("WINDOW-END"):
+                cpu_end = u.cpu_seconds(target.server.pid, with_children=target.with_children)
+            elif line.strip():
+                last = line
+        stderr = proc.stderr.read() if proc.stderr else ""
+        proc.wait(timeout=30)
+    finally:
+        watchdog.cancel()
+    if proc.returncode != 0 or not last:
+        raise RuntimeError(f"load generator failed (exit {proc.returncode}):\n{stderr}")
+    result = json.loads(last)
+    target.latencies.extend(result["latencies"])
+    target.window_s += result["window_s"]
+    target.ok_total += result["ok_total"]
+    target.errors += result["errors"]
+    target.error_samples.extend(result["error_samples"])
+    target.client_cpu_s += result["client_cpu_s"]
+    if cpu_start is not None and cpu_end is not None:
+        target.server_cpu_s += cpu_end - cpu_start
+
+
+def count_executions(server: u.Server, agent: str, limit: int = 10_000, max_pages: int = 50) -> tuple[int, int]:
+    """(all, succeeded) production executions of *agent*, paging through the management API."""
+    total = succeeded = 0
+    before: str | None = None
+    for _ in range(max_pages):
+        query = f"/api/executions?env=production&agent={agent}&limit={limit}"
+        if before is not None:
+            query += f"&before={before}"
+        status, page = u.request_json(server.url, "GET", query, token=server.token, timeout=120)
+        if status != 200:
+            raise RuntimeError(f"GET {query} answered {status}: {page}")
+        total += len(page)
+        succeeded += sum(1 for ex in page if ex.get("status") == "succeeded")
+        if len(page) < limit:
+            return total, succeeded
+        before = page[-1]["id"]
+    raise RuntimeError(f"more than {max_pages * limit} executions; not counted")
+
+
+def fmt_ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f}"
+
+
+def orchestrate(args: argparse.Namespace) -> int:
+    quick = args.quick
+    duration = args.duration if args.duration is not None else (3.0 if quick else 10.0)
+    warmup = args.warmup if args.warmup is not None else (1.0 if quick else 2.0)
+    rounds = max(1, args.rounds if args.rounds is not None else (1 if quick else 2))
+    concurrency = max(1, args.concurrency)
+    print(f"# rf endpoint throughput — {time.strftime('%Y-%m-%d %H:%M')} — {u.machine()}")
+    print(f"# load: 1 process, {concurrency} keep-alive connections (asyncio), {warmup:g} s warm-up + "
+          f"{duration:g} s measured, {rounds} round(s) per target, order "
+          + " ".join(("rf echo" if i % 2 == 0 else "echo rf") for i in range(rounds)))
+
+    with tempfile.TemporaryDirectory(prefix="rf-bench-invoke-") as tmp_name:
+        tmp = Path(tmp_name)
+        env = u.bench_env(None if args.no_pycache_prefix else tmp / "pycache")
+        root = u.make_workspace(tmp, env, agents={AGENT: AGENT_FILES}, promote=[AGENT])
+        lifetime = 2 * rounds * (warmup + duration + REQUEST_TIMEOUT_S) + 300
+        rf_server = u.start_rf_server(root, env)
+        echo_server: u.Server | None = None
+        try:
+            echo_server = start_echo_server(tmp, env, lifetime, args.echo_socket)
+            rf = Target("rf", rf_server, f"/production/agents/{AGENT}", "rf", with_children=True)
+            echo = Target("echo", echo_server, "/echo", "echo", with_children=False)
+            # One checked call each before the load (the first rf call also starts the agent's worker).
+            status, data = u.request_json(rf_server.url, "POST", rf.path, PAYLOAD)
+            if status != 200 or not body_ok("rf", data):
+                raise RuntimeError(f"rf answered {status}: {data}")
+            rf.ok_total += 1
+            status, data = u.request_json(echo_server.url, "POST", echo.path, PAYLOAD)
+            if status != 200 or not body_ok("echo", data):
+                raise RuntimeError(f"echo answered {status}: {data}")
+            for i in range(rounds):
+                for target in ((rf, echo) if i % 2 == 0 else (echo, rf)):
+                    load_once(target, env, concurrency, warmup, duration)
+            recorded, recorded_ok = count_executions(rf_server, AGENT)
+        finally:
+            rf_server.stop()
+            if echo_server is not None:
+                echo_server.stop()
+
+    rows = []
+    for t in (rf, echo):
+        rows.append([
+            f"{t.name} ({t.path})", f"{t.rps:.0f}", fmt_ms(u.percentile(t.latencies, 50)),
+            fmt_ms(u.percentile(t.latencies, 99)), str(len(t.latencies)), str(t.errors),
+            f"{t.server_cpu_s / t.window_s:.0%}", f"{t.client_cpu_s / t.window_s:.0%}",
+        ])
+    print()
+    print(u.table(["target", "req/s", "p50 ms", "p99 ms", "requests", "errors", "server CPU", "load-gen CPU"], rows))
+    print("  (requests/latencies: answers completed inside the measured windows; CPU: share of one core over the"
+          " windows, rf including its agent workers)")
+    print()
+    ok = True
+    for t in (rf, echo):
+        if t.errors:
+            ok = False
+            print(f"WARN: {t.errors} failed request(s) to {t.name}, e.g. {t.error_samples[:2]}")
+    ratio = rf.rps / echo.rps if echo.rps else 0.0
+    verdict = "PASS" if ratio >= RATIO_TARGET else "WARN"
+    ok = ok and verdict == "PASS"
+    print(f"{verdict}: rf/echo throughput = {ratio:.0%} (target ≥ {RATIO_TARGET:.0%}); "
+          f"p50 {fmt_ms(u.percentile(rf.latencies, 50))} ms vs {fmt_ms(u.percentile(echo.latencies, 50))} ms")
+    sent = rf.ok_total
+    if recorded == sent and recorded_ok == sent:
+        print(f"PASS: production executions recorded = {recorded} = successful requests sent ({sent}, warm-ups and "
+              "the check call included)")
+    else:
+        ok = False
+        print(f"WARN: production executions recorded = {recorded} ({recorded_ok} succeeded), "
+              f"successful requests sent = {sent}")
+    if not ok:
+        print("(some figures missed their target; see the WARN lines above)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="one 3 s round per target (about 20 s in all)")
+    parser.add_argument("--duration", type=float, default=None, help="measured seconds per round (default 10, quick 3)")
+    parser.add_argument("--warmup", type=float, default=None, help="warm-up seconds per round (default 2, quick 1)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds per target (default 2, quick 1)")
+    parser.add_argument("--concurrency", type=int, default=8, help="concurrent keep-alive connections (default 8)")
+    parser.add_argument("--no-pycache-prefix", action="store_true",
+                        help="use the calling environment's bytecode settings as they are")
+    parser.add_argument("--echo-socket", choices=["tcp", "rf"], default="tcp",
+                        help="how the echo server creates its socket: tcp (IPPROTO_TCP, so TCP_NODELAY; default) "
+                             "or rf (exactly like rf.server.serve._bind)")
+    # internal modes (this script runs itself as the echo server and as the load generator)
+    parser.add_argument("--serve-echo", metavar="READY_FILE", help=argparse.SUPPRESS)
+    parser.add_argument("--max-lifetime", type=float, default=600.0, help=argparse.SUPPRESS)
+    parser.add_argument("--load", nargs=2, metavar=("URL", "PATH"), help=argparse.SUPPRESS)
+    parser.add_argument("--kind", choices=["rf", "echo"], default="echo", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_echo:
+        serve_echo(Path(args.serve_echo), args.max_lifetime, args.echo_socket)
+        return 0
+    if args.load:
+        result = run_load(args.load[0], args.load[1], args.kind, max(1, args.concurrency),
+                          args.warmup if args.warmup is not None else 2.0,
+                          args.duration if args.duration is not None else 10.0)
+        print(json.dumps(result), flush=True)
+        return 0
+    return orchestrate(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Host methods: what agent code reaches through ``ctx`` over the worker channel.
+
+A worker never opens the database. When agent code calls, say,
+``ctx.prompts.render(...)``, the worker sends ``call_host("prompts.render",
+...)`` to the host; the pool calls the host handler built by
+:meth:`Services.host_handler`, which dispatches to the Services method
+decorated with ``@host_method("prompts.render")``. Each such method receives
+a :class:`HostCall` first — the environment, agent and execution it serves —
+so every lookup resolves *for that execution's environment*.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+HOST_ATTR = "_rf_host_method"
+
+
+@dataclass
+class HostCall:
+    """Who is calling: one execution of one agent in one environment."""
+
+    env: str
+    agent: str
+    execution_id: str
+    session_id: str | None = None
+    commit: str = ""
+    source: str = ""
+    #: per-execution scratch space for services (e.g. the open trace span stack)
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+def host_method(name: str) -> Callable[[F], F]:
+    """Mark a Services method as reachable from agent code as ``name``."""
+
+    def mark(fn: F) -> F:
+        setattr(fn, HOST_ATTR, name)
+        return fn
+
+    return mark
+
+
+def collect(cls: type) -> dict[str, str]:
+    """``{host method name: attribute name}`` for a Services class."""
+    found: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        for attr, value in vars(klass).items():
+            name = getattr(value, HOST_ATTR, None)
+            if isinstance(name, str):
+                found[name] = attr
+    return found
