@@ -44,6 +44,16 @@ ROUTES: list[Route] = [
     Route("get_execution", "GET", "/executions/{execution_id}", models.Execution, summary="One execution"),
 ]
 
+# One list per capability; each is filled by the module that implements it.
+PROMPT_ROUTES: list[Route] = []
+CONNECTOR_ROUTES: list[Route] = []
+CREDENTIAL_ROUTES: list[Route] = []
+PROVIDER_ROUTES: list[Route] = []
+SESSION_ROUTES: list[Route] = []
+TRACE_ROUTES: list[Route] = []
+
+ROUTES += PROMPT_ROUTES + CONNECTOR_ROUTES + CREDENTIAL_ROUTES + PROVIDER_ROUTES + SESSION_ROUTES + TRACE_ROUTES
+
 BY_NAME = {r.name: r for r in ROUTES}
 
 

@@ -135,6 +135,33 @@ class Status:
     schema_version: int = 0
 
 
+# ------------------------------------------------------------ prompts (issue 3)
+# (models of this capability go here)
+
+
+# ------------------------------------------------------------ connectors (issue 3)
+# (models of this capability go here)
+
+
+# ------------------------------------------------------------ credentials (issue 3)
+# (models of this capability go here)
+
+
+# ------------------------------------------------------------ providers and llm (issue 3)
+# (models of this capability go here)
+
+
+# ------------------------------------------------------------ sessions and memory (issue 4)
+# (models of this capability go here)
+
+
+# ------------------------------------------------------------ traces (issue 4)
+# (models of this capability go here)
+
+
+# ------------------------------------------------------------ conversion
+
+
 def to_dict(obj: Any) -> Any:
     """Turn a model (or a list/dict of models) into JSON-able data."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):

@@ -130,11 +130,33 @@ def confirm(question: str, yes: bool) -> None:
 
 
 def _register() -> None:
-    from rf.cli import agents, commands, executions
+    from rf.cli import (
+        agents,
+        commands,
+        connectors,
+        credentials,
+        executions,
+        memory,
+        prompts,
+        providers,
+        sessions,
+        traces,
+    )
 
     commands.register(app)
-    app.add_typer(agents.app, name="agents", help="Deploy to staging, promote to production, inspect commits.")
-    app.add_typer(executions.app, name="executions", help="Executions of one environment.")
+    build = "Build (edits in staging)"
+    shared = "Shared by both environments"
+    observe = "Observe (per environment)"
+    app.add_typer(agents.app, name="agents", rich_help_panel=build,
+                  help="Deploy to staging, promote to production, inspect commits.")
+    app.add_typer(prompts.app, name="prompts", rich_help_panel=build)
+    app.add_typer(connectors.app, name="connectors", rich_help_panel=build)
+    app.add_typer(credentials.app, name="credentials", rich_help_panel=shared)
+    app.add_typer(providers.app, name="providers", rich_help_panel=shared)
+    app.add_typer(executions.app, name="executions", rich_help_panel=observe, help="Executions of one environment.")
+    app.add_typer(sessions.app, name="sessions", rich_help_panel=observe)
+    app.add_typer(memory.app, name="memory", rich_help_panel=observe)
+    app.add_typer(traces.app, name="traces", rich_help_panel=observe)
 
 
 _register()

@@ -22,6 +22,13 @@ from rf.errors import RfError
 if TYPE_CHECKING:
     import logging
 
+    from rf.runtime.ctx_connectors import Connectors
+    from rf.runtime.ctx_llm import LLM
+    from rf.runtime.ctx_memory import Memory
+    from rf.runtime.ctx_prompts import Prompts
+    from rf.runtime.ctx_session import Session
+    from rf.runtime.ctx_trace import Trace
+
 HostCall = Callable[[str, dict[str, Any]], Any]
 
 
@@ -89,6 +96,49 @@ class Context:
         if self._logger is None:
             self._logger = _agent_logger(self.agent, self._log_stream)
         return self._logger
+
+    # ---- capabilities, each built on call_host in its own module (lazy) ----
+    @property
+    def prompts(self) -> Prompts:
+        """Prompts resolved for this environment: draft in staging, published in production."""
+        from rf.runtime.ctx_prompts import Prompts
+
+        return self._service("prompts", Prompts)
+
+    @property
+    def connectors(self) -> Connectors:
+        """This environment's connector instances: ``ctx.connectors.call(slug, resource, **params)``."""
+        from rf.runtime.ctx_connectors import Connectors
+
+        return self._service("connectors", Connectors)
+
+    @property
+    def llm(self) -> LLM:
+        """The LLM providers (shared): ``ctx.llm.chat(messages, model=None, tools=None)``."""
+        from rf.runtime.ctx_llm import LLM
+
+        return self._service("llm", LLM)
+
+    @property
+    def session(self) -> Session:
+        """This execution's session (thread) in this environment."""
+        from rf.runtime.ctx_session import Session
+
+        return self._service("session", Session)
+
+    @property
+    def memory(self) -> Memory:
+        """Key/value memory scoped to this environment's namespace."""
+        from rf.runtime.ctx_memory import Memory
+
+        return self._service("memory", Memory)
+
+    @property
+    def trace(self) -> Trace:
+        """Custom spans: ``with ctx.trace.span("name", **attrs): ...``."""
+        from rf.runtime.ctx_trace import Trace
+
+        return self._service("trace", Trace)
 
     def call_host(self, method: str, **params: Any) -> Any:
         """Ask the host to run service *method* with JSON-able *params*.

@@ -6,6 +6,25 @@ enforced here — whatever the surface, a mutation aimed at production that is
 not a release is refused by :func:`require_staging`.
 """
 
-from rf.services.core import Services, require_staging
+from rf.services.connectors import ConnectorsService
+from rf.services.core import CoreServices, require_staging
+from rf.services.credentials import CredentialsService
+from rf.services.prompts import PromptsService
+from rf.services.providers import ProvidersService
+from rf.services.sessions import SessionsService
+from rf.services.traces import TracesService
+
+
+class Services(
+    PromptsService,
+    ConnectorsService,
+    CredentialsService,
+    ProvidersService,
+    SessionsService,
+    TracesService,
+    CoreServices,
+):
+    """All of rf's domain operations over one store (see each mixin)."""
+
 
 __all__ = ["Services", "require_staging"]

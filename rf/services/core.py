@@ -52,8 +52,12 @@ def tree_hash(tree: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()
 
 
-class Services:
-    """Domain operations over one store. Thread-safe."""
+class CoreServices:
+    """Agents, commits, executions, status. Thread-safe.
+
+    :class:`rf.services.Services` combines this with one mixin per capability
+    (prompts, connectors, credentials, providers, sessions, memory, traces).
+    """
 
     kind = "local"  #: which backend serves these calls ("http" on the client side of a server)
 

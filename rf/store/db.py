@@ -15,9 +15,15 @@ import duckdb
 
 from rf.errors import RfError, StoreError
 from rf.store.agents import AgentsMixin
+from rf.store.connectors import ConnectorsMixin
+from rf.store.credentials import CredentialsMixin
 from rf.store.executions import ExecutionsMixin
 from rf.store.migrations import MIGRATIONS, SCHEMA_VERSION
+from rf.store.prompts import PromptsMixin
+from rf.store.providers import ProvidersMixin
 from rf.store.releases import ReleasesMixin
+from rf.store.sessions import SessionsMixin
+from rf.store.traces import TracesMixin
 from rf.store.writer import BatchWriter
 
 BUSY_HINT = (
@@ -43,7 +49,17 @@ def translate_error(exc: BaseException) -> RfError | None:
     return StoreError(f"database error: {first}", "if this persists, report it with the command you ran")
 
 
-class Store(AgentsMixin, ExecutionsMixin, ReleasesMixin):
+class Store(
+    AgentsMixin,
+    ExecutionsMixin,
+    ReleasesMixin,
+    PromptsMixin,
+    ConnectorsMixin,
+    CredentialsMixin,
+    ProvidersMixin,
+    SessionsMixin,
+    TracesMixin,
+):
     """One open DuckDB file. Thread-safe: cursors are per thread."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, path: Path | None) -> None:

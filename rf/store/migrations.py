@@ -78,6 +78,16 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (release_id, position)
         )""",
     ],
+    # v2: prompts (prompts, prompt_versions, per-env pointers).
+    [],
+    # v3: credentials (metadata only; secrets live in the keyring) and connectors.
+    [],
+    # v4: LLM providers.
+    [],
+    # v5: sessions (threads, messages) and memory.
+    [],
+    # v6: trace spans.
+    [],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

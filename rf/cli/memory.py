@@ -1,0 +1,7 @@
+"""``rf memory``: Agent memory, per environment."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", help="Agent memory, per environment.")

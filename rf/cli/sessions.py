@@ -1,0 +1,7 @@
+"""``rf sessions``: Sessions (threads), per environment."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", help="Sessions (threads), per environment.")

@@ -1,0 +1,13 @@
+"""``ctx.connectors`` inside the worker (built on ``Context.call_host``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rf.runtime.context import Context
+
+
+class Connectors:
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx

@@ -1,0 +1,19 @@
+"""SQL for connectors."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from rf.store.writer import BatchWriter
+
+
+class ConnectorsMixin:
+    """Mixed into :class:`rf.store.Store`."""
+
+    writer: BatchWriter
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:  # provided by Store
+        raise NotImplementedError
