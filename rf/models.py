@@ -159,6 +159,26 @@ class Status:
 # (models of this capability go here)
 
 
+# ------------------------------------------------------------ releases (issue 5)
+
+
+@dataclass
+class ReleaseItem:
+    """One difference between staging and production, publishable by a release.
+
+    ``before``/``after`` are small JSON values that identify production's
+    current state and the state publishing would give it (a commit id, a
+    version number, a content hash...). A plan id hashes them all, so a
+    publish can refuse when anything moved since the review.
+    """
+
+    kind: str  #: agent | prompt | connector | trigger
+    name: str
+    summary: str  #: one line, e.g. "3 commits ahead, 2 files changed"
+    before: Any = None
+    after: Any = None
+
+
 # ------------------------------------------------------------ conversion
 
 

@@ -33,6 +33,16 @@ class HostCall:
     #: per-execution scratch space for services (e.g. the open trace span stack)
     state: dict[str, Any] = field(default_factory=dict)
 
+    def annotate(self, **attributes: Any) -> None:
+        """Add attributes to the span of the host call being served (e.g. token usage)."""
+        self.state.setdefault("span_attributes", {}).update(attributes)
+
+    def secret(self, value: str) -> str:
+        """Register a secret value used by this execution: it is scrubbed from spans and logs."""
+        if value:
+            self.state.setdefault("secrets", set()).add(value)
+        return value
+
 
 def host_method(name: str) -> Callable[[F], F]:
     """Mark a Services method as reachable from agent code as ``name``."""
