@@ -45,14 +45,56 @@ ROUTES: list[Route] = [
 ]
 
 # One list per capability; each is filled by the module that implements it.
-PROMPT_ROUTES: list[Route] = []
+PROMPT_ROUTES: list[Route] = [
+    Route("list_prompts", "GET", "/prompts", [models.Prompt],
+          summary="Prompts with their draft (staging) and published (production) versions"),
+    Route("create_prompt", "POST", "/prompts", models.PromptSaveResult,
+          summary="Create a prompt: version 1 becomes the draft (staging only)"),
+    Route("get_prompt", "GET", "/prompts/{name}", models.PromptVersion,
+          summary="The version an environment sees (draft in staging, published in production), or version N"),
+    Route("set_prompt", "POST", "/prompts/{name}/versions", models.PromptSaveResult,
+          summary="Save a new draft version (staging only; identical text creates nothing)"),
+    Route("prompt_history", "GET", "/prompts/{name}/versions", [models.PromptVersion],
+          summary="Every version of a prompt, newest first"),
+    Route("diff_prompt", "GET", "/prompts/{name}/diff", models.PromptDiff,
+          summary="Published vs draft text"),
+    Route("publish_prompt", "POST", "/prompts/{name}/publish", models.PromptPublishResult,
+          summary="Point production at the draft (a one-item release)"),
+]
 CONNECTOR_ROUTES: list[Route] = []
 CREDENTIAL_ROUTES: list[Route] = []
-PROVIDER_ROUTES: list[Route] = []
+PROVIDER_ROUTES: list[Route] = [
+    Route("list_providers", "GET", "/providers", [models.Provider],
+          summary="LLM providers (shared): the built-in mock, the stored ones, the default marked"),
+    Route("get_provider", "GET", "/providers/{name}", models.Provider, summary="One LLM provider"),
+    Route("add_provider", "POST", "/providers", models.ProviderChange,
+          summary="Add an LLM provider (shared: production can use it at once)"),
+    Route("remove_provider", "DELETE", "/providers/{name}", models.ProviderChange,
+          summary="Remove an LLM provider (refused for the default; force when agents use it)"),
+    Route("set_default_provider", "POST", "/providers/{name}/default", models.ProviderChange,
+          summary="Make a provider the default of calls that name none (rf.toml [llm] default)"),
+    Route("test_provider", "POST", "/providers/{name}/test", models.ProviderTest,
+          summary="One real round trip to a provider: reply, model, latency"),
+]
 SESSION_ROUTES: list[Route] = []
 TRACE_ROUTES: list[Route] = []
+RELEASE_ROUTES: list[Route] = [
+    Route("release_items", "GET", "/releases/pending", [models.ReleaseItem],
+          summary="Every difference between staging and production"),
+    Route("plan_release", "POST", "/releases/plan", models.ReleasePlan,
+          summary="The exact changes a publish would make, with a plan id"),
+    Route("publish_release", "POST", "/releases/publish", models.Release,
+          summary="Publish items atomically (refused if --plan is stale)"),
+    Route("list_releases", "GET", "/releases", [models.Release], summary="Release history, newest first"),
+    Route("get_release", "GET", "/releases/{release_id}", models.Release, summary="One release"),
+    Route("plan_rollback", "POST", "/releases/{release_id}/rollback-plan", models.ReleasePlan,
+          summary="What rolling a release back would publish"),
+    Route("rollback_release", "POST", "/releases/{release_id}/rollback", models.Release,
+          summary="Return production to its state before a release (a new release)"),
+]
 
 ROUTES += PROMPT_ROUTES + CONNECTOR_ROUTES + CREDENTIAL_ROUTES + PROVIDER_ROUTES + SESSION_ROUTES + TRACE_ROUTES
+ROUTES += RELEASE_ROUTES
 
 BY_NAME = {r.name: r for r in ROUTES}
 

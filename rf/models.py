@@ -136,19 +136,244 @@ class Status:
 
 
 # ------------------------------------------------------------ prompts (issue 3)
-# (models of this capability go here)
+
+
+@dataclass
+class PromptVersion:
+    """One immutable version of a prompt (versions are numbered 1..n per prompt)."""
+
+    name: str  #: the prompt's name
+    version: int
+    text: str
+    variables: list[str] = field(default_factory=list)  #: ``{{names}}`` in the text, in order of first use
+    author: str = ""
+    message: str = ""
+    created_at: str = ""  #: ISO-8601 UTC
+    draft: bool = False  #: staging points at this version
+    published: bool = False  #: production points at this version
+    env: str | None = None  #: the environment it was resolved for (None when asked for by number)
+
+
+@dataclass
+class Prompt:
+    """A prompt in listings: its draft (staging) and published (production) versions."""
+
+    name: str
+    draft_version: int
+    published_version: int | None  #: None until the first publish
+    variables: list[str] = field(default_factory=list)  #: of the draft
+    versions: int = 0  #: how many versions exist
+    created_at: str = ""
+    updated_at: str = ""  #: last new version or publish
+
+
+@dataclass
+class PromptSaveResult:
+    """What ``create_prompt``/``set_prompt`` did (like :class:`DeployResult`)."""
+
+    name: str
+    version: PromptVersion  #: the draft after the call
+    created: bool  #: False when the text equalled the draft: no version was made
+    published_version: int | None = None  #: production's version (a save never moves it)
+
+
+@dataclass
+class PromptDiff:
+    """What publishing a prompt would change in production (published → draft)."""
+
+    name: str
+    published_version: int | None
+    draft_version: int
+    published_text: str | None  #: None when never published
+    draft_text: str
+    changed: bool  #: the draft is not the published version
+
+
+@dataclass
+class PromptPublishResult:
+    """What ``publish_prompt`` did (like :class:`PromoteResult`)."""
+
+    name: str
+    before: int | None  #: the published version before
+    after: int  #: the published version now
+    changed: bool  #: False when the draft was already published
+    release_id: str | None = None
 
 
 # ------------------------------------------------------------ connectors (issue 3)
-# (models of this capability go here)
+
+
+@dataclass
+class ConnectorResource:
+    """One operation of a connector: ``METHOD base_url + path``, its inputs and a mock answer."""
+
+    slug: str
+    name: str = ""  #: human name (defaults to the slug)
+    description: str = ""
+    method: str = "GET"
+    path: str = "/"  #: may hold ``{params}``, filled from the call's parameters (URL-encoded)
+    params_schema: dict[str, Any] | None = None  #: JSON Schema (object) of the call's parameters
+    mock_response: Any = None  #: returned in mock mode; None = no mock response
+
+
+@dataclass
+class Connector:
+    """A connector *instance*: one per environment, same slug, possibly different config.
+
+    ``credential`` is a credential NAME; the secret itself never leaves the
+    host process's keyring lookup.
+    """
+
+    slug: str
+    env: str
+    base_url: str
+    kind: str = "http"
+    auth: str = "none"  #: none | api-key | bearer | basic
+    credential: str | None = None
+    api_key_header: str | None = None  #: api-key auth: send the key in this header...
+    api_key_query: str | None = None  #: ...or in this query parameter
+    headers: dict[str, str] = field(default_factory=dict)  #: default headers (never secrets)
+    timeout_s: float = 30.0
+    retries: int = 2  #: extra attempts for idempotent methods on connect errors / 5xx
+    mock: bool = False  #: answer every call with the resource's mock response
+    resources: list[ConnectorResource] = field(default_factory=list)
+    content_hash: str = ""  #: hash of config + resources (what a release compares)
+    created_at: str = ""
+    updated_at: str = ""
+
+
+@dataclass
+class FieldChange:
+    """One field that differs between production (before) and staging (after)."""
+
+    name: str
+    before: Any = None
+    after: Any = None
+
+
+@dataclass
+class ResourceChange:
+    slug: str
+    status: Literal["added", "removed", "modified"]
+    changes: list[FieldChange] = field(default_factory=list)  #: for "modified": method, path, schema, mock...
+
+
+@dataclass
+class ConnectorDiff:
+    """What publishing a connector would change in production (production → staging)."""
+
+    slug: str
+    production: str | None  #: content hash of the production instance (None: none yet)
+    staging: str | None  #: content hash of the staging instance (None: deleted in staging)
+    changed: bool
+    summary: str  #: e.g. "+1 resource, 1 modified, base URL changed"
+    config: list[FieldChange] = field(default_factory=list)
+    resources: list[ResourceChange] = field(default_factory=list)
+
+
+@dataclass
+class ConnectorPublishResult:
+    """What ``publish_connector`` did (like :class:`PromoteResult`)."""
+
+    slug: str
+    before: str | None  #: production content hash before
+    after: str | None  #: production content hash now (None: removed from production)
+    changed: bool
+    summary: str = ""
+    release_id: str | None = None
+
+
+@dataclass
+class OpenAPIImportResult:
+    """What ``import_openapi`` did to a staging instance."""
+
+    slug: str
+    env: str
+    created: bool  #: the connector did not exist and was created from ``servers[0].url``
+    base_url: str
+    added: list[str] = field(default_factory=list)  #: resource slugs
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
 
 
 # ------------------------------------------------------------ credentials (issue 3)
-# (models of this capability go here)
+
+
+@dataclass
+class Credential:
+    """A shared credential's metadata. The value is never part of any model."""
+
+    name: str
+    description: str = ""
+    storage: str = ""  #: where the value lives, e.g. "OS keyring (SecretService)"
+    created_at: str = ""
+    rotated_at: str = ""
+    used_by: list[str] = field(default_factory=list)  #: e.g. "connector crm (production)", "provider openai"
+
+
+@dataclass
+class CredentialUser:
+    kind: str  #: connector | provider
+    name: str
+    env: str | None = None  #: the connector instance's environment; None for shared things (providers)
+
+
+@dataclass
+class CredentialUsage:
+    """Who uses a credential; ``production`` lists what changing it affects at once."""
+
+    name: str
+    exists: bool
+    users: list[CredentialUser] = field(default_factory=list)
+    production: list[str] = field(default_factory=list)  #: labels of the production users
 
 
 # ------------------------------------------------------------ providers and llm (issue 3)
-# (models of this capability go here)
+
+
+@dataclass
+class ProviderUse:
+    """An agent that called a provider from one environment (recorded by ``ctx.llm``)."""
+
+    env: str
+    agent: str
+    last_used_at: str
+
+
+@dataclass
+class Provider:
+    """An LLM provider (shared by both environments)."""
+
+    name: str
+    kind: str  #: mock | openai | anthropic
+    base_url: str | None = None  #: None for mock
+    credential: str | None = None  #: credential NAME (the secret lives in the keyring)
+    model: str | None = None  #: default model when a call names none
+    created_at: str | None = None  #: None for the built-in mock
+    builtin: bool = False  #: the built-in mock (always there, cannot be removed)
+    default: bool = False  #: used when ``ctx.llm.chat`` names no provider (``[llm] default``)
+    used_by: list[ProviderUse] = field(default_factory=list)
+
+
+@dataclass
+class ProviderChange:
+    """What ``add``/``remove``/``set default`` did, and what it means for production."""
+
+    action: str  #: added | removed | default
+    provider: Provider
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ProviderTest:
+    """One real round trip to a provider (``rf providers test``)."""
+
+    provider: str
+    kind: str
+    model: str
+    latency_ms: float
+    text: str
+    usage: dict[str, int] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------ sessions and memory (issue 4)
@@ -177,6 +402,31 @@ class ReleaseItem:
     summary: str  #: one line, e.g. "3 commits ahead, 2 files changed"
     before: Any = None
     after: Any = None
+
+
+@dataclass
+class ReleasePlan:
+    """Exactly what a publish would change, identified by a plan id."""
+
+    id: str  #: hash of every (kind, name, before, after) in the plan
+    items: list[ReleaseItem] = field(default_factory=list)
+    #: pending items the batch depends on but does not include (agent.toml declares them)
+    missing_dependencies: list[ReleaseItem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Release:
+    """A recorded change of production (append-only history)."""
+
+    id: str
+    created_at: str
+    author: str
+    message: str
+    plan_id: str
+    kind: str  #: publish | rollback
+    items: list[ReleaseItem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 # ------------------------------------------------------------ conversion

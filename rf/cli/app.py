@@ -139,6 +139,7 @@ def _register() -> None:
         memory,
         prompts,
         providers,
+        releases,
         sessions,
         traces,
     )
@@ -151,6 +152,7 @@ def _register() -> None:
                   help="Deploy to staging, promote to production, inspect commits.")
     app.add_typer(prompts.app, name="prompts", rich_help_panel=build)
     app.add_typer(connectors.app, name="connectors", rich_help_panel=build)
+    app.add_typer(releases.app, name="releases", rich_help_panel="Release (the only way production changes)")
     app.add_typer(credentials.app, name="credentials", rich_help_panel=shared)
     app.add_typer(providers.app, name="providers", rich_help_panel=shared)
     app.add_typer(executions.app, name="executions", rich_help_panel=observe, help="Executions of one environment.")

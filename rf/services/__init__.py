@@ -11,6 +11,7 @@ from rf.services.core import CoreServices, require_staging
 from rf.services.credentials import CredentialsService
 from rf.services.prompts import PromptsService
 from rf.services.providers import ProvidersService
+from rf.services.releases import ReleasesService
 from rf.services.sessions import SessionsService
 from rf.services.traces import TracesService
 
@@ -22,6 +23,7 @@ class Services(
     ProvidersService,
     SessionsService,
     TracesService,
+    ReleasesService,
     CoreServices,
 ):
     """All of rf's domain operations over one store (see each mixin)."""

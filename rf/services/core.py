@@ -22,7 +22,6 @@ from rf.models import (
     Commit,
     DeployResult,
     Execution,
-    PromoteResult,
     Status,
     check_env,
 )
@@ -249,36 +248,6 @@ class CoreServices:
             for cm in commits:
                 cm.tree = {}
         return AgentDiff(agent=name, base=base_id, head=head_id, commits=commits, files=files)
-
-    def promote(self, name: str, author: str = "unknown", message: str = "") -> PromoteResult:
-        """Point production at staging's commit, recorded as a one-item release."""
-        agent = self.get_agent(name)
-        if agent.staging_commit is None:
-            raise NotFound(f"agent {name!r} has nothing in staging", f"deploy it first: rf agents deploy {name}")
-        if agent.staging_commit == agent.production_commit:
-            return PromoteResult(agent=name, before=agent.production_commit, after=agent.staging_commit,
-                                 changed=False)
-        now = utcnow()
-        release_id = new_id("rel")
-        before, after = agent.production_commit, agent.staging_commit
-        item = {"kind": "agent", "name": name, "before": before, "after": after}
-        plan_id = hashlib.sha256(json.dumps([item], sort_keys=True).encode()).hexdigest()[:16]
-        with self.store.transaction() as cur:
-            # Re-check inside the lock: a concurrent promote may have won.
-            current = cur.execute(
-                "SELECT commit_id FROM agent_heads WHERE agent = ? AND env = 'production'", [name]
-            ).fetchone()
-            if (current[0] if current else None) != before:
-                from rf.errors import Conflict
-
-                raise Conflict(f"production for {name!r} changed while promoting", "run the command again")
-            self.store.set_head(cur, name, "production", after, now)
-            self.store.insert_release(
-                cur, release_id=release_id, created_at=now, author=author,
-                message=message or f"promote {name}", plan_id=plan_id, kind="publish", items=[item],
-            )
-        self._heads_changed()
-        return PromoteResult(agent=name, before=before, after=after, changed=True, release_id=release_id)
 
     # ------------------------------------------------------------ code on disk
     def code_dir(self, commit_id: str) -> Path:

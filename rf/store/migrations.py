@@ -75,19 +75,118 @@ MIGRATIONS: list[list[str]] = [
             name VARCHAR NOT NULL,
             before VARCHAR,             -- JSON state in production before
             after VARCHAR,              -- JSON state in production after
+            summary VARCHAR NOT NULL DEFAULT '',
             PRIMARY KEY (release_id, position)
         )""",
     ],
     # v2: prompts (prompts, prompt_versions, per-env pointers).
-    [],
+    [
+        """CREATE TABLE prompts (
+            name VARCHAR PRIMARY KEY,
+            created_at TIMESTAMP NOT NULL,
+            updated_at TIMESTAMP NOT NULL   -- last new version or publish
+        )""",
+        # Versions are immutable: rows are only ever inserted.
+        """CREATE TABLE prompt_versions (
+            prompt VARCHAR NOT NULL,
+            version INTEGER NOT NULL,
+            text VARCHAR NOT NULL,
+            variables VARCHAR NOT NULL,     -- JSON list of {{names}}, in order of first use
+            author VARCHAR NOT NULL,
+            message VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (prompt, version)
+        )""",
+        # staging -> the draft version, production -> the published version.
+        """CREATE TABLE prompt_pointers (
+            prompt VARCHAR NOT NULL,
+            env VARCHAR NOT NULL,
+            version INTEGER NOT NULL,
+            updated_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (prompt, env)
+        )""",
+    ],
     # v3: credentials (metadata only; secrets live in the keyring) and connectors.
-    [],
+    [
+        # Never a value column: the secret lives in the OS keyring (rf/secrets.py).
+        """CREATE TABLE credentials (
+            name VARCHAR PRIMARY KEY,
+            description VARCHAR NOT NULL DEFAULT '',
+            created_at TIMESTAMP NOT NULL,
+            rotated_at TIMESTAMP NOT NULL      -- last time the value was set
+        )""",
+        # One instance per (env, slug). Production rows change only by a release.
+        """CREATE TABLE connectors (
+            env VARCHAR NOT NULL,
+            slug VARCHAR NOT NULL,
+            kind VARCHAR NOT NULL,             -- http
+            base_url VARCHAR NOT NULL,
+            auth VARCHAR NOT NULL,             -- none | api-key | bearer | basic
+            credential VARCHAR,                -- a credential NAME, never a value
+            api_key_header VARCHAR,
+            api_key_query VARCHAR,
+            headers VARCHAR NOT NULL,          -- JSON {name: value}
+            timeout_s DOUBLE NOT NULL,
+            retries INTEGER NOT NULL,
+            mock BOOLEAN NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            updated_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (env, slug)
+        )""",
+        """CREATE TABLE connector_resources (
+            env VARCHAR NOT NULL,
+            connector VARCHAR NOT NULL,
+            slug VARCHAR NOT NULL,
+            name VARCHAR NOT NULL,
+            description VARCHAR NOT NULL,
+            method VARCHAR NOT NULL,
+            path VARCHAR NOT NULL,
+            params_schema VARCHAR,             -- JSON Schema (object) or NULL
+            mock_response VARCHAR,             -- JSON or NULL (no mock)
+            PRIMARY KEY (env, connector, slug)
+        )""",
+        # Content-addressed copies of published instances (config + resources),
+        # so a rollback can put an older production state back.
+        """CREATE TABLE connector_snapshots (
+            hash VARCHAR PRIMARY KEY,
+            content VARCHAR NOT NULL           -- JSON
+        )""",
+    ],
     # v4: LLM providers.
-    [],
+    [
+        # Shared by both environments: no env column. The built-in `mock`
+        # has no row. `credential` is a credential NAME, never a secret.
+        """CREATE TABLE providers (
+            name VARCHAR PRIMARY KEY,
+            kind VARCHAR NOT NULL,      -- mock | openai | anthropic
+            base_url VARCHAR,
+            credential VARCHAR,
+            model VARCHAR,
+            created_at TIMESTAMP NOT NULL
+        )""",
+        # Which agents call which provider from which environment, so that
+        # removing a provider can say what it breaks (updated at most once a
+        # minute per row by ctx.llm calls).
+        """CREATE TABLE provider_uses (
+            provider VARCHAR NOT NULL,
+            env VARCHAR NOT NULL,
+            agent VARCHAR NOT NULL,
+            last_used_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (provider, env, agent)
+        )""",
+    ],
     # v5: sessions (threads, messages) and memory.
     [],
     # v6: trace spans.
     [],
+    # v7: release plans, kept so a stale `--plan ID` can say what changed since the review.
+    [
+        """CREATE TABLE release_plans (
+            id VARCHAR PRIMARY KEY,
+            created_at TIMESTAMP NOT NULL,
+            items VARCHAR NOT NULL      -- JSON [{kind, name, summary, before, after}]
+        )""",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -33,10 +33,10 @@ class ReleasesMixin:
             [release_id, created_at, author, message, plan_id, kind],
         )
         cur.executemany(
-            "INSERT INTO release_items VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO release_items VALUES (?, ?, ?, ?, ?, ?, ?)",
             [
                 [release_id, i, item["kind"], item["name"], json.dumps(item.get("before")),
-                 json.dumps(item.get("after"))]
+                 json.dumps(item.get("after")), item.get("summary", "")]
                 for i, item in enumerate(items)
             ],
         )
@@ -53,12 +53,23 @@ class ReleasesMixin:
         if releases:
             by_id = {r["id"]: r for r in releases}
             items = self.cursor().execute(
-                "SELECT release_id, kind, name, before, after FROM release_items"
+                "SELECT release_id, kind, name, before, after, summary FROM release_items"
                 " WHERE release_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY release_id, position",
                 [list(by_id)],
             ).fetchall()
-            for rid, kind, name, before, after in items:
+            for rid, kind, name, before, after, summary in items:
                 by_id[rid]["items"].append(
-                    {"kind": kind, "name": name, "before": json.loads(before), "after": json.loads(after)}
+                    {"kind": kind, "name": name, "before": json.loads(before), "after": json.loads(after),
+                     "summary": summary}
                 )
         return releases
+
+    def save_plan(self, plan_id: str, items: list[dict[str, Any]], created_at: dt.datetime) -> None:
+        self.cursor().execute(
+            "INSERT INTO release_plans VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            [plan_id, created_at, json.dumps(items, default=str)],
+        )
+
+    def get_plan(self, plan_id: str) -> list[dict[str, Any]] | None:
+        row = self.cursor().execute("SELECT items FROM release_plans WHERE id = ?", [plan_id]).fetchone()
+        return json.loads(row[0]) if row else None

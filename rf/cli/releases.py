@@ -1,0 +1,280 @@
+"""``rf releases``: review every staging → production difference and publish it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from rf.cli.app import JsonOption, backend, confirm
+
+if TYPE_CHECKING:
+    from rf.client import Backend
+    from rf.models import Release, ReleaseItem, ReleasePlan
+
+app = typer.Typer(rich_markup_mode="rich", invoke_without_command=True,
+                  help="Review staging → production differences; publish them in batches; roll back.")
+
+ItemsArg = Annotated[list[str] | None, typer.Argument(help="Items: NAME or KIND:NAME (agent, prompt, connector, trigger).")]
+AllOption = Annotated[bool, typer.Option("--all", help="Every pending item.")]
+WithDeps = Annotated[bool, typer.Option("--with-deps", help="Add unpublished prompts/connectors the agents need.")]
+Strict = Annotated[bool, typer.Option("--strict", help="Refuse when the agents need unpublished changes.")]
+
+KIND_STYLE = {"agent": "bold", "prompt": "magenta", "connector": "cyan", "trigger": "blue"}
+
+
+def _items_table(items: list[ReleaseItem]) -> Any:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("kind")
+    table.add_column("name")
+    table.add_column("change")
+    for i in items:
+        style = KIND_STYLE.get(i.kind, "")
+        table.add_row(f"[{style}]{i.kind}[/{style}]" if style else i.kind, escape(i.name), escape(i.summary))
+    return table
+
+
+@app.callback()
+def _default(ctx: typer.Context, json_out: JsonOption = False) -> None:
+    if ctx.invoked_subcommand is None:
+        list_items(json_out)
+
+
+@app.command("list")
+def list_items(json_out: JsonOption = False) -> None:
+    """One line per pending item: kind, name, what changes."""
+    from rf.cli.output import out, print_json
+
+    with backend() as b:
+        items = b.release_items()
+    if json_out:
+        print_json(items)
+        return
+    if not items:
+        out.print("nothing to publish: staging and production are the same")
+        return
+    out.print(f"[bold]{len(items)} change{'s' if len(items) != 1 else ''}[/bold] waiting in "
+              "[staging]staging[/staging] (publish with: rf releases publish --all)")
+    out.print(_items_table(items))
+
+
+def render_item_diff(b: Backend, item: ReleaseItem) -> None:
+    """The full diff of one item, in the style of its own command."""
+    from rich.markup import escape
+
+    from rf.cli.output import out
+
+    out.rule(f"{item.kind} {escape(item.name)} · {escape(item.summary)}", align="left")
+    if item.kind == "agent":
+        from rf.cli.agents import render_diff
+
+        render_diff(b.diff_agent(item.name))
+        return
+    renderer = None
+    try:
+        if item.kind == "prompt":
+            from rf.cli import prompts as mod
+        elif item.kind == "connector":
+            from rf.cli import connectors as mod  # type: ignore[no-redef]
+        else:
+            mod = None  # type: ignore[assignment]
+        renderer = getattr(mod, "render_release_diff", None) if mod else None
+    except ImportError:
+        renderer = None
+    if renderer is not None:
+        renderer(b, item.name)
+        return
+    out.print(f"  production: {escape(json.dumps(item.before, default=str))}")
+    out.print(f"  staging:    {escape(json.dumps(item.after, default=str))}")
+
+
+@app.command("diff")
+def diff(items: ItemsArg = None, json_out: JsonOption = False) -> None:
+    """The full diff of the items (all when none named), paged on a terminal."""
+    from rf.cli.output import out, print_json
+
+    with backend() as b:
+        plan = b.plan_release(items or None, all=not items)
+        if json_out:
+            print_json(plan.items)
+            return
+        if out.is_terminal:
+            with out.pager(styles=True):
+                for item in plan.items:
+                    render_item_diff(b, item)
+        else:
+            for item in plan.items:
+                render_item_diff(b, item)
+
+
+def _print_plan(plan: ReleasePlan, to_stderr: bool = False) -> None:
+    from rich.markup import escape
+
+    from rf.cli.output import err, out, warn
+
+    if to_stderr:
+        out = err  # a review before a confirmation is not data
+
+    out.print(f"[bold]plan {plan.id}[/bold] — {len(plan.items)} item{'s' if len(plan.items) != 1 else ''} "
+              "to publish to [production]production[/production]:")
+    out.print(_items_table(plan.items))
+    for w in plan.warnings:
+        warn(escape(w))
+    if plan.missing_dependencies:
+        names = " ".join(f"{m.kind}:{m.name}" for m in plan.missing_dependencies)
+        warn(f"add them with --with-deps (or name them: {escape(names)}); --strict refuses instead")
+
+
+@app.command("plan")
+def plan(
+    items: ItemsArg = None,
+    all_items: AllOption = False,
+    save: Annotated[Path | None, typer.Option("--save", help="Write the plan (JSON) to this file.")] = None,
+    with_deps: WithDeps = False,
+    strict: Strict = False,
+    json_out: JsonOption = False,
+) -> None:
+    """The exact changes a publish would make, with a plan id to publish them by."""
+    from rf.cli.output import info, print_json
+    from rf.models import to_dict
+
+    with backend() as b:
+        p = b.plan_release(items or None, all_items or not items, with_deps, strict)
+    if save is not None:
+        save.write_text(json.dumps(to_dict(p), indent=2, default=str) + "\n", encoding="utf-8")
+    if json_out:
+        print_json(p)
+        return
+    _print_plan(p)
+    info(f"publish exactly this with: rf releases publish --plan {p.id}" + (" --all" if not items else " " + " ".join(items)))
+
+
+@app.command("publish")
+def publish(
+    items: ItemsArg = None,
+    all_items: AllOption = False,
+    plan_id: Annotated[str | None, typer.Option("--plan", help="Publish only if nothing changed since this plan.")] = None,
+    message: Annotated[str, typer.Option("--message", "-m", help="Release message.")] = "",
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    with_deps: WithDeps = False,
+    strict: Strict = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Publish items to [bold #10b981]production[/] atomically (all or none) and record a release."""
+    from rf.cli.output import print_json, success
+    from rf.config import git_author
+
+    if not items and not all_items and plan_id is None:
+        from rf.errors import UsageError
+
+        raise UsageError("name the items to publish, or pass --all", "see them with: rf releases")
+    with backend() as b:
+        if plan_id is None:
+            p = b.plan_release(items or None, all_items, with_deps, strict)
+            if not json_out:
+                _print_plan(p, to_stderr=True)
+            confirm(f"Publish these {len(p.items)} change(s) to production?", yes)
+            plan_id = p.id
+        release = b.publish_release(items or None, all_items or not items, plan_id, message, git_author(),
+                                    with_deps, strict)
+    if json_out:
+        print_json(release)
+        return
+    success(f"published release [bold]{release.id}[/bold] to [production]production[/production]: "
+            f"{len(release.items)} item{'s' if len(release.items) != 1 else ''}")
+    for item in release.items:
+        success(f"  {item.kind} {item.name}: {item.summary}")
+
+
+def _release_table(releases: list[Release]) -> Any:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from rf.cli.output import when
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("release", style="dim", no_wrap=True)
+    table.add_column("time (UTC)", style="dim")
+    table.add_column("author")
+    table.add_column("kind")
+    table.add_column("message")
+    table.add_column("items")
+    for r in releases:
+        items = ", ".join(f"{i.kind} {i.name}" for i in r.items)
+        table.add_row(r.id, when(r.created_at), escape(r.author), r.kind, escape(r.message), escape(items))
+    return table
+
+
+@app.command("history")
+def history(limit: Annotated[int, typer.Option("--limit", "-n")] = 50, json_out: JsonOption = False) -> None:
+    """Past releases, newest first."""
+    from rf.cli.output import out, print_json
+
+    with backend() as b:
+        releases = b.list_releases(limit)
+    if json_out:
+        print_json(releases)
+        return
+    if not releases:
+        out.print("no releases yet")
+        return
+    out.print(_release_table(releases))
+
+
+@app.command("show")
+def show(release_id: Annotated[str, typer.Argument(help="Release id (or a prefix).")], json_out: JsonOption = False) -> None:
+    """One release: each item's before → after."""
+    from rich.markup import escape
+
+    from rf.cli.output import out, print_json, when
+
+    with backend() as b:
+        r = b.get_release(release_id)
+    if json_out:
+        print_json(r)
+        return
+    out.print(f"[bold]{r.id}[/bold]  {r.kind}  {when(r.created_at)} UTC  by {escape(r.author)}")
+    out.print(f"  {escape(r.message)}   [dim]plan {r.plan_id}[/dim]")
+    for i in r.items:
+        out.print(f"  {i.kind} [bold]{escape(i.name)}[/bold]: {escape(_state(i.before))} → {escape(_state(i.after))}"
+                  + (f"  [dim]{escape(i.summary)}[/dim]" if i.summary else ""))
+
+
+def _state(value: Any) -> str:
+    if value is None:
+        return "(none)"
+    if isinstance(value, str):
+        return value[:12] if len(value) >= 40 else value
+    if isinstance(value, int):
+        return f"v{value}"
+    text = json.dumps(value, default=str)
+    return text if len(text) < 40 else text[:37] + "..."
+
+
+@app.command("rollback")
+def rollback(
+    release_id: Annotated[str, typer.Argument(help="Release to undo.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Also revert later releases of the same items.")] = False,
+    message: Annotated[str, typer.Option("--message", "-m")] = "",
+    json_out: JsonOption = False,
+) -> None:
+    """Return production to its state before a release, as a new release (staging untouched)."""
+    from rf.cli.output import print_json, success
+    from rf.config import git_author
+
+    with backend() as b:
+        p = b.plan_rollback(release_id, force)
+        if not json_out:
+            _print_plan(p, to_stderr=True)
+        confirm(f"Roll back production ({len(p.items)} item(s))?", yes)
+        release = b.rollback_release(release_id, force, message, git_author())
+    if json_out:
+        print_json(release)
+        return
+    success(f"rolled back: new release [bold]{release.id}[/bold] restores the state before {release_id}")
