@@ -199,14 +199,14 @@ def _release_table(releases: list[Release]) -> Any:
 
     table = Table(box=None, pad_edge=False, header_style="bold")
     table.add_column("release", style="dim", no_wrap=True)
-    table.add_column("time (UTC)", style="dim")
-    table.add_column("author")
-    table.add_column("kind")
-    table.add_column("message")
-    table.add_column("items")
+    table.add_column("time (UTC)", style="dim", no_wrap=True)
+    table.add_column("author", max_width=16, no_wrap=True, overflow="ellipsis")
+    table.add_column("message", ratio=2, overflow="fold")
+    table.add_column("items", ratio=1, overflow="fold")
     for r in releases:
         items = ", ".join(f"{i.kind} {i.name}" for i in r.items)
-        table.add_row(r.id, when(r.created_at), escape(r.author), r.kind, escape(r.message), escape(items))
+        label = escape(r.message) + (" [yellow](rollback)[/yellow]" if r.kind == "rollback" else "")
+        table.add_row(r.id, when(r.created_at)[5:16], escape(r.author), label, escape(items))
     return table
 
 

@@ -284,9 +284,12 @@ class ReleasesService(ServiceBase):
         return [self._release(r) for r in self.store.list_releases(limit)]
 
     def get_release(self, release_id: str) -> Release:
-        for r in self.store.list_releases(100_000):
-            if r["id"] == release_id or (len(release_id) >= 6 and r["id"].startswith(release_id)):
-                return self._release(r)
+        rows = self.store.list_releases(2, id_prefix=release_id) if len(release_id) >= 6 else []
+        exact = [r for r in rows if r["id"] == release_id]
+        if exact or len(rows) == 1:
+            return self._release((exact or rows)[0])
+        if len(rows) > 1:
+            raise UsageError(f"release id prefix {release_id!r} is ambiguous", "type more of the id")
         raise NotFound(f"no release {release_id!r}", "see them with: rf releases history")
 
     @staticmethod

@@ -41,9 +41,13 @@ class ReleasesMixin:
             ],
         )
 
-    def list_releases(self, limit: int = 100) -> list[dict[str, Any]]:
+    def list_releases(self, limit: int = 100, id_prefix: str | None = None) -> list[dict[str, Any]]:
+        where, params = "", [limit]
+        if id_prefix is not None:
+            where, params = "WHERE starts_with(id, ?)", [id_prefix, limit]
         rows = self.cursor().execute(
-            "SELECT id, created_at, author, message, plan_id, kind FROM releases ORDER BY id DESC LIMIT ?", [limit]
+            f"SELECT id, created_at, author, message, plan_id, kind FROM releases {where} ORDER BY id DESC LIMIT ?",
+            params,
         ).fetchall()
         releases = [
             {"id": r[0], "created_at": iso(r[1]), "author": r[2], "message": r[3], "plan_id": r[4],
