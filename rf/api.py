@@ -61,8 +61,41 @@ PROMPT_ROUTES: list[Route] = [
     Route("publish_prompt", "POST", "/prompts/{name}/publish", models.PromptPublishResult,
           summary="Point production at the draft (a one-item release)"),
 ]
-CONNECTOR_ROUTES: list[Route] = []
-CREDENTIAL_ROUTES: list[Route] = []
+CONNECTOR_ROUTES: list[Route] = [
+    Route("list_connectors", "GET", "/connectors", [models.Connector],
+          summary="Connector instances of one environment, with their resources"),
+    Route("get_connector", "GET", "/connectors/{slug}", models.Connector,
+          summary="One connector instance (credential names only, never values)"),
+    Route("create_connector", "POST", "/connectors/{slug}", models.Connector,
+          summary="Create the staging instance of a connector"),
+    Route("edit_connector", "PATCH", "/connectors/{slug}", models.Connector,
+          summary="Change the staging instance (only the fields given)"),
+    Route("delete_connector", "DELETE", "/connectors/{slug}", models.Connector,
+          summary="Delete the staging instance (production keeps its own until a publish)"),
+    Route("add_resource", "POST", "/connectors/{slug}/resources/{resource}", models.Connector,
+          summary="Add a resource to the staging instance"),
+    Route("edit_resource", "PATCH", "/connectors/{slug}/resources/{resource}", models.Connector,
+          summary="Change a resource of the staging instance"),
+    Route("remove_resource", "DELETE", "/connectors/{slug}/resources/{resource}", models.Connector,
+          summary="Remove a resource from the staging instance"),
+    Route("import_openapi", "POST", "/connectors/{slug}/import-openapi", models.OpenAPIImportResult,
+          summary="Add resources from an OpenAPI 3 document (JSON or YAML) to the staging instance"),
+    Route("diff_connector", "GET", "/connectors/{slug}/diff", models.ConnectorDiff,
+          summary="Production vs staging: config changes and resources added/removed/modified"),
+    Route("publish_connector", "POST", "/connectors/{slug}/publish", models.ConnectorPublishResult,
+          summary="Copy the staging instance to production (a one-item release)"),
+]
+CREDENTIAL_ROUTES: list[Route] = [
+    Route("list_credentials", "GET", "/credentials", [models.Credential],
+          summary="Credentials (shared): where each value is stored and who uses it — never the value"),
+    Route("get_credential", "GET", "/credentials/{name}", models.Credential, summary="One credential's metadata"),
+    Route("set_credential", "POST", "/credentials/{name}", models.Credential,
+          summary="Create or rotate a credential (affects production users at once)"),
+    Route("delete_credential", "DELETE", "/credentials/{name}", models.Credential,
+          summary="Delete a credential and its stored value"),
+    Route("credential_usage", "GET", "/credentials/{name}/usage", models.CredentialUsage,
+          summary="Connector instances (per environment) and providers that use a credential"),
+]
 PROVIDER_ROUTES: list[Route] = [
     Route("list_providers", "GET", "/providers", [models.Provider],
           summary="LLM providers (shared): the built-in mock, the stored ones, the default marked"),
@@ -78,6 +111,17 @@ PROVIDER_ROUTES: list[Route] = [
 ]
 SESSION_ROUTES: list[Route] = []
 TRACE_ROUTES: list[Route] = []
+TRIGGER_ROUTES: list[Route] = [
+    Route("list_triggers", "GET", "/triggers", [models.Trigger], summary="Triggers of one environment"),
+    Route("get_trigger", "GET", "/triggers/{trigger_id}", models.Trigger, summary="One trigger"),
+    Route("create_trigger", "POST", "/triggers", models.Trigger, summary="Create a trigger (staging)"),
+    Route("duplicate_trigger", "POST", "/triggers/{trigger_id}/duplicate", models.Trigger,
+          summary="Copy a trigger to the other environment (a production copy is staged for release)"),
+    Route("set_trigger_enabled", "POST", "/triggers/{trigger_id}/enabled", models.Trigger,
+          summary="Enable or disable a staging trigger"),
+    Route("delete_trigger", "DELETE", "/triggers/{trigger_id}", models.Trigger, summary="Delete a trigger"),
+    Route("fire_trigger", "POST", "/triggers/{trigger_id}/fire", models.Execution, summary="Run a trigger once now"),
+]
 RELEASE_ROUTES: list[Route] = [
     Route("release_items", "GET", "/releases/pending", [models.ReleaseItem],
           summary="Every difference between staging and production"),
@@ -94,7 +138,7 @@ RELEASE_ROUTES: list[Route] = [
 ]
 
 ROUTES += PROMPT_ROUTES + CONNECTOR_ROUTES + CREDENTIAL_ROUTES + PROVIDER_ROUTES + SESSION_ROUTES + TRACE_ROUTES
-ROUTES += RELEASE_ROUTES
+ROUTES += TRIGGER_ROUTES + RELEASE_ROUTES
 
 BY_NAME = {r.name: r for r in ROUTES}
 

@@ -216,6 +216,11 @@ class ConnectorResource:
     mock_response: Any = None  #: returned in mock mode; None = no mock response
 
 
+#: The configuration fields of a connector instance (what a diff compares besides resources).
+CONNECTOR_CONFIG_FIELDS = ("kind", "base_url", "auth", "credential", "api_key_header", "api_key_query", "headers",
+                           "timeout_s", "retries", "mock")
+
+
 @dataclass
 class Connector:
     """A connector *instance*: one per environment, same slug, possibly different config.
@@ -377,11 +382,152 @@ class ProviderTest:
 
 
 # ------------------------------------------------------------ sessions and memory (issue 4)
-# (models of this capability go here)
+
+#: Session ids are chosen by the caller: 1–128 of these characters.
+SESSION_ID_PATTERN = r"[A-Za-z0-9_.:-]{1,128}"
+#: Roles a session message may have.
+SESSION_ROLES = ("user", "assistant", "system", "tool")
+#: Limits shared by ``ctx.memory``/``ctx.session`` (checked in the worker, again in the host).
+MEMORY_MAX_KEY_CHARS = 512
+MEMORY_MAX_VALUE_BYTES = 256 * 1024
+
+
+@dataclass
+class SessionMessage:
+    """One message of a session (thread): what the user said, what the agent answered."""
+
+    role: str  #: user | assistant | system | tool
+    content: Any  #: usually a string; any JSON value
+    execution_id: str | None = None  #: the execution that added it
+    created_at: str = ""  #: ISO-8601 UTC
+
+
+@dataclass
+class SessionSummary:
+    """A session in listings. Sessions are per (environment, agent, id)."""
+
+    id: str
+    env: str
+    agent: str
+    messages: int
+    started_at: str
+    updated_at: str
+    last_message: str = ""  #: a one-line preview of the newest message
+
+
+@dataclass
+class SessionThread:
+    """A whole session: its messages, oldest first."""
+
+    id: str
+    env: str
+    agent: str
+    messages: list[SessionMessage] = field(default_factory=list)
+
+
+@dataclass
+class MemoryItem:
+    """One memory key of an environment's namespace (``staging:`` or ``production:``)."""
+
+    key: str  #: without the environment namespace
+    env: str
+    value: Any = None
+    size: int = 0  #: bytes of the JSON value
+    updated_at: str = ""
+    agent: str | None = None  #: the agent whose execution wrote it last
+    execution_id: str | None = None
+
+
+@dataclass
+class MemoryChange:
+    """What ``delete_memory``/``clear_memory`` removed (staging only)."""
+
+    env: str
+    deleted: int
+    keys: list[str] = field(default_factory=list)
 
 
 # ------------------------------------------------------------ traces (issue 4)
-# (models of this capability go here)
+
+
+@dataclass
+class Span:
+    """One timed operation of an execution; the root span (kind ``agent``) has no parent."""
+
+    span_id: str  #: 16 hex digits
+    trace_id: str  #: 32 hex digits, one per execution
+    parent_id: str | None
+    execution_id: str
+    env: str
+    agent: str
+    kind: str  #: agent | prompt | llm | connector | memory | session | kb | data | custom
+    name: str
+    start_ns: int  #: Unix time in nanoseconds
+    end_ns: int
+    status: str  #: ok | error
+    error: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def duration_ms(self) -> float:
+        return (self.end_ns - self.start_ns) / 1e6
+
+
+@dataclass
+class TraceSummary:
+    """One execution's trace in listings (its root span)."""
+
+    execution_id: str
+    trace_id: str
+    env: str
+    agent: str
+    status: str  #: ok | error
+    started_at: str  #: ISO-8601 UTC
+    duration_ms: float
+    error: str | None = None
+
+
+@dataclass
+class Trace:
+    """The span tree of one execution (spans ordered by start time; the root first)."""
+
+    execution_id: str
+    trace_id: str
+    env: str
+    agent: str
+    status: str
+    spans: list[Span] = field(default_factory=list)
+
+
+# ------------------------------------------------------------ triggers (issue 7)
+
+
+@dataclass
+class Trigger:
+    """Runs an agent without a caller; bound to exactly one environment."""
+
+    id: str
+    env: str
+    name: str
+    kind: str  #: schedule | webhook | watch
+    agent: str
+    schedule: str | None = None  #: cron expression
+    timezone: str | None = None
+    watch_path: str | None = None
+    input: Any = None  #: input template
+    headers: list[str] = field(default_factory=list)  #: webhook request headers passed to the agent
+    accept: str = "json"  #: webhook body: json | text
+    overlap: str = "skip"  #: skip | allow
+    catch_up: str = "none"  #: none | last
+    enabled: bool = True
+    live: bool = True  #: False for a production copy staged until published
+    source_id: str | None = None
+    created_at: str = ""
+    updated_at: str = ""
+    last_scheduled_at: str | None = None
+    next_fire_at: str | None = None  #: schedule triggers: the next slot (UTC)
+    url: str | None = None  #: webhook triggers: path of the endpoint
+    secret: str | None = None  #: webhook secret — only in the answer that creates it
 
 
 # ------------------------------------------------------------ releases (issue 5)

@@ -27,10 +27,13 @@ HELLO_PY = (
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     for key in list(os.environ):
         if key.startswith("RF_"):
             monkeypatch.delenv(key, raising=False)
+    # Secrets (credentials, webhook secrets) of tests never reach the developer's
+    # own keyring file; subprocesses inherit this too.
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("COLUMNS", "160")
 

@@ -142,6 +142,7 @@ def _register() -> None:
         releases,
         sessions,
         traces,
+        triggers,
     )
 
     commands.register(app)
@@ -151,6 +152,7 @@ def _register() -> None:
     app.add_typer(agents.app, name="agents", rich_help_panel=build,
                   help="Deploy to staging, promote to production, inspect commits.")
     app.add_typer(prompts.app, name="prompts", rich_help_panel=build)
+    app.add_typer(triggers.app, name="triggers", rich_help_panel=build)
     app.add_typer(connectors.app, name="connectors", rich_help_panel=build)
     app.add_typer(releases.app, name="releases", rich_help_panel="Release (the only way production changes)")
     app.add_typer(credentials.app, name="credentials", rich_help_panel=shared)
@@ -184,7 +186,8 @@ def run() -> None:
         if isinstance(exc, ce.ClickException):
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, ce.Exit):
+        exit_cls = getattr(ce, "Exit", None)
+        if exit_cls is not None and isinstance(exc, exit_cls):
             sys.exit(exc.exit_code)
         translated = _translate(exc)
         _print_error(translated)

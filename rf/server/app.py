@@ -76,7 +76,8 @@ def _check_env(env: str) -> str:
     return env
 
 
-def create_app(services: Services, token: str, *, max_body_bytes: int = 1024 * 1024) -> Litestar:
+def create_app(services: Services, token: str, *, max_body_bytes: int = 1024 * 1024,
+               scheduler: bool = True) -> Litestar:
     """Build the app around one Services (the server owns the store)."""
 
     def check_token(request: Request[Any, Any, Any]) -> None:
@@ -127,16 +128,44 @@ def create_app(services: Services, token: str, *, max_body_bytes: int = 1024 * 1
                 "deployed_at": c.created_at if c else None, "message": c.message if c else None,
                 "url": f"/{env}/agents/{name}"}
 
+    @post("/{env:str}/hooks/{trigger_id:str}", summary="Webhook trigger (secret required)", tags=["endpoints"],
+          status_code=200)
+    async def hook(request: Request[Any, Any, Any], env: str, trigger_id: str) -> Response[Any]:
+        _check_env(env)
+        body = await request.body()
+        headers = dict(request.headers.items())
+        ex = await asyncio.to_thread(services.webhook, env, trigger_id, body, headers)
+        out: dict[str, Any] = {"execution_id": ex.id, "status": ex.status}
+        if ex.status == "succeeded":
+            out["output"] = ex.output
+            return Response(out, status_code=200)
+        out["error"] = ex.error
+        return Response(out, status_code=500)
+
     @get("/api/health", summary="Liveness (no token needed)", tags=["management"])
     async def health() -> dict[str, Any]:
         return {"ok": True}
 
-    handlers: list[Any] = [invoke, describe, health]
+    handlers: list[Any] = [invoke, describe, hook, health]
     for r in api.ROUTES:
         handlers.append(_management_handler(services, r, check_token))
 
+    from rf.services.scheduler import Scheduler
+
+    sched = Scheduler(services) if scheduler else None
+
+    def start_scheduler() -> None:
+        if sched is not None:
+            sched.start()
+
+    def stop_scheduler() -> None:
+        if sched is not None:
+            sched.stop()
+
     return Litestar(
         route_handlers=handlers,
+        on_startup=[start_scheduler],
+        on_shutdown=[stop_scheduler],
         exception_handlers={Exception: _handle_exception},
         request_max_body_size=max_body_bytes,
         openapi_config=OpenAPIConfig(title="rf", version=_version(), path="/schema"),

@@ -14,6 +14,7 @@ from rf.services.providers import ProvidersService
 from rf.services.releases import ReleasesService
 from rf.services.sessions import SessionsService
 from rf.services.traces import TracesService
+from rf.services.triggers import TriggersService
 
 
 class Services(
@@ -23,6 +24,7 @@ class Services(
     ProvidersService,
     SessionsService,
     TracesService,
+    TriggersService,
     ReleasesService,
     CoreServices,
 ):

@@ -24,6 +24,7 @@ from rf.store.providers import ProvidersMixin
 from rf.store.releases import ReleasesMixin
 from rf.store.sessions import SessionsMixin
 from rf.store.traces import TracesMixin
+from rf.store.triggers import TriggersMixin
 from rf.store.writer import BatchWriter
 
 BUSY_HINT = (
@@ -59,6 +60,7 @@ class Store(
     ProvidersMixin,
     SessionsMixin,
     TracesMixin,
+    TriggersMixin,
 ):
     """One open DuckDB file. Thread-safe: cursors are per thread."""
 

@@ -176,15 +176,83 @@ MIGRATIONS: list[list[str]] = [
         )""",
     ],
     # v5: sessions (threads, messages) and memory.
-    [],
+    [
+        # Append-only, through the batching writer. A session is
+        # (env, agent, session_id); `seq` orders its messages.
+        """CREATE TABLE session_messages (
+            env VARCHAR NOT NULL,
+            agent VARCHAR NOT NULL,
+            session_id VARCHAR NOT NULL,
+            seq BIGINT NOT NULL,
+            role VARCHAR NOT NULL,
+            content VARCHAR NOT NULL,   -- JSON
+            execution_id VARCHAR,
+            created_at TIMESTAMP NOT NULL
+        )""",
+        # Append-only too: the newest row (highest seq) of (env, key) is the
+        # value; a NULL value is a deletion. Superseded rows are compacted away.
+        """CREATE TABLE memory (
+            env VARCHAR NOT NULL,
+            key VARCHAR NOT NULL,
+            seq BIGINT NOT NULL,
+            value VARCHAR,              -- JSON; NULL = deleted
+            agent VARCHAR,
+            execution_id VARCHAR,
+            written_at TIMESTAMP NOT NULL
+        )""",
+    ],
     # v6: trace spans.
-    [],
+    [
+        # Append-only, through the batching writer; no index (appends stay
+        # cheap). Spans arrive roughly in time order, so DuckDB's per-row-group
+        # min/max of start_ns lets a query bounded in time skip most of the table.
+        """CREATE TABLE spans (
+            env VARCHAR NOT NULL,
+            trace_id VARCHAR NOT NULL,
+            span_id VARCHAR NOT NULL,
+            parent_id VARCHAR,
+            execution_id VARCHAR NOT NULL,
+            agent VARCHAR NOT NULL,
+            kind VARCHAR NOT NULL,
+            name VARCHAR NOT NULL,
+            start_ns BIGINT NOT NULL,   -- Unix time, nanoseconds
+            end_ns BIGINT NOT NULL,
+            status VARCHAR NOT NULL,    -- ok | error
+            error VARCHAR,
+            attributes VARCHAR NOT NULL -- JSON object
+        )""",
+    ],
     # v7: release plans, kept so a stale `--plan ID` can say what changed since the review.
     [
         """CREATE TABLE release_plans (
             id VARCHAR PRIMARY KEY,
             created_at TIMESTAMP NOT NULL,
             items VARCHAR NOT NULL      -- JSON [{kind, name, summary, before, after}]
+        )""",
+    ],
+    # v8: triggers, each bound to one environment. A production trigger is
+    # staged (live = false) until a release publishes it.
+    [
+        """CREATE TABLE triggers (
+            id VARCHAR PRIMARY KEY,
+            env VARCHAR NOT NULL,
+            name VARCHAR NOT NULL,
+            kind VARCHAR NOT NULL,          -- schedule | webhook | watch
+            agent VARCHAR NOT NULL,
+            schedule VARCHAR,               -- cron expression
+            timezone VARCHAR,
+            watch_path VARCHAR,
+            input VARCHAR,                  -- JSON input template
+            headers VARCHAR NOT NULL DEFAULT '[]',   -- webhook headers passed to the agent
+            accept VARCHAR NOT NULL DEFAULT 'json',  -- webhook body: json | text
+            overlap VARCHAR NOT NULL DEFAULT 'skip', -- skip | allow
+            catch_up VARCHAR NOT NULL DEFAULT 'none', -- none | last
+            enabled BOOLEAN NOT NULL,
+            live BOOLEAN NOT NULL,
+            source_id VARCHAR,              -- the trigger this one was duplicated from
+            created_at TIMESTAMP NOT NULL,
+            updated_at TIMESTAMP NOT NULL,
+            last_scheduled_at TIMESTAMP     -- newest schedule slot handled (fired or skipped)
         )""",
     ],
 ]

@@ -42,7 +42,8 @@ class ReleasesMixin:
         )
 
     def list_releases(self, limit: int = 100, id_prefix: str | None = None) -> list[dict[str, Any]]:
-        where, params = "", [limit]
+        where = ""
+        params: list[Any] = [limit]
         if id_prefix is not None:
             where, params = "WHERE starts_with(id, ?)", [id_prefix, limit]
         rows = self.cursor().execute(

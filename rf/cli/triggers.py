@@ -1,0 +1,180 @@
+"""``rf triggers``: schedules, webhooks and file watches, each bound to one environment."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from rf.cli.app import EnvOption, JsonOption, backend, check_env, parse_json_arg
+
+if TYPE_CHECKING:
+    from rf.models import Trigger
+
+app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich",
+                  help="Triggers: run agents on a schedule, a webhook or file changes (one environment each).")
+
+
+def _what(t: Trigger) -> str:
+    if t.kind == "schedule":
+        return f"{t.schedule}" + (f" ({t.timezone})" if t.timezone else "")
+    if t.kind == "watch":
+        return str(t.watch_path)
+    return f"POST {t.url}"
+
+
+@app.command("create")
+def create(
+    agent: Annotated[str, typer.Option("--agent", "-a", help="Agent to run.")],
+    schedule: Annotated[str | None, typer.Option("--schedule", help='Cron expression, e.g. "*/5 * * * *".')] = None,
+    tz: Annotated[str | None, typer.Option("--tz", help="Timezone of the schedule (IANA name).")] = None,
+    webhook: Annotated[bool, typer.Option("--webhook", help="An HTTP endpoint that runs the agent.")] = False,
+    watch: Annotated[str | None, typer.Option("--watch", help="Run when files under this path change.")] = None,
+    input_json: Annotated[str | None, typer.Option("--input", "-i", help="Input (JSON) given to the agent.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="A name to recognise it by.")] = None,
+    header: Annotated[list[str] | None, typer.Option("--header", help="Webhook: pass this request header to the agent.")] = None,
+    accept: Annotated[str, typer.Option("--accept", help="Webhook body: json or text.")] = "json",
+    overlap: Annotated[str, typer.Option("--overlap", help="skip (default) or allow runs to overlap.")] = "skip",
+    catch_up: Annotated[str, typer.Option("--catch-up", help='none, or "last": run the latest slot missed while the server was down.')] = "none",
+    json_out: JsonOption = False,
+) -> None:
+    """Create a trigger in [bold #f59e0b]staging[/] (new triggers are staging edits)."""
+    from rf.cli.output import info, print_json, success, warn
+    from rf.errors import UsageError
+
+    kinds = [k for k, on in (("schedule", schedule is not None), ("webhook", webhook), ("watch", watch is not None)) if on]
+    if len(kinds) != 1:
+        raise UsageError("choose exactly one of --schedule CRON, --webhook, --watch PATH")
+    payload = parse_json_arg(input_json) if input_json is not None else None
+    with backend() as b:
+        t = b.create_trigger(agent, kinds[0], schedule, tz, watch, payload, name, header or [], accept, overlap, catch_up)
+        from rf.cli.agents import endpoint_base
+
+        base = endpoint_base(b)
+    if json_out:
+        print_json(t)
+        return
+    success(f"created {t.kind} trigger [bold]{t.id}[/bold] ({t.name}) in [staging]staging[/staging] → agent {t.agent}")
+    if t.kind == "schedule":
+        info(f"  next run: {(t.next_fire_at or '').replace('T', ' ')[:19]} UTC  (the server runs schedules: rf serve)")
+    if t.kind == "webhook":
+        info(f"  POST {base}{t.url}")
+        info(f"  secret: [bold]{t.secret}[/bold]")
+        warn("the secret is shown only now: send it as Authorization: Bearer SECRET (or an X-RF-Signature HMAC)")
+    info(f"[dim]  to run it in production too: rf triggers duplicate {t.id} --env production, then rf releases publish[/dim]")
+
+
+@app.command("list")
+def list_triggers(env: EnvOption = "staging", json_out: JsonOption = False) -> None:
+    """Triggers of one environment, with their next fire times."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from rf.cli.output import env_label, out, print_json
+
+    check_env(env)
+    with backend() as b:
+        rows = b.list_triggers(env)
+    if json_out:
+        print_json(rows)
+        return
+    if not rows:
+        out.print(f"no triggers in {env_label(env)}")
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold", title=f"triggers · {env_label(env)}", title_justify="left")
+    for col in ("id", "name", "kind", "agent", "what", "state", "next run (UTC)"):
+        table.add_column(col)
+    for t in rows:
+        state = "staged — publish to go live" if not t.live else ("enabled" if t.enabled else "disabled")
+        nxt = (t.next_fire_at or "").replace("T", " ")[:19] if t.kind == "schedule" and t.live and t.enabled else "—"
+        table.add_row(t.id, escape(t.name), t.kind, t.agent, escape(_what(t)), state, nxt)
+    out.print(table)
+
+
+@app.command("show")
+def show(trigger_id: str, json_out: JsonOption = False) -> None:
+    """One trigger."""
+    import json
+
+    from rich.markup import escape
+
+    from rf.cli.output import env_label, out, print_json
+
+    with backend() as b:
+        t = b.get_trigger(trigger_id)
+    if json_out:
+        print_json(t)
+        return
+    out.print(f"[bold]{t.id}[/bold]  {escape(t.name)}  {env_label(t.env)}")
+    rows = [("kind", t.kind), ("agent", t.agent), ("what", _what(t)),
+            ("state", "staged (not live)" if not t.live else "enabled" if t.enabled else "disabled"),
+            ("input", json.dumps(t.input)), ("overlap", t.overlap), ("catch up", t.catch_up)]
+    if t.kind == "schedule":
+        rows.append(("next run", (t.next_fire_at or "—").replace("T", " ")[:19] + " UTC"))
+    if t.kind == "webhook":
+        rows.append(("headers", ", ".join(t.headers) or "—"))
+        rows.append(("body", t.accept))
+    if t.source_id:
+        rows.append(("copied from", t.source_id))
+    for k, v in rows:
+        out.print(f"  [dim]{k:<11}[/dim] {escape(str(v))}")
+
+
+@app.command("enable")
+def enable(trigger_id: str) -> None:
+    """Enable a staging trigger."""
+    from rf.cli.output import success
+
+    with backend() as b:
+        t = b.set_trigger_enabled(trigger_id, True)
+    success(f"enabled {t.id}")
+
+
+@app.command("disable")
+def disable(trigger_id: str) -> None:
+    """Disable a staging trigger."""
+    from rf.cli.output import success
+
+    with backend() as b:
+        t = b.set_trigger_enabled(trigger_id, False)
+    success(f"disabled {t.id}")
+
+
+@app.command("delete")
+def delete(trigger_id: str) -> None:
+    """Delete a staging trigger (or discard a staged production copy)."""
+    from rf.cli.output import success
+
+    with backend() as b:
+        t = b.delete_trigger(trigger_id)
+    success(f"deleted {t.id} ({t.env})")
+
+
+@app.command("fire")
+def fire(trigger_id: str, json_out: JsonOption = False) -> None:
+    """Run a trigger once now, in its environment."""
+    from rf.cli.commands import _print_execution
+
+    with backend() as b:
+        ex = b.fire_trigger(trigger_id)
+    _print_execution(ex, json_out)
+    raise typer.Exit(0 if ex.status == "succeeded" else 1)
+
+
+@app.command("duplicate")
+def duplicate(trigger_id: str, env: EnvOption = "production", json_out: JsonOption = False) -> None:
+    """Copy a trigger to the other environment; a production copy goes live when published."""
+    from rf.cli.output import info, print_json, success, warn
+
+    check_env(env)
+    with backend() as b:
+        t = b.duplicate_trigger(trigger_id, env)
+    if json_out:
+        print_json(t)
+        return
+    success(f"staged {t.id} in {t.env} (copy of {trigger_id})" if not t.live else f"created {t.id} in {t.env}")
+    if t.secret:
+        info(f"  secret: [bold]{t.secret}[/bold]")
+        warn("the production webhook has its own secret, shown only now")
+    if not t.live:
+        info(f"  it goes live when published: rf releases publish trigger:{t.id}")
