@@ -109,8 +109,26 @@ PROVIDER_ROUTES: list[Route] = [
     Route("test_provider", "POST", "/providers/{name}/test", models.ProviderTest,
           summary="One real round trip to a provider: reply, model, latency"),
 ]
-SESSION_ROUTES: list[Route] = []
-TRACE_ROUTES: list[Route] = []
+SESSION_ROUTES: list[Route] = [
+    Route("list_sessions", "GET", "/sessions", [models.SessionSummary],
+          summary="Sessions (threads) of one environment, most recently active first"),
+    Route("get_session", "GET", "/sessions/{session_id}", models.SessionThread,
+          summary="One session's messages, oldest first"),
+    # Memory keys are arbitrary strings: they travel in JSON bodies (POST), never
+    # in paths or query strings, so nothing is re-typed or re-encoded on the way.
+    Route("list_memory", "POST", "/memory/list", [models.MemoryItem],
+          summary="Memory keys of one environment (read-only)"),
+    Route("get_memory", "POST", "/memory/get", models.MemoryItem, summary="One memory key (read-only)"),
+    Route("delete_memory", "POST", "/memory/delete", models.MemoryChange,
+          summary="Delete a staging memory key (production is read-only)"),
+    Route("clear_memory", "POST", "/memory/clear", models.MemoryChange,
+          summary="Delete staging memory keys under a prefix (production is read-only)"),
+]
+TRACE_ROUTES: list[Route] = [
+    Route("list_traces", "GET", "/traces", [models.TraceSummary], summary="Traces of one environment, newest first"),
+    Route("get_trace", "GET", "/traces/{execution_id}", models.Trace, summary="The span tree of one execution"),
+    Route("export_spans", "GET", "/spans", [models.Span], summary="Spans of one environment, oldest first"),
+]
 TRIGGER_ROUTES: list[Route] = [
     Route("list_triggers", "GET", "/triggers", [models.Trigger], summary="Triggers of one environment"),
     Route("get_trigger", "GET", "/triggers/{trigger_id}", models.Trigger, summary="One trigger"),

@@ -1,9 +1,348 @@
-"""Prompts: immutable versions; draft (staging) and published (production) pointers."""
+"""Prompts: immutable versions; draft (staging) and published (production) pointers.
+
+A prompt is a name and its versions 1..n, each an immutable text with the
+variables it uses. Nothing is ever edited in place: saving text makes a new
+version and moves the **draft** pointer (what staging — and ``rf test`` —
+sees). Production sees the **published** pointer, which moves only through a
+publish (a release), so a prompt edit can never change what production
+agents say until someone reviews the diff and publishes it.
+
+Templates are validated when saved (:mod:`rf.services.templates`), so a
+syntax error surfaces at ``rf prompts set`` with its line and column, never
+in the middle of a production execution.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+from typing import TYPE_CHECKING, Any
+
+from rf.config import check_name
+from rf.errors import Conflict, NotFound, UsageError
+from rf.ids import iso, new_id, utcnow
+from rf.models import (
+    Prompt,
+    PromptDiff,
+    PromptPublishResult,
+    PromptSaveResult,
+    PromptVersion,
+    ReleaseItem,
+    check_env,
+)
+from rf.services import templates
 from rf.services.base import ServiceBase
+from rf.services.core import require_staging
+from rf.services.host import HostCall, host_method
+
+if TYPE_CHECKING:
+    from rf.config import AgentConfig
+
+#: Larger texts are refused: a prompt is sent with every model call, and the
+#: HTTP API caps request bodies at 1 MiB anyway.
+MAX_PROMPT_CHARS = 256 * 1024
+
+PUBLISH_HINT = "edit in staging, then publish: rf prompts publish {name}"
 
 
 class PromptsService(ServiceBase):
     """Mixed into :class:`rf.services.Services`."""
+
+    # ------------------------------------------------------------ helpers
+    def _parsed(self, v: PromptVersion) -> templates.Template:
+        """The parsed template of a version, cached by (name, version).
+
+        Versions are immutable, so an entry never goes stale, and the hot
+        path (``ctx.prompts.render`` in every execution) parses once.
+        """
+        cache: dict[tuple[str, int], templates.Template] = self.__dict__.setdefault("_prompt_templates", {})
+        key = (v.name, v.version)
+        parsed = cache.get(key)
+        if parsed is None:
+            parsed = cache[key] = templates.parse(v.text)
+        return parsed
+
+    @staticmethod
+    def _unknown_prompt(name: str) -> NotFound:
+        return NotFound(f"prompt {name!r} does not exist",
+                        f"create it in staging: rf prompts create {name} --file FILE (see: rf prompts list)")
+
+    def _prompt_row(self, name: str) -> dict[str, Any]:
+        rows = self.store.prompt_rows(name)
+        if not rows:
+            raise self._unknown_prompt(name)
+        return rows[0]
+
+    @staticmethod
+    def _check_text(name: str, text: Any) -> list[str]:
+        """Validate a prompt text; return its variables (nothing is stored on error)."""
+        if not isinstance(text, str):
+            raise UsageError("prompt text must be a string")
+        if not text.strip():
+            raise UsageError(f"the text for prompt {name!r} is empty", "give the text with --file FILE or --text TEXT")
+        if len(text) > MAX_PROMPT_CHARS:
+            raise UsageError(f"the text for prompt {name!r} is too long ({len(text)} characters; "
+                             f"the limit is {MAX_PROMPT_CHARS})", "keep prompts under 256 KiB")
+        if "\x00" in text:
+            raise UsageError(f"the text for prompt {name!r} contains a NUL character", "is it a binary file?")
+        try:
+            return templates.variables(text)
+        except templates.TemplateSyntaxError as exc:
+            raise exc.to_rf_error(f"prompt {name!r}") from None
+
+    @staticmethod
+    def _check_meta(author: Any, message: Any) -> None:
+        if not isinstance(author, str) or not isinstance(message, str):
+            raise UsageError("author and message must be strings")
+
+    @staticmethod
+    def _mark(v: PromptVersion, draft: int | None, published: int | None) -> PromptVersion:
+        v.draft = v.version == draft
+        v.published = v.version == published
+        return v
+
+    # ------------------------------------------------------------ edits (staging only)
+    def create_prompt(self, name: str, text: str, author: str = "unknown", message: str = "",
+                      env: str = "staging") -> PromptSaveResult:
+        """Create a prompt: version 1, the draft. Production gets it only when published."""
+        require_staging(env, f"create prompt {name!r} in production", PUBLISH_HINT.format(name=name))
+        check_name("prompt", name)
+        self._check_meta(author, message)
+        variables = self._check_text(name, text)
+        now = utcnow()
+        version = PromptVersion(name=name, version=1, text=text, variables=variables, author=author,
+                                message=message)
+        with self.store.transaction() as cur:
+            if self.store.prompt_exists(name, cur):
+                raise Conflict(f"prompt {name!r} already exists",
+                               f"make a new draft version: rf prompts set {name} --file FILE (or rf prompts edit {name})")
+            self.store.insert_prompt(cur, name, now)
+            self.store.insert_prompt_version(cur, version, now)
+            self.store.set_prompt_pointer(cur, name, "staging", 1, now)
+        version.created_at, version.draft, version.env = iso(now), True, "staging"
+        return PromptSaveResult(name=name, version=version, created=True, published_version=None)
+
+    def set_prompt(self, name: str, text: str, author: str = "unknown", message: str = "",
+                   env: str = "staging") -> PromptSaveResult:
+        """Save ``text`` as a new version and make it the draft (production does not move).
+
+        Text identical to the current draft makes no version (``created`` is
+        False) — re-saving a file must not clutter the history.
+        """
+        require_staging(env, f"edit prompt {name!r}", PUBLISH_HINT.format(name=name))
+        check_name("prompt", name)
+        self._check_meta(author, message)
+        variables = self._check_text(name, text)
+        now = utcnow()
+        with self.store.transaction() as cur:
+            if not self.store.prompt_exists(name, cur):
+                raise NotFound(f"prompt {name!r} does not exist",
+                               f"create it first: rf prompts create {name} --file FILE")
+            draft = self.store.get_prompt_pointer(name, "staging", cur)
+            published = self.store.get_prompt_pointer(name, "production", cur)
+            current = self.store.get_prompt_version(name, draft, cur) if draft is not None else None
+            if current is not None and current.text == text:
+                version, created = current, False
+            else:
+                number = self.store.next_prompt_version(cur, name)
+                version = PromptVersion(name=name, version=number, text=text, variables=variables,
+                                        author=author, message=message, created_at=iso(now))
+                self.store.insert_prompt_version(cur, version, now)
+                self.store.set_prompt_pointer(cur, name, "staging", number, now)
+                self.store.touch_prompt(cur, name, now)
+                created = True
+        version.env = "staging"
+        return PromptSaveResult(name=name, version=self._mark(version, version.version, published),
+                                created=created, published_version=published)
+
+    # ------------------------------------------------------------ reads
+    def list_prompts(self) -> list[Prompt]:
+        """Every prompt with its draft and published versions."""
+        return [Prompt(**row) for row in self.store.prompt_rows()]
+
+    def get_prompt(self, name: str, env: str = "staging", version: int | None = None) -> PromptVersion:
+        """The version ``env`` sees (staging: the draft; production: the published one), or version N."""
+        check_env(env)
+        check_name("prompt", name)
+        row = self._prompt_row(name)
+        if version is not None:
+            if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+                raise UsageError(f"invalid version {version!r}", "versions are numbered 1, 2, 3...")
+            v = self.store.get_prompt_version(name, version)
+            if v is None:
+                raise NotFound(f"prompt {name!r} has no version {version} (it has 1..{row['versions']})",
+                               f"see: rf prompts history {name}")
+        else:
+            number = row["draft_version"] if env == "staging" else row["published_version"]
+            if number is None:
+                raise NotFound(f"prompt {name!r} is not published: production has no version of it",
+                               f"review and publish the draft: rf prompts publish {name}")
+            v = self.store.get_prompt_version(name, number)
+            assert v is not None
+            v.env = env
+        return self._mark(v, row["draft_version"], row["published_version"])
+
+    def prompt_history(self, name: str) -> list[PromptVersion]:
+        """Every version, newest first, marking the draft and the published one."""
+        check_name("prompt", name)
+        row = self._prompt_row(name)
+        return [self._mark(v, row["draft_version"], row["published_version"])
+                for v in self.store.list_prompt_versions(name)]
+
+    def diff_prompt(self, name: str) -> PromptDiff:
+        """Published (production) vs draft (staging): both versions and texts."""
+        check_name("prompt", name)
+        row = self._prompt_row(name)
+        draft = self.store.get_prompt_version(name, row["draft_version"])
+        assert draft is not None
+        published = (self.store.get_prompt_version(name, row["published_version"])
+                     if row["published_version"] is not None else None)
+        return PromptDiff(
+            name=name, published_version=row["published_version"], draft_version=draft.version,
+            published_text=published.text if published else None, draft_text=draft.text,
+            changed=row["published_version"] != draft.version,
+        )
+
+    # ------------------------------------------------------------ publish (the release path)
+    def publish_prompt(self, name: str, author: str = "unknown", message: str = "",
+                       draft_version: int | None = None) -> PromptPublishResult:
+        """Point production at the draft: a one-item release, recorded with it atomically.
+
+        ``draft_version`` is the draft the caller reviewed (e.g. the version
+        ``rf prompts publish`` showed in its diff): if the draft moved since,
+        the publish is refused rather than shipping text nobody looked at.
+        """
+        check_name("prompt", name)
+        self._check_meta(author, message)
+        message = message or f"publish prompt {name}"
+        # Hold the write lock from the read to the publish, so nothing moves in between.
+        with self.store.write_lock:
+            row = self._prompt_row(name)
+            before, after = row["published_version"], int(row["draft_version"])
+            if draft_version is not None and draft_version != after:
+                raise Conflict(f"the draft of prompt {name!r} is now v{after}, not the v{draft_version} you reviewed",
+                               f"review it again: rf prompts diff {name}")
+            if before == after:
+                return PromptPublishResult(name=name, before=before, after=after, changed=False)
+            # The releases service, when present, is the one path production changes
+            # through (plans, dependency checks); see releases_contract.md.
+            publish_release = getattr(self, "publish_release", None)
+            if publish_release is not None:
+                release = publish_release([f"prompt:{name}"], message=message, author=author)
+                return PromptPublishResult(name=name, before=before, after=after, changed=True,
+                                           release_id=str(release.id))
+            item = {"kind": "prompt", "name": name, "before": before, "after": after,
+                    "summary": f"published v{after}"}
+            plan_id = hashlib.sha256(json.dumps([item], sort_keys=True).encode()).hexdigest()[:16]
+            release_id = new_id("rel")
+            with self.store.transaction() as cur:
+                self._release_apply_prompt(cur, name, before, after)
+                self.store.insert_release(cur, release_id=release_id, created_at=utcnow(), author=author,
+                                          message=message, plan_id=plan_id, kind="publish", items=[item])
+        return PromptPublishResult(name=name, before=before, after=after, changed=True, release_id=release_id)
+
+    # Release plug-ins (see rf/services/releases_contract.md).
+    def _release_pending_prompt(self) -> list[ReleaseItem]:
+        """Every prompt whose draft is not the published version."""
+        items = []
+        for name, draft, published in self.store.prompt_pointer_pairs():
+            if draft == published:
+                continue
+            summary = (f"new: draft v{draft}, never published" if published is None
+                       else f"draft v{draft} vs published v{published}")
+            items.append(ReleaseItem(kind="prompt", name=name, summary=summary, before=published, after=draft))
+        return items
+
+    def _release_prompt_new_variables(self, name: str) -> list[str]:
+        """Variables the draft uses that the published version does not (for release warnings):
+        production agent code may not pass them yet."""
+        row = self._prompt_row(name)
+        draft = self.store.get_prompt_version(name, row["draft_version"])
+        published = (self.store.get_prompt_version(name, row["published_version"])
+                     if row["published_version"] is not None else None)
+        old = set(published.variables) if published else set()
+        return [v for v in (draft.variables if draft else []) if v not in old]
+
+    def _release_apply_prompt(self, cur: Any, name: str, before: Any, after: Any) -> None:
+        """Inside ``cur``'s transaction: point production at version ``after`` (None: unpublish).
+
+        ``cur`` is the store's open transaction, typed ``Any`` because only
+        ``rf/store`` may name duckdb.
+
+        Refuses (Conflict) when production no longer points at ``before`` —
+        someone published meanwhile — or ``after`` is not a stored version.
+        """
+        current = self.store.get_prompt_pointer(name, "production", cur)
+        if current != before:
+            raise Conflict(f"production's version of prompt {name!r} changed meanwhile "
+                           f"(expected {_v(before)}, found {_v(current)})", "review the change again and re-run")
+        if after is not None and self.store.get_prompt_version(name, int(after), cur) is None:
+            raise Conflict(f"prompt {name!r} has no version {after} to publish", f"see: rf prompts history {name}")
+        now = utcnow()
+        self.store.set_prompt_pointer(cur, name, "production", None if after is None else int(after), now)
+        self.store.touch_prompt(cur, name, now)
+
+    # ------------------------------------------------------------ deploy hook
+    def _deploy_warnings(self, config: AgentConfig) -> list[str]:
+        """Warn about prompts that agent.toml lists but that do not exist (cooperative hook)."""
+        warnings: list[str] = super()._deploy_warnings(config)  # type: ignore[misc]
+        listed = [p for p in config.prompts if isinstance(p, str)]
+        existing = self.store.existing_prompts(listed)
+        for name in listed:
+            if name not in existing:
+                warnings.append(f"agent.toml lists prompt {name!r}, which does not exist: rf prompts create {name}")
+        return warnings
+
+    # ------------------------------------------------------------ agent code (ctx.prompts)
+    def _resolve_for(self, call: HostCall, name: Any) -> PromptVersion:
+        """The version an execution sees: the draft in staging, the published one in production.
+
+        Error messages name the fix in the first line, because an execution
+        error shows only its first line.
+        """
+        if not isinstance(name, str):
+            raise UsageError("ctx.prompts: the prompt name must be a string")
+        check_name("prompt", name)
+        v = self.store.resolve_prompt(name, call.env)
+        if v is None:
+            if not self.store.prompt_exists(name):
+                raise NotFound(f"prompt {name!r} does not exist (create it: rf prompts create {name})",
+                               f"create it in staging: rf prompts create {name} --file FILE")
+            raise NotFound(
+                f"prompt {name!r} is not published, so production has no version of it "
+                f"(publish the draft: rf prompts publish {name})",
+                f"review and publish the draft: rf prompts publish {name}",
+            )
+        v.env = call.env
+        call.annotate(prompt=name, version=v.version)
+        return v
+
+    @host_method("prompts.get")
+    def _host_prompts_get(self, call: HostCall, name: str) -> dict[str, Any]:
+        v = self._resolve_for(call, name)
+        return {"name": v.name, "text": v.text, "version": v.version, "env": call.env, "variables": v.variables}
+
+    @host_method("prompts.render")
+    def _host_prompts_render(self, call: HostCall, name: str, variables: dict[str, Any] | None = None) -> str:
+        if variables is not None and not isinstance(variables, dict):
+            raise UsageError("ctx.prompts.render: variables must be keyword arguments")
+        v = self._resolve_for(call, name)
+        return self.render_prompt_version(v, variables or {})
+
+    def render_prompt_version(self, v: PromptVersion, values: dict[str, Any]) -> str:
+        """Render one version; a missing variable names itself, the prompt and the version."""
+        try:
+            return self._parsed(v).render(values)
+        except templates.MissingVariables as exc:
+            names = exc.names
+            plural = "s" if len(names) > 1 else ""
+            listed = ", ".join(repr(n) for n in names)
+            example = ", ".join(f"{n}=..." for n in names)
+            raise UsageError(
+                f"prompt {v.name!r} v{v.version} needs variable{plural} {listed}, which {'were' if plural else 'was'} not given",
+                f"pass {'them' if plural else 'it'}: ctx.prompts.render({v.name!r}, {example})",
+            ) from None
+
+
+def _v(version: Any) -> str:
+    return "nothing published" if version is None else f"v{version}"
