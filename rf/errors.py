@@ -118,7 +118,8 @@ def _register() -> None:
 
 def from_dict(data: dict[str, Any]) -> RfError:
     """Rebuild an error sent by the server (see :meth:`RfError.to_dict`)."""
-    if not _BY_CODE:
-        _register()
-    cls = _BY_CODE.get(str(data.get("code")), RfError)
+    code = str(data.get("code"))
+    if code not in _BY_CODE:
+        _register()  # subclasses defined in modules imported since the last call
+    cls = _BY_CODE.get(code, RfError)
     return cls(str(data.get("message", "unknown error")), data.get("hint"))

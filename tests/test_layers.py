@@ -63,6 +63,7 @@ def test_lower_layers_never_import_upper_layers() -> None:
         "rf/runtime": ("rf.services", "rf.store", "rf.server", "rf.cli", "rf.tui", "rf.client"),
         "rf/models.py": ("rf.services", "rf.store", "rf.server", "rf.cli", "rf.tui", "rf.client", "rf.runtime"),
         "rf/errors.py": ("rf.",),
+        "rf/llm": ("rf.services", "rf.store", "rf.server", "rf.cli", "rf.tui", "rf.client"),
     }
     offenders = []
     for path in RF.rglob("*.py"):

@@ -1,9 +1,409 @@
-"""LLM providers (shared): mock, OpenAI-compatible, Anthropic."""
+"""LLM providers (shared by both environments): mock, OpenAI-compatible, Anthropic.
+
+Providers are **shared**: there is no environment dimension and no
+``require_staging`` — adding, removing or changing the default provider
+affects production immediately, so every change returns warnings that say so
+(and removing one that agents use needs ``force``).
+
+- The built-in ``mock`` always exists (it has no row) and is the default of a
+  new workspace. Its scripted rules live in ``rf.toml`` (``[[llm.mock.rules]]``).
+- The default provider is ``[llm] default`` in ``rf.toml`` (``mock`` when
+  unset); :meth:`ProvidersService.set_default_provider` edits that line.
+  ``rf.toml``'s ``[llm]`` table is re-read when the file changes, so editing
+  mock rules needs no server restart.
+- ``[llm] timeout_s`` (default 60) bounds each HTTP call to a provider.
+- API keys are credential *names*; the value is read in the host at call
+  time (``credential_secret``), registered with the execution as a secret
+  (scrubbed from spans and logs) and never stored, logged or put in errors.
+
+Agent code reaches the providers through ``ctx.llm`` → host method
+``llm.chat`` (:meth:`ProvidersService.llm_chat`).
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import re
+import tempfile
+import threading
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from rf.config import WORKSPACE_FILE, check_name
+from rf.errors import Conflict, NotFound, RfError, UsageError, WorkspaceError
+from rf.ids import utcnow
+from rf.llm import mock
+from rf.llm.types import ChatResult, normalize_messages, normalize_tools, split_model, user
+from rf.models import Provider, ProviderChange, ProviderTest, ProviderUse
 from rf.services.base import ServiceBase
+from rf.services.host import HostCall, host_method
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+log = logging.getLogger("rf.providers")
+
+KINDS = ("mock", "openai", "anthropic")
+BUILTIN = "mock"
+DEFAULT_TIMEOUT_S = 60.0
+#: A provider's use by one (env, agent) is written at most this often.
+USE_NOTE_INTERVAL_S = 60.0
+TEST_PROMPT = "Reply with the single word: pong"
+
+_DEFAULT_URLS = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com"}
+
+
+class ChatClient(Protocol):
+    """What every provider client offers (see rf.llm.mock/openai/anthropic)."""
+
+    def chat(self, messages: list[dict[str, Any]], *, model: str, tools: list[dict[str, Any]],
+             max_tokens: int | None = None, on_chunk: Callable[[str], None] | None = None) -> ChatResult: ...
+
+
+@dataclass
+class LLMSettings:
+    """The ``[llm]`` table of ``rf.toml``, validated."""
+
+    default: str = BUILTIN
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    rules: list[mock.MockRule] = field(default_factory=list)
+
+
+def parse_llm_settings(data: dict[str, Any], source: str = WORKSPACE_FILE) -> LLMSettings:
+    """Validate ``[llm]`` (``default``, ``timeout_s``, ``[[llm.mock.rules]]``)."""
+    llm = data.get("llm", {})
+    if not isinstance(llm, dict):
+        raise WorkspaceError(f"{source}: llm must be a table ([llm])", "fix rf.toml")
+    unknown = set(llm) - {"default", "timeout_s", "mock"}
+    if unknown:
+        raise WorkspaceError(f"{source}: [llm] has unknown key(s): {', '.join(sorted(unknown))}",
+                             "[llm] takes: default, timeout_s, and [[llm.mock.rules]]")
+    default = llm.get("default", BUILTIN)
+    if not isinstance(default, str) or not default:
+        raise WorkspaceError(f"{source}: [llm] default must be a provider name", 'e.g. default = "mock"')
+    timeout = llm.get("timeout_s", DEFAULT_TIMEOUT_S)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not (0 < timeout <= 3600):
+        raise WorkspaceError(f"{source}: [llm] timeout_s must be a number of seconds between 0 and 3600")
+    return LLMSettings(default=default, timeout_s=float(timeout), rules=mock.parse_rules(llm, source))
+
+
+def check_base_url(url: str) -> str:
+    """An http(s) URL with a host, without a trailing slash (UsageError otherwise)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url.strip()) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"invalid base URL {url!r}: it must start with http:// or https:// and name a host",
+                         "e.g. --base-url https://api.openai.com/v1 or http://localhost:11434/v1")
+    if parts.query or parts.fragment:
+        raise UsageError(f"invalid base URL {url!r}: no query string or fragment, please")
+    return url.strip().rstrip("/")
+
+
+def _builtin() -> Provider:
+    return Provider(name=BUILTIN, kind="mock", model=mock.DEFAULT_MODEL, builtin=True)
 
 
 class ProvidersService(ServiceBase):
     """Mixed into :class:`rf.services.Services`."""
+
+    # ------------------------------------------------------------ rf.toml [llm]
+    def llm_settings(self) -> LLMSettings:
+        """``[llm]`` of rf.toml, re-read whenever the file changes (mtime/size)."""
+        ws = self.workspace
+        if ws is None:
+            return LLMSettings()
+        path = ws.root / WORKSPACE_FILE
+        try:
+            st = path.stat()
+        except OSError:
+            return parse_llm_settings(ws.raw)
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        cached: tuple[tuple[int, int, int], LLMSettings] | None = self.__dict__.get("_llm_settings_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise WorkspaceError(f"{path} is not valid TOML: {exc}", "fix the file and try again") from None
+        settings = parse_llm_settings(data)
+        self.__dict__["_llm_settings_cache"] = (key, settings)
+        return settings
+
+    # ------------------------------------------------------------ reading
+    def _find_provider(self, name: str) -> Provider:
+        if name == BUILTIN:
+            return _builtin()
+        rows = self.store.provider_rows(name)
+        if not rows:
+            known = [BUILTIN, *(r["name"] for r in self.store.provider_rows())]
+            raise NotFound(f"unknown provider {name!r}",
+                           f"known providers: {', '.join(known)}; add one: rf providers add {name} --kind openai|anthropic")
+        return Provider(**rows[0])
+
+    def list_providers(self) -> list[Provider]:
+        """The built-in mock first, then the stored providers, with the default marked."""
+        default = self.llm_settings().default
+        uses = self.store.provider_uses()
+        providers = [_builtin(), *(Provider(**r) for r in self.store.provider_rows())]
+        for p in providers:
+            p.default = p.name == default
+            p.used_by = [ProviderUse(**u) for u in uses.get(p.name, [])]
+        return providers
+
+    def get_provider(self, name: str) -> Provider:
+        """One provider (the built-in mock included)."""
+        for p in self.list_providers():
+            if p.name == name:
+                return p
+        return self._find_provider(name)  # raises NotFound with the known names
+
+    # ------------------------------------------------------------ changing (shared: affects production now)
+    def add_provider(self, name: str, kind: str, base_url: str | None = None, credential: str | None = None,
+                     model: str | None = None) -> ProviderChange:
+        """Register a provider. Shared by both environments: production can use it at once."""
+        check_name("provider", name)
+        if kind not in KINDS:
+            raise UsageError(f"unknown provider kind {kind!r}", f"use one of: {', '.join(KINDS)}")
+        if name == BUILTIN:
+            raise Conflict("'mock' is the built-in provider and always exists",
+                           "pick another name (a provider of kind mock answers from the same [[llm.mock.rules]])")
+        if model is not None and (not isinstance(model, str) or not model.strip()):
+            raise UsageError("--model must be a non-empty model name")
+        if kind == "mock":
+            if base_url is not None or credential is not None:
+                raise UsageError("a mock provider takes no --base-url or --credential", "it never leaves this machine")
+        else:
+            official = base_url is None
+            base_url = check_base_url(base_url) if base_url is not None else _DEFAULT_URLS[kind]
+            if credential is not None:
+                check_name("credential", credential)
+                self._check_credential(credential, name)
+            elif official:
+                raise UsageError(f"the {kind} API at {base_url} needs an API key",
+                                 f"store it first (rf credentials set NAME), then: rf providers add {name} "
+                                 f"--kind {kind} --credential NAME")
+        now = utcnow()
+        with self.store.transaction() as cur:  # checked under the write lock: two concurrent adds cannot both pass
+            if self.store.provider_exists(cur, name):
+                raise Conflict(f"provider {name!r} already exists", f"remove it first: rf providers remove {name}")
+            self.store.insert_provider(cur, name=name, kind=kind, base_url=base_url, credential=credential,
+                                       model=model.strip() if model else None, now=now)
+        provider = self.get_provider(name)
+        return ProviderChange("added", provider, [
+            f"providers are shared: agents in production can call {name!r} right away (model='{name}:MODEL')"])
+
+    def remove_provider(self, name: str, force: bool = False) -> ProviderChange:
+        """Delete a provider. Refused for the default; needs ``force`` when agents use it."""
+        if name == BUILTIN:
+            raise UsageError("the built-in mock provider cannot be removed", "it is offline and costs nothing")
+        provider = self.get_provider(name)
+        if provider.default:
+            raise Conflict(f"provider {name!r} is the default provider: agents in both environments that name no "
+                           "provider use it",
+                           "make another one the default first: rf providers default mock")
+        warnings = [f"{u.env} agent {u.agent!r} called it (last {u.last_used_at}); its calls to {name!r} will fail"
+                    for u in provider.used_by]
+        if provider.used_by and not force:
+            prod = sorted({u.agent for u in provider.used_by if u.env == "production"})
+            where = f"production agents {', '.join(prod)}" if prod else "staging agents"
+            raise Conflict(f"provider {name!r} is in use by {where}; removing it breaks their LLM calls immediately "
+                           "(providers are shared by both environments)",
+                           f"to remove it anyway: rf providers remove {name} --yes")
+        with self.store.transaction() as cur:
+            self.store.delete_provider(cur, name)
+        return ProviderChange("removed", provider, warnings)
+
+    def set_default_provider(self, name: str) -> ProviderChange:
+        """Make ``name`` the provider of calls that name none (edits ``[llm] default`` in rf.toml)."""
+        provider = self.get_provider(name)
+        old = self.llm_settings().default
+        if provider.default:
+            return ProviderChange("default", provider, [])
+        ws = self.workspace
+        if ws is None:
+            raise WorkspaceError("no workspace: the default provider is set in rf.toml")
+        _write_default(ws.root / WORKSPACE_FILE, name)
+        self.__dict__.pop("_llm_settings_cache", None)
+        provider = self.get_provider(name)
+        return ProviderChange("default", provider, [
+            f"the default changes in production too: agents that name no provider now use {name!r} "
+            f"instead of {old!r}"])
+
+    # ------------------------------------------------------------ calling
+    def _check_credential(self, credential: str, provider: str) -> None:
+        """The credential must exist before a provider may name it."""
+        exists = getattr(self, "_credential_exists", None)  # rf.services.credentials (RF_SECRET_<NAME> counts)
+        if exists is None:
+            self._secret_value(credential, provider)
+        elif not exists(credential):
+            raise NotFound(f"unknown credential {credential!r}",
+                           f"store the API key first: rf credentials set {credential}")
+
+    def _secret_value(self, credential: str, provider: str) -> str:
+        read = getattr(self, "credential_secret", None)
+        if read is None:
+            raise NotFound(f"provider {provider!r} needs credential {credential!r}, but this rf cannot read credentials",
+                           "upgrade rf (the credentials service is missing)")
+        value = read(credential)
+        if not value:
+            raise NotFound(f"credential {credential!r} (used by provider {provider!r}) has no value",
+                           f"set it: rf credentials set {credential}")
+        return str(value)
+
+    def _client(self, provider: Provider, call: HostCall | None = None) -> ChatClient:
+        settings = self.llm_settings()
+        if provider.kind == "mock":
+            return mock.MockClient(provider.name, settings.rules)
+        key = None
+        if provider.credential:
+            key = self._secret_value(provider.credential, provider.name)
+            if call is not None:
+                call.secret(key)
+        base_url = provider.base_url or _DEFAULT_URLS[provider.kind]
+        if provider.kind == "openai":
+            from rf.llm.openai import OpenAIClient
+
+            return OpenAIClient(provider.name, base_url, key, timeout_s=settings.timeout_s)
+        if provider.kind == "anthropic":
+            from rf.llm.anthropic import AnthropicClient
+
+            return AnthropicClient(provider.name, base_url, key, timeout_s=settings.timeout_s)
+        raise RfError(f"provider {provider.name!r} has an unknown kind {provider.kind!r}",
+                      f"remove it and add it again: rf providers remove {provider.name}")
+
+    def resolve_model(self, model: str | None) -> tuple[Provider, str]:
+        """``"provider:model"`` | ``"model"`` (default provider) | None (default provider and model)."""
+        provider_name, model_name = split_model(model)
+        if provider_name is None:
+            default = self.llm_settings().default
+            try:
+                provider = self._find_provider(default)
+            except NotFound:
+                raise NotFound(f"the default provider {default!r} ([llm] default in rf.toml) does not exist",
+                               f"add it (rf providers add {default} ...) or fix rf.toml") from None
+        else:
+            try:
+                provider = self._find_provider(provider_name)
+            except NotFound as exc:
+                raise NotFound(f"unknown provider {provider_name!r} in model {model!r}",
+                               f"{exc.hint}. A model name that contains ':' must be prefixed with its "
+                               f"provider, e.g. 'local:llama3:8b'") from None
+        model_name = model_name or provider.model or (mock.DEFAULT_MODEL if provider.kind == "mock" else None)
+        if not model_name:
+            raise UsageError(f"provider {provider.name!r} has no default model and the call names none",
+                             f"pass model='{provider.name}:MODEL', or re-add the provider with --model")
+        return provider, model_name
+
+    def test_provider(self, name: str, model: str | None = None) -> ProviderTest:
+        """One real round trip: a tiny prompt, the reply and the latency."""
+        self._find_provider(name)
+        provider, model_name = self.resolve_model(f"{name}:{model or ''}")
+        client = self._client(provider)
+        started = time.perf_counter()
+        result = client.chat([user(TEST_PROMPT)], model=model_name, tools=[])
+        latency = (time.perf_counter() - started) * 1000
+        return ProviderTest(provider=provider.name, kind=provider.kind, model=result.model or model_name,
+                            latency_ms=round(latency, 1), text=result.text, usage=result.usage.to_dict())
+
+    @host_method("llm.chat")
+    def llm_chat(self, call: HostCall, messages: Any, model: str | None = None, tools: Any = None,
+                 stream: bool = False, max_tokens: int | None = None) -> dict[str, Any]:
+        """``ctx.llm.chat``: one chat call for agent code, in the host.
+
+        Returns :meth:`ChatResult.to_dict`; with ``stream`` the provider is
+        called in streaming mode and the text pieces, as they arrived, are
+        returned in ``chunks`` (the worker replays them to the agent).
+        """
+        msgs = normalize_messages(messages)
+        specs = normalize_tools(tools)
+        if not isinstance(stream, bool):
+            raise UsageError("stream must be true or false")
+        if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)
+                                       or max_tokens <= 0):
+            raise UsageError("max_tokens must be a positive integer")
+        provider, model_name = self.resolve_model(model)
+        call.annotate(provider=provider.name, provider_kind=provider.kind, model=model_name, input_messages=msgs,
+                      stream=stream)
+        self._note_use(provider.name, call)  # before calling: a failing provider is still one agents depend on
+        client = self._client(provider, call)
+        chunks: list[str] = []
+        result = client.chat(msgs, model=model_name, tools=specs, max_tokens=max_tokens,
+                             on_chunk=chunks.append if stream else None)
+        call.annotate(model=result.model, output_text=result.text, usage=result.usage.to_dict(),
+                      tool_calls=[t.to_dict() for t in result.tool_calls], finish_reason=result.finish_reason)
+        out = result.to_dict()
+        if stream:
+            out["chunks"] = chunks
+        return out
+
+    def _note_use(self, provider: str, call: HostCall) -> None:
+        """Remember that this agent uses ``provider`` in ``call.env`` (throttled; never fails a call)."""
+        state: dict[tuple[str, str, str], float] = self.__dict__.setdefault("_provider_use_notes", {})
+        lock: threading.Lock = self.__dict__.setdefault("_provider_use_lock", threading.Lock())
+        key = (provider, call.env, call.agent)
+        now = time.monotonic()
+        with lock:
+            last = state.get(key)
+            if last is not None and now - last < USE_NOTE_INTERVAL_S:
+                return
+            state[key] = now
+        try:
+            self.store.note_provider_use(provider, call.env, call.agent, utcnow())
+        except Exception:  # bookkeeping must not fail the agent's LLM call (logged below)
+            with lock:
+                state.pop(key, None)
+            log.warning("could not record that %s/%s used provider %s", call.env, call.agent, provider,
+                        exc_info=True)
+
+
+_LLM_HEADER = re.compile(r"^\s*\[\s*llm\s*\]\s*(#.*)?$")
+_ANY_HEADER = re.compile(r"^\s*\[")
+_DEFAULT_LINE = re.compile(r"^(\s*default\s*=\s*)(\"[^\"]*\"|'[^']*'|[^\s#]+)(.*)$")
+
+
+def _write_default(path: Path, name: str) -> None:
+    """Set ``[llm] default = "name"`` in rf.toml, keeping every other line (and comments) as is."""
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    value = json.dumps(name)
+    start = next((i for i, line in enumerate(lines) if _LLM_HEADER.match(line.rstrip("\r\n"))), None)
+    if start is None:
+        if lines and not lines[-1].endswith("\n"):
+            lines[-1] += "\n"
+        lines += ["\n", "[llm]\n", "# the provider ctx.llm uses when a call names none\n", f"default = {value}\n"]
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if _ANY_HEADER.match(lines[i])), len(lines))
+        for i in range(start + 1, end):
+            m = _DEFAULT_LINE.match(lines[i].rstrip("\r\n"))
+            if m:
+                lines[i] = f"{m.group(1)}{value}{m.group(3)}\n"
+                break
+        else:
+            lines.insert(start + 1, f"default = {value}\n")
+    new_text = "".join(lines)
+    try:
+        data = tomllib.loads(new_text)
+        ok = isinstance(data.get("llm"), dict) and data["llm"].get("default") == name
+    except tomllib.TOMLDecodeError:
+        ok = False
+    if not ok:
+        raise WorkspaceError(f"could not update {path} automatically",
+                             f'set it by hand: under [llm], default = "{name}"')
+    fd, tmp = tempfile.mkstemp(prefix=".rf-toml-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(new_text)
+        os.chmod(tmp, path.stat().st_mode & 0o777)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+__all__ = ["KINDS", "LLMSettings", "ProvidersService", "check_base_url", "parse_llm_settings"]

@@ -1,0 +1,167 @@
+"""The built-in ``mock`` provider: offline and deterministic.
+
+It needs no network and no key, so a new workspace can run agents that call
+``ctx.llm`` straight away, and tests get the same answer every time:
+
+- after a tool result (the last message has role ``tool``) it answers
+  ``"mock reply: <tool result>"``, so a tool loop always ends;
+- otherwise the first rule of ``[[llm.mock.rules]]`` in ``rf.toml`` whose
+  ``match`` occurs in the last user message answers (a ``reply`` text, or a
+  scripted ``tool_call``);
+- otherwise it echoes: ``"mock reply: <last user message>"``.
+
+A ``tool_call`` rule only fires when the request offers a tool of that name
+(a real model cannot call a tool it was not given); otherwise the next rule
+is tried. Token usage counts whitespace-separated words: prompt = every
+message's content, completion = the reply (or the tool call's name and JSON
+arguments). Streaming splits the reply into at most three word-aligned chunks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rf.errors import WorkspaceError
+from rf.llm.types import TOOL_NAME_RE, ChatResult, ToolCall, Usage, last_user_text
+
+DEFAULT_MODEL = "mock"
+PREFIX = "mock reply: "
+
+
+@dataclass
+class MockRule:
+    """One scripted answer: when ``match`` is in the last user message, reply or call a tool."""
+
+    match: str
+    regex: bool = False
+    reply: str | None = None
+    tool_name: str | None = None
+    tool_arguments: dict[str, Any] = field(default_factory=dict)
+    _pattern: re.Pattern[str] | None = None
+
+    def matches(self, text: str) -> bool:
+        if self._pattern is not None:
+            return self._pattern.search(text) is not None
+        return self.match in text
+
+
+def parse_rules(llm_config: dict[str, Any], source: str = "rf.toml") -> list[MockRule]:
+    """Read ``[[llm.mock.rules]]`` (clear errors, naming the rule, for bad entries)."""
+    mock = llm_config.get("mock", {})
+    if not isinstance(mock, dict):
+        raise WorkspaceError(f"{source}: [llm.mock] must be a table", "see the [[llm.mock.rules]] example in the docs")
+    raw_rules = mock.get("rules", [])
+    if not isinstance(raw_rules, list):
+        raise WorkspaceError(f"{source}: llm.mock.rules must be an array of tables", "write each rule as [[llm.mock.rules]]")
+    rules: list[MockRule] = []
+    for i, raw in enumerate(raw_rules, start=1):
+        where = f"{source}: [[llm.mock.rules]] #{i}"
+        if not isinstance(raw, dict):
+            raise WorkspaceError(f"{where} must be a table")
+        unknown = set(raw) - {"match", "regex", "reply", "tool_call"}
+        if unknown:
+            raise WorkspaceError(f"{where} has unknown key(s): {', '.join(sorted(unknown))}",
+                                 "a rule has: match, regex (optional), and reply or tool_call")
+        match = raw.get("match")
+        if not isinstance(match, str) or not match:
+            raise WorkspaceError(f"{where} needs match = \"text\" (a substring of the last user message)")
+        regex = raw.get("regex", False)
+        if not isinstance(regex, bool):
+            raise WorkspaceError(f"{where}: regex must be true or false")
+        pattern = None
+        if regex:
+            try:
+                pattern = re.compile(match)
+            except re.error as exc:
+                raise WorkspaceError(f"{where}: match is not a valid regular expression: {exc}") from None
+        reply, tool_call = raw.get("reply"), raw.get("tool_call")
+        if (reply is None) == (tool_call is None):
+            raise WorkspaceError(f"{where} needs exactly one of reply or tool_call",
+                                 'e.g. reply = "Refunds take 5 days." or tool_call = { name = "lookup", arguments = { id = "42" } }')
+        rule = MockRule(match=match, regex=regex, _pattern=pattern)
+        if reply is not None:
+            if not isinstance(reply, str):
+                raise WorkspaceError(f"{where}: reply must be a string")
+            rule.reply = reply
+        else:
+            if not isinstance(tool_call, dict) or not isinstance(tool_call.get("name"), str) \
+                    or not TOOL_NAME_RE.match(tool_call["name"]):
+                raise WorkspaceError(f"{where}: tool_call needs a valid name",
+                                     'e.g. tool_call = { name = "crm__get-customer", arguments = { id = "42" } }')
+            arguments = tool_call.get("arguments", {})
+            if not isinstance(arguments, dict):
+                raise WorkspaceError(f"{where}: tool_call.arguments must be a table")
+            rule.tool_name = tool_call["name"]
+            rule.tool_arguments = arguments
+        rules.append(rule)
+    return rules
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def chunks_of(text: str, parts: int = 3) -> list[str]:
+    """Split ``text`` into at most ``parts`` word-aligned pieces that join back to it."""
+    tokens = re.findall(r"\S+\s*|\s+", text)
+    if not tokens:
+        return [text] if text else []
+    size = -(-len(tokens) // parts)
+    return ["".join(tokens[i:i + size]) for i in range(0, len(tokens), size)]
+
+
+class MockClient:
+    """The mock provider (see the module docstring for its behaviour)."""
+
+    def __init__(self, provider: str, rules: list[MockRule]) -> None:
+        self.provider = provider
+        self.rules = rules
+
+    def chat(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        model: str,
+        tools: list[dict[str, Any]],
+        max_tokens: int | None = None,
+        on_chunk: Callable[[str], None] | None = None,
+    ) -> ChatResult:
+        prompt_tokens = sum(words(m["content"]) + sum(words(json.dumps(t["arguments"])) + 1
+                                                      for t in m.get("tool_calls", []))
+                            for m in messages)
+        offered = {t["name"] for t in tools}
+        text, calls = "", []
+        if messages[-1]["role"] == "tool":
+            text = PREFIX + messages[-1]["content"]
+        else:
+            question = last_user_text(messages)
+            for rule in self.rules:
+                if not rule.matches(question):
+                    continue
+                if rule.reply is not None:
+                    text = rule.reply
+                    break
+                if rule.tool_name in offered:
+                    assert rule.tool_name is not None
+                    seed = json.dumps([len(messages), rule.tool_name, rule.tool_arguments], sort_keys=True)
+                    call_id = "call_mock_" + hashlib.sha256(seed.encode()).hexdigest()[:12]
+                    calls = [ToolCall(call_id, rule.tool_name, dict(rule.tool_arguments))]
+                    break
+            else:
+                text = PREFIX + question
+        if max_tokens is not None and words(text) > max_tokens:
+            text = " ".join(text.split()[:max_tokens])
+            finish = "length"
+        else:
+            finish = "tool_calls" if calls else "stop"
+        completion = words(text) + sum(1 + words(json.dumps(c.arguments)) for c in calls)
+        if on_chunk is not None:
+            for piece in chunks_of(text):
+                on_chunk(piece)
+        return ChatResult(text=text, tool_calls=calls, usage=Usage.of(prompt_tokens, completion), model=model,
+                          provider=self.provider, finish_reason=finish)
