@@ -55,22 +55,30 @@ def bench_env(pycache_dir: Path | None) -> dict[str, str]:
     return env
 
 
-def run(cmd: Sequence[str], *, cwd: Path | None = None, env: dict[str, str] | None = None,
-        timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+def run(
+    cmd: Sequence[str], *, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
     """Run a command, failing loudly (with its output) if it fails."""
-    proc = subprocess.run(list(cmd), cwd=cwd, env=env, text=True, capture_output=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        list(cmd), cwd=cwd, env=env, text=True, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"`{' '.join(cmd)}` exited {proc.returncode}:\n{proc.stdout}{proc.stderr}")
     return proc
 
 
-def make_workspace(parent: Path, env: dict[str, str], *, agents: dict[str, dict[str, str]] | None = None,
-                   promote: Sequence[str] = ()) -> Path:
+def make_workspace(
+    parent: Path,
+    env: dict[str, str],
+    *,
+    agents: dict[str, dict[str, str]] | None = None,
+    promote: Sequence[str] = (),
+    deploy_hello: bool = True,
+) -> Path:
     """``rf init DIR --example hello``, extra agents, ``rf agents deploy`` each, promote some."""
     root = parent / "ws"
     run([RF, "init", str(root), "--example", "hello"], env=env)
-    names = ["hello"]
+    names = ["hello"] if deploy_hello else []
     for name, files in (agents or {}).items():
         d = root / "agents" / name
         d.mkdir(parents=True, exist_ok=True)
@@ -130,8 +138,14 @@ def wait_healthy(url: str, path: str, deadline: float, proc: subprocess.Popen[by
 def start_rf_server(root: Path, env: dict[str, str], timeout: float = 30.0) -> Server:
     """``rf serve --port 0`` in *root*; waits for .rf/server.json and /api/health."""
     info_file = root / ".rf" / "server.json"
-    proc = subprocess.Popen([RF, "serve", "--port", "0"], cwd=root, env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [RF, "serve", "--port", "0"],
+        cwd=root,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -155,8 +169,9 @@ def start_rf_server(root: Path, env: dict[str, str], timeout: float = 30.0) -> S
     return Server(proc, info["url"], info["token"])
 
 
-def request_json(url: str, method: str, path: str, body: Any = None, token: str = "",
-                 timeout: float = 60.0) -> tuple[int, Any]:
+def request_json(
+    url: str, method: str, path: str, body: Any = None, token: str = "", timeout: float = 60.0
+) -> tuple[int, Any]:
     host, port = url.split("//", 1)[1].rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
     try:
@@ -190,13 +205,15 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
 
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
-def cpu_seconds(pid: int, *, with_children: bool = False) -> float | None:
-    """utime+stime of a live process (and, optionally, its live direct children), from /proc."""
+def process_cpu(pid: int) -> tuple[float, float] | None:
+    """(own, live direct children's) utime+stime in seconds of a live process, from /proc (Linux)."""
     tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
     def one(p: int) -> float:
@@ -205,16 +222,16 @@ def cpu_seconds(pid: int, *, with_children: bool = False) -> float | None:
         return (int(fields[11]) + int(fields[12])) / tick
 
     try:
-        total = one(pid)
+        own = one(pid)
     except (OSError, ValueError, IndexError):
         return None
-    if with_children:
-        for child in children_of(pid):
-            try:
-                total += one(child)
-            except (OSError, ValueError, IndexError):
-                pass
-    return total
+    children = 0.0
+    for child in children_of(pid):
+        try:
+            children += one(child)
+        except (OSError, ValueError, IndexError):
+            pass
+    return own, children
 
 
 def children_of(pid: int) -> list[int]:
@@ -231,5 +248,20 @@ def children_of(pid: int) -> list[int]:
 def machine() -> str:
     import platform
 
-    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cpu(s), "
-            f"Python {platform.python_version()} ({PYTHON})")
+    return (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} cpu(s), "
+        f"Python {platform.python_version()} ({PYTHON})"
+    )
+
+
+def load_note(*, flag_busy: bool = True) -> str:
+    """The 1/5/15-minute load averages (flagged, before a run, when other work keeps the cpus busy)."""
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "load average unknown"
+    cpus = os.cpu_count() or 1
+    busy = ""
+    if flag_busy and one > cpus * 0.75:
+        busy = " — BUSY: other processes compete for the cpus, expect noisy figures"
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {cpus} cpu(s){busy}"

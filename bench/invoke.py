@@ -19,14 +19,16 @@ Three processes per measurement, all on 127.0.0.1:
   requests/s, p50 and p99 and the ratio rf/echo.
 
 Afterwards it checks that the number of production executions rf recorded
-equals the number of successful requests sent. Exit status is always 0: a
-missed target prints a WARN line.
+equals the number of successful requests sent. A missed target prints a WARN
+line and the exit status stays 0 (it is 1 only if the benchmark cannot run at
+all).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
 import os
 import subprocess
@@ -77,8 +79,9 @@ def serve_echo(ready_file: Path, max_lifetime_s: float, socket_kind: str) -> Non
     sock.bind(("127.0.0.1", 0))
     sock.listen(2048)
     sock.set_inheritable(True)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=5, server_header=False)
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=5, server_header=False
+    )
     server = uvicorn.Server(config)
 
     def expire() -> None:  # never outlive a parent that died without stopping us
@@ -96,13 +99,25 @@ def serve_echo(ready_file: Path, max_lifetime_s: float, socket_kind: str) -> Non
         sock.close()
 
 
-def start_echo_server(tmp: Path, env: dict[str, str], max_lifetime_s: float, socket_kind: str = "tcp",
-                      timeout: float = 30.0) -> u.Server:
+def start_echo_server(
+    tmp: Path, env: dict[str, str], max_lifetime_s: float, socket_kind: str = "tcp", timeout: float = 30.0
+) -> u.Server:
     ready = tmp / "echo.json"
     proc = subprocess.Popen(
-        [u.PYTHON, __file__, "--serve-echo", str(ready), "--max-lifetime", str(max_lifetime_s),
-         "--echo-socket", socket_kind],
-        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            u.PYTHON,
+            __file__,
+            "--serve-echo",
+            str(ready),
+            "--max-lifetime",
+            str(max_lifetime_s),
+            "--echo-socket",
+            socket_kind,
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + timeout
     try:
@@ -167,8 +182,9 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool
     return status, body, close
 
 
-async def _worker(host: str, port: int, request: bytes, kind: str, window: tuple[float, float],
-                  stats: LoadStats) -> None:
+async def _worker(
+    host: str, port: int, request: bytes, kind: str, window: tuple[float, float], stats: LoadStats
+) -> None:
     start, end = window
     conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
     while time.perf_counter() < end:
@@ -216,6 +232,7 @@ def run_load(url: str, path: str, kind: str, concurrency: int, warmup_s: float, 
     async def main() -> dict[str, Any]:
         now = time.perf_counter()
         window = (now + warmup_s, now + warmup_s + duration_s)
+
         # Markers on stdout let the parent read server CPU time for exactly the window.
         async def markers() -> tuple[float, float]:
             await asyncio.sleep(max(0.0, window[0] - time.perf_counter()))
@@ -226,11 +243,16 @@ def run_load(url: str, path: str, kind: str, concurrency: int, warmup_s: float, 
             return cpu0, sum(os.times()[:2])
 
         marker_task = asyncio.create_task(markers())
-        await asyncio.gather(*(_worker(host, int(port_text), request, kind, window, stats)
-                               for _ in range(concurrency)))
+        await asyncio.gather(*(_worker(host, int(port_text), request, kind, window, stats) for _ in range(concurrency)))
         cpu0, cpu1 = await marker_task
-        return {"window_s": duration_s, "latencies": stats.latencies, "ok_total": stats.ok_total,
-                "errors": stats.errors, "error_samples": stats.error_samples, "client_cpu_s": cpu1 - cpu0}
+        return {
+            "window_s": duration_s,
+            "latencies": stats.latencies,
+            "ok_total": stats.ok_total,
+            "errors": stats.errors,
+            "error_samples": stats.error_samples,
+            "client_cpu_s": cpu1 - cpu0,
+        }
 
     return asyncio.run(main())
 
@@ -242,14 +264,20 @@ class Target:
     server: u.Server
     path: str
     kind: str
-    with_children: bool  # count worker subprocesses' CPU too
     latencies: list[float] = field(default_factory=list)
     window_s: float = 0.0
     ok_total: int = 0
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
-    server_cpu_s: float = 0.0
+    server_cpu_s: float = 0.0  # the server process
+    children_cpu_s: float = 0.0  # its live child processes (rf's agent workers)
     client_cpu_s: float = 0.0
+    probe: list[float] = field(default_factory=list)  # sequential requests on one idle connection
+
+    def error(self, text: str) -> None:
+        self.errors += 1
+        if len(self.error_samples) < 5:
+            self.error_samples.append(text)
 
     @property
     def rps(self) -> float:
@@ -257,24 +285,38 @@ class Target:
 
 
 def load_once(target: Target, env: dict[str, str], concurrency: int, warmup_s: float, duration_s: float) -> None:
-    cmd = [u.PYTHON, __file__, "--load", target.server.url, target.path, "--kind", target.kind,
-           "--concurrency", str(concurrency), "--warmup", str(warmup_s), "--duration", str(duration_s)]
-    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    cmd = [
+        u.PYTHON,
+        __file__,
+        "--load",
+        target.server.url,
+        target.path,
+        "--kind",
+        target.kind,
+        "--concurrency",
+        str(concurrency),
+        "--warmup",
+        str(warmup_s),
+        "--duration",
+        str(duration_s),
+    ]
+    proc = subprocess.Popen(
+        cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     # The load generator stops by itself; this only guards against a hang.
     watchdog = threading.Timer(warmup_s + duration_s + REQUEST_TIMEOUT_S + 60, proc.kill)
     watchdog.daemon = True
     watchdog.start()
-    cpu_start: float | None = None
-    cpu_end: float | None = None
+    cpu_start: tuple[float, float] | None = None
+    cpu_end: tuple[float, float] | None = None
     last = ""
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
             if line.startswith("WINDOW-START"):
-                cpu_start = u.cpu_seconds(target.server.pid, with_children=target.with_children)
+                cpu_start = u.process_cpu(target.server.pid)
             elif line.startswith("WINDOW-END"):
-                cpu_end = u.cpu_seconds(target.server.pid, with_children=target.with_children)
+                cpu_end = u.process_cpu(target.server.pid)
             elif line.strip():
                 last = line
         stderr = proc.stderr.read() if proc.stderr else ""
@@ -291,7 +333,37 @@ def load_once(target: Target, env: dict[str, str], concurrency: int, warmup_s: f
     target.error_samples.extend(result["error_samples"])
     target.client_cpu_s += result["client_cpu_s"]
     if cpu_start is not None and cpu_end is not None:
-        target.server_cpu_s += cpu_end - cpu_start
+        target.server_cpu_s += cpu_end[0] - cpu_start[0]
+        target.children_cpu_s += max(0.0, cpu_end[1] - cpu_start[1])
+
+
+def probe_latency(target: Target, count: int, budget_s: float = 10.0) -> None:
+    """*count* requests one after the other on one keep-alive connection (no other load)."""
+    conn = http.client.HTTPConnection(target.server.host, target.server.port, timeout=REQUEST_TIMEOUT_S)
+    body = json.dumps(PAYLOAD).encode()
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    deadline = time.monotonic() + budget_s
+    try:
+        for _ in range(count):
+            if time.monotonic() > deadline:
+                break
+            t0 = time.perf_counter()
+            try:
+                conn.request("POST", target.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                elapsed = time.perf_counter() - t0
+                good = resp.status == 200 and body_ok(target.kind, json.loads(data))
+            except (OSError, ValueError, http.client.HTTPException) as exc:
+                target.error(f"probe: {type(exc).__name__}: {exc}")
+                break
+            if good:
+                target.ok_total += 1
+                target.probe.append(elapsed)
+            else:
+                target.error(f"probe: HTTP {resp.status}: {data[:200]!r}")
+    finally:
+        conn.close()
 
 
 def count_executions(server: u.Server, agent: str, limit: int = 10_000, max_pages: int = 50) -> tuple[int, int]:
@@ -324,21 +396,24 @@ def orchestrate(args: argparse.Namespace) -> int:
     rounds = max(1, args.rounds if args.rounds is not None else (1 if quick else 2))
     concurrency = max(1, args.concurrency)
     print(f"# rf endpoint throughput — {time.strftime('%Y-%m-%d %H:%M')} — {u.machine()}")
-    print(f"# load: 1 process, {concurrency} keep-alive connections (asyncio), {warmup:g} s warm-up + "
-          f"{duration:g} s measured, {rounds} round(s) per target, order "
-          + " ".join(("rf echo" if i % 2 == 0 else "echo rf") for i in range(rounds)))
+    print(
+        f"# load: 1 process, {concurrency} keep-alive connections (asyncio), {warmup:g} s warm-up + "
+        f"{duration:g} s measured, {rounds} round(s) per target, order "
+        + " ".join(("rf echo" if i % 2 == 0 else "echo rf") for i in range(rounds))
+    )
+    print(f"# before: {u.load_note()}")
 
     with tempfile.TemporaryDirectory(prefix="rf-bench-invoke-") as tmp_name:
         tmp = Path(tmp_name)
         env = u.bench_env(None if args.no_pycache_prefix else tmp / "pycache")
-        root = u.make_workspace(tmp, env, agents={AGENT: AGENT_FILES}, promote=[AGENT])
+        root = u.make_workspace(tmp, env, agents={AGENT: AGENT_FILES}, promote=[AGENT], deploy_hello=False)
         lifetime = 2 * rounds * (warmup + duration + REQUEST_TIMEOUT_S) + 300
         rf_server = u.start_rf_server(root, env)
         echo_server: u.Server | None = None
         try:
             echo_server = start_echo_server(tmp, env, lifetime, args.echo_socket)
-            rf = Target("rf", rf_server, f"/production/agents/{AGENT}", "rf", with_children=True)
-            echo = Target("echo", echo_server, "/echo", "echo", with_children=False)
+            rf = Target("rf", rf_server, f"/production/agents/{AGENT}", "rf")
+            echo = Target("echo", echo_server, "/echo", "echo")
             # One checked call each before the load (the first rf call also starts the agent's worker).
             status, data = u.request_json(rf_server.url, "POST", rf.path, PAYLOAD)
             if status != 200 or not body_ok("rf", data):
@@ -347,26 +422,62 @@ def orchestrate(args: argparse.Namespace) -> int:
             status, data = u.request_json(echo_server.url, "POST", echo.path, PAYLOAD)
             if status != 200 or not body_ok("echo", data):
                 raise RuntimeError(f"echo answered {status}: {data}")
+            for target in (rf, echo):
+                probe_latency(target, 5)  # warm-up
+                target.probe.clear()
+                probe_latency(target, args.probe)
             for i in range(rounds):
-                for target in ((rf, echo) if i % 2 == 0 else (echo, rf)):
+                for target in (rf, echo) if i % 2 == 0 else (echo, rf):
                     load_once(target, env, concurrency, warmup, duration)
-            recorded, recorded_ok = count_executions(rf_server, AGENT)
+            try:
+                counted: tuple[int, int] | str = count_executions(rf_server, AGENT)
+            except Exception as exc:
+                counted = f"{type(exc).__name__}: {exc}"
         finally:
             rf_server.stop()
             if echo_server is not None:
                 echo_server.stop()
 
+    print(f"# after: {u.load_note(flag_busy=False)}")
     rows = []
     for t in (rf, echo):
-        rows.append([
-            f"{t.name} ({t.path})", f"{t.rps:.0f}", fmt_ms(u.percentile(t.latencies, 50)),
-            fmt_ms(u.percentile(t.latencies, 99)), str(len(t.latencies)), str(t.errors),
-            f"{t.server_cpu_s / t.window_s:.0%}", f"{t.client_cpu_s / t.window_s:.0%}",
-        ])
+        rows.append(
+            [
+                f"{t.name} ({t.path})",
+                f"{t.rps:.0f}",
+                fmt_ms(u.percentile(t.latencies, 50)),
+                fmt_ms(u.percentile(t.latencies, 99)),
+                str(len(t.latencies)),
+                str(t.errors),
+                f"{t.server_cpu_s / t.window_s:.0%}",
+                f"{t.children_cpu_s / t.window_s:.0%}" if t is rf else "-",
+                f"{t.client_cpu_s / t.window_s:.0%}",
+                fmt_ms(u.median(t.probe)),
+            ]
+        )
     print()
-    print(u.table(["target", "req/s", "p50 ms", "p99 ms", "requests", "errors", "server CPU", "load-gen CPU"], rows))
-    print("  (requests/latencies: answers completed inside the measured windows; CPU: share of one core over the"
-          " windows, rf including its agent workers)")
+    print(
+        u.table(
+            [
+                "target",
+                "req/s",
+                "p50 ms",
+                "p99 ms",
+                "requests",
+                "errors",
+                "server CPU",
+                "workers CPU",
+                "load-gen CPU",
+                "1-conn ms",
+            ],
+            rows,
+        )
+    )
+    print(
+        f"  req/s, p50, p99: answers completed inside the measured windows, {concurrency} connections. CPU: share of"
+        " one core over those windows (server process; rf's agent worker processes). 1-conn ms: median of"
+        f" {args.probe} requests sent one after the other on one connection, before the load."
+    )
     print()
     ok = True
     for t in (rf, echo):
@@ -376,16 +487,31 @@ def orchestrate(args: argparse.Namespace) -> int:
     ratio = rf.rps / echo.rps if echo.rps else 0.0
     verdict = "PASS" if ratio >= RATIO_TARGET else "WARN"
     ok = ok and verdict == "PASS"
-    print(f"{verdict}: rf/echo throughput = {ratio:.0%} (target ≥ {RATIO_TARGET:.0%}); "
-          f"p50 {fmt_ms(u.percentile(rf.latencies, 50))} ms vs {fmt_ms(u.percentile(echo.latencies, 50))} ms")
+    print(
+        f"{verdict}: rf/echo throughput = {ratio:.0%} (target ≥ {RATIO_TARGET:.0%}); "
+        f"p50 {fmt_ms(u.percentile(rf.latencies, 50))} ms vs {fmt_ms(u.percentile(echo.latencies, 50))} ms"
+    )
     sent = rf.ok_total
-    if recorded == sent and recorded_ok == sent:
-        print(f"PASS: production executions recorded = {recorded} = successful requests sent ({sent}, warm-ups and "
-              "the check call included)")
+    if isinstance(counted, str):
+        ok = False
+        print(f"WARN: could not count the recorded production executions: {counted}")
+    elif counted == (sent, sent):
+        print(
+            f"PASS: production executions recorded = {sent} = successful requests sent (warm-ups, probes and "
+            "the check call included)"
+        )
     else:
         ok = False
-        print(f"WARN: production executions recorded = {recorded} ({recorded_ok} succeeded), "
-              f"successful requests sent = {sent}")
+        print(
+            f"WARN: production executions recorded = {counted[0]} ({counted[1]} succeeded), "
+            f"successful requests sent = {sent}"
+        )
+    if u.median(rf.probe) > 0.030 > u.median(echo.probe):
+        print(
+            f"NOTE: rf needs {fmt_ms(u.median(rf.probe))} ms per request on an idle keep-alive connection, the "
+            f"echo app {fmt_ms(u.median(echo.probe))} ms. About 40 ms is the signature of Nagle's algorithm meeting "
+            "delayed ACKs (no TCP_NODELAY on the server's sockets); compare bench/invoke.py --echo-socket rf"
+        )
     if not ok:
         print("(some figures missed their target; see the WARN lines above)")
     return 0
@@ -398,11 +524,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=None, help="warm-up seconds per round (default 2, quick 1)")
     parser.add_argument("--rounds", type=int, default=None, help="rounds per target (default 2, quick 1)")
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent keep-alive connections (default 8)")
-    parser.add_argument("--no-pycache-prefix", action="store_true",
-                        help="use the calling environment's bytecode settings as they are")
-    parser.add_argument("--echo-socket", choices=["tcp", "rf"], default="tcp",
-                        help="how the echo server creates its socket: tcp (IPPROTO_TCP, so TCP_NODELAY; default) "
-                             "or rf (exactly like rf.server.serve._bind)")
+    parser.add_argument(
+        "--probe", type=int, default=20, help="sequential requests on one idle connection, per target (default 20)"
+    )
+    parser.add_argument(
+        "--no-pycache-prefix", action="store_true", help="use the calling environment's bytecode settings as they are"
+    )
+    parser.add_argument(
+        "--echo-socket",
+        choices=["tcp", "rf"],
+        default="tcp",
+        help="how the echo server creates its socket: tcp (IPPROTO_TCP, so TCP_NODELAY; default) "
+        "or rf (exactly like rf.server.serve._bind)",
+    )
     # internal modes (this script runs itself as the echo server and as the load generator)
     parser.add_argument("--serve-echo", metavar="READY_FILE", help=argparse.SUPPRESS)
     parser.add_argument("--max-lifetime", type=float, default=600.0, help=argparse.SUPPRESS)
@@ -413,9 +547,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         serve_echo(Path(args.serve_echo), args.max_lifetime, args.echo_socket)
         return 0
     if args.load:
-        result = run_load(args.load[0], args.load[1], args.kind, max(1, args.concurrency),
-                          args.warmup if args.warmup is not None else 2.0,
-                          args.duration if args.duration is not None else 10.0)
+        result = run_load(
+            args.load[0],
+            args.load[1],
+            args.kind,
+            max(1, args.concurrency),
+            args.warmup if args.warmup is not None else 2.0,
+            args.duration if args.duration is not None else 10.0,
+        )
         print(json.dumps(result), flush=True)
         return 0
     return orchestrate(args)

@@ -129,38 +129,63 @@ def confirm(question: str, yes: bool) -> None:
         raise typer.Exit(1)
 
 
-def _register() -> None:
-    from rf.cli import (
-        agents,
-        commands,
-        connectors,
-        credentials,
-        executions,
-        memory,
-        prompts,
-        providers,
-        releases,
-        sessions,
-        traces,
-        triggers,
-    )
+#: Command groups: (name, help panel, help override). Each lives in rf/cli/<name>.py.
+GROUPS: list[tuple[str, str, str | None]] = [
+    ("agents", "Build (edits in staging)", "Deploy to staging, promote to production, inspect commits."),
+    ("prompts", "Build (edits in staging)", None),
+    ("connectors", "Build (edits in staging)", None),
+    ("triggers", "Build (edits in staging)", None),
+    ("releases", "Release (the only way production changes)", None),
+    ("credentials", "Shared by both environments", None),
+    ("providers", "Shared by both environments", None),
+    ("kb", "Shared by both environments", None),
+    ("data", "Shared by both environments", None),
+    ("executions", "Observe (per environment)", "Executions of one environment."),
+    ("sessions", "Observe (per environment)", None),
+    ("memory", "Observe (per environment)", None),
+    ("traces", "Observe (per environment)", None),
+]
+
+
+def _requested_group(argv: list[str]) -> str | None:
+    """The command group named on the command line, if any (skipping global options)."""
+    names = {g[0] for g in GROUPS}
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--workspace", "-w"):
+            skip = True
+            continue
+        if arg.startswith("-"):
+            continue
+        return arg if arg in names else None
+    return None
+
+
+def _register(argv: list[str] | None = None) -> None:
+    """Register the top-level commands and the command groups.
+
+    When the command line names a group (``rf agents list``), only that
+    group's module is imported: start-up pays for one group, not thirteen.
+    ``rf --help`` and completion import them all.
+    """
+    import importlib
+
+    from rf.cli import commands
 
     commands.register(app)
-    build = "Build (edits in staging)"
-    shared = "Shared by both environments"
-    observe = "Observe (per environment)"
-    app.add_typer(agents.app, name="agents", rich_help_panel=build,
-                  help="Deploy to staging, promote to production, inspect commits.")
-    app.add_typer(prompts.app, name="prompts", rich_help_panel=build)
-    app.add_typer(triggers.app, name="triggers", rich_help_panel=build)
-    app.add_typer(connectors.app, name="connectors", rich_help_panel=build)
-    app.add_typer(releases.app, name="releases", rich_help_panel="Release (the only way production changes)")
-    app.add_typer(credentials.app, name="credentials", rich_help_panel=shared)
-    app.add_typer(providers.app, name="providers", rich_help_panel=shared)
-    app.add_typer(executions.app, name="executions", rich_help_panel=observe, help="Executions of one environment.")
-    app.add_typer(sessions.app, name="sessions", rich_help_panel=observe)
-    app.add_typer(memory.app, name="memory", rich_help_panel=observe)
-    app.add_typer(traces.app, name="traces", rich_help_panel=observe)
+    wanted = _requested_group(sys.argv[1:] if argv is None else argv)
+    completing = any(k.endswith("_COMPLETE") for k in os.environ)
+    for name, panel, help_text in GROUPS:
+        if wanted is not None and name != wanted and not completing:
+            continue
+        module = importlib.import_module(f"rf.cli.{name}")
+        kwargs: dict[str, Any] = {"name": name, "rich_help_panel": panel}
+        if help_text:
+            kwargs["help"] = help_text
+        app.add_typer(module.app, **kwargs)
 
 
 _register()

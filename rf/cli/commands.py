@@ -48,6 +48,11 @@ def init(
             raise UsageError(f"unknown example {example!r}", f"available: {', '.join(known) or 'none'}")
         source = examples_root() / example
     ws = init_workspace(directory, name=name)
+    if source is not None and (source / "rf.toml").is_file():
+        # An example may bring settings (e.g. [llm] mock rules); rf init wrote [workspace]/[server].
+        extra = (source / "rf.toml").read_text(encoding="utf-8")
+        with (ws.root / "rf.toml").open("a", encoding="utf-8") as fh:
+            fh.write(f"\n# ---- from the {example} example\n{extra}")
     if source is not None:
         for item in sorted(source.iterdir()):
             if item.name in ("rf.toml", ".rf", "__pycache__"):
@@ -68,9 +73,12 @@ def init(
         info("next steps:")
         if rel is not None:
             info(f"  cd {rel}")
-        info(f"  rf test {first} --input '{{\"name\": \"Ada\"}}'   [dim]# run the working copy in staging mode[/dim]")
+        sample = '{"name": "Ada"}' if first == "hello" else "{}"
+        info(f"  rf test {first} --input '{sample}'   [dim]# run the working copy in staging mode[/dim]")
         info(f"  rf agents deploy {first}                         [dim]# commit it to staging[/dim]")
         info(f"  rf agents promote {first}                        [dim]# ship staging to production[/dim]")
+        if (ws.root / "README.md").is_file():
+            info("  [dim]this example's walkthrough: README.md[/dim]")
     else:
         info("next: create agents/<name>/agent.toml and agent.py, or start from an example: rf init DIR --example hello")
 
@@ -163,6 +171,8 @@ def test(
     input_file: Annotated[Path | None, typer.Option("--input-file", "-f", help="Read the input JSON from a file.")] = None,
     session: Annotated[str | None, typer.Option("--session", "-s", help="Session id to continue.")] = None,
     watch: Annotated[bool, typer.Option("--watch", help="Re-run on every change under the agent directory.")] = False,
+    chat: Annotated[bool, typer.Option("--chat", help="Chat: read lines, send each as {\"message\": line} "
+                                                      "in one session, print the replies.")] = False,
     json_out: JsonOption = False,
 ) -> None:
     """Run the agent's working copy locally in [bold #f59e0b]staging[/] mode (never production)."""
@@ -170,6 +180,12 @@ def test(
 
     ws = workspace()
     name, directory = resolve_agent_dir(ws, agent)
+    if chat:
+        if watch or json_out or input_json is not None or input_file is not None:
+            raise UsageError("--chat reads its input from the terminal",
+                             "drop --input/--input-file/--watch/--json, or drop --chat")
+        _chat(name, directory, session)
+        return
     payload = read_input(input_json, input_file)
 
     def once() -> bool:
@@ -183,6 +199,68 @@ def test(
         ok = once()
         raise typer.Exit(0 if ok else 1)
     _watch(directory, once)
+
+
+def _chat(name: str, directory: Path, session: str | None) -> None:
+    """``rf test --chat``: one session (staging, working copy), one execution per line.
+
+    The working copy is read again for every line, so edits apply to the
+    next message. Ends at end of input, ``exit``/``quit`` or Ctrl-C.
+    """
+    import re
+    import sys
+
+    from rich.markup import escape
+
+    from rf.cli.output import duration, err, info, out
+    from rf.config import snapshot_dir
+    from rf.errors import RfError
+    from rf.ids import new_id
+    from rf.models import SESSION_ID_PATTERN
+
+    if session is not None and not re.fullmatch(SESSION_ID_PATTERN, session):
+        raise UsageError(f"invalid session id {session!r}", "use 1 to 128 letters, digits and _ . : -")
+    session_id = session or new_id("chat")
+    tty = sys.stdin.isatty()
+    info(f"chat with [bold]{name}[/bold] · [staging]staging[/staging] (working copy) · session {session_id}")
+    info("[dim]type a message; exit or Ctrl-D to quit[/dim]")
+    with backend() as b:
+        while True:
+            try:
+                line = input("you › ") if tty else sys.stdin.readline()
+            except (EOFError, KeyboardInterrupt):
+                line = ""
+                if tty:
+                    err.print()
+            if not line:
+                break
+            line = line.rstrip("\n")
+            if line.strip() in ("exit", "quit"):
+                break
+            if not line.strip():
+                continue
+            try:
+                ex = b.run_test(name, snapshot_dir(directory), {"message": line}, session_id)
+            except RfError as exc:
+                err.print(f"[fail]error:[/fail] {escape(exc.message)}")
+                if exc.hint:
+                    err.print(f"  [hint]hint:[/hint] {escape(exc.hint)}")
+                continue
+            if ex.logs:
+                err.print(f"[dim]{escape(ex.logs.rstrip())}[/dim]")
+            if ex.status != "succeeded":
+                err.print(f"[fail]✗ failed[/fail] [dim]{ex.id}[/dim]: {escape(ex.error or 'unknown error')}")
+                continue
+            output = ex.output
+            reply = output["message"] if isinstance(output, dict) and "message" in output else output
+            text = reply if isinstance(reply, str) else _dumps(reply)
+            if tty:
+                out.print(f"[bold green]{name} ›[/bold green] {escape(text)}", soft_wrap=True)
+            else:
+                sys.stdout.write(text + "\n")
+                sys.stdout.flush()
+            err.print(f"[dim]{duration(ex.duration_ms)} · {ex.id}[/dim]")
+    info(f"[dim]session {session_id} · replay it: rf sessions show {session_id}[/dim]")
 
 
 def _watch(directory: Path, once: Any) -> None:
@@ -227,10 +305,21 @@ def invoke(
     raise typer.Exit(0 if ex.status == "succeeded" else 1)
 
 
+def ui(
+    env: EnvOption = "staging",
+    view: Annotated[str, typer.Option("--view", help="Open this view first (agents, executions, releases...).")] = "agents",
+) -> None:
+    """Open the dashboard (starts the embedded server unless one already runs)."""
+    from rf.tui.launch import main as run_ui
+
+    run_ui(workspace(), env=check_env(env), view=view)
+
+
 def register(app: typer.Typer) -> None:
     app.command(rich_help_panel="Workspace")(init)
     app.command(rich_help_panel="Workspace")(status)
     app.command(rich_help_panel="Workspace")(serve)
+    app.command(rich_help_panel="Workspace")(ui)
     app.command(rich_help_panel="Run")(test)
     app.command(rich_help_panel="Run")(invoke)
 

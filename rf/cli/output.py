@@ -23,8 +23,8 @@ THEME = Theme({
     "hint": "cyan",
 })
 
-out = Console(theme=THEME, highlight=False, soft_wrap=False)
-err = Console(theme=THEME, stderr=True, highlight=False)
+out = Console(theme=THEME, highlight=False, soft_wrap=False, emoji=False)
+err = Console(theme=THEME, stderr=True, highlight=False, emoji=False)
 
 
 def env_label(env: str) -> str:
