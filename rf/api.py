@@ -140,6 +140,36 @@ TRIGGER_ROUTES: list[Route] = [
     Route("delete_trigger", "DELETE", "/triggers/{trigger_id}", models.Trigger, summary="Delete a trigger"),
     Route("fire_trigger", "POST", "/triggers/{trigger_id}/fire", models.Execution, summary="Run a trigger once now"),
 ]
+KB_ROUTES: list[Route] = [
+    Route("list_kbs", "GET", "/kb", [models.KnowledgeBase], summary="Knowledge bases (shared by both environments)"),
+    Route("get_kb", "GET", "/kb/{name}", models.KnowledgeBase, summary="One knowledge base and its embedder"),
+    Route("create_kb", "POST", "/kb", models.KBChange, summary="Create a knowledge base (shared)"),
+    Route("delete_kb", "DELETE", "/kb/{name}", models.KBChange,
+          summary="Delete a knowledge base and its documents (affects production at once)"),
+    Route("kb_documents", "GET", "/kb/{name}/documents", [models.KBDocument], summary="Documents of a knowledge base"),
+    Route("kb_upload", "POST", "/kb/{name}/upload", models.KBUploadResult, binary=("files",),
+          summary="Extract, chunk, embed and stage files (committed at once without a batch)"),
+    Route("kb_upload_piece", "POST", "/kb/{name}/pieces", None, binary=("files",),
+          summary="One piece of a file too large for one request"),
+    Route("kb_commit", "POST", "/kb/{name}/commit", models.KBUploadResult,
+          summary="Make an upload batch live atomically"),
+    Route("kb_abort", "POST", "/kb/{name}/abort", None, summary="Drop an upload batch"),
+    Route("kb_remove_document", "POST", "/kb/{name}/remove-document", models.KBChange,
+          summary="Remove one document"),
+    Route("set_kb_embedder", "POST", "/kb/{name}/embedder", models.KBChange,
+          summary="Change the embedder (re-embeds every chunk)"),
+    Route("search_kb", "POST", "/kb/{name}/search", models.KBSearchResult,
+          summary="Hybrid search: embeddings + BM25 + metadata filters"),
+]
+DATA_ROUTES: list[Route] = [
+    Route("list_data_sources", "GET", "/data", [models.DataSource], summary="Data sources (shared)"),
+    Route("get_data_source", "GET", "/data/{name}", models.DataSource, summary="One data source and its columns"),
+    Route("add_data_source", "POST", "/data", models.DataSourceChange,
+          summary="Register a file, DuckDB file or PostgreSQL database (checked first)"),
+    Route("remove_data_source", "DELETE", "/data/{name}", models.DataSourceChange, summary="Forget a data source"),
+    Route("query_data", "POST", "/data/{name}/query", models.DataQueryResult,
+          summary="One read-only SQL statement, with a row limit and a timeout"),
+]
 RELEASE_ROUTES: list[Route] = [
     Route("release_items", "GET", "/releases/pending", [models.ReleaseItem],
           summary="Every difference between staging and production"),
@@ -156,7 +186,7 @@ RELEASE_ROUTES: list[Route] = [
 ]
 
 ROUTES += PROMPT_ROUTES + CONNECTOR_ROUTES + CREDENTIAL_ROUTES + PROVIDER_ROUTES + SESSION_ROUTES + TRACE_ROUTES
-ROUTES += TRIGGER_ROUTES + RELEASE_ROUTES
+ROUTES += TRIGGER_ROUTES + RELEASE_ROUTES + KB_ROUTES + DATA_ROUTES
 
 BY_NAME = {r.name: r for r in ROUTES}
 

@@ -530,6 +530,143 @@ class Trigger:
     secret: str | None = None  #: webhook secret — only in the answer that creates it
 
 
+# ------------------------------------------------------------ knowledge and data (issue 7)
+
+
+@dataclass
+class ResourceUse:
+    """An agent that used a shared KB or data source from one environment (recorded at most once a minute)."""
+
+    env: str
+    agent: str
+    last_used_at: str
+
+
+@dataclass
+class KnowledgeBase:
+    """A knowledge base: documents cut into chunks, searchable. Shared by both environments."""
+
+    name: str
+    embedder: str  #: "default" (offline) or "provider:NAME:MODEL"
+    embedder_description: str = ""  #: what that embedder is, in words
+    dim: int | None = None  #: vector size (None before the first document)
+    chunk_size: int = 1000  #: characters
+    overlap: int = 200  #: characters
+    description: str = ""
+    documents: int = 0
+    chunks: int = 0
+    size_bytes: int = 0  #: total size of the uploaded files
+    created_at: str = ""
+    updated_at: str = ""
+    used_by: list[ResourceUse] = field(default_factory=list)
+
+
+@dataclass
+class KBDocument:
+    """One uploaded file of a knowledge base."""
+
+    path: str
+    kind: str  #: text | markdown | html | csv | json | jsonl | pdf
+    sha256: str
+    size: int
+    chars: int
+    chunks: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+    created_at: str = ""
+    updated_at: str = ""
+
+
+@dataclass
+class KBFileResult:
+    """What an upload did with one file."""
+
+    path: str
+    status: str  #: added | updated | unchanged | metadata (only the metadata changed)
+    kind: str = ""
+    chunks: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class KBUploadResult:
+    kb: str
+    batch: str | None = None  #: the upload batch (multi-call uploads commit it at the end)
+    committed: bool = True  #: False while a batch is still open
+    files: list[KBFileResult] = field(default_factory=list)
+    chunks_added: int = 0
+    chunks_removed: int = 0
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class KBHit:
+    """One search result: a chunk, where it comes from, and why it ranked."""
+
+    text: str
+    path: str  #: the document it belongs to
+    chunk: int  #: its index in the document
+    score: float  #: the combined score, used for ranking
+    vector_score: float  #: cosine similarity of the embeddings
+    lexical_score: float  #: BM25, divided by the best BM25 of this query (0..1)
+    metadata: dict[str, Any] = field(default_factory=dict)  #: document metadata + page/row of the chunk
+
+
+@dataclass
+class KBSearchResult:
+    kb: str
+    query: str
+    k: int
+    embedder: str
+    hits: list[KBHit] = field(default_factory=list)
+    took_ms: float = 0.0
+
+
+@dataclass
+class KBChange:
+    """What create / delete / set-embedder / remove-document did, and what it means for production."""
+
+    action: str
+    kb: KnowledgeBase
+    warnings: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)  #: document paths removed
+    reembedded: int = 0  #: chunks re-embedded (set-embedder)
+    seconds: float = 0.0
+
+
+@dataclass
+class DataSource:
+    """Where some data lives, queryable with SQL. Shared by both environments."""
+
+    name: str
+    kind: str  #: csv | parquet | json | duckdb | postgres
+    location: str  #: absolute file path, or a PostgreSQL DSN without password
+    credential: str | None = None  #: the credential NAME holding the password (postgres)
+    description: str = ""
+    created_at: str = ""
+    updated_at: str = ""
+    columns: list[str] = field(default_factory=list)  #: columns (files) or tables (DuckDB) when known
+    used_by: list[ResourceUse] = field(default_factory=list)
+
+
+@dataclass
+class DataSourceChange:
+    action: str  #: added | removed
+    source: DataSource
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DataQueryResult:
+    source: str
+    columns: list[str] = field(default_factory=list)
+    types: list[str] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    row_count: int = 0
+    truncated: bool = False  #: more rows existed than the limit
+    took_ms: float = 0.0
+
+
 # ------------------------------------------------------------ releases (issue 5)
 
 

@@ -1,7 +1,450 @@
-"""``rf connectors``: Connectors: one instance per environment."""
+"""``rf connectors``: HTTP APIs for agents, one instance per environment.
+
+Edits go to the staging instance; ``rf connectors publish SLUG`` copies it to
+production after showing the diff. ``--env production`` on an edit is
+refused by the service with the way to do it instead.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
 import typer
 
-app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", help="Connectors: one instance per environment.")
+from rf.cli.app import EnvOption, JsonOption, backend, confirm
+from rf.errors import UsageError
+
+if TYPE_CHECKING:
+    from rf.models import Connector, ConnectorDiff, FieldChange
+
+app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich",
+                  help="Connectors: one instance per environment (edit in staging, publish to production).")
+resources_app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich",
+                            help="Resources (operations) of a connector's staging instance.")
+app.add_typer(resources_app, name="resources")
+
+SlugArg = Annotated[str, typer.Argument(help="Connector slug, e.g. crm.")]
+ResourceArg = Annotated[str, typer.Argument(help="Resource slug, e.g. get-customer.")]
+AuthOption = Annotated[str | None, typer.Option("--auth", help="none, api-key, bearer or basic (user:password credential).")]
+CredentialOption = Annotated[str | None, typer.Option("--credential", help="Credential NAME used by --auth (see rf credentials).")]
+HeaderOption = Annotated[list[str] | None, typer.Option("--header", "-H", help="Default header K=V (repeatable).")]
+TimeoutOption = Annotated[float | None, typer.Option("--timeout", help="Request timeout in seconds.")]
+RetriesOption = Annotated[int | None, typer.Option("--retries", help="Extra attempts for idempotent methods on connect errors/5xx.")]
+KeyHeaderOption = Annotated[str | None, typer.Option("--api-key-header", help="api-key auth: send the key in this header.")]
+KeyQueryOption = Annotated[str | None, typer.Option("--api-key-query", help="api-key auth: send the key as this query parameter.")]
+MockOption = Annotated[bool | None, typer.Option("--mock/--no-mock", help="Answer every call with the resources' mock responses.")]
+MethodOption = Annotated[str | None, typer.Option("--method", "-X", help="HTTP method.")]
+PathOption = Annotated[str | None, typer.Option("--path", help="Path under the base URL, with {params}, e.g. /customers/{id}.")]
+SchemaFileOption = Annotated[Path | None, typer.Option("--schema-file", help="JSON Schema (object) of the parameters ('-' for stdin).")]
+MockFileOption = Annotated[Path | None, typer.Option("--mock-file", help="JSON mock response ('-' for stdin).")]
+DescriptionOption = Annotated[str | None, typer.Option("--description", "-d", help="What the resource does (shown to LLMs as the tool description).")]
+NameOption = Annotated[str | None, typer.Option("--name", help="Human name (default: the slug).")]
+
+
+def parse_headers(pairs: list[str] | None) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--header {pair!r} is not of the form NAME=VALUE", "e.g. --header Accept-Language=en")
+        headers[key.strip()] = value.strip()
+    return headers
+
+
+def read_json_file(path: Path | None, what: str) -> Any:
+    if path is None:
+        return None
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not UTF-8 text") from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{what} {path} is not valid JSON: {exc}") from None
+
+
+def _short(h: str | None) -> str:
+    return h[:8] if h else "—"
+
+
+def _value(v: Any, limit: int = 100) -> str:
+    text = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# ------------------------------------------------------------ instances
+@app.command("create")
+def create(
+    slug: SlugArg,
+    base_url: Annotated[str, typer.Option("--base-url", help="http(s) URL the resource paths are appended to.")],
+    auth: AuthOption = None,
+    credential: CredentialOption = None,
+    header: HeaderOption = None,
+    timeout: TimeoutOption = None,
+    retries: RetriesOption = None,
+    api_key_header: KeyHeaderOption = None,
+    api_key_query: KeyQueryOption = None,
+    mock: MockOption = None,
+    env: EnvOption = "staging",
+    json_out: JsonOption = False,
+) -> None:
+    """Create the [bold #f59e0b]staging[/] instance of a connector."""
+    from rf.cli.output import info, print_json, success
+
+    with backend() as b:
+        c = b.create_connector(slug, base_url, auth=auth or "none", credential=credential,
+                               headers=parse_headers(header), timeout_s=30 if timeout is None else timeout,
+                               retries=2 if retries is None else retries, env=env, api_key_header=api_key_header,
+                               api_key_query=api_key_query, mock=bool(mock))
+    if json_out:
+        print_json(c)
+        return
+    success(f"created connector [bold]{slug}[/bold] in [staging]staging[/staging] → {c.base_url}")
+    info(f"[dim]  add resources: rf connectors resources add {slug} RESOURCE --method GET --path /...  "
+         f"(or rf connectors import-openapi {slug} openapi.yaml)[/dim]")
+
+
+@app.command("edit")
+def edit(
+    slug: SlugArg,
+    base_url: Annotated[str | None, typer.Option("--base-url", help="New base URL.")] = None,
+    auth: AuthOption = None,
+    credential: CredentialOption = None,
+    header: HeaderOption = None,
+    remove_header: Annotated[list[str] | None, typer.Option("--remove-header", help="Drop a default header (repeatable).")] = None,
+    timeout: TimeoutOption = None,
+    retries: RetriesOption = None,
+    api_key_header: KeyHeaderOption = None,
+    api_key_query: KeyQueryOption = None,
+    mock: MockOption = None,
+    env: EnvOption = "staging",
+    json_out: JsonOption = False,
+) -> None:
+    """Change the staging instance: only the options given change (--header adds or replaces one)."""
+    from rf.cli.output import info, print_json, success
+
+    with backend() as b:
+        headers = None
+        if header or remove_header:
+            current = b.get_connector(slug, "staging").headers if env == "staging" else {}
+            headers = {**current, **parse_headers(header)}
+            for name in remove_header or []:
+                if name not in headers:
+                    raise UsageError(f"connector {slug!r} has no default header {name!r}")
+                del headers[name]
+        c = b.edit_connector(slug, env=env, base_url=base_url, auth=auth, credential=credential, headers=headers,
+                             timeout_s=timeout, retries=retries, api_key_header=api_key_header,
+                             api_key_query=api_key_query, mock=mock)
+    if json_out:
+        print_json(c)
+        return
+    success(f"updated connector [bold]{slug}[/bold] in [staging]staging[/staging]")
+    info(f"[dim]  review and publish: rf connectors diff {slug} && rf connectors publish {slug}[/dim]")
+
+
+@app.command("delete")
+def delete(slug: SlugArg, env: EnvOption = "staging", json_out: JsonOption = False) -> None:
+    """Delete the staging instance (production keeps its own until you publish the deletion)."""
+    from rf.cli.output import info, print_json, success
+
+    with backend() as b:
+        c = b.delete_connector(slug, env=env)
+    if json_out:
+        print_json(c)
+        return
+    success(f"deleted connector [bold]{slug}[/bold] from [staging]staging[/staging]")
+    info(f"[dim]  if production has it, publishing removes it there too: rf connectors publish {slug}[/dim]")
+
+
+@app.command("list")
+def list_connectors(env: EnvOption = "staging", json_out: JsonOption = False) -> None:
+    """Connector instances of one environment."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from rf.cli.output import env_label, out, print_json
+
+    with backend() as b:
+        items = b.list_connectors(env)
+    if json_out:
+        print_json(items)
+        return
+    if not items:
+        out.print(f"no connectors in {env_label(env)}"
+                  + (" — create one: rf connectors create SLUG --base-url URL" if env == "staging"
+                     else " — publish one: rf connectors publish SLUG"))
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold", title=None)
+    table.add_column("connector")
+    table.add_column("base URL")
+    table.add_column("auth")
+    table.add_column("resources", justify="right")
+    table.add_column("")
+    for c in items:
+        auth = c.auth + (f" ({c.credential})" if c.credential else "")
+        table.add_row(c.slug, escape(c.base_url), escape(auth), str(len(c.resources)), "mock" if c.mock else "")
+    out.print(table)
+
+
+def render_connector(c: Connector) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from rf.cli.output import env_label, out, when
+
+    out.print(f"[bold]{c.slug}[/bold]  {env_label(c.env)}  [dim]{_short(c.content_hash)} · updated {when(c.updated_at)}[/dim]")
+    auth = c.auth
+    if c.credential:
+        auth += f" with credential {c.credential}"
+    if c.auth == "api-key":
+        auth += f" (header {c.api_key_header})" if c.api_key_header else f" (query parameter {c.api_key_query})"
+    rows = [("base URL", c.base_url), ("auth", auth), ("timeout", f"{c.timeout_s:g} s"),
+            ("retries", f"{c.retries} (idempotent methods)"), ("mock mode", "on" if c.mock else "off")]
+    for name, value in sorted(c.headers.items()):
+        rows.append(("header", f"{name}: {value}"))
+    for label, value in rows:
+        out.print(f"  {label:<10} {escape(value)}")
+    if not c.resources:
+        out.print(f"  [dim]no resources — rf connectors resources add {c.slug} RESOURCE --method GET --path /...[/dim]")
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("resource")
+    table.add_column("method")
+    table.add_column("path")
+    table.add_column("parameters")
+    table.add_column("mock")
+    table.add_column("description", overflow="ellipsis", max_width=40)
+    for r in c.resources:
+        props = (r.params_schema or {}).get("properties", {})
+        table.add_row(r.slug, r.method, escape(r.path), escape(", ".join(props) or "—"),
+                      "yes" if r.mock_response is not None else "—", escape(r.description))
+    out.print()
+    out.print(table)
+
+
+@app.command("show")
+def show(slug: SlugArg, env: EnvOption = "staging", json_out: JsonOption = False) -> None:
+    """One instance: config (credential names, never values) and resources."""
+    from rf.cli.output import print_json
+
+    with backend() as b:
+        c = b.get_connector(slug, env)
+    if json_out:
+        print_json(c)
+        return
+    render_connector(c)
+
+
+def _change_line(sign: str, style: str, label: str, ch: FieldChange | None = None) -> str:
+    from rich.markup import escape
+
+    text = f"[{style}]{sign} {escape(label)}"
+    if ch is not None:
+        text += f": {escape(_value(ch.before))} → {escape(_value(ch.after))}"
+    return text + f"[/{style}]"
+
+
+def render_diff(d: ConnectorDiff) -> None:
+    from rf.cli.output import out
+
+    out.print(f"[bold]{d.slug}[/bold]  [production]production[/production] {_short(d.production)} → "
+              f"[staging]staging[/staging] {_short(d.staging)}: {d.summary}")
+    if not d.changed:
+        return
+    labels = {"kind": "kind", "base_url": "base URL", "auth": "auth", "credential": "credential",
+              "api_key_header": "API key header", "api_key_query": "API key query parameter",
+              "headers": "headers", "timeout_s": "timeout", "retries": "retries", "mock": "mock mode"}
+    for ch in d.config:
+        out.print(_change_line("~", "yellow", labels.get(ch.name, ch.name), ch))
+    for r in d.resources:
+        if r.status == "added":
+            out.print(_change_line("+", "green", f"resource {r.slug}"))
+        elif r.status == "removed":
+            out.print(_change_line("-", "red", f"resource {r.slug}"))
+        else:
+            out.print(_change_line("~", "yellow", f"resource {r.slug}"))
+            for ch in r.changes:
+                name = {"params_schema": "schema", "mock_response": "mock"}.get(ch.name, ch.name)
+                out.print("    " + _change_line("~", "yellow", name, ch))
+
+
+@app.command("diff")
+def diff(slug: SlugArg, json_out: JsonOption = False) -> None:
+    """What publishing would change in production: + added, - removed, ~ modified."""
+    from rf.cli.output import print_json
+
+    with backend() as b:
+        d = b.diff_connector(slug)
+    if json_out:
+        print_json(d)
+        return
+    render_diff(d)
+
+
+@app.command("publish")
+def publish(
+    slug: SlugArg,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    message: Annotated[str, typer.Option("--message", "-m", help="Release message.")] = "",
+    json_out: JsonOption = False,
+) -> None:
+    """Copy the staging instance to [bold #10b981]production[/] (shows the diff first)."""
+    from rf.cli.output import info, print_json, success
+    from rf.config import git_author
+
+    with backend() as b:
+        d = b.diff_connector(slug)
+        if d.changed:
+            if not json_out:
+                render_diff(d)
+            confirm(f"Publish connector {slug} to production ({d.summary})?", yes)
+        result = b.publish_connector(slug, git_author(), message)
+    if json_out:
+        print_json(result)
+        return
+    if not result.changed:
+        info(f"{slug}: production already matches staging — nothing to publish")
+        return
+    success(f"published connector [bold]{slug}[/bold] to [production]production[/production]: {result.summary} "
+            f"(release {result.release_id})")
+
+
+@app.command("import-openapi")
+def import_openapi(
+    slug: SlugArg,
+    file: Annotated[Path, typer.Argument(help="OpenAPI 3 document, JSON or YAML ('-' for stdin).")],
+    env: EnvOption = "staging",
+    json_out: JsonOption = False,
+) -> None:
+    """Add resources from an OpenAPI 3 document (creates the connector from servers[0].url if needed)."""
+    from rf.cli.output import info, print_json, success
+
+    try:
+        text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read {file}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{file} is not UTF-8 text") from None
+    with backend() as b:
+        result = b.import_openapi(slug, text, env=env)
+    if json_out:
+        print_json(result)
+        return
+    if result.created:
+        success(f"created connector [bold]{slug}[/bold] in [staging]staging[/staging] → {result.base_url}")
+    success(f"{len(result.added)} added, {len(result.updated)} updated, {len(result.unchanged)} unchanged")
+    for name in result.added:
+        info(f"  [green]+ {name}[/green]")
+    for name in result.updated:
+        info(f"  [yellow]~ {name}[/yellow]")
+
+
+# ------------------------------------------------------------ resources
+@resources_app.command("add")
+def resources_add(
+    slug: SlugArg,
+    resource: ResourceArg,
+    method: Annotated[str, typer.Option("--method", "-X", help="HTTP method.")] = "GET",
+    path: Annotated[str, typer.Option("--path", help="Path under the base URL, with {params}.")] = "/",
+    schema_file: SchemaFileOption = None,
+    mock_file: MockFileOption = None,
+    description: DescriptionOption = None,
+    name: NameOption = None,
+    env: EnvOption = "staging",
+    json_out: JsonOption = False,
+) -> None:
+    """Add a resource to the staging instance."""
+    from rf.cli.output import print_json, success
+
+    schema = read_json_file(schema_file, "schema file")
+    mock_response = read_json_file(mock_file, "mock file")
+    with backend() as b:
+        c = b.add_resource(slug, resource, method, path, params_schema=schema, mock_response=mock_response,
+                           description=description or "", env=env, name=name or "")
+    if json_out:
+        print_json(c)
+        return
+    r = next(r for r in c.resources if r.slug == resource)
+    success(f"added resource [bold]{resource}[/bold] to {slug} ([staging]staging[/staging]): {r.method} {r.path}")
+
+
+@resources_app.command("edit")
+def resources_edit(
+    slug: SlugArg,
+    resource: ResourceArg,
+    method: MethodOption = None,
+    path: PathOption = None,
+    schema_file: SchemaFileOption = None,
+    mock_file: MockFileOption = None,
+    description: DescriptionOption = None,
+    name: NameOption = None,
+    no_schema: Annotated[bool, typer.Option("--no-schema", help="Remove the parameters schema.")] = False,
+    no_mock: Annotated[bool, typer.Option("--no-mock", help="Remove the mock response.")] = False,
+    env: EnvOption = "staging",
+    json_out: JsonOption = False,
+) -> None:
+    """Change a resource of the staging instance (only the options given)."""
+    from rf.cli.output import print_json, success
+
+    if no_schema and schema_file is not None:
+        raise UsageError("give either --schema-file or --no-schema")
+    if no_mock and mock_file is not None:
+        raise UsageError("give either --mock-file or --no-mock")
+    schema = read_json_file(schema_file, "schema file")
+    mock_response = read_json_file(mock_file, "mock file")
+    if mock_file is not None and mock_response is None:
+        raise UsageError("a mock response of null means 'no mock'", "use --no-mock to remove the mock response")
+    with backend() as b:
+        c = b.edit_resource(slug, resource, env=env, method=method, path=path, params_schema=schema,
+                            mock_response=mock_response, description=description, name=name,
+                            clear_schema=no_schema, clear_mock=no_mock)
+    if json_out:
+        print_json(c)
+        return
+    success(f"updated resource [bold]{resource}[/bold] of {slug} ([staging]staging[/staging])")
+
+
+@resources_app.command("remove")
+def resources_remove(slug: SlugArg, resource: ResourceArg, env: EnvOption = "staging",
+                     json_out: JsonOption = False) -> None:
+    """Remove a resource from the staging instance."""
+    from rf.cli.output import print_json, success
+
+    with backend() as b:
+        c = b.remove_resource(slug, resource, env=env)
+    if json_out:
+        print_json(c)
+        return
+    success(f"removed resource [bold]{resource}[/bold] from {slug} ([staging]staging[/staging])")
+
+
+@resources_app.command("list")
+def resources_list(slug: SlugArg, env: EnvOption = "staging", json_out: JsonOption = False) -> None:
+    """Resources of one instance."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from rf.cli.output import out, print_json
+
+    with backend() as b:
+        c = b.get_connector(slug, env)
+    if json_out:
+        print_json(c.resources)
+        return
+    if not c.resources:
+        out.print(f"{slug} has no resources in {env}")
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("resource", "method", "path", "parameters", "mock"):
+        table.add_column(col)
+    for r in c.resources:
+        props = (r.params_schema or {}).get("properties", {})
+        table.add_row(r.slug, r.method, escape(r.path), escape(", ".join(props) or "—"),
+                      "yes" if r.mock_response is not None else "—")
+    out.print(table)

@@ -1,9 +1,836 @@
-"""Connector instances (one per environment, same slug) and their resources."""
+"""Connector instances (one per environment, same slug) and their resources.
+
+A connector describes an HTTP API: base URL, auth (by credential *name*),
+default headers, timeout, retries, and resources (``GET /customers/{id}``
+with a JSON Schema of its parameters and an optional mock answer). Each
+environment has its own instance of a slug, so staging can point at a
+sandbox API while production points at the real one:
+
+- every edit goes to the **staging** instance (``require_staging``);
+- production's instance changes only by publishing (``publish_connector``,
+  or a batch release): the staging instance is copied over atomically and
+  recorded as a release item whose before/after are content hashes;
+- agent code calls ``ctx.connectors.call(slug, resource, **params)``; the
+  host resolves the instance *of the execution's environment*
+  (``connectors.call`` below), adds the credential, and makes the request.
+
+Content hashes identify an instance's state (config + resources, no
+timestamps). Every published state is also kept as a snapshot
+(``connector_snapshots``), so a rollback can put an older production state
+back even after staging moved on.
+"""
 
 from __future__ import annotations
 
-from rf.services.base import ServiceBase
+import base64
+import copy
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+import urllib.parse
+from typing import TYPE_CHECKING, Any
+
+from rf.config import AgentConfig, check_name
+from rf.errors import Conflict, NotFound, RfError, UsageError
+from rf.ids import new_id, utcnow
+from rf.models import (
+    CONNECTOR_CONFIG_FIELDS,
+    Connector,
+    ConnectorDiff,
+    ConnectorPublishResult,
+    ConnectorResource,
+    FieldChange,
+    OpenAPIImportResult,
+    ReleaseItem,
+    ResourceChange,
+    check_env,
+)
+from rf.services.core import require_staging
+from rf.services.credentials import CredentialsService
+from rf.services.host import HostCall, host_method
+
+if TYPE_CHECKING:
+    import httpx
+
+AUTH_KINDS = ("none", "api-key", "bearer", "basic")
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+#: Methods that may be sent twice without changing the outcome: only these are retried.
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+#: Default headers that would put a secret into the database: use a credential instead.
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+PATH_PARAM_RE = re.compile(r"{([^{}]*)}")
+PARAM_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+MAX_ERROR_BODY = 500
+MAX_TIMEOUT_S = 600.0
+MAX_RETRIES = 10
+
+#: Labels of config fields in diffs and summaries.
+CONFIG_LABELS = {
+    "kind": "kind",
+    "base_url": "base URL",
+    "auth": "auth",
+    "credential": "credential",
+    "api_key_header": "API key header",
+    "api_key_query": "API key query parameter",
+    "headers": "headers",
+    "timeout_s": "timeout",
+    "retries": "retries",
+    "mock": "mock mode",
+}
+RESOURCE_LABELS = {
+    "name": "name",
+    "description": "description",
+    "method": "method",
+    "path": "path",
+    "params_schema": "schema",
+    "mock_response": "mock",
+}
 
 
-class ConnectorsService(ServiceBase):
-    """Mixed into :class:`rf.services.Services`."""
+# ---------------------------------------------------------------- pure helpers
+
+
+def path_params(path: str) -> list[str]:
+    """``/customers/{id}/orders/{order}`` → ``["id", "order"]``."""
+    return PATH_PARAM_RE.findall(path)
+
+
+def content_of(c: Connector) -> dict[str, Any]:
+    """What a release compares and copies: config + resources, no env, no timestamps."""
+    content: dict[str, Any] = {f: getattr(c, f) for f in CONNECTOR_CONFIG_FIELDS}
+    content["resources"] = [
+        {"slug": r.slug, "name": r.name, "description": r.description, "method": r.method, "path": r.path,
+         "params_schema": r.params_schema, "mock_response": r.mock_response}
+        for r in sorted(c.resources, key=lambda r: r.slug)
+    ]
+    return content
+
+
+def hash_content(content: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def effective_schema(resource: ConnectorResource) -> dict[str, Any]:
+    """The resource's parameter schema with its path parameters added (required; strings unless typed)."""
+    schema: dict[str, Any] = copy.deepcopy(resource.params_schema) if resource.params_schema else {"type": "object"}
+    props: dict[str, Any] = schema.setdefault("properties", {})
+    required = list(schema.get("required", []))
+    for name in path_params(resource.path):
+        props.setdefault(name, {"type": "string"})
+        if name not in required:
+            required.append(name)
+    if required:
+        schema["required"] = required
+    return schema
+
+
+def _scrub(text: str, secrets: list[str]) -> str:
+    for s in secrets:
+        if s:
+            text = text.replace(s, "***")
+    return text
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
+
+
+def _check_schema(schema: Any, what: str) -> dict[str, Any] | None:
+    """Validate a parameters JSON Schema (Draft 2020-12); it must describe an object."""
+    if schema is None:
+        return None
+    if not isinstance(schema, dict):
+        raise UsageError(f"{what}: the parameters schema must be a JSON object (a JSON Schema)",
+                         'for example: {"type": "object", "properties": {"id": {"type": "string"}}}')
+    import jsonschema
+
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        where = exc.json_path if exc.json_path != "$" else "the schema"
+        raise UsageError(f"{what}: invalid JSON Schema at {where}: {exc.message}",
+                         "fix the schema (JSON Schema draft 2020-12)") from None
+    if schema.get("type", "object") != "object":
+        raise UsageError(f"{what}: the parameters schema must have type 'object' (named parameters)",
+                         'wrap it: {"type": "object", "properties": {...}}')
+    if "properties" in schema and not isinstance(schema["properties"], dict):
+        raise UsageError(f"{what}: 'properties' must be an object")
+    return schema
+
+
+def _check_json(value: Any, what: str) -> Any:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{what} must be JSON data") from None
+    return value
+
+
+class ConnectorsService(CredentialsService):
+    """Mixed into :class:`rf.services.Services` (before CredentialsService in the MRO)."""
+
+    _http_client: httpx.Client | None = None
+    _http_lock = threading.Lock()
+
+    # ------------------------------------------------------------ reading
+    def _instance(self, row: dict[str, Any]) -> Connector:
+        c = Connector(
+            slug=row["slug"], env=row["env"], base_url=row["base_url"], kind=row["kind"], auth=row["auth"],
+            credential=row["credential"], api_key_header=row["api_key_header"],
+            api_key_query=row["api_key_query"], headers=row["headers"], timeout_s=row["timeout_s"],
+            retries=row["retries"], mock=row["mock"],
+            resources=[ConnectorResource(**r) for r in row.get("resources", [])],
+            created_at=row["created_at"], updated_at=row["updated_at"],
+        )
+        c.content_hash = hash_content(content_of(c))
+        return c
+
+    def _find(self, slug: str, env: str, cur: Any = None) -> Connector | None:
+        """The instance or None. ``cur``: an open transaction's cursor (Any: only rf/store sees duckdb)."""
+        row = self.store.connector_row(env, slug, cur)
+        return self._instance(row) if row is not None else None
+
+    def list_connectors(self, env: str = "staging") -> list[Connector]:
+        """The instances of one environment, with their resources."""
+        check_env(env)
+        return [self._instance(r) for r in self.store.connector_rows(env)]
+
+    def get_connector(self, slug: str, env: str = "staging") -> Connector:
+        check_env(env)
+        found = self._find(slug, env)
+        if found is None:
+            raise self._missing_instance(slug, env)
+        return found
+
+    def _missing_instance(self, slug: str, env: str) -> NotFound:
+        slugs = self.store.connector_slugs()
+        if env == "production" and slug in slugs.get("staging", set()):
+            return NotFound(f"connector {slug!r} has no production instance: publish it with "
+                            f"rf connectors publish {slug}", f"rf connectors diff {slug} shows what would change")
+        if env == "staging" and slug in slugs.get("production", set()):
+            return NotFound(f"connector {slug!r} has no staging instance (it was deleted in staging)",
+                            f"create it again: rf connectors create {slug} --base-url URL")
+        known = sorted(slugs.get(env, set()))
+        hint = f"known in {env}: {', '.join(known)}" if known else f"create one: rf connectors create {slug} --base-url URL"
+        return NotFound(f"unknown connector {slug!r} in {env}", hint)
+
+    def _resource(self, c: Connector, resource: str) -> ConnectorResource:
+        for r in c.resources:
+            if r.slug == resource:
+                return r
+        known = ", ".join(r.slug for r in c.resources)
+        hint = f"known resources: {known}" if known else (
+            f"add one: rf connectors resources add {c.slug} RESOURCE --method GET --path /...")
+        raise NotFound(f"connector {c.slug!r} has no resource {resource!r} in {c.env}", hint)
+
+    # ------------------------------------------------------------ validation
+    def _validated_config(self, c: Connector) -> None:
+        """Check an instance's configuration in place (normalising where harmless)."""
+        if not isinstance(c.base_url, str):
+            raise UsageError("base URL must be a string")
+        c.base_url = c.base_url.strip()
+        parsed = urllib.parse.urlsplit(c.base_url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise UsageError(f"base URL {c.base_url!r} is not an http(s) URL",
+                             "for example: --base-url https://api.example.com/v1")
+        if parsed.username or parsed.password:
+            raise UsageError("base URL must not contain a user name or password",
+                             "store them in a credential and use --auth basic --credential NAME")
+        if parsed.query or parsed.fragment:
+            raise UsageError(f"base URL {c.base_url!r} must not have a query or fragment",
+                             "put fixed query parameters in the resource path, and keys in a credential")
+        if c.auth not in AUTH_KINDS:
+            raise UsageError(f"unknown auth {c.auth!r}", f"use one of: {', '.join(AUTH_KINDS)}")
+        if c.auth == "none":
+            if c.credential:
+                raise UsageError("auth 'none' uses no credential",
+                                 "choose --auth api-key, bearer or basic, or drop --credential")
+            c.credential = None
+            c.api_key_header = c.api_key_query = None
+        else:
+            if not c.credential:
+                raise UsageError(f"auth {c.auth!r} needs a credential",
+                                 "add --credential NAME (create it with: rf credentials set NAME)")
+            check_name("credential", c.credential)
+            if not self._credential_exists(c.credential):
+                raise NotFound(f"unknown credential {c.credential!r}",
+                               f"set it first: rf credentials set {c.credential}")
+        if c.auth == "api-key":
+            if c.api_key_header and c.api_key_query:
+                raise UsageError("give either an API key header or an API key query parameter, not both")
+            if not c.api_key_header and not c.api_key_query:
+                c.api_key_header = "X-API-Key"
+            if c.api_key_header and not HEADER_NAME_RE.match(c.api_key_header):
+                raise UsageError(f"invalid header name {c.api_key_header!r}")
+            if c.api_key_query is not None and not c.api_key_query.strip():
+                raise UsageError("the API key query parameter name is empty")
+        elif c.auth != "none" and (c.api_key_header or c.api_key_query):
+            raise UsageError(f"--api-key-header/--api-key-query only apply to --auth api-key (not {c.auth!r})")
+        if not isinstance(c.headers, dict):
+            raise UsageError("headers must be an object of {name: value}")
+        for name, value in c.headers.items():
+            if not isinstance(name, str) or not HEADER_NAME_RE.match(name):
+                raise UsageError(f"invalid header name {name!r}")
+            if not isinstance(value, str) or "\n" in value or "\r" in value:
+                raise UsageError(f"header {name!r} must be a single-line string")
+            if name.lower() in SECRET_HEADERS:
+                raise UsageError(f"header {name!r} would store a secret in the workspace database",
+                                 "put the secret in a credential and use --auth bearer/api-key/basic --credential NAME")
+        if isinstance(c.timeout_s, bool) or not isinstance(c.timeout_s, int | float) or not (
+                0 < c.timeout_s <= MAX_TIMEOUT_S):
+            raise UsageError(f"timeout must be a number of seconds between 0 and {MAX_TIMEOUT_S:g}")
+        c.timeout_s = float(c.timeout_s)
+        if isinstance(c.retries, bool) or not isinstance(c.retries, int) or not (0 <= c.retries <= MAX_RETRIES):
+            raise UsageError(f"retries must be an integer between 0 and {MAX_RETRIES}")
+        if not isinstance(c.mock, bool):
+            raise UsageError("mock must be true or false")
+
+    @staticmethod
+    def _validated_resource(connector: str, r: ConnectorResource) -> ConnectorResource:
+        what = f"resource {r.slug!r} of connector {connector!r}"
+        check_name("resource", r.slug)
+        if not isinstance(r.method, str) or r.method.upper() not in METHODS:
+            raise UsageError(f"{what}: unknown method {r.method!r}", f"use one of: {', '.join(METHODS)}")
+        r.method = r.method.upper()
+        if not isinstance(r.path, str) or not r.path.startswith("/"):
+            raise UsageError(f"{what}: path {r.path!r} must start with '/'", "for example: --path /customers/{id}")
+        if r.path.count("{") != r.path.count("}"):
+            raise UsageError(f"{what}: path {r.path!r} has unbalanced braces")
+        names = path_params(r.path)
+        for name in names:
+            if not PARAM_NAME_RE.match(name):
+                raise UsageError(f"{what}: invalid path parameter {{{name}}}",
+                                 "use letters, digits and _ (e.g. {customer_id})")
+        if len(set(names)) != len(names):
+            raise UsageError(f"{what}: a path parameter appears twice in {r.path!r}")
+        if not isinstance(r.name, str) or not isinstance(r.description, str):
+            raise UsageError(f"{what}: name and description must be strings")
+        r.name = r.name.strip() or r.slug
+        r.params_schema = _check_schema(r.params_schema, what)
+        _check_json(r.mock_response, f"{what}: the mock response")
+        return r
+
+    # ------------------------------------------------------------ editing (staging only)
+    def _instead(self, slug: str) -> str:
+        return f"edit it in staging (--env staging), then publish: rf connectors publish {slug}"
+
+    def _staging(self, slug: str, env: str, what: str) -> Connector:
+        check_name("connector", slug)
+        require_staging(env, what, self._instead(slug))
+        c = self._find(slug, "staging")
+        if c is None:
+            raise self._missing_instance(slug, "staging")
+        return c
+
+    def create_connector(
+        self,
+        slug: str,
+        base_url: str,
+        auth: str = "none",
+        credential: str | None = None,
+        headers: dict[str, str] | None = None,
+        timeout_s: float = 30,
+        retries: int = 2,
+        env: str = "staging",
+        api_key_header: str | None = None,
+        api_key_query: str | None = None,
+        mock: bool = False,
+    ) -> Connector:
+        """Create the **staging** instance of ``slug`` (production gets it by publishing)."""
+        check_name("connector", slug)
+        require_staging(env, f"create connector {slug!r} in production",
+                        f"create it in staging, then publish: rf connectors publish {slug}")
+        if self._find(slug, "staging") is not None:
+            raise Conflict(f"connector {slug!r} already exists in staging",
+                           f"change it with: rf connectors edit {slug} ...")
+        c = Connector(slug=slug, env="staging", base_url=base_url, auth=auth, credential=credential or None,
+                      headers=dict(headers or {}), timeout_s=timeout_s, retries=retries,
+                      api_key_header=api_key_header or None, api_key_query=api_key_query or None, mock=mock)
+        self._validated_config(c)
+        with self.store.transaction() as cur:
+            self.store.upsert_connector(cur, "staging", slug, content_of(c), utcnow())
+        return self.get_connector(slug)
+
+    def edit_connector(
+        self,
+        slug: str,
+        env: str = "staging",
+        base_url: str | None = None,
+        auth: str | None = None,
+        credential: str | None = None,
+        headers: dict[str, str] | None = None,
+        timeout_s: float | None = None,
+        retries: int | None = None,
+        api_key_header: str | None = None,
+        api_key_query: str | None = None,
+        mock: bool | None = None,
+    ) -> Connector:
+        """Change the staging instance; only the arguments given (not None) change.
+
+        ``headers`` replaces the whole map. ``credential=""`` clears the
+        credential; switching ``auth`` to ``none`` clears it too, and
+        switching between api-key placements clears the other one.
+        """
+        c = self._staging(slug, env, f"edit connector {slug!r} in production")
+        if base_url is not None:
+            c.base_url = base_url
+        if auth is not None:
+            if auth != c.auth and auth == "none" and credential is None:
+                c.credential = None
+            c.auth = auth
+        if credential is not None:
+            c.credential = credential or None
+        if headers is not None:
+            c.headers = dict(headers)
+        if timeout_s is not None:
+            c.timeout_s = timeout_s
+        if retries is not None:
+            c.retries = retries
+        if api_key_header is not None:
+            c.api_key_header = api_key_header or None
+            if api_key_header and api_key_query is None:
+                c.api_key_query = None
+        if api_key_query is not None:
+            c.api_key_query = api_key_query or None
+            if api_key_query and api_key_header is None:
+                c.api_key_header = None
+        if mock is not None:
+            c.mock = mock
+        if c.auth != "api-key" and api_key_header is None and api_key_query is None:
+            c.api_key_header = c.api_key_query = None  # left over from an earlier api-key setup
+        self._validated_config(c)
+        with self.store.transaction() as cur:
+            self.store.upsert_connector(cur, "staging", slug, content_of(c), utcnow())
+        return self.get_connector(slug)
+
+    def delete_connector(self, slug: str, env: str = "staging") -> Connector:
+        """Delete the staging instance. Production keeps its instance until a publish removes it."""
+        c = self._staging(slug, env, f"delete connector {slug!r} from production")
+        with self.store.transaction() as cur:
+            self.store.delete_connector_rows(cur, "staging", slug)
+        return c
+
+    def add_resource(
+        self,
+        slug: str,
+        resource: str,
+        method: str,
+        path: str,
+        params_schema: dict[str, Any] | None = None,
+        mock_response: Any = None,
+        description: str = "",
+        env: str = "staging",
+        name: str = "",
+    ) -> Connector:
+        c = self._staging(slug, env, f"add a resource to connector {slug!r} in production")
+        if any(r.slug == resource for r in c.resources):
+            raise Conflict(f"connector {slug!r} already has a resource {resource!r}",
+                           f"change it with: rf connectors resources edit {slug} {resource} ...")
+        r = self._validated_resource(slug, ConnectorResource(
+            slug=resource, name=name, description=description, method=method, path=path,
+            params_schema=params_schema, mock_response=mock_response))
+        self._save_resources(slug, [r])
+        return self.get_connector(slug)
+
+    def edit_resource(
+        self,
+        slug: str,
+        resource: str,
+        env: str = "staging",
+        method: str | None = None,
+        path: str | None = None,
+        params_schema: dict[str, Any] | None = None,
+        mock_response: Any = None,
+        description: str | None = None,
+        name: str | None = None,
+        clear_schema: bool = False,
+        clear_mock: bool = False,
+    ) -> Connector:
+        """Change a staging resource; arguments left None stay (``clear_*`` removes schema/mock)."""
+        c = self._staging(slug, env, f"edit a resource of connector {slug!r} in production")
+        r = copy.deepcopy(self._resource(c, resource))
+        if method is not None:
+            r.method = method
+        if path is not None:
+            r.path = path
+        if clear_schema:
+            r.params_schema = None
+        elif params_schema is not None:
+            r.params_schema = params_schema
+        if clear_mock:
+            r.mock_response = None
+        elif mock_response is not None:
+            r.mock_response = mock_response
+        if description is not None:
+            r.description = description
+        if name is not None:
+            r.name = name
+        self._save_resources(slug, [self._validated_resource(slug, r)])
+        return self.get_connector(slug)
+
+    def remove_resource(self, slug: str, resource: str, env: str = "staging") -> Connector:
+        c = self._staging(slug, env, f"remove a resource of connector {slug!r} in production")
+        self._resource(c, resource)
+        with self.store.transaction() as cur:
+            self.store.delete_resource_row(cur, "staging", slug, resource)
+            self.store.touch_connector(cur, "staging", slug, utcnow())
+        return self.get_connector(slug)
+
+    def _save_resources(self, slug: str, resources: list[ConnectorResource]) -> None:
+        with self.store.transaction() as cur:
+            for r in resources:
+                self.store.upsert_resource(cur, "staging", slug, content_of(
+                    Connector(slug=slug, env="staging", base_url="", resources=[r]))["resources"][0])
+            self.store.touch_connector(cur, "staging", slug, utcnow())
+
+    def import_openapi(self, slug: str, spec_text: str, env: str = "staging") -> OpenAPIImportResult:
+        """Add (or update) resources from an OpenAPI 3 document; create the connector if missing.
+
+        Everything is parsed and validated first, then written in one
+        transaction: a spec that is refused stores nothing.
+        """
+        from rf import openapi
+
+        check_name("connector", slug)
+        require_staging(env, f"import resources into connector {slug!r} in production", self._instead(slug))
+        if not isinstance(spec_text, str) or not spec_text.strip():
+            raise UsageError("the OpenAPI document is empty")
+        parsed = openapi.parse(spec_text)
+        resources = [self._validated_resource(slug, r) for r in parsed.resources]
+        existing = self._find(slug, "staging")
+        created = existing is None
+        if existing is None:
+            if parsed.base_url is None:
+                raise UsageError(
+                    f"connector {slug!r} does not exist and the spec has no absolute servers[0].url",
+                    f"create it first: rf connectors create {slug} --base-url URL, then import again")
+            existing = Connector(slug=slug, env="staging", base_url=parsed.base_url)
+            self._validated_config(existing)
+        current = {r.slug: r for r in existing.resources}
+        result = OpenAPIImportResult(slug=slug, env="staging", created=created, base_url=existing.base_url)
+        changed = []
+        for r in resources:
+            old = current.get(r.slug)
+            if old is None:
+                result.added.append(r.slug)
+                changed.append(r)
+            elif old != r:
+                result.updated.append(r.slug)
+                changed.append(r)
+            else:
+                result.unchanged.append(r.slug)
+        now = utcnow()
+        with self.store.transaction() as cur:
+            if created:
+                self.store.upsert_connector(cur, "staging", slug, content_of(existing), now)
+            for r in changed:
+                self.store.upsert_resource(cur, "staging", slug, content_of(
+                    Connector(slug=slug, env="staging", base_url="", resources=[r]))["resources"][0])
+            if changed and not created:
+                self.store.touch_connector(cur, "staging", slug, now)
+        return result
+
+    # ------------------------------------------------------------ diff and publish
+    def diff_connector(self, slug: str) -> ConnectorDiff:
+        """Production → staging: config fields and resources added / removed / modified."""
+        check_name("connector", slug)
+        staging, production = self._find(slug, "staging"), self._find(slug, "production")
+        if staging is None and production is None:
+            raise self._missing_instance(slug, "staging")
+        return _diff(slug, production, staging)
+
+    def publish_connector(self, slug: str, author: str = "unknown", message: str = "") -> ConnectorPublishResult:
+        """Copy the staging instance to production (a one-item release)."""
+        d = self.diff_connector(slug)
+        if not d.changed:
+            return ConnectorPublishResult(slug=slug, before=d.production, after=d.staging, changed=False,
+                                          summary="production already matches staging")
+        message = message or f"publish connector {slug}"
+        publish = getattr(self, "publish_release", None)
+        if publish is not None:  # the releases service: same path as `rf releases publish`
+            release = publish([f"connector:{slug}"], message=message, author=author)
+            item = next(i for i in release.items if i.kind == "connector" and i.name == slug)
+            return ConnectorPublishResult(slug=slug, before=item.before, after=item.after, changed=True,
+                                          summary=item.summary, release_id=release.id)
+        release_id = new_id("rel")  # pragma: no cover - only without rf/services/releases.py
+        item_dict = {"kind": "connector", "name": slug, "before": d.production, "after": d.staging,
+                     "summary": d.summary}
+        plan_id = hashlib.sha256(json.dumps([item_dict], sort_keys=True).encode()).hexdigest()[:16]
+        with self.store.transaction() as cur:
+            self._release_apply_connector(cur, slug, d.production, d.staging)
+            self.store.insert_release(cur, release_id=release_id, created_at=utcnow(), author=author,
+                                      message=message, plan_id=plan_id, kind="publish", items=[item_dict])
+        return ConnectorPublishResult(slug=slug, before=d.production, after=d.staging, changed=True,
+                                      summary=d.summary, release_id=release_id)
+
+    def _release_pending_connector(self) -> list[ReleaseItem]:
+        """Every connector whose staging instance differs from production's."""
+        staging = {c.slug: c for c in self.list_connectors("staging")}
+        production = {c.slug: c for c in self.list_connectors("production")}
+        items = []
+        for slug in sorted(set(staging) | set(production)):
+            d = _diff(slug, production.get(slug), staging.get(slug))
+            if d.changed:
+                items.append(ReleaseItem(kind="connector", name=slug, summary=d.summary, before=d.production,
+                                         after=d.staging))
+        return items
+
+    def _release_apply_connector(self, cur: Any, slug: str, before: Any, after: Any) -> None:
+        """Inside the release transaction: make production's instance the state ``after`` (a content hash)."""
+        current = self._find(slug, "production", cur)
+        if (current.content_hash if current else None) != before:
+            raise Conflict(f"production changed since the plan: connector {slug} is now at "
+                           f"{current.content_hash[:12] if current else 'nothing'}", "review again and re-run")
+        now = utcnow()
+        if current is not None:  # keep production's state restorable (rollback)
+            self.store.put_connector_snapshot(cur, current.content_hash, content_of(current))
+        if after is None:
+            self.store.delete_connector_rows(cur, "production", slug)
+            return
+        staging = self._find(slug, "staging", cur)
+        if staging is not None and staging.content_hash == after:
+            content = content_of(staging)
+            self.store.put_connector_snapshot(cur, after, content)
+        else:
+            snapshot = self.store.get_connector_snapshot(str(after), cur)
+            if snapshot is None:
+                raise Conflict(f"staging changed since the plan: connector {slug} is no longer at {str(after)[:12]}",
+                               "review again and re-run")
+            content = snapshot
+        self.store.replace_connector(cur, "production", slug, content, now)
+
+    # ------------------------------------------------------------ deploy hook
+    def _deploy_warnings(self, config: AgentConfig) -> list[str]:
+        parent = getattr(super(), "_deploy_warnings", None)
+        warnings = list(parent(config)) if parent is not None else []
+        staging = self.store.connector_slugs().get("staging", set())
+        for slug in config.connectors:
+            if slug not in staging:
+                warnings.append(f"agent.toml lists connector {slug!r}, which has no staging instance: "
+                                f"rf connectors create {slug} --base-url URL")
+        return warnings
+
+    # ------------------------------------------------------------ runtime (host methods)
+    def _http(self) -> httpx.Client:
+        """One pooled client per Services (thread-safe; keeps connections warm)."""
+        client = self._http_client
+        if client is None:
+            with self._http_lock:
+                client = self._http_client
+                if client is None:
+                    import httpx
+
+                    client = self._http_client = httpx.Client(follow_redirects=True)
+        return client
+
+    def close(self) -> None:
+        client = self._http_client
+        if client is not None:
+            self._http_client = None
+            client.close()
+        parent = getattr(super(), "close", None)
+        if parent is not None:
+            parent()
+
+    @host_method("connectors.describe")
+    def _host_connectors_describe(self, call: HostCall, slug: str, resource: str) -> dict[str, Any]:
+        """Name, description and parameter schema of a resource (for LLM tool use)."""
+        c = self._find(slug, call.env)
+        if c is None:
+            raise self._missing_instance(slug, call.env)
+        r = self._resource(c, resource)
+        return {
+            "connector": slug, "resource": r.slug, "name": r.name, "method": r.method, "path": r.path,
+            "description": r.description or f"{r.name}: {r.method} {r.path} on connector {slug}",
+            "parameters": effective_schema(r),
+        }
+
+    @host_method("connectors.call")
+    def _host_connectors_call(self, call: HostCall, slug: str, resource: str, params: dict[str, Any] | None = None,
+                              mock: bool = False) -> Any:
+        """Call ``resource`` of the instance of ``slug`` in the execution's environment."""
+        if not isinstance(slug, str) or not isinstance(resource, str):
+            raise UsageError("ctx.connectors.call(slug, resource, **params): slug and resource must be strings")
+        c = self._find(slug, call.env)
+        if c is None:
+            raise self._missing_instance(slug, call.env)
+        r = self._resource(c, resource)
+        params = dict(params or {})
+        what = f"connector {slug!r} resource {resource!r} ({call.env})"
+        self._validate_params(what, r, params)
+        call.annotate(connector=slug, resource=resource, method=r.method)
+        if mock or c.mock or os.environ.get("RF_CONNECTOR_MOCK", "").lower() in ("1", "true", "yes"):
+            if r.mock_response is None:
+                raise NotFound(f"{what} has no mock response",
+                               f"add one: rf connectors resources edit {slug} {resource} --mock-file F.json")
+            call.annotate(mock=True, url=c.base_url.rstrip("/") + r.path, status=None)
+            return copy.deepcopy(r.mock_response)
+        return self._send(call, c, r, params, what)
+
+    def _validate_params(self, what: str, r: ConnectorResource, params: dict[str, Any]) -> None:
+        from jsonschema import Draft202012Validator
+        from jsonschema.exceptions import best_match
+
+        schema = effective_schema(r)
+        typed = (r.params_schema or {}).get("properties", {})
+        for name in path_params(r.path):  # untyped path params are strings; accept numbers as their text
+            if name not in typed and isinstance(params.get(name), int | float) and not isinstance(params[name], bool):
+                params[name] = str(params[name])
+        error = best_match(Draft202012Validator(schema).iter_errors(params))
+        if error is None:
+            return
+        props = schema.get("properties", {})
+        expected = ", ".join(
+            f"{n} ({props[n].get('type', 'any') if isinstance(props[n], dict) else 'any'}"
+            f"{', required' if n in schema.get('required', []) else ''})" for n in props) or "none"
+        hint = f"parameters of {r.slug}: {expected}"
+        if error.validator == "required":
+            missing = [n for n in error.validator_value if n not in params]
+            raise UsageError(f"{what}: missing parameter {', '.join(repr(m) for m in missing)}", hint)
+        where = error.absolute_path
+        if where:
+            raise UsageError(f"{what}: parameter {where[0]!r}: {error.message}", hint)
+        raise UsageError(f"{what}: {error.message}", hint)
+
+    def _send(self, call: HostCall, c: Connector, r: ConnectorResource, params: dict[str, Any], what: str) -> Any:
+        import httpx
+
+        path = r.path
+        for name in path_params(r.path):
+            value = params.pop(name)
+            text = json.dumps(value) if isinstance(value, bool) else str(value)
+            path = path.replace("{" + name + "}", urllib.parse.quote(text, safe=""))
+        url = c.base_url.rstrip("/") + path
+        headers = {"Accept": "application/json", **c.headers}
+        query: list[tuple[str, str | int | float | bool | None]] = []
+        body: Any = None
+        if r.method in BODY_METHODS:
+            body = params or None
+        else:
+            for key, value in params.items():
+                if value is None:
+                    continue
+                for v in value if isinstance(value, list) else [value]:
+                    query.append((key, json.dumps(v) if isinstance(v, bool | dict | list) else str(v)))
+        secrets: list[str] = []
+        shown_query: list[tuple[str, Any]] = list(query)
+        if c.auth != "none" and c.credential:
+            secret = call.secret(self.credential_secret(c.credential))
+            secrets += [secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)]
+            if c.auth == "bearer":
+                headers["Authorization"] = f"Bearer {secret}"
+            elif c.auth == "basic":
+                if ":" not in secret:
+                    raise UsageError(f"credential {c.credential!r} used for basic auth must be 'user:password'",
+                                     f"set it again: rf credentials set {c.credential}")
+                token = call.secret(base64.b64encode(secret.encode()).decode())
+                secrets.append(token)
+                headers["Authorization"] = f"Basic {token}"
+            elif c.api_key_query:
+                query.append((c.api_key_query, secret))
+                shown_query.append((c.api_key_query, "***"))
+            else:
+                headers[c.api_key_header or "X-API-Key"] = secret
+        shown_url = url + ("?" + urllib.parse.urlencode(shown_query) if shown_query else "")
+        call.annotate(url=shown_url, mock=False)
+        attempts = 1 + (c.retries if r.method in IDEMPOTENT else 0)
+        response: httpx.Response | None = None
+        for attempt in range(1, attempts + 1):
+            call.annotate(attempts=attempt)
+            try:
+                response = self._http().request(r.method, url, params=query or None, json=body, headers=headers,
+                                                timeout=c.timeout_s)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
+                if attempt < attempts:
+                    time.sleep(min(0.05 * 2 ** (attempt - 1), 1.0))
+                    continue
+                reason = "timed out connecting" if isinstance(exc, httpx.ConnectTimeout) else "could not connect"
+                raise RfError(
+                    f"{what}: {r.method} {shown_url} {reason} ({_plural(attempt, 'attempt')}): "
+                    f"{_scrub(str(exc), secrets)[:200]}",
+                    f"check the base URL of {c.slug} in {c.env}: rf connectors show {c.slug} --env {c.env}") from None
+            except httpx.TimeoutException:
+                raise RfError(f"{what}: {r.method} {shown_url} timed out after {c.timeout_s:g} s",
+                              f"raise it in staging: rf connectors edit {c.slug} --timeout SECONDS") from None
+            except httpx.HTTPError as exc:
+                raise RfError(f"{what}: {r.method} {shown_url} failed: {type(exc).__name__}: "
+                              f"{_scrub(str(exc), secrets)[:200]}") from None
+            if response.status_code >= 500 and attempt < attempts:
+                time.sleep(min(0.05 * 2 ** (attempt - 1), 1.0))
+                continue
+            break
+        assert response is not None
+        call.annotate(status=response.status_code)
+        if response.status_code >= 400:
+            text = _scrub(response.text, secrets)
+            if len(text) > MAX_ERROR_BODY:
+                text = text[:MAX_ERROR_BODY] + "…"
+            tried = f" after {_plural(attempts, 'attempt')}" if attempts > 1 and response.status_code >= 500 else ""
+            if response.status_code in (401, 403):
+                hint = (f"check credential {c.credential!r}: rf credentials set {c.credential}" if c.credential
+                        else f"the API wants authentication: rf connectors edit {c.slug} --auth ... --credential NAME")
+            elif response.status_code == 404:
+                hint = f"check the path and parameters: rf connectors show {c.slug} --env {c.env}"
+            else:
+                hint = None
+            raise RfError(f"{what}: {r.method} {shown_url} answered HTTP {response.status_code} "
+                          f"{response.reason_phrase}{tried}: {text.strip() or '(empty body)'}", hint)
+        if not response.content or r.method == "HEAD":
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            return response.text
+
+
+def _diff(slug: str, production: Connector | None, staging: Connector | None) -> ConnectorDiff:
+    before = production.content_hash if production else None
+    after = staging.content_hash if staging else None
+    d = ConnectorDiff(slug=slug, production=before, staging=after, changed=before != after, summary="")
+    if staging is None and production is None:
+        d.summary = "no instance"
+        return d
+    if production is None:
+        assert staging is not None
+        d.resources = [ResourceChange(r.slug, "added") for r in staging.resources]
+        d.summary = f"new connector ({_plural(len(staging.resources), 'resource')})"
+        return d
+    if staging is None:
+        d.resources = [ResourceChange(r.slug, "removed") for r in production.resources]
+        d.summary = "deleted in staging: publishing removes it from production"
+        return d
+    for f in CONNECTOR_CONFIG_FIELDS:
+        b, a = getattr(production, f), getattr(staging, f)
+        if b != a:
+            d.config.append(FieldChange(f, b, a))
+    prod_res = {r.slug: r for r in production.resources}
+    stag_res = {r.slug: r for r in staging.resources}
+    for name in sorted(set(prod_res) | set(stag_res)):
+        pr, sr = prod_res.get(name), stag_res.get(name)
+        if pr is None:
+            d.resources.append(ResourceChange(name, "added"))
+        elif sr is None:
+            d.resources.append(ResourceChange(name, "removed"))
+        else:
+            changes = [FieldChange(f, getattr(pr, f), getattr(sr, f)) for f in RESOURCE_LABELS
+                       if getattr(pr, f) != getattr(sr, f)]
+            if changes:
+                d.resources.append(ResourceChange(name, "modified", changes))
+    parts = []
+    added = sum(1 for r in d.resources if r.status == "added")
+    removed = sum(1 for r in d.resources if r.status == "removed")
+    modified = sum(1 for r in d.resources if r.status == "modified")
+    if added:
+        parts.append(f"+{_plural(added, 'resource')}")
+    if removed:
+        parts.append(f"-{_plural(removed, 'resource')}")
+    if modified:
+        parts.append(f"{modified} modified" if parts else f"{_plural(modified, 'resource')} modified")
+    parts += [f"{CONFIG_LABELS[ch.name]} changed" for ch in d.config]
+    d.summary = ", ".join(parts) or "no changes"
+    return d

@@ -255,6 +255,72 @@ MIGRATIONS: list[list[str]] = [
             last_scheduled_at TIMESTAMP     -- newest schedule slot handled (fired or skipped)
         )""",
     ],
+    # knowledge bases and data sources, shared by both environments (no env
+    # column). Per-KB vector and term tables (kb_<id>_v<gen>, kb_<id>_terms)
+    # are created at run time: see rf/store/knowledge.py.
+    [
+        """CREATE TABLE kbs (
+            id INTEGER PRIMARY KEY,
+            name VARCHAR NOT NULL UNIQUE,
+            embedder VARCHAR NOT NULL,          -- default | provider:NAME:MODEL
+            dim INTEGER,                        -- vector size, known after the first embedding
+            vectors VARCHAR,                    -- this KB's vector table (kb_<id>_v<generation>)
+            generation INTEGER NOT NULL,        -- bumped when the embedder changes (re-embed)
+            chunk_size INTEGER NOT NULL,        -- characters
+            overlap INTEGER NOT NULL,           -- characters
+            description VARCHAR NOT NULL DEFAULT '',
+            next_chunk BIGINT NOT NULL,         -- id counters (chunks of a document are contiguous)
+            next_doc BIGINT NOT NULL,
+            terms_sorted BIGINT NOT NULL,       -- term rows when the term table was last sorted
+            created_at TIMESTAMP NOT NULL,
+            updated_at TIMESTAMP NOT NULL
+        )""",
+        # No primary key: a changed file is staged next to its live version and swapped atomically.
+        """CREATE TABLE kb_documents (
+            kb_id INTEGER NOT NULL,
+            doc_id BIGINT NOT NULL,
+            path VARCHAR NOT NULL,
+            kind VARCHAR NOT NULL,              -- text | markdown | html | csv | json | jsonl | pdf
+            sha256 VARCHAR NOT NULL,
+            size BIGINT NOT NULL,
+            chars BIGINT NOT NULL,
+            chunks INTEGER NOT NULL,
+            first_chunk BIGINT NOT NULL,        -- its chunks are first_chunk .. first_chunk + chunks - 1
+            metadata VARCHAR NOT NULL,          -- JSON object (custom --meta and what the file says)
+            state VARCHAR NOT NULL,             -- staged | live
+            batch VARCHAR,                      -- the upload that staged it
+            created_at TIMESTAMP NOT NULL,
+            updated_at TIMESTAMP NOT NULL
+        )""",
+        """CREATE TABLE kb_chunks (
+            kb_id INTEGER NOT NULL,
+            chunk_id BIGINT NOT NULL,
+            doc_id BIGINT NOT NULL,
+            idx INTEGER NOT NULL,               -- position in its document
+            text VARCHAR NOT NULL,
+            meta VARCHAR,                       -- JSON (page / row / item range) or NULL
+            tokens INTEGER NOT NULL             -- content tokens (BM25 document length)
+        )""",
+        """CREATE TABLE data_sources (
+            name VARCHAR PRIMARY KEY,
+            kind VARCHAR NOT NULL,              -- csv | parquet | json | duckdb | postgres
+            location VARCHAR NOT NULL,          -- absolute file path, or a DSN without password
+            credential VARCHAR,                 -- a credential NAME (postgres password), never a value
+            description VARCHAR NOT NULL DEFAULT '',
+            created_at TIMESTAMP NOT NULL,
+            updated_at TIMESTAMP NOT NULL
+        )""",
+        # Which agents used a KB / data source from which environment (throttled),
+        # so that deleting one can say which production agents it breaks.
+        """CREATE TABLE resource_uses (
+            kind VARCHAR NOT NULL,              -- kb | data
+            name VARCHAR NOT NULL,
+            env VARCHAR NOT NULL,
+            agent VARCHAR NOT NULL,
+            last_used_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (kind, name, env, agent)
+        )""",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
