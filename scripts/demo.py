@@ -71,6 +71,9 @@ def expect(cond: bool, what: str) -> None:
 def main() -> int:
     keep = "--keep" in sys.argv
     tmp = Path(tempfile.mkdtemp(prefix="rf-demo-"))
+    # The demo's secrets stay in its throw-away directory: never in your OS keyring.
+    os.environ["XDG_DATA_HOME"] = str(tmp / "data")
+    os.environ["PYTHON_KEYRING_BACKEND"] = "rf.secrets.FileKeyring"
     ws = tmp / "demo"
     server: subprocess.Popen[str] | None = None
     try:
@@ -134,17 +137,98 @@ def main() -> int:
         _, p = show_call("production", f"{base}/production/agents/hello", {"input": {"name": "Linus"}})
         expect(p["output"] == {"message": "hi there, Linus!"}, "production now serves the new greeting")
         rf("agents", "history", "hello", cwd=ws)
-        print(f"\n{BOLD}demo complete{RESET} — workspace: {ws if keep else '(removed; use --keep to keep it)'}")
+        stop(server)
+        server = None
+        support_bot(tmp)
+        print(f"\n{BOLD}demo complete{RESET} — workspaces: {tmp if keep else '(removed; use --keep to keep them)'}")
         return 0
     finally:
-        if server is not None and server.poll() is None:
-            server.terminate()
-            try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.kill()
+        stop(server)
         if not keep:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def stop(proc: subprocess.Popen[str] | None) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def start_server(ws: Path) -> tuple[subprocess.Popen[str], str]:
+    print(f"{DIM}$ rf serve --port 0 &{RESET}")
+    server = subprocess.Popen([*RF, "serve", "--port", "0"], cwd=ws, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "NO_COLOR": "1"})
+    info_file = ws / ".rf" / "server.json"
+    deadline = time.time() + 30
+    while not info_file.exists():
+        if server.poll() is not None or time.time() > deadline:
+            raise SystemExit("demo failed: rf serve did not start:\n" + (server.stdout.read() if server.stdout else ""))
+        time.sleep(0.05)
+    base = json.loads(info_file.read_text())["url"]
+    print(f"  serving at {base}")
+    return server, base
+
+
+def support_bot(tmp: Path) -> None:
+    """Part 2: a prompt, a connector with a credential, the mock LLM — all resolved per environment."""
+    ws = tmp / "support"
+    crm: subprocess.Popen[str] | None = None
+    server: subprocess.Popen[str] | None = None
+    try:
+        step("10. the support-bot example: a prompt, a CRM connector with a credential, the offline mock LLM")
+        rf("init", str(ws), "--example", "support-bot", cwd=tmp, quiet=True)
+        crm = subprocess.Popen([sys.executable, str(ws / "crm" / "fake_crm.py"), "--port", "0", "--token", "s3cret"],
+                               text=True, stdout=subprocess.PIPE)
+        assert crm.stdout is not None
+        port = crm.stdout.readline().strip()
+        print(f"  fake CRM on 127.0.0.1:{port}: /live (real customers) and /sandbox (test data)")
+        token = subprocess.run([*RF, "credentials", "set", "crm-token", "--from-stdin", "--yes"], cwd=ws, text=True,
+                               input="s3cret", capture_output=True, env={**os.environ, "NO_COLOR": "1"})
+        print(f"{DIM}$ echo ***** | rf credentials set crm-token --from-stdin --yes{RESET}\n  {token.stderr.strip()}")
+        expect(token.returncode == 0, "the credential value is stored outside DuckDB (shared by both environments)")
+        rf("connectors", "create", "crm", "--base-url", f"http://127.0.0.1:{port}/live", "--auth", "bearer",
+           "--credential", "crm-token", cwd=ws)
+        rf("connectors", "resources", "add", "crm", "get-customer", "--method", "GET", "--path", "/customers/{id}",
+           cwd=ws)
+        rf("prompts", "create", "support-system", "--file", "prompts/support-system.txt", cwd=ws)
+
+        step("11. test locally in staging: draft prompt v1, staging CRM instance")
+        out = json.loads(rf("test", "support", "--input", '{"customer_id": "42", "message": "How do refunds work?"}',
+                            "--json", cwd=ws, quiet=True).stdout)["output"]
+        print(f"  {AMBER}STAGING{RESET} {json.dumps(out)}")
+        expect(out["prompt_version"] == 1 and out["crm"] == "live", "rf test resolved the draft prompt and staging CRM")
+
+        step("12. release everything together: agent, prompt and connector in one batch")
+        rf("agents", "deploy", "support", "-m", "support bot v1", cwd=ws)
+        rf("releases", cwd=ws)
+        rf("releases", "publish", "--all", "--yes", "-m", "launch support bot", cwd=ws)
+
+        step("13. keep iterating in staging: a new prompt draft and the sandbox CRM")
+        draft = ws / "prompts" / "support-system-v2.txt"
+        draft.write_text("You are {{product}}'s support assistant. Greet {{customer}} by name. Answer in one sentence.\n")
+        rf("prompts", "set", "support-system", "--file", str(draft), cwd=ws)
+        rf("connectors", "edit", "crm", "--base-url", f"http://127.0.0.1:{port}/sandbox", cwd=ws)
+        rf("prompts", "diff", "support-system", cwd=ws)
+        rf("releases", cwd=ws)
+
+        step("14. the same agent, two environments: different prompt versions and CRM instances")
+        server, base = start_server(ws)
+        body = {"input": {"customer_id": "42", "message": "hello"}}
+        _, s = show_call("staging", f"{base}/staging/agents/support", body)
+        _, p = show_call("production", f"{base}/production/agents/support", body)
+        so, po = s["output"], p["output"]
+        assert isinstance(so, dict) and isinstance(po, dict)
+        expect(so["prompt_version"] == 2 and po["prompt_version"] == 1,
+               "staging renders draft v2, production the published v1")
+        expect(so["crm"] == "sandbox" and po["crm"] == "live",
+               "staging calls the sandbox CRM, production the live one (same slug, two instances)")
+        rf("executions", "list", "--env", "production", "--agent", "support", cwd=ws)
+    finally:
+        stop(server)
+        stop(crm)
 
 
 if __name__ == "__main__":

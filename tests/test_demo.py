@@ -24,6 +24,9 @@ def test_demo_runs_the_whole_workflow() -> None:
         "staging and production run different commits",
         "production lists only its own 2 executions",
         "production now serves the new greeting",
+        "rf test resolved the draft prompt and staging CRM",
+        "staging renders draft v2, production the published v1",
+        "staging calls the sandbox CRM, production the live one",
         "demo complete",
     ):
         assert expected in out, expected
