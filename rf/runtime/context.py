@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     import logging
 
     from rf.runtime.ctx_connectors import Connectors
+    from rf.runtime.ctx_data import DataSource
+    from rf.runtime.ctx_kb import KnowledgeBase
     from rf.runtime.ctx_llm import LLM
     from rf.runtime.ctx_memory import Memory
     from rf.runtime.ctx_prompts import Prompts
@@ -139,6 +141,18 @@ class Context:
         from rf.runtime.ctx_trace import Trace
 
         return self._service("trace", Trace)
+
+    def kb(self, name: str) -> KnowledgeBase:
+        """A knowledge base (shared by both environments): ``ctx.kb("docs").search(query, k=5)``."""
+        from rf.runtime.ctx_kb import KnowledgeBase
+
+        return self._service(f"kb:{name}", lambda ctx: KnowledgeBase(ctx, name))
+
+    def data(self, name: str) -> DataSource:
+        """A data source (shared by both environments): ``ctx.data("sales").query("SELECT ...")``."""
+        from rf.runtime.ctx_data import DataSource
+
+        return self._service(f"data:{name}", lambda ctx: DataSource(ctx, name))
 
     def call_host(self, method: str, **params: Any) -> Any:
         """Ask the host to run service *method* with JSON-able *params*.

@@ -9,6 +9,8 @@ not a release is refused by :func:`require_staging`.
 from rf.services.connectors import ConnectorsService
 from rf.services.core import CoreServices, require_staging
 from rf.services.credentials import CredentialsService
+from rf.services.datasources import DataSourcesService
+from rf.services.knowledge import KnowledgeService
 from rf.services.prompts import PromptsService
 from rf.services.providers import ProvidersService
 from rf.services.releases import ReleasesService
@@ -26,6 +28,8 @@ class Services(
     TracesService,
     TriggersService,
     ReleasesService,
+    KnowledgeService,
+    DataSourcesService,
     CoreServices,
 ):
     """All of rf's domain operations over one store (see each mixin)."""

@@ -17,7 +17,9 @@ from rf.errors import RfError, StoreError
 from rf.store.agents import AgentsMixin
 from rf.store.connectors import ConnectorsMixin
 from rf.store.credentials import CredentialsMixin
+from rf.store.datasources import DataSourcesMixin
 from rf.store.executions import ExecutionsMixin
+from rf.store.knowledge import KnowledgeMixin
 from rf.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from rf.store.prompts import PromptsMixin
 from rf.store.providers import ProvidersMixin
@@ -61,6 +63,8 @@ class Store(
     SessionsMixin,
     TracesMixin,
     TriggersMixin,
+    KnowledgeMixin,
+    DataSourcesMixin,
 ):
     """One open DuckDB file. Thread-safe: cursors are per thread."""
 
