@@ -37,6 +37,10 @@ typecheck: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/cli_startup.py
 	$(BIN)/python bench/invoke.py
+	$(BIN)/python bench/releases.py
+	$(BIN)/python bench/observability.py
+	$(BIN)/python bench/kb.py
+	$(BIN)/python bench/tui.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

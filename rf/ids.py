@@ -29,6 +29,12 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{_b32(ms, 9)}{_b32(rand, 12)}"
 
 
+def id_at(prefix: str, when: _dt.datetime) -> str:
+    """The smallest id of ``prefix`` created at ``when`` (naive UTC): a bound for "before/after" filters."""
+    ms = int(when.replace(tzinfo=_dt.UTC).timestamp() * 1000)
+    return f"{prefix}_{_b32(ms, 9)}"
+
+
 def utcnow() -> _dt.datetime:
     """Now, UTC, without tzinfo (how the store keeps times)."""
     return _dt.datetime.now(_dt.UTC).replace(tzinfo=None)

@@ -138,3 +138,35 @@ def test_status(backend: Backend, ws: Any) -> None:
     assert st.backend == backend.kind
     assert [a.name for a in st.agents] == ["hello"]
     assert (st.server_url is not None) == (backend.kind == "http")
+
+
+def test_releases_and_triggers_contract(backend: Backend, ws: Any) -> None:
+    backend.deploy("hello", files(ws), "v1", "ada")
+    t = backend.create_trigger("hello", "schedule", schedule="*/10 * * * *", input={"name": "cron"})
+    copy = backend.duplicate_trigger(t.id, "production")
+    assert copy.env == "production" and not copy.live
+    pending = {(i.kind, i.name) for i in backend.release_items()}
+    assert pending == {("agent", "hello"), ("trigger", copy.id)}
+    plan = backend.plan_release(all=True)
+    release = backend.publish_release(all=True, plan_id=plan.id, message="go", author="ada")
+    assert {(i.kind, i.name) for i in release.items} == pending
+    assert backend.get_trigger(copy.id).live
+    assert backend.fire_trigger(copy.id).env == "production"
+    assert [r.id for r in backend.list_releases()] == [release.id]
+    rolled = backend.rollback_release(release.id)
+    assert rolled.kind == "rollback" and not backend.get_trigger(copy.id).live
+    assert backend.get_agent("hello").production_commit is None
+
+
+def test_shared_kb_and_data_contract(backend: Backend, ws: Any) -> None:
+    backend.create_kb("docs")
+    up = backend.kb_upload("docs", {"guide.md": b"# Refunds\nRefunds take five business days.\n",
+                                    "other.md": b"# Shipping\nWe ship worldwide.\n"})
+    assert up is not None
+    hits = backend.search_kb("docs", "how long do refunds take", k=1).hits
+    assert hits and hits[0].path == "guide.md"
+    csv = ws.root / "sales.csv"
+    csv.write_text("region,amount\neu,10\nus,32\n")
+    backend.add_data_source("sales", "file", str(csv))
+    result = backend.query_data("sales", "select sum(amount) as total from sales")
+    assert result.rows == [{"total": 42}]

@@ -307,7 +307,7 @@ def invoke(
 
 def ui(
     env: EnvOption = "staging",
-    view: Annotated[str, typer.Option("--view", help="Open this view first (agents, executions, releases...).")] = "agents",
+    view: Annotated[str, typer.Option("--view", help="Open this view first (agents, releases, ...).")] = "agents",
 ) -> None:
     """Open the dashboard (starts the embedded server unless one already runs)."""
     from rf.tui.launch import main as run_ui

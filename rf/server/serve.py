@@ -62,8 +62,9 @@ class RunningServer:
             self.thread.join(timeout=10)
 
 
-def prepare(ws: Workspace, *, host: str | None = None, port: int | None = None) -> RunningServer:
-    """Open the store, build the app, bind the socket and write server.json."""
+def prepare(ws: Workspace, *, host: str | None = None, port: int | None = None,
+            services: Any = None) -> RunningServer:
+    """Open the store (unless ``services`` already holds it), build the app, bind, write server.json."""
     import uvicorn
 
     from rf.server.app import create_app
@@ -79,15 +80,18 @@ def prepare(ws: Workspace, *, host: str | None = None, port: int | None = None) 
     host = host or ws.host
     port = ws.port if port is None else port
     sock = _bind(host, port)
-    try:
-        store = Store.open(ws.db_path, wait_s=5.0)
-    except RfError:
-        sock.close()
-        raise
     actual_port = sock.getsockname()[1]
     shown_host = f"[{host}]" if ":" in host else host
     url = f"http://{shown_host}:{actual_port}"
-    services = Services(store, ws, server_url=url)
+    if services is None:
+        try:
+            store = Store.open(ws.db_path, wait_s=5.0)
+        except RfError:
+            sock.close()
+            raise
+        services = Services(store, ws, server_url=url)
+    else:
+        services.server_url = url  # rf ui opened the store first, to paint before the server is up
     token = secrets.token_urlsafe(32)
     app = create_app(services, token, max_body_bytes=ws.max_body_bytes)
     config = uvicorn.Config(
@@ -131,9 +135,10 @@ def serve_forever(ws: Workspace, running: RunningServer) -> None:
         _cleanup(ws, running)
 
 
-def start_in_thread(ws: Workspace, *, host: str | None = None, port: int | None = None) -> RunningServer:
+def start_in_thread(ws: Workspace, *, host: str | None = None, port: int | None = None,
+                    services: Any = None) -> RunningServer:
     """Serve on a daemon thread (used by ``rf ui``); ``stop()`` shuts it down."""
-    running = prepare(ws, host=host, port=port)
+    running = prepare(ws, host=host, port=port, services=services)
     # uvicorn installs signal handlers only on the main thread, so this is safe.
 
     def target() -> None:

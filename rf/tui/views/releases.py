@@ -1,0 +1,439 @@
+"""Releases: every staging → production difference, its diff, publish (by plan id), history, rollback.
+
+Publishing is the one write offered while production is shown: it is how
+production changes. The confirmation shows the plan (items, warnings,
+missing dependencies) and publishes with that plan's id, so anything that
+moved in between makes the service refuse instead of shipping unreviewed
+changes.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from rich.console import Group, RenderableType
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import DataTable, SelectionList, Static, TabbedContent, TabPane
+from textual.widgets.selection_list import Selection
+
+from rf import api
+from rf.errors import Conflict
+from rf.models import Release, ReleaseItem, ReleasePlan
+from rf.tui import render
+from rf.tui.format import ago, one_line, plural, state_label, when
+from rf.tui.modals import ConfirmModal
+from rf.tui.views.base import Command, View, restore_cursor, selected_key
+from rf.tui.widgets import Empty
+
+
+def item_key(item: ReleaseItem) -> str:
+    return f"{item.kind}:{item.name}"
+
+
+@dataclass
+class ItemDiff:
+    key: str
+    body: RenderableType
+
+
+def fetch_item_diff(backend: Any, item: ReleaseItem, now: _dt.datetime) -> ItemDiff:
+    """The full diff of one pending item, in the style of its kind."""
+    key = item_key(item)
+    header = Text.assemble(
+        (f"{item.kind} ", render.KIND_STYLE.get(item.kind, "")), (item.name, "bold"), "  ", (item.summary, "dim"), "\n"
+    )
+    if item.kind == "agent":
+        return ItemDiff(key, Group(header, render.agent_diff(backend.diff_agent(item.name), now)))
+    if item.kind == "prompt" and "diff_prompt" in api.BY_NAME:
+        return ItemDiff(key, Group(header, render.prompt_diff(backend.diff_prompt(item.name))))
+    if item.kind == "connector" and "diff_connector" in api.BY_NAME:
+        return ItemDiff(key, Group(header, render.connector_diff(backend.diff_connector(item.name))))
+    table = render.grid()
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row(render.env_text("production"), one_line(item.before, 80) if item.before is not None else "(none)")
+    table.add_row(render.env_text("staging"), one_line(item.after, 80) if item.after is not None else "(none)")
+    return ItemDiff(key, Group(header, table))
+
+
+class ReleasesView(View):
+    TITLE = "Releases"
+    KEY = "releases"
+    GROUP = "Release"
+    CSS_FILE = "views/releases.tcss"
+    LIVE = True
+    BANNER = "Production is read-only; publishing reviewed changes here (p) is how it changes. Press e for staging."
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("p", "publish", "Publish"),
+        Binding("a", "toggle_all", "All/none"),
+        Binding("h", "toggle_tab", "History/pending"),
+        Binding("b", "rollback", "Roll back"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.items: list[ReleaseItem] = []
+        self.deselected: set[str] = set()  #: items the user unticked (new items start ticked)
+        self.place: str | None = None
+        self.releases: list[Release] = []
+        self.release_place: str | None = None
+        self._diff_for: tuple[str, Any, Any] | None = None
+
+    def compose_view(self) -> ComposeResult:
+        with TabbedContent(initial="releases-pending", id="releases-tabs"):
+            with TabPane("Pending changes", id="releases-pending"):
+                with Vertical(id="releases-pending-body"):
+                    yield SelectionList[str](id="release-items")
+                    yield Static("", id="release-selection-info")
+                    with VerticalScroll(id="release-diff"):
+                        yield Static("", id="release-diff-body")
+                yield Empty(
+                    "Nothing to publish: staging and production are the same. Deploy, edit a prompt or a "
+                    "connector in staging and it shows up here.",
+                    id="releases-empty",
+                )
+            with TabPane("History", id="releases-history"):
+                table: DataTable[str | Text] = DataTable(id="release-history", cursor_type="row", zebra_stripes=True)
+                for label in ("release", "when", "author", "kind", "message", "items"):
+                    table.add_column(label, key=label)
+                yield table
+                yield Empty("No releases yet — production has never changed.", id="release-history-empty")
+                with VerticalScroll(id="release-detail", classes="detail"):
+                    yield Static("", id="release-detail-body")
+
+    @property
+    def tab(self) -> str:
+        return self.query_one("#releases-tabs", TabbedContent).active
+
+    def focus_default(self) -> None:
+        if self.rf.current_view != self.KEY:
+            return  # mounted ahead of time (warm-up) or hidden: never steal the focus
+        if self.tab == "releases-history":
+            self.query_one("#release-history", DataTable).focus()
+        else:
+            self.query_one("#release-items", SelectionList).focus()
+
+    # ------------------------------------------------------------ data
+    def reload(self) -> None:
+        backend = self.backend
+
+        def fetch() -> tuple[list[ReleaseItem], list[Release]]:
+            return backend.release_items(), backend.list_releases(100)
+
+        self.call(fetch, self.show_data)
+
+    def show_data(self, data: tuple[list[ReleaseItem], list[Release]]) -> None:
+        items, releases = data
+        self.show_items(items)
+        self.show_history(releases)
+        self.painted()
+
+    def show_items(self, items: list[ReleaseItem]) -> None:
+        sl: SelectionList[str] = self.query_one("#release-items", SelectionList)
+        changed = [(i.kind, i.name, i.summary, i.before, i.after) for i in items] != [
+            (i.kind, i.name, i.summary, i.before, i.after) for i in self.items
+        ] or sl.option_count != len(items)
+        self.items = items
+        if changed:
+            keep = self.place
+            sl.clear_options()
+            sl.add_options(
+                [Selection(render.item_line(i), item_key(i), item_key(i) not in self.deselected) for i in items]
+            )
+            keys = [item_key(i) for i in items]
+            if items:
+                sl.highlighted = keys.index(keep) if keep in keys else 0
+                self.place = keys[sl.highlighted]
+        has = bool(items)
+        self.query_one("#releases-pending-body", Vertical).display = has
+        self.query_one("#releases-empty", Empty).set_class(not has, "-shown")
+        self.update_selection_info()
+        if changed:
+            self.load_diff(force=True)
+
+    def update_selection_info(self) -> None:
+        chosen = len(self.chosen())
+        info = f"{chosen} of {plural(len(self.items), 'change')} selected"
+        info += " · space toggles · a all/none · p publish" if self.items else ""
+        self.query_one("#release-selection-info", Static).update(Text(info, style="dim"))
+        self.set_subtitle(
+            f"{plural(len(self.items), 'change')} waiting in staging · "
+            f"{plural(len(self.releases), 'release')} in history"
+        )
+
+    def chosen(self) -> list[ReleaseItem]:
+        return [i for i in self.items if item_key(i) not in self.deselected]
+
+    def on_selection_list_selected_changed(self, event: SelectionList.SelectedChanged[str]) -> None:
+        selected = set(event.selection_list.selected)
+        self.deselected = {item_key(i) for i in self.items if item_key(i) not in selected}
+        self.update_selection_info()
+
+    def on_selection_list_selection_highlighted(self, event: SelectionList.SelectionHighlighted[str]) -> None:
+        self.place = event.selection.value
+        self.load_diff()
+
+    def load_diff(self, force: bool = False) -> None:
+        item = next((i for i in self.items if item_key(i) == self.place), None)
+        body = self.query_one("#release-diff-body", Static)
+        if item is None:
+            body.update("")
+            self._diff_for = None
+            return
+        marker = (item_key(item), item.before, item.after)
+        if marker == self._diff_for and not force:
+            return
+        self._diff_for = marker
+        backend, now = self.backend, self.now()
+        self.call(lambda: fetch_item_diff(backend, item, now), self.show_diff, group="diff")
+
+    def show_diff(self, d: ItemDiff) -> None:
+        if d.key == self.place:
+            self.query_one("#release-diff-body", Static).update(d.body)
+
+    # ------------------------------------------------------------ history
+    def show_history(self, releases: list[Release]) -> None:
+        table = self.query_one("#release-history", DataTable)
+        changed = [r.id for r in releases] != [r.id for r in self.releases] or table.row_count != len(releases)
+        self.releases = releases
+        if changed:
+            keep = self.release_place or selected_key(table)
+            index = table.cursor_row
+            now = self.now()
+            table.clear()
+            for r in releases:
+                items = ", ".join(f"{i.kind} {i.name}" for i in r.items)
+                table.add_row(
+                    Text(r.id, style="dim"),
+                    ago(r.created_at, now),
+                    Text(one_line(r.author, 16)),
+                    Text(r.kind, style="yellow" if r.kind == "rollback" else ""),
+                    Text(one_line(r.message, 22)),
+                    Text(one_line(items, 24)),
+                    key=r.id,
+                )
+            restore_cursor(table, keep, index)
+        table.display = bool(releases)
+        self.query_one("#release-history-empty", Empty).set_class(not releases, "-shown")
+        self.query_one("#release-detail", VerticalScroll).display = bool(releases)
+        self.show_release()
+        self.update_selection_info()
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id == "release-history" and event.row_key.value is not None:
+            self.release_place = str(event.row_key.value)
+            self.show_release()
+
+    def selected_release(self) -> Release | None:
+        key = self.release_place or selected_key(self.query_one("#release-history", DataTable))
+        return next((r for r in self.releases if r.id == key), None)
+
+    def show_release(self) -> None:
+        r = self.selected_release()
+        body = self.query_one("#release-detail-body", Static)
+        if r is None:
+            body.update("")
+            return
+        table = render.grid(header=True)
+        table.add_column("kind")
+        table.add_column("name", style="bold")
+        table.add_column("before", style="#f87171")
+        table.add_column("")
+        table.add_column("after", style="#4ade80")
+        table.add_column("change", style="dim")
+        for i in r.items:
+            table.add_row(
+                Text(i.kind, style=render.KIND_STYLE.get(i.kind, "")),
+                i.name,
+                state_label(i.before),
+                "→",
+                state_label(i.after),
+                i.summary,
+            )
+        head = Text.assemble(
+            (r.id, "bold"),
+            f"  {r.kind} · {when(r.created_at)} UTC · by {r.author}\n",
+            (r.message, "italic"),
+            (f"   plan {r.plan_id}", "dim"),
+        )
+        body.update(
+            Group(
+                head,
+                Text(""),
+                table,
+                Text(
+                    "\nb rolls production back to its state before this release "
+                    "(as a new release; staging is untouched).",
+                    style="dim",
+                ),
+            )
+        )
+
+    # ------------------------------------------------------------ actions
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if not self.is_mounted or self.missing():
+            return super().check_action(action, parameters)
+        history = self.tab == "releases-history"
+        if action in ("publish", "toggle_all"):
+            return not history
+        if action == "rollback":
+            return history
+        return super().check_action(action, parameters)
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        self.refresh_bindings()
+        self.focus_default()
+
+    def action_toggle_tab(self) -> None:
+        tabs = self.query_one("#releases-tabs", TabbedContent)
+        tabs.active = "releases-history" if tabs.active == "releases-pending" else "releases-pending"
+
+    def action_toggle_all(self) -> None:
+        sl: SelectionList[str] = self.query_one("#release-items", SelectionList)
+        if self.deselected:
+            sl.select_all()
+        else:
+            sl.deselect_all()
+
+    def action_publish(self) -> None:
+        chosen = self.chosen()
+        if not chosen:
+            self.rf.notify(
+                "Select at least one change to publish (space toggles, a selects all)."
+                if self.items
+                else "Nothing to publish: staging and production are the same.",
+                severity="warning",
+            )
+            return
+        every = len(chosen) == len(self.items)
+        names = None if every else [item_key(i) for i in chosen]
+        backend = self.backend
+
+        def plan() -> ReleasePlan:
+            return backend.plan_release(names, all=every)
+
+        self.call(plan, lambda p: self.confirm_publish(p, names, every), group="publish")
+
+    def confirm_publish(self, plan: ReleasePlan, names: list[str] | None, every: bool) -> None:
+        backend = self.backend
+
+        def confirmed(ok: bool | None) -> None:
+            if not ok:
+                return
+
+            def publish() -> Release:
+                from rf.config import git_author
+
+                return backend.publish_release(names, all=every, plan_id=plan.id, author=git_author())
+
+            self.call(publish, self.published, failed=self.publish_failed, group="publish")
+
+        self.app.push_screen(
+            ConfirmModal(
+                f"Publish {plural(len(plan.items), 'change')} to production?",
+                render.release_plan(plan),
+                confirm="Publish",
+                note="Production changes at once for every caller. If anything moves in staging "
+                "or production before you confirm, the publish is refused.",
+            ),
+            confirmed,
+        )
+
+    def published(self, release: Release) -> None:
+        self.rf.notify(
+            f"Published release {release.id}: {plural(len(release.items), 'item')} now in production.",
+            title="Published",
+            markup=False,
+        )
+        for w in release.warnings:
+            self.rf.notify(w, severity="warning", markup=False)
+        self.reload()
+
+    def publish_failed(self, exc: Exception) -> bool:
+        if isinstance(exc, Conflict):
+            self.rf.notify(
+                f"{exc.message}\nNothing was published. Review the changes again, then press p.",
+                title="Publish refused",
+                severity="error",
+                timeout=12,
+                markup=False,
+            )
+            self.reload()
+            return True
+        return False
+
+    def action_rollback(self) -> None:
+        r = self.selected_release()
+        if r is None:
+            self.rf.notify("No release selected.", severity="warning")
+            return
+        backend = self.backend
+
+        def confirmed(ok: bool | None) -> None:
+            if not ok:
+                return
+
+            def rollback() -> Release:
+                from rf.config import git_author
+
+                return backend.rollback_release(r.id, author=git_author())
+
+            def done(release: Release) -> None:
+                self.rf.notify(
+                    f"Rolled back {r.id}: new release {release.id} restores production's earlier state.",
+                    title="Rolled back",
+                    markup=False,
+                )
+                self.reload()
+
+            self.call(rollback, done, group="rollback")
+
+        def show(plan: ReleasePlan) -> None:
+            self.app.push_screen(
+                ConfirmModal(
+                    f"Roll back release {r.id} ({r.message})?",
+                    render.release_plan(plan),
+                    confirm="Roll back",
+                    danger=True,
+                    note="Production returns to its state before this release, as a new release. "
+                    "Staging does not change.",
+                ),
+                confirmed,
+            )
+
+        self.call(lambda: backend.plan_rollback(r.id), show, group="rollback")
+
+    def poll(self) -> None:
+        self.reload()
+
+    def commands(self) -> Iterable[Command]:
+        if self.items:
+            yield Command(
+                "Publish selected changes to production", self.action_publish, "Review the plan, then publish (key p)"
+            )
+        yield Command("Release history", lambda: self._tab("releases-history"), "Past releases; roll back (key b)")
+        yield Command("Pending changes", lambda: self._tab("releases-pending"), "What staging would publish")
+        for r in self.releases[:5]:
+            yield Command(
+                f"Roll back release {r.id} ({r.message})",
+                self._rollback_cb(r.id),
+                "Return production to its state before this release",
+            )
+
+    def _tab(self, tab: str) -> None:
+        self.query_one("#releases-tabs", TabbedContent).active = tab
+
+    def _rollback_cb(self, release_id: str) -> Callable[[], None]:
+        def run() -> None:
+            self._tab("releases-history")
+            self.release_place = release_id
+            restore_cursor(self.query_one("#release-history", DataTable), release_id)
+            self.action_rollback()
+
+        return run

@@ -1,0 +1,173 @@
+"""Small reusable widgets: the environment badge, the read-only banner, the sidebar."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual import events
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+STAGING_TEXT = "Staging: every edit happens here. Production changes only when you publish from Releases (key 5)."
+READ_ONLY_TEXT = "Production is read-only. Press e to switch to staging to make changes; publish them from Releases."
+
+
+class EnvBadge(Static):
+    """`STAGING` (amber) or `PRODUCTION` (emerald); a click switches environment."""
+
+    DEFAULT_CSS = """
+    EnvBadge {
+        width: auto;
+        padding: 0 1;
+        text-style: bold;
+        color: #1c1917;
+        background: #f59e0b;
+    }
+    EnvBadge.-production {
+        background: #10b981;
+        color: #052e16;
+    }
+    EnvBadge:hover {
+        text-style: bold reverse;
+    }
+    """
+
+    class Clicked(Message):
+        """The badge was clicked: switch environment."""
+
+    def __init__(self, env: str, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.tooltip = "Switch environment (e)"
+        self.set_env(env)
+
+    def set_env(self, env: str) -> None:
+        self.update(f" {env.upper()} ")
+        self.set_class(env == "production", "-production")
+
+    def on_click(self, event: events.Click) -> None:
+        event.stop()
+        self.post_message(self.Clicked())
+
+
+class ReadOnlyBanner(Static):
+    """The line under the header: in production the read-only banner, in staging a quiet reminder.
+
+    It keeps its one line in both environments, so switching repaints a line
+    instead of reflowing the whole screen.
+    """
+
+    DEFAULT_CSS = """
+    ReadOnlyBanner {
+        width: 1fr;
+        height: 1;
+        padding: 0 1;
+        color: #fcd34d 70%;
+        background: #f59e0b 8%;
+    }
+    ReadOnlyBanner.-production {
+        color: #d1fae5;
+        background: #065f46;
+        text-style: bold;
+    }
+    """
+
+    def __init__(self) -> None:
+        super().__init__("", markup=False)
+        self.production_text = READ_ONLY_TEXT
+
+    def show_env(self, env: str, production_text: str | None = None) -> None:
+        if production_text is not None:
+            self.production_text = production_text
+        self.set_class(env == "production", "-production")
+        self.update(self.production_text if env == "production" else STAGING_TEXT)
+
+
+class NavItem(Static):
+    """One entry of the sidebar; a click shows its view."""
+
+    DEFAULT_CSS = """
+    NavItem {
+        width: 1fr;
+        padding: 0 1;
+    }
+    NavItem:hover {
+        background: $boost;
+    }
+    NavItem.-active {
+        background: $accent 30%;
+        text-style: bold;
+    }
+    NavItem.-unavailable {
+        color: $text-muted;
+    }
+    """
+
+    class Chosen(Message):
+        def __init__(self, key: str) -> None:
+            self.key = key
+            super().__init__()
+
+    def __init__(self, key: str, label: str, shortcut: str) -> None:
+        super().__init__(f"{label:<14}[dim]{shortcut}[/dim]", id=f"nav-{key}")
+        self.key = key
+
+    def on_click(self, event: events.Click) -> None:
+        event.stop()
+        self.post_message(self.Chosen(self.key))
+
+
+class SectionTitle(Static):
+    """A dim group heading in the sidebar."""
+
+    DEFAULT_CSS = """
+    SectionTitle {
+        color: $text-muted;
+        padding: 1 1 0 1;
+        text-style: italic;
+    }
+    """
+
+
+class Empty(Static):
+    """An empty state that says what to do next."""
+
+    DEFAULT_CSS = """
+    Empty {
+        color: $text-muted;
+        padding: 1 2;
+        display: none;
+    }
+    Empty.-shown {
+        display: block;
+    }
+    """
+
+
+class RfFooter(Footer):
+    """Textual's footer, recomposed only when the keys it shows change.
+
+    The stock footer rebuilds every key widget on each bindings update (a
+    focus move, a reload); that is a good part of an environment switch's
+    cost, and most updates change nothing visible.
+    """
+
+    _shown: tuple[tuple[str, str, bool], ...] | None = None
+
+    def bindings_changed(self, screen: Screen[Any]) -> None:
+        self._bindings_ready = True
+        if not screen.app.app_focus:
+            return
+        if self.is_attached and screen is self.screen:
+            self.call_after_refresh(self._recompose_if_changed)
+
+    async def _recompose_if_changed(self) -> None:
+        shown = tuple(
+            (binding.key, binding.description, enabled)
+            for (_, binding, enabled, _) in self.screen.active_bindings.values()
+            if binding.show
+        )
+        if shown == self._shown:
+            return
+        self._shown = shown
+        await self.recompose()
