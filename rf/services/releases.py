@@ -54,7 +54,12 @@ class ReleasesService(ServiceBase):
     def _release_pending_agent(self) -> list[ReleaseItem]:
         items = []
         parents = self.store.commit_parents()
-        for row in self.store.agent_rows():
+        rows = self.store.agent_rows()
+        cache: dict[str, dict[str, str]] = self.__dict__.setdefault("_tree_cache", {})
+        missing = [c for r in rows for c in (r["staging_commit"], r["production_commit"])
+                   if c is not None and c not in cache and r["staging_commit"] != r["production_commit"]]
+        cache.update(self.store.get_commit_trees(missing))
+        for row in rows:
             staging, production = row["staging_commit"], row["production_commit"]
             if staging is None or staging == production:
                 continue
@@ -131,10 +136,12 @@ class ReleasesService(ServiceBase):
         pending_by_key = {(i.kind, i.name): i for i in pending}
         missing: list[ReleaseItem] = []
         warnings: list[str] = []
+        agent_configs = self.store.get_commit_configs(
+            [str(i.after) for i in chosen if i.kind == "agent" and i.after is not None])
         for item in chosen:
             if item.kind != "agent" or item.after is None:
                 continue
-            config = self.store.get_commit_config(str(item.after))
+            config = agent_configs.get(str(item.after), {})
             for dep_kind, key in (("prompt", "prompts"), ("connector", "connectors")):
                 for dep in config.get(key, []):
                     dep_item = pending_by_key.get((dep_kind, dep))
@@ -143,26 +150,27 @@ class ReleasesService(ServiceBase):
                         warnings.append(f"agent {item.name} uses {dep_kind} {dep}, which has unpublished changes "
                                         f"({dep_item.summary}) not in this release")
         prompt_vars = getattr(self, "_release_prompt_new_variables", None)
-        if prompt_vars is not None:
-            for item in chosen:
-                if item.kind != "prompt":
+        prompt_items = [i for i in chosen if i.kind == "prompt"] if prompt_vars is not None else []
+        if prompt_items:
+            # prompt -> [(agent, production commit)] for production agents not in this batch (one query)
+            rows = [r for r in self.store.agent_rows()
+                    if r["production_commit"] is not None and ("agent", r["name"]) not in in_batch]
+            configs = self.store.get_commit_configs([r["production_commit"] for r in rows])
+            users: dict[str, list[tuple[str, str]]] = {}
+            for r in rows:
+                for used in configs.get(r["production_commit"], {}).get("prompts", []):
+                    users.setdefault(used, []).append((r["name"], r["production_commit"]))
+            for item in prompt_items:
+                if item.name not in users:
                     continue
-                new_vars: list[str] = prompt_vars(item.name)
-                if not new_vars:
-                    continue
-                for row in self.store.agent_rows():
-                    prod = row["production_commit"]
-                    staged_in_batch = ("agent", row["name"]) in in_batch
-                    if prod is None or staged_in_batch:
-                        continue
-                    if item.name not in self.store.get_commit_config(prod).get("prompts", []):
-                        continue
+                new_vars: list[str] = prompt_vars(item.name)  # type: ignore[misc]
+                for agent_name, prod in users[item.name] if new_vars else []:
                     source = self._python_source(prod)
                     unpassed = [v for v in new_vars if v not in source]
                     if unpassed:
                         warnings.append(
                             f"prompt {item.name} adds variable{'s' if len(unpassed) != 1 else ''} "
-                            f"{', '.join(unpassed)}, which production agent {row['name']} does not appear to pass")
+                            f"{', '.join(unpassed)}, which production agent {agent_name} does not appear to pass")
         return missing, warnings
 
     def _python_source(self, commit_id: str) -> str:

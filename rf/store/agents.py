@@ -107,6 +107,24 @@ class AgentsMixin:
         row = self.cursor().execute("SELECT config FROM commits WHERE id = ?", [commit_id]).fetchone()
         return json.loads(row[0]) if row else {}
 
+    def get_commit_configs(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Parsed agent.toml of many commits in one query."""
+        if not ids:
+            return {}
+        rows = self.cursor().execute(
+            "SELECT id, config FROM commits WHERE id IN (SELECT unnest(?::VARCHAR[]))", [list(set(ids))]
+        ).fetchall()
+        return {cid: json.loads(config) for cid, config in rows}
+
+    def get_commit_trees(self, ids: list[str]) -> dict[str, dict[str, str]]:
+        """File trees of many commits in one query."""
+        if not ids:
+            return {}
+        rows = self.cursor().execute(
+            "SELECT id, tree FROM commits WHERE id IN (SELECT unnest(?::VARCHAR[]))", [list(set(ids))]
+        ).fetchall()
+        return {cid: json.loads(tree) for cid, tree in rows}
+
     def list_commits(self, agent: str) -> list[Commit]:
         """Every commit of an agent, newest first."""
         rows = self.cursor().execute(
