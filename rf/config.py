@@ -176,6 +176,7 @@ class AgentConfig:
     prompts: list[str] = field(default_factory=list)
     connectors: list[str] = field(default_factory=list)
     trace: str = "standard"
+    trace_max_chars: int = 2000  #: how much of each input/output a "standard" trace keeps
     raw: dict[str, Any] = field(default_factory=dict)
 
 
@@ -209,6 +210,11 @@ def parse_agent_toml(name: str, text: str, *, source: str = "agent.toml") -> Age
     trace = data.get("trace", "standard")
     if trace not in ("full", "standard", "minimal"):
         raise InvalidAgent(f"{source}: trace must be one of full, standard, minimal")
+    trace_max_chars = data.get("trace_max_chars", 2000)
+    if isinstance(trace_max_chars, bool) or not isinstance(trace_max_chars, int) or not (
+        10 <= trace_max_chars <= 1_000_000
+    ):
+        raise InvalidAgent(f"{source}: trace_max_chars must be a whole number between 10 and 1000000")
     return AgentConfig(
         name=name,
         description=description,
@@ -217,6 +223,7 @@ def parse_agent_toml(name: str, text: str, *, source: str = "agent.toml") -> Age
         prompts=lists["prompts"],
         connectors=lists["connectors"],
         trace=trace,
+        trace_max_chars=trace_max_chars,
         raw=data,
     )
 

@@ -1,13 +1,233 @@
-"""``ctx.trace`` inside the worker (built on ``Context.call_host``)."""
+"""``ctx.trace`` inside the worker: custom spans, and the outbox of deferred host calls.
+
+``with ctx.trace.span("lookup", customer=42) as span:`` times a block of
+agent code; host calls made inside it (LLM, connectors, memory...) become
+its children, and spans nest. An exception leaving the block marks the span
+as failed (and still propagates).
+
+**The outbox.** A host round trip costs tens of microseconds; appending to a
+list costs nanoseconds. Calls whose answer agent code does not wait for —
+finished custom spans, ``ctx.memory.set``/``delete``, ``ctx.session.append``
+— are validated here (so mistakes raise at the call site) and kept in an
+:class:`Outbox` with the time they were made and the span they were made in.
+The outbox rides along with the next host call agent code makes (so the host
+replays them, in order, before answering it) and is flushed in one call when
+the handler returns — or earlier, when it grows large or old, so a handler
+that then hangs loses at most a fraction of a second of spans.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import _thread
+import contextvars
+import json
+import random
+import time
+from typing import TYPE_CHECKING, Any
+
+from rf.errors import RfError, UsageError
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     from rf.runtime.context import Context
+
+#: Names shared with rf.services.traces (the host side).
+OPS_PARAM = "_rf_ops"
+PARENT_PARAM = "_rf_parent"
+
+_MAX_OPS = 256
+_MAX_BYTES = 1024 * 1024
+_MAX_AGE_NS = 200_000_000  # 0.2 s
+_NAME_MAX = 200
+
+#: The innermost open custom span: ``(execution id, span id)``. A context
+#: variable, so threads and asyncio tasks each nest their own spans.
+_current: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("rf_span", default=None)
+
+
+def outbox(ctx: Context) -> Outbox:
+    """The execution's outbox (created on first use; it then carries every host call)."""
+    return ctx._service("outbox", Outbox)
+
+
+class Outbox:
+    """Host calls deferred until the next call, the end of the handler, or a size/age limit."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self._raw = ctx._host
+        self._ops: list[list[Any]] = []
+        self._bytes = 0
+        self._first_ns = 0
+        self._lock = _thread.allocate_lock()
+        if self._raw is not None:
+            # Every later host call of this execution carries the pending
+            # ones, and the end of the handler flushes what is left.
+            ctx._host = self._send
+            self._end = ctx._end
+            ctx._end = self._on_end  # type: ignore[method-assign]
+
+    def current_span(self) -> str | None:
+        """The id of the innermost open custom span in this thread/task, if any."""
+        current = _current.get()
+        if current is None or current[0] != self._ctx.execution_id:
+            return None
+        return current[1]
+
+    def defer(self, method: str, params: dict[str, Any], size: int = 0) -> None:
+        """Queue a host call whose answer nobody waits for."""
+        if not self._ctx._active:
+            raise RfError(
+                f"ctx {method} was called after execution {self._ctx.execution_id} ended",
+                "use ctx only while the handler runs (not from leftover threads or tasks)",
+            )
+        if self._raw is None:
+            raise RfError("no host services in this run")
+        now = time.time_ns()
+        with self._lock:
+            if not self._ops:
+                self._first_ns = now
+            self._ops.append([method, params, now, self.current_span()])
+            self._bytes += size + 64
+            full = len(self._ops) >= _MAX_OPS or self._bytes >= _MAX_BYTES or now - self._first_ns >= _MAX_AGE_NS
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send what is pending now (one host call)."""
+        if self._ops:
+            self._ctx.call_host("trace.flush")
+
+    def _take(self) -> list[list[Any]]:
+        with self._lock:
+            ops, self._ops, self._bytes = self._ops, [], 0
+        return ops
+
+    def _send(self, method: str, params: dict[str, Any]) -> Any:
+        assert self._raw is not None
+        ops = self._take() if self._ops else None
+        parent = self.current_span()
+        if ops or parent:
+            params = dict(params)
+            if ops:
+                params[OPS_PARAM] = ops
+            if parent:
+                params[PARENT_PARAM] = parent
+        return self._raw(method, params)
+
+    def _on_end(self) -> None:
+        try:
+            if self._ops:
+                self._raw("trace.flush", {OPS_PARAM: self._take()})  # type: ignore[misc]
+        except Exception:  # noqa: BLE001 - the host recorded the failure; the run's own result stands
+            pass
+        finally:
+            self._end()
+
+
+_ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False)
+#: Span ids need to be unique, not secret: no system call per span.
+_random = random.Random()
+
+
+def encode_json(value: Any) -> str:
+    """``value`` as strict JSON text; TypeError/ValueError if it is not JSON."""
+    return _ENCODER.encode(value)
+
+
+def json_size(value: Any) -> int:
+    """Length of ``value`` as strict JSON; TypeError/ValueError if it is not JSON."""
+    return len(_ENCODER.encode(value))
+
+
+def check_attributes(where: str, attributes: dict[str, Any]) -> int:
+    """Refuse attributes that are not JSON (naming the first bad one); their encoded size."""
+    try:
+        return json_size(attributes)
+    except (TypeError, ValueError):
+        pass
+    for key, value in attributes.items():
+        try:
+            json_size(value)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(
+                f"{where}: attribute {key!r} is not JSON-serializable ({type(value).__name__}: {exc})",
+                "pass strings, numbers, booleans, None, lists or dicts (e.g. str(value))",
+            ) from None
+    raise UsageError(f"{where}: attributes are not JSON-serializable")
+
+
+class Span:
+    """A custom span; use it as ``with ctx.trace.span(...) as span:`` (or ``async with``).
+
+    It is sent to the host, complete, when the block ends (one deferred
+    ``trace.span`` call): a span that never ends is never recorded.
+    """
+
+    __slots__ = ("_attributes", "_outbox", "_size", "_start", "_token", "id", "name")
+
+    def __init__(self, box: Outbox, name: str, attributes: dict[str, Any]) -> None:
+        self._outbox = box
+        self.name = name
+        self.id = f"{_random.getrandbits(64):016x}"
+        self._size = check_attributes(f"ctx.trace.span({name!r})", attributes) if attributes else 0
+        self._attributes = attributes
+        self._start = 0
+        self._token: contextvars.Token[tuple[str, str] | None] | None = None
+
+    def set(self, **attributes: Any) -> None:
+        """Add attributes to the span (recorded when it ends)."""
+        self._size += check_attributes(f"span {self.name!r}.set()", attributes)
+        self._attributes.update(attributes)
+
+    def __enter__(self) -> Span:
+        self._start = time.time_ns()
+        self._token = _current.set((self._outbox._ctx.execution_id, self.id))
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._token is not None:
+            try:
+                _current.reset(self._token)
+            except ValueError:  # exited in another context (e.g. a generator resumed elsewhere)
+                pass
+            self._token = None
+        params: dict[str, Any] = {"name": self.name, "span_id": self.id, "start": self._start}
+        if exc is not None:
+            params["status"] = "error"
+            params["error"] = f"{type(exc).__name__}: {exc}"[:2000]
+        if self._attributes:
+            params["attributes"] = self._attributes
+        self._outbox.defer("trace.span", params, self._size)
+
+    async def __aenter__(self) -> Span:
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self.__exit__(exc_type, exc, tb)
 
 
 class Trace:
+    """``ctx.trace``: custom spans in this execution's trace."""
+
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
+        self._outbox = outbox(ctx)
+
+    def span(self, name: str, **attributes: Any) -> Span:
+        """A span around a block: ``with ctx.trace.span("step", n=3): ...``.
+
+        Attributes must be JSON values (a UsageError names the first one that
+        is not, and no span is started).
+        """
+        if not isinstance(name, str) or not (1 <= len(name) <= _NAME_MAX):
+            raise UsageError(f"ctx.trace.span: the name must be a string of 1 to {_NAME_MAX} characters")
+        return Span(self._outbox, name, attributes)
+
+    @property
+    def current_span_id(self) -> str | None:
+        """The innermost open custom span of this thread/task (None outside any)."""
+        return self._outbox.current_span()

@@ -128,6 +128,13 @@ def create_app(services: Services, token: str, *, max_body_bytes: int = 1024 * 1
                 "deployed_at": c.created_at if c else None, "message": c.message if c else None,
                 "url": f"/{env}/agents/{name}"}
 
+    @get("/{env:str}/agents/{name:str}/sessions/{session_id:str}", tags=["endpoints"],
+         summary="A session (thread) of an agent in an environment: its messages, oldest first")
+    async def session(env: str, name: str, session_id: str) -> dict[str, Any]:
+        _check_env(env)
+        thread = await asyncio.to_thread(services.get_session, session_id, env, name)
+        return to_dict(thread)  # type: ignore[no-any-return]
+
     @post("/{env:str}/hooks/{trigger_id:str}", summary="Webhook trigger (secret required)", tags=["endpoints"],
           status_code=200)
     async def hook(request: Request[Any, Any, Any], env: str, trigger_id: str) -> Response[Any]:
@@ -146,7 +153,7 @@ def create_app(services: Services, token: str, *, max_body_bytes: int = 1024 * 1
     async def health() -> dict[str, Any]:
         return {"ok": True}
 
-    handlers: list[Any] = [invoke, describe, hook, health]
+    handlers: list[Any] = [invoke, describe, session, hook, health]
     for r in api.ROUTES:
         handlers.append(_management_handler(services, r, check_token))
 

@@ -27,6 +27,8 @@ from rf.models import (
 )
 from rf.services import diffs
 from rf.services.host import HostCall, collect
+from rf.services.sessions import check_session_id, finish_execution
+from rf.services.traces import ExecutionTrace, dispatch
 
 if TYPE_CHECKING:
     from rf.runtime.pool import WorkerPool
@@ -283,6 +285,7 @@ class CoreServices:
             env=env, name=name, commit_label=commit_id, code_dir=self.code_dir(commit_id),
             entrypoint=config.get("entrypoint", "agent:handle"), timeout_s=float(config.get("timeout_s", 60.0)),
             input=input, session_id=session_id, source=source, on_chunk=on_chunk,
+            trace=config.get("trace", "standard"), trace_max_chars=int(config.get("trace_max_chars", 2000)),
         )
 
     def target(self, env: str, name: str) -> str:
@@ -340,6 +343,7 @@ class CoreServices:
             env="staging", name=name, commit_label=WORKING_COPY, code_dir=code_dir,
             entrypoint=config.entrypoint, timeout_s=config.timeout_s, input=input, session_id=session_id,
             source="test", on_chunk=on_chunk, pool_label=f"{WORKING_COPY}:{digest}",
+            trace=config.trace, trace_max_chars=config.trace_max_chars,
         )
 
     def _run(
@@ -356,18 +360,25 @@ class CoreServices:
         source: str,
         on_chunk: Callable[[Any], None] | None,
         pool_label: str | None = None,
+        trace: str = "standard",
+        trace_max_chars: int = 2000,
     ) -> Execution:
+        """Run one execution in a worker and record it: its trace (a root span around the
+        run, a child span per host call), and, if it succeeded, its session messages and
+        memory writes (see rf.services.sessions)."""
         from rf.runtime.pool import RunRequest
 
+        check_session_id(session_id)
         execution_id = new_id("ex")
         started = utcnow()
+        call = HostCall(env=env, agent=name, execution_id=execution_id, session_id=session_id,
+                        commit=commit_label, source=source)
+        tracer = ExecutionTrace.begin(self.store, call, trace, trace_max_chars)
         request = RunRequest(execution_id=execution_id, env=env, agent=name, input=input,
                              session_id=session_id, stream=on_chunk is not None)
         result = self.pool.run(
             (env, name, pool_label or commit_label), code_dir, entrypoint, request,
-            timeout_s=timeout_s, on_chunk=on_chunk,
-            host=self.host_handler(HostCall(env=env, agent=name, execution_id=execution_id,
-                                            session_id=session_id, commit=commit_label, source=source)),
+            timeout_s=timeout_s, on_chunk=on_chunk, host=self.host_handler(call),
         )
         ended = utcnow()
         execution = Execution(
@@ -377,6 +388,8 @@ class CoreServices:
             duration_ms=round(result.duration_ms or (ended - started).total_seconds() * 1000, 3),
             session_id=session_id,
         )
+        finish_execution(self.store, call, execution)  # may turn it into a failure first
+        tracer.finish(execution)
         self.store.record_execution(execution)
         return execution
 
@@ -385,10 +398,8 @@ class CoreServices:
         table = _host_table(type(self))
 
         def handle(method: str, params: dict[str, Any]) -> Any:
-            attr = table.get(method)
-            if attr is None:
-                raise NotFound(f"unknown host method {method!r}", "this rf version does not offer it to agents")
-            return getattr(self, attr)(call, **params)
+            # Each call runs in a span of the execution's trace (rf.services.traces).
+            return dispatch(self, table, call, method, params)
 
         return handle
 
@@ -442,6 +453,7 @@ def _config_dict(config: AgentConfig) -> dict[str, Any]:
         "prompts": config.prompts,
         "connectors": config.connectors,
         "trace": config.trace,
+        "trace_max_chars": config.trace_max_chars,
     }
 
 

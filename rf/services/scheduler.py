@@ -114,7 +114,7 @@ class Scheduler:
             t = self.services.get_trigger(trigger_id)
             payload = self.services.trigger_input(t, extra)
             self.services.fire_trigger(trigger_id, payload)
-        except Exception:  # noqa: BLE001 - a failing trigger must never stop the scheduler
+        except Exception:
             log.exception("trigger %s failed to fire", trigger_id)
 
     def wait_idle(self, timeout: float = 30.0) -> None:
@@ -147,7 +147,7 @@ class Scheduler:
                                  yield_on_timeout=False, raise_interrupt=False):
                 listed = sorted(({"change": c.name, "path": p} for c, p in changes), key=lambda d: d["path"])
                 self._fire(row, self.clock(), {"changes": listed})
-        except Exception:  # noqa: BLE001 - e.g. the path was removed; logged, the server goes on
+        except Exception:
             log.exception("watch trigger %s stopped", row["id"])
 
     # ------------------------------------------------------------ loop
@@ -156,13 +156,13 @@ class Scheduler:
         def loop() -> None:
             try:
                 self.arm()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("scheduler: arming failed")
             while not self._stop.is_set():
                 try:
                     self.tick()
                     self.sync_watchers()
-                except Exception:  # noqa: BLE001 - keep scheduling
+                except Exception:
                     log.exception("scheduler tick failed")
                 self._stop.wait(interval_s)
 

@@ -1,9 +1,369 @@
-"""Sessions (threads) and memory, per environment."""
+"""Sessions (threads) and memory, per environment.
+
+**Sessions.** A session is ``(environment, agent, id)``; the id is whatever
+the caller chooses (1–128 of ``A-Z a-z 0-9 _ . : -``). Invoking with a
+session id appends the user's input and the agent's output to that session in
+the execution's environment; agent code reads it with
+``ctx.session.history()`` and adds to it with ``ctx.session.append()``.
+
+**Memory.** Key → JSON value, one namespace per environment (``staging:``,
+``production:``): the environment comes from the execution, never from agent
+code, so an agent can narrow its scope (``ctx.memory.scope("user:42")``) but
+can never reach the other environment's keys. From outside agent code,
+memory can be read in both environments and deleted only in staging
+(production is read-only).
+
+**All or nothing per execution.** An execution's session appends and memory
+writes are kept aside while it runs (it reads its own writes) and committed
+together when it succeeds; a failed execution leaves sessions and memory as
+they were. Committing queues the rows to the batching writer, which has them
+on disk within milliseconds; every read of sessions or memory flushes the
+writer first, so anything read after an execution reported success sees its
+writes. (Waiting for the disk in every execution would cost a DuckDB commit,
+about 5 ms, per execution; see docs/architecture.md.)
+"""
 
 from __future__ import annotations
 
+import json
+import re
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from rf.errors import NotFound, PayloadTooLarge, UsageError
+from rf.ids import iso, parse_iso, utcnow
+from rf.models import (
+    MEMORY_MAX_KEY_CHARS,
+    MEMORY_MAX_VALUE_BYTES,
+    SESSION_ID_PATTERN,
+    SESSION_ROLES,
+    Execution,
+    MemoryChange,
+    MemoryItem,
+    SessionMessage,
+    SessionSummary,
+    SessionThread,
+    check_env,
+)
 from rf.services.base import ServiceBase
+from rf.services.host import HostCall, host_method
+
+if TYPE_CHECKING:
+    from rf.store import Store
+    from rf.store.sessions import MemoryRow, SessionRow
+
+_SESSION_ID = re.compile(SESSION_ID_PATTERN)
+#: Encoders made once (json.dumps with options builds a new one per call).
+_strict = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+_encode = json.JSONEncoder(ensure_ascii=False).encode
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: Compact the memory table after this many writes (superseded rows pile up).
+COMPACT_EVERY = 10_000
+_PREVIEW = 80
+
+
+_seq_lock = threading.Lock()
+_last_seq = 0
+
+
+def next_seq() -> int:
+    """A strictly increasing number (nanoseconds since the epoch, bumped on ties).
+
+    The process that owns the store is its only writer, so this orders
+    session messages and memory writes without asking the database.
+    """
+    global _last_seq
+    with _seq_lock:
+        now = time.time_ns()
+        _last_seq = now if now > _last_seq else _last_seq + 1
+        return _last_seq
+
+
+def check_session_id(session_id: Any) -> str | None:
+    """None, or a valid session id; a UsageError with the rule otherwise."""
+    if session_id is None:
+        return None
+    if not isinstance(session_id, str) or not _SESSION_ID.fullmatch(session_id):
+        shown = session_id if isinstance(session_id, str) else type(session_id).__name__
+        raise UsageError(f"invalid session id {str(shown)[:140]!r}",
+                         "use 1 to 128 letters, digits and _ . : - (for example chat-42 or user:7:thread-1)")
+    return session_id
+
+
+def check_memory_key(key: Any) -> str:
+    if not isinstance(key, str) or not key:
+        raise UsageError("a memory key must be a non-empty string")
+    if len(key) > MEMORY_MAX_KEY_CHARS:
+        raise UsageError(f"memory key is too long ({len(key)} characters; the limit is {MEMORY_MAX_KEY_CHARS})")
+    if _CONTROL.search(key):
+        raise UsageError(f"memory key {key[:60]!r} contains control characters")
+    return key
+
+
+def _kib(n: int) -> str:
+    return f"{n / 1024:.0f} KiB" if n >= 1024 else f"{n} bytes"
+
+
+def dump_json(value: Any, what: str) -> str:
+    """``value`` as JSON text within the memory size limit (clear errors otherwise)."""
+    try:
+        text = _strict(value)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{what} is not JSON-serializable: {exc}",
+                         "use strings, numbers, booleans, None, lists and dicts with string keys") from None
+    size = len(text.encode("utf-8"))
+    if size > MEMORY_MAX_VALUE_BYTES:
+        raise PayloadTooLarge(f"{what} is too large ({_kib(size)}; the limit is {_kib(MEMORY_MAX_VALUE_BYTES)})",
+                              "keep large data in a data source or knowledge base and store a reference to it")
+    return text
+
+
+def message_content(value: Any) -> Any:
+    """What a session keeps of an input or output: its ``message`` if it has one, else all of it.
+
+    So ``ctx.session.history()`` reads like chat messages whether callers send
+    ``{"message": "hi"}`` or plain strings. A streamed output of strings is joined.
+    """
+    if isinstance(value, dict) and "message" in value:
+        return value["message"]
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return "".join(value)
+    return value
+
+
+def _preview(content_json: str | None) -> str:
+    if content_json is None:
+        return ""
+    try:
+        content = json.loads(content_json)
+    except ValueError:
+        content = content_json
+    text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
+    text = " ".join(text.split())
+    return text if len(text) <= _PREVIEW else text[: _PREVIEW - 1] + "…"
+
+
+def _limit(limit: Any, most: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not (1 <= limit <= most):
+        raise UsageError(f"--limit must be between 1 and {most}")
+    return limit
+
+
+def _text_param(value: Any) -> Any:
+    """Undo the HTTP API's guess that a numeric-looking query value is a number."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return str(value)
+    return value
+
+
+# ---------------------------------------------------------------- end of an execution
+
+_compact_lock = threading.Lock()
+_writes_since_compact = 0
+
+
+def finish_execution(store: Store, call: HostCall, execution: Execution) -> None:
+    """Commit the execution's session appends and memory writes if it succeeded.
+
+    A deferred host call that failed (the agent went on without knowing)
+    fails the execution first, so nothing of it is committed.
+    """
+    global _writes_since_compact
+    errors: list[str] | None = call.state.get("deferred_errors")
+    if errors and execution.status == "succeeded":
+        execution.status = "failed"
+        execution.error = errors[0] + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
+        execution.error_type = "exception"
+        execution.output = None
+    if execution.status != "succeeded":
+        return
+    ended = utcnow()
+    if execution.session_id:
+        rows: list[SessionRow] = []
+        base = (execution.env, execution.agent, execution.session_id)
+        if execution.input is not None:
+            started = parse_iso(execution.started_at) if execution.started_at else ended
+            rows.append((*base, next_seq(), "user", _encode(message_content(execution.input)),
+                         execution.id, started))
+        for role, content_json, at in call.state.get("session", ()):
+            rows.append((*base, next_seq(), role, content_json, execution.id, at))
+        if execution.output is not None:
+            rows.append((*base, next_seq(), "assistant",
+                         _encode(message_content(execution.output)), execution.id, ended))
+        if rows:
+            store.queue_session_messages(rows)
+    memory: dict[str, str | None] | None = call.state.get("memory")
+    if memory:
+        mem_rows: list[MemoryRow] = [
+            (execution.env, key, next_seq(), value, execution.agent, execution.id, ended) for key, value in memory.items()
+        ]
+        store.queue_memory(mem_rows)
+        with _compact_lock:
+            _writes_since_compact += len(mem_rows)
+            due = _writes_since_compact >= COMPACT_EVERY
+            if due:
+                _writes_since_compact = 0
+        if due:
+            threading.Thread(target=_compact, args=(store,), name="rf-memory-compact", daemon=True).start()
+
+
+def _compact(store: Store) -> None:
+    import logging
+
+    try:
+        store.flush()
+        store.compact_memory()
+    except Exception as exc:  # noqa: BLE001 - compaction is an optimisation; the next one retries
+        logging.getLogger("rf.services.sessions").warning("memory compaction failed: %s", exc)
 
 
 class SessionsService(ServiceBase):
     """Mixed into :class:`rf.services.Services`."""
+
+    # ------------------------------------------------------------ sessions
+    def list_sessions(self, env: str = "staging", agent: str | None = None, limit: int = 50) -> list[SessionSummary]:
+        """Sessions of one environment, most recently active first."""
+        check_env(env)
+        limit = _limit(limit, 10_000)
+        rows = self.store.list_sessions(env, agent=_text_param(agent), limit=limit)
+        return [SessionSummary(id=r[0], env=env, agent=r[1], messages=int(r[2]), started_at=iso(r[3]),
+                               updated_at=iso(r[4]), last_message=_preview(r[5])) for r in rows]
+
+    def get_session(self, session_id: str, env: str = "staging", agent: str | None = None) -> SessionThread:
+        """One session's messages, oldest first. Without ``agent``, the id must be used by one agent only."""
+        check_env(env)
+        session_id = check_session_id(_text_param(session_id)) or ""
+        agent = _text_param(agent)
+        agents = self.store.session_agents(env, session_id)
+        if agent is None:
+            if len(agents) > 1:
+                raise UsageError(f"session {session_id!r} exists for several agents in {env}: {', '.join(agents)}",
+                                 "name one: --agent NAME")
+            agent = agents[0] if agents else None
+        if agent is None or agent not in agents:
+            other = "production" if env == "staging" else "staging"
+            elsewhere = bool(self.store.session_agents(other, session_id))
+            hint = (f"it exists in {other}: rf sessions show {session_id} --env {other}" if elsewhere
+                    else f"list them: rf sessions list --env {env}")
+            who = f" for agent {agent!r}" if agent is not None else ""
+            raise NotFound(f"no session {session_id!r}{who} in {env}", hint)
+        rows = self.store.session_messages(env, session_id, agent)
+        return SessionThread(id=session_id, env=env, agent=agent, messages=[
+            SessionMessage(role=r[1], content=json.loads(r[2]), execution_id=r[3], created_at=iso(r[4])) for r in rows
+        ])
+
+    # ------------------------------------------------------------ memory
+    def list_memory(self, env: str = "staging", prefix: str = "", limit: int = 1000) -> list[MemoryItem]:
+        """Memory keys of one environment (with values), by key."""
+        check_env(env)
+        prefix = _text_param(prefix) or ""
+        if not isinstance(prefix, str):
+            raise UsageError("--prefix must be a string")
+        limit = _limit(limit, 100_000)
+        rows = self.store.memory_items(env, prefix, limit=limit)
+        return [MemoryItem(key=r[0], env=env, value=json.loads(r[1]) if r[1] is not None else None, size=int(r[2]),
+                           updated_at=iso(r[3]), agent=r[4], execution_id=r[5]) for r in rows]
+
+    def get_memory(self, key: str, env: str = "staging") -> MemoryItem:
+        """One memory key of one environment."""
+        check_env(env)
+        key = check_memory_key(key)
+        row = self.store.memory_value(env, key)
+        if row is None:
+            raise NotFound(f"no memory key {key!r} in {env}", f"list them: rf memory list --env {env}")
+        return MemoryItem(key=key, env=env, value=json.loads(row[0]), size=len(row[0].encode("utf-8")),
+                          updated_at=iso(row[1]), agent=row[2], execution_id=row[3])
+
+    def delete_memory(self, key: str, env: str = "staging") -> MemoryChange:
+        """Delete one key of staging memory (production memory is read-only)."""
+        from rf.services.core import require_staging
+
+        require_staging(env, "delete memory", "production memory changes only through its agents' executions; "
+                                              "delete keys in staging: rf memory delete KEY --env staging")
+        key = check_memory_key(key)
+        deleted = self.store.delete_memory(env, key=key)
+        if not deleted:
+            raise NotFound(f"no memory key {key!r} in {env}", f"list them: rf memory list --env {env}")
+        return MemoryChange(env=env, deleted=len(deleted), keys=deleted)
+
+    def clear_memory(self, env: str = "staging", prefix: str = "") -> MemoryChange:
+        """Delete every staging key (under ``prefix``); production memory is read-only."""
+        from rf.services.core import require_staging
+
+        require_staging(env, "clear memory", "production memory changes only through its agents' executions; "
+                                             "clear staging memory: rf memory clear --env staging")
+        prefix = _text_param(prefix) or ""
+        if not isinstance(prefix, str):
+            raise UsageError("--prefix must be a string")
+        deleted = self.store.delete_memory(env, prefix=prefix)
+        return MemoryChange(env=env, deleted=len(deleted), keys=deleted)
+
+    # ------------------------------------------------------------ agent code: ctx.session
+    @host_method("session.history")
+    def _host_session_history(self, call: HostCall, limit: Any = None) -> list[dict[str, Any]]:
+        """This execution's session, oldest first, including what it appended itself."""
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise UsageError("ctx.session.history: limit must be a whole number ≥ 0")
+        if call.session_id is None or limit == 0:
+            return []
+        stored = self.store.session_messages(call.env, call.session_id, call.agent, limit=limit)
+        messages = [{"role": r[1], "content": json.loads(r[2])} for r in stored]
+        messages += [{"role": role, "content": json.loads(content)} for role, content, _ in call.state.get("session", ())]
+        return messages[-limit:] if limit is not None else messages
+
+    @host_method("session.append")
+    def _host_session_append(self, call: HostCall, role: Any, content: Any) -> None:
+        """Add a message to this execution's session (committed when the execution succeeds)."""
+        if call.session_id is None:
+            raise UsageError("ctx.session.append: this execution has no session",
+                             "invoke with a session id: rf invoke AGENT --session ID, or {\"session_id\": ...}")
+        if role not in SESSION_ROLES:
+            raise UsageError(f"ctx.session.append: role must be one of {', '.join(SESSION_ROLES)}, not {role!r}")
+        text = dump_json(content, "session message content")
+        call.state.setdefault("session", []).append((role, text, utcnow()))
+
+    # ------------------------------------------------------------ agent code: ctx.memory
+    @host_method("memory.get")
+    def _host_memory_get(self, call: HostCall, key: Any) -> dict[str, Any] | None:
+        """``{"value": ...}``, or None when the key is absent from this environment's memory."""
+        key = check_memory_key(key)
+        pending: dict[str, str | None] | None = call.state.get("memory")
+        if pending is not None and key in pending:
+            text = pending[key]
+        else:
+            row = self.store.memory_value(call.env, key)
+            text = row[0] if row is not None else None
+        return None if text is None else {"value": json.loads(text)}
+
+    @host_method("memory.set")
+    def _host_memory_set(self, call: HostCall, key: Any, value: Any) -> None:
+        key = check_memory_key(key)
+        text = dump_json(value, f"memory value for {key[:60]!r}")
+        pending = call.state.setdefault("memory", {})
+        pending.pop(key, None)  # keep the order of the last writes
+        pending[key] = text
+
+    @host_method("memory.delete")
+    def _host_memory_delete(self, call: HostCall, key: Any) -> None:
+        key = check_memory_key(key)
+        pending = call.state.setdefault("memory", {})
+        pending.pop(key, None)
+        pending[key] = None
+
+    @host_method("memory.list")
+    def _host_memory_list(self, call: HostCall, prefix: Any = "") -> list[str]:
+        """Keys under ``prefix`` in this environment's memory, sorted."""
+        if not isinstance(prefix, str):
+            raise UsageError("ctx.memory.list: prefix must be a string")
+        keys = {r[0] for r in self.store.memory_items(call.env, prefix, values=False)}
+        for key, text in (call.state.get("memory") or {}).items():
+            if key.startswith(prefix):
+                if text is None:
+                    keys.discard(key)
+                else:
+                    keys.add(key)
+        return sorted(keys)
+

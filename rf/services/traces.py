@@ -1,9 +1,584 @@
-"""Traces: spans per execution, per environment; OTLP export."""
+"""Traces: one span tree per execution, per environment; OTLP export.
+
+Every execution gets a trace (one trace id) whose **root span** (kind
+``agent``) covers the whole run. Each host call the agent makes through
+``ctx`` becomes a **child span** whose kind comes from the method's prefix
+(``llm.chat`` → ``llm``), and ``with ctx.trace.span("name", **attrs):`` makes
+**custom spans**; host calls made inside a custom span are its children.
+
+How much a span keeps depends on the agent's ``trace`` mode (agent.toml):
+``full`` keeps inputs and outputs (as JSON values in the ``input``/``output``
+attributes), ``standard`` keeps those whose JSON fits in ``trace_max_chars``
+(default 2000) and truncates the others to that many characters of text,
+``minimal`` keeps timing and status only.
+Whatever the mode, every secret the execution registered
+(:meth:`HostCall.secret`) is replaced by ``[REDACTED]`` in every attribute,
+span name and error, and in the execution's logs and error.
+
+An execution's spans are kept in memory while it runs and queued to the
+batching writer when it ends: recording never makes an execution wait for
+the disk.
+
+**Deferred host calls.** A host round trip costs far more than appending to
+a list, so the worker does not send calls whose answer agent code does not
+wait for (finished custom spans, memory writes, session appends). It keeps
+them, with the time and the open custom span of each, and sends them along
+with the next host call it has to make (parameter ``_rf_ops``), or in one
+``trace.flush`` call when the handler returns. :func:`dispatch` replays
+them, in order, before serving that call. ``trace.start``/``trace.end``
+also exist as plain host methods (a span stack kept by the host) for code
+that calls ``ctx.call_host`` itself.
+"""
 
 from __future__ import annotations
 
+import datetime as _dt
+import json
+import random
+import re
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from rf.errors import NotFound, RfError, UsageError
+from rf.ids import iso
+from rf.models import Execution, Span, Trace, TraceSummary, check_env
 from rf.services.base import ServiceBase
+from rf.services.host import HostCall, host_method
+
+if TYPE_CHECKING:
+    from rf.store import Store
+    from rf.store.traces import SpanRow
+
+#: Parameters the worker adds to a host call (see the module docstring).
+OPS_PARAM = "_rf_ops"
+PARENT_PARAM = "_rf_parent"
+#: Host methods the worker may defer (their answers are not needed).
+DEFERRABLE = frozenset({"trace.span", "trace.start", "trace.end", "memory.set", "memory.delete", "session.append"})
+#: Method prefix → span kind.
+KINDS = {
+    "prompts": "prompt", "llm": "llm", "connectors": "connector", "memory": "memory", "session": "session",
+    "kb": "kb", "data": "data", "trace": "custom",
+}
+TRACE_MODES = ("full", "standard", "minimal")
+DEFAULT_MAX_CHARS = 2000
+REDACTED = "[REDACTED]"
+_SPAN_ID = re.compile(r"[0-9a-f]{16}")
+_NAME_MAX = 200
+_ERROR_MAX = 2000
+#: Spans of an execution start after its id was made and end before its
+#: record is written; this margin absorbs clock steps.
+_MARGIN_NS = 60 * 1_000_000_000
+_B32 = {c: i for i, c in enumerate("0123456789abcdefghjkmnpqrstvwxyz")}
+
+
+#: Span and trace ids need to be unique, not secret: no system call per span.
+_random = random.Random()
+#: One encoder for every span (json.dumps with options builds a new one per call).
+_encode = json.JSONEncoder(ensure_ascii=False, default=repr).encode
+
+
+def _new_span_id() -> str:
+    return f"{_random.getrandbits(64):016x}"
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a span's error."""
+    text = exc.message if isinstance(exc, RfError) else f"{type(exc).__name__}: {exc}"
+    return text[:_ERROR_MAX]
+
+
+class _Open:
+    """A custom span that has started but not ended."""
+
+    __slots__ = ("attributes", "name", "parent", "span_id", "start_ns")
+
+    def __init__(self, span_id: str, parent: str, name: str, start_ns: int, attributes: dict[str, Any]) -> None:
+        self.span_id = span_id
+        self.parent = parent
+        self.name = name
+        self.start_ns = start_ns
+        self.attributes = attributes
+
+
+class ExecutionTrace:
+    """The trace of one running execution; lives in ``call.state["trace"]``.
+
+    Only the thread running the execution touches it: the worker sends one
+    host call at a time, and the pool serves them in the thread that called
+    :meth:`WorkerPool.run`.
+    """
+
+    def __init__(self, store: Store, call: HostCall, mode: str = "standard",
+                 max_chars: int = DEFAULT_MAX_CHARS) -> None:
+        self.store = store
+        self.call = call
+        self.mode = mode if mode in TRACE_MODES else "standard"
+        self.max_chars = max_chars
+        ids = f"{_random.getrandbits(192):048x}"
+        self.trace_id, self.root_id = ids[:32], ids[32:]
+        self.start_ns = time.time_ns()
+        self.stack: list[_Open] = []  #: open custom spans (trace.start/trace.end), innermost last
+        self.rows: list[SpanRow] = []  #: finished spans, queued together when the execution ends
+        self.child_errors = 0
+
+    @classmethod
+    def begin(cls, store: Store, call: HostCall, mode: str = "standard",
+              max_chars: int = DEFAULT_MAX_CHARS) -> ExecutionTrace:
+        """Open the root span of ``call``'s execution (timing starts now)."""
+        trace = cls(store, call, mode, max_chars)
+        call.state["trace"] = trace
+        return trace
+
+    # ------------------------------------------------------------ attributes
+    def _fit(self, value: Any) -> Any:
+        """A value as a standard-mode span keeps it: as it is, or, if its JSON is longer
+        than ``max_chars``, the first ``max_chars`` characters of it (of the text itself for
+        a string) and how many more there were."""
+        text = value if isinstance(value, str) else _encode(value)
+        if len(text) <= self.max_chars:
+            return value
+        return f"{text[: self.max_chars]}… [{len(text) - self.max_chars} more characters]"
+
+    def _attribute(self, value: Any) -> Any:
+        """A custom or annotated attribute in standard mode."""
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        return self._fit(value)
+
+    def _scrub(self, value: Any) -> Any:
+        """``value`` with every registered secret replaced (strings, lists and dicts walked)."""
+        secrets: set[str] | None = self.call.state.get("secrets")
+        if not secrets:
+            return value
+        return _scrub(value, _secret_forms(secrets))
+
+    def _io(self, attributes: dict[str, Any], inputs: Any, output: Any, has_output: bool) -> None:
+        """Inputs and outputs are kept as JSON values (fitted to the mode when the row is made)."""
+        if self.mode == "minimal":
+            return
+        attributes["input"] = inputs
+        if has_output:
+            attributes["output"] = output
+
+    def _row(self, *, span_id: str, parent: str | None, kind: str, name: str, start_ns: int, end_ns: int,
+             status: str, error: str | None, attributes: dict[str, Any]) -> SpanRow:
+        call = self.call
+        if call.state.get("secrets"):
+            name = self._scrub(name)
+            error = self._scrub(error)
+            attributes = self._scrub(attributes)
+        encoded = _encode(attributes) if attributes else "{}"
+        # Standard mode: when the whole is short, so is each part (one encoding in the common case).
+        if self.mode == "standard" and len(encoded) > self.max_chars and (
+                "input" in attributes or "output" in attributes):
+            attributes = {k: (self._fit(v) if k in ("input", "output") else v) for k, v in attributes.items()}
+            encoded = _encode(attributes)
+        return (call.env, self.trace_id, span_id, parent, call.execution_id, call.agent, kind, name,
+                start_ns, end_ns, status, error, encoded)
+
+    def _parent(self, parent: Any) -> str:
+        if isinstance(parent, str) and parent:
+            return parent
+        return self.stack[-1].span_id if self.stack else self.root_id
+
+    # ------------------------------------------------------------ host-call spans
+    def host_call(self, method: str, params: dict[str, Any], fn: Callable[[], Any], parent: Any = None,
+                  at: int | None = None) -> Any:
+        """Run one host call inside its span (``at``: the time a deferred call was made)."""
+        state = self.call.state
+        state.pop("span_attributes", None)
+        start = at if at is not None else time.time_ns()
+        try:
+            result = fn()
+        except BaseException as exc:
+            self.child_errors += 1
+            self._host_span(method, params, None, False, start, at, parent, "error", describe_error(exc))
+            raise
+        # A deferred call's answer went nowhere: keep only its input.
+        self._host_span(method, params, result, at is None, start, at, parent, "ok", None)
+        return result
+
+    def _host_span(self, method: str, params: dict[str, Any], result: Any, has_output: bool, start: int,
+                   at: int | None, parent: Any, status: str, error: str | None) -> None:
+        end = at if at is not None else time.time_ns()
+        extra = self.call.state.pop("span_attributes", None)
+        attributes: dict[str, Any] = {}
+        if extra and self.mode == "full":
+            attributes.update(extra)
+        elif extra and self.mode == "standard":  # e.g. an LLM call's messages: truncated like inputs
+            attributes.update({k: self._attribute(v) for k, v in extra.items()})
+        self._io(attributes, params, result, has_output)
+        kind = KINDS.get(method.split(".", 1)[0], "custom")
+        self.rows.append(self._row(span_id=_new_span_id(), parent=self._parent(parent), kind=kind, name=method,
+                                   start_ns=start, end_ns=end, status=status, error=error, attributes=attributes))
+
+    # ------------------------------------------------------------ custom spans
+    def record_span(self, name: str, span_id: str, parent: Any, start_ns: int, end_ns: int, status: str,
+                    error: str | None, attributes: dict[str, Any] | None) -> None:
+        """A finished custom span (sent whole by ``ctx.trace.span`` when its block ends)."""
+        if status == "error":
+            self.child_errors += 1
+        span = _Open(span_id, self._parent(parent), name, start_ns, dict(attributes or {}) if self.mode != "minimal"
+                     else {})
+        self._end(span, end_ns, status, error)
+
+    def start_span(self, name: str, attributes: dict[str, Any] | None, span_id: str | None, parent: Any,
+                   at: int | None) -> str:
+        span_id = span_id or _new_span_id()
+        attrs = dict(attributes or {}) if self.mode != "minimal" else {}
+        self.stack.append(_Open(span_id, self._parent(parent), name, at or time.time_ns(), attrs))
+        return span_id
+
+    def end_span(self, span_id: str | None, status: str, error: str | None, attributes: dict[str, Any] | None,
+                 at: int | None) -> None:
+        index = len(self.stack) - 1
+        if span_id is not None:
+            while index >= 0 and self.stack[index].span_id != span_id:
+                index -= 1
+        if index < 0:
+            raise UsageError(f"trace.end: span {span_id or ''} is not open",
+                             'open it first: with ctx.trace.span("name"): ...')
+        end = at or time.time_ns()
+        # Spans opened inside this one and never ended end with it.
+        for inner in self.stack[index + 1:]:
+            self._end(inner, end, "error", "span was not ended before its parent")
+        span = self.stack[index]
+        del self.stack[index:]
+        if attributes and self.mode != "minimal":
+            span.attributes.update(attributes)
+        if status == "error":
+            self.child_errors += 1
+        self._end(span, end, "error" if status == "error" else "ok", error)
+
+    def _end(self, span: _Open, end_ns: int, status: str, error: str | None) -> None:
+        attributes = span.attributes
+        if self.mode == "standard":
+            attributes = {k: self._attribute(v) for k, v in attributes.items()}
+        self.rows.append(self._row(span_id=span.span_id, parent=span.parent, kind="custom", name=span.name,
+                                   start_ns=span.start_ns, end_ns=max(end_ns, span.start_ns), status=status,
+                                   error=error, attributes=attributes))
+
+    # ------------------------------------------------------------ the root
+    def finish(self, execution: Execution) -> None:
+        """Close open custom spans and the root span; scrub secrets from the execution record."""
+        end = time.time_ns()
+        while self.stack:
+            self._end(self.stack.pop(), end, "error", "span was not ended (the execution ended first)")
+        secrets: set[str] | None = self.call.state.get("secrets")
+        if secrets:
+            forms = _secret_forms(secrets)
+            execution.logs = _scrub(execution.logs, forms)
+            execution.error = _scrub(execution.error, forms)
+            execution.traceback = _scrub(execution.traceback, forms)
+        attributes: dict[str, Any] = {"commit": execution.commit, "source": execution.source}
+        if execution.session_id:
+            attributes["session_id"] = execution.session_id
+        if execution.error_type:
+            attributes["error_type"] = execution.error_type
+        if self.child_errors:
+            attributes["child_errors"] = self.child_errors
+        self._io(attributes, execution.input, execution.output, execution.status == "succeeded")
+        ok = execution.status == "succeeded"
+        self.rows.append(self._row(
+            span_id=self.root_id, parent=None, kind="agent", name=execution.agent, start_ns=self.start_ns,
+            end_ns=max(end, self.start_ns), status="ok" if ok else "error",
+            error=None if ok else (execution.error or "failed"), attributes=attributes,
+        ))
+        rows, self.rows = self.rows, []
+        self.store.queue_spans(rows)
+
+
+def _secret_forms(secrets: set[str]) -> list[str]:
+    """Each secret as it is and as it appears inside JSON text; longest first."""
+    forms: set[str] = set()
+    for secret in secrets:
+        if secret:
+            forms.add(secret)
+            escaped = json.dumps(secret, ensure_ascii=False)[1:-1]
+            forms.add(escaped)
+    return sorted(forms, key=len, reverse=True)
+
+
+def _scrub(value: Any, forms: list[str]) -> Any:
+    if isinstance(value, str):
+        for form in forms:
+            if form in value:
+                value = value.replace(form, REDACTED)
+        return value
+    if isinstance(value, dict):
+        return {_scrub(k, forms): _scrub(v, forms) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v, forms) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------- dispatch
+
+
+def dispatch(services: Any, table: dict[str, str], call: HostCall, method: str, params: dict[str, Any]) -> Any:
+    """Serve one host call: replay the calls deferred before it, then run it in its span."""
+    ops = params.pop(OPS_PARAM, None)
+    parent = params.pop(PARENT_PARAM, None)
+    if ops is not None:
+        _replay(services, table, call, ops)
+    return _serve(services, table, call, method, params, parent, None)
+
+
+def _serve(services: Any, table: dict[str, str], call: HostCall, method: str, params: dict[str, Any],
+           parent: Any, at: int | None) -> Any:
+    attr = table.get(method)
+    if attr is None:
+        raise NotFound(f"unknown host method {method!r}", "this rf version does not offer it to agents")
+    fn = getattr(services, attr)
+    trace: ExecutionTrace | None = call.state.get("trace")
+    if method.startswith("trace."):
+        if method in ("trace.span", "trace.start", "trace.end"):
+            params = {**params, "at": at}
+            if method != "trace.end":
+                params["parent"] = parent
+        return fn(call, **params)
+    if trace is None:
+        return fn(call, **params)
+    return trace.host_call(method, params, lambda: fn(call, **params), parent, at)
+
+
+def _replay(services: Any, table: dict[str, str], call: HostCall, ops: Any) -> None:
+    """Run deferred calls in order. A failure fails the execution (the agent went on without knowing)."""
+    if not isinstance(ops, list):
+        raise UsageError(f"{OPS_PARAM} must be a list")
+    first: RfError | None = None
+    trace: ExecutionTrace | None = call.state.get("trace")
+    for op in ops:
+        try:
+            if not (isinstance(op, list) and len(op) == 4 and op[0] in DEFERRABLE and isinstance(op[1], dict)
+                    and (op[2] is None or isinstance(op[2], int))):
+                raise UsageError(f"malformed deferred host call {str(op)[:100]}")
+            if op[0] == "trace.span" and trace is not None:
+                _record(trace, op[1], op[3], op[2])  # the common case, without the dispatch
+            else:
+                _serve(services, table, call, op[0], dict(op[1]), op[3], op[2])
+        except RfError as exc:
+            call.state.setdefault("deferred_errors", []).append(f"ctx {op[0] if isinstance(op, list) else '?'}: "
+                                                                f"{exc.message}")
+            first = first or exc
+        except Exception as exc:  # noqa: BLE001 - becomes the execution's error, never a lost write
+            call.state.setdefault("deferred_errors", []).append(describe_error(exc))
+            first = first or RfError(describe_error(exc))
+    if first is not None:
+        raise first
+
+
+def _check_span(p: dict[str, Any]) -> None:
+    name = p.get("name")
+    if not isinstance(name, str) or not (1 <= len(name) <= _NAME_MAX):
+        raise UsageError(f"ctx.trace.span: the name must be a string of 1 to {_NAME_MAX} characters")
+    span_id = p.get("span_id")
+    if not (isinstance(span_id, str) and _SPAN_ID.fullmatch(span_id)):
+        raise UsageError("trace.span: span_id must be 16 lowercase hex digits")
+    start = p.get("start")
+    if isinstance(start, bool) or not isinstance(start, int):
+        raise UsageError("trace.span: start must be a time in Unix nanoseconds")
+    attributes = p.get("attributes")
+    if attributes is not None and not isinstance(attributes, dict):
+        raise UsageError("ctx.trace.span: attributes must be keyword arguments")
+
+
+def _record(trace: ExecutionTrace, p: dict[str, Any], parent: Any, at: Any) -> None:
+    """A finished custom span (``trace.span``), checked, into the execution's trace."""
+    _check_span(p)
+    end = at if isinstance(at, int) and not isinstance(at, bool) else time.time_ns()
+    error = p.get("error")
+    trace.record_span(p["name"], p["span_id"], parent, p["start"], end,
+                      "error" if p.get("status") == "error" else "ok",
+                      str(error)[:_ERROR_MAX] if error is not None else None, p.get("attributes"))
+
+
+# ---------------------------------------------------------------- time filters
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_since(since: Any) -> int | None:
+    """``--since``: ``30m``, ``2h``, ``7d``, ``1w``, or an ISO date/time (UTC) → Unix ns."""
+    if since is None or since == "":
+        return None
+    text = str(since).strip()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw])", text)
+    if match:
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+        return time.time_ns() - int(seconds * 1e9)
+    try:
+        moment = _dt.datetime.fromisoformat(text.rstrip("Z"))
+    except ValueError:
+        raise UsageError(f"cannot read --since {text!r}",
+                         "use a duration such as 30m, 2h, 7d, or a UTC date/time such as 2026-11-26T09:00") from None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(_dt.UTC).replace(tzinfo=None)
+    return int(moment.replace(tzinfo=_dt.UTC).timestamp() * 1e9)
+
+
+def id_time_ns(execution_id: str) -> int | None:
+    """The creation time encoded in an execution id (see :mod:`rf.ids`), or None."""
+    if not execution_id.startswith("ex_") or len(execution_id) < 12:
+        return None
+    ms = 0
+    for char in execution_id[3:12]:
+        digit = _B32.get(char)
+        if digit is None:
+            return None
+        ms = ms * 32 + digit
+    return ms * 1_000_000
+
+
+def _iso_ns(ns: int) -> str:
+    return iso(_dt.datetime.fromtimestamp(ns / 1e9, _dt.UTC).replace(tzinfo=None))
+
+
+def span_of(row: SpanRow) -> Span:
+    return Span(span_id=row[2], trace_id=row[1], parent_id=row[3], execution_id=row[4], env=row[0], agent=row[5],
+                kind=row[6], name=row[7], start_ns=int(row[8]), end_ns=int(row[9]), status=row[10], error=row[11],
+                attributes=json.loads(row[12]) if row[12] else {})
+
+
+def _summary(row: SpanRow) -> TraceSummary:
+    return TraceSummary(execution_id=row[4], trace_id=row[1], env=row[0], agent=row[5], status=row[10],
+                        started_at=_iso_ns(int(row[8])), duration_ms=round((int(row[9]) - int(row[8])) / 1e6, 3),
+                        error=row[11])
+
+
+def _text_param(value: Any) -> Any:
+    """Undo the HTTP API's guess that a numeric-looking query value is a number (agent "007")."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return str(value)
+    return value
+
+
+def _limit(limit: Any, most: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not (1 <= limit <= most):
+        raise UsageError(f"--limit must be between 1 and {most}")
+    return limit
 
 
 class TracesService(ServiceBase):
     """Mixed into :class:`rf.services.Services`."""
+
+    # ------------------------------------------------------------ reading
+    def list_traces(self, env: str = "staging", agent: str | None = None, since: str | None = None,
+                    limit: int = 50) -> list[TraceSummary]:
+        """Traces (root spans) of one environment, newest first."""
+        check_env(env)
+        limit = _limit(limit, 10_000)
+        since_ns = parse_since(since)
+        agent = _text_param(agent)
+        if since_ns is not None:
+            rows = self.store.root_spans(env, agent=agent, since_ns=since_ns, limit=limit)
+        else:
+            rows = self._recent_roots(env, agent, limit)
+        return [_summary(r) for r in rows]
+
+    def _recent_roots(self, env: str, agent: str | None, limit: int) -> list[SpanRow]:
+        """The newest root spans, looking back in growing windows.
+
+        Each window is a time-bounded scan that skips the row groups outside
+        it, so listing the latest traces stays fast however many are stored.
+        """
+        now = time.time_ns() + _MARGIN_NS
+        window = 3600 * 1_000_000_000
+        until: int | None = None
+        found: list[SpanRow] = []
+        for _ in range(7):  # 1 h, 8 h, 64 h, 21 d, 170 d, 3.7 y, 30 y
+            since = now - window
+            found += self.store.root_spans(env, agent=agent, since_ns=since, until_ns=until,
+                                           limit=limit - len(found))
+            if len(found) >= limit:
+                return found
+            until = since
+            window *= 8
+        return found + self.store.root_spans(env, agent=agent, until_ns=until, limit=limit - len(found))
+
+    def get_trace(self, execution_id: str, env: str | None = None) -> Trace:
+        """The span tree of one execution (``env`` given: another environment's is 'not found')."""
+        if env is not None:
+            check_env(env)
+        if not isinstance(execution_id, str) or not execution_id:
+            raise UsageError("give an execution id", "list them: rf traces list --env ENV")
+        root = self._find_root(execution_id)
+        if root is None and len(execution_id) >= 4:
+            matches = self.store.find_executions(execution_id)
+            if len(matches) > 1:
+                raise UsageError(f"execution id prefix {execution_id!r} is ambiguous", "type more of the id")
+            if matches:
+                execution_id = matches[0]
+                root = self._find_root(execution_id)
+        if root is None or (env is not None and root[0] != env):
+            where = f" in {env}" if env else ""
+            raise NotFound(f"no trace for execution {execution_id!r}{where}",
+                           "list traces: rf traces list --env ENV")
+        rows = self.store.execution_spans(execution_id, int(root[8]) - _MARGIN_NS, int(root[9]) + _MARGIN_NS)
+        spans = [span_of(r) for r in rows]
+        spans.sort(key=lambda s: (s.parent_id is not None, s.start_ns))
+        return Trace(execution_id=execution_id, trace_id=root[1], env=root[0], agent=root[5], status=root[10],
+                     spans=spans)
+
+    def _find_root(self, execution_id: str) -> SpanRow | None:
+        t = id_time_ns(execution_id)
+        if t is None or len(execution_id) != 24:
+            return None
+        return self.store.root_span(execution_id, t - _MARGIN_NS, t + _MARGIN_NS)
+
+    def export_spans(self, env: str = "staging", since: str | None = None, agent: str | None = None,
+                     limit: int = 100_000) -> list[Span]:
+        """Spans of one environment, oldest first (what ``rf traces export`` sends)."""
+        check_env(env)
+        limit = _limit(limit, 1_000_000)
+        rows = self.store.spans_of(env, agent=_text_param(agent), since_ns=parse_since(since), limit=limit)
+        return [span_of(r) for r in rows]
+
+    # ------------------------------------------------------------ agent code (ctx.trace)
+    @host_method("trace.start")
+    def _host_trace_start(self, call: HostCall, name: Any, attributes: Any = None, span_id: Any = None,
+                          parent: Any = None, at: Any = None) -> str:
+        """Open a custom span (nested inside the innermost open one)."""
+        if not isinstance(name, str) or not (1 <= len(name) <= _NAME_MAX):
+            raise UsageError(f"ctx.trace.span: the name must be a string of 1 to {_NAME_MAX} characters")
+        if attributes is not None and not isinstance(attributes, dict):
+            raise UsageError("ctx.trace.span: attributes must be keyword arguments")
+        if span_id is not None and not (isinstance(span_id, str) and _SPAN_ID.fullmatch(span_id)):
+            raise UsageError("trace.start: span_id must be 16 lowercase hex digits")
+        trace: ExecutionTrace | None = call.state.get("trace")
+        if trace is None:
+            return span_id or _new_span_id()
+        return trace.start_span(name, attributes, span_id, parent, at if isinstance(at, int) else None)
+
+    @host_method("trace.end")
+    def _host_trace_end(self, call: HostCall, span_id: Any = None, status: Any = "ok", error: Any = None,
+                        attributes: Any = None, at: Any = None) -> None:
+        """Close a custom span (the innermost one if no id is given)."""
+        if attributes is not None and not isinstance(attributes, dict):
+            raise UsageError("trace.end: attributes must be an object")
+        trace: ExecutionTrace | None = call.state.get("trace")
+        if trace is None:
+            return
+        trace.end_span(span_id if isinstance(span_id, str) else None, "error" if status == "error" else "ok",
+                       str(error)[:_ERROR_MAX] if error is not None else None, attributes,
+                       at if isinstance(at, int) else None)
+
+    @host_method("trace.span")
+    def _host_trace_span(self, call: HostCall, name: Any = None, span_id: Any = None, start: Any = None,
+                         attributes: Any = None, status: Any = "ok", error: Any = None, parent: Any = None,
+                         at: Any = None) -> None:
+        """Record a finished custom span (``at``: when it ended)."""
+        trace: ExecutionTrace | None = call.state.get("trace")
+        params = {"name": name, "span_id": span_id, "start": start, "attributes": attributes, "status": status,
+                  "error": error}
+        if trace is None:
+            _check_span(params)
+            return
+        _record(trace, params, parent, at)
+
+    @host_method("trace.flush")
+    def _host_trace_flush(self, call: HostCall) -> None:
+        """Nothing itself: the deferred calls it carries are replayed by :func:`dispatch`."""

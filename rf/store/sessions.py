@@ -1,13 +1,37 @@
-"""SQL for sessions."""
+"""SQL for sessions (threads) and memory, per environment.
+
+Both tables are append-only and written through the batching writer, so an
+execution that appends to a session or writes memory never waits on a
+synchronous INSERT:
+
+- ``session_messages``: one row per message; a session is
+  ``(env, agent, session_id)`` and ``seq`` orders its messages.
+- ``memory``: one row per write; the row with the highest ``seq`` of
+  ``(env, key)`` holds the value, a NULL value means "deleted".
+  :meth:`SessionsMixin.compact_memory` removes superseded rows now and then,
+  so reads stay proportional to the number of keys, not to the history.
+
+Every read flushes the writer first (read-your-writes) and filters by
+``env``: one environment's sessions and memory are never visible from the
+other.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import contextlib
+import datetime as _dt
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import duckdb
 
     from rf.store.writer import BatchWriter
+
+#: A session message row, in table column order.
+SessionRow = tuple[str, str, str, int, str, str, "str | None", _dt.datetime]
+#: A memory row, in table column order (value None = deleted).
+MemoryRow = tuple[str, str, int, "str | None", "str | None", "str | None", _dt.datetime]
 
 
 class SessionsMixin:
@@ -17,3 +41,124 @@ class SessionsMixin:
 
     def cursor(self) -> duckdb.DuckDBPyConnection:  # provided by Store
         raise NotImplementedError
+
+    def flush(self) -> None:  # provided by Store
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:  # provided by Store
+        raise NotImplementedError
+        yield  # pragma: no cover
+
+    # ------------------------------------------------------------ sessions
+    def queue_session_messages(self, rows: Sequence[SessionRow]) -> None:
+        """Queue messages (env, agent, session_id, seq, role, content JSON, execution_id, created_at)."""
+        for row in rows:
+            self.writer.put("session_messages", row)
+
+    def session_messages(
+        self, env: str, session_id: str, agent: str, *, limit: int | None = None
+    ) -> list[tuple[int, str, str, str | None, _dt.datetime]]:
+        """``(seq, role, content JSON, execution_id, created_at)``, oldest first (the newest ``limit``)."""
+        self.flush()
+        sql = (
+            "SELECT seq, role, content, execution_id, created_at FROM session_messages"
+            " WHERE env = ? AND session_id = ? AND agent = ? ORDER BY seq DESC"
+        )
+        params: list[Any] = [env, session_id, agent]
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        rows = self.cursor().execute(sql, params).fetchall()
+        rows.reverse()
+        return rows
+
+    def session_agents(self, env: str, session_id: str) -> list[str]:
+        """The agents that have a session with this id in ``env``."""
+        self.flush()
+        rows = self.cursor().execute(
+            "SELECT DISTINCT agent FROM session_messages WHERE env = ? AND session_id = ? ORDER BY agent",
+            [env, session_id],
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def list_sessions(
+        self, env: str, *, agent: str | None = None, limit: int = 50
+    ) -> list[tuple[str, str, int, _dt.datetime, _dt.datetime, str]]:
+        """``(session_id, agent, messages, started_at, updated_at, last content JSON)``, newest first."""
+        self.flush()
+        where = "env = ?"
+        params: list[Any] = [env]
+        if agent is not None:
+            where += " AND agent = ?"
+            params.append(agent)
+        params.append(limit)
+        return self.cursor().execute(
+            f"""SELECT session_id, agent, count(*), min(created_at), max(created_at), arg_max(content, seq)
+                FROM session_messages WHERE {where}
+                GROUP BY session_id, agent ORDER BY max(seq) DESC LIMIT ?""",
+            params,
+        ).fetchall()
+
+    # ------------------------------------------------------------ memory
+    def queue_memory(self, rows: Sequence[MemoryRow]) -> None:
+        """Queue memory writes (env, key, seq, value JSON or None, agent, execution_id, written_at)."""
+        for row in rows:
+            self.writer.put("memory", row)
+
+    def memory_value(self, env: str, key: str) -> tuple[str, _dt.datetime, str | None, str | None] | None:
+        """``(value JSON, written_at, agent, execution_id)`` of a key, or None if absent or deleted."""
+        self.flush()
+        row = self.cursor().execute(
+            "SELECT value, written_at, agent, execution_id FROM memory"
+            " WHERE env = ? AND key = ? ORDER BY seq DESC LIMIT 1",
+            [env, key],
+        ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return row[0], row[1], row[2], row[3]
+
+    def memory_items(
+        self, env: str, prefix: str = "", *, limit: int | None = None, values: bool = True
+    ) -> list[tuple[str, str | None, int, _dt.datetime, str | None, str | None]]:
+        """``(key, value JSON or None if not asked for, size, written_at, agent, execution_id)``, by key."""
+        self.flush()
+        sql = f"""SELECT key, {'value' if values else 'NULL'}, strlen(value), written_at, agent, execution_id
+                 FROM (SELECT * FROM memory WHERE env = ? AND starts_with(key, ?)
+                       QUALIFY row_number() OVER (PARTITION BY key ORDER BY seq DESC) = 1)
+                 WHERE value IS NOT NULL ORDER BY key"""
+        params: list[Any] = [env, prefix]
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return self.cursor().execute(sql, params).fetchall()
+
+    def delete_memory(self, env: str, *, key: str | None = None, prefix: str | None = None) -> list[str]:
+        """Delete a key (or every key under a prefix) of one environment; the keys that existed."""
+        self.flush()  # rows still queued for these keys must not reappear afterwards
+        with self.transaction() as cur:
+            if key is not None:
+                cond, param = "key = ?", key
+            else:
+                cond, param = "starts_with(key, ?)", prefix or ""
+            live = cur.execute(
+                f"""SELECT key FROM (SELECT key, value FROM memory WHERE env = ? AND {cond}
+                        QUALIFY row_number() OVER (PARTITION BY key ORDER BY seq DESC) = 1)
+                    WHERE value IS NOT NULL ORDER BY key""",
+                [env, param],
+            ).fetchall()
+            cur.execute(f"DELETE FROM memory WHERE env = ? AND {cond}", [env, param])
+        return [r[0] for r in live]
+
+    def compact_memory(self) -> int:
+        """Drop superseded memory rows and deleted keys; the number of rows removed."""
+        with self.transaction() as cur:
+            before = cur.execute("SELECT count(*) FROM memory").fetchone()
+            cur.execute(
+                """DELETE FROM memory USING (
+                       SELECT env, key, max(seq) AS top, arg_max_null(value, seq) IS NULL AS gone
+                       FROM memory GROUP BY env, key) AS t
+                   WHERE memory.env = t.env AND memory.key = t.key AND (memory.seq < t.top OR t.gone)"""
+            )
+            after = cur.execute("SELECT count(*) FROM memory").fetchone()
+        return int(before[0] if before else 0) - int(after[0] if after else 0)

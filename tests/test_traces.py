@@ -1,0 +1,346 @@
+"""Traces: a span tree per execution, trace modes, secret redaction, the CLI, and
+OpenTelemetry export (checked against the OTLP protobuf definitions)."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from google.protobuf import json_format
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from conftest import run_rf, write_agent
+from rf.config import snapshot_dir
+from rf.errors import NotFound
+from rf.models import Execution, Span, Trace
+from rf.services import Services
+from rf.services.host import HostCall, host_method
+from rf.store import Store
+
+SECRET = 's3"cr3t-XYZZY'  # a quote, so it also appears JSON-escaped
+
+
+class FakeServices(Services):
+    """Services plus two host methods that stand in for an LLM call and a credential lookup."""
+
+    @host_method("llm.fake")
+    def _fake_llm(self, call: HostCall, prompt: str) -> dict[str, Any]:
+        call.annotate(provider="mock", provider_kind="mock", model="fake-1",
+                      input_messages=[{"role": "user", "content": prompt}],
+                      usage={"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}, finish_reason="stop")
+        return {"text": f"echo {prompt}"}
+
+    @host_method("test.secret")
+    def _secret(self, call: HostCall) -> dict[str, Any]:
+        token = call.secret(SECRET)
+        call.annotate(header=f"Bearer {token}")
+        return {"token": token}
+
+
+TreeAgent = """
+def handle(input, ctx):
+    with ctx.trace.span("plan", step=1) as plan:
+        ctx.memory.set("k", 1)
+        with ctx.trace.span("lookup"):
+            found = ctx.memory.get("k")
+            reply = ctx.call_host("llm.fake", prompt="hi")
+        plan.set(found=found)
+    ctx.session.history()
+    try:
+        with ctx.trace.span("risky"):
+            ctx.call_host("memory.get", key="")
+    except Exception:
+        pass
+    return {"reply": reply["text"]}
+"""
+
+
+def toml(mode: str = "standard", extra: str = "") -> str:
+    return f'entrypoint = "agent:handle"\ntimeout_s = 10\ntrace = "{mode}"\n{extra}'
+
+
+@pytest.fixture
+def services(ws: Any) -> Iterator[FakeServices]:
+    store = Store.open(ws.db_path)
+    s = FakeServices(store, ws)
+    try:
+        yield s
+    finally:
+        s.close()
+        store.close()
+
+
+def files(code: str, mode: str = "standard", extra: str = "") -> dict[str, bytes]:
+    return {"agent.toml": toml(mode, extra).encode(), "agent.py": code.encode()}
+
+
+def by_name(trace: Trace) -> dict[str, Span]:
+    return {s.name: s for s in trace.spans}
+
+
+def test_span_tree_of_an_execution(services: FakeServices) -> None:
+    ex = services.run_test("tree", files(TreeAgent), {"q": 1}, "t-1")
+    assert ex.status == "succeeded", ex.error
+    trace = services.get_trace(ex.id)
+    assert (trace.execution_id, trace.env, trace.agent, trace.status) == (ex.id, "staging", "tree", "ok")
+    spans = by_name(trace)
+    assert sorted(s.name for s in trace.spans) == sorted(["tree", "plan", "lookup", "risky", "memory.set", "memory.get",
+                                                          "memory.get", "llm.fake", "session.history"])
+    root = trace.spans[0]
+    assert root.parent_id is None and root.kind == "agent" and root.name == "tree"
+    assert all(s.trace_id == trace.trace_id and s.env == "staging" and s.execution_id == ex.id for s in trace.spans)
+    assert len({s.span_id for s in trace.spans}) == len(trace.spans)
+    plan, lookup, risky = spans["plan"], spans["lookup"], spans["risky"]
+    assert plan.parent_id == root.span_id and plan.kind == "custom"
+    assert plan.attributes == {"step": 1, "found": 1}
+    assert lookup.parent_id == plan.span_id and risky.parent_id == root.span_id
+    assert spans["memory.set"].parent_id == plan.span_id and spans["memory.set"].kind == "memory"
+    gets = [s for s in trace.spans if s.name == "memory.get"]
+    assert [s.parent_id for s in gets] == [lookup.span_id, risky.span_id]
+    assert spans["llm.fake"].parent_id == lookup.span_id and spans["llm.fake"].kind == "llm"
+    assert spans["llm.fake"].attributes["model"] == "fake-1"
+    assert spans["session.history"].kind == "session" and spans["session.history"].parent_id == root.span_id
+    # Timing: children inside their parents, everything inside the root.
+    for s in trace.spans[1:]:
+        parent = next(p for p in trace.spans if p.span_id == s.parent_id)
+        assert parent.start_ns <= s.start_ns <= s.end_ns <= parent.end_ns, (s.name, parent.name)
+    assert root.attributes["input"] == {"q": 1} and root.attributes["output"] == {"reply": "echo hi"}
+    assert root.attributes["session_id"] == "t-1" and root.attributes["source"] == "test"
+    # A host call that failed (and was handled) marks its span, and is counted on the root.
+    failed_get = gets[1]
+    assert failed_get.status == "error" and "non-empty string" in (failed_get.error or "")
+    assert risky.status == "error" and "non-empty string" in (risky.error or "")  # it passed through the span
+    assert root.status == "ok" and root.attributes["child_errors"] == 2
+    assert [t.execution_id for t in services.list_traces("staging")] == [ex.id]
+
+
+def test_errors_mark_their_span_and_the_root(services: FakeServices) -> None:
+    code = ("def handle(input, ctx):\n    with ctx.trace.span('outer'):\n        with ctx.trace.span('inner'):\n"
+            "            raise KeyError('missing thing')\n")
+    ex = services.run_test("boom", files(code), {})
+    assert ex.status == "failed"
+    spans = by_name(services.get_trace(ex.id))
+    assert spans["inner"].status == "error" and spans["inner"].error == "KeyError: 'missing thing'"
+    assert spans["outer"].status == "error"
+    assert spans["boom"].status == "error" and "missing thing" in (spans["boom"].error or "")
+    assert spans["boom"].attributes["error_type"] == "exception"
+    assert services.list_traces("staging")[0].status == "error"
+
+
+def test_trace_modes(services: FakeServices) -> None:
+    code = ("def handle(input, ctx):\n    with ctx.trace.span('s', blob=input['text'], n=3):\n"
+            "        ctx.memory.get('x')\n    return {'echo': input['text']}\n")
+    text = "a" * 500
+    full = services.get_trace(services.run_test("full", files(code, "full"), {"text": text}).id)
+    std = services.get_trace(services.run_test("std", files(code, "standard", "trace_max_chars = 50\n"),
+                                               {"text": text}).id)
+    minimal = services.get_trace(services.run_test("mini", files(code, "minimal"), {"text": text}).id)
+
+    f = by_name(full)
+    assert f["full"].attributes["input"] == {"text": text} and f["full"].attributes["output"] == {"echo": text}
+    assert f["s"].attributes == {"blob": text, "n": 3}
+    assert f["memory.get"].attributes == {"input": {"key": "x"}, "output": None}
+
+    s = by_name(std)  # values that fit are kept as they are; longer ones become truncated text
+    assert s["std"].attributes["input"] == '{"text": "' + "a" * 40 + "… [462 more characters]"
+    assert s["s"].attributes == {"blob": "a" * 50 + "… [450 more characters]", "n": 3}
+    assert s["memory.get"].attributes == {"input": {"key": "x"}, "output": None}
+
+    m = by_name(minimal)
+    assert set(m["mini"].attributes) == {"commit", "source"}  # no input/output
+    assert m["s"].attributes == {} and m["memory.get"].attributes == {}
+    assert all(sp.end_ns >= sp.start_ns and sp.status == "ok" for sp in minimal.spans)
+    assert len(minimal.spans) == 3
+
+
+def test_secrets_are_redacted_everywhere(services: FakeServices) -> None:
+    code = """
+def handle(input, ctx):
+    token = ctx.call_host("test.secret")["token"]
+    print("the token is", token)
+    with ctx.trace.span(f"use {token}", header=token, nested={"auth": [token]}):
+        ctx.memory.set("k", token)
+    raise RuntimeError(f"leaked {token}")
+"""
+    for mode in ("full", "standard", "minimal"):
+        ex = services.run_test("leaky", files(code, mode), {"token?": SECRET})
+        assert ex.status == "failed"
+        recorded = services.get_execution(ex.id)
+        assert "[REDACTED]" in (recorded.error or "") and "[REDACTED]" in recorded.logs
+        trace = services.get_trace(ex.id)
+        dumped = json.dumps([s.__dict__ for s in trace.spans], ensure_ascii=False)
+        for text in (dumped, recorded.logs, recorded.error or "", recorded.traceback or ""):
+            assert "cr3t-XYZZY" not in text, mode
+        if mode != "minimal":
+            assert "[REDACTED]" in dumped
+            assert by_name(trace)["test.secret"].attributes["header"] == "Bearer [REDACTED]"
+        assert "use [REDACTED]" in by_name(trace)
+
+
+def test_span_attributes_must_be_json(services: FakeServices) -> None:
+    code = """
+def handle(input, ctx):
+    try:
+        ctx.trace.span("bad", when=object())
+    except Exception as exc:
+        caught = f"{type(exc).__name__}: {exc}"
+    with ctx.trace.span("good") as span:
+        try:
+            span.set(more={1, 2})
+        except Exception as exc:
+            caught2 = str(exc)
+    if input.get("unhandled"):
+        with ctx.trace.span("worse", nan=float("nan")):
+            pass
+    return {"caught": caught, "caught2": caught2}
+"""
+    ex = services.run_test("attrs", files(code), {})
+    assert ex.status == "succeeded", ex.error
+    assert ex.output["caught"].startswith("UsageError: ctx.trace.span('bad'): attribute 'when' is not JSON-serializable")
+    assert "'more' is not JSON-serializable" in ex.output["caught2"]
+    spans = by_name(services.get_trace(ex.id))
+    assert "bad" not in spans and spans["good"].attributes == {}  # nothing half-written
+    failed = services.run_test("attrs", files(code), {"unhandled": True})
+    assert failed.status == "failed" and "attribute 'nan' is not JSON-serializable" in (failed.error or "")
+    assert "worse" not in by_name(services.get_trace(failed.id))
+
+
+def test_spans_made_before_a_hang_are_kept(services: FakeServices) -> None:
+    # 'before' waits in the worker's outbox; when 'after-sleep' ends, the oldest pending
+    # call is 0.25 s old, so both are sent then — before the handler hangs.
+    code = ("import time\ndef handle(input, ctx):\n    with ctx.trace.span('before'):\n        pass\n"
+            "    time.sleep(0.25)\n    with ctx.trace.span('after-sleep'):\n        pass\n"
+            "    with ctx.trace.span('never-sent'):\n        pass\n    while True:\n        pass\n")
+    ex = services.run_test("hang", {"agent.toml": b'entrypoint = "agent:handle"\ntimeout_s = 1.5\n',
+                                    "agent.py": code.encode()}, {})
+    assert ex.status == "failed" and ex.error_type == "timeout"
+    spans = by_name(services.get_trace(ex.id))
+    assert set(spans) == {"hang", "before", "after-sleep"}  # the last span was still in the worker's outbox
+    assert spans["hang"].status == "error" and "timed out" in (spans["hang"].error or "")
+
+
+def test_traces_never_mix_environments(services: FakeServices, ws: Any) -> None:
+    write_agent(ws.root, "tree", TreeAgent, toml())
+    services.deploy("tree", snapshot_dir(ws.root / "agents" / "tree"), "v1", "ada")
+    services.promote("tree", "ada")
+    s = services.invoke("staging", "tree", {})
+    p = services.invoke("production", "tree", {})
+    assert [t.execution_id for t in services.list_traces("staging")] == [s.id]
+    assert [t.execution_id for t in services.list_traces("production")] == [p.id]
+    assert all(sp.env == "production" for sp in services.get_trace(p.id, "production").spans)
+    with pytest.raises(NotFound):
+        services.get_trace(p.id, "staging")
+    with pytest.raises(NotFound):
+        services.get_trace("ex_00000000000000000000z")
+    assert services.get_trace(p.id[:14]).execution_id == p.id  # a unique prefix
+    assert [sp.env for sp in services.export_spans("production")] == ["production"] * len(services.get_trace(p.id).spans)
+    assert services.list_traces("staging", since="1h")[0].execution_id == s.id
+    assert services.list_traces("staging", since="2999-01-01") == []
+
+
+class _Collector(http.server.BaseHTTPRequestHandler):
+    received: ClassVar[list[tuple[str, str, bytes]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append((self.path, self.headers["Content-Type"], body))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def _parse(data: bytes | str) -> ExportTraceServiceRequest:
+    return json_format.Parse(data, ExportTraceServiceRequest())
+
+
+def _attrs(items: Any) -> dict[str, Any]:
+    out = {}
+    for kv in items:
+        which = kv.value.WhichOneof("value")
+        out[kv.key] = getattr(kv.value, which) if which else None
+    return out
+
+
+def test_otlp_export_and_the_traces_cli(services: FakeServices, ws: Any, tmp_path: Path) -> None:
+    ok = services.run_test("tree", files(TreeAgent), {"q": 1})
+    boom = services.run_test("boom", files("def handle(input, ctx):\n    raise ValueError('no')\n"), {})
+    executions: list[Execution] = [ok, boom]
+    tree_count = len(services.get_trace(ok.id).spans)
+    n_spans = sum(len(services.get_trace(e.id).spans) for e in executions)
+    services.close()
+    services.store.close()  # the CLI opens the workspace store itself
+
+    out = tmp_path / "traces.json"
+    r = run_rf("traces", "export", "--format", "otlp-json", "--env", "staging", str(out), cwd=ws.root)
+    assert r.returncode == 0, r.stderr
+    assert f"wrote {n_spans} spans of 2 executions" in r.stderr
+    text = out.read_text()
+    request = _parse(text)  # parses with the OpenTelemetry protobuf definitions
+    assert sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans) == n_spans
+    resources = {_attrs(rs.resource.attributes)["service.name"]: rs for rs in request.resource_spans}
+    assert sorted(resources) == ["rf/boom", "rf/tree"]
+    for rs in request.resource_spans:
+        assert _attrs(rs.resource.attributes)["deployment.environment"] == "staging"
+    tree_spans = {s.name: s for s in resources["rf/tree"].scope_spans[0].spans}
+    llm = _attrs(tree_spans["llm.fake"].attributes)
+    assert llm["gen_ai.system"] == "mock" and llm["gen_ai.request.model"] == "fake-1"
+    assert llm["gen_ai.usage.input_tokens"] == 5 and llm["gen_ai.usage.output_tokens"] == 7
+    assert llm["rf.kind"] == "llm" and llm["rf.execution_id"] == ok.id
+    root = tree_spans["tree"]
+    assert root.kind == root.SPAN_KIND_SERVER and root.status.code == root.status.STATUS_CODE_OK
+    assert tree_spans["llm.fake"].kind == root.SPAN_KIND_CLIENT
+    assert root.end_time_unix_nano > root.start_time_unix_nano > 1_700_000_000 * 10**9
+    boom_root = resources["rf/boom"].scope_spans[0].spans[0]
+    assert boom_root.status.code == boom_root.status.STATUS_CODE_ERROR and "no" in boom_root.status.message
+    # Ids are hex in OTLP/JSON; as bytes they are 16 (trace) and 8 (span) long.
+    raw = json.loads(text)
+    hex_ids = [(s["traceId"], s["spanId"]) for s in raw["resourceSpans"][0]["scopeSpans"][0]["spans"]]
+    for span in raw["resourceSpans"][0]["scopeSpans"][0]["spans"]:
+        for key in ("traceId", "spanId", "parentSpanId"):
+            if key in span:
+                span[key] = base64.b64encode(bytes.fromhex(span[key])).decode()
+    reparsed = _parse(json.dumps(raw))
+    ids = [(s.trace_id.hex(), s.span_id.hex()) for s in reparsed.resource_spans[0].scope_spans[0].spans]
+    assert ids == hex_ids and all(len(t) == 32 and len(s) == 16 for t, s in ids)
+
+    # OTLP/HTTP to a collector (a local HTTP server).
+    _Collector.received = []
+    collector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
+    thread = threading.Thread(target=collector.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{collector.server_address[1]}"
+        r = run_rf("traces", "export", "--endpoint", url, "--since", "1h", cwd=ws.root)
+        assert r.returncode == 0, r.stderr
+        assert "in 1 request" in r.stderr
+    finally:
+        collector.shutdown()
+        collector.server_close()
+    [(path, ctype, body)] = _Collector.received
+    assert path == "/v1/traces" and ctype == "application/json"
+    assert sum(len(ss.spans) for rs in _parse(body).resource_spans for ss in rs.scope_spans) == n_spans
+    dead = run_rf("traces", "export", "--endpoint", url, cwd=ws.root)
+    assert dead.returncode != 0 and "cannot send traces" in dead.stderr
+
+    # The CLI: list, show (tree, durations, timing bars), --json.
+    listed = run_rf("traces", "list", cwd=ws.root)
+    assert listed.returncode == 0 and ok.id in listed.stdout and boom.id in listed.stdout
+    shown = run_rf("traces", "show", ok.id, cwd=ws.root)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0].startswith(f"trace {ok.id} · tree · staging · ok")
+    assert any("├─ plan" in ln for ln in lines) and any("│  ├─ memory.set" in ln or "│  └─ memory.set" in ln
+                                                          for ln in lines)
+    assert any("━" in ln for ln in lines) and any("mock fake-1 5→7 tokens" in ln for ln in lines)
+    as_json = json.loads(run_rf("traces", "show", ok.id[:16], "--env", "staging", "--json", cwd=ws.root).stdout)
+    assert as_json["execution_id"] == ok.id and len(as_json["spans"]) == tree_count
