@@ -29,11 +29,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rf.config import init_workspace  # noqa: E402
-from rf.ids import iso, utcnow  # noqa: E402
-from rf.models import Commit  # noqa: E402
-from rf.services import Services  # noqa: E402
-from rf.store import Store  # noqa: E402
+from rf.config import init_workspace
+from rf.ids import iso, utcnow
+from rf.models import Commit
+from rf.services import Services
+from rf.store import Store
 
 
 def make_commit(services: Services, agent: str, parent: str | None, files: dict[str, bytes], msg: str) -> str:

@@ -187,14 +187,19 @@ def _version() -> str:
 
 
 def _management_handler(services: Services, r: api.Route, check_token: Any) -> HTTPRouteHandler:
+    import inspect
+
     method = getattr(services, r.name)
+    # Query strings are text: convert each by the Services parameter's annotation
+    # (never by its looks — an agent named "007" stays a string).
+    hints = {name: str(p.annotation) for name, p in inspect.signature(method).parameters.items()}
 
     async def handler(request: Request[Any, Any, Any]) -> Any:
         check_token(request)
         params: dict[str, Any] = dict(request.path_params)
         if r.method == "GET":
             for key, value in request.query_params.items():
-                params[key] = _coerce(value)
+                params[key] = _coerce(value, hints.get(key, ""))
         else:
             body = await _json_body(request)
             if not isinstance(body, dict):
@@ -219,11 +224,19 @@ def _management_handler(services: Services, r: api.Route, check_token: Any) -> H
                  operation_id=r.name)(handler)
 
 
-def _coerce(value: str) -> Any:
-    if value.isdigit():
-        return int(value)
-    if value in ("true", "false"):
+def _coerce(value: str, annotation: str) -> Any:
+    kinds = {part.strip() for part in annotation.replace("'", "").split("|")}
+    if "str" in kinds or not kinds - {"None", ""}:
+        return value
+    if "bool" in kinds and value in ("true", "false"):
         return value == "true"
+    try:
+        if "int" in kinds:
+            return int(value)
+        if "float" in kinds:
+            return float(value)
+    except ValueError:
+        raise UsageError(f"{value!r} is not a number") from None
     return value
 
 

@@ -107,7 +107,22 @@ class BatchWriter:
                 return
 
     def _apply(self, batch: dict[str, list[tuple[Any, ...]]]) -> None:
+        """Append every table's rows and commit them together (one commit per batch, not per table)."""
         with self._lock:
+            try:
+                self._con.execute("BEGIN TRANSACTION")
+                for table, rows in batch.items():
+                    appender = self._con.appender(table)
+                    appender.append_rows(rows)
+                    appender.flush()
+                self._con.execute("COMMIT")
+                return
+            except Exception as exc:  # noqa: BLE001 - fall back to table by table below
+                log.warning("batch commit failed (%s); retrying table by table", exc)
+                try:
+                    self._con.execute("ROLLBACK")
+                except Exception:  # noqa: BLE001 - no transaction left to roll back
+                    pass
             for table, rows in batch.items():
                 try:
                     appender = self._con.appender(table)
