@@ -40,7 +40,17 @@ def request(value: Any = None, *, stream: bool = False, session_id: str | None =
     )
 
 
-def alive(pid: int) -> bool:
+def alive(pid: int, wait_s: float = 3.0) -> bool:
+    """Whether ``pid`` still runs after up to ``wait_s`` (a kill is not instant on a busy machine)."""
+    deadline = time.monotonic() + wait_s
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -549,7 +559,7 @@ def test_idle_workers_expire(agent_dir: Path) -> None:
 def test_close_leaves_no_children(agent_dir: Path) -> None:
     p = WorkerPool()
     pids = [p.run(("staging", "demo", c), agent_dir, "agent:pid", request()).output for c in "xyz"]
-    assert all(alive(pid) for pid in pids)
+    assert all(_alive(pid) for pid in pids)
     p.close()
     p.close()  # idempotent
     assert not any(alive(pid) for pid in pids)
