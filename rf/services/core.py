@@ -75,6 +75,7 @@ class CoreServices:
         self._heads: dict[tuple[str, str], str] = {}
         self._heads_generation = 0
         self._configs: dict[str, dict[str, Any]] = {}
+        self._code_dirs: dict[str, Path] = {}
         self._owns_cache = workspace is None
         self.cache_dir = (
             workspace.cache_dir if workspace is not None else Path(tempfile.mkdtemp(prefix="rf-cache-"))
@@ -254,15 +255,20 @@ class CoreServices:
     # ------------------------------------------------------------ code on disk
     def code_dir(self, commit_id: str) -> Path:
         """The commit's files on disk (written once, atomically, from blobs)."""
+        known = self._code_dirs.get(commit_id)
+        if known is not None:
+            return known  # already on disk: no stat() per request
         target = self.cache_dir / "commits" / commit_id
         if target.is_dir():
+            self._code_dirs[commit_id] = target
             return target
         commit = self.store.get_commit(commit_id)
         if commit is None:
             raise NotFound(f"commit {commit_id} is missing from the store")
         blobs = self.store.get_blobs(list(commit.tree.values()))
         files = {path: blobs[sha] for path, sha in commit.tree.items()}
-        return _materialize(target, files)
+        self._code_dirs[commit_id] = _materialize(target, files)
+        return target
 
     def working_copy_dir(self, name: str, files: dict[str, bytes]) -> tuple[str, Path]:
         digest = tree_hash(tree_of(files))[:20]

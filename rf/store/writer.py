@@ -32,7 +32,7 @@ class _Barrier:
 class BatchWriter:
     """Queue rows for tables and append them in batches from one thread."""
 
-    def __init__(self, con: Any, *, max_batch: int = 5000, linger_s: float = 0.005) -> None:
+    def __init__(self, con: Any, *, max_batch: int = 10000, linger_s: float = 0.02) -> None:
         self._con = con.cursor()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._max_batch = max_batch
