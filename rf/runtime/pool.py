@@ -46,6 +46,7 @@ from rf.runtime.protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
     ENVELOPE_SLACK_BYTES,
     LOG_LIMIT_BYTES,
+    NEED_MORE,
     FrameReader,
     FrameTooLarge,
     ProtocolError,
@@ -461,6 +462,143 @@ class WorkerPool:
             return result
         finally:
             self._release(worker, reusable=completed and not worker.dead)
+
+    async def arun(
+        self,
+        key: WorkerKey,
+        code_dir: Path,
+        entrypoint: str,
+        request: RunRequest,
+        *,
+        timeout_s: float = 60.0,
+        on_chunk: Callable[[Any], None] | None = None,
+        host: HostHandler | None = None,
+    ) -> RunResult:
+        """:meth:`run` for an asyncio caller (the server), without a thread per request.
+
+        The common case — a warm, idle worker — is driven from the event loop:
+        the request frame is written to the pipe and the answer awaited with
+        ``loop.add_reader``; host calls (which may block on the network) go to a
+        thread only when the agent makes one. Anything else (no idle worker, a
+        worker still importing, a failure that needs killing and reaping)
+        falls back to :meth:`run` on a thread, so behaviour is the same.
+        """
+        import asyncio
+
+        def in_thread() -> Any:
+            return asyncio.to_thread(self.run, key, code_dir, entrypoint, request, timeout_s=timeout_s,
+                                     on_chunk=on_chunk, host=host)
+
+        if _entrypoint_error(entrypoint) is not None:
+            return await in_thread()
+        try:
+            payload = frame(dumps({"t": "run", "id": request.execution_id, "env": request.env,
+                                   "agent": request.agent, "session_id": request.session_id,
+                                   "stream": request.stream, "input": request.input}))
+        except (TypeError, ValueError):
+            return await in_thread()
+        victims: list[WorkerProcess] = []
+        with self._cond:
+            worker = None if self._closed else self._take_idle(key, os.fspath(code_dir), entrypoint, victims)
+        if victims:
+            await asyncio.to_thread(self._kill_all, victims)
+        if worker is None or not worker.ready:
+            if worker is not None:
+                self._release(worker, reusable=True)
+            return await in_thread()
+        reusable = False
+        try:
+            result = await self._aexecute(worker, payload, timeout_s, on_chunk, host)
+            reusable = not worker.dead
+            return result
+        finally:
+            if reusable:
+                self._release(worker, reusable=True)
+            else:
+                await asyncio.to_thread(self._release, worker, reusable=False)
+
+    async def _aexecute(
+        self,
+        worker: WorkerProcess,
+        payload: bytes,
+        timeout_s: float,
+        on_chunk: Callable[[Any], None] | None,
+        host: HostHandler | None,
+    ) -> RunResult:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        deadline = time.monotonic() + timeout_s
+        worker.runs += 1
+        chunks: list[Any] = []
+        chunk_bytes = 0
+        fd = worker.reader.fd
+
+        async def readable() -> None:
+            future: asyncio.Future[None] = loop.create_future()
+
+            def ready() -> None:
+                if not future.done():
+                    future.set_result(None)
+
+            loop.add_reader(fd, ready)
+            try:
+                await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
+            finally:
+                loop.remove_reader(fd)
+
+        try:
+            worker.send(payload, deadline)
+            while True:
+                message = worker.reader.read_nowait()
+                if message is NEED_MORE:
+                    await readable()
+                    continue
+                if message is None:
+                    return await asyncio.to_thread(self._ended, worker, started)
+                kind = message.get("t")
+                if kind == "done":
+                    return self._done(worker, message, chunks, started)
+                if kind == "chunk":
+                    chunk_bytes += worker.reader.last_frame_bytes
+                    if chunk_bytes > self.max_message_bytes + ENVELOPE_SLACK_BYTES:
+                        worker.kill()
+                        return _failed(
+                            f"output is too large (more than {describe_size(self.max_message_bytes)} of chunks)",
+                            "output", duration_ms=_ms_since(started), worker_pid=worker.pid,
+                        )
+                    data = message.get("data")
+                    chunks.append(data)
+                    if on_chunk is not None:
+                        try:
+                            on_chunk(data)
+                        except Exception as exc:  # noqa: BLE001 - the consumer's problem, not ours
+                            worker.kill()
+                            return _failed(f"stream consumer failed: {type(exc).__name__}: {exc}", "protocol",
+                                           duration_ms=_ms_since(started), worker_pid=worker.pid)
+                    continue
+                if kind == "call":
+                    reply = await asyncio.to_thread(self._serve_host, host, message)
+                    worker.send(frame(reply), deadline)
+                    continue
+                worker.kill()
+                return _failed(f"worker sent an unexpected {kind!r} message", "protocol",
+                               duration_ms=_ms_since(started), worker_pid=worker.pid)
+        except TimeoutError:
+            return await asyncio.to_thread(self._timed_out, worker, timeout_s, started)
+        except FrameTooLarge as exc:
+            worker.kill()
+            return _failed(
+                f"output is too large ({describe_size(exc.size)}; the limit is {describe_size(self.max_message_bytes)})",
+                "output", duration_ms=_ms_since(started), worker_pid=worker.pid,
+            )
+        except ProtocolError as exc:
+            worker.kill()
+            return _failed(f"worker sent a malformed message: {exc}", "protocol",
+                           duration_ms=_ms_since(started), worker_pid=worker.pid)
+        except OSError:  # broken pipe: the worker died under us
+            return await asyncio.to_thread(self._ended, worker, started)
 
     def warm(self, key: WorkerKey, code_dir: Path, entrypoint: str) -> None:
         """Start one worker for *key* ahead of time (after a deploy or promote),

@@ -193,6 +193,38 @@ class FrameReader:
             buf += chunk
 
 
+    def read_nowait(self) -> Any:
+        """The next message if a whole frame is buffered or readable right now,
+        else :data:`NEED_MORE` — for callers that wait for readability
+        themselves (an asyncio event loop with ``add_reader``)."""
+        buf = self._buf
+        while True:
+            if len(buf) >= 4:
+                (size,) = HEADER.unpack_from(buf)
+                if size > self.max_frame_bytes:
+                    raise FrameTooLarge(size, self.max_frame_bytes)
+                end = 4 + size
+                if len(buf) >= end:
+                    payload = bytes(buf[4:end])
+                    del buf[:end]
+                    self.last_frame_bytes = size
+                    return loads(payload)
+                want = end - len(buf)
+            else:
+                want = 4 - len(buf)
+            try:
+                chunk = os.read(self.fd, min(max(want, 65536), 1 << 20))
+            except BlockingIOError:
+                return NEED_MORE
+            if not chunk:
+                return None
+            buf += chunk
+
+
+#: What :meth:`FrameReader.read_nowait` returns when no whole frame is there yet.
+NEED_MORE = object()
+
+
 class BlockingChannel:
     """Frame reader/writer over blocking fds (the worker's side).
 

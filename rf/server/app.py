@@ -106,7 +106,7 @@ def create_app(services: Services, token: str, *, max_body_bytes: int = 1024 * 1
         if "text/event-stream" in request.headers.get("accept", ""):
             await asyncio.to_thread(services.target, env, name)  # 404 before the stream starts
             return _stream(services, env, name, payload, session_id)
-        ex = await asyncio.to_thread(services.invoke, env, name, payload, session_id, "endpoint")
+        ex = await services.ainvoke(env, name, payload, session_id, "endpoint")
         out: dict[str, Any] = {"execution_id": ex.id, "status": ex.status}
         if ex.status == "succeeded":
             out["output"] = ex.output

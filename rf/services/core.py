@@ -372,6 +372,36 @@ class CoreServices:
         """Run one execution in a worker and record it: its trace (a root span around the
         run, a child span per host call), and, if it succeeded, its session messages and
         memory writes (see rf.services.sessions)."""
+        prepared = self._prepare_run(env=env, name=name, commit_label=commit_label, input=input,
+                                     session_id=session_id, source=source, stream=on_chunk is not None,
+                                     trace=trace, trace_max_chars=trace_max_chars)
+        call, tracer, request, started = prepared
+        result = self.pool.run(
+            (env, name, pool_label or commit_label), code_dir, entrypoint, request,
+            timeout_s=timeout_s, on_chunk=on_chunk, host=self.host_handler(call),
+        )
+        return self._finish_run(prepared, result, commit_label=commit_label, input=input)
+
+    async def ainvoke(self, env: str, name: str, input: Any = None, session_id: str | None = None,
+                      source: str = "endpoint") -> Execution:
+        """:meth:`invoke` for the server's event loop: no thread hop when a warm worker is idle
+        (see ``WorkerPool.arun``). Same records, same errors."""
+        commit_id = self.target(env, name)
+        config = self._commit_config(commit_id)
+        code_dir = self.code_dir(commit_id)
+        prepared = self._prepare_run(env=env, name=name, commit_label=commit_id, input=input,
+                                     session_id=session_id, source=source, stream=False,
+                                     trace=str(config.get("trace", "standard")),
+                                     trace_max_chars=int(config.get("trace_max_chars", 2000)))
+        call, tracer, request, started = prepared
+        result = await self.pool.arun(
+            (env, name, commit_id), code_dir, config.get("entrypoint", "agent:handle"), request,
+            timeout_s=float(config.get("timeout_s", 60.0)), host=self.host_handler(call),
+        )
+        return self._finish_run(prepared, result, commit_label=commit_id, input=input)
+
+    def _prepare_run(self, *, env: str, name: str, commit_label: str, input: Any, session_id: str | None,
+                     source: str, stream: bool, trace: str, trace_max_chars: int) -> Any:
         from rf.runtime.pool import RunRequest
 
         check_session_id(session_id)
@@ -381,18 +411,19 @@ class CoreServices:
                         commit=commit_label, source=source)
         tracer = ExecutionTrace.begin(self.store, call, trace, trace_max_chars)
         request = RunRequest(execution_id=execution_id, env=env, agent=name, input=input,
-                             session_id=session_id, stream=on_chunk is not None)
-        result = self.pool.run(
-            (env, name, pool_label or commit_label), code_dir, entrypoint, request,
-            timeout_s=timeout_s, on_chunk=on_chunk, host=self.host_handler(call),
-        )
+                             session_id=session_id, stream=stream)
+        return call, tracer, request, started
+
+    def _finish_run(self, prepared: Any, result: Any, *, commit_label: str, input: Any) -> Execution:
+        call, tracer, request, started = prepared
         ended = utcnow()
         execution = Execution(
-            id=execution_id, env=env, agent=name, commit=commit_label, source=source, status=result.status,
-            input=input, output=result.output, error=result.error, error_type=result.error_type,
-            traceback=result.traceback, logs=result.logs, started_at=iso(started), ended_at=iso(ended),
+            id=request.execution_id, env=call.env, agent=call.agent, commit=commit_label, source=call.source,
+            status=result.status, input=input, output=result.output, error=result.error,
+            error_type=result.error_type, traceback=result.traceback, logs=result.logs, started_at=iso(started),
+            ended_at=iso(ended),
             duration_ms=round(result.duration_ms or (ended - started).total_seconds() * 1000, 3),
-            session_id=session_id,
+            session_id=call.session_id,
         )
         finish_execution(self.store, call, execution)  # may turn it into a failure first
         tracer.finish(execution)

@@ -1,0 +1,73 @@
+"""WorkerPool.arun: the server's event-loop path gives the same results as run()."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from rf.runtime.pool import RunRequest, WorkerPool
+
+CODE = """
+import os, time
+
+def echo(input, ctx):
+    return {"echo": input, "pid": os.getpid()}
+
+def boom(input, ctx):
+    raise ValueError("nope")
+
+def hang(input, ctx):
+    while True:
+        time.sleep(0.01)
+
+def die(input, ctx):
+    os._exit(3)
+
+def ask(input, ctx):
+    return ctx.call_host("double", n=input)
+"""
+
+
+def req(value: Any = None) -> RunRequest:
+    return RunRequest(execution_id="ex-a", env="staging", agent="demo", input=value)
+
+
+def test_arun_matches_run(tmp_path: Path) -> None:
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "agent.py").write_text(CODE)
+    pool = WorkerPool(max_workers_per_key=2)
+
+    def host(method: str, params: dict[str, Any]) -> Any:
+        assert method == "double"
+        return params["n"] * 2
+
+    async def scenario() -> None:
+        key = ("staging", "demo", "c1")
+        first = await pool.arun(key, code, "agent:echo", req(1))  # cold: falls back to a thread
+        warm = await pool.arun(key, code, "agent:echo", req(2))  # warm: driven by the event loop
+        assert first.output["echo"] == 1 and warm.output["echo"] == 2
+        assert warm.output["pid"] == first.output["pid"]  # the warm worker was reused
+        many = await asyncio.gather(*(pool.arun(key, code, "agent:echo", req(i)) for i in range(20)))
+        assert [r.output["echo"] for r in many] == list(range(20))
+        for entry, check in (
+            ("agent:boom", lambda r: r.status == "failed" and "ValueError: nope" in (r.error or "")),
+            ("agent:hang", lambda r: r.status == "failed" and r.error_type == "timeout"),
+            ("agent:die", lambda r: r.status == "failed" and r.error_type in ("exit", "crash")),
+        ):
+            k = ("staging", "demo", entry)
+            await pool.arun(k, code, entry, req(), timeout_s=1.0)  # cold
+            result = await pool.arun(k, code, entry, req(), timeout_s=1.0)  # warm path, if the worker survived
+            assert check(result), (entry, result)
+        k = ("staging", "demo", "ask")
+        await pool.arun(k, code, "agent:ask", req(1), host=host)
+        asked = await pool.arun(k, code, "agent:ask", req(21), host=host)
+        assert asked.output == 42
+        again = await pool.arun(key, code, "agent:echo", req("after"))
+        assert again.status == "succeeded"
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        pool.close()
