@@ -375,7 +375,7 @@ class CoreServices:
         prepared = self._prepare_run(env=env, name=name, commit_label=commit_label, input=input,
                                      session_id=session_id, source=source, stream=on_chunk is not None,
                                      trace=trace, trace_max_chars=trace_max_chars)
-        call, tracer, request, started = prepared
+        call, _, request, _ = prepared
         result = self.pool.run(
             (env, name, pool_label or commit_label), code_dir, entrypoint, request,
             timeout_s=timeout_s, on_chunk=on_chunk, host=self.host_handler(call),
@@ -393,7 +393,7 @@ class CoreServices:
                                      session_id=session_id, source=source, stream=False,
                                      trace=str(config.get("trace", "standard")),
                                      trace_max_chars=int(config.get("trace_max_chars", 2000)))
-        call, tracer, request, started = prepared
+        call, _, request, _ = prepared
         result = await self.pool.arun(
             (env, name, commit_id), code_dir, config.get("entrypoint", "agent:handle"), request,
             timeout_s=float(config.get("timeout_s", 60.0)), host=self.host_handler(call),
