@@ -402,6 +402,7 @@ class WorkerPool:
         self._closed = False
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
+        self._async_waiters: list[tuple[Any, Any]] = []  #: (event loop, future) of arun() calls waiting
         _POOLS.add(self)
         # A pool dropped without close() still takes its workers down.
         weakref.finalize(self, _kill_workers, self._by_key)
@@ -497,11 +498,22 @@ class WorkerPool:
                                    "stream": request.stream, "input": request.input}))
         except (TypeError, ValueError):
             return await in_thread()
-        victims: list[WorkerProcess] = []
-        with self._cond:
-            worker = None if self._closed else self._take_idle(key, os.fspath(code_dir), entrypoint, victims)
-        if victims:
-            await asyncio.to_thread(self._kill_all, victims)
+        loop = asyncio.get_running_loop()
+        while True:
+            victims: list[WorkerProcess] = []
+            waiter: asyncio.Future[None] | None = None
+            with self._cond:
+                worker = None if self._closed else self._take_idle(key, os.fspath(code_dir), entrypoint, victims)
+                can_spawn = self._count(key) < self.max_workers_per_key and self._total < self.max_total_workers
+                if worker is None and not can_spawn and not self._closed:
+                    # Every worker of this key is busy: wait on the loop, not on a thread.
+                    waiter = loop.create_future()
+                    self._async_waiters.append((loop, waiter))
+            if victims:
+                await asyncio.to_thread(self._kill_all, victims)
+            if waiter is None:
+                break
+            await waiter
         if worker is None or not worker.ready:
             if worker is not None:
                 self._release(worker, reusable=True)
@@ -654,6 +666,7 @@ class WorkerPool:
         victims: list[WorkerProcess] = []
         with self._cond:
             self._closed = True
+            self._wake_async_waiters()  # they see the pool closed and fall back to run()
             for workers in list(self._by_key.values()):
                 for worker in list(workers):
                     if worker.busy:
@@ -731,6 +744,19 @@ class WorkerPool:
                 break
             self._remove(worker)
             victims.append(worker)
+
+    def _wake_async_waiters(self) -> None:
+        """Wake every :meth:`arun` waiting for a free worker (call with the lock held)."""
+        waiters, self._async_waiters = self._async_waiters, []
+        for loop, future in waiters:
+            def wake(f: Any = future) -> None:
+                if not f.done():
+                    f.set_result(None)
+
+            try:
+                loop.call_soon_threadsafe(wake)
+            except RuntimeError:  # that loop is closed
+                pass
 
     def _take_idle(
         self, key: WorkerKey, code_dir: str, entrypoint: str, victims: list[WorkerProcess]
@@ -830,6 +856,7 @@ class WorkerPool:
             else:
                 self._remove(worker)
             self._cond.notify_all()
+            self._wake_async_waiters()
         if not keep:
             worker.destroy()
 
