@@ -163,6 +163,12 @@ def worker_env(extra_env: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def _run_frame(request: RunRequest) -> bytes:
+    """The ``run`` message for a worker (raises TypeError/ValueError for non-JSON input)."""
+    return frame(dumps({"t": "run", "id": request.execution_id, "env": request.env, "agent": request.agent,
+                        "session_id": request.session_id, "stream": request.stream, "input": request.input}))
+
+
 class WorkerProcess:
     """One worker subprocess, seen from the host.
 
@@ -429,19 +435,7 @@ class WorkerPool:
         if entrypoint_error is not None:
             return _failed(entrypoint_error, "exception")
         try:
-            payload = frame(
-                dumps(
-                    {
-                        "t": "run",
-                        "id": request.execution_id,
-                        "env": request.env,
-                        "agent": request.agent,
-                        "session_id": request.session_id,
-                        "stream": request.stream,
-                        "input": request.input,
-                    }
-                )
-            )
+            payload = _run_frame(request)
         except (TypeError, ValueError) as exc:
             return _failed(f"input is not JSON-serializable: {exc}", "protocol")
         try:
@@ -493,9 +487,7 @@ class WorkerPool:
         if _entrypoint_error(entrypoint) is not None:
             return await in_thread()
         try:
-            payload = frame(dumps({"t": "run", "id": request.execution_id, "env": request.env,
-                                   "agent": request.agent, "session_id": request.session_id,
-                                   "stream": request.stream, "input": request.input}))
+            payload = _run_frame(request)
         except (TypeError, ValueError):
             return await in_thread()
         loop = asyncio.get_running_loop()

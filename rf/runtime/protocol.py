@@ -165,33 +165,14 @@ class FrameReader:
         announced length is above the limit (without reading the payload) and
         :class:`ProtocolError` for undecodable payloads.
         """
-        buf = self._buf
         while True:
-            if len(buf) >= 4:
-                (size,) = HEADER.unpack_from(buf)
-                if size > self.max_frame_bytes:
-                    raise FrameTooLarge(size, self.max_frame_bytes)
-                end = 4 + size
-                if len(buf) >= end:
-                    payload = bytes(buf[4:end])
-                    del buf[:end]
-                    self.last_frame_bytes = size
-                    return loads(payload)
-                want = end - len(buf)
-            else:
-                want = 4 - len(buf)
-            try:
-                chunk = os.read(self.fd, min(max(want, 65536), 1 << 20))
-            except BlockingIOError:
-                timeout_ms = _remaining_ms(deadline)
-                if timeout_ms == 0:
-                    raise TimeoutError from None
-                self._poller.poll(timeout_ms)
-                continue
-            if not chunk:
-                return None
-            buf += chunk
-
+            message = self.read_nowait()
+            if message is not NEED_MORE:
+                return message
+            timeout_ms = _remaining_ms(deadline)
+            if timeout_ms == 0:
+                raise TimeoutError
+            self._poller.poll(timeout_ms)
 
     def read_nowait(self) -> Any:
         """The next message if a whole frame is buffered or readable right now,
