@@ -18,6 +18,8 @@ from rf.tui.calls import run_call
 if TYPE_CHECKING:
     import datetime as _dt
 
+    from textual.dom import DOMNode
+    from textual.widget import Widget
     from textual.worker import Worker
 
     from rf.client import Backend
@@ -130,13 +132,32 @@ class View(Vertical):
         if self.rf.current_view != self.KEY:
             return  # mounted ahead of time (warm-up) or hidden: never steal the focus
         for table in self.query(DataTable):
-            if table.display:
+            if self._shown(table):
                 table.focus()
                 return
+        # Nothing to list (an empty view): focus the view itself so its keys (n: new …) still work.
+        self.can_focus = True
+        self.focus()
+
+    def _shown(self, widget: Widget) -> bool:
+        """Whether ``widget`` and its containers up to this view are displayed."""
+        node: DOMNode | None = widget
+        while node is not None and node is not self:
+            if not node.display:
+                return False
+            node = node.parent
+        return True
 
     def painted(self) -> None:
         """Tell the app that fresh data is on screen (bench and tests listen)."""
         self.loaded_env = self.env
+        focused = self.app.focused
+        if (
+            focused is None
+            or not focused.display
+            or (focused is self and any(t.display for t in self.query(DataTable)))
+        ):
+            self.focus_default()  # the focused table was hidden (or came back): keep the keys working
         self.rf.view_painted(self)
 
     # ------------------------------------------------------------ backend calls

@@ -164,14 +164,100 @@ class ResourceForm(FormModal):
         run_call(self, save, self.dismiss, failed=failed, group="save")
 
 
+AUTH_KINDS = ("none", "api-key", "bearer", "basic")
+
+
+class ConnectorForm(FormModal):
+    """Create the staging instance of a new connector (production gets it by publishing)."""
+
+    TITLE_TEXT = "New connector (staging)"
+    SUBMIT_LABEL = "Create"
+
+    def __init__(self) -> None:
+        super().__init__(classes="form")
+
+    def compose_form(self) -> ComposeResult:
+        yield self.field_error("form")
+        yield Label("Slug", classes="field-label")
+        yield Input(placeholder="e.g. crm", id="slug")
+        yield self.field_error("slug")
+        yield Label("Base URL", classes="field-label")
+        yield Input(placeholder="https://api.example.com/v1", id="base-url")
+        yield self.field_error("base-url")
+        yield Label("Auth", classes="field-label")
+        yield Select[str]([(a, a) for a in AUTH_KINDS], value="none", allow_blank=False, id="auth", compact=True)
+        yield Label("Credential name (not the value)", classes="field-label")
+        yield Input(placeholder="e.g. crm-token (optional)", id="credential")
+        yield self.field_error("credential")
+        yield Label("Timeout (seconds)", classes="field-label")
+        yield Input("30", id="timeout")
+        yield self.field_error("timeout")
+
+    def on_mount(self) -> None:
+        self.query_one("#slug", Input).focus()
+
+    def submit(self) -> None:
+        ok = True
+        slug = self.query_one("#slug", Input).value.strip()
+        if not slug:
+            self.show_error("slug", "A slug is required.")
+            ok = False
+        base_url = self.query_one("#base-url", Input).value.strip()
+        if not base_url.startswith(("http://", "https://")):
+            self.show_error("base-url", "The base URL must start with http:// or https://.")
+            ok = False
+        auth_value = self.query_one("#auth", Select).value
+        auth = auth_value if isinstance(auth_value, str) else "none"
+        credential = self.query_one("#credential", Input).value.strip() or None
+        timeout_text = self.query_one("#timeout", Input).value.strip() or "30"
+        try:
+            timeout = float(timeout_text)
+        except ValueError:
+            self.show_error("timeout", "The timeout must be a number of seconds.")
+            ok = False
+        if not ok:
+            return
+        backend = self.rf.backend
+
+        def failed(exc: Exception) -> bool:
+            self.set_busy(False)
+            if not isinstance(exc, RfError):
+                return False
+            text = exc.message + (f" — {exc.hint}" if exc.hint else "")
+            lowered = exc.message.lower()
+            where = (
+                "slug"
+                if "connector" in lowered and ("already" in lowered or "name" in lowered)
+                else "base-url"
+                if "url" in lowered
+                else "credential"
+                if "credential" in lowered
+                else "timeout"
+                if "timeout" in lowered
+                else "form"
+            )
+            self.show_error(where, text)
+            return True
+
+        self.set_busy(True)
+        run_call(
+            self,
+            lambda: backend.create_connector(slug, base_url, auth, credential, timeout_s=timeout),
+            self.dismiss,
+            failed=failed,
+            group="save",
+        )
+
+
 class ConnectorsView(View):
     TITLE = "Connectors"
     KEY = "connectors"
     GROUP = "Build"
     CSS_FILE = "views/connectors.tcss"
     REQUIRES = ("list_connectors",)
-    WRITE_ACTIONS = frozenset({"add_resource", "edit_resource", "remove_resource"})
+    WRITE_ACTIONS = frozenset({"new_connector", "add_resource", "edit_resource", "remove_resource"})
     BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("n", "new_connector", "New connector"),
         Binding("a", "add_resource", "Add resource"),
         Binding("m", "edit_resource", "Edit resource"),
         Binding("delete", "remove_resource", "Remove resource", key_display="del"),
@@ -224,7 +310,7 @@ class ConnectorsView(View):
         empty.update(
             f"No connectors in {self.env} yet — "
             + (
-                "create one with rf connectors create SLUG --base-url URL."
+                "press n (or rf connectors create SLUG --base-url URL)."
                 if self.env == "staging"
                 else "create them in staging, then publish from Releases."
             )
@@ -314,6 +400,18 @@ class ConnectorsView(View):
 
         return done
 
+    def action_new_connector(self) -> None:
+        if self.refuse_in_production():
+            return
+
+        def created(result: Connector | None) -> None:
+            if result is None:
+                return
+            self.place = result.slug
+            self._done(f"Connector {result.slug} created")(result)
+
+        self.app.push_screen(ConnectorForm(), created)
+
     def action_add_resource(self) -> None:
         if self.refuse_in_production():
             return
@@ -364,6 +462,7 @@ class ConnectorsView(View):
     def commands(self) -> Iterable[Command]:
         if self.read_only:
             return
+        yield Command("New connector", self.action_new_connector, "Create a staging connector (key n)")
         for c in self.connectors:
             yield Command(f"Add a resource to connector {c.slug}", partial(self._add, c.slug), "Staging instance")
 
