@@ -78,6 +78,8 @@ EnvOption = Annotated[
     typer.Option("--env", "-e", help="Environment: staging or production.", envvar="RF_ENV", show_envvar=False),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (and nothing else) on stdout.")]
+ExecutionIdArg = Annotated[str, typer.Argument(help="Execution id (or a unique prefix).")]
+EnvFilterOption = Annotated[str | None, typer.Option("--env", "-e", help="Only look in this environment.")]
 
 
 def check_env(env: str) -> str:

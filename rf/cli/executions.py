@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from rf.cli.app import EnvOption, JsonOption, backend, check_env
+from rf.cli.app import EnvFilterOption, EnvOption, ExecutionIdArg, JsonOption, backend, check_env
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich")
 
@@ -54,8 +54,8 @@ def list_executions(
 
 @app.command("show")
 def show(
-    execution_id: Annotated[str, typer.Argument(help="Execution id (or a unique prefix).")],
-    env: Annotated[str | None, typer.Option("--env", "-e", help="Only look in this environment.")] = None,
+    execution_id: ExecutionIdArg,
+    env: EnvFilterOption = None,
     json_out: JsonOption = False,
 ) -> None:
     """One execution: input, output, error, logs."""

@@ -85,16 +85,7 @@ def create(
     json_out: JsonOption = False,
 ) -> None:
     """Create a prompt; version 1 becomes the [bold #f59e0b]draft[/] (staging)."""
-    from rf.cli.output import print_json
-    from rf.config import git_author
-
-    body = read_text(file, text)
-    with backend() as b:
-        result = b.create_prompt(name, body, git_author(), message, env=env)
-    if json_out:
-        print_json(result)
-    else:
-        report_saved(result)
+    _save("create_prompt", name, read_text(file, text), message, env, json_out)
 
 
 @app.command("set")
@@ -107,12 +98,16 @@ def set_text(
     json_out: JsonOption = False,
 ) -> None:
     """Save a new [bold #f59e0b]draft[/] version (production does not change)."""
+    _save("set_prompt", name, read_text(file, text), message, env, json_out)
+
+
+def _save(method: str, name: str, body: str, message: str, env: str, json_out: bool) -> None:
+    """create_prompt / set_prompt, then the same report."""
     from rf.cli.output import print_json
     from rf.config import git_author
 
-    body = read_text(file, text)
     with backend() as b:
-        result = b.set_prompt(name, body, git_author(), message, env=env)
+        result = getattr(b, method)(name, body, git_author(), message, env=env)
     if json_out:
         print_json(result)
     else:

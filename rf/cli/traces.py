@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from rf.cli.app import EnvOption, JsonOption, backend, check_env
+from rf.cli.app import EnvFilterOption, EnvOption, ExecutionIdArg, JsonOption, backend, check_env
 from rf.errors import UsageError
 
 if TYPE_CHECKING:
@@ -110,8 +110,8 @@ def _details(span: Span) -> str:
 
 @app.command("show")
 def show(
-    execution_id: Annotated[str, typer.Argument(help="Execution id (or a unique prefix).")],
-    env: Annotated[str | None, typer.Option("--env", "-e", help="Only look in this environment.")] = None,
+    execution_id: ExecutionIdArg,
+    env: EnvFilterOption = None,
     json_out: JsonOption = False,
 ) -> None:
     """The span tree of one execution, with durations and a timing bar."""
