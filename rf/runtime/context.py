@@ -81,6 +81,10 @@ class Context:
         self._logger: logging.Logger | None = None
         self._services: dict[str, Any] = {}
         self._active = True
+        #: Set by the worker: deferred calls still pending when the handler returns
+        #: go in its "done" message (see rf.runtime.ctx_trace.Outbox).
+        self._final_ops_ok = False
+        self._final_ops: list[list[Any]] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -103,44 +107,62 @@ class Context:
     @property
     def prompts(self) -> Prompts:
         """Prompts resolved for this environment: draft in staging, published in production."""
-        from rf.runtime.ctx_prompts import Prompts
+        found = self._services.get("prompts")
+        if found is None:  # first use: import the module (later uses skip the import machinery)
+            from rf.runtime.ctx_prompts import Prompts
 
-        return self._service("prompts", Prompts)
+            found = self._service("prompts", Prompts)
+        return found  # type: ignore[no-any-return]
 
     @property
     def connectors(self) -> Connectors:
         """This environment's connector instances: ``ctx.connectors.call(slug, resource, **params)``."""
-        from rf.runtime.ctx_connectors import Connectors
+        found = self._services.get("connectors")
+        if found is None:  # first use: import the module (later uses skip the import machinery)
+            from rf.runtime.ctx_connectors import Connectors
 
-        return self._service("connectors", Connectors)
+            found = self._service("connectors", Connectors)
+        return found  # type: ignore[no-any-return]
 
     @property
     def llm(self) -> LLM:
         """The LLM providers (shared): ``ctx.llm.chat(messages, model=None, tools=None)``."""
-        from rf.runtime.ctx_llm import LLM
+        found = self._services.get("llm")
+        if found is None:  # first use: import the module (later uses skip the import machinery)
+            from rf.runtime.ctx_llm import LLM
 
-        return self._service("llm", LLM)
+            found = self._service("llm", LLM)
+        return found  # type: ignore[no-any-return]
 
     @property
     def session(self) -> Session:
         """This execution's session (thread) in this environment."""
-        from rf.runtime.ctx_session import Session
+        found = self._services.get("session")
+        if found is None:  # first use: import the module (later uses skip the import machinery)
+            from rf.runtime.ctx_session import Session
 
-        return self._service("session", Session)
+            found = self._service("session", Session)
+        return found  # type: ignore[no-any-return]
 
     @property
     def memory(self) -> Memory:
         """Key/value memory scoped to this environment's namespace."""
-        from rf.runtime.ctx_memory import Memory
+        found = self._services.get("memory")
+        if found is None:  # first use: import the module (later uses skip the import machinery)
+            from rf.runtime.ctx_memory import Memory
 
-        return self._service("memory", Memory)
+            found = self._service("memory", Memory)
+        return found  # type: ignore[no-any-return]
 
     @property
     def trace(self) -> Trace:
         """Custom spans: ``with ctx.trace.span("name", **attrs): ...``."""
-        from rf.runtime.ctx_trace import Trace
+        found = self._services.get("trace")
+        if found is None:  # first use: import the module (later uses skip the import machinery)
+            from rf.runtime.ctx_trace import Trace
 
-        return self._service("trace", Trace)
+            found = self._service("trace", Trace)
+        return found  # type: ignore[no-any-return]
 
     def kb(self, name: str) -> KnowledgeBase:
         """A knowledge base (shared by both environments): ``ctx.kb("docs").search(query, k=5)``."""

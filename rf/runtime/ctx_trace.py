@@ -39,6 +39,10 @@ PARENT_PARAM = "_rf_parent"
 _MAX_OPS = 256
 _MAX_BYTES = 1024 * 1024
 _MAX_AGE_NS = 200_000_000  # 0.2 s
+#: Pending calls up to this size ride on the worker's "done" message when the
+#: handler returns; more go in one last ``trace.flush`` call (so the output's
+#: own size limit never has to make room for them).
+_FINAL_MAX_BYTES = 256 * 1024
 _NAME_MAX = 200
 
 #: The innermost open custom span: ``(execution id, span id)``. A context
@@ -119,7 +123,11 @@ class Outbox:
     def _on_end(self) -> None:
         try:
             if self._ops:
-                self._raw("trace.flush", {OPS_PARAM: self._take()})  # type: ignore[misc]
+                if self._ctx._final_ops_ok and self._bytes <= _FINAL_MAX_BYTES:
+                    # The worker sends them inside its "done" message: no extra round trip.
+                    self._ctx._final_ops = self._take()
+                else:
+                    self._raw("trace.flush", {OPS_PARAM: self._take()})  # type: ignore[misc]
         except Exception:  # noqa: BLE001 - the host recorded the failure; the run's own result stands
             pass
         finally:
@@ -141,8 +149,19 @@ def json_size(value: Any) -> int:
     return len(_ENCODER.encode(value))
 
 
+_SCALARS = (str, int, bool, type(None))
+
+
 def check_attributes(where: str, attributes: dict[str, Any]) -> int:
-    """Refuse attributes that are not JSON (naming the first bad one); their encoded size."""
+    """Refuse attributes that are not JSON (naming the first bad one); their encoded size
+    (estimated without encoding when every value is a string, int, bool or None)."""
+    size = 2
+    for key, value in attributes.items():
+        if type(value) not in _SCALARS:
+            break
+        size += len(key) + (len(value) + 6 if type(value) is str else 8)
+    else:
+        return size
     try:
         return json_size(attributes)
     except (TypeError, ValueError):

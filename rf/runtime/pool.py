@@ -103,6 +103,9 @@ class RunResult:
     logs: str = ""  # stdout+stderr+ctx.logger lines of this execution, at most 64 KiB + marker
     duration_ms: float = 0.0
     worker_pid: int | None = None  # the worker that ran it (None if none started)
+    #: Deferred ctx calls still pending when the handler returned (sent in its "done"
+    #: message; replayed by the services before the execution is recorded).
+    ops: Any = None
 
     @property
     def ok(self) -> bool:
@@ -974,8 +977,9 @@ class WorkerPool:
                 logs=logs,
                 duration_ms=duration,
                 worker_pid=worker.pid,
+                ops=message.get("ops"),
             )
-        return _failed(
+        result = _failed(
             str(message.get("error") or "the agent failed"),
             str(message.get("error_type") or "exception"),
             traceback=message.get("traceback"),
@@ -983,6 +987,8 @@ class WorkerPool:
             duration_ms=duration,
             worker_pid=worker.pid,
         )
+        result.ops = message.get("ops")
+        return result
 
     @staticmethod
     def _timed_out(worker: WorkerProcess, timeout_s: float, started: float, during: str = "") -> RunResult:

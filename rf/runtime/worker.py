@@ -431,11 +431,13 @@ class Worker:
             host=self.call_host,
             log_stream=capture,
         )
+        ctx._final_ops_ok = True
         capture.begin()
+        failure: tuple[str, str, str | None] | None = None
         try:
             output, chunked = self._call(message.get("input"), ctx, stream)
         except _OutputError as exc:
-            return self._failure(str(exc), "output", None)
+            failure = (str(exc), "output", None)
         except SystemExit as exc:
             code = exc.code
             if code is None or isinstance(code, int):
@@ -443,20 +445,27 @@ class Worker:
             else:
                 error = f"agent exited: {_first_line(_safe_str(code))} (sys.exit)"
             _, _, text = describe_exception(exc, self.code_dir)
-            return self._failure(error, "exit", text)
+            failure = (error, "exit", text)
         except BaseException as exc:  # noqa: BLE001 - report anything the agent raises
             headline, location, text = describe_exception(exc, self.code_dir)
-            error = f"{headline} ({location})" if location else headline
-            return self._failure(error, "exception", text)
+            failure = (f"{headline} ({location})" if location else headline, "exception", text)
         finally:
-            ctx._end()
+            ctx._end()  # pending deferred calls move to ctx._final_ops
+        ops = b""
+        if ctx._final_ops:
+            try:
+                ops = b',"ops":' + dumps(ctx._final_ops)
+            except (TypeError, ValueError) as exc:  # checked when each call was made: should not happen
+                failure = failure or (f"deferred ctx calls could not be sent: {exc}", "exception", None)
+        if failure is not None:
+            return self._failure(*failure, ops)
         logs = dumps(capture.end())
         if chunked:
-            return b'{"t":"done","ok":true,"chunked":true,"logs":' + logs + b"}"
-        return b'{"t":"done","ok":true,"logs":' + logs + b',"output":' + output + b"}"
+            return b'{"t":"done","ok":true,"chunked":true,"logs":' + logs + ops + b"}"
+        return b'{"t":"done","ok":true,"logs":' + logs + ops + b',"output":' + output + b"}"
 
-    def _failure(self, error: str, error_type: str, traceback_text: str | None) -> bytes:
-        return dumps(
+    def _failure(self, error: str, error_type: str, traceback_text: str | None, ops: bytes = b"") -> bytes:
+        encoded = dumps(
             {
                 "t": "done",
                 "ok": False,
@@ -466,6 +475,7 @@ class Worker:
                 "logs": self.capture.end(),
             }
         )
+        return encoded[:-1] + ops + b"}" if ops else encoded
 
     def _encode(self, value: Any, what: str) -> bytes:
         try:

@@ -28,7 +28,7 @@ from rf.models import (
 from rf.services import diffs
 from rf.services.host import HostCall, collect
 from rf.services.sessions import check_session_id, finish_execution
-from rf.services.traces import ExecutionTrace, dispatch
+from rf.services.traces import ExecutionTrace, dispatch, replay_final
 
 if TYPE_CHECKING:
     from rf.runtime.pool import WorkerPool
@@ -416,6 +416,10 @@ class CoreServices:
 
     def _finish_run(self, prepared: Any, result: Any, *, commit_label: str, input: Any) -> Execution:
         call, tracer, request, started = prepared
+        if result.ops:
+            # Deferred ctx calls that rode on the worker's "done" message; a failure
+            # among them fails the execution (see finish_execution).
+            replay_final(self, _host_table(type(self)), call, result.ops)
         ended = utcnow()
         execution = Execution(
             id=request.execution_id, env=call.env, agent=call.agent, commit=commit_label, source=call.source,

@@ -23,8 +23,9 @@ the disk.
 a list, so the worker does not send calls whose answer agent code does not
 wait for (finished custom spans, memory writes, session appends). It keeps
 them, with the time and the open custom span of each, and sends them along
-with the next host call it has to make (parameter ``_rf_ops``), or in one
-``trace.flush`` call when the handler returns. :func:`dispatch` replays
+with the next host call it has to make (parameter ``_rf_ops``), or, when
+the handler returns, inside its ``done`` message (``"ops"``; a large
+remainder goes in one ``trace.flush`` call first). :func:`dispatch` replays
 them, in order, before serving that call. ``trace.start``/``trace.end``
 also exist as plain host methods (a span stack kept by the host) for code
 that calls ``ctx.call_host`` itself.
@@ -119,7 +120,7 @@ class ExecutionTrace:
         self.trace_id, self.root_id = ids[:32], ids[32:]
         self.start_ns = time.time_ns()
         self.stack: list[_Open] = []  #: open custom spans (trace.start/trace.end), innermost last
-        self.rows: list[SpanRow] = []  #: finished spans, queued together when the execution ends
+        self.rows: list[list[Any]] = []  #: finished child spans, queued as one row when the execution ends
         self.child_errors = 0
 
     @classmethod
@@ -163,6 +164,7 @@ class ExecutionTrace:
 
     def _row(self, *, span_id: str, parent: str | None, kind: str, name: str, start_ns: int, end_ns: int,
              status: str, error: str | None, attributes: dict[str, Any]) -> SpanRow:
+        """The root span's row (child spans are kept by :meth:`_child`)."""
         call = self.call
         if call.state.get("secrets"):
             name = self._scrub(name)
@@ -176,6 +178,16 @@ class ExecutionTrace:
             encoded = _encode(attributes)
         return (call.env, self.trace_id, span_id, parent, call.execution_id, call.agent, kind, name,
                 start_ns, end_ns, status, error, encoded)
+
+    def _child(self, span_id: str, parent: str, kind: str, name: str, start_ns: int, end_ns: int, status: str,
+               error: str | None, attributes: dict[str, Any]) -> None:
+        """Keep a finished child span (fields in ``rf.store.traces.BATCH_FIELDS`` order); the
+        execution's child spans are written as one row when it ends."""
+        if self.call.state.get("secrets"):
+            name = self._scrub(name)
+            error = self._scrub(error)
+            attributes = self._scrub(attributes)
+        self.rows.append([span_id, parent, kind, name, start_ns, end_ns, status, error, attributes])
 
     def _parent(self, parent: Any) -> str:
         if isinstance(parent, str) and parent:
@@ -208,10 +220,12 @@ class ExecutionTrace:
             attributes.update(extra)
         elif extra and self.mode == "standard":  # e.g. an LLM call's messages: truncated like inputs
             attributes.update({k: self._attribute(v) for k, v in extra.items()})
-        self._io(attributes, params, result, has_output)
+        if self.mode != "minimal":
+            attributes["input"] = self._attribute(params) if self.mode == "standard" else params
+            if has_output:
+                attributes["output"] = self._attribute(result) if self.mode == "standard" else result
         kind = KINDS.get(method.split(".", 1)[0], "custom")
-        self.rows.append(self._row(span_id=_new_span_id(), parent=self._parent(parent), kind=kind, name=method,
-                                   start_ns=start, end_ns=end, status=status, error=error, attributes=attributes))
+        self._child(_new_span_id(), self._parent(parent), kind, method, start, end, status, error, attributes)
 
     # ------------------------------------------------------------ custom spans
     def record_span(self, name: str, span_id: str, parent: Any, start_ns: int, end_ns: int, status: str,
@@ -253,11 +267,20 @@ class ExecutionTrace:
 
     def _end(self, span: _Open, end_ns: int, status: str, error: str | None) -> None:
         attributes = span.attributes
-        if self.mode == "standard":
-            attributes = {k: self._attribute(v) for k, v in attributes.items()}
-        self.rows.append(self._row(span_id=span.span_id, parent=span.parent, kind="custom", name=span.name,
-                                   start_ns=span.start_ns, end_ns=max(end_ns, span.start_ns), status=status,
-                                   error=error, attributes=attributes))
+        if self.mode == "standard" and attributes:
+            attributes = self._standard(attributes)
+        self._child(span.span_id, span.parent, "custom", span.name, span.start_ns, max(end_ns, span.start_ns),
+                    status, error, attributes)
+
+    def _standard(self, attributes: dict[str, Any]) -> dict[str, Any]:
+        """Custom attributes as standard mode keeps them (no copy when all are short scalars)."""
+        limit = self.max_chars
+        for value in attributes.values():
+            kind = type(value)
+            if not (kind is int or kind is bool or kind is float or value is None
+                    or (kind is str and len(value) <= limit)):
+                return {k: self._attribute(v) for k, v in attributes.items()}
+        return attributes
 
     # ------------------------------------------------------------ the root
     def finish(self, execution: Execution) -> None:
@@ -280,13 +303,17 @@ class ExecutionTrace:
             attributes["child_errors"] = self.child_errors
         self._io(attributes, execution.input, execution.output, execution.status == "succeeded")
         ok = execution.status == "succeeded"
-        self.rows.append(self._row(
+        root = self._row(
             span_id=self.root_id, parent=None, kind="agent", name=execution.agent, start_ns=self.start_ns,
             end_ns=max(end, self.start_ns), status="ok" if ok else "error",
             error=None if ok else (execution.error or "failed"), attributes=attributes,
-        ))
+        )
+        self.store.queue_spans([root])
         rows, self.rows = self.rows, []
-        self.store.queue_spans(rows)
+        if rows:
+            call = self.call
+            self.store.queue_span_batch(call.env, self.trace_id, call.execution_id, call.agent,
+                                        min(r[4] for r in rows), max(r[5] for r in rows), len(rows), _encode(rows))
 
 
 def _secret_forms(secrets: set[str]) -> list[str]:
@@ -341,6 +368,18 @@ def _serve(services: Any, table: dict[str, str], call: HostCall, method: str, pa
     if trace is None:
         return fn(call, **params)
     return trace.host_call(method, params, lambda: fn(call, **params), parent, at)
+
+
+def replay_final(services: Any, table: dict[str, str], call: HostCall, ops: Any) -> None:
+    """Replay the deferred calls a worker sent with its result; their errors are in
+    ``call.state["deferred_errors"]`` (which fails the execution), never raised."""
+    if not isinstance(ops, list):
+        call.state.setdefault("deferred_errors", []).append("the worker sent malformed deferred ctx calls")
+        return
+    try:
+        _replay(services, table, call, ops)
+    except RfError:
+        pass
 
 
 def _replay(services: Any, table: dict[str, str], call: HostCall, ops: Any) -> None:

@@ -321,6 +321,23 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (kind, name, env, agent)
         )""",
     ],
+    # v10: an execution's child spans in one row (its root span stays in `spans`).
+    [
+        # One appended row per execution instead of one per span: the batching
+        # writer's cost is per row, and a trace is always read whole. Older
+        # stores keep their child spans in `spans`; readers look in both.
+        """CREATE TABLE span_batches (
+            env VARCHAR NOT NULL,
+            trace_id VARCHAR NOT NULL,
+            execution_id VARCHAR NOT NULL,
+            agent VARCHAR NOT NULL,
+            start_ns BIGINT NOT NULL,   -- earliest start among the spans (Unix ns)
+            end_ns BIGINT NOT NULL,     -- latest end
+            count INTEGER NOT NULL,
+            spans VARCHAR NOT NULL      -- JSON [[span_id, parent_id, kind, name, start_ns, end_ns,
+                                        --        status, error, {attributes}], ...]
+        )""",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

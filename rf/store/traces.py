@@ -11,6 +11,7 @@ comes from.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,11 @@ class TracesMixin:
         for row in rows:
             put("spans", row)
 
+    def queue_span_batch(self, env: str, trace_id: str, execution_id: str, agent: str, start_ns: int,
+                         end_ns: int, count: int, spans_json: str) -> None:
+        """Queue an execution's child spans as one row (``spans_json``: see :data:`BATCH_FIELDS`)."""
+        self.writer.put("span_batches", (env, trace_id, execution_id, agent, start_ns, end_ns, count, spans_json))
+
     def root_span(self, execution_id: str, lo_ns: int, hi_ns: int) -> SpanRow | None:
         """The root span of an execution whose root started within [lo_ns, hi_ns]."""
         self.flush()
@@ -57,12 +63,20 @@ class TracesMixin:
     def execution_spans(self, execution_id: str, lo_ns: int, hi_ns: int) -> list[SpanRow]:
         """Every span of an execution that started within [lo_ns, hi_ns], by start time."""
         self.flush()
-        rows = self.cursor().execute(
-            f"SELECT {SPAN_COLUMNS} FROM spans WHERE execution_id = ? AND start_ns BETWEEN ? AND ?"
-            " ORDER BY start_ns, end_ns DESC",
+        cur = self.cursor()
+        rows: list[SpanRow] = cur.execute(
+            f"SELECT {SPAN_COLUMNS} FROM spans WHERE execution_id = ? AND start_ns BETWEEN ? AND ?",
             [execution_id, lo_ns, hi_ns],
         ).fetchall()
-        return rows  # type: ignore[return-value]
+        batches = cur.execute(
+            "SELECT env, trace_id, execution_id, agent, spans FROM span_batches"
+            " WHERE execution_id = ? AND start_ns BETWEEN ? AND ?",
+            [execution_id, lo_ns, hi_ns],
+        ).fetchall()
+        for batch in batches:
+            rows.extend(_expand(batch))
+        rows.sort(key=_time_order)
+        return rows
 
     def root_spans(
         self, env: str, *, agent: str | None = None, since_ns: int | None = None, until_ns: int | None = None,
@@ -100,9 +114,39 @@ class TracesMixin:
         if since_ns is not None:
             where.append("start_ns >= ?")
             params.append(since_ns)
-        params.append(limit)
-        rows = self.cursor().execute(
+        cur = self.cursor()
+        rows: list[SpanRow] = cur.execute(
             f"SELECT {SPAN_COLUMNS} FROM spans WHERE {' AND '.join(where)} ORDER BY start_ns, end_ns DESC LIMIT ?",
-            params,
+            [*params, limit],
         ).fetchall()
-        return rows  # type: ignore[return-value]
+        # A batch holds at least one span, so `limit` batches (by their first span) hold
+        # at least the first `limit` child spans.
+        batch_where = " AND ".join(w.replace("start_ns >=", "end_ns >=") for w in where)
+        batches = cur.execute(
+            f"SELECT env, trace_id, execution_id, agent, spans FROM span_batches WHERE {batch_where}"
+            " ORDER BY start_ns LIMIT ?",
+            [*params, limit],
+        ).fetchall()
+        for batch in batches:
+            rows.extend(r for r in _expand(batch) if since_ns is None or r[8] >= since_ns)
+        rows.sort(key=_time_order)
+        return rows[:limit]
+
+
+#: The fields of each span in a ``span_batches.spans`` JSON array, in order.
+BATCH_FIELDS = ("span_id", "parent_id", "kind", "name", "start_ns", "end_ns", "status", "error", "attributes")
+
+_encode = json.JSONEncoder(ensure_ascii=False, default=repr).encode
+
+
+def _expand(batch: tuple[Any, ...]) -> list[SpanRow]:
+    """A ``span_batches`` row as span rows (attributes as JSON text, like ``spans``)."""
+    env, trace_id, execution_id, agent, text = batch
+    return [
+        (env, trace_id, s[0], s[1], execution_id, agent, s[2], s[3], s[4], s[5], s[6], s[7], _encode(s[8]))
+        for s in json.loads(text)
+    ]
+
+
+def _time_order(row: SpanRow) -> tuple[int, int]:
+    return (int(row[8]), -int(row[9]))
