@@ -429,9 +429,10 @@ class CoreServices:
             duration_ms=round(result.duration_ms or (ended - started).total_seconds() * 1000, 3),
             session_id=call.session_id,
         )
-        finish_execution(self.store, call, execution)  # may turn it into a failure first
-        tracer.finish(execution)
-        self.store.record_execution(execution)
+        with self.store.writer.group():  # the record and what the execution wrote: one commit
+            finish_execution(self.store, call, execution)  # may turn it into a failure first
+            tracer.finish(execution)
+            self.store.record_execution(execution)
         return execution
 
     def host_handler(self, call: HostCall) -> Callable[[str, dict[str, Any]], Any]:

@@ -53,8 +53,7 @@ class SessionsMixin:
     # ------------------------------------------------------------ sessions
     def queue_session_messages(self, rows: Sequence[SessionRow]) -> None:
         """Queue messages (env, agent, session_id, seq, role, content JSON, execution_id, created_at)."""
-        for row in rows:
-            self.writer.put("session_messages", row)
+        self.writer.put_many("session_messages", rows)
 
     def session_messages(
         self, env: str, session_id: str, agent: str, *, limit: int | None = None
@@ -103,8 +102,7 @@ class SessionsMixin:
     # ------------------------------------------------------------ memory
     def queue_memory(self, rows: Sequence[MemoryRow]) -> None:
         """Queue memory writes (env, key, seq, value JSON or None, agent, execution_id, written_at)."""
-        for row in rows:
-            self.writer.put("memory", row)
+        self.writer.put_many("memory", rows)
 
     def memory_value(self, env: str, key: str) -> tuple[str, _dt.datetime, str | None, str | None] | None:
         """``(value JSON, written_at, agent, execution_id)`` of a key, or None if absent or deleted."""

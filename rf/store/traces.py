@@ -41,9 +41,7 @@ class TracesMixin:
 
     def queue_spans(self, rows: Sequence[SpanRow]) -> None:
         """Queue spans; the caller never waits for the disk."""
-        put = self.writer.put
-        for row in rows:
-            put("spans", row)
+        self.writer.put_many("spans", rows)
 
     def queue_span_batch(self, env: str, trace_id: str, execution_id: str, agent: str, start_ns: int,
                          end_ns: int, count: int, spans_json: str) -> None:
