@@ -148,7 +148,8 @@ def test_trace_modes(services: FakeServices) -> None:
     assert f["memory.get"].attributes == {"input": {"key": "x"}, "output": None}
 
     s = by_name(std)  # values that fit are kept as they are; longer ones become truncated text
-    assert s["std"].attributes["input"] == '{"text": "' + "a" * 40 + "… [462 more characters]"
+    # (truncated text of the compact JSON encoding: {"text":"aaa...)
+    assert s["std"].attributes["input"] == '{"text":"' + "a" * 41 + "… [461 more characters]"
     assert s["s"].attributes == {"blob": "a" * 50 + "… [450 more characters]", "n": 3}
     assert s["memory.get"].attributes == {"input": {"key": "x"}, "output": None}
 

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from rf.errors import InvalidAgent, RfError
+from rf.jsonfast import dumpb
 from rf.runtime.protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
     ENVELOPE_SLACK_BYTES,
@@ -51,7 +52,6 @@ from rf.runtime.protocol import (
     FrameTooLarge,
     ProtocolError,
     describe_size,
-    dumps,
     frame,
     write_all,
 )
@@ -168,7 +168,7 @@ def worker_env(extra_env: dict[str, str] | None = None) -> dict[str, str]:
 
 def _run_frame(request: RunRequest) -> bytes:
     """The ``run`` message for a worker (raises TypeError/ValueError for non-JSON input)."""
-    return frame(dumps({"t": "run", "id": request.execution_id, "env": request.env, "agent": request.agent,
+    return frame(dumpb({"t": "run", "id": request.execution_id, "env": request.env, "agent": request.agent,
                         "session_id": request.session_id, "stream": request.stream, "input": request.input}))
 
 
@@ -1053,14 +1053,14 @@ class WorkerPool:
                 }
             else:
                 try:
-                    return dumps({"t": "reply", "ok": True, "result": result})
+                    return dumpb({"t": "reply", "ok": True, "result": result})
                 except (TypeError, ValueError):
                     error = {
                         "code": "error",
                         "message": f"host service {method!r} returned a value that is not JSON-serializable",
                         "hint": None,
                     }
-        return dumps({"t": "reply", "ok": False, "error": error})
+        return dumpb({"t": "reply", "ok": False, "error": error})
 
 
 def _ms_since(started: float) -> float:

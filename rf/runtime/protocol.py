@@ -39,6 +39,8 @@ import struct
 import time
 from typing import Any
 
+from rf.jsonfast import loads as fast_loads
+
 HEADER = struct.Struct(">I")
 #: Default cap on one message's payload (outputs, chunks, host call params).
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -189,7 +191,10 @@ class FrameReader:
                     payload = bytes(buf[4:end])
                     del buf[:end]
                     self.last_frame_bytes = size
-                    return loads(payload)
+                    try:
+                        return fast_loads(payload)  # the host side: msgspec, strict JSON
+                    except ValueError as exc:
+                        raise ProtocolError(f"malformed message: {exc}") from None
                 want = end - len(buf)
             else:
                 want = 4 - len(buf)

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from rf.errors import NotFound, PayloadTooLarge, UsageError
 from rf.ids import iso, parse_iso, utcnow
+from rf.jsonfast import dumps
 from rf.models import (
     MEMORY_MAX_KEY_CHARS,
     MEMORY_MAX_VALUE_BYTES,
@@ -55,8 +56,8 @@ if TYPE_CHECKING:
 
 _SESSION_ID = re.compile(SESSION_ID_PATTERN)
 #: Encoders made once (json.dumps with options builds a new one per call).
-_strict = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
-_encode = json.JSONEncoder(ensure_ascii=False).encode
+_strict = dumps
+_encode = dumps
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 #: Compact the memory table after this many writes (superseded rows pile up).
 COMPACT_EVERY = 10_000

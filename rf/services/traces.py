@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from rf.errors import NotFound, RfError, UsageError
 from rf.ids import iso
+from rf.jsonfast import dumps_lenient
 from rf.models import Execution, Span, Trace, TraceSummary, check_env
 from rf.services.base import ServiceBase
 from rf.services.host import HostCall, host_method
@@ -75,8 +76,8 @@ _B32 = {c: i for i, c in enumerate("0123456789abcdefghjkmnpqrstvwxyz")}
 
 #: Span and trace ids need to be unique, not secret: no system call per span.
 _random = random.Random()
-#: One encoder for every span (json.dumps with options builds a new one per call).
-_encode = json.JSONEncoder(ensure_ascii=False, default=repr).encode
+#: Span attributes as JSON (anything JSON cannot hold becomes its repr()).
+_encode = dumps_lenient
 
 
 def _new_span_id() -> str:

@@ -6,6 +6,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from rf.ids import iso, parse_iso
+from rf.jsonfast import dumps
 from rf.models import Execution
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ _COLUMNS = (
 
 
 def _dump(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=False)
+    return None if value is None else dumps(value)
 
 
 def _load(text: str | None) -> Any:

@@ -11,9 +11,11 @@ comes from.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+from rf.jsonfast import dumps_lenient as _encode
+from rf.jsonfast import loads
 
 if TYPE_CHECKING:
     import duckdb
@@ -134,15 +136,13 @@ class TracesMixin:
 #: The fields of each span in a ``span_batches.spans`` JSON array, in order.
 BATCH_FIELDS = ("span_id", "parent_id", "kind", "name", "start_ns", "end_ns", "status", "error", "attributes")
 
-_encode = json.JSONEncoder(ensure_ascii=False, default=repr).encode
-
 
 def _expand(batch: tuple[Any, ...]) -> list[SpanRow]:
     """A ``span_batches`` row as span rows (attributes as JSON text, like ``spans``)."""
     env, trace_id, execution_id, agent, text = batch
     return [
         (env, trace_id, s[0], s[1], execution_id, agent, s[2], s[3], s[4], s[5], s[6], s[7], _encode(s[8]))
-        for s in json.loads(text)
+        for s in loads(text)
     ]
 
 
