@@ -88,13 +88,16 @@ class Outbox:
             )
         if self._raw is None:
             raise RfError("no host services in this run")
-        now = time.time_ns()
+        now = time_ns()
+        current = _current.get()
+        parent = current[1] if current is not None and current[0] == self._ctx.execution_id else None
         with self._lock:
-            if not self._ops:
+            ops = self._ops
+            if not ops:
                 self._first_ns = now
-            self._ops.append([method, params, now, self.current_span()])
+            ops.append([method, params, now, parent])
             self._bytes += size + 64
-            full = len(self._ops) >= _MAX_OPS or self._bytes >= _MAX_BYTES or now - self._first_ns >= _MAX_AGE_NS
+            full = len(ops) >= _MAX_OPS or self._bytes >= _MAX_BYTES or now - self._first_ns >= _MAX_AGE_NS
         if full:
             self.flush()
 
@@ -137,6 +140,8 @@ class Outbox:
 _ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False)
 #: Span ids need to be unique, not secret: no system call per span.
 _random = random.Random()
+_getrandbits = _random.getrandbits
+time_ns = time.time_ns
 
 
 def encode_json(value: Any) -> str:
@@ -152,9 +157,10 @@ def json_size(value: Any) -> int:
 _SCALARS = (str, int, bool, type(None))
 
 
-def check_attributes(where: str, attributes: dict[str, Any]) -> int:
+def check_attributes(call: str, attributes: dict[str, Any], span: str | None = None) -> int:
     """Refuse attributes that are not JSON (naming the first bad one); their encoded size
-    (estimated without encoding when every value is a string, int, bool or None)."""
+    (estimated without encoding when every value is a string, int, bool or None).
+    ``call`` (and ``span``, its name) say where, in the error."""
     size = 2
     for key, value in attributes.items():
         if type(value) not in _SCALARS:
@@ -162,6 +168,9 @@ def check_attributes(where: str, attributes: dict[str, Any]) -> int:
         size += len(key) + (len(value) + 6 if type(value) is str else 8)
     else:
         return size
+    if span is not None:
+        call = f"ctx.trace.span({span!r})" if call == "ctx.trace.span" else f"span {span!r}.set()"
+    where = call
     try:
         return json_size(attributes)
     except (TypeError, ValueError):
@@ -189,20 +198,20 @@ class Span:
     def __init__(self, box: Outbox, name: str, attributes: dict[str, Any]) -> None:
         self._outbox = box
         self.name = name
-        self.id = f"{_random.getrandbits(64):016x}"
-        self._size = check_attributes(f"ctx.trace.span({name!r})", attributes) if attributes else 0
+        self.id = f"{_getrandbits(64):016x}"
+        self._size = check_attributes("ctx.trace.span", attributes, name) if attributes else 0
         self._attributes = attributes
         self._start = 0
         self._token: contextvars.Token[tuple[str, str] | None] | None = None
 
     def set(self, **attributes: Any) -> None:
         """Add attributes to the span (recorded when it ends)."""
-        self._size += check_attributes(f"span {self.name!r}.set()", attributes)
+        self._size += check_attributes("span.set", attributes, self.name)
         self._attributes.update(attributes)
 
     def __enter__(self) -> Span:
-        self._start = time.time_ns()
         self._token = _current.set((self._outbox._ctx.execution_id, self.id))
+        self._start = time_ns()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
