@@ -8,31 +8,53 @@ and ids stay short enough to type.
 from __future__ import annotations
 
 import datetime as _dt
-import os
+import random
 import time
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base 32, lowercase
 
 
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]  # 10 bits -> 2 characters
+#: Ids must be unique, not secret: a PRNG seeded from the OS, no system call per id.
+_random = random.Random()
+
+
 def _b32(value: int, width: int) -> str:
-    chars = []
-    for _ in range(width):
-        chars.append(_ALPHABET[value & 31])
+    """The low ``width * 5`` bits of ``value`` in base 32, most significant first."""
+    pairs = _PAIRS
+    out = []
+    if width & 1:
+        out.append(_ALPHABET[value & 31])
         value >>= 5
-    return "".join(reversed(chars))
+    for _ in range(width >> 1):
+        out.append(pairs[value & 1023])
+        value >>= 10
+    return "".join(reversed(out))
 
 
 def new_id(prefix: str) -> str:
     """A time-sortable id such as ``ex_01jd3k8m2q7w9x4c5v6b``."""
     ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(8), "big")
-    return f"{prefix}_{_b32(ms, 9)}{_b32(rand, 12)}"
+    return f"{prefix}_{_b32(ms, 9)}{_b32(_random.getrandbits(60), 12)}"
 
 
 def id_at(prefix: str, when: _dt.datetime) -> str:
     """The smallest id of ``prefix`` created at ``when`` (naive UTC): a bound for "before/after" filters."""
     ms = int(when.replace(tzinfo=_dt.UTC).timestamp() * 1000)
     return f"{prefix}_{_b32(ms, 9)}"
+
+
+_EPOCH = _dt.datetime(1970, 1, 1)
+
+
+def now_ns() -> int:
+    """Now, as Unix nanoseconds (executions are timed with this)."""
+    return time.time_ns()
+
+
+def datetime_of_ns(ns: int) -> _dt.datetime:
+    """A Unix time in nanoseconds as a naive UTC datetime (microsecond precision)."""
+    return _EPOCH + _dt.timedelta(microseconds=ns // 1000)
 
 
 def utcnow() -> _dt.datetime:
@@ -44,7 +66,9 @@ def iso(value: _dt.datetime | None) -> str:
     """ISO-8601 with a Z (times are stored as naive UTC)."""
     if value is None:
         return ""
-    return value.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+    if value.tzinfo is not None:
+        value = value.replace(tzinfo=None)
+    return value.isoformat(timespec="milliseconds") + "Z"
 
 
 def parse_iso(text: str) -> _dt.datetime:

@@ -77,6 +77,48 @@ def test_bad_requests(ws: Any, server: ServerProc) -> None:
                      headers={"Authorization": f"Bearer {server.token}"}).json() == []
 
 
+def test_invoke_fast_path_answers_like_litestar(ws: Any, server: ServerProc) -> None:
+    """POST /{env}/agents/{name} is served by rf.server.fastpath; with Accept: text/event-stream it
+    goes to the Litestar route. Refused requests get the same answer either way."""
+    deploy(ws, "hello")
+    base = server.url
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ("/qa/agents/hello", {"json": {"input": {}}}),
+        ("/staging/agents/nope", {"json": {"input": {}}}),
+        ("/staging/agents/hello", {"content": b"{not json", "headers": {"content-type": "application/json"}}),
+        ("/staging/agents/hello", {"json": [1, 2]}),
+        ("/staging/agents/hello", {"json": {"inptu": 1}}),
+        ("/staging/agents/hello", {"json": {"input": 1, "session_id": 7}}),
+        ("/staging/agents/hello", {"json": {"input": "x" * (1024 * 1024 + 10)}}),
+    ]
+    for path, kwargs in cases:
+        fast = httpx.post(base + path, **kwargs)
+        headers = {**kwargs.pop("headers", {}), "accept": "text/event-stream"}
+        slow = httpx.post(base + path, headers=headers, **kwargs)
+        assert fast.status_code == slow.status_code and fast.status_code >= 400, (path, fast.text, slow.text)
+        assert fast.json() == slow.json(), path
+        assert fast.headers["content-type"].startswith("application/json")
+
+    # A body sent without a length (chunked) is still held to the limit.
+    def chunks() -> Any:
+        for _ in range(300):
+            yield b"x" * 4096
+
+    r = httpx.post(f"{base}/staging/agents/hello", content=chunks())
+    assert r.status_code == 413 and "too large" in r.json()["error"]["message"]
+
+    # The fast-path route is still documented in the OpenAPI schema.
+    schema = httpx.get(f"{base}/schema/openapi.json").json()
+    assert "post" in schema["paths"]["/{env}/agents/{name}"]
+
+    # And a successful call through it records the execution it reports.
+    r = httpx.post(f"{base}/staging/agents/hello", json={"input": {"name": "Ada"}, "session_id": "s1"})
+    assert r.status_code == 200 and r.json()["output"]["message"] == "hello, Ada"
+    shown = httpx.get(f"{base}/api/executions/{r.json()['execution_id']}",
+                      headers={"Authorization": f"Bearer {server.token}"}).json()
+    assert shown["env"] == "staging" and shown["session_id"] == "s1" and shown["source"] == "endpoint"
+
+
 def test_management_api_needs_token(ws: Any, server: ServerProc) -> None:
     assert httpx.get(f"{server.url}/api/agents").status_code == 401
     assert httpx.get(f"{server.url}/api/agents", headers={"Authorization": "Bearer wrong"}).status_code == 401

@@ -66,9 +66,9 @@ class _Clock:
         self.ticks += 1
         return int((BASE + _dt.timedelta(seconds=self.ticks)).replace(tzinfo=_dt.UTC).timestamp() * 1e9)
 
-    def urandom(self, n: int) -> bytes:
+    def getrandbits(self, n: int) -> int:
         self.ticks += 1
-        return self.ticks.to_bytes(n, "big")
+        return self.ticks
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def frozen_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBa
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(rf.ids, "_dt", fake_dt)
         mp.setattr(rf.ids, "time", types.SimpleNamespace(time_ns=clock.time_ns))
-        mp.setattr(rf.ids, "os", types.SimpleNamespace(urandom=clock.urandom))
+        mp.setattr(rf.ids, "_random", types.SimpleNamespace(getrandbits=clock.getrandbits))
         mp.setenv("RF_SECRETS_FILE", str(root.parent / "secrets.json"))
         mp.setenv("PYTHON_KEYRING_BACKEND", "rf.secrets.FileKeyring")
         ws = init_workspace(root, name="acme")

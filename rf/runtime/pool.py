@@ -549,10 +549,16 @@ class WorkerPool:
                 if not future.done():
                     future.set_result(None)
 
+            def expire() -> None:
+                if not future.done():
+                    future.set_exception(TimeoutError())
+
             loop.add_reader(fd, ready)
+            timer = loop.call_later(max(0.0, deadline - time.monotonic()), expire)
             try:
-                await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
+                await future
             finally:
+                timer.cancel()
                 loop.remove_reader(fd)
 
         try:

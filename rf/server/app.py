@@ -18,7 +18,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from litestar import HttpMethod, Litestar, Request, Response, get, post, route
+from litestar import HttpMethod, Litestar, MediaType, Request, Response, get, post, route
 from litestar.exceptions import HTTPException
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
@@ -26,54 +26,82 @@ from litestar.response import ServerSentEvent
 
 from rf import api
 from rf.errors import NotFound, PayloadTooLarge, RfError, Unauthorized, UsageError
+from rf.jsonfast import dumpb, loads
 from rf.models import ENVIRONMENTS, to_dict
 from rf.services import Services
 
 log = logging.getLogger("rf.server")
 
 
-def _error_response(err: RfError) -> Response[Any]:
-    return Response({"error": err.to_dict()}, status_code=err.http_status)
+BODY_TOO_LARGE = ("request body too large", "send a smaller input, or raise [server] max_body_bytes in rf.toml")
 
 
-def _handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+def error_payload(method: str, path: str, exc: Exception) -> tuple[int, dict[str, Any]]:
+    """The status and ``{"error": {code, message, hint}}`` body for any exception (one place
+    for Litestar's handlers and the invoke fast path)."""
     if isinstance(exc, RfError):
-        return _error_response(exc)
+        return exc.http_status, {"error": exc.to_dict()}
     if isinstance(exc, HTTPException):
         if exc.status_code == 413:
-            return _error_response(PayloadTooLarge(
-                "request body too large", "send a smaller input, or raise [server] max_body_bytes in rf.toml"))
+            return error_payload(method, path, PayloadTooLarge(*BODY_TOO_LARGE))
         if exc.status_code == 404:
-            return _error_response(NotFound(
-                f"no such endpoint: {request.method} {request.url.path}",
+            return error_payload(method, path, NotFound(
+                f"no such endpoint: {method} {path}",
                 "endpoints are /staging/agents/NAME, /production/agents/NAME and /api/...; see /schema"))
         if exc.status_code == 405:
-            return _error_response(UsageError(f"{request.method} is not allowed on {request.url.path}"))
-        return _error_response(RfError(str(exc.detail)))
+            return error_payload(method, path, UsageError(f"{method} is not allowed on {path}"))
+        return error_payload(method, path, RfError(str(exc.detail)))
     from rf.store import translate_error
 
     translated = translate_error(exc)
     if translated is not None:
-        return _error_response(translated)
-    log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return Response({"error": {"code": "internal", "message": f"internal error ({type(exc).__name__})",
-                               "hint": "see the server log"}}, status_code=500)
+        return error_payload(method, path, translated)
+    log.error("unexpected error on %s %s", method, path, exc_info=exc)
+    return 500, {"error": {"code": "internal", "message": f"internal error ({type(exc).__name__})",
+                           "hint": "see the server log"}}
 
 
-async def _json_body(request: Request[Any, Any, Any]) -> Any:
-    raw = await request.body()
+def _handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    status, body = error_payload(request.method, request.url.path, exc)
+    return Response(body, status_code=status)
+
+
+def invoke_params(body: Any) -> tuple[Any, str | None]:
+    """``(input, session_id)`` from a decoded ``POST /{env}/agents/{name}`` body (UsageError if malformed)."""
+    if not isinstance(body, dict):
+        raise UsageError('request body must be a JSON object like {"input": ...}')
+    if len(body) > 2 or any(key not in ("input", "session_id") for key in body):
+        unknown = set(body) - {"input", "session_id"}
+        raise UsageError(f"unknown field(s) in request body: {', '.join(sorted(unknown))}",
+                         'send {"input": ..., "session_id": "optional"}')
+    session_id = body.get("session_id")
+    if session_id is not None and not isinstance(session_id, str):
+        raise UsageError("session_id must be a string")
+    return body.get("input"), session_id
+
+
+def parse_json_body(raw: bytes) -> Any:
     if not raw:
         return {}
     try:
-        return json.loads(raw)
+        return loads(raw)
     except ValueError as exc:
         raise UsageError(f"request body is not valid JSON: {exc}", 'send {"input": ...}') from None
 
 
-def _check_env(env: str) -> str:
+def check_env(env: str) -> str:
     if env not in ENVIRONMENTS:
         raise NotFound(f"unknown environment {env!r}", "use /staging/... or /production/...")
     return env
+
+
+async def _json_body(request: Request[Any, Any, Any]) -> Any:
+    return parse_json_body(await request.body())
+
+
+def _json_response(content: Any, status_code: int) -> Response[Any]:
+    """A JSON response encoded here (msgspec), so Litestar only sends the bytes."""
+    return Response(content=dumpb(content), status_code=status_code, media_type=MediaType.JSON)
 
 
 def create_app(services: Services, token: str, *, max_body_bytes: int = 1024 * 1024,
@@ -91,33 +119,21 @@ def create_app(services: Services, token: str, *, max_body_bytes: int = 1024 * 1
     @post("/{env:str}/agents/{name:str}", summary="Invoke an agent in an environment", tags=["endpoints"],
           status_code=200)
     async def invoke(request: Request[Any, Any, Any], env: str, name: str) -> Response[Any]:
-        _check_env(env)
-        body = await _json_body(request)
-        if not isinstance(body, dict):
-            raise UsageError('request body must be a JSON object like {"input": ...}')
-        unknown = set(body) - {"input", "session_id"}
-        if unknown:
-            raise UsageError(f"unknown field(s) in request body: {', '.join(sorted(unknown))}",
-                             'send {"input": ..., "session_id": "optional"}')
-        session_id = body.get("session_id")
-        if session_id is not None and not isinstance(session_id, str):
-            raise UsageError("session_id must be a string")
-        payload = body.get("input")
+        # (rf.server.fastpath serves this route first, except for server-sent events.)
+        check_env(env)
+        payload, session_id = invoke_params(await _json_body(request))
         if "text/event-stream" in request.headers.get("accept", ""):
             await asyncio.to_thread(services.target, env, name)  # 404 before the stream starts
             return _stream(services, env, name, payload, session_id)
         ex = await services.ainvoke(env, name, payload, session_id, "endpoint")
-        out: dict[str, Any] = {"execution_id": ex.id, "status": ex.status}
         if ex.status == "succeeded":
-            out["output"] = ex.output
-            return Response(out, status_code=200)
-        out["error"] = ex.error
-        return Response(out, status_code=500)
+            return _json_response({"execution_id": ex.id, "status": ex.status, "output": ex.output}, 200)
+        return _json_response({"execution_id": ex.id, "status": ex.status, "error": ex.error}, 500)
 
     @get("/{env:str}/agents/{name:str}", summary="Describe the agent deployed in an environment",
          tags=["endpoints"])
     async def describe(env: str, name: str) -> dict[str, Any]:
-        _check_env(env)
+        check_env(env)
         agent = await asyncio.to_thread(services.get_agent, name)
         commit = agent.staging_commit if env == "staging" else agent.production_commit
         if commit is None:
@@ -131,14 +147,14 @@ def create_app(services: Services, token: str, *, max_body_bytes: int = 1024 * 1
     @get("/{env:str}/agents/{name:str}/sessions/{session_id:str}", tags=["endpoints"],
          summary="A session (thread) of an agent in an environment: its messages, oldest first")
     async def session(env: str, name: str, session_id: str) -> dict[str, Any]:
-        _check_env(env)
+        check_env(env)
         thread = await asyncio.to_thread(services.get_session, session_id, env, name)
         return to_dict(thread)  # type: ignore[no-any-return]
 
     @post("/{env:str}/hooks/{trigger_id:str}", summary="Webhook trigger (secret required)", tags=["endpoints"],
           status_code=200)
     async def hook(request: Request[Any, Any, Any], env: str, trigger_id: str) -> Response[Any]:
-        _check_env(env)
+        check_env(env)
         body = await request.body()
         headers = dict(request.headers.items())
         ex = await asyncio.to_thread(services.webhook, env, trigger_id, body, headers)

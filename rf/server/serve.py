@@ -68,6 +68,7 @@ def prepare(ws: Workspace, *, host: str | None = None, port: int | None = None,
     import uvicorn
 
     from rf.server.app import create_app
+    from rf.server.fastpath import FastInvoke
     from rf.services import Services
     from rf.store import Store
 
@@ -93,7 +94,9 @@ def prepare(ws: Workspace, *, host: str | None = None, port: int | None = None,
     else:
         services.server_url = url  # rf ui opened the store first, to paint before the server is up
     token = secrets.token_urlsafe(32)
-    app = create_app(services, token, max_body_bytes=ws.max_body_bytes)
+    # The invoke fast path in front of the Litestar app (see rf.server.fastpath).
+    app = FastInvoke(create_app(services, token, max_body_bytes=ws.max_body_bytes), services,
+                     max_body_bytes=ws.max_body_bytes)
     config = uvicorn.Config(
         app, log_level=os.environ.get("RF_LOG_LEVEL", "warning").lower(), access_log=False,
         lifespan="on", timeout_graceful_shutdown=5, server_header=False,

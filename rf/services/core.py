@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from rf.config import AgentConfig, Workspace, check_name, parse_agent_toml
 from rf.errors import InvalidAgent, NotFound, ProductionReadOnly, UsageError
-from rf.ids import iso, new_id, utcnow
+from rf.ids import datetime_of_ns, iso, new_id, now_ns, utcnow
 from rf.models import (
     WORKING_COPY,
     Agent,
@@ -375,7 +375,7 @@ class CoreServices:
         prepared = self._prepare_run(env=env, name=name, commit_label=commit_label, input=input,
                                      session_id=session_id, source=source, stream=on_chunk is not None,
                                      trace=trace, trace_max_chars=trace_max_chars)
-        call, _, request, _ = prepared
+        call, _, request = prepared
         result = self.pool.run(
             (env, name, pool_label or commit_label), code_dir, entrypoint, request,
             timeout_s=timeout_s, on_chunk=on_chunk, host=self.host_handler(call),
@@ -393,7 +393,7 @@ class CoreServices:
                                      session_id=session_id, source=source, stream=False,
                                      trace=str(config.get("trace", "standard")),
                                      trace_max_chars=int(config.get("trace_max_chars", 2000)))
-        call, _, request, _ = prepared
+        call, _, request = prepared
         result = await self.pool.arun(
             (env, name, commit_id), code_dir, config.get("entrypoint", "agent:handle"), request,
             timeout_s=float(config.get("timeout_s", 60.0)), host=self.host_handler(call),
@@ -406,33 +406,37 @@ class CoreServices:
 
         check_session_id(session_id)
         execution_id = new_id("ex")
-        started = utcnow()
         call = HostCall(env=env, agent=name, execution_id=execution_id, session_id=session_id,
                         commit=commit_label, source=source)
-        tracer = ExecutionTrace.begin(self.store, call, trace, trace_max_chars)
+        tracer = ExecutionTrace.begin(self.store, call, trace, trace_max_chars, now_ns())  # timing starts
         request = RunRequest(execution_id=execution_id, env=env, agent=name, input=input,
                              session_id=session_id, stream=stream)
-        return call, tracer, request, started
+        return call, tracer, request
 
     def _finish_run(self, prepared: Any, result: Any, *, commit_label: str, input: Any) -> Execution:
-        call, tracer, request, started = prepared
+        call, tracer, request = prepared
         if result.ops:
             # Deferred ctx calls that rode on the worker's "done" message; a failure
             # among them fails the execution (see finish_execution).
             replay_final(self, _host_table(type(self)), call, result.ops)
-        ended = utcnow()
+        ended_ns = now_ns()
+        started, ended = datetime_of_ns(tracer.start_ns), datetime_of_ns(ended_ns)
         execution = Execution(
             id=request.execution_id, env=call.env, agent=call.agent, commit=commit_label, source=call.source,
             status=result.status, input=input, output=result.output, error=result.error,
             error_type=result.error_type, traceback=result.traceback, logs=result.logs, started_at=iso(started),
             ended_at=iso(ended),
-            duration_ms=round(result.duration_ms or (ended - started).total_seconds() * 1000, 3),
+            duration_ms=round(result.duration_ms or (ended_ns - tracer.start_ns) / 1e6, 3),
             session_id=call.session_id,
         )
-        with self.store.writer.group():  # the record and what the execution wrote: one commit
-            finish_execution(self.store, call, execution)  # may turn it into a failure first
-            tracer.finish(execution)
-            self.store.record_execution(execution)
+        writer = self.store.writer
+        writer.begin_group()  # the record and what the execution wrote: one commit
+        try:
+            finish_execution(self.store, call, execution, started, ended)  # may turn it into a failure first
+            tracer.finish(execution, ended_ns)
+            self.store.record_execution(execution, started, ended)
+        finally:
+            writer.end_group()
         return execution
 
     def host_handler(self, call: HostCall) -> Callable[[str, dict[str, Any]], Any]:

@@ -25,6 +25,7 @@ about 5 ms, per execution; see docs/architecture.md.)
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import re
 import threading
@@ -166,7 +167,8 @@ _compact_lock = threading.Lock()
 _writes_since_compact = 0
 
 
-def finish_execution(store: Store, call: HostCall, execution: Execution) -> None:
+def finish_execution(store: Store, call: HostCall, execution: Execution, started: _dt.datetime | None = None,
+                     ended: _dt.datetime | None = None) -> None:
     """Commit the execution's session appends and memory writes if it succeeded.
 
     A deferred host call that failed (the agent went on without knowing)
@@ -181,12 +183,15 @@ def finish_execution(store: Store, call: HostCall, execution: Execution) -> None
         execution.output = None
     if execution.status != "succeeded":
         return
-    ended = utcnow()
+    memory: dict[str, str | None] | None = call.state.get("memory")
+    if not (execution.session_id or memory):
+        return
+    ended = ended or utcnow()
     if execution.session_id:
         rows: list[SessionRow] = []
         base = (execution.env, execution.agent, execution.session_id)
         if execution.input is not None:
-            started = parse_iso(execution.started_at) if execution.started_at else ended
+            started = started or (parse_iso(execution.started_at) if execution.started_at else ended)
             rows.append((*base, next_seq(), "user", _encode(message_content(execution.input)),
                          execution.id, started))
         for role, content_json, at in call.state.get("session", ()):
@@ -196,7 +201,6 @@ def finish_execution(store: Store, call: HostCall, execution: Execution) -> None
                          _encode(message_content(execution.output)), execution.id, ended))
         if rows:
             store.queue_session_messages(rows)
-    memory: dict[str, str | None] | None = call.state.get("memory")
     if memory:
         mem_rows: list[MemoryRow] = [
             (execution.env, key, next_seq(), value, execution.agent, execution.id, ended) for key, value in memory.items()

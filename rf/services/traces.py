@@ -112,23 +112,23 @@ class ExecutionTrace:
     """
 
     def __init__(self, store: Store, call: HostCall, mode: str = "standard",
-                 max_chars: int = DEFAULT_MAX_CHARS) -> None:
+                 max_chars: int = DEFAULT_MAX_CHARS, start_ns: int | None = None) -> None:
         self.store = store
         self.call = call
         self.mode = mode if mode in TRACE_MODES else "standard"
         self.max_chars = max_chars
         ids = f"{_random.getrandbits(192):048x}"
         self.trace_id, self.root_id = ids[:32], ids[32:]
-        self.start_ns = time.time_ns()
+        self.start_ns = start_ns or time.time_ns()
         self.stack: list[_Open] = []  #: open custom spans (trace.start/trace.end), innermost last
         self.rows: list[list[Any]] = []  #: finished child spans, queued as one row when the execution ends
         self.child_errors = 0
 
     @classmethod
     def begin(cls, store: Store, call: HostCall, mode: str = "standard",
-              max_chars: int = DEFAULT_MAX_CHARS) -> ExecutionTrace:
-        """Open the root span of ``call``'s execution (timing starts now)."""
-        trace = cls(store, call, mode, max_chars)
+              max_chars: int = DEFAULT_MAX_CHARS, start_ns: int | None = None) -> ExecutionTrace:
+        """Open the root span of ``call``'s execution (timing starts at ``start_ns``, default now)."""
+        trace = cls(store, call, mode, max_chars, start_ns)
         call.state["trace"] = trace
         return trace
 
@@ -284,9 +284,10 @@ class ExecutionTrace:
         return attributes
 
     # ------------------------------------------------------------ the root
-    def finish(self, execution: Execution) -> None:
-        """Close open custom spans and the root span; scrub secrets from the execution record."""
-        end = time.time_ns()
+    def finish(self, execution: Execution, end_ns: int | None = None) -> None:
+        """Close open custom spans and the root span (at ``end_ns``, default now); scrub
+        secrets from the execution record."""
+        end = end_ns or time.time_ns()
         while self.stack:
             self._end(self.stack.pop(), end, "error", "span was not ended (the execution ended first)")
         secrets: set[str] | None = self.call.state.get("secrets")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -37,14 +38,17 @@ class ExecutionsMixin:
     def flush(self) -> None:  # provided by Store
         raise NotImplementedError
 
-    def record_execution(self, ex: Execution) -> None:
-        """Queue an execution row; it is durable after the writer's next batch."""
+    def record_execution(self, ex: Execution, started: _dt.datetime | None = None,
+                         ended: _dt.datetime | None = None) -> None:
+        """Queue an execution row (``started``/``ended``: its times as datetimes, when the
+        caller has them); it is durable after the writer's next batch."""
         self.writer.put(
             "executions",
             (
                 ex.id, ex.env, ex.agent, ex.commit, ex.source, ex.status,
                 _dump(ex.input), _dump(ex.output), ex.error, ex.error_type, ex.traceback, ex.logs,
-                parse_iso(ex.started_at), parse_iso(ex.ended_at), float(ex.duration_ms), ex.session_id,
+                started or parse_iso(ex.started_at), ended or parse_iso(ex.ended_at), float(ex.duration_ms),
+                ex.session_id,
             ),
         )
 

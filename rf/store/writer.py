@@ -8,18 +8,17 @@ queued here and appended by a single thread (with its own cursor and one
 long-lived Appender per table) in batches committed at most every
 ``linger_s`` (0.2 s) — a few commits a second under any load. ``flush()``
 commits everything queued before it at once, which is how a caller reads its
-own write; :meth:`BatchWriter.group` keeps rows that belong together (one
+own write; :meth:`BatchWriter.begin_group` keeps rows that belong together (one
 execution's) in one commit.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import threading
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 log = logging.getLogger("rf.store.writer")
@@ -73,21 +72,18 @@ class BatchWriter:
         else:
             self._queue.put({table: [tuple(row) for row in rows]})
 
-    @contextlib.contextmanager
-    def group(self) -> Iterator[None]:
-        """Rows this thread queues inside the block are committed in the same batch
-        (e.g. an execution's record, its spans, session messages and memory writes:
-        all of them or, after a crash, none)."""
-        if getattr(self._local, "group", None) is not None:  # nested: the outer block commits
-            yield
-            return
+    def begin_group(self) -> None:
+        """Rows this thread queues until :meth:`end_group` are committed in the same batch
+        (e.g. an execution's record, its spans, session messages and memory writes: all
+        of them or, after a crash, none). Groups do not nest."""
         self._local.group = {}
-        try:
-            yield
-        finally:
-            rows, self._local.group = self._local.group, None
-            if rows and not self._closed:
-                self._queue.put(rows)
+
+    def end_group(self) -> None:
+        """Queue the rows of this thread's group (call it in a ``finally``)."""
+        rows = getattr(self._local, "group", None)
+        self._local.group = None
+        if rows and not self._closed:
+            self._queue.put(rows)
 
     def flush(self, timeout: float | None = 30.0) -> None:
         """Block until every row queued before this call is committed."""
