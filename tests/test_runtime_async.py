@@ -71,3 +71,45 @@ def test_arun_matches_run(tmp_path: Path) -> None:
         asyncio.run(scenario())
     finally:
         pool.close()
+
+
+SLOW = """
+import time
+
+def slow(input, ctx):
+    time.sleep(0.02)
+    return input
+"""
+
+
+def test_waiting_calls_are_woken_one_per_free_worker_and_none_is_lost(tmp_path: Path) -> None:
+    """More concurrent calls than workers: the others wait on the event loop; each freed
+    worker wakes one of them. Calls cancelled while waiting (a client that went away) do not
+    strand the rest, and a full pool (max_total_workers) frees room for another key."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "agent.py").write_text(SLOW)
+    pool = WorkerPool(max_workers_per_key=1, max_total_workers=2)
+    a, b, c = (("staging", "demo", name) for name in ("a", "b", "c"))
+
+    async def scenario() -> None:
+        for key in (a, b):
+            assert (await pool.arun(key, code, "agent:slow", req(0))).status == "succeeded"  # warm
+        calls = [asyncio.ensure_future(pool.arun(key, code, "agent:slow", req(i)))
+                 for i in range(12) for key in (a, b)]
+        await asyncio.sleep(0.005)
+        cancelled = [calls[5], calls[9], calls[14]]
+        for call in cancelled:
+            call.cancel()
+        done = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 30)
+        kept = [r for call, r in zip(calls, done, strict=True) if call not in cancelled]
+        assert all(getattr(r, "status", None) == "succeeded" for r in kept), kept
+        assert len(kept) == 21 and not pool._async_waiters
+        # The pool is full (a and b have a worker each): c must wait for room, then run.
+        third = await asyncio.wait_for(pool.arun(c, code, "agent:slow", req("c")), 30)
+        assert third.status == "succeeded" and third.output == "c"
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        pool.close()

@@ -23,6 +23,7 @@ nobody else and is killed at its deadline.
 from __future__ import annotations
 
 import atexit
+import collections
 import fcntl
 import functools
 import logging
@@ -411,7 +412,8 @@ class WorkerPool:
         self._closed = False
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
-        self._async_waiters: list[tuple[Any, Any]] = []  #: (event loop, future) of arun() calls waiting
+        #: per key, (event loop, future) of arun() calls waiting for a worker, oldest first
+        self._async_waiters: dict[WorkerKey, collections.deque[tuple[Any, Any]]] = {}
         _POOLS.add(self)
         # A pool dropped without close() still takes its workers down.
         weakref.finalize(self, _kill_workers, self._by_key)
@@ -499,16 +501,26 @@ class WorkerPool:
             waiter: asyncio.Future[None] | None = None
             with self._cond:
                 worker = None if self._closed else self._take_idle(key, os.fspath(code_dir), entrypoint, victims)
-                can_spawn = self._count(key) < self.max_workers_per_key and self._total < self.max_total_workers
+                # Room for a new worker: under the total, or an idle worker (of another key)
+                # that run() will evict, as it would for a thread.
+                can_spawn = self._count(key) < self.max_workers_per_key and (
+                    self._total < self.max_total_workers or bool(self._idle))
                 if worker is None and not can_spawn and not self._closed:
                     # Every worker of this key is busy: wait on the loop, not on a thread.
                     waiter = loop.create_future()
-                    self._async_waiters.append((loop, waiter))
+                    waiter.rf_key = key  # type: ignore[attr-defined]
+                    self._async_waiters.setdefault(key, collections.deque()).append((loop, waiter))
             if victims:
                 await asyncio.to_thread(self._kill_all, victims)
             if waiter is None:
                 break
-            await waiter
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():  # woken, then cancelled: pass it on
+                    with self._cond:
+                        self._wake_async_waiters(key)
+                raise
         if worker is None or not worker.ready:
             if worker is not None:
                 self._release(worker, reusable=True)
@@ -746,18 +758,53 @@ class WorkerPool:
             self._remove(worker)
             victims.append(worker)
 
-    def _wake_async_waiters(self) -> None:
-        """Wake every :meth:`arun` waiting for a free worker (call with the lock held)."""
-        waiters, self._async_waiters = self._async_waiters, []
-        for loop, future in waiters:
-            def wake(f: Any = future) -> None:
-                if not f.done():
-                    f.set_result(None)
+    def _wake_async_waiters(self, key: WorkerKey | None = None) -> None:
+        """Wake :meth:`arun` calls waiting for a free worker (call with the lock held): one
+        waiting for ``key`` (or, if none waits for it, for another key: a worker may have
+        freed room), or every one when ``key`` is None. Waking one per released worker,
+        not all, spares the others a pointless wake-up and retry."""
+        if key is None:
+            queues, self._async_waiters = list(self._async_waiters.values()), {}
+            for waiting in queues:
+                for loop, future in waiting:
+                    self._resolve_waiter(loop, future)
+            return
+        for candidate in (key, *self._async_waiters):
+            queue = self._async_waiters.get(candidate)
+            while queue:
+                loop, future = queue.popleft()
+                if not future.done() and self._resolve_waiter(loop, future):
+                    if not queue:
+                        del self._async_waiters[candidate]
+                    return
+            self._async_waiters.pop(candidate, None)
 
-            try:
-                loop.call_soon_threadsafe(wake)
-            except RuntimeError:  # that loop is closed
-                pass
+    def _resolve_waiter(self, loop: Any, future: Any) -> bool:
+        """Wake one waiting :meth:`arun` (directly when called on its loop's thread)."""
+        import asyncio
+
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            if future.done():
+                return False
+            future.set_result(None)
+            return True
+
+        def wake() -> None:
+            if not future.done():
+                future.set_result(None)
+            else:  # cancelled meanwhile: pass the wake-up on
+                with self._cond:
+                    self._wake_async_waiters(future.rf_key)
+
+        try:
+            loop.call_soon_threadsafe(wake)
+        except RuntimeError:  # that loop is closed
+            return False
+        return True
 
     def _take_idle(
         self, key: WorkerKey, code_dir: str, entrypoint: str, victims: list[WorkerProcess]
@@ -857,7 +904,8 @@ class WorkerPool:
             else:
                 self._remove(worker)
             self._cond.notify_all()
-            self._wake_async_waiters()
+            # A kept worker serves one waiter of its key; a removed one frees room for any.
+            self._wake_async_waiters(worker.key if keep else None)
         if not keep:
             worker.destroy()
 
