@@ -6,7 +6,9 @@ Three processes per measurement, all on 127.0.0.1:
 
 - the target server: a real ``rf serve --port 0`` in a throw-away workspace
   (a trivial ``echo`` agent, deployed and promoted; every call is recorded as
-  a production execution as usual), or a bare Litestar app with one handler
+  a production execution as usual; and an ``observed`` agent that makes 10
+  custom spans, 2 memory writes and a session append, called with a session
+  id per connection), or a bare Litestar app with one handler
   (``POST /echo`` returns its JSON body) run by uvicorn with the settings rf
   uses (one process, one pre-bound socket, access log off, log level warning,
   no server header);
@@ -16,7 +18,8 @@ Three processes per measurement, all on 127.0.0.1:
   answer (status 200 and the expected JSON);
 - this script, which starts both servers, runs the load against each in turn
   (A B B A … so a change in background load affects both alike), and prints
-  requests/s, p50 and p99 and the ratio rf/echo.
+  requests/s, p50 and p99, the ratio rf/echo (target ≥ 50 %) and the ratio
+  observed/trivial agent (target ≥ 70 %).
 
 Afterwards it checks that the number of production executions rf recorded
 equals the number of successful requests sent. A missed target prints a WARN
@@ -44,10 +47,26 @@ from typing import Any
 import _util as u
 
 RATIO_TARGET = 0.5
+OBSERVED_RATIO_TARGET = 0.7  # observed agent / trivial agent (sessions, memory and traces)
 AGENT = "echo"
 AGENT_FILES = {
     "agent.toml": 'description = "Returns its input (benchmark)."\nentrypoint = "agent:handle"\ntimeout_s = 10\n',
     "agent.py": "def handle(input, ctx):\n    return input\n",
+}
+OBSERVED = "observed"
+OBSERVED_FILES = {
+    "agent.toml": 'description = "10 spans, 2 memory writes, a session append (benchmark)."\n'
+    'entrypoint = "agent:handle"\ntimeout_s = 10\n',
+    "agent.py": (
+        "def handle(input, ctx):\n"
+        "    for n in range(10):\n"
+        '        with ctx.trace.span("step", n=n):\n'
+        "            pass\n"
+        '    ctx.memory.set("last", input)\n'
+        '    ctx.memory.set("count", input.get("n", 0))\n'
+        '    ctx.session.append("tool", "done")\n'
+        "    return input\n"
+    ),
 }
 PAYLOAD: dict[str, Any] = {"input": {"name": "Ada", "n": 42, "tags": ["bench", "rf"]}}
 REQUEST_TIMEOUT_S = 30.0
@@ -161,6 +180,13 @@ def body_ok(kind: str, data: Any) -> bool:
     return isinstance(data, dict) and data.get("status") == "succeeded" and data.get("output") == PAYLOAD["input"]
 
 
+def request_body(kind: str, connection: int = 0) -> dict[str, Any]:
+    """What a target is sent (the observed agent appends to a session: one per connection)."""
+    if kind == "rf-observed":
+        return {**PAYLOAD, "session_id": f"bench-{connection}"}
+    return PAYLOAD
+
+
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
@@ -222,11 +248,14 @@ async def _worker(
 
 def run_load(url: str, path: str, kind: str, concurrency: int, warmup_s: float, duration_s: float) -> dict[str, Any]:
     host, port_text = url.split("//", 1)[1].rsplit(":", 1)
-    body = json.dumps(PAYLOAD).encode()
-    request = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}:{port_text}\r\nContent-Type: application/json\r\n"
-        f"Accept: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
+
+    def request(connection: int) -> bytes:
+        body = json.dumps(request_body(kind, connection)).encode()
+        return (
+            f"POST {path} HTTP/1.1\r\nHost: {host}:{port_text}\r\nContent-Type: application/json\r\n"
+            f"Accept: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+
     stats = LoadStats()
 
     async def main() -> dict[str, Any]:
@@ -243,7 +272,9 @@ def run_load(url: str, path: str, kind: str, concurrency: int, warmup_s: float, 
             return cpu0, sum(os.times()[:2])
 
         marker_task = asyncio.create_task(markers())
-        await asyncio.gather(*(_worker(host, int(port_text), request, kind, window, stats) for _ in range(concurrency)))
+        await asyncio.gather(
+            *(_worker(host, int(port_text), request(i), kind, window, stats) for i in range(concurrency))
+        )
         cpu0, cpu1 = await marker_task
         return {
             "window_s": duration_s,
@@ -340,7 +371,7 @@ def load_once(target: Target, env: dict[str, str], concurrency: int, warmup_s: f
 def probe_latency(target: Target, count: int, budget_s: float = 10.0) -> None:
     """*count* requests one after the other on one keep-alive connection (no other load)."""
     conn = http.client.HTTPConnection(target.server.host, target.server.port, timeout=REQUEST_TIMEOUT_S)
-    body = json.dumps(PAYLOAD).encode()
+    body = json.dumps(request_body(target.kind)).encode()
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     deadline = time.monotonic() + budget_s
     try:
@@ -399,40 +430,43 @@ def orchestrate(args: argparse.Namespace) -> int:
     print(
         f"# load: 1 process, {concurrency} keep-alive connections (asyncio), {warmup:g} s warm-up + "
         f"{duration:g} s measured, {rounds} round(s) per target, order "
-        + " ".join(("rf echo" if i % 2 == 0 else "echo rf") for i in range(rounds))
+        + " ".join(("rf observed echo" if i % 2 == 0 else "echo observed rf") for i in range(rounds))
     )
     print(f"# before: {u.load_note()}")
 
     with tempfile.TemporaryDirectory(prefix="rf-bench-invoke-") as tmp_name:
         tmp = Path(tmp_name)
         env = u.bench_env(None if args.no_pycache_prefix else tmp / "pycache")
-        root = u.make_workspace(tmp, env, agents={AGENT: AGENT_FILES}, promote=[AGENT], deploy_hello=False)
+        root = u.make_workspace(tmp, env, agents={AGENT: AGENT_FILES, OBSERVED: OBSERVED_FILES},
+                                promote=[AGENT, OBSERVED], deploy_hello=False)
         lifetime = 2 * rounds * (warmup + duration + REQUEST_TIMEOUT_S) + 300
         rf_server = u.start_rf_server(root, env)
         echo_server: u.Server | None = None
         try:
             echo_server = start_echo_server(tmp, env, lifetime, args.echo_socket)
             rf = Target("rf", rf_server, f"/production/agents/{AGENT}", "rf")
+            observed = Target("observed", rf_server, f"/production/agents/{OBSERVED}", "rf-observed")
             echo = Target("echo", echo_server, "/echo", "echo")
+            targets = (rf, observed, echo)
             # One checked call each before the load (the first rf call also starts the agent's worker).
-            status, data = u.request_json(rf_server.url, "POST", rf.path, PAYLOAD)
-            if status != 200 or not body_ok("rf", data):
-                raise RuntimeError(f"rf answered {status}: {data}")
-            rf.ok_total += 1
-            status, data = u.request_json(echo_server.url, "POST", echo.path, PAYLOAD)
-            if status != 200 or not body_ok("echo", data):
-                raise RuntimeError(f"echo answered {status}: {data}")
-            for target in (rf, echo):
+            for target in targets:
+                status, data = u.request_json(target.server.url, "POST", target.path, request_body(target.kind))
+                if status != 200 or not body_ok(target.kind, data):
+                    raise RuntimeError(f"{target.name} answered {status}: {data}")
+                target.ok_total += 1
+            for target in targets:
                 probe_latency(target, 5)  # warm-up
                 target.probe.clear()
                 probe_latency(target, args.probe)
             for i in range(rounds):
-                for target in (rf, echo) if i % 2 == 0 else (echo, rf):
+                for target in targets if i % 2 == 0 else targets[::-1]:
                     load_once(target, env, concurrency, warmup, duration)
-            try:
-                counted: tuple[int, int] | str = count_executions(rf_server, AGENT)
-            except Exception as exc:
-                counted = f"{type(exc).__name__}: {exc}"
+            counted: dict[str, tuple[int, int] | str] = {}
+            for target, agent in ((rf, AGENT), (observed, OBSERVED)):
+                try:
+                    counted[target.name] = count_executions(rf_server, agent)
+                except Exception as exc:
+                    counted[target.name] = f"{type(exc).__name__}: {exc}"
         finally:
             rf_server.stop()
             if echo_server is not None:
@@ -440,7 +474,7 @@ def orchestrate(args: argparse.Namespace) -> int:
 
     print(f"# after: {u.load_note(flag_busy=False)}")
     rows = []
-    for t in (rf, echo):
+    for t in (rf, observed, echo):
         rows.append(
             [
                 f"{t.name} ({t.path})",
@@ -450,7 +484,7 @@ def orchestrate(args: argparse.Namespace) -> int:
                 str(len(t.latencies)),
                 str(t.errors),
                 f"{t.server_cpu_s / t.window_s:.0%}",
-                f"{t.children_cpu_s / t.window_s:.0%}" if t is rf else "-",
+                f"{t.children_cpu_s / t.window_s:.0%}" if t is not echo else "-",
                 f"{t.client_cpu_s / t.window_s:.0%}",
                 fmt_ms(u.median(t.probe)),
             ]
@@ -480,7 +514,7 @@ def orchestrate(args: argparse.Namespace) -> int:
     )
     print()
     ok = True
-    for t in (rf, echo):
+    for t in (rf, observed, echo):
         if t.errors:
             ok = False
             print(f"WARN: {t.errors} failed request(s) to {t.name}, e.g. {t.error_samples[:2]}")
@@ -491,21 +525,30 @@ def orchestrate(args: argparse.Namespace) -> int:
         f"{verdict}: rf/echo throughput = {ratio:.0%} (target ≥ {RATIO_TARGET:.0%}); "
         f"p50 {fmt_ms(u.percentile(rf.latencies, 50))} ms vs {fmt_ms(u.percentile(echo.latencies, 50))} ms"
     )
-    sent = rf.ok_total
-    if isinstance(counted, str):
-        ok = False
-        print(f"WARN: could not count the recorded production executions: {counted}")
-    elif counted == (sent, sent):
-        print(
-            f"PASS: production executions recorded = {sent} = successful requests sent (warm-ups, probes and "
-            "the check call included)"
-        )
-    else:
-        ok = False
-        print(
-            f"WARN: production executions recorded = {counted[0]} ({counted[1]} succeeded), "
-            f"successful requests sent = {sent}"
-        )
+    observed_ratio = observed.rps / rf.rps if rf.rps else 0.0
+    verdict = "PASS" if observed_ratio >= OBSERVED_RATIO_TARGET else "WARN"
+    ok = ok and verdict == "PASS"
+    print(
+        f"{verdict}: observed/trivial agent throughput = {observed_ratio:.0%} (target ≥ {OBSERVED_RATIO_TARGET:.0%});"
+        f" p50 {fmt_ms(u.percentile(observed.latencies, 50))} ms vs {fmt_ms(u.percentile(rf.latencies, 50))} ms"
+    )
+    for t in (rf, observed):
+        sent = t.ok_total
+        got = counted[t.name]
+        if isinstance(got, str):
+            ok = False
+            print(f"WARN: could not count the recorded production executions of {t.name}: {got}")
+        elif got == (sent, sent):
+            print(
+                f"PASS: {t.name}: production executions recorded = {sent} = successful requests sent (warm-ups, "
+                "probes and the check call included)"
+            )
+        else:
+            ok = False
+            print(
+                f"WARN: {t.name}: production executions recorded = {got[0]} ({got[1]} succeeded), "
+                f"successful requests sent = {sent}"
+            )
     if u.median(rf.probe) > 0.030 > u.median(echo.probe):
         print(
             f"NOTE: rf needs {fmt_ms(u.median(rf.probe))} ms per request on an idle keep-alive connection, the "
@@ -541,7 +584,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--serve-echo", metavar="READY_FILE", help=argparse.SUPPRESS)
     parser.add_argument("--max-lifetime", type=float, default=600.0, help=argparse.SUPPRESS)
     parser.add_argument("--load", nargs=2, metavar=("URL", "PATH"), help=argparse.SUPPRESS)
-    parser.add_argument("--kind", choices=["rf", "echo"], default="echo", help=argparse.SUPPRESS)
+    parser.add_argument("--kind", choices=["rf", "rf-observed", "echo"], default="echo", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_echo:
         serve_echo(Path(args.serve_echo), args.max_lifetime, args.echo_socket)

@@ -575,11 +575,15 @@ class WorkerPool:
 
         try:
             worker.send(payload, deadline)
+            wait = True  # the answer cannot be there yet: wait before trying to read
             while True:
+                if wait:
+                    await readable()
                 message = worker.reader.read_nowait()
                 if message is NEED_MORE:
-                    await readable()
+                    wait = True
                     continue
+                wait = False  # another frame may already be buffered
                 if message is None:
                     return await asyncio.to_thread(self._ended, worker, started)
                 kind = message.get("t")
@@ -606,6 +610,7 @@ class WorkerPool:
                 if kind == "call":
                     reply = await asyncio.to_thread(self._serve_host, host, message)
                     worker.send(frame(reply), deadline)
+                    wait = True
                     continue
                 worker.kill()
                 return _failed(f"worker sent an unexpected {kind!r} message", "protocol",
