@@ -59,7 +59,7 @@ def datetime_of_ns(ns: int) -> _dt.datetime:
 
 def utcnow() -> _dt.datetime:
     """Now, UTC, without tzinfo (how the store keeps times)."""
-    return _dt.datetime.now(_dt.UTC).replace(tzinfo=None)
+    return _EPOCH + _dt.timedelta(microseconds=time.time_ns() // 1000)
 
 
 def iso(value: _dt.datetime | None) -> str:
