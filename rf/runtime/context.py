@@ -108,60 +108,48 @@ class Context:
     def prompts(self) -> Prompts:
         """Prompts resolved for this environment: draft in staging, published in production."""
         found = self._services.get("prompts")
-        if found is None:  # first use: import the module (later uses skip the import machinery)
-            from rf.runtime.ctx_prompts import Prompts
-
-            found = self._service("prompts", Prompts)
+        if found is None:
+            found = self._services["prompts"] = _service_class("prompts")(self)
         return found  # type: ignore[no-any-return]
 
     @property
     def connectors(self) -> Connectors:
         """This environment's connector instances: ``ctx.connectors.call(slug, resource, **params)``."""
         found = self._services.get("connectors")
-        if found is None:  # first use: import the module (later uses skip the import machinery)
-            from rf.runtime.ctx_connectors import Connectors
-
-            found = self._service("connectors", Connectors)
+        if found is None:
+            found = self._services["connectors"] = _service_class("connectors")(self)
         return found  # type: ignore[no-any-return]
 
     @property
     def llm(self) -> LLM:
         """The LLM providers (shared): ``ctx.llm.chat(messages, model=None, tools=None)``."""
         found = self._services.get("llm")
-        if found is None:  # first use: import the module (later uses skip the import machinery)
-            from rf.runtime.ctx_llm import LLM
-
-            found = self._service("llm", LLM)
+        if found is None:
+            found = self._services["llm"] = _service_class("llm")(self)
         return found  # type: ignore[no-any-return]
 
     @property
     def session(self) -> Session:
         """This execution's session (thread) in this environment."""
         found = self._services.get("session")
-        if found is None:  # first use: import the module (later uses skip the import machinery)
-            from rf.runtime.ctx_session import Session
-
-            found = self._service("session", Session)
+        if found is None:
+            found = self._services["session"] = _service_class("session")(self)
         return found  # type: ignore[no-any-return]
 
     @property
     def memory(self) -> Memory:
         """Key/value memory scoped to this environment's namespace."""
         found = self._services.get("memory")
-        if found is None:  # first use: import the module (later uses skip the import machinery)
-            from rf.runtime.ctx_memory import Memory
-
-            found = self._service("memory", Memory)
+        if found is None:
+            found = self._services["memory"] = _service_class("memory")(self)
         return found  # type: ignore[no-any-return]
 
     @property
     def trace(self) -> Trace:
         """Custom spans: ``with ctx.trace.span("name", **attrs): ...``."""
         found = self._services.get("trace")
-        if found is None:  # first use: import the module (later uses skip the import machinery)
-            from rf.runtime.ctx_trace import Trace
-
-            found = self._service("trace", Trace)
+        if found is None:
+            found = self._services["trace"] = _service_class("trace")(self)
         return found  # type: ignore[no-any-return]
 
     def kb(self, name: str) -> KnowledgeBase:
@@ -201,16 +189,39 @@ class Context:
             def prompts(self) -> Prompts:
                 return self._service("prompts", Prompts)
         """
-        try:
-            return self._services[name]  # type: ignore[no-any-return]
-        except KeyError:
+        service = self._services.get(name)
+        if service is None:
             service = self._services[name] = factory(self)
-            return service
+        return service  # type: ignore[no-any-return]
 
     def _end(self) -> None:
         """Mark the execution over; later host calls fail clearly instead of
         desynchronising the channel."""
         self._active = False
+
+
+#: ctx.<name> -> (module, class). Each module is imported on first use in this worker
+#: (most agents use few of them); its class is then kept here, so a later execution's
+#: first ``ctx.trace`` costs a dict lookup, not the import machinery.
+_SERVICE_CLASSES = {
+    "prompts": ("rf.runtime.ctx_prompts", "Prompts"),
+    "connectors": ("rf.runtime.ctx_connectors", "Connectors"),
+    "llm": ("rf.runtime.ctx_llm", "LLM"),
+    "session": ("rf.runtime.ctx_session", "Session"),
+    "memory": ("rf.runtime.ctx_memory", "Memory"),
+    "trace": ("rf.runtime.ctx_trace", "Trace"),
+}
+_loaded: dict[str, Any] = {}
+
+
+def _service_class(name: str) -> Any:
+    cls = _loaded.get(name)
+    if cls is None:
+        import importlib
+
+        module, attr = _SERVICE_CLASSES[name]
+        cls = _loaded[name] = getattr(importlib.import_module(module), attr)
+    return cls
 
 
 def _agent_logger(agent: str, stream: LogStream | None) -> logging.Logger:
