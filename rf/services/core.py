@@ -433,8 +433,8 @@ class CoreServices:
         writer.begin_group()  # the record and what the execution wrote: one commit
         try:
             finish_execution(self.store, call, execution, started, ended)  # may turn it into a failure first
-            tracer.finish(execution, ended_ns)
-            self.store.record_execution(execution, started, ended)
+            root_span = tracer.finish(execution, ended_ns)
+            self.store.record_execution(execution, started, ended, root_span)
         finally:
             writer.end_group()
         return execution

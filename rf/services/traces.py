@@ -163,22 +163,20 @@ class ExecutionTrace:
         if has_output:
             attributes["output"] = output
 
-    def _row(self, *, span_id: str, parent: str | None, kind: str, name: str, start_ns: int, end_ns: int,
-             status: str, error: str | None, attributes: dict[str, Any]) -> SpanRow:
-        """The root span's row (child spans are kept by :meth:`_child`)."""
-        call = self.call
-        if call.state.get("secrets"):
-            name = self._scrub(name)
+    def _root(self, *, end_ns: int, status: str, error: str | None, attributes: dict[str, Any]) -> str:
+        """The root span as stored in the execution's row: JSON ``[trace_id, span_id, start_ns,
+        end_ns, status, error, attributes]`` (child spans are kept by :meth:`_child`)."""
+        if self.call.state.get("secrets"):
             error = self._scrub(error)
             attributes = self._scrub(attributes)
-        encoded = _encode(attributes) if attributes else "{}"
+        root = [self.trace_id, self.root_id, self.start_ns, end_ns, status, error, attributes]
+        encoded = _encode(root)
         # Standard mode: when the whole is short, so is each part (one encoding in the common case).
         if self.mode == "standard" and len(encoded) > self.max_chars and (
                 "input" in attributes or "output" in attributes):
-            attributes = {k: (self._fit(v) if k in ("input", "output") else v) for k, v in attributes.items()}
-            encoded = _encode(attributes)
-        return (call.env, self.trace_id, span_id, parent, call.execution_id, call.agent, kind, name,
-                start_ns, end_ns, status, error, encoded)
+            root[6] = {k: (self._fit(v) if k in ("input", "output") else v) for k, v in attributes.items()}
+            encoded = _encode(root)
+        return encoded
 
     def _child(self, span_id: str, parent: str, kind: str, name: str, start_ns: int, end_ns: int, status: str,
                error: str | None, attributes: dict[str, Any]) -> None:
@@ -301,9 +299,10 @@ class ExecutionTrace:
         return attributes
 
     # ------------------------------------------------------------ the root
-    def finish(self, execution: Execution, end_ns: int | None = None) -> None:
+    def finish(self, execution: Execution, end_ns: int | None = None) -> str:
         """Close open custom spans and the root span (at ``end_ns``, default now); scrub
-        secrets from the execution record."""
+        secrets from the execution record. Queues the child spans; returns the root span
+        for the execution's own row (``rf.store.traces.root_span_json``)."""
         end = end_ns or time.time_ns()
         while self.stack:
             self._end(self.stack.pop(), end, "error", "span was not ended (the execution ended first)")
@@ -322,17 +321,14 @@ class ExecutionTrace:
             attributes["child_errors"] = self.child_errors
         self._io(attributes, execution.input, execution.output, execution.status == "succeeded")
         ok = execution.status == "succeeded"
-        root = self._row(
-            span_id=self.root_id, parent=None, kind="agent", name=execution.agent, start_ns=self.start_ns,
-            end_ns=max(end, self.start_ns), status="ok" if ok else "error",
-            error=None if ok else (execution.error or "failed"), attributes=attributes,
-        )
-        self.store.queue_spans([root])
+        root = self._root(end_ns=max(end, self.start_ns), status="ok" if ok else "error",
+                          error=None if ok else (execution.error or "failed"), attributes=attributes)
         rows, self.rows = self.rows, []
         if rows:
             call = self.call
             self.store.queue_span_batch(call.env, self.trace_id, call.execution_id, call.agent,
                                         min(r[4] for r in rows), max(r[5] for r in rows), len(rows), _encode(rows))
+        return root
 
 
 def _secret_forms(secrets: set[str]) -> list[str]:

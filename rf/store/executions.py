@@ -39,16 +39,17 @@ class ExecutionsMixin:
         raise NotImplementedError
 
     def record_execution(self, ex: Execution, started: _dt.datetime | None = None,
-                         ended: _dt.datetime | None = None) -> None:
+                         ended: _dt.datetime | None = None, root_span: str | None = None) -> None:
         """Queue an execution row (``started``/``ended``: its times as datetimes, when the
-        caller has them); it is durable after the writer's next batch."""
+        caller has them; ``root_span``: its trace's root span, see rf.store.traces); it is
+        durable after the writer's next batch."""
         self.writer.put(
             "executions",
             (
                 ex.id, ex.env, ex.agent, ex.commit, ex.source, ex.status,
                 _dump(ex.input), _dump(ex.output), ex.error, ex.error_type, ex.traceback, ex.logs,
                 started or parse_iso(ex.started_at), ended or parse_iso(ex.ended_at), float(ex.duration_ms),
-                ex.session_id,
+                ex.session_id, root_span,
             ),
         )
 

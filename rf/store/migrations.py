@@ -338,6 +338,12 @@ MIGRATIONS: list[list[str]] = [
                                         --        status, error, {attributes}], ...]
         )""",
     ],
+    # v11: an execution's root span in its own row (one appended row per execution,
+    # not two). Older executions keep their root span in `spans`; readers look in both.
+    [
+        # JSON [trace_id, span_id, start_ns, end_ns, status, error, {attributes}]
+        "ALTER TABLE executions ADD COLUMN root_span VARCHAR",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from rf.ids import datetime_of_ns
 from rf.jsonfast import dumps_lenient as _encode
 from rf.jsonfast import loads
 
@@ -53,7 +54,15 @@ class TracesMixin:
     def root_span(self, execution_id: str, lo_ns: int, hi_ns: int) -> SpanRow | None:
         """The root span of an execution whose root started within [lo_ns, hi_ns]."""
         self.flush()
-        row = self.cursor().execute(
+        cur = self.cursor()
+        found = cur.execute(
+            f"SELECT {_ROOT_COLUMNS} FROM executions WHERE id = ? AND root_span IS NOT NULL"
+            " AND started_at BETWEEN ? AND ? LIMIT 1",
+            [execution_id, datetime_of_ns(lo_ns), datetime_of_ns(hi_ns)],
+        ).fetchone()
+        if found is not None:
+            return _root_row(found)
+        row = cur.execute(  # recorded before v11
             f"SELECT {SPAN_COLUMNS} FROM spans WHERE execution_id = ? AND parent_id IS NULL"
             " AND start_ns BETWEEN ? AND ? LIMIT 1",
             [execution_id, lo_ns, hi_ns],
@@ -75,6 +84,13 @@ class TracesMixin:
         ).fetchall()
         for batch in batches:
             rows.extend(_expand(batch))
+        root = cur.execute(
+            f"SELECT {_ROOT_COLUMNS} FROM executions WHERE id = ? AND root_span IS NOT NULL"
+            " AND started_at BETWEEN ? AND ?",
+            [execution_id, datetime_of_ns(lo_ns), datetime_of_ns(hi_ns)],
+        ).fetchone()
+        if root is not None:
+            rows.append(_root_row(root))
         rows.sort(key=_time_order)
         return rows
 
@@ -84,54 +100,73 @@ class TracesMixin:
     ) -> list[SpanRow]:
         """Root spans (one per execution) of an environment, newest first."""
         self.flush()
-        where = ["env = ?", "parent_id IS NULL"]
+        where: list[str] = ["env = ?"]
         params: list[Any] = [env]
         if agent is not None:
             where.append("agent = ?")
             params.append(agent)
+        cur = self.cursor()
+        ex_where = [*where, "root_span IS NOT NULL"]
+        ex_params = list(params)
         if since_ns is not None:
-            where.append("start_ns >= ?")
-            params.append(since_ns)
+            ex_where.append("started_at >= ?")
+            ex_params.append(datetime_of_ns(since_ns))
         if until_ns is not None:
-            where.append("start_ns < ?")
-            params.append(until_ns)
-        params.append(limit)
-        rows = self.cursor().execute(
-            f"SELECT {SPAN_COLUMNS} FROM spans WHERE {' AND '.join(where)} ORDER BY start_ns DESC LIMIT ?", params
+            ex_where.append("started_at < ?")
+            ex_params.append(datetime_of_ns(until_ns))
+        found = [_root_row(r) for r in cur.execute(
+            f"SELECT {_ROOT_COLUMNS} FROM executions WHERE {' AND '.join(ex_where)}"
+            " ORDER BY started_at DESC LIMIT ?", [*ex_params, limit]).fetchall()]
+        old_where, old_params = [*where, "parent_id IS NULL"], list(params)  # recorded before v11
+        if since_ns is not None:
+            old_where.append("start_ns >= ?")
+            old_params.append(since_ns)
+        if until_ns is not None:
+            old_where.append("start_ns < ?")
+            old_params.append(until_ns)
+        found += cur.execute(
+            f"SELECT {SPAN_COLUMNS} FROM spans WHERE {' AND '.join(old_where)} ORDER BY start_ns DESC LIMIT ?",
+            [*old_params, limit],
         ).fetchall()
-        return rows  # type: ignore[return-value]
+        found.sort(key=_time_order)
+        return found[::-1][:limit]
 
     def spans_of(
         self, env: str, *, agent: str | None = None, since_ns: int | None = None, limit: int = 100_000
     ) -> list[SpanRow]:
         """Spans of an environment (for export), oldest first."""
         self.flush()
-        where = ["env = ?"]
-        params: list[Any] = [env]
-        if agent is not None:
-            where.append("agent = ?")
-            params.append(agent)
-        if since_ns is not None:
-            where.append("start_ns >= ?")
-            params.append(since_ns)
         cur = self.cursor()
-        rows: list[SpanRow] = cur.execute(
-            f"SELECT {SPAN_COLUMNS} FROM spans WHERE {' AND '.join(where)} ORDER BY start_ns, end_ns DESC LIMIT ?",
-            [*params, limit],
+        where, params = "env = ?", [env]
+        if agent is not None:
+            where += " AND agent = ?"
+            params.append(agent)
+
+        def since(column: str, value: Any) -> tuple[str, list[Any]]:
+            return ((f" AND {column} >= ?", [value]) if since_ns is not None else ("", []))
+
+        extra, extra_params = since("start_ns", since_ns)
+        rows: list[SpanRow] = cur.execute(  # child spans before v10, root spans before v11
+            f"SELECT {SPAN_COLUMNS} FROM spans WHERE {where}{extra} ORDER BY start_ns, end_ns DESC LIMIT ?",
+            [*params, *extra_params, limit],
         ).fetchall()
         # A batch holds at least one span, so `limit` batches (by their first span) hold
         # at least the first `limit` child spans.
-        batch_where = " AND ".join(w.replace("start_ns >=", "end_ns >=") for w in where)
-        batches = cur.execute(
-            f"SELECT env, trace_id, execution_id, agent, spans FROM span_batches WHERE {batch_where}"
+        extra, extra_params = since("end_ns", since_ns)
+        for batch in cur.execute(
+            f"SELECT env, trace_id, execution_id, agent, spans FROM span_batches WHERE {where}{extra}"
             " ORDER BY start_ns LIMIT ?",
-            [*params, limit],
-        ).fetchall()
-        for batch in batches:
+            [*params, *extra_params, limit],
+        ).fetchall():
             rows.extend(r for r in _expand(batch) if since_ns is None or r[8] >= since_ns)
+        extra, extra_params = since("started_at", datetime_of_ns(since_ns) if since_ns is not None else None)
+        rows += [_root_row(r) for r in cur.execute(
+            f"SELECT {_ROOT_COLUMNS} FROM executions WHERE {where}{extra} AND root_span IS NOT NULL"
+            " ORDER BY started_at LIMIT ?",
+            [*params, *extra_params, limit],
+        ).fetchall()]
         rows.sort(key=_time_order)
         return rows[:limit]
-
 
 #: The fields of each span in a ``span_batches.spans`` JSON array, in order.
 BATCH_FIELDS = ("span_id", "parent_id", "kind", "name", "start_ns", "end_ns", "status", "error", "attributes")
@@ -144,6 +179,17 @@ def _expand(batch: tuple[Any, ...]) -> list[SpanRow]:
         (env, trace_id, s[0], s[1], execution_id, agent, s[2], s[3], s[4], s[5], s[6], s[7], _encode(s[8]))
         for s in loads(text)
     ]
+
+
+_ROOT_COLUMNS = "env, agent, id, root_span"
+
+
+def _root_row(row: tuple[Any, ...]) -> SpanRow:
+    """An execution's ``root_span`` (JSON ``[trace_id, span_id, start_ns, end_ns, status, error,
+    attributes]``, v11 on) as a span row: kind ``agent``, named after the agent."""
+    env, agent, execution_id, text = row
+    t = loads(text)
+    return (env, t[0], t[1], None, execution_id, agent, "agent", agent, t[2], t[3], t[4], t[5], _encode(t[6]))
 
 
 def _time_order(row: SpanRow) -> tuple[int, int]:
