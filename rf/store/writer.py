@@ -1,15 +1,17 @@
 """The batching writer: one thread, DuckDB Appenders, read-your-writes on demand.
 
 A small synchronous INSERT costs ~0.6 ms in DuckDB; an Appender adds rows
-for a few microseconds each, but flushing one costs ~2.5 ms and a commit
+for 5-10 microseconds each, but flushing one costs ~2.5 ms and a commit
 ~1.5 ms whatever the number of rows. Executions, spans, session messages
 and memory writes arrive one by one from many request threads, so they are
 queued here and appended by a single thread (with its own cursor and one
 long-lived Appender per table) in batches committed at most every
-``linger_s`` (0.2 s) — a few commits a second under any load. ``flush()``
-commits everything queued before it at once, which is how a caller reads its
-own write; :meth:`BatchWriter.begin_group` keeps rows that belong together (one
-execution's) in one commit.
+``linger_s`` (0.5 s): two commits a second under any load, so the fixed
+costs stay near 1 % of a core. A crash (not a clean stop, which flushes)
+can lose what was queued in that last half second: an execution and what
+it wrote are queued as one group (:meth:`BatchWriter.begin_group`), so they
+are committed, or lost, together. ``flush()`` commits everything queued
+before it at once, which is how a caller reads its own write.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class BatchWriter:
     queue nobody is waiting on, so queuing a row never hands the GIL over.
     """
 
-    def __init__(self, con: Any, *, max_batch: int = 10000, linger_s: float = 0.2) -> None:
+    def __init__(self, con: Any, *, max_batch: int = 10000, linger_s: float = 0.5) -> None:
         self._con = con.cursor()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._local = threading.local()  # a thread's open group() of rows
