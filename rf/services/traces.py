@@ -76,6 +76,7 @@ _B32 = {c: i for i, c in enumerate("0123456789abcdefghjkmnpqrstvwxyz")}
 
 #: Span and trace ids need to be unique, not secret: no system call per span.
 _random = random.Random()
+_getrandbits = _random.getrandbits
 #: Span attributes as JSON (anything JSON cannot hold becomes its repr()).
 _encode = dumps_lenient
 
@@ -225,6 +226,16 @@ class ExecutionTrace:
                 attributes["output"] = self._attribute(result) if self.mode == "standard" else result
         kind = KINDS.get(method.split(".", 1)[0], "custom")
         self._child(_new_span_id(), self._parent(parent), kind, method, start, end, status, error, attributes)
+
+    def deferred_span(self, method: str, params: dict[str, Any], parent: Any, at: int) -> None:
+        """The span of a deferred host call that succeeded (what :meth:`host_call` records for
+        it, without the bookkeeping a live call needs: timing, annotations, an answer)."""
+        if self.mode == "minimal":
+            attributes: dict[str, Any] = {}
+        else:
+            attributes = {"input": self._attribute(params) if self.mode == "standard" else params}
+        self.rows.append([f"{_getrandbits(64):016x}", parent if type(parent) is str and parent else self._parent(None),
+                          KINDS[method.split(".", 1)[0]], method, at, at, "ok", None, attributes])
 
     # ------------------------------------------------------------ custom spans
     def record_span(self, name: str, span_id: str, parent: Any, start_ns: int, end_ns: int, status: str,
@@ -382,7 +393,21 @@ def _serve(services: Any, table: dict[str, str], call: HostCall, method: str, pa
         return fn(call, **params)
     if trace is None:
         return fn(call, **params)
+    if at is not None and method in _QUICK_DEFERRED and not call.state.get("secrets"):
+        # A deferred memory write or session append: no span attributes to collect, no answer.
+        try:
+            fn(call, **params)
+        except BaseException as exc:  # recorded as host_call records it; _replay then fails the execution
+            trace.child_errors += 1
+            trace._host_span(method, params, None, False, at, at, parent, "error", describe_error(exc))
+            raise
+        trace.deferred_span(method, params, parent, at)
+        return None
     return trace.host_call(method, params, lambda: fn(call, **params), parent, at)
+
+
+#: Deferred host calls recorded by ExecutionTrace.deferred_span when they succeed.
+_QUICK_DEFERRED = frozenset({"memory.set", "memory.delete", "session.append"})
 
 
 def replay_final(services: Any, table: dict[str, str], call: HostCall, ops: Any) -> None:
