@@ -60,6 +60,7 @@ class Outbox:
 
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
+        self._execution_id = ctx.execution_id
         self._raw = ctx._host
         self._ops: list[list[Any]] = []
         self._bytes = 0
@@ -90,7 +91,7 @@ class Outbox:
             raise RfError("no host services in this run")
         now = time_ns()
         current = _current.get()
-        parent = current[1] if current is not None and current[0] == self._ctx.execution_id else None
+        parent = current[1] if current is not None and current[0] == self._execution_id else None
         with self._lock:
             ops = self._ops
             if not ops:
@@ -210,7 +211,7 @@ class Span:
         self._attributes.update(attributes)
 
     def __enter__(self) -> Span:
-        self._token = _current.set((self._outbox._ctx.execution_id, self.id))
+        self._token = _current.set((self._outbox._execution_id, self.id))
         self._start = time_ns()
         return self
 
