@@ -1,6 +1,6 @@
 """Observability benchmarks: what tracing, memory and sessions cost, and how fast traces are read.
 
-Run: .venv/bin/python bench/observability.py [--quick] [--threads N] [--window S] [--rounds R] [--http]
+Run: .venv/bin/python bench/observability.py [--quick] [--threads N] [--window S] [--rounds R]
                                             [--executions N] [--skip-invoke] [--skip-queries]
 
 Part 1 — invoke throughput (in-process, the same method for both agents).
@@ -15,7 +15,7 @@ Part 1 — invoke throughput (in-process, the same method for both agents).
 
     Windows of S seconds alternate A B B A ... for R rounds, so a change in
     background load hits both alike; the report gives the median requests/s
-    of each, their ratio (target >= 70 %), and the CPU time per invoke (host
+    of each, their ratio, and the CPU time per invoke (host
     process + worker processes), which background load disturbs much less
     than wall-clock throughput. It then checks that every call was recorded
     (executions, spans, memory, session messages).
@@ -25,16 +25,17 @@ Part 1 — invoke throughput (in-process, the same method for both agents).
     tracing as built vs. with the trace machinery replaced by a no-op
     (target: at most ~10 % slower), in twice as many alternating windows.
 
-    With ``--http`` the same two agents are also driven through a real
-    ``rf serve`` (``POST /production/agents/NAME``, N client threads with
-    keep-alive connections in this process), the way the spine benchmark
-    calls the trivial agent; CPU is the server's plus its workers'.
+    The issue's target (the observed agent at >= 70 % of the trivial one) is
+    measured through the endpoint, like the spine benchmark, by
+    ``bench/invoke.py`` (its ``observed`` target); the in-process figures here
+    leave the HTTP server out, so they show what recording costs on its own.
 
 Part 2 — reading traces at scale.
     1,000,000 executions and 10,000,000 spans (``--quick``: 100k / 1M),
     30 days of history over 20 agents in both environments, are generated
-    with DuckDB's Appender into a temp store in time order (as the batching
-    writer would have written them). Then, separately:
+    with DuckDB's Appender into a temp store in time order, laid out as the
+    batching writer writes them (each root span in its execution's row, the
+    other 9 spans of an execution in one ``span_batches`` row). Then, separately:
 
     - start-up: opening that store (``Store.open`` + ``Services``);
     - query part, median of repeated calls: ``list_executions(env=
@@ -224,99 +225,14 @@ def part_invoke(tmp: Path, threads: int, window_s: float, rounds: int) -> None:
             for k, v in results.items()]))
         ratio = med["observed"][0] / med["trivial"][0]
         cpu_ratio = med["trivial"][1] / med["observed"][1]
-        print(f"ratio observed/trivial: {ratio:.0%} of the trivial agent's throughput "
-              f"(target >= {RATIO_TARGET:.0%}); by CPU per invoke: {cpu_ratio:.0%}")
-        if ratio < RATIO_TARGET:
-            print(f"WARN: observed/trivial throughput {ratio:.0%} < target {RATIO_TARGET:.0%}")
+        print(f"ratio observed/trivial: {ratio:.0%} of the trivial agent's throughput; by CPU per invoke: "
+              f"{cpu_ratio:.0%} (in-process, for information: the >= {RATIO_TARGET:.0%} target is measured "
+              "through the endpoint by bench/invoke.py)")
         problems = bench.verify()
         print("check: " + ("every call recorded (executions, 14 spans each, memory, 3 session messages each)"
                            if not problems else "; ".join(problems)))
         print(flush=True)
         part_root_span(bench, window_s, rounds)
-    finally:
-        bench.close()
-
-
-class HttpInvokeBench(InvokeBench):
-    """The same agents, through ``rf serve`` (started on the same workspace)."""
-
-    def __init__(self, tmp: Path, threads: int) -> None:
-        super().__init__(tmp, threads)
-        self.services.close()
-        self.store.close()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RF_")}
-        rf = str(Path(sys.executable).parent / "rf")
-        self.proc = subprocess.Popen([rf, "serve", "--port", "0"], cwd=self.ws.root, env=env,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        info_file = self.ws.server_file
-        deadline = time.monotonic() + 60
-        while not info_file.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("rf serve did not start")
-            time.sleep(0.05)
-        time.sleep(0.2)
-        info = json.loads(info_file.read_text())
-        self.host, self.port = info["host"], int(info["port"])
-        self.local = threading.local()
-
-    def call(self, agent: str, thread: int) -> None:
-        import http.client
-
-        conn = getattr(self.local, "conn", None)
-        if conn is None:
-            conn = self.local.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
-        body: dict[str, Any] = {"input": PAYLOAD}
-        if agent == "observed":
-            body["session_id"] = f"bench-{thread}"
-        conn.request("POST", f"/production/agents/{agent}", body=json.dumps(body),
-                     headers={"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        data = json.loads(resp.read())
-        if resp.status != 200 or data.get("output") != PAYLOAD:
-            raise RuntimeError(f"{agent}: HTTP {resp.status} {str(data)[:200]}")
-
-    def _tree(self) -> list[int]:
-        pids, todo = [], [self.proc.pid]
-        while todo:
-            pid = todo.pop()
-            pids.append(pid)
-            for task in Path(f"/proc/{pid}/task").glob("*/children"):
-                try:
-                    todo += [int(c) for c in task.read_text().split()]
-                except (OSError, ValueError):
-                    pass
-        return pids
-
-    def cpu(self, agent: str) -> float:
-        """The server's CPU and its workers' (the client threads here are not counted)."""
-        return sum(proc_cpu(p) for p in self._tree())
-
-    def verify(self) -> list[str]:
-        return []
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=30)
-
-
-def part_http(tmp: Path, threads: int, window_s: float, rounds: int) -> None:
-    print(f"== invoke throughput through rf serve: POST /production/agents/NAME, {threads} client threads", flush=True)
-    bench = HttpInvokeBench(tmp / "http", threads)
-    try:
-        bench.warm()
-        results: dict[str, list[tuple[float, float]]] = {"trivial": [], "observed": []}
-        alternate(rounds, lambda: results["trivial"].append(bench.window("trivial", window_s)),
-                  lambda: results["observed"].append(bench.window("observed", window_s)))
-        med = {k: (statistics.median(r for r, _ in v), statistics.median(c for _, c in v)) for k, v in results.items()}
-        print(table(["agent", "requests/s (median)", "server+workers CPU per request"],
-                    [[k, f"{med[k][0]:.0f}", f"{med[k][1]:.2f} ms"] for k in results]))
-        ratio = med["observed"][0] / med["trivial"][0]
-        print(f"ratio observed/trivial through the server: {ratio:.0%} (target >= {RATIO_TARGET:.0%}); "
-              f"by CPU per request: {med['trivial'][1] / med['observed'][1]:.0%}")
-        if ratio < RATIO_TARGET:
-            print(f"WARN: observed/trivial throughput through the server {ratio:.0%} < target {RATIO_TARGET:.0%}")
-        print(flush=True)
     finally:
         bench.close()
 
@@ -330,12 +246,15 @@ def part_root_span(bench: InvokeBench, window_s: float, rounds: int) -> None:
     real = core.ExecutionTrace
 
     class NoTrace:
+        def __init__(self, start_ns: int) -> None:
+            self.start_ns = start_ns
+
         @classmethod
         def begin(cls, *args: Any) -> NoTrace:
-            return cls()
+            return cls(args[-1] if args and isinstance(args[-1], int) else time.time_ns())
 
-        def finish(self, execution: Any) -> None:
-            pass
+        def finish(self, execution: Any, end_ns: int | None = None) -> None:
+            return None  # no root span in the execution's row
 
     results: dict[str, list[tuple[float, float]]] = {"on": [], "off": []}
 
@@ -503,7 +422,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--executions", type=int, default=None, help="executions to generate (spans: 10x)")
     parser.add_argument("--repeat", type=int, default=15, help="repetitions of each query")
     parser.add_argument("--skip-invoke", action="store_true")
-    parser.add_argument("--http", action="store_true", help="also measure part 1 through a real rf serve")
     parser.add_argument("--skip-queries", action="store_true")
     args = parser.parse_args(argv)
     window = args.window or (2.0 if args.quick else 3.0)
@@ -516,8 +434,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if not args.skip_invoke:
             part_invoke(tmp, args.threads, window, rounds)
-            if args.http:
-                part_http(tmp, args.threads, window, rounds)
         if not args.skip_queries:
             part_queries(tmp, executions, args.repeat)
     finally:
