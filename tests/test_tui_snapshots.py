@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Input, TextArea
+from textual.widgets import DataTable, Input, TextArea
 from textual.worker import WorkerState
 
 import rf.ids
@@ -156,13 +156,22 @@ def frozen_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBa
         b.close()
 
 
+def _busy(pilot: Pilot[None]) -> bool:
+    """A backend call still running, or a table whose new rows are not measured yet (DataTable
+    sizes its columns when the app is idle: a busy machine can delay that past a pause)."""
+    if any(w.state in (WorkerState.PENDING, WorkerState.RUNNING) for w in pilot.app.workers):
+        return True
+    return any(t._require_update_dimensions or t._new_rows or t._updated_cells
+               for t in pilot.app.screen.query(DataTable))
+
+
 async def settle(pilot: Pilot[None]) -> None:
     """Wait until every backend call (and the calls their answers start) has finished and painted."""
     for _ in range(400):
         await pilot.pause()
-        if not any(w.state in (WorkerState.PENDING, WorkerState.RUNNING) for w in pilot.app.workers):
+        if not _busy(pilot):
             await pilot.pause()
-            if not any(w.state in (WorkerState.PENDING, WorkerState.RUNNING) for w in pilot.app.workers):
+            if not _busy(pilot):
                 return
         await asyncio.sleep(0.01)
     raise AssertionError("the app did not settle")
