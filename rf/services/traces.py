@@ -247,23 +247,6 @@ class ExecutionTrace:
                      else {})
         self._end(span, end_ns, status, error)
 
-    def quick_span(self, p: dict[str, Any], parent: Any, at: Any) -> bool:
-        """Record a finished custom span sent by the worker, if it is the plain kind (a name,
-        an id, a start, attributes, no error, no secrets registered); False to take the
-        general path (:func:`_record`), which checks and reports everything."""
-        name, span_id, start, attributes = p.get("name"), p.get("span_id"), p.get("start"), p.get("attributes")
-        if not (len(p) <= 4 and type(name) is str and 0 < len(name) <= _NAME_MAX and type(span_id) is str
-                and type(start) is int and type(at) is int and (attributes is None or type(attributes) is dict)
-                and _SPAN_ID.fullmatch(span_id) and not self.call.state.get("secrets")):
-            return False
-        if self.mode == "minimal" or not attributes:
-            attributes = {}
-        elif self.mode == "standard":
-            attributes = self._standard(attributes)
-        self.rows.append([span_id, parent if type(parent) is str and parent else self._parent(None), "custom",
-                          name, start, max(at, start), "ok", None, attributes])
-        return True
-
     def start_span(self, name: str, attributes: dict[str, Any] | None, span_id: str | None, parent: Any,
                    at: int | None) -> str:
         span_id = span_id or _new_span_id()
@@ -428,14 +411,35 @@ def _replay(services: Any, table: dict[str, str], call: HostCall, ops: Any) -> N
         raise UsageError(f"{OPS_PARAM} must be a list")
     first: RfError | None = None
     trace: ExecutionTrace | None = call.state.get("trace")
+    # Plain custom spans (the bulk of a traced execution's calls) are recorded inline;
+    # anything else, or anything unusual about one, takes the general path below.
+    quick = trace is not None and not call.state.get("secrets")
+    if trace is not None:
+        rows, mode, stack, root, standard = trace.rows, trace.mode, trace.stack, trace.root_id, trace._standard
     for op in ops:
+        if quick and type(op) is list and len(op) == 4 and op[0] == "trace.span":
+            p, at, parent = op[1], op[2], op[3]
+            # name, span_id, start and maybe attributes, nothing else (a status or an error: general path)
+            if type(p) is dict and len(p) - ("attributes" in p) == 3 and type(at) is int:
+                name, span_id, start, attrs = p.get("name"), p.get("span_id"), p.get("start"), p.get("attributes")
+                if (type(name) is str and 0 < len(name) <= _NAME_MAX and type(span_id) is str
+                        and type(start) is int and (attrs is None or type(attrs) is dict)
+                        and _SPAN_ID.fullmatch(span_id)):
+                    if mode == "minimal" or not attrs:
+                        attrs = {}
+                    elif mode == "standard":
+                        attrs = standard(attrs)
+                    if not (type(parent) is str and parent):
+                        parent = stack[-1].span_id if stack else root
+                    rows.append([span_id, parent, "custom", name, start, at if at > start else start, "ok", None,
+                                 attrs])
+                    continue
         try:
             if not (isinstance(op, list) and len(op) == 4 and op[0] in DEFERRABLE and isinstance(op[1], dict)
                     and (op[2] is None or isinstance(op[2], int))):
                 raise UsageError(f"malformed deferred host call {str(op)[:100]}")
             if op[0] == "trace.span" and trace is not None:
-                if not trace.quick_span(op[1], op[3], op[2]):  # the common case, without the dispatch
-                    _record(trace, op[1], op[3], op[2])
+                _record(trace, op[1], op[3], op[2])
             else:
                 _serve(services, table, call, op[0], dict(op[1]), op[3], op[2])
         except RfError as exc:
