@@ -26,8 +26,14 @@ Worker -> host:
   ``output`` when the chunks were streamed) or
   ``{"t": "done", "ok": false, "error", "error_type", "traceback", "logs"}``
 
+  Either may carry ``"ops"``: the deferred ctx calls still pending when the
+  handler returned (see rf.runtime.ctx_trace), replayed by the host before it
+  records the execution.
+
 This module is imported by the worker, so it only uses the standard library's
-light modules; ``select`` is a C extension and costs nothing to import.
+light modules (``select`` is a C extension and costs nothing to import) and
+``rf.jsonfast``, which the host's reader uses and which imports msgspec only
+when first called.
 """
 
 from __future__ import annotations
