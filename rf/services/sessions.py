@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from rf.errors import NotFound, PayloadTooLarge, UsageError
 from rf.ids import iso, parse_iso, utcnow
-from rf.jsonfast import dumps
+from rf.jsonfast import dumpb, dumps
 from rf.models import (
     MEMORY_MAX_KEY_CHARS,
     MEMORY_MAX_VALUE_BYTES,
@@ -57,7 +57,6 @@ if TYPE_CHECKING:
 
 _SESSION_ID = re.compile(SESSION_ID_PATTERN)
 #: Encoders made once (json.dumps with options builds a new one per call).
-_strict = dumps
 _encode = dumps
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 #: Compact the memory table after this many writes (superseded rows pile up).
@@ -110,11 +109,12 @@ def _kib(n: int) -> str:
 def dump_json(value: Any, what: str) -> str:
     """``value`` as JSON text within the memory size limit (clear errors otherwise)."""
     try:
-        text = _strict(value)
+        data = dumpb(value)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"{what} is not JSON-serializable: {exc}",
                          "use strings, numbers, booleans, None, lists and dicts with string keys") from None
-    size = len(text.encode("utf-8"))
+    size = len(data)
+    text = data.decode("utf-8")
     if size > MEMORY_MAX_VALUE_BYTES:
         raise PayloadTooLarge(f"{what} is too large ({_kib(size)}; the limit is {_kib(MEMORY_MAX_VALUE_BYTES)})",
                               "keep large data in a data source or knowledge base and store a reference to it")
