@@ -21,6 +21,20 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 
 
+#: The agent both bench/invoke.py and bench/observability.py measure against the trivial one:
+#: 10 custom spans, 2 memory writes and a session append per call (issue 4's benchmark).
+OBSERVED_AGENT = """\
+def handle(input, ctx):
+    for n in range(10):
+        with ctx.trace.span("step", n=n):
+            pass
+    ctx.memory.set("last", input)
+    ctx.memory.set("count", input.get("n", 0))
+    ctx.session.append("tool", "done")
+    return input
+"""
+
+
 def venv_bin() -> Path:
     """The bin directory of the venv rf is installed in (the repo's .venv if it exists)."""
     repo_venv = ROOT / ".venv" / "bin"

@@ -57,16 +57,7 @@ OBSERVED = "observed"
 OBSERVED_FILES = {
     "agent.toml": 'description = "10 spans, 2 memory writes, a session append (benchmark)."\n'
     'entrypoint = "agent:handle"\ntimeout_s = 10\n',
-    "agent.py": (
-        "def handle(input, ctx):\n"
-        "    for n in range(10):\n"
-        '        with ctx.trace.span("step", n=n):\n'
-        "            pass\n"
-        '    ctx.memory.set("last", input)\n'
-        '    ctx.memory.set("count", input.get("n", 0))\n'
-        '    ctx.session.append("tool", "done")\n'
-        "    return input\n"
-    ),
+    "agent.py": u.OBSERVED_AGENT,
 }
 PAYLOAD: dict[str, Any] = {"input": {"name": "Ada", "n": 42, "tags": ["bench", "rf"]}}
 REQUEST_TIMEOUT_S = 30.0

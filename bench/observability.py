@@ -70,6 +70,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _util import OBSERVED_AGENT  # noqa: E402
+
 from rf.config import Workspace, init_workspace  # noqa: E402
 from rf.ids import _b32  # noqa: E402
 from rf.services import Services  # noqa: E402
@@ -81,16 +83,7 @@ QUERY_TARGET_MS = 150.0
 
 TOML = 'description = "{d}"\nentrypoint = "agent:handle"\ntimeout_s = 30\n'
 TRIVIAL = "def handle(input, ctx):\n    return input\n"
-OBSERVED = """
-def handle(input, ctx):
-    for n in range(10):
-        with ctx.trace.span("step", n=n):
-            pass
-    ctx.memory.set("last", input)
-    ctx.memory.set("count", input.get("n", 0))
-    ctx.session.append("tool", "done")
-    return input
-"""
+OBSERVED = OBSERVED_AGENT
 PAYLOAD = {"name": "Ada", "n": 42, "tags": ["bench", "rf"]}
 
 
