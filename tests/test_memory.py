@@ -117,6 +117,39 @@ def test_bad_values_and_keys_are_refused_clearly(local: Backend) -> None:
     assert "x" not in {m.key for m in local.list_memory("staging")}
 
 
+def test_deferred_writes_the_host_refuses_fail_the_execution(local: Backend) -> None:
+    """Calls that bypass ctx's own checks (agent code using the outbox directly) are checked
+    again by the host when it replays them: the execution fails, the call's span says why, and
+    nothing the execution wrote is kept."""
+    code = (b"from rf.runtime.ctx_trace import outbox\n"
+            b"def handle(input, ctx):\n"
+            b"    ctx.memory.set('before', 1)\n"
+            b"    outbox(ctx).defer(input['method'], input['params'])\n"
+            b"    ctx.memory.set('after', 2)\n"
+            b"    return 'ok'\n")
+    files = {"agent.toml": TOML.encode(), "agent.py": code}
+    cases = [
+        ("memory.set", {"key": "", "value": 1}, "a memory key must be a non-empty string"),
+        ("memory.set", {"key": "tab\there", "value": 1}, "control characters"),
+        ("memory.set", {"key": "k", "value": 1, "extra": True}, "extra"),
+        ("memory.delete", {"key": 7}, "a memory key must be a non-empty string"),
+        ("session.append", {"role": "wizard", "content": "hi"}, "role must be one of"),
+        ("session.append", {"role": "tool", "content": "hi"}, "this execution has no session"),
+    ]
+    for method, params, message in cases:
+        session = "s-1" if params.get("role") == "wizard" else None
+        ex = local.run_test("mem", files, {"method": method, "params": params}, session)
+        assert ex.status == "failed", (method, params)
+        assert message in (ex.error or ""), (method, params, ex.error)
+        trace = local.get_trace(ex.id, "staging")
+        failed = [s for s in trace.spans if s.name == method and s.status == "error"]
+        assert len(failed) == 1 and message in (failed[0].error or ""), (method, params)
+        assert trace.spans[0].status == "error"
+        assert not ex.error.startswith("ctx memory.set: ctx.memory")  # said once
+    assert {m.key for m in local.list_memory("staging")} == set()
+    assert local.list_sessions("staging") == []  # not even the user's input
+
+
 def test_production_memory_is_read_only(local: Backend) -> None:
     run(local, "production", ["set", "p", 1])
     run(local, "staging", ["set", "s1", 1], ["set", "s2", 2], ["set", "t", 3])

@@ -26,6 +26,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from rf.errors import RfError, UsageError
+from rf.jsonfast import dumpb as fast_dumpb
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
 #: Names shared with rf.services.traces (the host side).
 OPS_PARAM = "_rf_ops"
+SPANS_PARAM = "_rf_spans"
 PARENT_PARAM = "_rf_parent"
 
 _MAX_OPS = 256
@@ -44,6 +46,7 @@ _MAX_AGE_NS = 200_000_000  # 0.2 s
 #: own size limit never has to make room for them).
 _FINAL_MAX_BYTES = 256 * 1024
 _NAME_MAX = 200
+_ERROR_MAX = 2000
 
 #: The innermost open custom span: ``(execution id, span id)``. A context
 #: variable, so threads and asyncio tasks each nest their own spans.
@@ -56,13 +59,16 @@ def outbox(ctx: Context) -> Outbox:
 
 
 class Outbox:
-    """Host calls deferred until the next call, the end of the handler, or a size/age limit."""
+    """Host calls and finished spans deferred until the next call, the end of the handler,
+    or a size/age limit."""
 
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
         self._execution_id = ctx.execution_id
+        self._root = ctx._trace_root
         self._raw = ctx._host
         self._ops: list[list[Any]] = []
+        self._spans: list[list[Any]] = []  #: span rows, ready to store (rf.services.span_rows)
         self._bytes = 0
         self._first_ns = 0
         self._lock = _thread.allocate_lock()
@@ -80,8 +86,7 @@ class Outbox:
             return None
         return current[1]
 
-    def defer(self, method: str, params: dict[str, Any], size: int = 0) -> None:
-        """Queue a host call whose answer nobody waits for."""
+    def _check_active(self, method: str) -> None:
         if not self._ctx._active:
             raise RfError(
                 f"ctx {method} was called after execution {self._ctx.execution_id} ended",
@@ -89,53 +94,74 @@ class Outbox:
             )
         if self._raw is None:
             raise RfError("no host services in this run")
+
+    def defer(self, method: str, params: dict[str, Any], size: int = 0) -> None:
+        """Queue a host call whose answer nobody waits for."""
+        self._check_active(method)
         now = time_ns()
         current = _current.get()
         parent = current[1] if current is not None and current[0] == self._execution_id else None
         with self._lock:
             ops = self._ops
-            if not ops:
+            if not ops and not self._spans:
                 self._first_ns = now
             ops.append([method, params, now, parent])
             self._bytes += size + 64
-            full = len(ops) >= _MAX_OPS or self._bytes >= _MAX_BYTES or now - self._first_ns >= _MAX_AGE_NS
+            full = (len(ops) + len(self._spans) >= _MAX_OPS or self._bytes >= _MAX_BYTES
+                    or now - self._first_ns >= _MAX_AGE_NS)
         if full:
             self.flush()
 
     def flush(self) -> None:
         """Send what is pending now (one host call)."""
-        if self._ops:
+        if self._ops or self._spans:
             self._ctx.call_host("trace.flush")
 
-    def _take(self) -> list[list[Any]]:
+    def _take(self) -> tuple[list[list[Any]], list[list[Any]]]:
         with self._lock:
-            ops, self._ops, self._bytes = self._ops, [], 0
-        return ops
+            ops, spans = self._ops, self._spans
+            self._ops, self._spans, self._bytes = [], [], 0
+        return ops, spans
 
     def _send(self, method: str, params: dict[str, Any]) -> Any:
         assert self._raw is not None
-        ops = self._take() if self._ops else None
+        ops, spans = self._take() if self._ops or self._spans else (None, None)
         parent = self.current_span()
-        if ops or parent:
+        if ops or spans or parent:
             params = dict(params)
             if ops:
                 params[OPS_PARAM] = ops
+            if spans:
+                params[SPANS_PARAM] = encode_spans(spans)
             if parent:
                 params[PARENT_PARAM] = parent
         return self._raw(method, params)
 
     def _on_end(self) -> None:
         try:
-            if self._ops:
-                if self._ctx._final_ops_ok and self._bytes <= _FINAL_MAX_BYTES:
+            if self._ops or self._spans:
+                fits = self._ctx._final_ops_ok and self._bytes <= _FINAL_MAX_BYTES
+                ops, spans = self._take()
+                if fits:
                     # The worker sends them inside its "done" message: no extra round trip.
-                    self._ctx._final_ops = self._take()
+                    self._ctx._final_ops = ops or None
+                    self._ctx._final_spans = encode_spans(spans) if spans else None
                 else:
-                    self._raw("trace.flush", {OPS_PARAM: self._take()})  # type: ignore[misc]
+                    params: dict[str, Any] = {}
+                    if ops:
+                        params[OPS_PARAM] = ops
+                    if spans:
+                        params[SPANS_PARAM] = encode_spans(spans)
+                    self._raw("trace.flush", params)  # type: ignore[misc]
         except Exception:  # noqa: BLE001 - the host recorded the failure; the run's own result stands
             pass
         finally:
             self._end()
+
+
+def encode_spans(spans: list[list[Any]]) -> str:
+    """Span rows as one JSON text (msgspec: their attributes were checked as JSON already)."""
+    return fast_dumpb(spans).decode("utf-8")
 
 
 _ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False)
@@ -235,27 +261,26 @@ class Span:
             except ValueError:  # exited in another context (e.g. a generator resumed elsewhere)
                 pass
             self._token = None
-        params: dict[str, Any] = {"name": self.name, "span_id": self.id, "start": self._start}
-        if exc is not None:
-            params["status"] = "error"
-            params["error"] = f"{type(exc).__name__}: {exc}"[:2000]
-        if self._attributes:
-            params["attributes"] = self._attributes
         box = self._outbox
-        if exc is not None or not box._ctx._active or box._raw is None:
-            box.defer("trace.span", params, self._size)  # the general path, with its checks and errors
-            return
-        # Outbox.defer, inline (the common case: a span ending normally while the handler runs).
+        box._check_active("trace.span")
+        # The span, as the store keeps it (rf.services.span_rows): the host checks it and,
+        # usually, stores it as it is. Its parent is the enclosing span, or the root.
         now = time_ns()
         current = _current.get()
-        parent = current[1] if current is not None and current[0] == box._execution_id else None
+        parent = current[1] if current is not None and current[0] == box._execution_id else box._root
+        if exc is None:
+            row = [self.id, parent, "custom", self.name, self._start, now, "ok", None, self._attributes]
+        else:
+            row = [self.id, parent, "custom", self.name, self._start, now, "error",
+                   f"{type(exc).__name__}: {exc}"[:_ERROR_MAX], self._attributes]
         with box._lock:
-            ops = box._ops
-            if not ops:
+            spans = box._spans
+            if not spans and not box._ops:
                 box._first_ns = now
-            ops.append(["trace.span", params, now, parent])
-            box._bytes += self._size + 64
-            full = len(ops) >= _MAX_OPS or box._bytes >= _MAX_BYTES or now - box._first_ns >= _MAX_AGE_NS
+            spans.append(row)
+            box._bytes += self._size + 96
+            full = (len(spans) + len(box._ops) >= _MAX_OPS or box._bytes >= _MAX_BYTES
+                    or now - box._first_ns >= _MAX_AGE_NS)
         if full:
             box.flush()
 

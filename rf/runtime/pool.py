@@ -89,6 +89,9 @@ class RunRequest:
     input: Any  # JSON-able
     session_id: str | None = None
     stream: bool = False  # when True, chunks are delivered to on_chunk as they come
+    #: The execution's root span id: the parent of custom spans opened outside any other
+    #: (the worker sends them ready to store; see rf.services.span_rows).
+    trace_root: str | None = None
 
 
 @dataclass
@@ -107,6 +110,8 @@ class RunResult:
     #: Deferred ctx calls still pending when the handler returned (sent in its "done"
     #: message; replayed by the services before the execution is recorded).
     ops: Any = None
+    #: Custom spans still pending then, as one JSON text of span rows (rf.services.span_rows).
+    spans: Any = None
 
     @property
     def ok(self) -> bool:
@@ -170,7 +175,8 @@ def worker_env(extra_env: dict[str, str] | None = None) -> dict[str, str]:
 def _run_frame(request: RunRequest) -> bytes:
     """The ``run`` message for a worker (raises TypeError/ValueError for non-JSON input)."""
     return frame(dumpb({"t": "run", "id": request.execution_id, "env": request.env, "agent": request.agent,
-                        "session_id": request.session_id, "stream": request.stream, "input": request.input}))
+                        "session_id": request.session_id, "stream": request.stream, "trace_root": request.trace_root,
+                        "input": request.input}))
 
 
 class WorkerProcess:
@@ -1037,6 +1043,7 @@ class WorkerPool:
                 duration_ms=duration,
                 worker_pid=worker.pid,
                 ops=message.get("ops"),
+                spans=message.get("spans"),
             )
         result = _failed(
             str(message.get("error") or "the agent failed"),
@@ -1047,6 +1054,7 @@ class WorkerPool:
             worker_pid=worker.pid,
         )
         result.ops = message.get("ops")
+        result.spans = message.get("spans")
         return result
 
     @staticmethod

@@ -433,6 +433,8 @@ class Worker:
             log_stream=capture,
         )
         ctx._final_ops_ok = True
+        root = message.get("trace_root")
+        ctx._trace_root = root if isinstance(root, str) else None
         capture.begin()
         failure: tuple[str, str, str | None] | None = None
         try:
@@ -451,7 +453,7 @@ class Worker:
             headline, location, text = describe_exception(exc, self.code_dir)
             failure = (f"{headline} ({location})" if location else headline, "exception", text)
         finally:
-            ctx._end()  # pending deferred calls move to ctx._final_ops
+            ctx._end()  # pending deferred calls and spans move to ctx._final_ops/_final_spans
         ops = b""
         if ctx._final_ops:
             try:
@@ -460,6 +462,8 @@ class Worker:
                 ops = b',"ops":' + fast_dumpb(ctx._final_ops)
             except (TypeError, ValueError) as exc:  # checked when each call was made: should not happen
                 failure = failure or (f"deferred ctx calls could not be sent: {exc}", "exception", None)
+        if ctx._final_spans:
+            ops += b',"spans":' + fast_dumpb(ctx._final_spans)  # a JSON text, sent as a string
         if failure is not None:
             return self._failure(*failure, ops)
         logs = dumps(capture.end())

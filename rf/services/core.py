@@ -410,15 +410,15 @@ class CoreServices:
                         commit=commit_label, source=source)
         tracer = ExecutionTrace.begin(self.store, call, trace, trace_max_chars, now_ns())  # timing starts
         request = RunRequest(execution_id=execution_id, env=env, agent=name, input=input,
-                             session_id=session_id, stream=stream)
+                             session_id=session_id, stream=stream, trace_root=tracer.root_id)
         return call, tracer, request
 
     def _finish_run(self, prepared: Any, result: Any, *, commit_label: str, input: Any) -> Execution:
         call, tracer, request = prepared
-        if result.ops:
-            # Deferred ctx calls that rode on the worker's "done" message; a failure
-            # among them fails the execution (see finish_execution).
-            replay_final(self, _host_table(type(self)), call, result.ops)
+        if result.ops or result.spans:
+            # Deferred ctx calls and custom spans that rode on the worker's "done"
+            # message; a failure among them fails the execution (see finish_execution).
+            replay_final(self, _host_table(type(self)), call, result.ops, result.spans)
         ended_ns = now_ns()
         started, ended = datetime_of_ns(tracer.start_ns), datetime_of_ns(ended_ns)
         execution = Execution(

@@ -50,6 +50,7 @@ from rf.models import (
 )
 from rf.services.base import ServiceBase
 from rf.services.host import HostCall, host_method
+from rf.services.traces import FAST_DEFERRED
 
 if TYPE_CHECKING:
     from rf.store import Store
@@ -159,6 +160,54 @@ def _text_param(value: Any) -> Any:
     if isinstance(value, int):
         return str(value)
     return value
+
+
+# ---------------------------------------------------------------- deferred calls, replayed in bulk
+#
+# ``ctx.memory.set/delete`` and ``ctx.session.append`` are deferred by the
+# worker (rf.runtime.ctx_trace) and replayed by rf.services.traces._replay
+# when their batch arrives. These do what the host methods below do, without
+# the per-call dispatch, and return an upper bound of the length of their
+# parameters' JSON, so the replay can keep them whole as the span's input
+# without encoding them again. Anything they refuse raises, and the replay
+# then takes the general path (which reports the error).
+
+
+def _deferred_memory_set(call: HostCall, params: dict[str, Any]) -> int:
+    key = check_memory_key(params["key"])
+    if len(params) != 2:
+        raise UsageError("memory.set takes key and value")
+    text = dump_json(params["value"], f"memory value for {key[:60]!r}")
+    pending = call.state.setdefault("memory", {})
+    pending.pop(key, None)  # keep the order of the last writes
+    pending[key] = text
+    return len(text) + 2 * len(key) + 20  # {"key":K,"value":V}; K may have escaped characters
+
+
+def _deferred_memory_delete(call: HostCall, params: dict[str, Any]) -> int:
+    key = check_memory_key(params["key"])
+    if len(params) != 1:
+        raise UsageError("memory.delete takes key")
+    pending = call.state.setdefault("memory", {})
+    pending.pop(key, None)
+    pending[key] = None
+    return 2 * len(key) + 12
+
+
+def _deferred_session_append(call: HostCall, params: dict[str, Any]) -> int:
+    role = params["role"]
+    if call.session_id is None or role not in SESSION_ROLES or len(params) != 2:
+        raise UsageError("session.append refused")  # the general path says why
+    text = dump_json(params["content"], "session message content")
+    call.state.setdefault("session", []).append((role, text, utcnow()))
+    return len(text) + len(role) + 24
+
+
+FAST_DEFERRED.update({
+    "memory.set": _deferred_memory_set,
+    "memory.delete": _deferred_memory_delete,
+    "session.append": _deferred_session_append,
+})
 
 
 # ---------------------------------------------------------------- end of an execution

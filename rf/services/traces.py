@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 
 #: Parameters the worker adds to a host call (see the module docstring).
 OPS_PARAM = "_rf_ops"
+SPANS_PARAM = "_rf_spans"
 PARENT_PARAM = "_rf_parent"
 #: Host methods the worker may defer (their answers are not needed).
 DEFERRABLE = frozenset({"trace.span", "trace.start", "trace.end", "memory.set", "memory.delete", "session.append"})
@@ -83,6 +84,14 @@ _encode = dumps_lenient
 
 def _new_span_id() -> str:
     return f"{_random.getrandbits(64):016x}"
+
+
+def _hex_ids(text: str) -> bool:
+    """Only lowercase hex digits (span ids run together: one check for a whole batch)."""
+    try:
+        return len(bytes.fromhex(text)) * 2 == len(text) and text == text.lower()  # fromhex skips spaces
+    except ValueError:
+        return False
 
 
 def describe_error(exc: BaseException) -> str:
@@ -123,6 +132,12 @@ class ExecutionTrace:
         self.start_ns = start_ns or time.time_ns()
         self.stack: list[_Open] = []  #: open custom spans (trace.start/trace.end), innermost last
         self.rows: list[list[Any]] = []  #: finished child spans, queued as one row when the execution ends
+        #: custom spans the worker sent ready to store (see add_spans): JSON texts of rows without
+        #: their brackets, how many rows, and their earliest start and latest end
+        self.raw_spans: list[str] = []
+        self.raw_count = 0
+        self.raw_start = 0
+        self.raw_end = 0
         self.child_errors = 0
 
     @classmethod
@@ -227,17 +242,67 @@ class ExecutionTrace:
         kind = KINDS.get(method.split(".", 1)[0], "custom")
         self._child(_new_span_id(), self._parent(parent), kind, method, start, end, status, error, attributes)
 
-    def deferred_span(self, method: str, params: dict[str, Any], parent: Any, at: int) -> None:
-        """The span of a deferred host call that succeeded (what :meth:`host_call` records for
-        it, without the bookkeeping a live call needs: timing, annotations, an answer)."""
-        if self.mode == "minimal":
-            attributes: dict[str, Any] = {}
-        else:
-            attributes = {"input": self._attribute(params) if self.mode == "standard" else params}
-        self.rows.append([f"{_getrandbits(64):016x}", parent if type(parent) is str and parent else self._parent(None),
-                          KINDS[method.split(".", 1)[0]], method, at, at, "ok", None, attributes])
-
     # ------------------------------------------------------------ custom spans
+    def add_spans(self, text: Any) -> None:
+        """Custom spans a worker sent as one JSON text of rows (see rf.services.span_rows).
+
+        Checked by one typed decode. In the common case (no secrets to redact,
+        every span's parent set, attributes short enough for the mode, no open
+        ``trace.start`` span to nest them in) the text is stored as it came;
+        otherwise each span is recorded like a ``trace.span`` call. A UsageError
+        (nothing recorded) if the text is not valid span rows.
+        """
+        from rf.services import span_rows
+
+        if not isinstance(text, str):
+            raise UsageError(f"{SPANS_PARAM} must be a JSON text")
+        try:
+            spans = span_rows.decode_rows(text)
+        except span_rows.Invalid as exc:
+            raise UsageError(f"malformed custom spans from the worker: {exc}") from None
+        if not spans:
+            return
+        keep = self.mode == "full" or self.mode == "standard"
+        limit = self.max_chars if self.mode == "standard" else 1 << 62
+        errors = 0
+        start, end = spans[0].start, spans[0].end
+        ids: list[str] = []
+        for span in spans:
+            if memoryview(span.attributes)[0] != 123:  # "{"
+                raise UsageError("malformed custom spans from the worker: attributes must be an object")
+            if span.status == "error":
+                errors += 1
+            ids.append(span.span_id)
+            if span.parent is None:
+                keep = False
+            else:
+                ids.append(span.parent)
+            if span.end < span.start or len(span.attributes) > limit:
+                keep = False
+            if span.start < start:
+                start = span.start
+            if span.end > end:
+                end = span.end
+        if not _hex_ids("".join(ids)):  # each is 16 characters long (span_rows.SpanId)
+            raise UsageError("malformed custom spans from the worker: span ids must be 16 lowercase hex digits")
+        self.child_errors += errors
+        text = text.strip()
+        if keep and not self.stack and not self.call.state.get("secrets") and text[0] == "[" and text[-1] == "]":
+            self.raw_spans.append(text[1:-1])
+            if not self.raw_count or start < self.raw_start:
+                self.raw_start = start
+            if end > self.raw_end:
+                self.raw_end = end
+            self.raw_count += len(spans)
+            return
+        for span in spans:  # the general way: fill in parents, fit attributes to the mode, redact
+            attributes = span_rows.decode_value(span.attributes) if self.mode != "minimal" else {}
+            parent = span.parent
+            if parent is None or (parent == self.root_id and self.stack):
+                parent = self.stack[-1].span_id if self.stack else self.root_id
+            self._end(_Open(span.span_id, parent, span.name, span.start, attributes), span.end, span.status,
+                      span.error)
+
     def record_span(self, name: str, span_id: str, parent: Any, start_ns: int, end_ns: int, status: str,
                     error: str | None, attributes: dict[str, Any] | None) -> None:
         """A finished custom span (sent whole by ``ctx.trace.span`` when its block ends)."""
@@ -318,10 +383,19 @@ class ExecutionTrace:
         root = self._root(end_ns=max(end, self.start_ns), status="ok" if ok else "error",
                           error=None if ok else (execution.error or "failed"), attributes=attributes)
         rows, self.rows = self.rows, []
-        if rows:
+        raw, self.raw_spans = self.raw_spans, []
+        if rows or raw:
             call = self.call
-            self.store.queue_span_batch(call.env, self.trace_id, call.execution_id, call.agent,
-                                        min(r[4] for r in rows), max(r[5] for r in rows), len(rows), _encode(rows))
+            starts = [r[4] for r in rows]
+            ends = [r[5] for r in rows]
+            if raw:  # spans the worker sent ready to store: spliced in as they came
+                starts.append(self.raw_start)
+                ends.append(self.raw_end)
+                text = "[" + ",".join(([_encode(rows)[1:-1]] if rows else []) + raw) + "]"
+            else:
+                text = _encode(rows)
+            self.store.queue_span_batch(call.env, self.trace_id, call.execution_id, call.agent, min(starts),
+                                        max(ends), len(rows) + self.raw_count, text)
         return root
 
 
@@ -355,9 +429,12 @@ def _scrub(value: Any, forms: list[str]) -> Any:
 def dispatch(services: Any, table: dict[str, str], call: HostCall, method: str, params: dict[str, Any]) -> Any:
     """Serve one host call: replay the calls deferred before it, then run it in its span."""
     ops = params.pop(OPS_PARAM, None)
+    spans = params.pop(SPANS_PARAM, None)
     parent = params.pop(PARENT_PARAM, None)
     if ops is not None:
         _replay(services, table, call, ops)
+    if spans is not None:
+        _add_spans(call, spans)
     return _serve(services, table, call, method, params, parent, None)
 
 
@@ -376,33 +453,47 @@ def _serve(services: Any, table: dict[str, str], call: HostCall, method: str, pa
         return fn(call, **params)
     if trace is None:
         return fn(call, **params)
-    if at is not None and method in _QUICK_DEFERRED and not call.state.get("secrets"):
-        # A deferred memory write or session append: no span attributes to collect, no answer.
-        try:
-            fn(call, **params)
-        except BaseException as exc:  # recorded as host_call records it; _replay then fails the execution
-            trace.child_errors += 1
-            trace._host_span(method, params, None, False, at, at, parent, "error", describe_error(exc))
-            raise
-        trace.deferred_span(method, params, parent, at)
-        return None
     return trace.host_call(method, params, lambda: fn(call, **params), parent, at)
 
 
-#: Deferred host calls recorded by ExecutionTrace.deferred_span when they succeed.
-_QUICK_DEFERRED = frozenset({"memory.set", "memory.delete", "session.append"})
+#: Deferred host calls replayed without the general dispatch when they are plain
+#: (filled in by the modules that serve them, e.g. rf.services.sessions): each
+#: takes ``(call, params)``, does what its host method does, and returns an
+#: upper bound of the length of the params' JSON (so the span keeps them as its
+#: input without encoding them again). Anything it raises sends the call down
+#: the general path, which reports the error in the call's span.
+FAST_DEFERRED: dict[str, Callable[[HostCall, dict[str, Any]], int]] = {}
 
 
-def replay_final(services: Any, table: dict[str, str], call: HostCall, ops: Any) -> None:
-    """Replay the deferred calls a worker sent with its result; their errors are in
-    ``call.state["deferred_errors"]`` (which fails the execution), never raised."""
-    if not isinstance(ops, list):
-        call.state.setdefault("deferred_errors", []).append("the worker sent malformed deferred ctx calls")
+def replay_final(services: Any, table: dict[str, str], call: HostCall, ops: Any, spans: Any = None) -> None:
+    """Replay the deferred calls and record the custom spans a worker sent with its result;
+    their errors are in ``call.state["deferred_errors"]`` (which fails the execution), never raised."""
+    if ops is not None:
+        if not isinstance(ops, list):
+            call.state.setdefault("deferred_errors", []).append("the worker sent malformed deferred ctx calls")
+        else:
+            try:
+                _replay(services, table, call, ops)
+            except RfError:
+                pass
+    if spans is not None:
+        try:
+            _add_spans(call, spans)
+        except RfError as exc:
+            call.state.setdefault("deferred_errors", []).append(exc.message)
+
+
+def _add_spans(call: HostCall, spans: Any) -> None:
+    trace: ExecutionTrace | None = call.state.get("trace")
+    if trace is None:  # not traced: checked all the same
+        from rf.services import span_rows
+
+        try:
+            span_rows.decode_rows(spans)
+        except (TypeError, *span_rows.Invalid) as exc:
+            raise UsageError(f"malformed custom spans from the worker: {exc}") from None
         return
-    try:
-        _replay(services, table, call, ops)
-    except RfError:
-        pass
+    trace.add_spans(spans)
 
 
 def _replay(services: Any, table: dict[str, str], call: HostCall, ops: Any) -> None:
@@ -411,28 +502,31 @@ def _replay(services: Any, table: dict[str, str], call: HostCall, ops: Any) -> N
         raise UsageError(f"{OPS_PARAM} must be a list")
     first: RfError | None = None
     trace: ExecutionTrace | None = call.state.get("trace")
-    # Plain custom spans (the bulk of a traced execution's calls) are recorded inline;
+    # Plain memory writes and session appends are recorded inline (FAST_DEFERRED);
     # anything else, or anything unusual about one, takes the general path below.
     quick = trace is not None and not call.state.get("secrets")
     if trace is not None:
-        rows, mode, stack, root, standard = trace.rows, trace.mode, trace.stack, trace.root_id, trace._standard
+        rows, mode, stack, root, max_chars = trace.rows, trace.mode, trace.stack, trace.root_id, trace.max_chars
     for op in ops:
-        if quick and type(op) is list and len(op) == 4 and op[0] == "trace.span":
-            p, at, parent = op[1], op[2], op[3]
-            # name, span_id, start and maybe attributes, nothing else (a status or an error: general path)
-            if type(p) is dict and len(p) - ("attributes" in p) == 3 and type(at) is int:
-                name, span_id, start, attrs = p.get("name"), p.get("span_id"), p.get("start"), p.get("attributes")
-                if (type(name) is str and 0 < len(name) <= _NAME_MAX and type(span_id) is str
-                        and type(start) is int and (attrs is None or type(attrs) is dict)
-                        and _SPAN_ID.fullmatch(span_id)):
-                    if mode == "minimal" or not attrs:
+        if quick and type(op) is list and len(op) == 4:
+            method, p, at, parent = op
+            fast = FAST_DEFERRED.get(method) if type(p) is dict and type(at) is int else None
+            if fast is not None:
+                try:
+                    size = fast(call, p)
+                except Exception:  # noqa: BLE001 - the general path below reports it
+                    pass
+                else:
+                    if mode == "minimal":
                         attrs = {}
-                    elif mode == "standard":
-                        attrs = standard(attrs)
+                    elif mode == "full" or size <= max_chars:
+                        attrs = {"input": p}
+                    else:
+                        attrs = {"input": trace._attribute(p)}  # type: ignore[union-attr]
                     if not (type(parent) is str and parent):
                         parent = stack[-1].span_id if stack else root
-                    rows.append([span_id, parent, "custom", name, start, at if at > start else start, "ok", None,
-                                 attrs])
+                    rows.append([f"{_getrandbits(64):016x}", parent, KINDS[method.split(".", 1)[0]], method, at,
+                                 at, "ok", None, attrs])
                     continue
         try:
             if not (isinstance(op, list) and len(op) == 4 and op[0] in DEFERRABLE and isinstance(op[1], dict)
@@ -443,8 +537,9 @@ def _replay(services: Any, table: dict[str, str], call: HostCall, ops: Any) -> N
             else:
                 _serve(services, table, call, op[0], dict(op[1]), op[3], op[2])
         except RfError as exc:
-            call.state.setdefault("deferred_errors", []).append(f"ctx {op[0] if isinstance(op, list) else '?'}: "
-                                                                f"{exc.message}")
+            said = exc.message if exc.message.startswith("ctx.") else \
+                f"ctx {op[0] if isinstance(op, list) else '?'}: {exc.message}"
+            call.state.setdefault("deferred_errors", []).append(said)
             first = first or exc
         except Exception as exc:  # noqa: BLE001 - becomes the execution's error, never a lost write
             call.state.setdefault("deferred_errors", []).append(describe_error(exc))
