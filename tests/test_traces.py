@@ -226,6 +226,77 @@ def test_spans_made_before_a_hang_are_kept(services: FakeServices) -> None:
     assert spans["hang"].status == "error" and "timed out" in (spans["hang"].error or "")
 
 
+def test_many_spans_in_several_batches(services: FakeServices) -> None:
+    """300 spans: the worker sends them in more than one batch (a full outbox flushes, the
+    rest rides on its result); each keeps its parent, and they are stored as one trace."""
+    code = ("def handle(input, ctx):\n"
+            "    with ctx.trace.span('outer', kind='loop') as outer:\n"
+            "        for n in range(300):\n"
+            "            with ctx.trace.span('step', n=n, label='x' * (n % 7)):\n"
+            "                pass\n"
+            "        outer.set(done=True)\n"
+            "    return 'ok'\n")
+    ex = services.run_test("many", files(code, "standard", "trace_max_chars = 50\n"), {})
+    assert ex.status == "succeeded", ex.error
+    trace = services.get_trace(ex.id)
+    root, outer = trace.spans[0], by_name(trace)["outer"]
+    steps = [s for s in trace.spans if s.name == "step"]
+    assert len(trace.spans) == 302 and len(steps) == 300
+    assert outer.parent_id == root.span_id and outer.attributes == {"kind": "loop", "done": True}
+    assert all(s.parent_id == outer.span_id and s.kind == "custom" and s.status == "ok" for s in steps)
+    assert sorted(s.attributes["n"] for s in steps) == list(range(300))
+    assert all(s.attributes["label"] == "x" * (s.attributes["n"] % 7) for s in steps)
+    assert all(outer.start_ns <= s.start_ns <= s.end_ns <= outer.end_ns for s in steps)
+
+
+def test_custom_spans_nest_in_a_span_opened_through_call_host(services: FakeServices) -> None:
+    code = ("def handle(input, ctx):\n"
+            "    span_id = ctx.call_host('trace.start', name='manual')\n"
+            "    with ctx.trace.span('inside'):\n"
+            "        pass\n"
+            "    ctx.call_host('trace.end', span_id=span_id)\n"
+            "    with ctx.trace.span('after'):\n"
+            "        pass\n"
+            "    return 'ok'\n")
+    ex = services.run_test("manual", files(code), {})
+    assert ex.status == "succeeded", ex.error
+    trace = services.get_trace(ex.id)
+    spans = by_name(trace)
+    assert spans["manual"].parent_id == trace.spans[0].span_id
+    assert spans["inside"].parent_id == spans["manual"].span_id
+    assert spans["after"].parent_id == trace.spans[0].span_id
+
+
+@pytest.mark.parametrize(("row", "message"), [
+    (["not-hex-at-all!!", None, "custom", "x", 1, 2, "ok", None, {}], "16 lowercase hex digits"),
+    (["0123456789ABCDEF", None, "custom", "x", 1, 2, "ok", None, {}], "16 lowercase hex digits"),
+    (["0123456789abcdef", "short", "custom", "x", 1, 2, "ok", None, {}], "length"),
+    (["0123456789abcdef", None, "llm", "x", 1, 2, "ok", None, {}], "Invalid enum value 'llm'"),
+    (["0123456789abcdef", None, "custom", "", 1, 2, "ok", None, {}], "length"),
+    (["0123456789abcdef", None, "custom", "x" * 201, 1, 2, "ok", None, {}], "length"),
+    (["0123456789abcdef", None, "custom", "x", 1, 2, "fine", None, {}], "Invalid enum value 'fine'"),
+    (["0123456789abcdef", None, "custom", "x", 1, 2, "ok", None, [1, 2]], "Expected `object`"),
+    (["0123456789abcdef", None, "custom", "x", "1", 2, "ok", None, {}], "int"),
+    (["0123456789abcdef", None, "custom", "x", 1, 2, "ok"], "length"),
+])
+def test_malformed_span_rows_are_refused(services: FakeServices, row: list[Any], message: str) -> None:
+    """Rows that did not come from ctx.trace.span (agent code filling the outbox itself) are
+    refused whole: the execution fails, saying why, and keeps none of its writes."""
+    code = ("from rf.runtime.ctx_trace import outbox\n"
+            "def handle(input, ctx):\n"
+            "    with ctx.trace.span('fine'):\n"
+            "        pass\n"
+            "    ctx.memory.set('written', 1)\n"
+            "    outbox(ctx)._spans.append(input['row'])\n"
+            "    return 'ok'\n")
+    ex = services.run_test("forger", files(code), {"row": row})
+    assert ex.status == "failed", row
+    assert "malformed custom spans from the worker" in (ex.error or "") and message in (ex.error or ""), ex.error
+    names = {s.name for s in services.get_trace(ex.id).spans}
+    assert "fine" not in names and "x" not in names  # the batch is refused whole
+    assert services.list_memory("staging") == []
+
+
 def test_traces_never_mix_environments(services: FakeServices, ws: Any) -> None:
     write_agent(ws.root, "tree", TreeAgent, toml())
     services.deploy("tree", snapshot_dir(ws.root / "agents" / "tree"), "v1", "ada")

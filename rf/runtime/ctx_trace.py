@@ -14,6 +14,10 @@ The outbox rides along with the next host call agent code makes (so the host
 replays them, in order, before answering it) and is flushed in one call when
 the handler returns — or earlier, when it grows large or old, so a handler
 that then hangs loses at most a fraction of a second of spans.
+
+Finished custom spans are kept in the form the store keeps them (rows of
+``span_batches``, see rf.services.span_rows) and sent as one JSON text, so
+the host can check them in one typed decode and store them as they are.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ Messages are JSON objects with a ``"t"`` (type) field.
 
 Host -> worker:
 
-- ``{"t": "run", "id", "env", "agent", "session_id", "stream", "input"}``
+- ``{"t": "run", "id", "env", "agent", "session_id", "stream", "trace_root", "input"}``
 - ``{"t": "reply", "ok": true, "result": ...}`` or
   ``{"t": "reply", "ok": false, "error": {"code", "message", "hint"}}``
   (answer to a ``call``)
@@ -28,7 +28,11 @@ Worker -> host:
 
   Either may carry ``"ops"``: the deferred ctx calls still pending when the
   handler returned (see rf.runtime.ctx_trace), replayed by the host before it
-  records the execution.
+  records the execution; and ``"spans"``: the custom spans still pending, as
+  one JSON text (a string) of span rows (see rf.services.span_rows).
+
+The ``run`` message also carries ``"trace_root"``: the id of the execution's
+root span, which the worker gives as the parent of top-level custom spans.
 
 This module is imported by the worker, so it only uses the standard library's
 light modules (``select`` is a C extension and costs nothing to import) and

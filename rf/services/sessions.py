@@ -69,8 +69,9 @@ _seq_lock = threading.Lock()
 _last_seq = 0
 
 
-def next_seq() -> int:
-    """A strictly increasing number (nanoseconds since the epoch, bumped on ties).
+def next_seq(count: int = 1) -> int:
+    """A strictly increasing number (nanoseconds since the epoch, bumped on ties); with
+    ``count``, the first of that many (the others follow it, one apart).
 
     The process that owns the store is its only writer, so this orders
     session messages and memory writes without asking the database.
@@ -78,8 +79,9 @@ def next_seq() -> int:
     global _last_seq
     with _seq_lock:
         now = time.time_ns()
-        _last_seq = now if now > _last_seq else _last_seq + 1
-        return _last_seq
+        first = now if now > _last_seq else _last_seq + 1
+        _last_seq = first + count - 1
+        return first
 
 
 def check_session_id(session_id: Any) -> str | None:
@@ -237,22 +239,26 @@ def finish_execution(store: Store, call: HostCall, execution: Execution, started
         return
     ended = ended or utcnow()
     if execution.session_id:
+        appended = call.state.get("session", ())
+        seq = next_seq(len(appended) + 2)
         rows: list[SessionRow] = []
         base = (execution.env, execution.agent, execution.session_id)
         if execution.input is not None:
             started = started or (parse_iso(execution.started_at) if execution.started_at else ended)
-            rows.append((*base, next_seq(), "user", _encode(message_content(execution.input)),
-                         execution.id, started))
-        for role, content_json, at in call.state.get("session", ()):
-            rows.append((*base, next_seq(), role, content_json, execution.id, at))
+            rows.append((*base, seq, "user", _encode(message_content(execution.input)), execution.id, started))
+        for role, content_json, at in appended:
+            seq += 1
+            rows.append((*base, seq, role, content_json, execution.id, at))
         if execution.output is not None:
-            rows.append((*base, next_seq(), "assistant",
-                         _encode(message_content(execution.output)), execution.id, ended))
+            rows.append((*base, seq + 1, "assistant", _encode(message_content(execution.output)), execution.id,
+                         ended))
         if rows:
             store.queue_session_messages(rows)
     if memory:
+        seq = next_seq(len(memory))
         mem_rows: list[MemoryRow] = [
-            (execution.env, key, next_seq(), value, execution.agent, execution.id, ended) for key, value in memory.items()
+            (execution.env, key, seq + i, value, execution.agent, execution.id, ended)
+            for i, (key, value) in enumerate(memory.items())
         ]
         store.queue_memory(mem_rows)
         with _compact_lock:

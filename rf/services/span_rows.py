@@ -13,7 +13,7 @@ This module imports msgspec, so it is imported only when a worker first
 sends spans (the CLI never pays for it).
 """
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -24,23 +24,14 @@ ERROR_MAX = 2000
 
 #: 16 characters (that they are lowercase hex digits is checked for a whole batch at once).
 SpanId = Annotated[str, msgspec.Meta(min_length=16, max_length=16)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=NAME_MAX)]
+Error = Annotated[str, msgspec.Meta(max_length=ERROR_MAX)]
 
-
-class SpanRow(msgspec.Struct, array_like=True):
-    """``[span_id, parent_id, "custom", name, start_ns, end_ns, status, error, {attributes}]``."""
-
-    span_id: SpanId
-    parent: SpanId | None  # None: the root (the host fills it in)
-    kind: Literal["custom"]
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=NAME_MAX)]
-    start: int
-    end: int
-    status: Literal["ok", "error"]
-    error: Annotated[str, msgspec.Meta(max_length=ERROR_MAX)] | None
-    attributes: msgspec.Raw  # must be a JSON object (checked by the caller)
-
+#: ``[span_id, parent_id, "custom", name, start_ns, end_ns, status, error, {attributes}]``; a
+#: None parent is the root (the host fills it in). Tuples, so a batch's columns are one zip().
+SpanRow = tuple[SpanId, SpanId | None, Literal["custom"], Name, int, int, Literal["ok", "error"], Error | None,
+                dict[str, Any]]
 
 decode_rows = msgspec.json.Decoder(list[SpanRow]).decode
-decode_value = msgspec.json.Decoder().decode
 #: What decode_rows raises for text that is not JSON or not span rows.
 Invalid = (msgspec.DecodeError, msgspec.ValidationError)
