@@ -278,7 +278,7 @@ class ExecutionTrace:
         if not spans:
             return
         # Checked a column at a time (each a C loop), not a span at a time.
-        ids, parents, _, _, starts, ends, statuses, _, attributes = zip(*spans)
+        ids, parents, _, _, starts, ends, statuses, _, attributes = zip(*spans, strict=True)
         top_level = None in parents
         if not _hex_ids("".join(ids) + "".join(p for p in parents if p is not None) if top_level
                         else "".join(ids) + "".join(parents)):  # each is 16 characters long (span_rows.SpanId)
