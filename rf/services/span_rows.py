@@ -3,11 +3,12 @@
 A worker sends the custom spans of an execution (``with ctx.trace.span(...)``)
 already in the form the store keeps them: a JSON array of rows in
 ``rf.store.traces.BATCH_FIELDS`` order, as one JSON text. The host checks
-that text against :class:`SpanRow` in one msgspec decode (shape, types,
-lengths; attributes are skipped over, not rebuilt) and, when nothing about
-the spans needs changing, stores the text as it came: a custom span costs
-the host a fraction of a microsecond instead of being decoded, rebuilt and
-encoded again. See :meth:`rf.services.traces.ExecutionTrace.add_spans`.
+that text against :data:`SpanRow` in one msgspec decode (shape, types, name
+and error lengths; span ids are checked for the whole batch at once) and,
+when nothing about the spans needs changing, stores the text as it came: a
+custom span costs the host about a microsecond instead of being decoded
+generically, rebuilt and encoded again. See
+:meth:`rf.services.traces.ExecutionTrace.add_spans`.
 
 This module imports msgspec, so it is imported only when a worker first
 sends spans (the CLI never pays for it).
@@ -20,7 +21,6 @@ import msgspec
 #: Longest custom span name, and span error (same limits as rf.services.traces).
 NAME_MAX = 200
 ERROR_MAX = 2000
-
 
 #: 16 characters (that they are lowercase hex digits is checked for a whole batch at once).
 SpanId = Annotated[str, msgspec.Meta(min_length=16, max_length=16)]
