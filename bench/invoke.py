@@ -523,6 +523,14 @@ def orchestrate(args: argparse.Namespace) -> int:
         f"{verdict}: observed/trivial agent throughput = {observed_ratio:.0%} (target ≥ {OBSERVED_RATIO_TARGET:.0%});"
         f" p50 {fmt_ms(u.percentile(observed.latencies, 50))} ms vs {fmt_ms(u.percentile(rf.latencies, 50))} ms"
     )
+    # Server CPU per answered request (over the measured windows): steadier than throughput on a shared
+    # machine, and it says where the observed agent's extra cost lands.
+    per_request = {t.name: t.server_cpu_s / len(t.latencies) * 1000 for t in (rf, observed, echo) if t.latencies}
+    if len(per_request) == 3:
+        print(
+            f"INFO: server CPU per request: rf {per_request[rf.name]:.2f} ms, observed {per_request[observed.name]:.2f}"
+            f" ms, echo {per_request[echo.name]:.2f} ms (rf/observed = {per_request[rf.name] / per_request[observed.name]:.0%})"
+        )
     for t in (rf, observed):
         sent = t.ok_total
         got = counted[t.name]
