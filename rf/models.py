@@ -318,9 +318,9 @@ class Credential:
 
 @dataclass
 class CredentialUser:
-    kind: str  #: connector | provider
+    kind: str  #: connector | provider | data source
     name: str
-    env: str | None = None  #: the connector instance's environment; None for shared things (providers)
+    env: str | None = None  #: the connector instance's environment; None for shared things (providers, data sources)
 
 
 @dataclass

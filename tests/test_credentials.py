@@ -208,6 +208,26 @@ def test_providers_table_is_queried_defensively(local: LocalBackend) -> None:
     assert usage.production == ["provider openai"]
 
 
+def test_usage_lists_data_sources(local: LocalBackend, ws: Any) -> None:
+    """A PostgreSQL data source keeps its password in a credential; data sources are shared, so
+    rotating or deleting that credential affects production and usage says so."""
+    import datetime as dt
+
+    b = local
+    b.set_credential("pg-password", SECRET)
+    # Registered as `rf data add` does once the server answered (no PostgreSQL server needed here).
+    b.services.store.insert_data_source(name="orders", kind="postgres", location="postgresql://app@db/orders",
+                                        credential="pg-password", description="", now=dt.datetime(2026, 11, 26))
+    usage = b.credential_usage("pg-password")
+    assert [(u.kind, u.name, u.env) for u in usage.users] == [("data source", "orders", None)]
+    assert usage.production == ["data source orders"]
+    assert b.get_credential("pg-password").used_by == ["data source orders"]
+    assert b.credential_usage("other").users == []
+    b.close()  # the CLI opens the workspace itself
+    out = run_rf("credentials", "usage", "pg-password", cwd=ws.root)
+    assert out.returncode == 0 and "data source orders" in out.stdout, out.stdout + out.stderr
+
+
 # ---------------------------------------------------------------- the CLI
 
 

@@ -142,7 +142,7 @@ def delete_credential(name: NameArg, yes: YesOption = False, json_out: JsonOptio
 
 @app.command("usage")
 def usage(name: NameArg, json_out: JsonOption = False) -> None:
-    """Connector instances (per environment) and LLM providers that use a credential."""
+    """Connector instances (per environment), LLM providers and data sources that use a credential."""
     from rf.cli.output import out, print_json
     from rf.errors import NotFound
 
@@ -154,10 +154,10 @@ def usage(name: NameArg, json_out: JsonOption = False) -> None:
     if not result.exists and not result.users:
         raise NotFound(f"unknown credential {name!r}", f"set it: rf credentials set {name}")
     if not result.users:
-        out.print(f"{name}: not used by any connector or provider")
+        out.print(f"{name}: not used by any connector, provider or data source")
         return
     for u in result.users:
         where = f" [{u.env}]{u.env}[/{u.env}]" if u.env else " [dim](shared)[/dim]"
-        out.print(f"{u.kind:<10} {u.name}{where}")
+        out.print(f"{u.kind:<11} {u.name}{where}")
     if not result.exists:
         out.print(f"[yellow]credential {name} is not set: these calls fail until rf credentials set {name}[/yellow]")

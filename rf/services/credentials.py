@@ -86,12 +86,15 @@ class CredentialsService(ServiceBase):
         return credential
 
     def credential_usage(self, name: str) -> CredentialUsage:
-        """Connector instances (per environment) and LLM providers that use credential ``name``."""
+        """Connector instances (per environment), LLM providers and data sources (PostgreSQL
+        passwords) that use credential ``name``. Providers and data sources are shared by both
+        environments, so changing the credential affects production through them too."""
         check_name("credential", name)
         users = [CredentialUser("connector", slug, env) for env, slug in self.store.connectors_using_credential(name)]
         providers = list(dict.fromkeys([*self.store.providers_using_credential(name),
                                         *self._credential_users_extra(name)]))
         users += [CredentialUser("provider", p, None) for p in providers]
+        users += [CredentialUser("data source", d, None) for d in self.store.data_sources_using_credential(name)]
         production = [_label(u) for u in users if u.env in (None, "production")]
         return CredentialUsage(name=name, exists=bool(self.store.credential_rows(name)), users=users,
                                production=production)
