@@ -98,6 +98,22 @@ class Unauthorized(RfError):
     http_status = 401
 
 
+class ConnectorError(RfError):
+    """A connector call reached for the remote API and failed: it answered an HTTP error,
+    timed out, or could not be reached. ``status`` is the HTTP status it answered, or
+    None when there was no answer. Agent code can catch it: ``from rf import ConnectorError``."""
+
+    code = "connector"
+    http_status = 502
+
+    def __init__(self, message: str, hint: str | None = None, status: int | None = None) -> None:
+        super().__init__(message, hint)
+        self.status = status
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "status": self.status}
+
+
 class ExecutionFailed(RfError):
     """An agent execution failed (raised by callers that want an exception)."""
 
@@ -122,4 +138,9 @@ def from_dict(data: dict[str, Any]) -> RfError:
     if code not in _BY_CODE:
         _register()  # subclasses defined in modules imported since the last call
     cls = _BY_CODE.get(code, RfError)
-    return cls(str(data.get("message", "unknown error")), data.get("hint"))
+    message, hint = str(data.get("message", "unknown error")), data.get("hint")
+    if cls is ConnectorError:
+        status = data.get("status")
+        return ConnectorError(message, hint, status if isinstance(status, int) and not isinstance(status, bool)
+                              else None)
+    return cls(message, hint)

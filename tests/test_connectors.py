@@ -23,7 +23,7 @@ import pytest
 from conftest import run_rf, start_server, write_agent
 from rf.client import Backend, HttpBackend, LocalBackend, open_local
 from rf.config import snapshot_dir
-from rf.errors import Conflict, NotFound, ProductionReadOnly, RfError, UsageError
+from rf.errors import Conflict, ConnectorError, NotFound, ProductionReadOnly, RfError, UsageError
 from rf.services.host import HostCall
 
 SECRET = "s3cr3t-Tok3n-do-not-leak"
@@ -274,20 +274,48 @@ def test_host_errors_are_clear(local: LocalBackend, api_staging: FakeAPI) -> Non
     assert "unknown connector 'erp' in staging" in unknown_conn.value.message
     assert api_staging.requests == []  # nothing above reached the network
 
-    with pytest.raises(RfError) as status:
+    with pytest.raises(ConnectorError) as status:
         handle("connectors.call", {"slug": "crm", "resource": "missing"})
+    assert status.value.status == 404 and status.value.http_status == 502
     msg = status.value.message
     assert "answered HTTP 404 Not Found" in msg and "nope xxx" in msg
     assert len(msg) < 800  # the body is truncated (~500 characters)
     assert status.value.hint and "rf connectors show crm" in status.value.hint
 
-    with pytest.raises(RfError) as slow:
+    with pytest.raises(ConnectorError) as slow:
         handle("connectors.call", {"slug": "crm", "resource": "slow"})
+    assert slow.value.status is None  # no answer
     assert "timed out after 0.3 s" in slow.value.message
     assert slow.value.hint and "--timeout" in slow.value.hint
 
     ok = handle("connectors.call", {"slug": "crm", "resource": "get-customer", "params": {"id": 5, "expand": True}})
     assert ok["path"] == "/customers/5" and ok["query"] == "expand=true"
+
+
+def test_agent_code_catches_connector_errors(local: LocalBackend, ws: Any, api_staging: FakeAPI) -> None:
+    """A failed call raises rf.ConnectorError inside the agent, with the status the API answered
+    (None when it did not answer); other mistakes stay UsageError/NotFound."""
+    b = local
+    b.create_connector("crm", api_staging.url, timeout_s=0.3, retries=0)
+    b.add_resource("crm", "missing", "GET", "/status/404")
+    b.add_resource("crm", "slow", "GET", "/slow")
+    code = (
+        "from rf import ConnectorError, RfError\n"
+        "def handle(input, ctx):\n"
+        "    out = []\n"
+        "    for resource in ('missing', 'slow', 'no-such-resource'):\n"
+        "        try:\n"
+        "            ctx.connectors.call('crm', resource)\n"
+        "        except ConnectorError as exc:\n"
+        "            out.append(['connector', exc.status, 'HTTP 404' in exc.message or 'timed out' in exc.message])\n"
+        "        except RfError as exc:\n"
+        "            out.append([type(exc).__name__, None, 'no resource' in exc.message])\n"
+        "    return out\n")
+    ex = b.run_test("caller", {"agent.toml": CALLER_TOML.encode(), "agent.py": code.encode()}, {})
+    assert ex.status == "succeeded", ex.error
+    assert ex.output == [["connector", 404, True], ["connector", None, True], ["NotFound", None, True]]
+    spans = [s for s in b.get_trace(ex.id).spans if s.name == "connectors.call"]
+    assert len(spans) == 3 and all(s.status == "error" for s in spans)
 
 
 def test_retries_only_for_idempotent_methods(local: LocalBackend, api_staging: FakeAPI) -> None:

@@ -34,7 +34,7 @@ import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 from rf.config import AgentConfig, check_name
-from rf.errors import Conflict, NotFound, RfError, UsageError
+from rf.errors import Conflict, ConnectorError, NotFound, UsageError
 from rf.ids import new_id, utcnow
 from rf.models import (
     CONNECTOR_CONFIG_FIELDS,
@@ -750,15 +750,15 @@ class ConnectorsService(CredentialsService):
                     time.sleep(min(0.05 * 2 ** (attempt - 1), 1.0))
                     continue
                 reason = "timed out connecting" if isinstance(exc, httpx.ConnectTimeout) else "could not connect"
-                raise RfError(
+                raise ConnectorError(
                     f"{what}: {r.method} {shown_url} {reason} ({_plural(attempt, 'attempt')}): "
                     f"{_scrub(str(exc), secrets)[:200]}",
                     f"check the base URL of {c.slug} in {c.env}: rf connectors show {c.slug} --env {c.env}") from None
             except httpx.TimeoutException:
-                raise RfError(f"{what}: {r.method} {shown_url} timed out after {c.timeout_s:g} s",
+                raise ConnectorError(f"{what}: {r.method} {shown_url} timed out after {c.timeout_s:g} s",
                               f"raise it in staging: rf connectors edit {c.slug} --timeout SECONDS") from None
             except httpx.HTTPError as exc:
-                raise RfError(f"{what}: {r.method} {shown_url} failed: {type(exc).__name__}: "
+                raise ConnectorError(f"{what}: {r.method} {shown_url} failed: {type(exc).__name__}: "
                               f"{_scrub(str(exc), secrets)[:200]}") from None
             if response.status_code >= 500 and attempt < attempts:
                 time.sleep(min(0.05 * 2 ** (attempt - 1), 1.0))
@@ -778,8 +778,9 @@ class ConnectorsService(CredentialsService):
                 hint = f"check the path and parameters: rf connectors show {c.slug} --env {c.env}"
             else:
                 hint = None
-            raise RfError(f"{what}: {r.method} {shown_url} answered HTTP {response.status_code} "
-                          f"{response.reason_phrase}{tried}: {text.strip() or '(empty body)'}", hint)
+            raise ConnectorError(f"{what}: {r.method} {shown_url} answered HTTP {response.status_code} "
+                                 f"{response.reason_phrase}{tried}: {text.strip() or '(empty body)'}", hint,
+                                 response.status_code)
         if not response.content or r.method == "HEAD":
             return None
         try:
