@@ -81,12 +81,14 @@ _B32 = {c: i for i, c in enumerate("0123456789abcdefghjkmnpqrstvwxyz")}
 #: Span and trace ids need to be unique, not secret: no system call per span.
 _random = random.Random()
 _getrandbits = _random.getrandbits
+#: 16 hex digits: %-formatting is ~3x faster than f"{n:016x}" (a span id per span).
+_hex16 = "%016x".__mod__
 #: Span attributes as JSON (anything JSON cannot hold becomes its repr()).
 _encode = dumps_lenient
 
 
 def _new_span_id() -> str:
-    return f"{_random.getrandbits(64):016x}"
+    return _hex16(_random.getrandbits(64))
 
 
 _span_rows_module: Any = None
@@ -143,7 +145,7 @@ class ExecutionTrace:
         self.call = call
         self.mode = mode if mode in TRACE_MODES else "standard"
         self.max_chars = max_chars
-        ids = f"{_random.getrandbits(192):048x}"
+        ids = "%048x".__mod__(_random.getrandbits(192))
         self.trace_id, self.root_id = ids[:32], ids[32:]
         self.start_ns = start_ns or time.time_ns()
         self.stack: list[_Open] = []  #: open custom spans (trace.start/trace.end), innermost last
@@ -527,7 +529,7 @@ def _replay(services: Any, table: dict[str, str], call: HostCall, ops: Any) -> N
                         attrs = {"input": trace._attribute(p)}  # type: ignore[union-attr]
                     if not (type(parent) is str and parent):
                         parent = stack[-1].span_id if stack else root
-                    rows.append([f"{_getrandbits(64):016x}", parent, KINDS[method.split(".", 1)[0]], method, at,
+                    rows.append([_hex16(_getrandbits(64)), parent, KINDS[method.split(".", 1)[0]], method, at,
                                  at, "ok", None, attrs])
                     continue
         try:
