@@ -414,6 +414,8 @@ def test_otlp_export_and_the_traces_cli(services: FakeServices, ws: Any, tmp_pat
     assert any("├─ plan" in ln for ln in lines) and any("│  ├─ memory.set" in ln or "│  └─ memory.set" in ln
                                                           for ln in lines)
     assert any("━" in ln for ln in lines) and any("mock fake-1 5→7 tokens" in ln for ln in lines)
+    # A host call's line says what it was about (the memory key), not only its name.
+    assert any("memory.set" in ln and "key=k" in ln for ln in lines), shown.stdout
     as_json = json.loads(run_rf("traces", "show", ok.id[:16], "--env", "staging", "--json", cwd=ws.root).stdout)
     assert as_json["execution_id"] == ok.id and len(as_json["spans"]) == tree_count
 

@@ -104,8 +104,16 @@ def _details(span: Span) -> str:
     if span.kind == "connector":
         return " ".join(str(attrs[k]) for k in ("method", "url", "status") if attrs.get(k) is not None)
     shown = {k: v for k, v in attrs.items() if k not in ("input", "output", "commit", "session_id")}
+    inputs = attrs.get("input")
+    if isinstance(inputs, dict):  # what a host call was about: the memory key, the prompt name...
+        shown = {k: inputs[k] for k in _INPUT_DETAILS.get(span.kind, ()) if inputs.get(k) is not None} | shown
     return ", ".join(f"{k}={v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}"
                      for k, v in shown.items())
+
+
+#: The parameters of a host call worth a place in its span's one-line details, by span kind.
+_INPUT_DETAILS = {"memory": ("key", "prefix"), "session": ("role", "limit"), "prompt": ("name",),
+                  "kb": ("name", "query"), "data": ("name", "sql")}
 
 
 @app.command("show")
