@@ -212,6 +212,37 @@ def handle(input, ctx):
     assert "worse" not in by_name(services.get_trace(failed.id))
 
 
+def test_span_text_must_be_valid_utf8(services: FakeServices) -> None:
+    """A lone surrogate (valid in a Python str, not in UTF-8) is refused where the span is made;
+    the execution goes on and keeps its other writes."""
+    code = """
+def handle(input, ctx):
+    caught = []
+    for make in (lambda: ctx.trace.span("bad", note="x\\ud800"),
+                 lambda: ctx.trace.span("bad", note="ok", more=["\\udfff"]),
+                 lambda: ctx.trace.span("bad\\ud800")):
+        try:
+            make()
+        except Exception as exc:
+            caught.append(f"{type(exc).__name__}: {exc}")
+    with ctx.trace.span("fine", note="ünïcode ✓") as span:
+        try:
+            span.set(late="\\ud800")
+        except Exception as exc:
+            caught.append(f"{type(exc).__name__}: {exc}")
+    ctx.memory.set("kept", 1)
+    return caught
+"""
+    ex = services.run_test("utf", files(code), {})
+    assert ex.status == "succeeded", ex.error
+    assert len(ex.output) == 4 and all(c.startswith("UsageError: ") and "not valid text" in c for c in ex.output)
+    assert "attribute 'note'" in ex.output[0] and "attribute 'more'" in ex.output[1] and "name" in ex.output[2]
+    assert "attribute 'late'" in ex.output[3]
+    spans = by_name(services.get_trace(ex.id))
+    assert spans["fine"].attributes == {"note": "ünïcode ✓"} and "bad" not in spans
+    assert [m.key for m in services.list_memory("staging")] == ["kept"]
+
+
 def test_spans_made_before_a_hang_are_kept(services: FakeServices) -> None:
     # 'before' waits in the worker's outbox; when 'after-sleep' ends, the oldest pending
     # call is 0.25 s old, so both are sent then — before the handler hangs.

@@ -85,8 +85,8 @@ class Context:
         #: go in its "done" message (see rf.runtime.ctx_trace.Outbox).
         self._final_ops_ok = False
         self._final_ops: list[list[Any]] | None = None
-        #: Custom spans likewise, as one JSON text of span rows (rf.services.span_rows).
-        self._final_spans: str | None = None
+        #: Custom spans likewise (span rows, see rf.services.span_rows).
+        self._final_spans: list[list[Any]] | None = None
         #: The root span of this execution's trace (set by the worker): the parent of
         #: custom spans opened outside any other.
         self._trace_root: str | None = None

@@ -149,7 +149,7 @@ class Outbox:
                 if fits:
                     # The worker sends them inside its "done" message: no extra round trip.
                     self._ctx._final_ops = ops or None
-                    self._ctx._final_spans = encode_spans(spans) if spans else None
+                    self._ctx._final_spans = spans or None
                 else:
                     params: dict[str, Any] = {}
                     if ops:
@@ -196,7 +196,7 @@ def check_attributes(call: str, attributes: dict[str, Any], span: str | None = N
     ``call`` (and ``span``, its name) say where, in the error."""
     size = 2
     for key, value in attributes.items():
-        if type(value) not in _SCALARS:
+        if type(value) not in _SCALARS or (type(value) is str and not value.isascii()):
             break
         size += len(key) + (len(value) + 6 if type(value) is str else 8)
     else:
@@ -205,12 +205,15 @@ def check_attributes(call: str, attributes: dict[str, Any], span: str | None = N
         call = f"ctx.trace.span({span!r})" if call == "ctx.trace.span" else f"span {span!r}.set()"
     where = call
     try:
-        return json_size(attributes)
+        return len(encode_json(attributes).encode("utf-8"))  # UTF-8 too: no lone surrogates
     except (TypeError, ValueError):
         pass
     for key, value in attributes.items():
         try:
-            json_size(value)
+            encode_json(value).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise UsageError(f"{where}: attribute {key!r} is not valid text ({exc.reason})",
+                             "pass text that can be encoded as UTF-8") from None
         except (TypeError, ValueError) as exc:
             raise UsageError(
                 f"{where}: attribute {key!r} is not JSON-serializable ({type(value).__name__}: {exc})",
@@ -240,7 +243,7 @@ class Span:
                     kind = type(value)
                     if kind is int or kind is bool or value is None:
                         size = len(key) + 10
-                    elif kind is str:
+                    elif kind is str and value.isascii():  # (isascii() is O(1))
                         size = len(key) + len(value) + 8
             if not size:
                 size = check_attributes("ctx.trace.span", attributes, name)
@@ -313,6 +316,11 @@ class Trace:
         """
         if not isinstance(name, str) or not (1 <= len(name) <= _NAME_MAX):
             raise UsageError(f"ctx.trace.span: the name must be a string of 1 to {_NAME_MAX} characters")
+        if not name.isascii():
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise UsageError(f"ctx.trace.span: the name is not valid text ({exc.reason})") from None
         return Span(self._outbox, name, attributes)
 
     @property

@@ -463,7 +463,12 @@ class Worker:
             except (TypeError, ValueError) as exc:  # checked when each call was made: should not happen
                 failure = failure or (f"deferred ctx calls could not be sent: {exc}", "exception", None)
         if ctx._final_spans:
-            ops += b',"spans":' + fast_dumpb(ctx._final_spans)  # a JSON text, sent as a string
+            from rf.runtime.ctx_trace import encode_spans  # already imported: spans were made
+
+            try:  # one JSON text of span rows, sent as a string
+                ops += b',"spans":' + fast_dumpb(encode_spans(ctx._final_spans))
+            except (TypeError, ValueError) as exc:  # checked when each span was made: should not happen
+                failure = failure or (f"custom spans could not be sent: {exc}", "exception", None)
         if failure is not None:
             return self._failure(*failure, ops)
         logs = dumps(capture.end())
