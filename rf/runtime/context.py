@@ -87,6 +87,7 @@ class Context:
         self._final_ops: list[list[Any]] | None = None
         #: Custom spans likewise (span rows, see rf.services.span_rows).
         self._final_spans: list[list[Any]] | None = None
+        self._final_spans_error: str | None = None  #: spans that could not be encoded: fails the run
         #: The root span of this execution's trace (set by the worker): the parent of
         #: custom spans opened outside any other.
         self._trace_root: str | None = None

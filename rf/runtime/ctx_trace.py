@@ -155,7 +155,10 @@ class Outbox:
                     if ops:
                         params[OPS_PARAM] = ops
                     if spans:
-                        params[SPANS_PARAM] = encode_spans(spans)
+                        try:
+                            params[SPANS_PARAM] = encode_spans(spans)
+                        except (TypeError, ValueError) as exc:  # checked when made: should not happen
+                            self._ctx._final_spans_error = f"custom spans could not be sent: {exc}"
                     self._raw("trace.flush", params)  # type: ignore[misc]
         except Exception:  # noqa: BLE001 - the host recorded the failure; the run's own result stands
             pass

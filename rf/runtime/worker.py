@@ -469,6 +469,8 @@ class Worker:
                 ops += b',"spans":' + fast_dumpb(encode_spans(ctx._final_spans))
             except (TypeError, ValueError) as exc:  # checked when each span was made: should not happen
                 failure = failure or (f"custom spans could not be sent: {exc}", "exception", None)
+        if ctx._final_spans_error:
+            failure = failure or (ctx._final_spans_error, "exception", None)
         if failure is not None:
             return self._failure(*failure, ops)
         logs = dumps(capture.end())
