@@ -18,6 +18,7 @@ import typer
 
 from rf.cli.app import JsonOption, backend, confirm, workspace
 from rf.errors import UsageError
+from rf.kb.files import collect_files, document_path
 
 if TYPE_CHECKING:
     from rf.client import Backend
@@ -33,7 +34,6 @@ PIECE_BYTES = 512 * 1024
 #: In-process, small files are sent together up to this many bytes / files per call.
 GROUP_BYTES = 8 * 1024 * 1024
 GROUP_FILES = 64
-SKIP_DIRS = {"__pycache__", "node_modules"}
 
 
 def _size(n: int) -> str:
@@ -166,43 +166,6 @@ def delete(name: NameArg, yes: YesOption = False) -> None:
     success(f"deleted knowledge base {name} ({change.kb.documents} documents)")
     for w in change.warnings:
         warn(w)
-
-
-def collect_files(paths: list[Path]) -> tuple[list[Path], list[Path]]:
-    """Files to upload from files and folders, and the folder files skipped for their type.
-
-    A file named explicitly with an unsupported type is an error (before
-    anything is sent); inside folders such files are skipped and reported.
-    """
-    from rf.kb.extract import file_type, is_supported
-
-    found: list[Path] = []
-    skipped: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                rel = f.relative_to(p).parts
-                if any(part.startswith(".") or part in SKIP_DIRS for part in rel) or not f.is_file():
-                    continue
-                (found if is_supported(f.name) else skipped).append(f)
-        elif p.is_file():
-            file_type(p.name)
-            found.append(p)
-        else:
-            raise UsageError(f"{p} does not exist")
-    unique = list(dict.fromkeys(f.resolve() for f in found))
-    return unique, skipped
-
-
-def document_path(file: Path, root: Path | None) -> str:
-    """How a file is named in the KB: relative to the workspace when inside it, else absolute."""
-    resolved = file.resolve()
-    if root is not None:
-        try:
-            return resolved.relative_to(root.resolve()).as_posix()
-        except ValueError:
-            pass
-    return resolved.as_posix()
 
 
 def _send(b: Backend, name: str, path: str, data: bytes, meta: dict[str, str], batch: str) -> KBUploadResult:

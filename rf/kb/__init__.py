@@ -13,4 +13,6 @@ testable on its own and lets the benchmark drive them directly.
   overlapping by ``overlap`` characters, cut at word boundaries.
 - :mod:`rf.kb.text` — normalisation, tokens, stop words, stable term ids.
 - :mod:`rf.kb.embed` — the offline hashing embedder and the provider client.
+- :mod:`rf.kb.files` — which files of a folder are uploaded, and how a
+  document is named (shared by ``rf kb upload`` and the dashboard).
 """

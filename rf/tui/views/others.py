@@ -19,6 +19,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, Label, Select, Static, TextArea
 
 from rf.errors import RfError, UsageError
+from rf.kb.files import collect_files, document_path
 from rf.tui.calls import run_call
 from rf.tui.format import one_line
 from rf.tui.modals import FormModal
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
     from rf.models import DataQueryResult, KBSearchResult, KBUploadResult, Trigger
 
 TRIGGER_KINDS = ("schedule", "webhook", "watch")
-SKIP_DIRS = {"__pycache__", "node_modules"}  #: as rf kb upload
 PIECE_BYTES = 512 * 1024  #: as rf kb upload: over HTTP a bigger file is sent in pieces
 
 
@@ -256,31 +256,11 @@ class TriggersView(ListView):
 # ------------------------------------------------------------ knowledge
 
 
-def collect_files(path: Path) -> tuple[list[Path], list[Path]]:
-    """Files to upload from a file or a folder, and the folder files skipped for their type (as rf kb upload)."""
-    from rf.kb.extract import file_type, is_supported
-
-    found: list[Path] = []
-    skipped: list[Path] = []
-    if path.is_dir():
-        for f in sorted(path.rglob("*")):
-            rel = f.relative_to(path).parts
-            if any(part.startswith(".") or part in SKIP_DIRS for part in rel) or not f.is_file():
-                continue
-            (found if is_supported(f.name) else skipped).append(f)
-    elif path.is_file():
-        file_type(path.name)
-        found.append(path)
-    else:
-        raise UsageError(f"{path} does not exist")
-    return list(dict.fromkeys(f.resolve() for f in found)), skipped
-
-
 def upload_path(backend: Backend, kb: str, path: Path, root: Path | None) -> tuple[KBUploadResult, int]:
     """Upload a file or folder into ``kb`` as one batch (all or nothing); the result and the skipped count."""
     from rf.ids import new_id
 
-    files, skipped = collect_files(path)
+    files, skipped = collect_files([path])
     if not files:
         raise UsageError(
             "no supported files to upload" + (f" ({len(skipped)} skipped for their type)" if skipped else ""),
@@ -290,12 +270,7 @@ def upload_path(backend: Backend, kb: str, path: Path, root: Path | None) -> tup
     batch = new_id("up")
     try:
         for file in files:
-            doc = file.as_posix()
-            if root is not None:
-                try:
-                    doc = file.relative_to(root.resolve()).as_posix()
-                except ValueError:
-                    pass
+            doc = document_path(file, root)
             try:
                 data = file.read_bytes()
             except OSError as exc:
