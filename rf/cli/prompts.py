@@ -290,7 +290,7 @@ def history(name: NameArg, json_out: JsonOption = False) -> None:
 
 def diff_view(d: PromptDiff, *, context: int | None = None) -> RenderableType:
     """The side-by-side diff of a prompt, published (left) → draft (right): reusable by other screens."""
-    from rf.cli.sidebyside import side_by_side
+    from rf.textdiff import side_by_side
 
     old_title = (f"production · published v{d.published_version}" if d.published_version is not None
                  else "production · never published")
@@ -300,7 +300,7 @@ def diff_view(d: PromptDiff, *, context: int | None = None) -> RenderableType:
 
 def print_diff(d: PromptDiff, *, unified: bool = False) -> None:
     from rf.cli.output import out
-    from rf.cli.sidebyside import unified as unified_diff
+    from rf.textdiff import unified as unified_diff
 
     if not d.changed:
         out.print(f"{d.name}: production already has the draft (v{d.draft_version}) — nothing to publish")

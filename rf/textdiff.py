@@ -1,8 +1,9 @@
 """A side-by-side text diff for Rich: two columns that fit the terminal.
 
-Used by ``rf prompts diff``/``publish`` and meant for the releases screen: it
-returns a Rich renderable (a :class:`~rich.table.Table`), so a CLI prints it
-and a Textual widget can show it as is.
+Used by ``rf prompts diff``/``publish`` and by the dashboard's releases and
+prompts screens (rf/tui/diff.py, with its own colours): it returns a Rich
+renderable (a :class:`~rich.table.Table`), so a CLI prints it and a Textual
+widget shows it as is. Rich and difflib only: no CLI or TUI import.
 
 Lines are aligned with :mod:`difflib`; inside a changed pair of lines the
 changed *words* are highlighted, because a prompt edit is usually a few
@@ -16,6 +17,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from rich import box
 from rich.table import Table
@@ -26,6 +28,19 @@ ADDED_LINE = "green"
 REMOVED_WORD = "bold white on #7f1d1d"
 ADDED_WORD = "bold white on #14532d"
 
+
+@dataclass(frozen=True)
+class Palette:
+    """The styles of removed and added lines, and of the changed words inside them."""
+
+    removed_line: str = REMOVED_LINE
+    added_line: str = ADDED_LINE
+    removed_word: str = REMOVED_WORD
+    added_word: str = ADDED_WORD
+
+
+TERMINAL = Palette()
+
 _TOKENS = re.compile(r"\s+|\w+|[^\w\s]")
 
 Row = tuple[int | None, Text, int | None, Text, str]  # left no., left, right no., right, kind
@@ -35,22 +50,22 @@ def _tokens(line: str) -> list[str]:
     return _TOKENS.findall(line)
 
 
-def _word_diff(old: str, new: str) -> tuple[Text, Text]:
+def _word_diff(old: str, new: str, palette: Palette = TERMINAL) -> tuple[Text, Text]:
     """Two lines with the words that differ highlighted on each side."""
     a, b = _tokens(old), _tokens(new)
-    left, right = Text(style=REMOVED_LINE), Text(style=ADDED_LINE)
+    left, right = Text(style=palette.removed_line), Text(style=palette.added_line)
     for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
         old_part, new_part = "".join(a[i1:i2]), "".join(b[j1:j2])
         if tag == "equal":
             left.append(old_part)
             right.append(new_part)
         else:
-            left.append(old_part, style=REMOVED_WORD)
-            right.append(new_part, style=ADDED_WORD)
+            left.append(old_part, style=palette.removed_word)
+            right.append(new_part, style=palette.added_word)
     return left, right
 
 
-def diff_rows(old: str, new: str, *, context: int | None = None) -> Iterator[Row]:
+def diff_rows(old: str, new: str, *, context: int | None = None, palette: Palette = TERMINAL) -> Iterator[Row]:
     """Aligned rows of a side-by-side diff.
 
     ``context`` limits unchanged lines to that many around each change (an
@@ -74,16 +89,16 @@ def diff_rows(old: str, new: str, *, context: int | None = None) -> Iterator[Row
                 li = i1 + k if i1 + k < i2 else None
                 rj = j1 + k if j1 + k < j2 else None
                 if li is not None and rj is not None:
-                    left, right = _word_diff(a[li], b[rj])
+                    left, right = _word_diff(a[li], b[rj], palette)
                     yield li + 1, left, rj + 1, right, "changed"
                 elif li is not None:
-                    yield li + 1, Text(a[li], style=REMOVED_LINE), None, Text(""), "removed"
+                    yield li + 1, Text(a[li], style=palette.removed_line), None, Text(""), "removed"
                 elif rj is not None:
-                    yield None, Text(""), rj + 1, Text(b[rj], style=ADDED_LINE), "added"
+                    yield None, Text(""), rj + 1, Text(b[rj], style=palette.added_line), "added"
 
 
 def side_by_side(old: str | None, new: str, *, old_title: str, new_title: str,
-                 context: int | None = None) -> Table:
+                 context: int | None = None, palette: Palette = TERMINAL) -> Table:
     """A two-column diff of ``old`` (left) and ``new`` (right) as a Rich table.
 
     ``old`` None means "nothing yet" (e.g. a prompt never published): the left
@@ -99,9 +114,9 @@ def side_by_side(old: str | None, new: str, *, old_title: str, new_title: str,
         lines = new.splitlines() or [""]
         for number, line in enumerate(lines, 1):
             left = Text("(nothing)", style="dim italic") if number == 1 else Text("")
-            table.add_row("", left, f"+{number:>3}", Text(line, style=ADDED_LINE))
+            table.add_row("", left, f"+{number:>3}", Text(line, style=palette.added_line))
         return table
-    for left_no, left, right_no, right, kind in diff_rows(old, new, context=context):
+    for left_no, left, right_no, right, kind in diff_rows(old, new, context=context, palette=palette):
         left_mark = "-" if kind in ("changed", "removed") else " "
         right_mark = "+" if kind in ("changed", "added") else " "
         table.add_row(
