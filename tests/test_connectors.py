@@ -318,6 +318,23 @@ def test_agent_code_catches_connector_errors(local: LocalBackend, ws: Any, api_s
     assert len(spans) == 3 and all(s.status == "error" for s in spans)
 
 
+def test_a_call_gets_only_the_time_its_execution_has_left(local: LocalBackend, ws: Any,
+                                                         api_staging: FakeAPI) -> None:
+    """The connector allows 10 s and the API takes 1 s, but the agent's timeout_s is 0.5 s: the call
+    is cut short when the execution's time runs out, and says so (it does not hold the execution
+    past its timeout)."""
+    b = local
+    b.create_connector("crm", api_staging.url, timeout_s=10, retries=2)
+    b.add_resource("crm", "slow", "GET", "/slow")
+    toml = CALLER_TOML.replace("timeout_s = 20", "timeout_s = 0.5")
+    code = "def handle(input, ctx):\n    return ctx.connectors.call('crm', 'slow')\n"
+    ex = b.run_test("caller", {"agent.toml": toml.encode(), "agent.py": code.encode()}, {})
+    assert ex.status == "failed"
+    span = next(s for s in b.get_trace(ex.id).spans if s.name == "connectors.call")
+    assert span.status == "error" and "did not answer before the execution's time ran out" in (span.error or "")
+    assert span.attributes.get("attempts") == 1  # no retry with no time left
+
+
 def test_retries_only_for_idempotent_methods(local: LocalBackend, api_staging: FakeAPI) -> None:
     b = local
     b.create_connector("crm", api_staging.url, retries=2)

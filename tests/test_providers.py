@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -389,6 +390,17 @@ def test_http_errors_timeouts_and_unreachable(ws: Any, svc: Services, fake: Fake
     with pytest.raises(ProviderError) as info:
         svc.llm_chat(host_call(), "hi", model="p:")
     assert "did not answer within 0.3 s" in info.value.message
+
+    # The execution's own timeout comes first: the call gets only the time the execution has left.
+    rf_toml = ws.root / "rf.toml"
+    rf_toml.write_text(rf_toml.read_text().replace("timeout_s = 0.3", "timeout_s = 30"))
+    fake.add(Reply(text="late", delay_s=1.0))
+    call = host_call()
+    call.start(time.monotonic() + 0.3)
+    with pytest.raises(ProviderError) as info:
+        svc.llm_chat(call, "hi", model="p:")
+    assert "did not answer before the execution's time ran out" in info.value.message
+    assert "timeout_s in agents/tester/agent.toml" in (info.value.hint or "")
 
     port = fake.port
     fake.stop()

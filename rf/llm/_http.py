@@ -38,6 +38,9 @@ class HttpChat:
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key or None
         self.timeout_s = timeout_s
+        #: Set when ``timeout_s`` is the time the calling execution has left (shorter than
+        #: ``[llm] timeout_s``): a timeout then says so, with this hint.
+        self.out_of_time_hint: str | None = None
 
     # ------------------------------------------------------------ errors
     def _scrub(self, text: str) -> str:
@@ -62,6 +65,9 @@ class HttpChat:
         try:
             yield
         except httpx.TimeoutException:
+            if self.out_of_time_hint:
+                raise self._error(f"provider {self.provider!r} did not answer before the execution's time ran out"
+                                  f" ({url})", self.out_of_time_hint) from None
             raise self._error(
                 f"provider {self.provider!r} did not answer within {self.timeout_s:g} s ({url})",
                 "the provider may be slow or overloaded; raise [llm] timeout_s in rf.toml or try again",

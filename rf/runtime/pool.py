@@ -436,11 +436,14 @@ class WorkerPool:
         timeout_s: float = 60.0,
         on_chunk: Callable[[Any], None] | None = None,
         host: HostHandler | None = None,
+        on_start: Callable[[float], None] | None = None,
     ) -> RunResult:
         """Run one execution in a worker of *key*; never raises for agent failures.
 
         *timeout_s* covers the execution (and, separately, importing the
-        agent in a new worker), not the wait for a free worker.
+        agent in a new worker), not the wait for a free worker. *on_start*
+        is called with the execution's deadline (``time.monotonic()``) when
+        the worker starts it, so host calls can keep within it.
         """
         entrypoint_error = _entrypoint_error(entrypoint)
         if entrypoint_error is not None:
@@ -463,7 +466,7 @@ class WorkerPool:
                 failure = self._await_ready(worker, timeout_s)
                 if failure is not None:
                     return failure
-            result = self._execute(worker, payload, timeout_s, on_chunk, host)
+            result = self._execute(worker, payload, timeout_s, on_chunk, host, on_start)
             completed = True
             return result
         finally:
@@ -479,6 +482,7 @@ class WorkerPool:
         timeout_s: float = 60.0,
         on_chunk: Callable[[Any], None] | None = None,
         host: HostHandler | None = None,
+        on_start: Callable[[float], None] | None = None,
     ) -> RunResult:
         """:meth:`run` for an asyncio caller (the server), without a thread per request.
 
@@ -493,7 +497,7 @@ class WorkerPool:
 
         def in_thread() -> Any:
             return asyncio.to_thread(self.run, key, code_dir, entrypoint, request, timeout_s=timeout_s,
-                                     on_chunk=on_chunk, host=host)
+                                     on_chunk=on_chunk, host=host, on_start=on_start)
 
         if _entrypoint_error(entrypoint) is not None:
             return await in_thread()
@@ -533,7 +537,7 @@ class WorkerPool:
             return await in_thread()
         reusable = False
         try:
-            result = await self._aexecute(worker, payload, timeout_s, on_chunk, host)
+            result = await self._aexecute(worker, payload, timeout_s, on_chunk, host, on_start)
             reusable = not worker.dead
             return result
         finally:
@@ -549,12 +553,15 @@ class WorkerPool:
         timeout_s: float,
         on_chunk: Callable[[Any], None] | None,
         host: HostHandler | None,
+        on_start: Callable[[float], None] | None = None,
     ) -> RunResult:
         import asyncio
 
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         deadline = time.monotonic() + timeout_s
+        if on_start is not None:
+            on_start(deadline)
         worker.runs += 1
         chunks: list[Any] = []
         chunk_bytes = 0
@@ -960,9 +967,12 @@ class WorkerPool:
         timeout_s: float,
         on_chunk: Callable[[Any], None] | None,
         host: HostHandler | None,
+        on_start: Callable[[float], None] | None = None,
     ) -> RunResult:
         started = time.perf_counter()
         deadline = time.monotonic() + timeout_s
+        if on_start is not None:
+            on_start(deadline)
         worker.runs += 1
         chunks: list[Any] = []
         chunk_bytes = 0

@@ -742,25 +742,31 @@ class ConnectorsService(CredentialsService):
         response: httpx.Response | None = None
         for attempt in range(1, attempts + 1):
             call.annotate(attempts=attempt)
+            # The connector's timeout, or less: the execution's own timeout comes first.
+            timeout, cut_short = call.time_left(c.timeout_s)
             try:
                 response = self._http().request(r.method, url, params=query or None, json=body, headers=headers,
-                                                timeout=c.timeout_s)
+                                                timeout=timeout)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
-                if attempt < attempts:
+                if attempt < attempts and not call.time_left(1.0)[1]:
                     time.sleep(min(0.05 * 2 ** (attempt - 1), 1.0))
                     continue
+                if cut_short and isinstance(exc, httpx.ConnectTimeout):
+                    raise _out_of_time(what, f"{r.method} {shown_url}", call.agent) from None
                 reason = "timed out connecting" if isinstance(exc, httpx.ConnectTimeout) else "could not connect"
                 raise ConnectorError(
                     f"{what}: {r.method} {shown_url} {reason} ({_plural(attempt, 'attempt')}): "
                     f"{_scrub(str(exc), secrets)[:200]}",
                     f"check the base URL of {c.slug} in {c.env}: rf connectors show {c.slug} --env {c.env}") from None
             except httpx.TimeoutException:
+                if cut_short:
+                    raise _out_of_time(what, f"{r.method} {shown_url}", call.agent) from None
                 raise ConnectorError(f"{what}: {r.method} {shown_url} timed out after {c.timeout_s:g} s",
-                              f"raise it in staging: rf connectors edit {c.slug} --timeout SECONDS") from None
+                                     f"raise it in staging: rf connectors edit {c.slug} --timeout SECONDS") from None
             except httpx.HTTPError as exc:
                 raise ConnectorError(f"{what}: {r.method} {shown_url} failed: {type(exc).__name__}: "
-                              f"{_scrub(str(exc), secrets)[:200]}") from None
-            if response.status_code >= 500 and attempt < attempts:
+                                     f"{_scrub(str(exc), secrets)[:200]}") from None
+            if response.status_code >= 500 and attempt < attempts and not call.time_left(1.0)[1]:
                 time.sleep(min(0.05 * 2 ** (attempt - 1), 1.0))
                 continue
             break
@@ -787,6 +793,12 @@ class ConnectorsService(CredentialsService):
             return response.json()
         except ValueError:
             return response.text
+
+
+def _out_of_time(what: str, request: str, agent: str) -> ConnectorError:
+    """A call cut short because the execution's own timeout came first."""
+    return ConnectorError(f"{what}: {request} did not answer before the execution's time ran out",
+                          f"raise timeout_s in agents/{agent}/agent.toml, or make the call faster")
 
 
 def _diff(slug: str, production: Connector | None, staging: Connector | None) -> ConnectorDiff:

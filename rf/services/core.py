@@ -378,7 +378,7 @@ class CoreServices:
         call, _, request = prepared
         result = self.pool.run(
             (env, name, pool_label or commit_label), code_dir, entrypoint, request,
-            timeout_s=timeout_s, on_chunk=on_chunk, host=self.host_handler(call),
+            timeout_s=timeout_s, on_chunk=on_chunk, host=self.host_handler(call), on_start=call.start,
         )
         return self._finish_run(prepared, result, commit_label=commit_label, input=input)
 
@@ -396,7 +396,7 @@ class CoreServices:
         call, _, request = prepared
         result = await self.pool.arun(
             (env, name, commit_id), code_dir, config.get("entrypoint", "agent:handle"), request,
-            timeout_s=float(config.get("timeout_s", 60.0)), host=self.host_handler(call),
+            timeout_s=float(config.get("timeout_s", 60.0)), host=self.host_handler(call), on_start=call.start,
         )
         return self._finish_run(prepared, result, commit_label=commit_id, input=input)
 

@@ -11,6 +11,7 @@ so every lookup resolves *for that execution's environment*.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -32,6 +33,22 @@ class HostCall:
     source: str = ""
     #: per-execution scratch space for services (e.g. the open trace span stack)
     state: dict[str, Any] = field(default_factory=dict)
+    #: when the execution times out (``time.monotonic()``), once its worker has started it
+    deadline: float | None = None
+
+    def start(self, deadline: float) -> None:
+        """The worker started the execution; it times out at ``deadline`` (``time.monotonic()``)."""
+        self.deadline = deadline
+
+    def time_left(self, limit: float) -> tuple[float, bool]:
+        """How long a host call may take: ``limit`` seconds, or less when the execution's own
+        timeout comes first; and whether that timeout is what bounds it."""
+        if self.deadline is None:
+            return limit, False
+        left = self.deadline - time.monotonic()
+        if left < limit:
+            return max(left, 0.001), True
+        return limit, False
 
     def annotate(self, **attributes: Any) -> None:
         """Add attributes to the span of the host call being served (e.g. token usage)."""

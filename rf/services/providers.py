@@ -11,7 +11,8 @@ affects production immediately, so every change returns warnings that say so
   unset); :meth:`ProvidersService.set_default_provider` edits that line.
   ``rf.toml``'s ``[llm]`` table is re-read when the file changes, so editing
   mock rules needs no server restart.
-- ``[llm] timeout_s`` (default 60) bounds each HTTP call to a provider.
+- ``[llm] timeout_s`` (default 60) bounds each HTTP call to a provider (or
+  the time the calling execution has left, when that is shorter).
 - API keys are credential *names*; the value is read in the host at call
   time (``credential_secret``), registered with the execution as a secret
   (scrubbed from spans and logs) and never stored, logged or put in errors.
@@ -45,6 +46,8 @@ from rf.services.host import HostCall, host_method
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from rf.llm._http import HttpChat
 
 log = logging.getLogger("rf.providers")
 
@@ -266,16 +269,23 @@ class ProvidersService(ServiceBase):
             if call is not None:
                 call.secret(key)
         base_url = provider.base_url or _DEFAULT_URLS[provider.kind]
+        # [llm] timeout_s, or less: the calling execution's own timeout comes first.
+        timeout, cut_short = call.time_left(settings.timeout_s) if call is not None else (settings.timeout_s, False)
+        client: HttpChat
         if provider.kind == "openai":
             from rf.llm.openai import OpenAIClient
 
-            return OpenAIClient(provider.name, base_url, key, timeout_s=settings.timeout_s)
-        if provider.kind == "anthropic":
+            client = OpenAIClient(provider.name, base_url, key, timeout_s=timeout)
+        elif provider.kind == "anthropic":
             from rf.llm.anthropic import AnthropicClient
 
-            return AnthropicClient(provider.name, base_url, key, timeout_s=settings.timeout_s)
-        raise RfError(f"provider {provider.name!r} has an unknown kind {provider.kind!r}",
-                      f"remove it and add it again: rf providers remove {provider.name}")
+            client = AnthropicClient(provider.name, base_url, key, timeout_s=timeout)
+        else:
+            raise RfError(f"provider {provider.name!r} has an unknown kind {provider.kind!r}",
+                          f"remove it and add it again: rf providers remove {provider.name}")
+        if cut_short and call is not None:
+            client.out_of_time_hint = f"raise timeout_s in agents/{call.agent}/agent.toml, or ask for less (max_tokens)"
+        return client
 
     def resolve_model(self, model: str | None) -> tuple[Provider, str]:
         """``"provider:model"`` | ``"model"`` (default provider) | None (default provider and model)."""
