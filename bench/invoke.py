@@ -509,20 +509,8 @@ def orchestrate(args: argparse.Namespace) -> int:
         if t.errors:
             ok = False
             print(f"WARN: {t.errors} failed request(s) to {t.name}, e.g. {t.error_samples[:2]}")
-    ratio = rf.rps / echo.rps if echo.rps else 0.0
-    verdict = "PASS" if ratio >= RATIO_TARGET else "WARN"
-    ok = ok and verdict == "PASS"
-    print(
-        f"{verdict}: rf/echo throughput = {ratio:.0%} (target ≥ {RATIO_TARGET:.0%}); "
-        f"p50 {fmt_ms(u.percentile(rf.latencies, 50))} ms vs {fmt_ms(u.percentile(echo.latencies, 50))} ms"
-    )
-    observed_ratio = observed.rps / rf.rps if rf.rps else 0.0
-    verdict = "PASS" if observed_ratio >= OBSERVED_RATIO_TARGET else "WARN"
-    ok = ok and verdict == "PASS"
-    print(
-        f"{verdict}: observed/trivial agent throughput = {observed_ratio:.0%} (target ≥ {OBSERVED_RATIO_TARGET:.0%});"
-        f" p50 {fmt_ms(u.percentile(observed.latencies, 50))} ms vs {fmt_ms(u.percentile(rf.latencies, 50))} ms"
-    )
+    ok = report_ratio("rf/echo throughput", rf, echo, RATIO_TARGET) and ok
+    ok = report_ratio("observed/trivial agent throughput", observed, rf, OBSERVED_RATIO_TARGET) and ok
     # Server CPU per answered request (over the measured windows): steadier than throughput on a shared
     # machine, and it says where the observed agent's extra cost lands.
     per_request = {t.name: t.server_cpu_s / len(t.latencies) * 1000 for t in (rf, observed, echo) if t.latencies}
@@ -557,6 +545,17 @@ def orchestrate(args: argparse.Namespace) -> int:
     if not ok:
         print("(some figures missed their target; see the WARN lines above)")
     return 0
+
+
+def report_ratio(label: str, target: Target, baseline: Target, goal: float) -> bool:
+    """Print ``PASS``/``WARN`` for ``target``'s throughput as a share of ``baseline``'s; whether it met ``goal``."""
+    ratio = target.rps / baseline.rps if baseline.rps else 0.0
+    verdict = "PASS" if ratio >= goal else "WARN"
+    print(
+        f"{verdict}: {label} = {ratio:.0%} (target ≥ {goal:.0%}); "
+        f"p50 {fmt_ms(u.percentile(target.latencies, 50))} ms vs {fmt_ms(u.percentile(baseline.latencies, 50))} ms"
+    )
+    return verdict == "PASS"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

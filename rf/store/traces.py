@@ -55,13 +55,9 @@ class TracesMixin:
         """The root span of an execution whose root started within [lo_ns, hi_ns]."""
         self.flush()
         cur = self.cursor()
-        found = cur.execute(
-            f"SELECT {_ROOT_COLUMNS} FROM executions WHERE id = ? AND root_span IS NOT NULL"
-            " AND started_at BETWEEN ? AND ? LIMIT 1",
-            [execution_id, datetime_of_ns(lo_ns), datetime_of_ns(hi_ns)],
-        ).fetchone()
+        found = _root_of(cur, execution_id, lo_ns, hi_ns)
         if found is not None:
-            return _root_row(found)
+            return found
         row = cur.execute(  # recorded before v11
             f"SELECT {SPAN_COLUMNS} FROM spans WHERE execution_id = ? AND parent_id IS NULL"
             " AND start_ns BETWEEN ? AND ? LIMIT 1",
@@ -84,13 +80,9 @@ class TracesMixin:
         ).fetchall()
         for batch in batches:
             rows.extend(_expand(batch))
-        root = cur.execute(
-            f"SELECT {_ROOT_COLUMNS} FROM executions WHERE id = ? AND root_span IS NOT NULL"
-            " AND started_at BETWEEN ? AND ?",
-            [execution_id, datetime_of_ns(lo_ns), datetime_of_ns(hi_ns)],
-        ).fetchone()
+        root = _root_of(cur, execution_id, lo_ns, hi_ns)
         if root is not None:
-            rows.append(_root_row(root))
+            rows.append(root)
         rows.sort(key=_time_order)
         return rows
 
@@ -182,6 +174,16 @@ def _expand(batch: tuple[Any, ...]) -> list[SpanRow]:
 
 
 _ROOT_COLUMNS = "env, agent, id, root_span"
+
+
+def _root_of(cur: duckdb.DuckDBPyConnection, execution_id: str, lo_ns: int, hi_ns: int) -> SpanRow | None:
+    """The root span kept in an execution's own row (schema v11), if it started within [lo_ns, hi_ns]."""
+    found = cur.execute(
+        f"SELECT {_ROOT_COLUMNS} FROM executions WHERE id = ? AND root_span IS NOT NULL"
+        " AND started_at BETWEEN ? AND ? LIMIT 1",
+        [execution_id, datetime_of_ns(lo_ns), datetime_of_ns(hi_ns)],
+    ).fetchone()
+    return _root_row(found) if found is not None else None
 
 
 def _root_row(row: tuple[Any, ...]) -> SpanRow:
