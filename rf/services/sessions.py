@@ -175,33 +175,49 @@ def _text_param(value: Any) -> Any:
 # then takes the general path (which reports the error).
 
 
-def _deferred_memory_set(call: HostCall, params: dict[str, Any]) -> int:
-    key = check_memory_key(params["key"])
-    if len(params) != 2:
-        raise UsageError("memory.set takes key and value")
-    text = dump_json(params["value"], f"memory value for {key[:60]!r}")
+def keep_memory_write(call: HostCall, key: Any, value: Any, *, delete: bool = False) -> str | None:
+    """Keep a memory write (or deletion) aside until the execution ends; the value's JSON text."""
+    key = check_memory_key(key)
+    text = None if delete else dump_json(value, f"memory value for {key[:60]!r}")
     pending = call.state.setdefault("memory", {})
     pending.pop(key, None)  # keep the order of the last writes
     pending[key] = text
-    return len(text) + 2 * len(key) + 20  # {"key":K,"value":V}; K may have escaped characters
+    return text
+
+
+def keep_session_message(call: HostCall, role: Any, content: Any) -> str:
+    """Keep a message for this execution's session until it ends; the content's JSON text."""
+    if call.session_id is None:
+        raise UsageError("ctx.session.append: this execution has no session",
+                         "invoke with a session id: rf invoke AGENT --session ID, or {\"session_id\": ...}")
+    if role not in SESSION_ROLES:
+        raise UsageError(f"ctx.session.append: role must be one of {', '.join(SESSION_ROLES)}, not {role!r}")
+    text = dump_json(content, "session message content")
+    call.state.setdefault("session", []).append((role, text, utcnow()))
+    return text
+
+
+def _deferred_memory_set(call: HostCall, params: dict[str, Any]) -> int:
+    if len(params) != 2:
+        raise UsageError("memory.set takes key and value")
+    key = params["key"]
+    text = keep_memory_write(call, key, params["value"])
+    return len(text or "") + 2 * len(key) + 20  # {"key":K,"value":V}; K may have escaped characters
 
 
 def _deferred_memory_delete(call: HostCall, params: dict[str, Any]) -> int:
-    key = check_memory_key(params["key"])
     if len(params) != 1:
         raise UsageError("memory.delete takes key")
-    pending = call.state.setdefault("memory", {})
-    pending.pop(key, None)
-    pending[key] = None
+    key = params["key"]
+    keep_memory_write(call, key, None, delete=True)
     return 2 * len(key) + 12
 
 
 def _deferred_session_append(call: HostCall, params: dict[str, Any]) -> int:
+    if len(params) != 2:
+        raise UsageError("session.append takes role and content")
     role = params["role"]
-    if call.session_id is None or role not in SESSION_ROLES or len(params) != 2:
-        raise UsageError("session.append refused")  # the general path says why
-    text = dump_json(params["content"], "session message content")
-    call.state.setdefault("session", []).append((role, text, utcnow()))
+    text = keep_session_message(call, role, params["content"])
     return len(text) + len(role) + 24
 
 
@@ -377,13 +393,7 @@ class SessionsService(ServiceBase):
     @host_method("session.append")
     def _host_session_append(self, call: HostCall, role: Any, content: Any) -> None:
         """Add a message to this execution's session (committed when the execution succeeds)."""
-        if call.session_id is None:
-            raise UsageError("ctx.session.append: this execution has no session",
-                             "invoke with a session id: rf invoke AGENT --session ID, or {\"session_id\": ...}")
-        if role not in SESSION_ROLES:
-            raise UsageError(f"ctx.session.append: role must be one of {', '.join(SESSION_ROLES)}, not {role!r}")
-        text = dump_json(content, "session message content")
-        call.state.setdefault("session", []).append((role, text, utcnow()))
+        keep_session_message(call, role, content)
 
     # ------------------------------------------------------------ agent code: ctx.memory
     @host_method("memory.get")
@@ -400,18 +410,11 @@ class SessionsService(ServiceBase):
 
     @host_method("memory.set")
     def _host_memory_set(self, call: HostCall, key: Any, value: Any) -> None:
-        key = check_memory_key(key)
-        text = dump_json(value, f"memory value for {key[:60]!r}")
-        pending = call.state.setdefault("memory", {})
-        pending.pop(key, None)  # keep the order of the last writes
-        pending[key] = text
+        keep_memory_write(call, key, value)
 
     @host_method("memory.delete")
     def _host_memory_delete(self, call: HostCall, key: Any) -> None:
-        key = check_memory_key(key)
-        pending = call.state.setdefault("memory", {})
-        pending.pop(key, None)
-        pending[key] = None
+        keep_memory_write(call, key, None, delete=True)
 
     @host_method("memory.list")
     def _host_memory_list(self, call: HostCall, prefix: Any = "") -> list[str]:
