@@ -143,10 +143,11 @@ def show(
               f"  [dim]trace id {trace.trace_id}[/dim]")
     table = Table(box=None, pad_edge=False, header_style="bold")
     table.add_column("span", no_wrap=True)
-    table.add_column("kind", style="dim")
-    table.add_column("duration", justify="right")
+    table.add_column("kind", style="dim", no_wrap=True)
+    table.add_column("duration", justify="right", no_wrap=True)
     table.add_column("timeline", no_wrap=True)
-    table.add_column("details", overflow="ellipsis", max_width=60, no_wrap=True)
+    # The details give way first on a narrow terminal (cut with an ellipsis).
+    table.add_column("details", overflow="ellipsis", max_width=60, no_wrap=True, ratio=1)
     for span, prefix in _tree(trace.spans):
         style = "fail" if span.status == "error" else "ok"
         name = f"[dim]{prefix}[/dim]{escape(span.name)}" if prefix else f"[bold]{escape(span.name)}[/bold]"
