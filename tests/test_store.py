@@ -32,6 +32,28 @@ def test_new_store_records_schema_version(tmp_path: Path) -> None:
     con.close()
 
 
+def test_a_store_being_created_is_waited_for(tmp_path: Path) -> None:
+    """Two rf commands starting in a fresh workspace: the second may find the file with its header
+    not written yet. It waits (as for a lock) instead of calling it a broken database; a file that
+    stays invalid is still refused with a clear error."""
+    path = tmp_path / "rf.duckdb"
+    path.write_bytes(b"\0" * 100)  # what the other process has written so far
+    done = threading.Timer(0.3, path.unlink)
+    done.start()
+    store = Store.open(path, wait_s=5)
+    try:
+        assert store.query("SELECT value FROM meta WHERE key = 'schema_version'")
+    finally:
+        store.close()
+        done.join()
+
+    broken = tmp_path / "broken.duckdb"
+    broken.write_bytes(b"not a database" * 100)
+    with pytest.raises(StoreError) as info:
+        Store.open(broken, wait_s=0.3)
+    assert "cannot open" in info.value.message and "rf database" in (info.value.hint or "")
+
+
 def test_older_file_is_upgraded(tmp_path: Path) -> None:
     path = tmp_path / "rf.duckdb"
     con = duckdb.connect(str(path))

@@ -52,6 +52,15 @@ def translate_error(exc: BaseException) -> RfError | None:
     return StoreError(f"database error: {first}", "if this persists, report it with the command you ran")
 
 
+def _being_created(path: Path) -> bool:
+    """Whether ``path`` looks like a store another process is creating (small and new)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return False
+    return stat.st_size < 1024 * 1024 and time.time() - stat.st_mtime < 30
+
+
 class Store(
     AgentsMixin,
     ExecutionsMixin,
@@ -93,12 +102,15 @@ class Store(
                 break
             except duckdb.Error as exc:
                 err = translate_error(exc)
-                busy = err is not None and "in use by another process" in err.message
-                if busy and time.monotonic() < deadline:
+                locked = err is not None and "in use by another process" in err.message
+                # Another rf command may be creating the file right now: its header is not
+                # written yet (a store being created is a few KiB; a real one is larger).
+                creating = _being_created(path) and "not a valid DuckDB database" in str(exc)
+                if (locked or creating) and time.monotonic() < deadline:
                     time.sleep(delay)
                     delay = min(delay * 1.5, 0.3)
                     continue
-                if busy and err is not None:
+                if locked and err is not None:
                     raise err from None
                 raise StoreError(
                     f"cannot open {path}: {str(exc).strip().splitlines()[0]}",
