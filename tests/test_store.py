@@ -108,6 +108,72 @@ def test_writer_batches_concurrent_rows_durably(tmp_path: Path) -> None:
         assert store.count_executions("staging") == 800
 
 
+
+#: Values that must come back exactly as queued, whichever way the writer inserts them.
+_TRICKY_TEXTS = ["plain", "", "nul\x00inside", "quotes \" and \\ backslash", "line\nbreak\ttab\r",
+                 "snow ☃ and emoji 😀", "null", "42", "[1, 2]", '{"a": "b"}', "x" * 200_000]
+
+
+def test_writer_rows_round_trip_exactly(tmp_path: Path) -> None:
+    """The writer sends a batch's rows to DuckDB as one JSON text (see rf.store.writer): every
+    column type the store uses must come back exactly as it was queued."""
+    import datetime as dt
+
+    path = tmp_path / "rf.duckdb"
+    times = [dt.datetime(2026, 11, 26, 8, 0, 0), dt.datetime(2026, 11, 26, 8, 0, 0, 123456),
+             dt.datetime(1999, 12, 31, 23, 59, 59, 999999)]
+    memory = [("staging", f"k{i}", 2**62 + i, text, "a", None if i % 2 else f"ex_{i}", times[i % 3])
+              for i, text in enumerate(_TRICKY_TEXTS)]
+    memory.append(("staging", "deleted", -(2**63) + 1, None, None, None, times[0]))
+    spans = [("production", "t1", "e1", "a", 0, 2**63 - 1, 2**31 - 1, "[]"), ("production", "t2", "e2", "a", -5, 7, 0,
+                                                                               _TRICKY_TEXTS[4])]
+    with Store.open(path) as store:
+        store.writer.put_many("memory", memory)
+        store.writer.put_many("span_batches", spans)
+        store.record_execution(ex := _ex())
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        assert sorted(con.execute("SELECT * FROM memory").fetchall(), key=repr) == sorted(memory, key=repr)
+        assert sorted(con.execute("SELECT * FROM span_batches").fetchall()) == sorted(spans)
+        row = con.execute("SELECT duration_ms, started_at FROM executions WHERE id = ?", [ex.id]).fetchone()
+    finally:
+        con.close()
+    assert row is not None and row[0] == 1.5 and iso(row[1]) == ex.started_at
+
+
+def test_writer_falls_back_to_the_appender_for_values_json_cannot_carry(tmp_path: Path) -> None:
+    """A value msgspec refuses (here a str subclass) sends that table's rows through DuckDB's
+    Appender: they are written all the same."""
+
+    class Tag(str):
+        pass
+
+    path = tmp_path / "rf.duckdb"
+    with Store.open(path) as store:
+        store.writer.put("memory", ("staging", Tag("sub"), 1, '"v"', "a", None, utcnow()))
+        store.writer.put("memory", ("staging", "plain", 2, '"w"', "a", None, utcnow()))
+        store.flush()
+        rows = store.cursor().execute("SELECT key, value FROM memory ORDER BY seq").fetchall()
+    assert rows == [("sub", '"v"'), ("plain", '"w"')]
+
+
+def test_writer_reports_a_table_it_could_not_write_and_keeps_the_others(tmp_path: Path) -> None:
+    """A row DuckDB refuses (NULL in a NOT NULL column) fails its table's rows, reported by the
+    next flush(); the batch's other tables are still written."""
+    path = tmp_path / "rf.duckdb"
+    with Store.open(path) as store:
+        store.writer.begin_group()
+        store.writer.put("memory", ("staging", None, 1, '"v"', "a", None, utcnow()))  # key is NOT NULL
+        store.record_execution(ex := _ex())
+        store.writer.end_group()
+        with pytest.raises(Exception, match=r"(?i)NOT NULL"):
+            store.flush()
+        assert store.get_execution(ex.id) is not None
+        assert store.cursor().execute("SELECT count(*) FROM memory").fetchone() == (0,)
+        store.writer.put("memory", ("staging", "k", 2, '"v"', "a", None, utcnow()))  # the writer goes on
+        store.flush()
+        assert store.cursor().execute("SELECT count(*) FROM memory").fetchone() == (1,)
+
 def test_busy_file_gives_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "rf.duckdb"
     Store.open(path).close()
