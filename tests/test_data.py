@@ -20,6 +20,7 @@ import pytest
 from conftest import run_rf
 from rf.client import open_local
 from rf.errors import Conflict, NotFound, RfError, UsageError
+from rf.services.host import HostCall
 
 SALES = "region,amount,day\neu,10,2026-01-01\nus,20,2026-01-02\neu,5,2026-01-03\n"
 
@@ -105,6 +106,13 @@ def test_timeout_limit_and_unknown_sources(b: Any, files: dict[str, Path]) -> No
     with pytest.raises(RfError, match=r"timed out after 0\.5 s"):
         b.query_data("sales", "SELECT sum(r.range * s.amount) FROM sales s, range(100000000000) r", timeout_s=0.5)
     assert time.monotonic() - started < 10
+    # From an agent, the execution's own timeout comes first: the query gets only the time it has left.
+    call = HostCall(env="production", agent="reporter", execution_id="ex_test")
+    call.start(time.monotonic() + 0.5)
+    with pytest.raises(RfError, match="did not finish before the execution's time ran out") as info:
+        b.services.data_query_host(call, "sales", "SELECT sum(r.range * s.amount) FROM sales s, range(100000000000) r",
+                                   timeout_s=60)
+    assert "agents/reporter/agent.toml" in (info.value.hint or "")
     with pytest.raises(UsageError, match="limit"):
         b.query_data("sales", "select 1", limit=0)
     with pytest.raises(NotFound, match="unknown data source 'ghost'"):
@@ -231,4 +239,9 @@ def test_postgres_source(b: Any, postgres: dict[str, Any], monkeypatch: pytest.M
         b.query_data("pg", "SELECT nextval('counter')")
     with pytest.raises(RfError, match="timed out"):
         b.query_data("pg", "SELECT pg_sleep(5)", timeout_s=0.5)
+    call = HostCall(env="staging", agent="reporter", execution_id="ex_test")
+    call.start(time.monotonic() + 0.5)
+    with pytest.raises(RfError, match="did not finish before the execution's time ran out"):
+        b.services.data_query_host(call, "pg", "SELECT pg_sleep(5)", timeout_s=60)
+    assert postgres["password"] in call.state["secrets"]  # redacted from the execution's trace
     assert b.query_data("pg", "SELECT count(*)::int AS n FROM sales").rows == [{"n": 3}]

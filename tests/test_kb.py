@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,6 +24,8 @@ from rf.config import snapshot_dir
 from rf.errors import Conflict, NotFound, UsageError
 from rf.kb import chunking, embed, extract
 from rf.kb.text import content_tokens
+from rf.llm.types import ProviderError
+from rf.services.host import HostCall
 
 DOCS = {
     "faq/refunds.md": b"# Refunds\n\nCustomers can request a refund within 30 days of purchase. "
@@ -149,6 +152,7 @@ class FakeEmbeddings:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.auth: list[str | None] = []
+        self.delay_s = 0.0  # how long each answer takes
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -157,6 +161,7 @@ class FakeEmbeddings:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                time.sleep(outer.delay_s)
                 outer.requests.append(body)
                 outer.auth.append(self.headers.get("Authorization"))
                 if self.path != "/v1/embeddings" or body.get("model") != "tiny-embed":
@@ -224,6 +229,17 @@ def test_provider_embedder_over_real_http_and_reembedding(b: Any, fake_embedding
     assert b.search_kb("docs", "reimbursement", k=1).hits[0].path == "faq/refunds.md"
     back = b.set_kb_embedder("docs", "default")
     assert back.kb.dim == 384 and b.search_kb("docs", "refund", k=1).hits[0].path == "faq/refunds.md"
+    # An agent's search gets only the time its execution has left (not [llm] timeout_s), and
+    # the provider's key is redacted from that execution's trace.
+    b.set_kb_embedder("docs", "provider:emb:tiny-embed")
+    fake_embeddings.delay_s = 2.0
+    call = HostCall(env="production", agent="helper", execution_id="ex_test")
+    call.start(time.monotonic() + 0.3)
+    with pytest.raises(ProviderError, match="did not answer before the execution's time ran out") as info:
+        b.services.kb_search_host(call, "docs", "reimbursement")
+    assert "agents/helper/agent.toml" in (info.value.hint or "")
+    assert "sk-test-123" in call.state["secrets"]
+    fake_embeddings.delay_s = 0.0
     with pytest.raises(UsageError, match="no /embeddings"):
         b.create_kb("other", embedder="provider:mock:x")
     with pytest.raises(NotFound):

@@ -166,6 +166,9 @@ class ProviderEmbedder:
         self.api_key = api_key or None
         self.model = model
         self.timeout_s = timeout_s
+        #: Set when ``timeout_s`` is the time the calling execution has left (shorter than
+        #: ``[llm] timeout_s``): a timeout then says so, with this hint.
+        self.out_of_time_hint: str | None = None
         self.batch_size = batch_size
         self.max_batch_chars = max_batch_chars
         self.spec = f"provider:{provider}:{model}"
@@ -210,6 +213,9 @@ class ProviderEmbedder:
             with httpx.Client(timeout=self.timeout_s) as client:
                 response = client.post(url, headers=headers, json={"model": self.model, "input": texts})
         except httpx.TimeoutException:
+            if self.out_of_time_hint:
+                raise self._error(f"embedding provider {self.provider!r} did not answer before the execution's "
+                                  "time ran out", self.out_of_time_hint) from None
             raise self._error(f"embedding provider {self.provider!r} did not answer within {self.timeout_s:g} s",
                               "the provider may be slow or overloaded; try again, or raise [llm] timeout_s") from None
         except httpx.HTTPError as exc:

@@ -168,16 +168,20 @@ class DataSourcesService(ServiceBase):
 
         limit = _check_limit(limit)
         timeout_s = _check_timeout(timeout_s)
+        # From an agent, the query gets at most the time its execution has left.
+        timeout_s, cut_short = call.time_left(timeout_s) if call is not None else (timeout_s, False)
+        out_of_time = f"raise timeout_s in agents/{call.agent}/agent.toml, or narrow the query" if (
+            cut_short and call is not None) else None
         row = self._source_row(name)
         if row["kind"] == "postgres":
             password = self._data_password(row["credential"], name) if row["credential"] else None
             if call is not None and password:
                 call.secret(password)
             out = run_postgres_query(name, row["location"], password, sql, params=params, limit=limit,
-                                     timeout_s=timeout_s)
+                                     timeout_s=timeout_s, out_of_time_hint=out_of_time)
         else:
             out = run_duckdb_query(name, row["kind"], row["location"], sql, params=params, limit=limit,
-                                   timeout_s=timeout_s)
+                                   timeout_s=timeout_s, out_of_time_hint=out_of_time)
         return DataQueryResult(source=name, columns=out.columns, types=out.types, rows=out.rows,
                                row_count=len(out.rows), truncated=out.truncated, took_ms=out.elapsed_ms)
 

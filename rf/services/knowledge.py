@@ -138,9 +138,14 @@ class KnowledgeService(ServiceBase):
             key = self._secret_value(provider.credential, provider.name)  # type: ignore[attr-defined]
             if call is not None:
                 call.secret(key)
-        timeout = float(self.llm_settings().timeout_s)  # type: ignore[attr-defined]
-        return embed.ProviderEmbedder(provider.name, provider.base_url or "https://api.openai.com/v1", key,
-                                      model or "", timeout_s=timeout)
+        # [llm] timeout_s, or less: the calling execution's own timeout comes first.
+        limit = float(self.llm_settings().timeout_s)  # type: ignore[attr-defined]
+        timeout, cut_short = call.time_left(limit) if call is not None else (limit, False)
+        embedder = embed.ProviderEmbedder(provider.name, provider.base_url or "https://api.openai.com/v1", key,
+                                          model or "", timeout_s=timeout)
+        if cut_short and call is not None:
+            embedder.out_of_time_hint = f"raise timeout_s in agents/{call.agent}/agent.toml"
+        return embedder
 
     def _describe_embedder(self, spec: str) -> str:
         if spec == embed.DEFAULT:
@@ -437,8 +442,12 @@ class KnowledgeService(ServiceBase):
                         seconds=round(time.perf_counter() - started, 3))
 
     # ------------------------------------------------------------ searching
-    def search_kb(self, name: str, query: str, k: int = 5, filter: Any = None) -> KBSearchResult:
-        """Hybrid search: embeddings + BM25 + metadata filters (``{key: value}`` or ``["key=value"]``)."""
+    def search_kb(self, name: str, query: str, k: int = 5, filter: Any = None,
+                  call: HostCall | None = None) -> KBSearchResult:
+        """Hybrid search: embeddings + BM25 + metadata filters (``{key: value}`` or ``["key=value"]``).
+
+        From an agent (``call``), a provider embedding gets at most the time the
+        execution has left, and the provider's key is redacted from its trace."""
         started = time.perf_counter()
         if not isinstance(query, str) or not query.strip():
             raise UsageError("the search query is empty")
@@ -450,7 +459,7 @@ class KnowledgeService(ServiceBase):
         row = self._kb_row(name)
         hits: list[KBHit] = []
         if row["vectors"]:
-            embedder = self._embedder(row["embedder"])
+            embedder = self._embedder(row["embedder"], call)
             vector = embedder.embed([query])[0]
             if len(vector) != row["dim"]:
                 raise Conflict(f"the embedder returned {len(vector)}-dimensional vectors but {name!r} stores "
@@ -479,7 +488,7 @@ class KnowledgeService(ServiceBase):
         """``ctx.kb(name).search``: the same KB whatever the environment (KBs are shared)."""
         call.annotate(kb=name, k=k, query=query[:500] if isinstance(query, str) else query,
                       filter=filter)
-        result = self.search_kb(name, query, k, filter)
+        result = self.search_kb(name, query, k, filter, call)
         call.annotate(results=len(result.hits), embedder=result.embedder,
                       top_score=result.hits[0].score if result.hits else None)
         self._note_kb_use("kb", name, call)

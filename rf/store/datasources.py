@@ -236,8 +236,17 @@ def open_source(name: str, kind: str, location: str) -> duckdb.DuckDBPyConnectio
     return con
 
 
+def _timed_out(name: str, timeout_s: float, out_of_time_hint: str | None) -> RfError:
+    """A query stopped by its timeout; ``out_of_time_hint`` when that was the calling execution's
+    time left (shorter than the query's own timeout)."""
+    if out_of_time_hint:
+        return RfError(f"query on {name!r} did not finish before the execution's time ran out", out_of_time_hint)
+    return RfError(f"query on {name!r} timed out after {timeout_s:g} s",
+                   "narrow it (WHERE, LIMIT, fewer columns) or raise the timeout")
+
+
 def run_duckdb_query(name: str, kind: str, location: str, sql: str, *, params: Any = None, limit: int = 1000,
-                     timeout_s: float = 30.0) -> QueryOutput:
+                     timeout_s: float = 30.0, out_of_time_hint: str | None = None) -> QueryOutput:
     """Run one read-only statement against a file or DuckDB source (see the module docstring)."""
     stmt = check_read_only(sql)
     values = _check_params(params)
@@ -252,8 +261,7 @@ def run_duckdb_query(name: str, kind: str, location: str, sql: str, *, params: A
         types = [str(d[1]) for d in cur.description or []]
         raw = cur.fetchall()
     except duckdb.InterruptException:
-        raise RfError(f"query on {name!r} timed out after {timeout_s:g} s",
-                      "narrow it (WHERE, LIMIT, fewer columns) or raise the timeout") from None
+        raise _timed_out(name, timeout_s, out_of_time_hint) from None
     except duckdb.PermissionException as exc:
         raise UsageError(f"the query may only read data source {name!r}: {_first_line(exc)}") from None
     except duckdb.Error as exc:
@@ -319,7 +327,7 @@ def parse_postgres_dsn(dsn: str) -> PgTarget:
 
 
 def run_postgres_query(name: str, dsn: str, password: str | None, sql: str, *, params: Any = None,
-                       limit: int = 1000, timeout_s: float = 30.0) -> QueryOutput:
+                       limit: int = 1000, timeout_s: float = 30.0, out_of_time_hint: str | None = None) -> QueryOutput:
     """One statement in a READ ONLY transaction with ``statement_timeout`` (pg8000).
 
     The statement goes through PostgreSQL's *extended* protocol, which
@@ -368,8 +376,7 @@ def run_postgres_query(name: str, dsn: str, password: str | None, sql: str, *, p
     except pg8000.native.DatabaseError as exc:
         message = _pg_message(exc, password)
         if "statement timeout" in message:
-            raise RfError(f"query on {name!r} timed out after {timeout_s:g} s",
-                          "narrow it (WHERE, LIMIT, fewer columns) or raise the timeout") from None
+            raise _timed_out(name, timeout_s, out_of_time_hint) from None
         if "read-only transaction" in message:
             raise UsageError(f"data sources are read-only: {message}") from None
         raise UsageError(f"query failed: {message}") from None
