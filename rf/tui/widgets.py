@@ -7,10 +7,26 @@ from typing import Any
 from textual import events
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import DataTable, Footer, Static
 
 STAGING_TEXT = "Staging: every edit happens here. Production changes only when you publish from Releases (key 5)."
 READ_ONLY_TEXT = "Production is read-only. Press e to switch to staging to make changes; publish them from Releases."
+
+
+class Table(DataTable[Any]):
+    """The dashboard's DataTable: a header painted between adding rows and measuring them stays right.
+
+    Textual caches each rendered cell without its width and re-measures the
+    columns on the next idle pass (``_update_dimensions``), clearing only the
+    line cache. A header painted in between (a busy machine, a key press at
+    the wrong moment) kept the old, narrower column widths over rows drawn
+    with the new ones. Clearing the cell caches after each re-measure fixes
+    that; it happens once per batch of new rows, not per paint.
+    """
+
+    def _update_dimensions(self, new_rows: Any) -> None:
+        super()._update_dimensions(new_rows)
+        self._clear_caches()
 
 
 class EnvBadge(Static):

@@ -19,7 +19,7 @@ from rf.tui import render
 from rf.tui.format import ENV_COLORS, one_line, plural, short
 from rf.tui.modals import ConfirmModal, FormModal
 from rf.tui.views.base import Command, View, restore_cursor, selected_key
-from rf.tui.widgets import Empty
+from rf.tui.widgets import Empty, Table
 
 if TYPE_CHECKING:
     from rf.client import Backend
@@ -128,7 +128,7 @@ class AgentsView(View):
         self.detail: AgentDetail | None = None
 
     def compose_view(self) -> ComposeResult:
-        table: DataTable[str | Text] = DataTable(id="agents-table", cursor_type="row", zebra_stripes=True)
+        table: DataTable[str | Text] = Table(id="agents-table", cursor_type="row", zebra_stripes=True)
         table.add_column("agent", key="agent")
         table.add_column("description", key="description")
         table.add_column(Text("staging", style=f"bold {ENV_COLORS['staging']}"), key="staging")

@@ -25,7 +25,7 @@ from rf.tui.calls import run_call
 from rf.tui.format import ago, one_line, plural
 from rf.tui.modals import ConfirmModal, FormModal
 from rf.tui.views.base import Command, View, restore_cursor, selected_key
-from rf.tui.widgets import Empty
+from rf.tui.widgets import Empty, Table
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
 
@@ -271,14 +271,14 @@ class ConnectorsView(View):
         self.resource_place: str | None = None
 
     def compose_view(self) -> ComposeResult:
-        table: DataTable[str | Text] = DataTable(id="connectors-table", cursor_type="row", zebra_stripes=True)
+        table: DataTable[str | Text] = Table(id="connectors-table", cursor_type="row", zebra_stripes=True)
         for label in ("connector", "base URL", "auth", "credential", "resources", "mode", "updated"):
             table.add_column(label, key=label)
         yield table
         yield Empty("", id="connectors-empty")
         with Horizontal(id="connector-detail", classes="detail"):
             yield Static("", id="connector-config")
-            resources: DataTable[str | Text] = DataTable(id="resources-table", cursor_type="row")
+            resources: DataTable[str | Text] = Table(id="resources-table", cursor_type="row")
             for label in ("resource", "method", "path", "mock"):
                 resources.add_column(label, key=label)
             yield resources

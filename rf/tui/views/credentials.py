@@ -25,7 +25,7 @@ from rf.tui.calls import run_call
 from rf.tui.format import ago, one_line, plural, when
 from rf.tui.modals import FormModal
 from rf.tui.views.base import Command, View, restore_cursor, selected_key
-from rf.tui.widgets import Empty
+from rf.tui.widgets import Empty, Table
 
 
 class CredentialForm(FormModal):
@@ -155,7 +155,7 @@ class CredentialsView(View):
         self.place: str | None = None
 
     def compose_view(self) -> ComposeResult:
-        table: DataTable[str | Text] = DataTable(id="credentials-table", cursor_type="row", zebra_stripes=True)
+        table: DataTable[str | Text] = Table(id="credentials-table", cursor_type="row", zebra_stripes=True)
         for label in ("credential", "description", "storage", "used by", "rotated"):
             table.add_column(label, key=label)
         yield table

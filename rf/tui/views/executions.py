@@ -20,7 +20,7 @@ from rf.tui import render
 from rf.tui.format import ago, duration, id_at, one_line, parse_before, short, when
 from rf.tui.render import json_renderable
 from rf.tui.views.base import Command, View, restore_cursor, selected_key
-from rf.tui.widgets import Empty
+from rf.tui.widgets import Empty, Table
 
 PAGE = 100
 SOURCES = ("endpoint", "invoke", "test", "trigger", "replay")
@@ -83,7 +83,7 @@ class ExecutionsView(View):
             )
             yield Input(placeholder="before: 15m, 2h, 2026-01-31 (enter)", id="filter-before", compact=True)
         yield Label("", id="filter-before-error", classes="field-error", markup=False)
-        table: DataTable[str | Text] = DataTable(id="executions-table", cursor_type="row", zebra_stripes=True)
+        table: DataTable[str | Text] = Table(id="executions-table", cursor_type="row", zebra_stripes=True)
         # The output/error of the highlighted row is in the detail below: the table stays narrow.
         for label in ("execution", "started", "agent", "status", "source", "duration"):
             table.add_column(label, key=label)

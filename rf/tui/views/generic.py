@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Static
 from rf.tui import render
 from rf.tui.format import one_line, plural, pretty_json, when
 from rf.tui.views.base import View, restore_cursor, selected_key
-from rf.tui.widgets import Empty
+from rf.tui.widgets import Empty, Table
 
 
 class ListView(View):
@@ -33,7 +33,7 @@ class ListView(View):
         self.place: str | None = None
 
     def compose_view(self) -> ComposeResult:
-        table: DataTable[str | Text] = DataTable(id=f"{self.KEY}-table", cursor_type="row", zebra_stripes=True)
+        table: DataTable[str | Text] = Table(id=f"{self.KEY}-table", cursor_type="row", zebra_stripes=True)
         for column in self.COLUMNS:
             table.add_column(column.replace("_", " "), key=column)
         yield table

@@ -16,7 +16,7 @@ from rf.tui import render
 from rf.tui.format import ago, one_line, plural, when
 from rf.tui.modals import ConfirmModal
 from rf.tui.views.base import View, restore_cursor, selected_key
-from rf.tui.widgets import Empty
+from rf.tui.widgets import Empty, Table
 
 
 class MemoryView(View):
@@ -39,7 +39,7 @@ class MemoryView(View):
 
     def compose_view(self) -> ComposeResult:
         yield Input(placeholder="key prefix (enter to filter)", id="memory-prefix", compact=True)
-        table: DataTable[str | Text] = DataTable(id="memory-table", cursor_type="row", zebra_stripes=True)
+        table: DataTable[str | Text] = Table(id="memory-table", cursor_type="row", zebra_stripes=True)
         for label in ("key", "value", "size", "agent", "updated"):
             table.add_column(label, key=label)
         yield table

@@ -26,7 +26,7 @@ from rf.tui.modals import FormModal
 from rf.tui.views.base import Command
 from rf.tui.views.connectors import parse_json_field
 from rf.tui.views.generic import ListView
-from rf.tui.widgets import RfFooter
+from rf.tui.widgets import RfFooter, Table
 
 if TYPE_CHECKING:
     from rf.client import Backend
@@ -470,7 +470,7 @@ class DataQueryModal(FormModal):
         yield Input(f"SELECT * FROM {self.source}", id="sql")
         yield self.field_error("sql")
         yield Static("", id="query-summary")
-        table: DataTable[str] = DataTable(id="rows-table", zebra_stripes=True)
+        table: DataTable[str] = Table(id="rows-table", zebra_stripes=True)
         table.display = False
         yield table
 

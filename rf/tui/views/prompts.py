@@ -21,7 +21,7 @@ from rf.tui.calls import run_call
 from rf.tui.format import ENV_COLORS, ago, one_line, plural
 from rf.tui.modals import FormModal
 from rf.tui.views.base import Command, View, restore_cursor, selected_key
-from rf.tui.widgets import Empty
+from rf.tui.widgets import Empty, Table
 
 
 @dataclass
@@ -133,7 +133,7 @@ class PromptsView(View):
         self._detail_for: tuple[str, str, int, int | None] | None = None
 
     def compose_view(self) -> ComposeResult:
-        table: DataTable[str | Text] = DataTable(id="prompts-table", cursor_type="row", zebra_stripes=True)
+        table: DataTable[str | Text] = Table(id="prompts-table", cursor_type="row", zebra_stripes=True)
         table.add_column("prompt", key="prompt")
         table.add_column(Text("draft", style=f"bold {ENV_COLORS['staging']}"), key="draft")
         table.add_column(Text("published", style=f"bold {ENV_COLORS['production']}"), key="published")

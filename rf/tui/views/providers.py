@@ -20,7 +20,7 @@ from rf.tui.calls import run_call
 from rf.tui.format import duration, one_line, plural, when
 from rf.tui.modals import ConfirmModal, FormModal
 from rf.tui.views.base import Command, View, restore_cursor, selected_key
-from rf.tui.widgets import Empty
+from rf.tui.widgets import Empty, Table
 
 KINDS = ("openai", "anthropic", "mock")
 
@@ -114,7 +114,7 @@ class ProvidersView(View):
         self.tests: dict[str, ProviderTest | str] = {}
 
     def compose_view(self) -> ComposeResult:
-        table: DataTable[str | Text] = DataTable(id="providers-table", cursor_type="row", zebra_stripes=True)
+        table: DataTable[str | Text] = Table(id="providers-table", cursor_type="row", zebra_stripes=True)
         for label in ("provider", "kind", "model", "base URL", "credential", ""):
             table.add_column(label, key=label)
         yield table

@@ -29,7 +29,7 @@ from rf.tui import render
 from rf.tui.format import ago, one_line, plural, state_label, when
 from rf.tui.modals import ConfirmModal
 from rf.tui.views.base import Command, View, restore_cursor, selected_key
-from rf.tui.widgets import Empty
+from rf.tui.widgets import Empty, Table
 
 
 def item_key(item: ReleaseItem) -> str:
@@ -99,7 +99,7 @@ class ReleasesView(View):
                     id="releases-empty",
                 )
             with TabPane("History", id="releases-history"):
-                table: DataTable[str | Text] = DataTable(id="release-history", cursor_type="row", zebra_stripes=True)
+                table: DataTable[str | Text] = Table(id="release-history", cursor_type="row", zebra_stripes=True)
                 for label in ("release", "when", "author", "kind", "message", "items"):
                     table.add_column(label, key=label)
                 yield table

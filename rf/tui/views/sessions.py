@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Static
 from rf.models import SessionSummary, SessionThread
 from rf.tui.format import ago, one_line, plural, pretty_json, when
 from rf.tui.views.base import View, restore_cursor, selected_key
-from rf.tui.widgets import Empty
+from rf.tui.widgets import Empty, Table
 
 
 class Bubble(Static):
@@ -38,7 +38,7 @@ class SessionsView(View):
 
     def compose_view(self) -> ComposeResult:
         with Horizontal(id="sessions-body"):
-            table: DataTable[str | Text] = DataTable(id="sessions-table", cursor_type="row", zebra_stripes=True)
+            table: DataTable[str | Text] = Table(id="sessions-table", cursor_type="row", zebra_stripes=True)
             for label in ("session", "agent", "msgs", "active"):
                 table.add_column(label, key=label)
             yield table

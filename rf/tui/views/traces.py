@@ -15,7 +15,7 @@ from rf.models import Span, Trace, TraceSummary
 from rf.tui import render
 from rf.tui.format import ago, duration, plural, pretty_json
 from rf.tui.views.base import View, restore_cursor, selected_key
-from rf.tui.widgets import Empty
+from rf.tui.widgets import Empty, Table
 
 BAR = 16
 KIND_COLORS = {
@@ -93,7 +93,7 @@ class TracesView(View):
         self._trace_for: tuple[str, str] | None = None
 
     def compose_view(self) -> ComposeResult:
-        table: DataTable[str | Text] = DataTable(id="traces-table", cursor_type="row", zebra_stripes=True)
+        table: DataTable[str | Text] = Table(id="traces-table", cursor_type="row", zebra_stripes=True)
         for label in ("execution", "agent", "status", "duration", "started"):
             table.add_column(label, key=label)
         yield table
