@@ -80,6 +80,13 @@ def test_deploy_promote_and_inspect(ws: Any) -> None:
     assert r.returncode == 2 and "--yes" in r.stderr
     agents = json.loads(run_rf("agents", "list", "--json", cwd=root).stdout)
     assert agents[0]["production_commit"] is None
+    # A long description gives way on a narrow terminal: one line per agent, its state on it.
+    toml = root / "agents" / "hello" / "agent.toml"
+    toml.write_text(toml.read_text().replace('description = "', 'description = "' + "a rather long story " * 5))
+    assert run_rf("agents", "deploy", "hello", cwd=root).returncode == 0
+    listed = run_rf("agents", "list", cwd=root, env={"COLUMNS": "80"}).stdout.splitlines()
+    assert len(listed) == 2 and listed[1].startswith("hello") and listed[1].endswith("not promoted yet"), listed
+    assert "…" in listed[1] and max(len(line) for line in listed) <= 80
     r = run_rf("agents", "promote", "hello", "--yes", cwd=root)
     assert r.returncode == 0 and "promoted hello to production" in r.stderr
     (root / "agents" / "hello" / "agent.py").write_text("def handle(input, ctx):\n    return 'v2'\n")

@@ -47,15 +47,17 @@ def list_agents(json_out: JsonOption = False) -> None:
         out.print("no agents deployed yet" + (f" — in agents/: {', '.join(local)}; deploy with: rf agents deploy NAME" if local else ""))
         return
     table = Table(box=None, pad_edge=False, header_style="bold")
-    table.add_column("agent")
-    table.add_column("description", overflow="ellipsis", max_width=40)
-    table.add_column("staging", style="#f59e0b")
-    table.add_column("production", style="#10b981")
-    table.add_column("")
-    for a in agents:
-        ahead = "not promoted yet" if a.production_commit is None else (
-            f"{a.commits_ahead} ahead" if a.commits_ahead else "in sync")
-        table.add_row(a.name, escape(a.description), short(a.staging_commit), short(a.production_commit), ahead)
+    states = ["not promoted yet" if a.production_commit is None else (
+        f"{a.commits_ahead} ahead" if a.commits_ahead else "in sync") for a in agents]
+    # One agent per line: on a narrow terminal the description gives way (ellipsis), nothing wraps.
+    others = max(5, *(len(a.name) for a in agents)) + 8 + 10 + max(len(s) for s in states) + 4 * 2
+    table.add_column("agent", no_wrap=True)
+    table.add_column("description", overflow="ellipsis", no_wrap=True, max_width=max(12, min(40, out.width - others)))
+    table.add_column("staging", style="#f59e0b", no_wrap=True)
+    table.add_column("production", style="#10b981", no_wrap=True)
+    table.add_column("", no_wrap=True)
+    for a, state in zip(agents, states, strict=True):
+        table.add_row(a.name, escape(a.description), short(a.staging_commit), short(a.production_commit), state)
     out.print(table)
 
 
