@@ -10,7 +10,6 @@ models — the Backend protocol — and one contract test suite runs on both.
 from __future__ import annotations
 
 import functools
-import http.client
 import inspect
 import json
 import os
@@ -70,6 +69,8 @@ class HttpBackend:
         self.timeout = timeout
 
     def _request(self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None) -> Any:
+        import http.client  # only when a server is running (~20 ms that local commands need not pay)
+
         if query:
             clean = {k: ("true" if v is True else "false" if v is False else v) for k, v in query.items() if v is not None}
             if clean:
