@@ -39,7 +39,7 @@ MIGRATIONS: list[list[str]] = [
             updated_at TIMESTAMP NOT NULL,
             PRIMARY KEY (agent, env)
         )""",
-        # High-volume: written only through the batching writer (Appender).
+        # High-volume: written only through the batching writer (rf.store.writer).
         # No primary key on purpose: ids are unique by construction and an
         # ART index would slow every append.
         """CREATE TABLE executions (
