@@ -91,7 +91,8 @@ def test_span_tree_of_an_execution(services: FakeServices) -> None:
     assert (trace.execution_id, trace.env, trace.agent, trace.status) == (ex.id, "staging", "tree", "ok")
     spans = by_name(trace)
     assert sorted(s.name for s in trace.spans) == sorted(["tree", "plan", "lookup", "risky", "memory.set", "memory.get",
-                                                          "memory.get", "llm.fake", "session.history"])
+                                                          "memory.get", "llm.fake", "session.history",
+                                                          "worker.start"])  # its first run: a cold start
     root = trace.spans[0]
     assert root.parent_id is None and root.kind == "agent" and root.name == "tree"
     assert all(s.trace_id == trace.trace_id and s.env == "staging" and s.execution_id == ex.id for s in trace.spans)
@@ -118,6 +119,27 @@ def test_span_tree_of_an_execution(services: FakeServices) -> None:
     assert risky.status == "error" and "non-empty string" in (risky.error or "")  # it passed through the span
     assert root.status == "ok" and root.attributes["child_errors"] == 2
     assert [t.execution_id for t in services.list_traces("staging")] == [ex.id]
+
+
+def test_a_cold_start_shows_in_the_trace(services: FakeServices) -> None:
+    """The wait for a new worker to start and import the agent is a span of its own, so a trace
+    longer than its execution's run says why; a warm worker adds none."""
+    code = "import time\ntime.sleep(0.3)  # a slow import\ndef handle(input, ctx):\n    return 1\n"
+    cold = services.run_test("slow", files(code), {})
+    warm = services.run_test("slow", files(code), {})
+    assert cold.status == warm.status == "succeeded"
+    spans = services.get_trace(cold.id).spans
+    root, start = spans[0], by_name(services.get_trace(cold.id))["worker.start"]
+    assert (start.kind, start.status, start.parent_id) == ("runtime", "ok", root.span_id)
+    assert start.end_ns - start.start_ns >= 300_000_000 and start.attributes["worker_pid"] > 0
+    assert root.start_ns <= start.start_ns <= start.end_ns <= root.end_ns
+    assert cold.duration_ms < 300 < (root.end_ns - root.start_ns) / 1e6  # the run itself excludes the import
+    assert "worker.start" not in by_name(services.get_trace(warm.id))
+    # An agent that cannot be imported: the failed start is the span that says so.
+    broken = services.run_test("broken", files("raise ImportError('no such thing')\n"), {})
+    assert broken.status == "failed" and "no such thing" in (broken.error or "")
+    failed = by_name(services.get_trace(broken.id))["worker.start"]
+    assert failed.status == "error" and failed.error == "the worker could not start the agent"
 
 
 def test_errors_mark_their_span_and_the_root(services: FakeServices) -> None:
@@ -157,7 +179,8 @@ def test_trace_modes(services: FakeServices) -> None:
     assert set(m["mini"].attributes) == {"commit", "source"}  # no input/output
     assert m["s"].attributes == {} and m["memory.get"].attributes == {}
     assert all(sp.end_ns >= sp.start_ns and sp.status == "ok" for sp in minimal.spans)
-    assert len(minimal.spans) == 3
+    assert len(minimal.spans) == 4  # the root, s, memory.get and its cold start (worker.start)
+    assert all(not s.attributes for s in minimal.spans if s.kind != "agent")
 
 
 def test_secrets_are_redacted_everywhere(services: FakeServices) -> None:
@@ -253,7 +276,7 @@ def test_spans_made_before_a_hang_are_kept(services: FakeServices) -> None:
                                     "agent.py": code.encode()}, {})
     assert ex.status == "failed" and ex.error_type == "timeout"
     spans = by_name(services.get_trace(ex.id))
-    assert set(spans) == {"hang", "before", "after-sleep"}  # the last span was still in the worker's outbox
+    assert set(spans) == {"hang", "before", "after-sleep", "worker.start"}  # "never-sent" was still in the outbox
     assert spans["hang"].status == "error" and "timed out" in (spans["hang"].error or "")
 
 
@@ -272,7 +295,7 @@ def test_many_spans_in_several_batches(services: FakeServices) -> None:
     trace = services.get_trace(ex.id)
     root, outer = trace.spans[0], by_name(trace)["outer"]
     steps = [s for s in trace.spans if s.name == "step"]
-    assert len(trace.spans) == 302 and len(steps) == 300
+    assert len(trace.spans) == 303 and len(steps) == 300  # with the root, "outer" and worker.start
     assert outer.parent_id == root.span_id and outer.attributes == {"kind": "loop", "done": True}
     assert all(s.parent_id == outer.span_id and s.kind == "custom" and s.status == "ok" for s in steps)
     assert sorted(s.attributes["n"] for s in steps) == list(range(300))

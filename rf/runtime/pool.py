@@ -112,6 +112,10 @@ class RunResult:
     ops: Any = None
     #: Custom spans still pending then, as one JSON text of span rows (rf.services.span_rows).
     spans: Any = None
+    #: ``(start_ns, end_ns, ok)`` (``time.time_ns()``) when this run waited for its worker to
+    #: start and import the agent (a cold start; ``ok`` False if it could not); None when a
+    #: warm worker took it at once.
+    worker_start: tuple[int, int, bool] | None = None
 
     @property
     def ok(self) -> bool:
@@ -452,6 +456,7 @@ class WorkerPool:
             payload = _run_frame(request)
         except (TypeError, ValueError) as exc:
             return _failed(f"input is not JSON-serializable: {exc}", "protocol")
+        waited_from = time.time_ns()
         try:
             worker = self._acquire(key, os.fspath(code_dir), entrypoint)
         except _PoolClosed:
@@ -462,11 +467,15 @@ class WorkerPool:
             return _failed(f"cannot start a worker: {exc}", "crash")
         completed = False
         try:
+            cold_start = None
             if not worker.ready:
                 failure = self._await_ready(worker, timeout_s)
+                cold_start = (waited_from, time.time_ns(), failure is None)
                 if failure is not None:
+                    failure.worker_start = cold_start
                     return failure
             result = self._execute(worker, payload, timeout_s, on_chunk, host, on_start)
+            result.worker_start = cold_start
             completed = True
             return result
         finally:

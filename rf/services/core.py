@@ -415,6 +415,8 @@ class CoreServices:
 
     def _finish_run(self, prepared: Any, result: Any, *, commit_label: str, input: Any) -> Execution:
         call, tracer, request = prepared
+        if result.worker_start is not None:  # a cold start: the trace shows the wait
+            tracer.worker_start(*result.worker_start, result.worker_pid)
         if result.ops or result.spans:
             # Deferred ctx calls and custom spans that rode on the worker's "done"
             # message; a failure among them fails the execution (see finish_execution).

@@ -222,6 +222,13 @@ class ExecutionTrace:
             attributes = self._scrub(attributes)
         self.rows.append([span_id, parent, kind, name, start_ns, end_ns, status, error, attributes])
 
+    def worker_start(self, start_ns: int, end_ns: int, ok: bool, pid: int | None) -> None:
+        """A ``runtime`` span for the wait while a new worker started and imported the agent
+        (a cold start): why an execution's trace can be longer than its run."""
+        attributes = {"worker_pid": pid} if pid is not None and self.mode != "minimal" else {}
+        self._child(_new_span_id(), self.root_id, "runtime", "worker.start", start_ns, max(end_ns, start_ns),
+                    "ok" if ok else "error", None if ok else "the worker could not start the agent", attributes)
+
     def _parent(self, parent: Any) -> str:
         if isinstance(parent, str) and parent:
             return parent
