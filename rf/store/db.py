@@ -53,9 +53,12 @@ def translate_error(exc: BaseException) -> RfError | None:
 
 
 def _being_created(path: Path) -> bool:
-    """Whether ``path`` looks like a store another process is creating (small and new)."""
+    """Whether ``path`` looks like a store another process is creating (small and new), or
+    is gone since DuckDB refused it (it moved under us: the next attempt sees what is there)."""
     try:
         stat = path.stat()
+    except FileNotFoundError:
+        return True
     except OSError:
         return False
     return stat.st_size < 1024 * 1024 and time.time() - stat.st_mtime < 30
