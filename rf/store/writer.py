@@ -17,11 +17,13 @@ parses it inside DuckDB (``from_json``), which runs without Python's GIL.
 DuckDB's Appender, the obvious tool, converts each Python value while
 holding the GIL: about 9 µs a row, during which the server's event loop,
 the thread that answers requests, cannot run. Through JSON, DuckDB spends
-a little more CPU (~15 µs a row) but on the other core, in parallel with
-the event loop. Values round-trip exactly (strings, including NUL and
+more CPU (an executions row: ~25 µs instead of ~15 µs) but on the other
+core, in parallel with the event loop; on a 2-core machine under full load
+that is a wash for throughput (bench/README.md), and the event loop no longer
+stalls for ~6 ms per batch. Values round-trip exactly (strings, including NUL and
 non-BMP characters, integers to 64 bits, floats, naive datetimes); a table
-with a column type JSON text cannot carry, or a batch msgspec cannot encode,
-goes through the Appender instead, as does the table-by-table retry after a
+with a column type JSON text cannot carry, or a batch that cannot be encoded
+as JSON, goes through the Appender instead, as does the table-by-table retry after a
 failed batch.
 """
 
@@ -34,24 +36,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from rf.jsonfast import dumpb
+
 log = logging.getLogger("rf.store.writer")
 
 _STOP = object()
 #: Column types a row's JSON text carries exactly (cast from the text DuckDB's from_json gives).
 _CASTABLE = frozenset({"BIGINT", "INTEGER", "SMALLINT", "DOUBLE", "BOOLEAN", "TIMESTAMP"})
-
-
-def _encode_rows(rows: list[tuple[Any, ...]]) -> bytes:
-    """Rows as one JSON array of arrays (msgspec, imported on the first batch)."""
-    global _encode_rows
-    import msgspec
-
-    encode = msgspec.json.Encoder().encode
-
-    def _encode_rows(rows: list[tuple[Any, ...]]) -> bytes:
-        return encode(rows)  # type: ignore[no-any-return]
-
-    return encode(rows)  # type: ignore[no-any-return]
 
 
 class _Barrier:
@@ -220,8 +211,8 @@ class BatchWriter:
         sql = self._insert_sql(table)
         if sql is not None:
             try:
-                text = _encode_rows(rows).decode("utf-8")
-            except (TypeError, ValueError):  # e.g. a value msgspec has no JSON for
+                text = dumpb(rows).decode("utf-8")
+            except (TypeError, ValueError):  # e.g. a datetime next to a value msgspec refuses
                 pass
             else:
                 self._con.execute(sql, (text,))
