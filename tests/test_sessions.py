@@ -91,6 +91,54 @@ def test_a_failed_execution_leaves_the_session_untouched(local: Backend) -> None
     assert [c for _, c in contents(local, "s3", "staging")] == ["one", "staging heard 'one' after 0 messages"]
 
 
+def test_one_row_per_execution_and_older_rows_read_alike(local: Backend) -> None:
+    """An execution's messages are one `session_turns` row (v12); messages a store kept one
+    row each before v12 (`session_messages`) still read as the start of the same session."""
+    import datetime as dt
+
+    from rf.services.sessions import next_seq
+
+    store = local.services.store
+    at = dt.datetime(2026, 1, 2, 3, 4, 5, 678000)
+    seq = next_seq(2)
+    store.queue_session_messages([
+        ("staging", "chat", "old", seq, "user", json.dumps("before v12"), "ex-old", at),
+        ("staging", "chat", "old", seq + 1, "assistant", json.dumps({"n": 1}), "ex-old", at),
+    ])
+    store.queue_session_messages([("production", "chat", "old", next_seq(), "user", '"other env"', "ex-p", at)])
+    ex = local.invoke("staging", "chat", {"message": "after", "note": "ünïcode ✓"}, "old")
+    assert ex.status == "succeeded", ex.error
+    assert ex.output["seen"] == ["before v12", {"n": 1}, {"note": "ünïcode ✓"}]
+    store.flush()
+    turns = store.cursor().execute(
+        "SELECT env, session_id, count, execution_id FROM session_turns").fetchall()
+    assert turns == [("staging", "old", 3, ex.id)]
+
+    thread = local.get_session("old", "staging")
+    assert [(m.role, m.content, m.execution_id) for m in thread.messages] == [
+        ("user", "before v12", "ex-old"), ("assistant", {"n": 1}, "ex-old"),
+        ("user", "after", ex.id), ("tool", {"note": "ünïcode ✓"}, ex.id),
+        ("assistant", "staging heard 'after' after 2 messages", ex.id)]
+    assert thread.messages[0].created_at == "2026-01-02T03:04:05.678Z"
+    times = [m.created_at for m in thread.messages[2:]]
+    assert times == sorted(times) and times[0] >= ex.started_at[:23]
+    # history(limit) cuts inside a row, across both layouts.
+    stored = store.session_messages("staging", "old", "chat", limit=4)
+    assert [r[2] for r in stored] == [{"n": 1}, "after", {"note": "ünïcode ✓"},
+                                      "staging heard 'after' after 2 messages"]
+    assert [r[2] for r in store.session_messages("staging", "old", "chat", limit=2)] == [
+        {"note": "ünïcode ✓"}, "staging heard 'after' after 2 messages"]
+    assert store.session_messages("staging", "old", "chat", limit=0) == []
+    assert len(store.session_messages("staging", "old", "chat", limit=99)) == 5
+    listed = local.list_sessions("staging")
+    assert [(s.id, s.messages, s.last_message) for s in listed] == [
+        ("old", 5, "staging heard 'after' after 2 messages")]
+    assert listed[0].started_at == "2026-01-02T03:04:05.678Z"
+    assert [(s.id, s.messages, s.last_message) for s in local.list_sessions("production")] == [
+        ("old", 1, "other env")]
+    assert store.session_agents("staging", "old") == ["chat"]
+
+
 def test_session_ids_are_validated_before_anything_runs(local: Backend) -> None:
     for bad in ("has space", "", "x" * 129, "semi;colon", "ünïcode"):
         with pytest.raises(UsageError) as info:

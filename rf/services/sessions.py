@@ -54,12 +54,21 @@ from rf.services.traces import FAST_DEFERRED
 
 if TYPE_CHECKING:
     from rf.store import Store
-    from rf.store.sessions import MemoryRow, SessionRow
+    from rf.store.sessions import MemoryRow
 
 _SESSION_ID = re.compile(SESSION_ID_PATTERN)
 #: Encoders made once (json.dumps with options builds a new one per call).
 _encode = dumps
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_EPOCH = _dt.datetime(1970, 1, 1)
+_MICROSECOND = _dt.timedelta(microseconds=1)
+
+
+def _micros(at: _dt.datetime) -> int:
+    """A stored (naive UTC) time as Unix microseconds."""
+    return (at - _EPOCH) // _MICROSECOND
+
+
 #: Compact the memory table after this many writes (superseded rows pile up).
 COMPACT_EVERY = 10_000
 _PREVIEW = 80
@@ -256,20 +265,24 @@ def finish_execution(store: Store, call: HostCall, execution: Execution, started
     ended = ended or utcnow()
     if execution.session_id:
         appended = call.state.get("session", ())
-        seq = next_seq(len(appended) + 2)
-        rows: list[SessionRow] = []
-        base = (execution.env, execution.agent, execution.session_id)
+        # One row for all of the execution's messages: [[role, content, Unix µs], ...].
+        parts: list[str] = []
+        first = last = None
         if execution.input is not None:
-            started = started or (parse_iso(execution.started_at) if execution.started_at else ended)
-            rows.append((*base, seq, "user", _encode(message_content(execution.input)), execution.id, started))
+            first = started or (parse_iso(execution.started_at) if execution.started_at else ended)
+            parts.append(f'["user",{_encode(message_content(execution.input))},{_micros(first)}]')
         for role, content_json, at in appended:
-            seq += 1
-            rows.append((*base, seq, role, content_json, execution.id, at))
+            first = first or at
+            last = at
+            parts.append(f'["{role}",{content_json},{_micros(at)}]')  # role: one of SESSION_ROLES
         if execution.output is not None:
-            rows.append((*base, seq + 1, "assistant", _encode(message_content(execution.output)), execution.id,
-                         ended))
-        if rows:
-            store.queue_session_messages(rows)
+            first = first or ended
+            last = ended
+            parts.append(f'["assistant",{_encode(message_content(execution.output))},{_micros(ended)}]')
+        if parts:
+            assert first is not None
+            store.queue_session_turn((execution.env, execution.agent, execution.session_id, next_seq(len(parts)),
+                                      len(parts), execution.id, first, last or first, "[" + ",".join(parts) + "]"))
     if memory:
         seq = next_seq(len(memory))
         mem_rows: list[MemoryRow] = [
@@ -328,7 +341,7 @@ class SessionsService(ServiceBase):
             raise NotFound(f"no session {session_id!r}{who} in {env}", hint)
         rows = self.store.session_messages(env, session_id, agent)
         return SessionThread(id=session_id, env=env, agent=agent, messages=[
-            SessionMessage(role=r[1], content=json.loads(r[2]), execution_id=r[3], created_at=iso(r[4])) for r in rows
+            SessionMessage(role=r[1], content=r[2], execution_id=r[3], created_at=iso(r[4])) for r in rows
         ])
 
     # ------------------------------------------------------------ memory
@@ -386,7 +399,7 @@ class SessionsService(ServiceBase):
         if call.session_id is None or limit == 0:
             return []
         stored = self.store.session_messages(call.env, call.session_id, call.agent, limit=limit)
-        messages = [{"role": r[1], "content": json.loads(r[2])} for r in stored]
+        messages = [{"role": r[1], "content": r[2]} for r in stored]
         messages += [{"role": role, "content": json.loads(content)} for role, content, _ in call.state.get("session", ())]
         return messages[-limit:] if limit is not None else messages
 

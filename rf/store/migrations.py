@@ -344,6 +344,21 @@ MIGRATIONS: list[list[str]] = [
         # JSON [trace_id, span_id, start_ns, end_ns, status, error, {attributes}]
         "ALTER TABLE executions ADD COLUMN root_span VARCHAR",
     ],
+    # v12: an execution's session messages in one row (its input, what it appended,
+    # its output). Older stores keep theirs in `session_messages`; readers look in both.
+    [
+        """CREATE TABLE session_turns (
+            env VARCHAR NOT NULL,
+            agent VARCHAR NOT NULL,
+            session_id VARCHAR NOT NULL,
+            seq BIGINT NOT NULL,        -- the first message's seq; the others follow it, one apart
+            count INTEGER NOT NULL,
+            execution_id VARCHAR,
+            started_at TIMESTAMP NOT NULL,  -- the first message's time
+            ended_at TIMESTAMP NOT NULL,    -- the last message's time
+            messages VARCHAR NOT NULL   -- JSON [[role, content, Unix microseconds], ...]
+        )""",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

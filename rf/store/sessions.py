@@ -4,8 +4,10 @@ Both tables are append-only and written through the batching writer, so an
 execution that appends to a session or writes memory never waits on a
 synchronous INSERT:
 
-- ``session_messages``: one row per message; a session is
-  ``(env, agent, session_id)`` and ``seq`` orders its messages.
+- ``session_turns``: one row per execution (its input, what it appended,
+  its output: a JSON array); a session is ``(env, agent, session_id)`` and
+  ``seq`` orders its messages. Stores made before v12 keep older messages in
+  ``session_messages``, one row each; the readers merge both.
 - ``memory``: one row per write; the row with the highest ``seq`` of
   ``(env, key)`` holds the value, a NULL value means "deleted".
   :meth:`SessionsMixin.compact_memory` removes superseded rows now and then,
@@ -20,16 +22,23 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import json
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
+
+from rf.jsonfast import dumps as _dumps
 
 if TYPE_CHECKING:
     import duckdb
 
     from rf.store.writer import BatchWriter
 
-#: A session message row, in table column order.
+_EPOCH = _dt.datetime(1970, 1, 1)
+
+#: A session message row (layout before v12), in table column order.
 SessionRow = tuple[str, str, str, int, str, str, "str | None", _dt.datetime]
+#: An execution's session messages in one row, in table column order.
+TurnRow = tuple[str, str, str, int, int, "str | None", _dt.datetime, _dt.datetime, str]
 #: A memory row, in table column order (value None = deleted).
 MemoryRow = tuple[str, str, int, "str | None", "str | None", "str | None", _dt.datetime]
 
@@ -51,33 +60,50 @@ class SessionsMixin:
         yield  # pragma: no cover
 
     # ------------------------------------------------------------ sessions
+    def queue_session_turn(self, row: TurnRow) -> None:
+        """Queue one execution's messages (env, agent, session_id, seq, count, execution_id,
+        started_at, ended_at, messages JSON)."""
+        self.writer.put("session_turns", row)
+
     def queue_session_messages(self, rows: Sequence[SessionRow]) -> None:
-        """Queue messages (env, agent, session_id, seq, role, content JSON, execution_id, created_at)."""
+        """Queue messages one row each, in the layout before v12 (tests of the readers use it)."""
         self.writer.put_many("session_messages", rows)
 
     def session_messages(
         self, env: str, session_id: str, agent: str, *, limit: int | None = None
-    ) -> list[tuple[int, str, str, str | None, _dt.datetime]]:
-        """``(seq, role, content JSON, execution_id, created_at)``, oldest first (the newest ``limit``)."""
+    ) -> list[tuple[int, str, Any, str | None, _dt.datetime]]:
+        """``(seq, role, content, execution_id, created_at)``, oldest first (the newest ``limit``)."""
+        if limit == 0:
+            return []
         self.flush()
-        sql = (
-            "SELECT seq, role, content, execution_id, created_at FROM session_messages"
-            " WHERE env = ? AND session_id = ? AND agent = ? ORDER BY seq DESC"
-        )
-        params: list[Any] = [env, session_id, agent]
+        where = "env = ? AND session_id = ? AND agent = ?"
+        sql = f"""SELECT seq, count, messages, execution_id, NULL, NULL, NULL FROM session_turns WHERE {where}
+                  UNION ALL
+                  SELECT seq, 1, NULL, execution_id, role, content, created_at FROM session_messages
+                  WHERE {where}"""
+        params: list[Any] = [env, session_id, agent, env, session_id, agent]
         if limit is not None:
-            sql += " LIMIT ?"
+            # The newest rows that hold the newest `limit` messages.
+            sql = f"""SELECT * FROM ({sql}) QUALIFY
+                      sum(count) OVER (ORDER BY seq DESC ROWS UNBOUNDED PRECEDING) - count < ?"""
             params.append(limit)
-        rows = self.cursor().execute(sql, params).fetchall()
-        rows.reverse()
-        return rows
+        rows = self.cursor().execute(sql + " ORDER BY seq", params).fetchall()
+        out: list[tuple[int, str, Any, str | None, _dt.datetime]] = []
+        for seq, _count, messages, execution_id, role, content, created_at in rows:
+            if messages is None:
+                out.append((seq, role, json.loads(content), execution_id, created_at))
+            else:
+                for i, (role, content, at_us) in enumerate(json.loads(messages)):
+                    out.append((seq + i, role, content, execution_id, _EPOCH + _dt.timedelta(microseconds=at_us)))
+        return out[-limit:] if limit is not None else out
 
     def session_agents(self, env: str, session_id: str) -> list[str]:
         """The agents that have a session with this id in ``env``."""
         self.flush()
         rows = self.cursor().execute(
-            "SELECT DISTINCT agent FROM session_messages WHERE env = ? AND session_id = ? ORDER BY agent",
-            [env, session_id],
+            """SELECT agent FROM session_turns WHERE env = ? AND session_id = ?
+               UNION SELECT agent FROM session_messages WHERE env = ? AND session_id = ? ORDER BY agent""",
+            [env, session_id, env, session_id],
         ).fetchall()
         return [r[0] for r in rows]
 
@@ -91,13 +117,19 @@ class SessionsMixin:
         if agent is not None:
             where += " AND agent = ?"
             params.append(agent)
-        params.append(limit)
-        return self.cursor().execute(
-            f"""SELECT session_id, agent, count(*), min(created_at), max(created_at), arg_max(content, seq)
-                FROM session_messages WHERE {where}
-                GROUP BY session_id, agent ORDER BY max(seq) DESC LIMIT ?""",
-            params,
+        rows = self.cursor().execute(
+            f"""SELECT session_id, agent, sum(n), min(first_at), max(last_at), arg_max(last, last_seq)
+                FROM (SELECT session_id, agent, count AS n, started_at AS first_at, ended_at AS last_at,
+                             {{'turn': true, 'text': messages}} AS last, seq + count - 1 AS last_seq
+                      FROM session_turns WHERE {where}
+                      UNION ALL
+                      SELECT session_id, agent, 1, created_at, created_at, {{'turn': false, 'text': content}}, seq
+                      FROM session_messages WHERE {where})
+                GROUP BY session_id, agent ORDER BY max(last_seq) DESC LIMIT ?""",
+            params + params + [limit],
         ).fetchall()
+        return [(sid, ag, int(n), first, last_at, _dumps(json.loads(last["text"])[-1][1]) if last["turn"]
+                 else last["text"]) for sid, ag, n, first, last_at, last in rows]
 
     # ------------------------------------------------------------ memory
     def queue_memory(self, rows: Sequence[MemoryRow]) -> None:
