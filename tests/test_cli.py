@@ -55,6 +55,17 @@ def test_test_command_inputs_and_exit_codes(ws: Any) -> None:
     assert r.returncode == 0 and '"hello, file"' in r.stdout and "succeeded" in r.stderr
     r = run_rf("test", "hello", "--input", "{oops", cwd=root)
     assert r.returncode == 2 and "not valid JSON" in r.stderr
+    # The input as an argument, after the agent, or alone inside the agent's directory.
+    r = run_rf("test", "hello", '{"name": "positional"}', "--json", cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["output"]["message"] == "hello, positional"
+    r = run_rf("test", '{"name": "here"}', "--json", cwd=root / "agents" / "hello")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["output"]["message"] == "hello, here"
+    r = run_rf("test", "hello", '{"name": "a"}', "--input", '{"name": "b"}', cwd=root)
+    assert r.returncode == 2 and "given twice" in r.stderr and "Traceback" not in r.stderr
+    r = run_rf("test", "hello", "name=x", cwd=root)
+    assert r.returncode == 2 and "not valid JSON" in r.stderr
     write_agent(root, "broken", "def handle(input, ctx):\n    return 1 / 0\n")
     r = run_rf("test", "broken", cwd=root)
     assert r.returncode == 1 and "ZeroDivisionError" in r.stderr and "agent.py:2" in r.stderr
@@ -64,7 +75,7 @@ def test_test_command_inputs_and_exit_codes(ws: Any) -> None:
     prod = json.loads(run_rf("executions", "list", "--env", "production", "--json", cwd=root).stdout)
     assert prod == []
     staging = json.loads(run_rf("executions", "list", "--json", "--limit", "50", cwd=root).stdout)
-    assert {e["source"] for e in staging} == {"test"} and len(staging) == 3
+    assert {e["source"] for e in staging} == {"test"} and len(staging) == 5
 
 
 def test_deploy_promote_and_inspect(ws: Any) -> None:
@@ -100,7 +111,7 @@ def test_deploy_promote_and_inspect(ws: Any) -> None:
     assert "+    return 'v2'" in d and "1 commit" in d
     st = run_rf("status", cwd=root).stdout
     assert "hello" in st and "1 commit ahead" in st and "not running" in st
-    r = run_rf("invoke", "hello", "--env", "production", "--input", '{"name": "P"}', "--json", cwd=root)
+    r = run_rf("invoke", "hello", '{"name": "P"}', "--env", "production", "--json", cwd=root)
     assert json.loads(r.stdout)["output"] == {"message": "hello, P", "env": "production"}
     r = run_rf("invoke", "hello", "--env", "staging", cwd=root)
     assert r.stdout.strip() == "v2"

@@ -472,6 +472,16 @@ def test_otlp_export_and_the_traces_cli(services: FakeServices, ws: Any, tmp_pat
     assert any("memory.set" in ln and "key=k" in ln for ln in lines), shown.stdout
     as_json = json.loads(run_rf("traces", "show", ok.id[:16], "--env", "staging", "--json", cwd=ws.root).stdout)
     assert as_json["execution_id"] == ok.id and len(as_json["spans"]) == tree_count
+    # A narrow terminal: the details give way (then the timeline narrows, then the details
+    # go); span names, kinds and durations stay whole, and no line is longer than the terminal.
+    for columns, details in ((80, True), (56, False)):
+        narrow = run_rf("traces", "show", ok.id, cwd=ws.root, env={"COLUMNS": str(columns)}).stdout.splitlines()
+        header = next(ln for ln in narrow if ln.startswith("span "))
+        assert header.split() == ["span", "kind", "duration", "timeline", *(["details"] if details else [])]
+        rows = narrow[narrow.index(header) + 1:]
+        assert len(rows) == tree_count and max(map(len, rows)) <= columns, narrow
+        memory_row = next(ln for ln in rows if "memory.set" in ln)
+        assert " memory " in memory_row and " ms" in memory_row and "━" in rows[0]
 
 
 def test_traces_recorded_before_the_compact_layout_still_read(services: FakeServices) -> None:

@@ -165,8 +165,27 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False)
 
 
+#: The input as a positional argument: `rf test hello '{"name": "Ada"}'`.
+InputArgument = Annotated[str | None, typer.Argument(metavar="[INPUT]", show_default=False,
+                                                     help="Input as JSON (same as --input).")]
+
+
+def _positional_input(positional: str | None, input_json: str | None) -> str | None:
+    """The input JSON from the INPUT argument or --input (not both)."""
+    if positional is None:
+        return input_json
+    if input_json is not None:
+        raise UsageError("the input was given twice (as an argument and with --input)", "keep one of them")
+    return positional
+
+
+def _looks_like_json(text: str) -> bool:
+    return text.lstrip()[:1] in ("{", "[", '"')
+
+
 def test(
     agent: Annotated[str | None, typer.Argument(help="Agent name or directory (default: the one you are in).")] = None,
+    positional: InputArgument = None,
     input_json: Annotated[str | None, typer.Option("--input", "-i", help="Input as JSON.")] = None,
     input_file: Annotated[Path | None, typer.Option("--input-file", "-f", help="Read the input JSON from a file.")] = None,
     session: Annotated[str | None, typer.Option("--session", "-s", help="Session id to continue.")] = None,
@@ -179,6 +198,9 @@ def test(
     from rf.config import resolve_agent_dir, snapshot_dir
 
     ws = workspace()
+    if agent is not None and positional is None and _looks_like_json(agent) and not Path(agent).exists():
+        agent, positional = None, agent  # `rf test '{"name": "Ada"}'` inside the agent's directory
+    input_json = _positional_input(positional, input_json)
     name, directory = resolve_agent_dir(ws, agent)
     if chat:
         if watch or json_out or input_json is not None or input_file is not None:
@@ -290,6 +312,7 @@ def _watch(directory: Path, once: Any) -> None:
 
 def invoke(
     agent: Annotated[str, typer.Argument(help="Agent name.")],
+    positional: InputArgument = None,
     env: EnvOption = "staging",
     input_json: Annotated[str | None, typer.Option("--input", "-i", help="Input as JSON.")] = None,
     input_file: Annotated[Path | None, typer.Option("--input-file", "-f", help="Read the input JSON from a file.")] = None,
@@ -298,7 +321,7 @@ def invoke(
 ) -> None:
     """Call an environment's deployed agent (through the server, or in-process)."""
     check_env(env)
-    payload = read_input(input_json, input_file)
+    payload = read_input(_positional_input(positional, input_json), input_file)
     with backend() as b:
         ex = b.invoke(env, agent, payload, session, "invoke")
     _print_execution(ex, json_out)

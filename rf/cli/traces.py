@@ -81,15 +81,15 @@ def _tree(spans: list[Span]) -> list[tuple[Span, str]]:
     return ordered
 
 
-def _bar(span: Span, t0: int, total: int) -> str:
+def _bar(span: Span, t0: int, total: int, width: int = BAR_WIDTH) -> str:
     """Where the span sits in the execution's time: spaces, then a bar (at least one mark)."""
     if total <= 0:
         return "━"
-    start = round((span.start_ns - t0) / total * BAR_WIDTH)
-    length = (span.end_ns - span.start_ns) / total * BAR_WIDTH
-    start = max(0, min(start, BAR_WIDTH - 1))
+    start = round((span.start_ns - t0) / total * width)
+    length = (span.end_ns - span.start_ns) / total * width
+    start = max(0, min(start, width - 1))
     marks = "━" * max(1, round(length)) if length >= 0.5 else "╸"
-    return " " * start + marks[: BAR_WIDTH - start]
+    return " " * start + marks[: width - start]
 
 
 def _details(span: Span) -> str:
@@ -123,6 +123,7 @@ def show(
     json_out: JsonOption = False,
 ) -> None:
     """The span tree of one execution, with durations and a timing bar."""
+    from rich.cells import cell_len
     from rich.markup import escape
     from rich.table import Table
 
@@ -141,19 +142,36 @@ def show(
     out.print(f"[bold]trace {trace.execution_id}[/bold] · {trace.agent} · {env_label(trace.env)} · {st} · "
               f"{duration(total / 1e6)} · {len(trace.spans)} span{'s' if len(trace.spans) != 1 else ''}"
               f"  [dim]trace id {trace.trace_id}[/dim]")
+    rows = _tree(trace.spans)
+    durations = [duration(span.duration_ms) for span, _ in rows]
+    # Column widths are set here, not left to Rich (which shrinks or drops any column):
+    # on a narrow terminal the details give way first (cut with an ellipsis), then the
+    # timeline narrows, then the details go; names, kinds and durations keep their width.
+    kind_w = max(4, *(len(span.kind) for span, _ in rows))
+    dur_w = max(8, *(len(d) for d in durations))
+    name_w = max(8, min(48, max(cell_len(prefix + span.name) for span, prefix in rows),
+                        out.width - kind_w - dur_w - 8 - 6))
+    room = out.width - name_w - kind_w - dur_w - 8  # 2 spaces between columns
+    bar_w = max(8, min(BAR_WIDTH, room - 24))
+    details_w = min(60, room - bar_w)
+    if details_w < 12:
+        details_w = 0
+        bar_w = max(8, min(BAR_WIDTH, room + 2))
     table = Table(box=None, pad_edge=False, header_style="bold")
-    table.add_column("span", no_wrap=True)
-    table.add_column("kind", style="dim", no_wrap=True)
-    table.add_column("duration", justify="right", no_wrap=True)
-    table.add_column("timeline", no_wrap=True)
-    # The details give way first on a narrow terminal (cut with an ellipsis).
-    table.add_column("details", overflow="ellipsis", max_width=60, no_wrap=True, ratio=1)
-    for span, prefix in _tree(trace.spans):
+    table.add_column("span", no_wrap=True, width=name_w)
+    table.add_column("kind", style="dim", no_wrap=True, width=kind_w)
+    table.add_column("duration", justify="right", no_wrap=True, width=dur_w)
+    table.add_column("timeline", no_wrap=True, width=bar_w)
+    if details_w:
+        table.add_column("details", overflow="ellipsis", no_wrap=True, width=details_w)
+    for (span, prefix), took in zip(rows, durations, strict=True):
         style = "fail" if span.status == "error" else "ok"
         name = f"[dim]{prefix}[/dim]{escape(span.name)}" if prefix else f"[bold]{escape(span.name)}[/bold]"
         details = escape(_details(span))
-        table.add_row(name, span.kind, duration(span.duration_ms), f"[{style}]{_bar(span, root.start_ns, total)}[/]",
-                      f"[fail]{details}[/fail]" if span.error else f"[dim]{details}[/dim]")
+        cells = [name, span.kind, took, f"[{style}]{_bar(span, root.start_ns, total, bar_w)}[/]"]
+        if details_w:
+            cells.append(f"[fail]{details}[/fail]" if span.error else f"[dim]{details}[/dim]")
+        table.add_row(*cells)
     out.print(table)
 
 
