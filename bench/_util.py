@@ -226,6 +226,20 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
+def cpu_steal() -> tuple[float, float] | None:
+    """(stolen, total) cpu time in seconds so far, all cpus (/proc/stat, Linux): time the
+    hypervisor gave to other machines while this one wanted to run."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    if len(fields) < 8:
+        return None
+    return fields[7] / tick, sum(fields[:8]) / tick
+
+
 def process_cpu(pid: int) -> tuple[float, float] | None:
     """(own, live direct children's) utime+stime in seconds of a live process, from /proc (Linux)."""
     tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100

@@ -41,6 +41,11 @@ class Reply:
     prompt_tokens: int = 11
     completion_tokens: int = 7
     model: str | None = None  #: the model to report (default: the requested one)
+    #: streaming: after this many text pieces, wait (up to 30 s) for ``gate`` before sending the rest;
+    #: ``opened`` then says whether the gate was opened (False: the wait timed out)
+    hold_after: int | None = None
+    gate: threading.Event | None = None
+    opened: bool | None = None
 
 
 @dataclass
@@ -202,7 +207,9 @@ class FakeLLMServer:
         base = {"id": self._next_id("chatcmpl"), "object": "chat.completion.chunk", "created": 1, "model": model}
         h._sse_start()
         h._sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
-        for piece in _words(reply.text):
+        for sent, piece in enumerate(_words(reply.text)):
+            if sent == reply.hold_after and reply.gate is not None:
+                reply.opened = reply.gate.wait(30)
             h._sse({**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
         for index, call in enumerate(calls):
             args = call["function"]["arguments"]

@@ -569,6 +569,89 @@ def test_real_agent_execution_uses_ctx_llm(ws: Any, local: LocalBackend, fake: F
     assert [(u.env, u.agent) for u in oai.used_by] == [("staging", "support")]  # failed calls count too
 
 
+STREAMING_AGENT = '''
+def handle(input, ctx):
+    stream = ctx.llm.chat(input["message"], model="oai:", stream=True)
+    for piece in stream:
+        yield {"piece": piece}
+    again = "".join(stream)  # a second pass replays the pieces
+    yield {"text": stream.text, "again": again, "tokens": stream.result.usage.total_tokens,
+           "after": ctx.memory.get("nothing", "a host call after the stream works")}
+'''
+
+
+def test_llm_pieces_reach_the_endpoint_as_they_arrive(ws: Any, fake: FakeLLMServer) -> None:
+    """A generator forwarding ``ctx.llm.chat(stream=True)`` streams each piece to the endpoint's
+    client while the provider is still answering: the fake provider sends two pieces, then waits
+    until the client has seen the first one."""
+    import threading
+
+    import httpx
+
+    gate = threading.Event()
+    held = Reply(text="one two three four", hold_after=2, gate=gate)
+    fake.add(held)
+    srv = start_server(ws.root)
+    try:
+        b = HttpBackend(srv.url, srv.token, ws)
+        b.set_credential("llm-key", KEY)
+        b.add_provider("oai", "openai", fake.openai_url, "llm-key", "gpt-test")
+        write_agent(ws.root, "streamer", STREAMING_AGENT)
+        b.deploy("streamer", snapshot_dir(ws.root / "agents" / "streamer"), "stream", "ada")
+        pieces: list[tuple[str, bool]] = []  # (piece, whether the provider had been let go on)
+        events: list[tuple[str | None, Any]] = []
+        with httpx.stream("POST", f"{srv.url}/staging/agents/streamer", json={"input": {"message": "count"}},
+                          headers={"Accept": "text/event-stream"}, timeout=60) as r:
+            assert r.status_code == 200
+            event = None
+            for line in r.iter_lines():
+                if line.startswith("event:"):
+                    event = line.split(":", 1)[1].strip()
+                elif line.startswith("data:"):
+                    data = json.loads(line.split(":", 1)[1])
+                    events.append((event, data))
+                    if event == "chunk" and "piece" in data:
+                        pieces.append((data["piece"], gate.is_set()))
+                        gate.set()  # the provider may go on once a piece got here
+        assert pieces == [("one", False), (" two", True), (" three", True), (" four", True)]
+        assert held.opened is True  # the provider waited for the client to see "one", not for a timeout
+        final = [d for e, d in events if e == "chunk" and "text" in d]
+        assert final == [{"text": "one two three four", "again": "one two three four", "tokens": 18,
+                          "after": "a host call after the stream works"}]
+        assert events[-1][0] == "done" and events[-1][1]["status"] == "succeeded"
+        # The trace has the whole call as one llm span, with the output.
+        ex_id = events[-1][1]["execution_id"]
+        spans = b.get_trace(ex_id).spans
+        [llm] = [s for s in spans if s.kind == "llm"]
+        assert llm.attributes["output_text"] == "one two three four" and llm.attributes["stream"] is True
+        assert KEY not in json.dumps([s.attributes for s in spans])
+        # A stream the agent does not read to the end is read for it; the run goes on.
+        write_agent(ws.root, "quitter", '''
+def handle(input, ctx):
+    stream = ctx.llm.chat("go", model="oai:", stream=True)
+    first = next(iter(stream))
+    return {"first": first, "later": ctx.memory.get("k", "ok")}
+''')
+        b.deploy("quitter", snapshot_dir(ws.root / "agents" / "quitter"), "quit", "ada")
+        fake.add(Reply(text="alpha beta gamma"))
+        r2 = httpx.post(f"{srv.url}/staging/agents/quitter", json={"input": {}}, timeout=60)
+        assert r2.status_code == 200 and r2.json()["output"] == {"first": "alpha", "later": "ok"}
+        # A provider that stalls mid-stream: the execution times out like any other, the
+        # pieces that came are kept, and the agent's next run is served.
+        write_agent(ws.root, "stalled", STREAMING_AGENT,
+                    'description = "stalls"\nentrypoint = "agent:handle"\ntimeout_s = 2\n')
+        b.deploy("stalled", snapshot_dir(ws.root / "agents" / "stalled"), "stall", "ada")
+        never = threading.Event()
+        fake.add(Reply(text="slow and steady", hold_after=1, gate=never))
+        r3 = httpx.post(f"{srv.url}/staging/agents/stalled", json={"input": {"message": "x"}}, timeout=60)
+        assert r3.status_code == 500 and "timed out" in r3.json()["error"]
+        never.set()
+        r4 = httpx.post(f"{srv.url}/staging/agents/stalled", json={"input": {"message": "x"}}, timeout=60)
+        assert r4.status_code == 200 and r4.json()["output"][-1]["text"] == "echo: x"
+    finally:
+        srv.stop()
+
+
 # ------------------------------------------------------------------ surfaces: HTTP API and CLI
 
 

@@ -5,14 +5,13 @@ The worker holds no API keys: every call goes to the host (host method
 it. So ``ctx.llm`` works the same for the built-in mock, OpenAI-compatible
 and Anthropic providers, in both environments (providers are shared).
 
-Streaming, and why it is simple: with ``stream=True`` the host calls the
-provider in streaming mode and returns once the reply is complete, with the
-text pieces as they arrived; ``ctx.llm.chat(..., stream=True)`` then returns
-a :class:`ChatStream` that yields those pieces. Agent code written against
-an iterator (e.g. a generator handler forwarding chunks to an SSE client)
-works unchanged; what it does not get yet is the first token before the
-last one has arrived. One request/response per call keeps the worker channel
-simple and every host call one trace span.
+Streaming: with ``stream=True`` the host calls the provider in streaming
+mode and sends each text piece to the worker as it arrives;
+``ctx.llm.chat(..., stream=True)`` returns a :class:`ChatStream` at once,
+which yields the pieces as they come (a generator handler forwarding them
+streams the first token to its client before the last one exists). Its
+``result``/``text`` wait for the end of the reply. The whole call is still
+one host call, and one trace span.
 """
 
 from __future__ import annotations
@@ -27,21 +26,35 @@ if TYPE_CHECKING:
 
 
 class ChatStream:
-    """The text chunks of a streamed reply; ``result`` is the whole :class:`ChatResult`."""
+    """The text chunks of a streamed reply, as they arrive; ``result`` is the whole
+    :class:`ChatResult` (it waits for the end of the reply)."""
 
-    def __init__(self, result: ChatResult, chunks: list[str]) -> None:
-        self.result = result
+    def __init__(self, source: Any, chunks: list[str] | None = None) -> None:
+        # source: the worker's HostStream (live), or a finished ChatResult with its chunks.
+        self._source = source
         self._chunks = chunks
+        self._result: ChatResult | None = source if isinstance(source, ChatResult) else None
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._chunks)
+        if self._chunks is not None:
+            return iter(self._chunks)
+        return iter(self._source)
+
+    @property
+    def result(self) -> ChatResult:
+        if self._result is None:
+            self._result = ChatResult.from_dict(self._source.result())
+        return self._result
 
     @property
     def text(self) -> str:
         return self.result.text
 
     def __repr__(self) -> str:
-        return f"ChatStream({len(self._chunks)} chunks, provider={self.result.provider!r}, model={self.result.model!r})"
+        if self._result is None:
+            return "ChatStream(streaming)"
+        count = len(self._chunks) if self._chunks is not None else len(self._source.pieces)
+        return f"ChatStream({count} chunks, provider={self._result.provider!r}, model={self._result.model!r})"
 
 
 class LLM:
@@ -91,6 +104,8 @@ class LLM:
         if max_tokens is not None:
             params["max_tokens"] = max_tokens
         data = self._ctx.call_host("llm.chat", **params)
+        if stream and not isinstance(data, dict):
+            return ChatStream(data)  # the worker's live stream of pieces
         result = ChatResult.from_dict(data)
         if stream:
             return ChatStream(result, [str(c) for c in data.get("chunks") or []])

@@ -49,11 +49,13 @@ from rf.runtime.protocol import (
     ENVELOPE_SLACK_BYTES,
     LOG_LIMIT_BYTES,
     NEED_MORE,
+    PIECE_SINK,
     FrameReader,
     FrameTooLarge,
     ProtocolError,
     describe_size,
     frame,
+    streams,
     write_all,
 )
 from rf.runtime.worker import parse_entrypoint, relative_path, truncated_logs
@@ -575,6 +577,7 @@ class WorkerPool:
         chunks: list[Any] = []
         chunk_bytes = 0
         fd = worker.reader.fd
+        streaming: asyncio.Future[None] | None = None  # a streaming host call being served
 
         async def readable() -> None:
             future: asyncio.Future[None] = loop.create_future()
@@ -610,6 +613,8 @@ class WorkerPool:
                     return await asyncio.to_thread(self._ended, worker, started)
                 kind = message.get("t")
                 if kind == "done":
+                    if streaming is not None:
+                        await streaming  # (the worker read its reply first: this has ended)
                     return self._done(worker, message, chunks, started)
                 if kind == "chunk":
                     chunk_bytes += worker.reader.last_frame_bytes
@@ -630,6 +635,13 @@ class WorkerPool:
                                            duration_ms=_ms_since(started), worker_pid=worker.pid)
                     continue
                 if kind == "call":
+                    if streams(message.get("method"), message.get("params")):
+                        # Served in a thread that sends each piece, then the reply, to the
+                        # worker; meanwhile this loop reads what the worker sends (its chunks).
+                        streaming = asyncio.ensure_future(
+                            asyncio.to_thread(self._serve_streaming, host, message, worker, deadline))
+                        wait = True
+                        continue
                     reply = await asyncio.to_thread(self._serve_host, host, message)
                     worker.send(frame(reply), deadline)
                     wait = True
@@ -985,6 +997,7 @@ class WorkerPool:
         worker.runs += 1
         chunks: list[Any] = []
         chunk_bytes = 0
+        streaming: threading.Thread | None = None  # a streaming host call being served
         try:
             worker.send(payload, deadline)
             while True:
@@ -993,6 +1006,8 @@ class WorkerPool:
                     return self._ended(worker, started)
                 kind = message.get("t")
                 if kind == "done":
+                    if streaming is not None:
+                        streaming.join(max(0.0, deadline - time.monotonic()))
                     return self._done(worker, message, chunks, started)
                 if kind == "chunk":
                     chunk_bytes += worker.reader.last_frame_bytes
@@ -1019,6 +1034,11 @@ class WorkerPool:
                             )
                     continue
                 if kind == "call":
+                    if streams(message.get("method"), message.get("params")):
+                        streaming = threading.Thread(target=self._serve_streaming, name="rf-host-stream", daemon=True,
+                                                     args=(host, message, worker, deadline))
+                        streaming.start()
+                        continue
                     worker.send(frame(self._serve_host(host, message)), deadline)
                     continue
                 worker.kill()
@@ -1114,6 +1134,33 @@ class WorkerPool:
             duration_ms=_ms_since(started),
             worker_pid=worker.pid,
         )
+
+    @classmethod
+    def _serve_streaming(cls, host: HostHandler | None, message: dict[str, Any], worker: WorkerProcess,
+                         deadline: float) -> None:
+        """Serve a streaming host call (in a thread of its own): each piece goes to the worker
+        as the host method produces it, then the reply. The run's loop meanwhile reads the
+        worker's frames, so agent code can forward the pieces at once."""
+        broken = False
+
+        def sink(piece: str) -> None:
+            nonlocal broken
+            if not broken:
+                try:
+                    worker.send(frame(dumpb({"t": "piece", "data": piece})), deadline)
+                except (OSError, TimeoutError):  # the worker is gone or stuck: the run's loop reports it
+                    broken = True
+
+        token = PIECE_SINK.set(sink)
+        try:
+            reply = cls._serve_host(host, message)
+        finally:
+            PIECE_SINK.reset(token)
+        if not broken:
+            try:
+                worker.send(frame(reply), deadline)
+            except (OSError, TimeoutError):
+                pass
 
     @staticmethod
     def _serve_host(host: HostHandler | None, message: dict[str, Any]) -> bytes:

@@ -15,6 +15,12 @@ Host -> worker:
 - ``{"t": "reply", "ok": true, "result": ...}`` or
   ``{"t": "reply", "ok": false, "error": {"code", "message", "hint"}}``
   (answer to a ``call``)
+- ``{"t": "piece", "data": "text"}`` zero or more, before the ``reply`` to a
+  streaming call (``llm.chat`` with ``"stream": true``): each text piece as
+  the provider sent it. While that call runs the host keeps reading the
+  worker's frames, so agent code can forward pieces as ``chunk`` frames at
+  once; the worker reads every piece and the reply before its next ``call``
+  or its ``done``.
 
 Worker -> host:
 
@@ -42,11 +48,13 @@ when first called.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import select
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rf.jsonfast import loads as fast_loads
@@ -58,6 +66,18 @@ DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 ENVELOPE_SLACK_BYTES = 1024 * 1024
 #: Per-execution cap on captured logs.
 LOG_LIMIT_BYTES = 64 * 1024
+
+#: Where the pieces of the streaming host call being served go (set by the pool, in
+#: the thread serving it; read by the host method, e.g. ``llm.chat``). None: no one
+#: is listening, the method returns the pieces with its result instead.
+PIECE_SINK: contextvars.ContextVar[Callable[[str], None] | None] = contextvars.ContextVar("rf_piece_sink",
+                                                                                          default=None)
+
+
+def streams(method: Any, params: Any) -> bool:
+    """Whether a host call is answered with pieces before its reply (see the module docs)."""
+    return method == "llm.chat" and type(params) is dict and params.get("stream") is True
+
 
 _encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 _decoder = json.JSONDecoder()

@@ -46,6 +46,7 @@ from rf.runtime.protocol import (
     BlockingChannel,
     describe_size,
     dumps,
+    streams,
 )
 
 _THIS_FILE = os.path.abspath(__file__)
@@ -362,6 +363,56 @@ class _OutputError(Exception):
     """The handler's output cannot be sent (not JSON, or too large)."""
 
 
+class HostStream:
+    """The answer to a streaming host call (see rf.runtime.protocol): its pieces as the
+    host sends them, then its result. Iterating yields every piece (again from the
+    start on a second pass); :meth:`result` waits for the reply. The worker's other
+    host calls first read whatever is left of it."""
+
+    def __init__(self, worker: Worker, method: str) -> None:
+        self._worker = worker
+        self._method = method
+        self.pieces: list[str] = []
+        self._reply: dict[str, Any] | None = None
+
+    def read_locked(self) -> None:
+        """Read one message of the answer (the caller holds the worker's call lock)."""
+        message = self._worker.channel.read()
+        if message is not None and message.get("t") == "piece":
+            data = message.get("data")
+            self.pieces.append(data if isinstance(data, str) else str(data))
+            return
+        if message is None:
+            os._exit(0)  # the host is gone; nothing more to do in this process
+        self._reply = message
+        self._worker._stream = None
+
+    def drain_locked(self) -> None:
+        while self._reply is None:
+            self.read_locked()
+
+    def __iter__(self) -> Iterator[str]:
+        index = 0
+        while True:
+            if index < len(self.pieces):
+                yield self.pieces[index]
+                index += 1
+                continue
+            if self._reply is not None:
+                self.result()  # a failed call raises here, after the pieces that came
+                return
+            with self._worker._call_lock:
+                if self._reply is None and index >= len(self.pieces):
+                    self.read_locked()
+
+    def result(self) -> Any:
+        """The call's result (waits for the end of the stream); its error raised."""
+        if self._reply is None:
+            with self._worker._call_lock:
+                self.drain_locked()
+        return self._worker.answer(self._method, self._reply)
+
+
 class Worker:
     """State of one worker process: the handler, the channel, the capture."""
 
@@ -380,6 +431,7 @@ class Worker:
         self.max_bytes = max_bytes
         self._loop: Any = None
         self._call_lock = _thread.allocate_lock()
+        self._stream: HostStream | None = None  # a streaming host call whose reply is still to come
 
     # -- host services ------------------------------------------------------
 
@@ -396,8 +448,18 @@ class Worker:
             )
         # Threads an agent starts may share ctx: one request/response at a time.
         with self._call_lock:
+            if self._stream is not None:
+                self._stream.drain_locked()  # the channel is free once its reply has been read
             self.channel.send_payload(payload)
+            if streams(method, params):
+                # The answer comes as pieces, then the reply: read as agent code iterates.
+                stream = self._stream = HostStream(self, method)
+                return stream
             reply = self.channel.read()
+        return self.answer(method, reply)
+
+    def answer(self, method: str, reply: dict[str, Any] | None) -> Any:
+        """A host call's result from its ``reply`` message (its error raised)."""
         if reply is None:
             # The host is gone; nothing more to do in this process.
             os._exit(0)
@@ -406,6 +468,13 @@ class Worker:
         if reply.get("ok"):
             return reply.get("result")
         raise from_dict(reply.get("error") or {})
+
+    def end_stream(self) -> None:
+        """Read what is left of a streaming call agent code did not finish reading."""
+        if self._stream is not None:
+            with self._call_lock:
+                if self._stream is not None:
+                    self._stream.drain_locked()
 
     # -- runs -------------------------------------------------------------------
 
@@ -453,6 +522,7 @@ class Worker:
             headline, location, text = describe_exception(exc, self.code_dir)
             failure = (f"{headline} ({location})" if location else headline, "exception", text)
         finally:
+            self.end_stream()
             ctx._end()  # pending deferred calls and spans move to ctx._final_ops/_final_spans
         ops = b""
         if ctx._final_ops:

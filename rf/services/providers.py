@@ -41,6 +41,7 @@ from rf.ids import utcnow
 from rf.llm import mock
 from rf.llm.types import ChatResult, normalize_messages, normalize_tools, split_model, user
 from rf.models import Provider, ProviderChange, ProviderTest, ProviderUse
+from rf.runtime.protocol import PIECE_SINK
 from rf.services.base import ServiceBase
 from rf.services.host import HostCall, host_method
 
@@ -327,8 +328,9 @@ class ProvidersService(ServiceBase):
         """``ctx.llm.chat``: one chat call for agent code, in the host.
 
         Returns :meth:`ChatResult.to_dict`; with ``stream`` the provider is
-        called in streaming mode and the text pieces, as they arrived, are
-        returned in ``chunks`` (the worker replays them to the agent).
+        called in streaming mode and each text piece goes to the worker as it
+        arrives (``PIECE_SINK``, set by the pool), or, when nobody listens, the
+        pieces are returned in ``chunks``.
         """
         msgs = normalize_messages(messages)
         specs = normalize_tools(tools)
@@ -343,12 +345,19 @@ class ProvidersService(ServiceBase):
         self._note_use(provider.name, call)  # before calling: a failing provider is still one agents depend on
         client = self._client(provider, call)
         chunks: list[str] = []
-        result = client.chat(msgs, model=model_name, tools=specs, max_tokens=max_tokens,
-                             on_chunk=chunks.append if stream else None)
+        on_chunk: Callable[[str], None] | None = None
+        sink = PIECE_SINK.get() if stream else None
+        if sink is not None:
+            def on_chunk(piece: str) -> None:  # each piece to the worker at once (see rf.runtime.protocol)
+                chunks.append(piece)
+                sink(piece)
+        elif stream:
+            on_chunk = chunks.append
+        result = client.chat(msgs, model=model_name, tools=specs, max_tokens=max_tokens, on_chunk=on_chunk)
         call.annotate(model=result.model, output_text=result.text, usage=result.usage.to_dict(),
                       tool_calls=[t.to_dict() for t in result.tool_calls], finish_reason=result.finish_reason)
         out = result.to_dict()
-        if stream:
+        if stream and sink is None:
             out["chunks"] = chunks
         return out
 
