@@ -542,6 +542,11 @@ def orchestrate(args: argparse.Namespace) -> int:
             f"INFO: cpu time stolen by the hypervisor during the measured windows: median {u.median(steals):.1%},"
             f" worst {max(steals):.1%} (a shared virtual machine: rounds with more are noisier)"
         )
+        by_round = [
+            f"{ratio:.0%} ({'/'.join('?' if x is None else f'{x:.0%}' for x in (a, b))})"
+            for ratio, a, b in zip(paired_ratios(observed, rf), observed.round_steal, rf.round_steal, strict=False)
+        ]
+        print(f"INFO: observed/trivial by round (cpu stolen in the observed/trivial windows): {', '.join(by_round)}")
     for t in (rf, observed):
         sent = t.ok_total
         got = counted[t.name]
