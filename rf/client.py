@@ -103,6 +103,56 @@ class HttpBackend:
             raise ServerError(f"the rf server answered {resp.status}: {str(data)[:200]}")
         return data
 
+    def _run_test_streaming(self, params: dict[str, Any], on_chunk: Any) -> Any:
+        """``rf test`` through the server with each chunk passed to ``on_chunk`` as the agent
+        yields it (the route answers server-sent events when asked to)."""
+        import http.client
+
+        route = api.BY_NAME["run_test"]
+        path = "/api" + route.path.replace("{name}", urllib.parse.quote(str(params.pop("name")), safe=""))
+        params["files"] = api.encode_files(params["files"])
+        conn_cls = http.client.HTTPSConnection if self._parsed.scheme == "https" else http.client.HTTPConnection
+        conn = conn_cls(self._parsed.hostname or "127.0.0.1", self._parsed.port, timeout=self.timeout)
+        headers = {"Authorization": f"Bearer {self.token}", "Accept": "text/event-stream",
+                   "Content-Type": "application/json"}
+        try:
+            try:
+                conn.request("POST", self._parsed.path.rstrip("/") + path, body=json.dumps(params).encode(),
+                             headers=headers)
+                resp = conn.getresponse()
+                if resp.status >= 400 or not resp.getheader("content-type", "").startswith("text/event-stream"):
+                    raw = resp.read()
+                    try:
+                        data = json.loads(raw) if raw else None
+                    except ValueError:
+                        data = None
+                    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+                        raise from_dict(data["error"])
+                    raise ServerError(f"the rf server answered {resp.status}: {raw[:200]!r}")
+                event = "message"
+                for line in iter(resp.readline, b""):
+                    text = line.decode("utf-8").rstrip("\r\n")
+                    if text.startswith("event:"):
+                        event = text[6:].strip()
+                    elif text.startswith("data:"):
+                        data = json.loads(text[5:])
+                        if event == "chunk":
+                            on_chunk(data)
+                        elif event == "done":
+                            return api.decode_result(route, data)
+                        elif event == "error":
+                            raise from_dict(data)
+            except (OSError, http.client.HTTPException) as exc:
+                raise ServerError(
+                    f"cannot reach the rf server at {self.url}: {exc}",
+                    "check that `rf serve` is running (or stop it and delete .rf/server.json)",
+                ) from None
+            except ValueError:
+                raise ServerError("the rf server sent an event that is not JSON") from None
+        finally:
+            conn.close()
+        raise ServerError("the rf server ended the stream before the execution's result")
+
     def call(self, _method: str, /, **params: Any) -> Any:
         route = api.BY_NAME[_method]
         path = route.path
@@ -132,7 +182,10 @@ class HttpBackend:
             except TypeError as exc:
                 raise TypeError(f"{name}(): {exc}") from None
             params = {k: v for k, v in bound.arguments.items() if k != "self"}
-            # Callbacks cannot cross HTTP: chunks arrive in the final output instead.
+            on_chunk = params.pop("on_chunk", None)
+            if name == "run_test" and callable(on_chunk):
+                return self._run_test_streaming(params, on_chunk)
+            # Other callbacks cannot cross HTTP: chunks arrive in the final output instead.
             params = {k: v for k, v in params.items() if not callable(v)}
             result = self.call(name, **params)
             if name == "status":

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 from typing import Any
 
-from conftest import HELLO_TOML, run_rf, write_agent
+import pytest
+
+from conftest import HELLO_TOML, RF, run_rf, write_agent
 
 
 def test_init_example_hello_and_test(tmp_path: Path) -> None:
@@ -253,3 +256,54 @@ def test_watch_reruns_on_change(ws: Any) -> None:
         proc.wait(timeout=10)
     text = "".join(seen)
     assert "hello, W" in text and "re-running" in text and "changed W" in text
+
+
+WAITS_FOR_MARKER = '''
+import json, os, time
+
+
+def handle(input, ctx):
+    yield {"n": 1}
+    deadline = time.monotonic() + 20
+    while not os.path.exists(input["marker"]) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    yield {"n": 2, "waited": os.path.exists(input["marker"])}
+    yield "text "
+    yield "runs together"
+'''
+
+
+@pytest.mark.parametrize("through_server", [False, True])
+def test_rf_test_prints_chunks_as_they_come(ws: Any, through_server: bool) -> None:
+    """`rf test` of a generator agent prints each chunk when the agent yields it (in-process,
+    and through a running server, which answers server-sent events): the agent waits for the
+    test to have read its first chunk before it yields the next."""
+    from conftest import start_server
+
+    write_agent(ws.root, "gen", WAITS_FOR_MARKER)
+    marker = ws.root / "seen-first-chunk"
+    server = start_server(ws.root) if through_server else None
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RF_")}
+        env.update({"NO_COLOR": "1", "COLUMNS": "160"})
+        proc = subprocess.Popen([*RF, "test", "gen", json.dumps({"marker": str(marker)})], cwd=ws.root, text=True,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert json.loads(first) == {"n": 1}
+        marker.touch()
+        rest, errors = proc.communicate(timeout=60)
+        assert proc.returncode == 0, errors
+        assert rest.splitlines() == ['{"n": 2, "waited": true}', "text runs together"]
+        assert "succeeded" in errors and "Traceback" not in errors
+        # --json prints the execution once, at the end (no chunk lines before it).
+        marker.unlink()
+        marker.touch()
+        r = run_rf("test", "gen", json.dumps({"marker": str(marker)}), "--json", cwd=ws.root)
+        assert json.loads(r.stdout)["output"] == [{"n": 1}, {"n": 2, "waited": True}, "text ", "runs together"]
+        if server is not None:
+            st = json.loads(run_rf("status", "--json", cwd=ws.root).stdout)
+            assert st["backend"] == "http"
+    finally:
+        if server is not None:
+            server.stop()

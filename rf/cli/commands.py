@@ -135,7 +135,46 @@ def serve(
     serve_forever(ws, running)
 
 
-def _print_execution(ex: Execution, json_out: bool) -> None:
+class _LiveChunks:
+    """Print a generator agent's chunks as they come (``rf test``): text chunks run
+    together like a stream of tokens, other values one JSON line each."""
+
+    def __init__(self, prefix: str = "", text_keys: tuple[str, ...] = ()) -> None:
+        self.count = 0
+        self._mid_line = False
+        self._prefix = prefix
+        self._text_keys = text_keys  # a dict chunk with one of these as text is that text (chat)
+
+    def __call__(self, chunk: Any) -> None:
+        import json
+        import sys
+
+        if not self.count and self._prefix:
+            sys.stdout.write(self._prefix)
+            self._mid_line = True
+        self.count += 1
+        if isinstance(chunk, dict) and self._text_keys:
+            chunk = next((chunk[k] for k in self._text_keys if isinstance(chunk.get(k), str)), chunk)
+        if isinstance(chunk, str):
+            sys.stdout.write(chunk)
+            self._mid_line = not chunk.endswith("\n")
+        else:
+            if self._mid_line:
+                sys.stdout.write("\n")
+            sys.stdout.write(json.dumps(chunk, ensure_ascii=False) + "\n")
+            self._mid_line = False
+        sys.stdout.flush()
+
+    def end(self) -> None:
+        import sys
+
+        if self._mid_line:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+            self._mid_line = False
+
+
+def _print_execution(ex: Execution, json_out: bool, *, streamed: bool = False) -> None:
     from rich.markup import escape
 
     from rf.cli.output import duration, env_label, err, out, print_json
@@ -146,7 +185,9 @@ def _print_execution(ex: Execution, json_out: bool) -> None:
     if ex.logs:
         err.print(f"[dim]{escape(ex.logs.rstrip())}[/dim]")
     if ex.status == "succeeded":
-        if isinstance(ex.output, str):
+        if streamed:
+            pass  # its chunks were printed as they came
+        elif isinstance(ex.output, str):
             out.print(escape(ex.output), soft_wrap=True)
         else:
             out.print_json(data=ex.output) if out.is_terminal else print(_dumps(ex.output))
@@ -212,9 +253,12 @@ def test(
 
     def once() -> bool:
         files = snapshot_dir(directory)
+        live = None if json_out else _LiveChunks()
         with backend() as b:
-            ex = b.run_test(name, files, payload, session)
-        _print_execution(ex, json_out)
+            ex = b.run_test(name, files, payload, session, on_chunk=live)
+        if live is not None:
+            live.end()
+        _print_execution(ex, json_out, streamed=bool(live and live.count))
         return ex.status == "succeeded"
 
     if not watch:
@@ -261,9 +305,13 @@ def _chat(name: str, directory: Path, session: str | None) -> None:
                 break
             if not line.strip():
                 continue
+            live = _LiveChunks(prefix=f"{name} › " if tty else "", text_keys=("message", "piece", "text", "content",
+                                                                               "delta"))
             try:
-                ex = b.run_test(name, snapshot_dir(directory), {"message": line}, session_id)
+                ex = b.run_test(name, snapshot_dir(directory), {"message": line}, session_id, on_chunk=live)
+                live.end()
             except RfError as exc:
+                live.end()
                 err.print(f"[fail]error:[/fail] {escape(exc.message)}")
                 if exc.hint:
                     err.print(f"  [hint]hint:[/hint] {escape(exc.hint)}")
@@ -272,6 +320,9 @@ def _chat(name: str, directory: Path, session: str | None) -> None:
                 err.print(f"[dim]{escape(ex.logs.rstrip())}[/dim]")
             if ex.status != "succeeded":
                 err.print(f"[fail]✗ failed[/fail] [dim]{ex.id}[/dim]: {escape(ex.error or 'unknown error')}")
+                continue
+            if live.count:  # a generator: its reply was printed as it came
+                err.print(f"[dim]{duration(ex.duration_ms)} · {ex.id}[/dim]")
                 continue
             output = ex.output
             reply = output["message"] if isinstance(output, dict) and "message" in output else output

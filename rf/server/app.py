@@ -210,7 +210,7 @@ def _management_handler(services: Services, r: api.Route, check_token: Any) -> H
     # (never by its looks — an agent named "007" stays a string).
     hints = {name: str(p.annotation) for name, p in inspect.signature(method).parameters.items()}
 
-    async def handler(request: Request[Any, Any, Any]) -> Any:
+    async def handler(request: Request[Any, Any, Any]) -> Response[Any]:
         check_token(request)
         params: dict[str, Any] = dict(request.path_params)
         if r.method == "GET":
@@ -224,6 +224,9 @@ def _management_handler(services: Services, r: api.Route, check_token: Any) -> H
         for key in r.binary:
             if key in params:
                 params[key] = api.decode_files(params[key])
+        params.pop("on_chunk", None)  # a callback, never a value from a request
+        if r.name == "run_test" and "text/event-stream" in request.headers.get("accept", ""):
+            return _stream_call(lambda on_chunk: method(**params, on_chunk=on_chunk))
         try:
             result = await asyncio.to_thread(method, **params)
         except TypeError as exc:
@@ -232,7 +235,8 @@ def _management_handler(services: Services, r: api.Route, check_token: Any) -> H
             raise
         if r.name == "status":
             result.backend = "http"
-        return to_dict(result)
+        # (A Response, so that the server-sent events above keep their own media type.)
+        return Response(to_dict(result), media_type=MediaType.JSON, status_code=200)
 
     handler.__name__ = f"api_{r.name}"
     path = "/api" + r.path.replace("}", ":str}")
@@ -254,6 +258,40 @@ def _coerce(value: str, annotation: str) -> Any:
     except ValueError:
         raise UsageError(f"{value!r} is not a number") from None
     return value
+
+
+def _stream_call(run: Any) -> ServerSentEvent:
+    """``rf test`` through the server: each chunk the run yields as a ``chunk`` event as it
+    comes, then ``done`` with the whole execution (or ``error`` with an RfError's dict)."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+    def on_chunk(chunk: Any) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, ("chunk", chunk))
+
+    def work() -> None:
+        try:
+            ex = run(on_chunk)
+            loop.call_soon_threadsafe(queue.put_nowait, ("done", to_dict(ex)))
+        except RfError as err:
+            loop.call_soon_threadsafe(queue.put_nowait, ("error", err.to_dict()))
+        except Exception as exc:
+            log.exception("streamed run failed")
+            loop.call_soon_threadsafe(queue.put_nowait, ("error", {"code": "internal",
+                                                                   "message": f"internal error ({type(exc).__name__})"}))
+
+    async def events() -> AsyncIterator[dict[str, Any]]:
+        task = asyncio.create_task(asyncio.to_thread(work))
+        try:
+            while True:
+                kind, data = await queue.get()
+                yield {"event": kind, "data": json.dumps(data)}
+                if kind != "chunk":
+                    break
+        finally:
+            await task
+
+    return ServerSentEvent(events())  # type: ignore[arg-type]
 
 
 def _stream(services: Services, env: str, name: str, payload: Any, session_id: str | None) -> ServerSentEvent:
