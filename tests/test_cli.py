@@ -307,3 +307,63 @@ def test_rf_test_prints_chunks_as_they_come(ws: Any, through_server: bool) -> No
     finally:
         if server is not None:
             server.stop()
+
+
+def test_list_tables_fit_a_narrow_terminal() -> None:
+    """fit_table: on a narrow terminal the cuttable columns give way first (to 24, then 8
+    characters), optional columns are left out in between, last-resort ones after; the
+    other columns keep their content's width (Rich alone squeezes or drops any column)."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from rf.cli.output import fit_table
+
+    def render(width: int, **kwargs: Any) -> list[str]:
+        table = Table(box=None, pad_edge=False)
+        for header in ("id", "status", "source", "started"):
+            table.add_column(header)
+        table.add_column("error", max_width=40, no_wrap=True, overflow="ellipsis")
+        table.add_row("ex_0123456789abcdefghij", "succeeded", "endpoint", "2026-11-26 13:30:12",
+                      "ValueError: " + "x" * 60)
+        console = Console(file=io.StringIO(), width=width, color_system=None)
+        console.print(fit_table(table, console, **kwargs))
+        return console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+
+    wide = render(120)
+    assert wide[0].split() == ["id", "status", "source", "started", "error"] and wide[1].endswith("xxx…")
+    assert len(wide[1]) == 23 + 2 + 9 + 2 + 8 + 2 + 19 + 2 + 40
+    at_91 = render(91, optional=("source",), last_resort=("started",))
+    assert at_91[0].split() == ["id", "status", "source", "started", "error"]  # the error gives way first
+    assert at_91[1].endswith("ValueError: xxxxxxxxxxx…") and len(at_91[1]) == 91
+    at_80 = render(80, optional=("source",), last_resort=("started",))
+    assert at_80[0].split() == ["id", "status", "started", "error"]  # then the optional column goes
+    assert "ex_0123456789abcdefghij  succeeded  2026-11-26 13:30:12  ValueError" in at_80[1]
+    assert max(map(len, at_80)) <= 80
+    for width in (64, 50):
+        narrow = render(width, optional=("source",), last_resort=("started",))
+        assert narrow[0].split() == ["id", "status", "error"]  # the last resort goes last
+        assert narrow[1].startswith("ex_0123456789abcdefghij  succeeded  ValueError")
+        assert max(map(len, narrow)) <= width
+    # Without optional columns, Rich would squeeze the id; fit_table cuts the error instead.
+    squeezed = render(76)
+    assert "ex_0123456789abcdefghij" in squeezed[1] and max(map(len, squeezed)) <= 76
+
+
+def test_list_commands_keep_ids_whole_at_80_columns(ws: Any) -> None:
+    root = ws.root
+    write_agent(root, "broken", "def handle(input, ctx):\n    raise ValueError('x' * 90)\n")
+    r = run_rf("test", "broken", cwd=root)
+    assert r.returncode == 1
+    r = run_rf("test", "hello", '{"name": "a fairly long name for the session list"}', "--session", "s-1", cwd=root)
+    assert r.returncode == 0, r.stderr
+    ids = [e["id"] for e in json.loads(run_rf("executions", "list", "--json", cwd=root).stdout)]
+    for columns in ("80", "60"):
+        for args in (["executions", "list"], ["traces", "list"], ["sessions", "list"]):
+            lines = run_rf(*args, cwd=root, env={"COLUMNS": columns}).stdout.splitlines()
+            assert max(map(len, lines)) <= int(columns), (args, lines)
+            if args[0] != "sessions":
+                assert all(any(i in ln for ln in lines) for i in ids), (args, lines)
+            else:
+                assert any(ln.startswith("s-1 ") and "hello" in ln for ln in lines), lines

@@ -168,7 +168,7 @@ def list_connectors(env: EnvOption = "staging", json_out: JsonOption = False) ->
     from rich.markup import escape
     from rich.table import Table
 
-    from rf.cli.output import env_label, out, print_json
+    from rf.cli.output import env_label, fit_table, out, print_json
 
     with backend() as b:
         items = b.list_connectors(env)
@@ -189,14 +189,14 @@ def list_connectors(env: EnvOption = "staging", json_out: JsonOption = False) ->
     for c in items:
         auth = c.auth + (f" ({c.credential})" if c.credential else "")
         table.add_row(c.slug, escape(c.base_url), escape(auth), str(len(c.resources)), "mock" if c.mock else "")
-    out.print(table)
+    out.print(fit_table(table, flex=("base URL", "auth")))
 
 
 def render_connector(c: Connector) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from rf.cli.output import env_label, out, when
+    from rf.cli.output import env_label, fit_table, out, when
 
     out.print(f"[bold]{c.slug}[/bold]  {env_label(c.env)}  [dim]{_short(c.content_hash)} · updated {when(c.updated_at)}[/dim]")
     auth = c.auth
@@ -225,7 +225,7 @@ def render_connector(c: Connector) -> None:
         table.add_row(r.slug, r.method, escape(r.path), escape(", ".join(props) or "—"),
                       "yes" if r.mock_response is not None else "—", escape(r.description))
     out.print()
-    out.print(table)
+    out.print(fit_table(table, flex=("path", "parameters"), optional=("mock",)))
 
 
 @app.command("show")
@@ -430,7 +430,7 @@ def resources_list(slug: SlugArg, env: EnvOption = "staging", json_out: JsonOpti
     from rich.markup import escape
     from rich.table import Table
 
-    from rf.cli.output import out, print_json
+    from rf.cli.output import fit_table, out, print_json
 
     with backend() as b:
         c = b.get_connector(slug, env)
@@ -447,4 +447,4 @@ def resources_list(slug: SlugArg, env: EnvOption = "staging", json_out: JsonOpti
         props = (r.params_schema or {}).get("properties", {})
         table.add_row(r.slug, r.method, escape(r.path), escape(", ".join(props) or "—"),
                       "yes" if r.mock_response is not None else "—")
-    out.print(table)
+    out.print(fit_table(table))

@@ -100,7 +100,7 @@ def list_credentials(json_out: JsonOption = False) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from rf.cli.output import out, print_json, when
+    from rf.cli.output import fit_table, out, print_json, when
 
     with backend() as b:
         creds = b.list_credentials()
@@ -119,7 +119,7 @@ def list_credentials(json_out: JsonOption = False) -> None:
     for c in creds:
         table.add_row(c.name, escape(c.storage), escape(", ".join(c.used_by) or "—"), when(c.rotated_at),
                       escape(c.description))
-    out.print(table)
+    out.print(fit_table(table, flex=("used by", "storage"), optional=("rotated (UTC)", "description")))
 
 
 @app.command("delete")

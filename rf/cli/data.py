@@ -67,7 +67,7 @@ def list_sources(json_out: JsonOption = False) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from rf.cli.output import out, print_json
+    from rf.cli.output import fit_table, out, print_json
 
     with backend() as b:
         sources = b.list_data_sources()
@@ -84,7 +84,7 @@ def list_sources(json_out: JsonOption = False) -> None:
     for s in sources:
         used = ", ".join(sorted({f"{u.agent} ({u.env})" for u in s.used_by})) or "—"
         table.add_row(s.name, s.kind, escape(s.location), s.credential or "—", escape(used))
-    out.print(table)
+    out.print(fit_table(table))
 
 
 @app.command("show")
@@ -163,7 +163,7 @@ def _print_table(result: DataQueryResult) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from rf.cli.output import err, out
+    from rf.cli.output import err, fit_table, out
 
     table = Table(box=None, pad_edge=False, header_style="bold")
     for c in result.columns:
@@ -171,6 +171,6 @@ def _print_table(result: DataQueryResult) -> None:
     for row in result.rows:
         table.add_row(*[escape("NULL" if v is None else v if isinstance(v, str) else json.dumps(v))
                         for v in row.values()])
-    out.print(table)
+    out.print(fit_table(table))
     more = f" (truncated at --limit {result.row_count}; there are more)" if result.truncated else ""
     err.print(f"[dim]{result.row_count} row{'s' if result.row_count != 1 else ''} in {result.took_ms:.0f} ms{more}[/dim]")

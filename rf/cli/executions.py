@@ -24,7 +24,7 @@ def list_executions(
     from rich.markup import escape
     from rich.table import Table
 
-    from rf.cli.output import duration, env_label, out, print_json, short, when
+    from rf.cli.output import duration, env_label, fit_table, out, print_json, short, when
 
     check_env(env)
     with backend() as b:
@@ -49,7 +49,7 @@ def list_executions(
         st = "[ok]succeeded[/ok]" if ex.status == "succeeded" else "[fail]failed[/fail]"
         table.add_row(ex.id, ex.agent, st, ex.source, short(ex.commit), when(ex.started_at),
                       duration(ex.duration_ms), escape(ex.error or ""))
-    out.print(table)
+    out.print(fit_table(table, optional=("source", "commit"), last_resort=("started (UTC)",)))
 
 
 @app.command("show")

@@ -95,7 +95,7 @@ def list_kbs(json_out: JsonOption = False) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from rf.cli.output import out, print_json, when
+    from rf.cli.output import fit_table, out, print_json, when
 
     with backend() as b:
         kbs = b.list_kbs()
@@ -112,7 +112,7 @@ def list_kbs(json_out: JsonOption = False) -> None:
     for kb in kbs:
         table.add_row(kb.name, str(kb.documents), str(kb.chunks), _size(kb.size_bytes), escape(kb.embedder),
                       when(kb.updated_at))
-    out.print(table)
+    out.print(fit_table(table))
 
 
 @app.command("show")
@@ -121,7 +121,7 @@ def show(name: NameArg, json_out: JsonOption = False) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from rf.cli.output import out, print_json, when
+    from rf.cli.output import fit_table, out, print_json, when
 
     with backend() as b:
         kb = b.get_kb(name)
@@ -147,7 +147,7 @@ def show(name: NameArg, json_out: JsonOption = False) -> None:
         for d in docs[:200]:
             meta = ", ".join(f"{k}={v}" for k, v in d.metadata.items() if k != "columns")
             table.add_row(escape(d.path), d.kind, _size(d.size), str(d.chunks), escape(meta[:60]))
-        out.print(table)
+        out.print(fit_table(table))
         if len(docs) > 200:
             out.print(f"[dim]… and {len(docs) - 200} more (rf kb show {name} --json)[/dim]")
 

@@ -29,7 +29,7 @@ def list_memory(
     from rich.markup import escape
     from rich.table import Table
 
-    from rf.cli.output import env_label, out, print_json, when
+    from rf.cli.output import env_label, fit_table, out, print_json, when
 
     check_env(env)
     with backend() as b:
@@ -51,7 +51,7 @@ def list_memory(
     for item in items:
         value = json.dumps(item.value, ensure_ascii=False)
         table.add_row(escape(item.key), escape(value), f"{item.size} B", when(item.updated_at), item.agent or "—")
-    out.print(table)
+    out.print(fit_table(table))
 
 
 @app.command("get")

@@ -201,7 +201,7 @@ def list_prompts(json_out: JsonOption = False) -> None:
     """Prompts with their [bold #f59e0b]draft[/] and [bold #10b981]published[/] versions."""
     from rich.table import Table
 
-    from rf.cli.output import out, print_json, when
+    from rf.cli.output import fit_table, out, print_json, when
 
     with backend() as b:
         prompts = b.list_prompts()
@@ -223,7 +223,7 @@ def list_prompts(json_out: JsonOption = False) -> None:
                  else "in sync" if p.published_version == p.draft_version else "unpublished draft")
         table.add_row(p.name, _version(p.draft_version), _version(p.published_version), state,
                       _names(p.variables), when(p.updated_at))
-    out.print(table)
+    out.print(fit_table(table, flex=("variables", ""), optional=("updated (UTC)",)))
 
 
 @app.command("show")
@@ -263,7 +263,7 @@ def history(name: NameArg, json_out: JsonOption = False) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from rf.cli.output import out, print_json, when
+    from rf.cli.output import fit_table, out, print_json, when
 
     with backend() as b:
         versions = b.prompt_history(name)
@@ -285,7 +285,7 @@ def history(name: NameArg, json_out: JsonOption = False) -> None:
             marks.append("[production]published[/production]")
         table.add_row(f"v{v.version}", " ".join(marks), escape(v.message), escape(v.author), when(v.created_at),
                       _names(v.variables))
-    out.print(table)
+    out.print(fit_table(table))
 
 
 def diff_view(d: PromptDiff, *, context: int | None = None) -> RenderableType:

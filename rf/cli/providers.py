@@ -38,7 +38,7 @@ def list_providers(json_out: JsonOption = False) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from rf.cli.output import out, print_json
+    from rf.cli.output import fit_table, out, print_json
 
     with backend() as b:
         providers = b.list_providers()
@@ -62,7 +62,7 @@ def list_providers(json_out: JsonOption = False) -> None:
         users = sorted({f"{u.env}/{u.agent}" for u in p.used_by})
         table.add_row(escape(p.name), p.kind, escape(p.model or "—"), escape(p.base_url or "(offline)"),
                       escape(p.credential or "—"), ", ".join(marks), escape(", ".join(users)))
-    out.print(table)
+    out.print(fit_table(table, flex=("used by", "base URL", "model"), optional=("kind",)))
 
 
 @app.command("add")

@@ -29,7 +29,7 @@ def list_sessions(
     from rich.markup import escape
     from rich.table import Table
 
-    from rf.cli.output import env_label, out, print_json, when
+    from rf.cli.output import env_label, fit_table, out, print_json, when
 
     check_env(env)
     with backend() as b:
@@ -51,7 +51,7 @@ def list_sessions(
     for s in rows:
         table.add_row(escape(s.id), s.agent, str(s.messages), when(s.started_at), when(s.updated_at),
                       escape(s.last_message))
-    out.print(table)
+    out.print(fit_table(table, optional=("started (UTC)",), last_resort=("last active (UTC)",)))
 
 
 @app.command("show")

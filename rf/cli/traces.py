@@ -32,7 +32,7 @@ def list_traces(
     from rich.markup import escape
     from rich.table import Table
 
-    from rf.cli.output import duration, env_label, out, print_json, when
+    from rf.cli.output import duration, env_label, fit_table, out, print_json, when
 
     check_env(env)
     with backend() as b:
@@ -54,7 +54,7 @@ def list_traces(
     for t in rows:
         st = "[ok]ok[/ok]" if t.status == "ok" else "[fail]error[/fail]"
         table.add_row(t.execution_id, t.agent, st, when(t.started_at), duration(t.duration_ms), escape(t.error or ""))
-    out.print(table)
+    out.print(fit_table(table, last_resort=("started (UTC)",)))
 
 
 def _tree(spans: list[Span]) -> list[tuple[Span, str]]:

@@ -70,7 +70,7 @@ def list_triggers(env: EnvOption = "staging", json_out: JsonOption = False) -> N
     from rich.markup import escape
     from rich.table import Table
 
-    from rf.cli.output import env_label, out, print_json
+    from rf.cli.output import env_label, fit_table, out, print_json
 
     check_env(env)
     with backend() as b:
@@ -88,7 +88,7 @@ def list_triggers(env: EnvOption = "staging", json_out: JsonOption = False) -> N
         state = "staged — publish to go live" if not t.live else ("enabled" if t.enabled else "disabled")
         nxt = (t.next_fire_at or "").replace("T", " ")[:19] if t.kind == "schedule" and t.live and t.enabled else "—"
         table.add_row(t.id, escape(t.name), t.kind, t.agent, escape(_what(t)), state, nxt)
-    out.print(table)
+    out.print(fit_table(table))
 
 
 @app.command("show")
