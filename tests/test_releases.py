@@ -221,3 +221,24 @@ def test_cli_release_flow(ws: Any) -> None:
 def test_usage_errors() -> None:
     with pytest.raises(UsageError):
         raise UsageError("x")
+
+
+def test_releases_diff_shows_connector_changes(ws: Any) -> None:
+    """`rf releases diff` shows a connector item as `rf connectors diff` does: config fields
+    before → after and resources added / removed (not the instances' content hashes)."""
+    b = open_local(ws)
+    try:
+        b.create_connector("crm", "http://127.0.0.1:9/live")
+        b.add_resource("crm", "get-customer", "GET", "/customers/{id}")
+        assert b.publish_connector("crm", "ada").changed
+        b.edit_connector("crm", base_url="http://127.0.0.1:9/sandbox")
+        b.add_resource("crm", "list-orders", "GET", "/orders")
+        b.remove_resource("crm", "get-customer")
+        production_hash = b.diff_connector("crm").production
+    finally:
+        b.close()
+    r = run_rf("releases", "diff", cwd=ws.root)
+    assert r.returncode == 0, r.stderr
+    assert "~ base URL: http://127.0.0.1:9/live → http://127.0.0.1:9/sandbox" in r.stdout
+    assert "+ resource list-orders" in r.stdout and "- resource get-customer" in r.stdout
+    assert f'production: "{production_hash}"' not in r.stdout

@@ -18,6 +18,7 @@ from rf.cli.app import EnvOption, JsonOption, backend, confirm
 from rf.errors import UsageError
 
 if TYPE_CHECKING:
+    from rf.client import Backend
     from rf.models import Connector, ConnectorDiff, FieldChange
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich",
@@ -272,6 +273,12 @@ def render_diff(d: ConnectorDiff) -> None:
             for ch in r.changes:
                 name = {"params_schema": "schema", "mock_response": "mock"}.get(ch.name, ch.name)
                 out.print("    " + _change_line("~", "yellow", name, ch))
+
+
+def render_release_diff(b: Backend, slug: str) -> None:
+    """The body of a connector item in ``rf releases diff``: config fields before → after,
+    resources added / removed / modified (with their changed fields)."""
+    render_diff(b.diff_connector(slug))
 
 
 @app.command("diff")
