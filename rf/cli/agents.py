@@ -101,7 +101,7 @@ def history(name: Annotated[str, typer.Argument(help="Agent name.")], json_out: 
     from rich.markup import escape
     from rich.table import Table
 
-    from rf.cli.output import out, print_json, short, when
+    from rf.cli.output import fit_table, out, print_json, short, when
 
     with backend() as b:
         agent = b.get_agent(name)
@@ -122,7 +122,7 @@ def history(name: Annotated[str, typer.Argument(help="Agent name.")], json_out: 
         if c.id == agent.production_commit:
             marks.append("[production]production[/production]")
         table.add_row(short(c.id), " ".join(marks), escape(c.message), escape(c.author), when(c.created_at))
-    out.print(table)
+    out.print(fit_table(table, flex=("message", "author")))
 
 
 def render_diff(d: AgentDiff) -> None:

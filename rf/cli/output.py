@@ -44,7 +44,8 @@ def fit_table(table: Any, console: Console | None = None, *, flex: tuple[str, ..
     """Lay out a list table (no box) for the terminal's width: every column keeps the
     width of its content, except that, when the table is too wide, the columns that may
     be cut (those with a ``max_width`` or named in ``flex``, e.g. an error or a
-    description) give way first, down to 24 characters (the last such column first),
+    description) give way first: left out if they are empty, else cut down to 24
+    characters (the last such column first),
     then the ``optional`` columns (named by header) are left out, in that order, then
     the flexible columns go down to 8 characters, then the ``last_resort`` columns are
     left out, then the flexible ones. Rich alone would squeeze or drop any column, the
@@ -108,6 +109,7 @@ def fit_table(table: Any, console: Console | None = None, *, flex: tuple[str, ..
             for index, kept in enumerate(columns):
                 kept._index = index
 
+    leave_out(tuple(c.header for c in flexible if not any(width_of(cell) for cell in c._cells)))  # empty ones
     cut_flexible(24)  # first to a readable width
     leave_out(optional)
     cut_flexible(8)

@@ -285,7 +285,7 @@ def history(name: NameArg, json_out: JsonOption = False) -> None:
             marks.append("[production]published[/production]")
         table.add_row(f"v{v.version}", " ".join(marks), escape(v.message), escape(v.author), when(v.created_at),
                       _names(v.variables))
-    out.print(fit_table(table))
+    out.print(fit_table(table, flex=("message", "author", "variables"), optional=("variables",)))
 
 
 def diff_view(d: PromptDiff, *, context: int | None = None) -> RenderableType:

@@ -29,6 +29,8 @@ def _items_table(items: list[ReleaseItem]) -> Any:
     from rich.markup import escape
     from rich.table import Table
 
+    from rf.cli.output import fit_table
+
     table = Table(box=None, pad_edge=False, header_style="bold")
     table.add_column("kind")
     table.add_column("name")
@@ -36,7 +38,7 @@ def _items_table(items: list[ReleaseItem]) -> Any:
     for i in items:
         style = KIND_STYLE.get(i.kind, "")
         table.add_row(f"[{style}]{i.kind}[/{style}]" if style else i.kind, escape(i.name), escape(i.summary))
-    return table
+    return fit_table(table, flex=("change", "name"))
 
 
 @app.callback()
