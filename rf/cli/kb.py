@@ -316,7 +316,9 @@ def search(
                   f"[dim](vector {h.vector_score:.3f}, lexical {h.lexical_score:.3f})[/dim]")
         text = " ".join(h.text.split())
         out.print("   " + escape(text[:300] + ("…" if len(text) > 300 else "")))
-    out.print(f"[dim]{len(result.hits)} results in {result.took_ms:.0f} ms · embedder {escape(result.embedder)}[/dim]")
+    count = len(result.hits)
+    out.print(f"[dim]{count} result{'s' if count != 1 else ''} in {result.took_ms:.0f} ms · "
+              f"embedder {escape(result.embedder)}[/dim]")
 
 
 @app.command("remove-document")
