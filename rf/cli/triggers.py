@@ -88,7 +88,7 @@ def list_triggers(env: EnvOption = "staging", json_out: JsonOption = False) -> N
         state = "staged — publish to go live" if not t.live else ("enabled" if t.enabled else "disabled")
         nxt = (t.next_fire_at or "").replace("T", " ")[:19] if t.kind == "schedule" and t.live and t.enabled else "—"
         table.add_row(t.id, escape(t.name), t.kind, t.agent, escape(_what(t)), state, nxt)
-    out.print(fit_table(table))
+    out.print(fit_table(table, flex=("what", "name", "state"), optional=("agent", "kind", "next run (UTC)")))
 
 
 @app.command("show")
