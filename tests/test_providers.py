@@ -652,6 +652,33 @@ def handle(input, ctx):
         srv.stop()
 
 
+ASYNC_STREAMING_AGENT = '''
+import asyncio
+
+
+async def handle(input, ctx):
+    ticks = 0
+
+    async def tick():
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.001)
+
+    ticker = asyncio.create_task(tick())
+    pieces = [piece async for piece in ctx.llm.chat("stream me please now", stream=True)]
+    ticker.cancel()
+    return {"pieces": pieces, "ticked": ticks > 0}
+'''
+
+
+def test_async_handlers_stream_with_async_for(ws: Any, local: LocalBackend) -> None:
+    write_agent(ws.root, "aio", ASYNC_STREAMING_AGENT)
+    ex = local.run_test("aio", snapshot_dir(ws.root / "agents" / "aio"), {})
+    assert ex.status == "succeeded", (ex.error, ex.traceback)
+    assert ex.output == {"pieces": ["mock reply: ", "stream me ", "please now"], "ticked": True}
+
+
 # ------------------------------------------------------------------ surfaces: HTTP API and CLI
 
 

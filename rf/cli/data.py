@@ -171,6 +171,6 @@ def _print_table(result: DataQueryResult) -> None:
     for row in result.rows:
         table.add_row(*[escape("NULL" if v is None else v if isinstance(v, str) else json.dumps(v))
                         for v in row.values()])
-    out.print(fit_table(table, flex=tuple(column.header for column in table.columns)))  # long values give way
+    out.print(fit_table(table, flex=tuple(str(column.header) for column in table.columns)))  # long values give way
     more = f" (truncated at --limit {result.row_count}; there are more)" if result.truncated else ""
     err.print(f"[dim]{result.row_count} row{'s' if result.row_count != 1 else ''} in {result.took_ms:.0f} ms{more}[/dim]")

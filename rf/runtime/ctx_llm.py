@@ -16,7 +16,7 @@ one host call, and one trace span.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from rf.llm.types import ChatResult
@@ -39,6 +39,18 @@ class ChatStream:
         if self._chunks is not None:
             return iter(self._chunks)
         return iter(self._source)
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        """``async for piece in ctx.llm.chat(..., stream=True)`` in an async handler: each
+        wait for the next piece happens in a thread, so the handler's other tasks run meanwhile."""
+        import asyncio
+
+        pieces = iter(self)
+        while True:
+            piece = await asyncio.to_thread(next, pieces, None)
+            if piece is None:
+                return
+            yield piece
 
     @property
     def result(self) -> ChatResult:
