@@ -121,6 +121,8 @@ def test_deploy_promote_and_inspect(ws: Any) -> None:
     ex_id = json.loads(run_rf("executions", "list", "--env", "production", "--json", cwd=root).stdout)[0]["id"]
     shown = run_rf("executions", "show", ex_id, cwd=root)
     assert shown.returncode == 0 and "hello, P" in shown.stdout
+    # `rf invoke` without a server starts its worker: the duration line says so; and where the trace is.
+    assert "before it: a cold start" in shown.stdout and f"rf traces show {ex_id}" in shown.stdout
     r = run_rf("executions", "show", ex_id, "--env", "staging", cwd=root)
     assert r.returncode == 1 and "no execution" in r.stderr
 

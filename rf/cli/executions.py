@@ -67,17 +67,28 @@ def show(
 
     if env is not None:
         check_env(env)
+    from rf.errors import RfError
+
     with backend() as b:
         ex = b.get_execution(execution_id, env)
+        cold = None
+        if not json_out:
+            try:  # a cold start shows in the trace (a runtime span): say so next to the duration
+                cold = next((s for s in b.get_trace(ex.id, ex.env).spans if s.name == "worker.start"), None)
+            except RfError:
+                cold = None
     if json_out:
         print_json(ex)
         return
     st = "[ok]succeeded[/ok]" if ex.status == "succeeded" else "[fail]failed[/fail]"
     out.print(f"[bold]{ex.id}[/bold]  {st}  {env_label(ex.env)}")
+    took = duration(ex.duration_ms)
+    if cold is not None:
+        took += f" (+ {duration(cold.duration_ms)} before it: a cold start, a new worker importing the agent)"
     rows = [
         ("agent", ex.agent), ("commit", ex.commit), ("source", ex.source),
         ("session", ex.session_id or "—"), ("started", when(ex.started_at) + " UTC"),
-        ("duration", duration(ex.duration_ms)),
+        ("duration", took), ("trace", f"rf traces show {ex.id}"),
     ]
     for k, v in rows:
         out.print(f"  [dim]{k:<9}[/dim] {escape(str(v))}")
