@@ -114,20 +114,28 @@ def check_memory_key(key: Any) -> str:
     return key
 
 
+def _label(what: str, key: str | None) -> str:
+    return f"memory value for {key[:60]!r}" if key is not None else what
+
+
 def _kib(n: int) -> str:
     return f"{n / 1024:.0f} KiB" if n >= 1024 else f"{n} bytes"
 
 
-def dump_json(value: Any, what: str) -> str:
-    """``value`` as JSON text within the memory size limit (clear errors otherwise)."""
+def dump_json(value: Any, what: str = "", *, key: str | None = None) -> str:
+    """``value`` as JSON text within the memory size limit (clear errors otherwise). ``what``
+    names it in an error, or ``key``, the memory key it is for (the label is then made
+    only if there is an error)."""
     try:
         data = dumpb(value)
     except (TypeError, ValueError) as exc:
+        what = _label(what, key)
         raise UsageError(f"{what} is not JSON-serializable: {exc}",
                          "use strings, numbers, booleans, None, lists and dicts with string keys") from None
     size = len(data)
     text = data.decode("utf-8")
     if size > MEMORY_MAX_VALUE_BYTES:
+        what = _label(what, key)
         raise PayloadTooLarge(f"{what} is too large ({_kib(size)}; the limit is {_kib(MEMORY_MAX_VALUE_BYTES)})",
                               "keep large data in a data source or knowledge base and store a reference to it")
     return text
@@ -187,7 +195,7 @@ def _text_param(value: Any) -> Any:
 def keep_memory_write(call: HostCall, key: Any, value: Any, *, delete: bool = False) -> str | None:
     """Keep a memory write (or deletion) aside until the execution ends; the value's JSON text."""
     key = check_memory_key(key)
-    text = None if delete else dump_json(value, f"memory value for {key[:60]!r}")
+    text = None if delete else dump_json(value, key=key)
     pending = call.state.setdefault("memory", {})
     pending.pop(key, None)  # keep the order of the last writes
     pending[key] = text
@@ -202,7 +210,7 @@ def keep_session_message(call: HostCall, role: Any, content: Any) -> str:
     if role not in SESSION_ROLES:
         raise UsageError(f"ctx.session.append: role must be one of {', '.join(SESSION_ROLES)}, not {role!r}")
     text = dump_json(content, "session message content")
-    call.state.setdefault("session", []).append((role, text, utcnow()))
+    call.state.setdefault("session", []).append((role, text, time.time_ns() // 1000))  # Unix µs
     return text
 
 
@@ -263,28 +271,24 @@ def finish_execution(store: Store, call: HostCall, execution: Execution, started
     if not (execution.session_id or memory):
         return
     ended = ended or utcnow()
-    if execution.session_id:
-        appended = call.state.get("session", ())
+    appended = call.state.get("session", ()) if execution.session_id else ()
+    has_input = execution.session_id is not None and execution.input is not None
+    has_output = execution.session_id is not None and execution.output is not None
+    count = len(appended) + has_input + has_output
+    seq = next_seq(count + len(memory or ()))  # one reservation for the turn and the memory writes
+    if count:
         # One row for all of the execution's messages: [[role, content, Unix µs], ...].
+        started = started or (parse_iso(execution.started_at) if execution.started_at else ended)
         parts: list[str] = []
-        first = last = None
-        if execution.input is not None:
-            first = started or (parse_iso(execution.started_at) if execution.started_at else ended)
-            parts.append(f'["user",{_encode(message_content(execution.input))},{_micros(first)}]')
-        for role, content_json, at in appended:
-            first = first or at
-            last = at
-            parts.append(f'["{role}",{content_json},{_micros(at)}]')  # role: one of SESSION_ROLES
-        if execution.output is not None:
-            first = first or ended
-            last = ended
+        if has_input:
+            parts.append(f'["user",{_encode(message_content(execution.input))},{_micros(started)}]')
+        parts += [f'["{role}",{content_json},{at}]' for role, content_json, at in appended]  # roles: SESSION_ROLES
+        if has_output:
             parts.append(f'["assistant",{_encode(message_content(execution.output))},{_micros(ended)}]')
-        if parts:
-            assert first is not None
-            store.queue_session_turn((execution.env, execution.agent, execution.session_id, next_seq(len(parts)),
-                                      len(parts), execution.id, first, last or first, "[" + ",".join(parts) + "]"))
+        store.queue_session_turn((execution.env, execution.agent, execution.session_id or "", seq, count,
+                                  execution.id, started, ended, "[" + ",".join(parts) + "]"))
+        seq += count
     if memory:
-        seq = next_seq(len(memory))
         mem_rows: list[MemoryRow] = [
             (execution.env, key, seq + i, value, execution.agent, execution.id, ended)
             for i, (key, value) in enumerate(memory.items())

@@ -78,7 +78,15 @@ class BatchWriter:
 
     def put(self, table: str, row: Sequence[Any]) -> None:
         """Queue one row (values in table column order)."""
-        self.put_many(table, (row,))
+        if self._closed:
+            raise RuntimeError("writer is closed")
+        group: dict[str, list[tuple[Any, ...]]] | None = getattr(self._local, "group", None)
+        if group is None:
+            self._queue.put({table: [tuple(row)]})
+        elif table in group:
+            group[table].append(tuple(row))
+        else:
+            group[table] = [tuple(row)]
 
     def put_many(self, table: str, rows: Sequence[Sequence[Any]]) -> None:
         """Queue rows of one table."""
