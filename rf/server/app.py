@@ -260,9 +260,9 @@ def _coerce(value: str, annotation: str) -> Any:
     return value
 
 
-def _stream_call(run: Any) -> ServerSentEvent:
-    """``rf test`` through the server: each chunk the run yields as a ``chunk`` event as it
-    comes, then ``done`` with the whole execution (or ``error`` with an RfError's dict)."""
+def _stream_call(run: Any, done: Any = to_dict) -> ServerSentEvent:
+    """Run ``run(on_chunk)`` in a thread; each chunk it yields is a ``chunk`` event as it
+    comes, then ``done`` with ``done(execution)`` (or ``error`` with an RfError's dict)."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
 
@@ -272,7 +272,7 @@ def _stream_call(run: Any) -> ServerSentEvent:
     def work() -> None:
         try:
             ex = run(on_chunk)
-            loop.call_soon_threadsafe(queue.put_nowait, ("done", to_dict(ex)))
+            loop.call_soon_threadsafe(queue.put_nowait, ("done", done(ex)))
         except RfError as err:
             loop.call_soon_threadsafe(queue.put_nowait, ("error", err.to_dict()))
         except Exception as exc:
@@ -295,34 +295,13 @@ def _stream_call(run: Any) -> ServerSentEvent:
 
 
 def _stream(services: Services, env: str, name: str, payload: Any, session_id: str | None) -> ServerSentEvent:
-    """Run the agent in a thread and forward each yielded chunk as an SSE event."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    """An endpoint call with ``Accept: text/event-stream``: the agent's chunks as they come,
+    then ``done`` with the execution id and status (and error)."""
 
-    def on_chunk(chunk: Any) -> None:
-        loop.call_soon_threadsafe(queue.put_nowait, ("chunk", chunk))
+    def done(ex: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {"execution_id": ex.id, "status": ex.status}
+        if ex.status != "succeeded":
+            out["error"] = ex.error
+        return out
 
-    def run() -> None:
-        try:
-            ex = services.invoke(env, name, payload, session_id, "endpoint", on_chunk)
-            done: dict[str, Any] = {"execution_id": ex.id, "status": ex.status}
-            if ex.status != "succeeded":
-                done["error"] = ex.error
-            loop.call_soon_threadsafe(queue.put_nowait, ("done", done))
-        except RfError as err:
-            loop.call_soon_threadsafe(queue.put_nowait, ("error", err.to_dict()))
-        except Exception as exc:  # noqa: BLE001 - becomes an error event, never a dropped stream
-            loop.call_soon_threadsafe(queue.put_nowait, ("error", {"code": "internal", "message": str(exc)}))
-
-    async def events() -> AsyncIterator[dict[str, Any]]:
-        task = asyncio.create_task(asyncio.to_thread(run))
-        try:
-            while True:
-                kind, data = await queue.get()
-                yield {"event": kind, "data": json.dumps(data)}
-                if kind != "chunk":
-                    break
-        finally:
-            await task
-
-    return ServerSentEvent(events())  # type: ignore[arg-type]
+    return _stream_call(lambda on_chunk: services.invoke(env, name, payload, session_id, "endpoint", on_chunk), done)
