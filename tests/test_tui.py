@@ -147,6 +147,36 @@ def screen_text(app: RfApp) -> str:
     return "\n".join(line.text for line in app.screen._compositor.render_strips())  # type: ignore[attr-defined]
 
 
+# ------------------------------------------------------------ layout
+
+
+async def test_the_sidebar_gives_way_on_a_narrow_terminal(backend: LocalBackend) -> None:
+    """Under 100 columns the sidebar starts hidden (the views get its 22 columns); ctrl+b
+    toggles it at any width, and a resize after that keeps the user's choice."""
+    app = make_app(backend)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        sidebar = app.query_one("#sidebar")
+        assert not sidebar.display and "Data sources" not in screen_text(app)
+        assert "hello" in screen_text(app)  # the Agents view, full width
+        await pilot.press("ctrl+b")
+        await settle(pilot)
+        assert sidebar.display and "Data sources" in screen_text(app)
+        await pilot.resize_terminal(120, 40)
+        await settle(pilot)
+        assert sidebar.display
+        await pilot.press("ctrl+b")
+        await settle(pilot)
+        assert not sidebar.display
+        await pilot.press("3")  # the number keys still switch views
+        await settle(pilot)
+        assert app.current_view == "connectors"
+    app = make_app(backend)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert app.query_one("#sidebar").display and "Data sources" in screen_text(app)
+
+
 # ------------------------------------------------------------ environment switch
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from textual import events
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from rf.config import Workspace
 
 SHORTCUTS = "1234567890"
+#: Below this many columns the sidebar starts hidden (the views need the room); ctrl+b toggles it.
+SIDEBAR_MIN_COLUMNS = 100
 
 #: App actions that make no sense while a dialog is open.
 _MAIN_SCREEN_ONLY = {"switch_env", "show", "reload", "help"}
@@ -55,6 +58,7 @@ class RfApp(App[None]):
         Binding("r", "reload", "Reload", show=False),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
+        Binding("ctrl+b", "toggle_sidebar", "Sidebar", show=False),
         *(
             Binding(SHORTCUTS[n], f"show('{cls.KEY}')", cls.TITLE, show=False)
             for n, cls in enumerate(VIEW_CLASSES[: len(SHORTCUTS)])
@@ -97,6 +101,7 @@ class RfApp(App[None]):
         self._mounted = False
         self.painted_log: list[tuple[str, str]] = []  #: (view, env) each time fresh data was painted
         self._notices = notices or []
+        self._sidebar_choice: bool | None = None  #: ctrl+b's choice (None: by the terminal's width)
 
     # ------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -123,12 +128,26 @@ class RfApp(App[None]):
                 yield self._new_view(self.current_view)
         yield RfFooter()
 
+    def on_resize(self, event: events.Resize) -> None:
+        self._fit_sidebar(event.size.width)
+
+    def _fit_sidebar(self, width: int) -> None:
+        """Show the sidebar on a terminal at least SIDEBAR_MIN_COLUMNS wide, unless ctrl+b said otherwise."""
+        shown = self._sidebar_choice if self._sidebar_choice is not None else width >= SIDEBAR_MIN_COLUMNS
+        self.query_one("#sidebar").display = shown
+
+    def action_toggle_sidebar(self) -> None:
+        sidebar = self.query_one("#sidebar")
+        self._sidebar_choice = not sidebar.display
+        sidebar.display = self._sidebar_choice
+
     def shortcut(self, index: int) -> str:
         return SHORTCUTS[index] if index < len(SHORTCUTS) else ""
 
     def on_mount(self) -> None:
         with self._server_lock:
             self._mounted = True
+        self._fit_sidebar(self.size.width)
         self._mark_nav()
         self._show_server()
         self.query_one(ReadOnlyBanner).show_env(self.env, self.active_view.BANNER or READ_ONLY_TEXT)

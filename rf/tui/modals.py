@@ -146,6 +146,7 @@ GLOBAL_KEYS = [
     ("1–9, 0", "go to a view (or click the sidebar)"),
     ("ctrl+p", "command palette: every action"),
     ("r", "reload this view"),
+    ("ctrl+b", "show / hide the sidebar (hidden at first on a terminal under 100 columns)"),
     ("tab / shift+tab", "move between the parts of a view"),
     ("?", "this help"),
     ("q", "quit"),
