@@ -68,15 +68,20 @@ class HttpBackend:
         self.workspace = workspace
         self.timeout = timeout
 
-    def _request(self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None) -> Any:
+    def _connection(self) -> Any:
         import http.client  # only when a server is running (~20 ms that local commands need not pay)
+
+        conn_cls = http.client.HTTPSConnection if self._parsed.scheme == "https" else http.client.HTTPConnection
+        return conn_cls(self._parsed.hostname or "127.0.0.1", self._parsed.port, timeout=self.timeout)
+
+    def _request(self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None) -> Any:
+        import http.client
 
         if query:
             clean = {k: ("true" if v is True else "false" if v is False else v) for k, v in query.items() if v is not None}
             if clean:
                 path += "?" + urllib.parse.urlencode(clean)
-        conn_cls = http.client.HTTPSConnection if self._parsed.scheme == "https" else http.client.HTTPConnection
-        conn = conn_cls(self._parsed.hostname or "127.0.0.1", self._parsed.port, timeout=self.timeout)
+        conn = self._connection()
         headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
         payload = None
         if body is not None:
@@ -111,8 +116,7 @@ class HttpBackend:
         route = api.BY_NAME["run_test"]
         path = "/api" + route.path.replace("{name}", urllib.parse.quote(str(params.pop("name")), safe=""))
         params["files"] = api.encode_files(params["files"])
-        conn_cls = http.client.HTTPSConnection if self._parsed.scheme == "https" else http.client.HTTPConnection
-        conn = conn_cls(self._parsed.hostname or "127.0.0.1", self._parsed.port, timeout=self.timeout)
+        conn = self._connection()
         headers = {"Authorization": f"Bearer {self.token}", "Accept": "text/event-stream",
                    "Content-Type": "application/json"}
         try:

@@ -57,6 +57,19 @@ def datetime_of_ns(ns: int) -> _dt.datetime:
     return _EPOCH + _dt.timedelta(microseconds=ns // 1000)
 
 
+_MICROSECOND = _dt.timedelta(microseconds=1)
+
+
+def micros_of(when: _dt.datetime) -> int:
+    """A naive UTC datetime as Unix microseconds."""
+    return (when - _EPOCH) // _MICROSECOND
+
+
+def datetime_of_micros(us: int) -> _dt.datetime:
+    """Unix microseconds as a naive UTC datetime."""
+    return _EPOCH + _dt.timedelta(microseconds=us)
+
+
 def utcnow() -> _dt.datetime:
     """Now, UTC, without tzinfo (how the store keeps times)."""
     return _EPOCH + _dt.timedelta(microseconds=time.time_ns() // 1000)

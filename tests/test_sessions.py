@@ -101,11 +101,12 @@ def test_one_row_per_execution_and_older_rows_read_alike(local: Backend) -> None
     store = local.services.store
     at = dt.datetime(2026, 1, 2, 3, 4, 5, 678000)
     seq = next_seq(2)
-    store.queue_session_messages([
+    store.writer.put_many("session_messages", [  # the layout before v12: one row per message
         ("staging", "chat", "old", seq, "user", json.dumps("before v12"), "ex-old", at),
         ("staging", "chat", "old", seq + 1, "assistant", json.dumps({"n": 1}), "ex-old", at),
     ])
-    store.queue_session_messages([("production", "chat", "old", next_seq(), "user", '"other env"', "ex-p", at)])
+    store.writer.put_many("session_messages", [("production", "chat", "old", next_seq(), "user", '"other env"',
+                                                 "ex-p", at)])
     ex = local.invoke("staging", "chat", {"message": "after", "note": "ünïcode ✓"}, "old")
     assert ex.status == "succeeded", ex.error
     assert ex.output["seen"] == ["before v12", {"n": 1}, {"note": "ünïcode ✓"}]

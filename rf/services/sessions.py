@@ -33,7 +33,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from rf.errors import NotFound, PayloadTooLarge, UsageError
-from rf.ids import iso, parse_iso, utcnow
+from rf.ids import iso, micros_of, parse_iso, utcnow
 from rf.jsonfast import dumpb, dumps
 from rf.models import (
     MEMORY_MAX_KEY_CHARS,
@@ -60,15 +60,6 @@ _SESSION_ID = re.compile(SESSION_ID_PATTERN)
 #: Encoders made once (json.dumps with options builds a new one per call).
 _encode = dumps
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_EPOCH = _dt.datetime(1970, 1, 1)
-_MICROSECOND = _dt.timedelta(microseconds=1)
-
-
-def _micros(at: _dt.datetime) -> int:
-    """A stored (naive UTC) time as Unix microseconds."""
-    return (at - _EPOCH) // _MICROSECOND
-
-
 #: Compact the memory table after this many writes (superseded rows pile up).
 COMPACT_EVERY = 10_000
 _PREVIEW = 80
@@ -281,10 +272,10 @@ def finish_execution(store: Store, call: HostCall, execution: Execution, started
         started = started or (parse_iso(execution.started_at) if execution.started_at else ended)
         parts: list[str] = []
         if has_input:
-            parts.append(f'["user",{_encode(message_content(execution.input))},{_micros(started)}]')
+            parts.append(f'["user",{_encode(message_content(execution.input))},{micros_of(started)}]')
         parts += [f'["{role}",{content_json},{at}]' for role, content_json, at in appended]  # roles: SESSION_ROLES
         if has_output:
-            parts.append(f'["assistant",{_encode(message_content(execution.output))},{_micros(ended)}]')
+            parts.append(f'["assistant",{_encode(message_content(execution.output))},{micros_of(ended)}]')
         store.queue_session_turn((execution.env, execution.agent, execution.session_id or "", seq, count,
                                   execution.id, started, ended, "[" + ",".join(parts) + "]"))
         seq += count

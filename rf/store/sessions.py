@@ -26,6 +26,7 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from rf.ids import datetime_of_micros
 from rf.jsonfast import dumps as _dumps
 
 if TYPE_CHECKING:
@@ -33,10 +34,6 @@ if TYPE_CHECKING:
 
     from rf.store.writer import BatchWriter
 
-_EPOCH = _dt.datetime(1970, 1, 1)
-
-#: A session message row (layout before v12), in table column order.
-SessionRow = tuple[str, str, str, int, str, str, "str | None", _dt.datetime]
 #: An execution's session messages in one row, in table column order.
 TurnRow = tuple[str, str, str, int, int, "str | None", _dt.datetime, _dt.datetime, str]
 #: A memory row, in table column order (value None = deleted).
@@ -65,10 +62,6 @@ class SessionsMixin:
         started_at, ended_at, messages JSON)."""
         self.writer.put("session_turns", row)
 
-    def queue_session_messages(self, rows: Sequence[SessionRow]) -> None:
-        """Queue messages one row each, in the layout before v12 (tests of the readers use it)."""
-        self.writer.put_many("session_messages", rows)
-
     def session_messages(
         self, env: str, session_id: str, agent: str, *, limit: int | None = None
     ) -> list[tuple[int, str, Any, str | None, _dt.datetime]]:
@@ -94,7 +87,7 @@ class SessionsMixin:
                 out.append((seq, role, json.loads(content), execution_id, created_at))
             else:
                 for i, (role, content, at_us) in enumerate(json.loads(messages)):
-                    out.append((seq + i, role, content, execution_id, _EPOCH + _dt.timedelta(microseconds=at_us)))
+                    out.append((seq + i, role, content, execution_id, datetime_of_micros(at_us)))
         return out[-limit:] if limit is not None else out
 
     def session_agents(self, env: str, session_id: str) -> list[str]:
