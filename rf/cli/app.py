@@ -98,8 +98,16 @@ def parse_json_arg(text: str, what: str = "--input") -> Any:
                          'quote it for your shell, e.g. --input \'{"name": "Ada"}\'') from None
 
 
-def read_input(input_json: str | None, input_file: Path | None) -> Any:
-    """Agent input from --input, --input-file, or stdin (when piped); {} otherwise."""
+def read_input(input_json: str | None, input_file: Path | None, positional: str | None = None) -> Any:
+    """Agent input from the INPUT argument, --input, --input-file, or stdin (when piped); {} otherwise."""
+    if positional is not None:
+        if input_json is not None or input_file is not None:
+            raise UsageError("the input was given twice (as an argument and with --input/--input-file)",
+                             "keep one of them")
+        try:
+            return parse_json_arg(positional, "the input")
+        except UsageError as exc:
+            raise UsageError(exc.message, "quote it for your shell, e.g. '{\"name\": \"Ada\"}'") from None
     if input_json is not None and input_file is not None:
         raise UsageError("give either --input or --input-file, not both")
     if input_json is not None:

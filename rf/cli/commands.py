@@ -211,15 +211,6 @@ InputArgument = Annotated[str | None, typer.Argument(metavar="[INPUT]", show_def
                                                      help="Input as JSON (same as --input).")]
 
 
-def _positional_input(positional: str | None, input_json: str | None) -> str | None:
-    """The input JSON from the INPUT argument or --input (not both)."""
-    if positional is None:
-        return input_json
-    if input_json is not None:
-        raise UsageError("the input was given twice (as an argument and with --input)", "keep one of them")
-    return positional
-
-
 def _looks_like_json(text: str) -> bool:
     return text.lstrip()[:1] in ("{", "[", '"')
 
@@ -241,15 +232,14 @@ def test(
     ws = workspace()
     if agent is not None and positional is None and _looks_like_json(agent) and not Path(agent).exists():
         agent, positional = None, agent  # `rf test '{"name": "Ada"}'` inside the agent's directory
-    input_json = _positional_input(positional, input_json)
     name, directory = resolve_agent_dir(ws, agent)
     if chat:
-        if watch or json_out or input_json is not None or input_file is not None:
+        if watch or json_out or input_json is not None or input_file is not None or positional is not None:
             raise UsageError("--chat reads its input from the terminal",
                              "drop --input/--input-file/--watch/--json, or drop --chat")
         _chat(name, directory, session)
         return
-    payload = read_input(input_json, input_file)
+    payload = read_input(input_json, input_file, positional)
 
     def once() -> bool:
         files = snapshot_dir(directory)
@@ -372,7 +362,7 @@ def invoke(
 ) -> None:
     """Call an environment's deployed agent (through the server, or in-process)."""
     check_env(env)
-    payload = read_input(_positional_input(positional, input_json), input_file)
+    payload = read_input(input_json, input_file, positional)
     with backend() as b:
         ex = b.invoke(env, agent, payload, session, "invoke")
     _print_execution(ex, json_out)
