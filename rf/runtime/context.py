@@ -205,6 +205,20 @@ class Context:
         desynchronising the channel."""
         self._active = False
 
+    def _release(self) -> None:
+        """Let go of the services once the worker has sent what they left (after :meth:`_end`).
+
+        They point back at this context (and the outbox hooks itself into it),
+        so without this every execution would leave a reference cycle for the
+        garbage collector: a collection every few dozen runs, each walking
+        hundreds of dead objects. Agent code that kept ``ctx`` still gets the
+        clear "called after execution ended" error from a later call.
+        """
+        self._services.clear()
+        self.__dict__.pop("_end", None)  # the outbox's hooks (see rf.runtime.ctx_trace.Outbox)
+        self._host = None
+        self._final_ops = self._final_spans = None
+
 
 #: ctx.<name> -> (module, class). Each module is imported on first use in this worker
 #: (most agents use few of them); its class is then kept here, so a later execution's

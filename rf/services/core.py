@@ -439,6 +439,9 @@ class CoreServices:
             self.store.record_execution(execution, started, ended, root_span)
         finally:
             writer.end_group()
+            # The trace points back at the call: without this, every execution would
+            # leave a reference cycle for the garbage collector to find.
+            call.state.pop("trace", None)
         return execution
 
     def host_handler(self, call: HostCall) -> Callable[[str, dict[str, Any]], Any]:
