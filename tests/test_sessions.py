@@ -83,6 +83,44 @@ def test_agent_appends_and_reads_its_own_messages(local: Backend) -> None:
         ("assistant", "staging heard 'look it up' after 0 messages")]
 
 
+LLM_CHAT = """
+def handle(input, ctx):
+    if input.get("note"):
+        ctx.session.append("tool", {"note": input["note"]})
+    history = ctx.session.history() if input.get("raw") else ctx.session.history(for_llm=True)
+    messages = history + [{"role": "user", "content": input.get("message", "?")}]
+    reply = ctx.llm.chat(messages)
+    return {"message": reply.text, "sent": messages, "raw": ctx.session.history()}
+"""
+
+
+def test_history_for_llm_goes_straight_to_ctx_llm_chat(local: Backend, ws: Any) -> None:
+    """A session that holds a tool message with a dict, and an input without a "message",
+    still makes a conversation the LLM takes: non-text content as JSON text, tool messages
+    left out (``history()`` alone would be refused by ``ctx.llm.chat``)."""
+    write_agent(ws.root, "llmchat", LLM_CHAT, TOML)
+    local.deploy("llmchat", snapshot_dir(ws.root / "agents" / "llmchat"), "v1", "ada")
+    first = local.invoke("staging", "llmchat", {"message": "hi", "note": "looked up 3 orders"}, "s9")
+    assert first.status == "succeeded", first.error
+    second = local.invoke("staging", "llmchat", {"message": "and now?", "n": 2}, "s9")
+    assert second.status == "succeeded", second.error
+    assert second.output["sent"] == [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": first.output["message"]},
+        {"role": "user", "content": "and now?"},
+    ]
+    assert [m["role"] for m in second.output["raw"]] == ["user", "tool", "assistant"]  # history() keeps it all
+    assert second.output["raw"][1]["content"] == {"note": "looked up 3 orders"}
+    # An input without a "message" is kept whole; for the LLM it is its JSON text.
+    third = local.invoke("staging", "llmchat", {"question": "x", "also": [1, 2]}, "s10")
+    assert third.status == "succeeded", third.error
+    fourth = local.invoke("staging", "llmchat", {"message": "y"}, "s10")
+    assert fourth.output["sent"][0] == {"role": "user", "content": '{"question": "x", "also": [1, 2]}'}
+    # The plain history, with its tool message and dict content, is what ctx.llm.chat refuses.
+    refused = local.invoke("staging", "llmchat", {"message": "z", "raw": True}, "s9")
+    assert refused.status == "failed" and "content must be a string" in (refused.error or "")
+
+
 def test_a_failed_execution_leaves_the_session_untouched(local: Backend) -> None:
     local.invoke("staging", "chat", {"message": "one"}, "s3")
     failed = local.invoke("staging", "chat", {"message": "two", "note": "x", "fail": True}, "s3")

@@ -2,7 +2,8 @@
 
 ``history()`` returns earlier messages (role/content) of the session the
 caller named (``session_id``), oldest first — not the current input, which
-the handler has in hand. ``append()`` adds a message; like the user input and
+the handler has in hand; ``history(for_llm=True)`` gives them ready for
+``ctx.llm.chat``. ``append()`` adds a message; like the user input and
 the agent's output (which rf appends by itself), it is committed when the
 execution succeeds.
 """
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
 
 class Session:
-    """``ctx.session``: ``id``, ``history(limit=None)``, ``append(role, content)``."""
+    """``ctx.session``: ``id``, ``history(limit=None, for_llm=False)``, ``append(role, content)``."""
 
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
@@ -33,13 +34,26 @@ class Session:
         """The session id the caller gave (None when the execution has no session)."""
         return self._ctx.session_id
 
-    def history(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """Messages ``{"role", "content"}`` of this session, oldest first (the newest ``limit``)."""
+    def history(self, limit: int | None = None, *, for_llm: bool = False) -> list[dict[str, Any]]:
+        """Messages ``{"role", "content"}`` of this session, oldest first (the newest ``limit``).
+
+        ``for_llm=True`` gives them as ``ctx.llm.chat`` takes them: content that
+        is not text (e.g. an input without a ``message``, or a dict an agent
+        appended) becomes its JSON text, and ``tool`` messages are left out —
+        a session keeps no tool-call ids, and providers refuse a tool result
+        that answers no call in the same request::
+
+            messages = ctx.session.history(for_llm=True) + [{"role": "user", "content": text}]
+            reply = ctx.llm.chat(messages)
+        """
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
             raise UsageError("ctx.session.history: limit must be a whole number ≥ 0")
         if self.id is None or limit == 0:
             return []
         result: list[dict[str, Any]] = self._ctx.call_host("session.history", limit=limit)
+        if for_llm:
+            return [{"role": m["role"], "content": m["content"] if isinstance(m["content"], str)
+                     else encode_json(m["content"])} for m in result if m["role"] != "tool"]
         return result
 
     def append(self, role: str, content: Any) -> None:
