@@ -416,6 +416,24 @@ async def test_rollback_from_history(backend: LocalBackend) -> None:
 # ------------------------------------------------------------ agents: deploy and promote
 
 
+async def test_the_agents_title_counts_what_is_not_deployed(backend: LocalBackend) -> None:
+    """An agent only in agents/ is listed with "not deployed"; the title says so, instead of
+    counting the deployed ones alone ("0 agents" above a row, in a new workspace)."""
+    ws = backend.workspace
+    assert ws is not None
+    write_agent(ws.root, "draft")
+    app = make_app(backend)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        text = screen_text(app)
+        assert "2 agents deployed · 1 not deployed yet · 1 with changes to promote" in text, text
+        shutil.rmtree(ws.agents_dir / "draft")
+        app._poll()
+        await settle(pilot)
+        text = screen_text(app)
+        assert "2 agents · 1 with changes to promote" in text and "not deployed" not in text, text
+
+
 async def test_deploy_and_promote_from_the_agents_view(backend: LocalBackend) -> None:
     ws = backend.workspace
     assert ws is not None

@@ -196,7 +196,10 @@ class AgentsView(View):
         self.query_one("#agent-detail", VerticalScroll).display = bool(rows)
         deployed = sum(1 for r in rows if r.agent is not None)
         ahead = sum(1 for r in rows if r.agent is not None and r.agent.commits_ahead and r.agent.production_commit)
-        self.set_subtitle(plural(deployed, "agent") + (f" · {ahead} with changes to promote" if ahead else ""))
+        local = len(rows) - deployed  # in agents/ only
+        self.set_subtitle(plural(deployed, "agent") + (" deployed" if local else "")
+                          + (f" · {local} not deployed yet" if local else "")
+                          + (f" · {ahead} with changes to promote" if ahead else ""))
 
     def _cells(self, r: AgentRow) -> tuple[str | Text, ...]:
         a = r.agent
