@@ -101,11 +101,14 @@ class Outbox:
 
     def defer(self, method: str, params: dict[str, Any], size: int = 0) -> None:
         """Queue a host call whose answer nobody waits for."""
-        self._check_active(method)
+        if not self._ctx._active or self._raw is None:
+            self._check_active(method)  # raises
         now = time_ns()
         current = _current.get()
         parent = current[1] if current is not None and current[0] == self._execution_id else None
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # (cheaper than a ``with`` block: see Span.__exit__)
+        try:
             ops = self._ops
             if not ops and not self._spans:
                 self._first_ns = now
@@ -113,6 +116,8 @@ class Outbox:
             self._bytes += size + 64
             full = (len(ops) + len(self._spans) >= _MAX_OPS or self._bytes >= _MAX_BYTES
                     or now - self._first_ns >= _MAX_AGE_NS)
+        finally:
+            lock.release()
         if full:
             self.flush()
 
@@ -274,7 +279,7 @@ class Span:
                 pass
             self._token = None
         box = self._outbox
-        if not box._ctx._active:
+        if not box._ctx._active or box._raw is None:
             box._check_active("trace.span")  # raises
         # The span, as the store keeps it (rf.services.span_rows): the host checks it and,
         # usually, stores it as it is. Its parent is the enclosing span, or the root.
