@@ -209,7 +209,7 @@ class AgentsView(View):
                 Text("(in agents/, not deployed)", style="dim"),
                 "—",
                 "—",
-                Text("not deployed — press d", style="yellow"),
+                Text("press d to deploy", style="yellow"),
             )
         if a.staging_commit is None:
             status = Text("not in staging", style="dim")
