@@ -83,6 +83,8 @@ def test_test_command_inputs_and_exit_codes(ws: Any) -> None:
 
 def test_deploy_promote_and_inspect(ws: Any) -> None:
     root = ws.root
+    st = run_rf("status", cwd=root, env={"COLUMNS": "100"}).stdout  # an agent in agents/, never deployed
+    assert "not deployed yet: rf agents deploy hello" in st and "none" not in st, st
     r = run_rf("agents", "deploy", "hello", "-m", "first", cwd=root)
     assert r.returncode == 0 and "deployed hello to staging" in r.stderr
     r = run_rf("agents", "deploy", "hello", cwd=root)

@@ -88,6 +88,7 @@ def status(json_out: JsonOption = False) -> None:
     from rich.table import Table
 
     from rf.cli.output import out, print_json, short
+    from rf.config import list_agent_dirs
 
     with backend() as b:
         st = b.status()
@@ -99,8 +100,12 @@ def status(json_out: JsonOption = False) -> None:
             out.print(f"[bold]server[/bold]     [ok]running[/ok] at {st.server_url}")
         else:
             out.print("[bold]server[/bold]     [dim]not running (commands open the store directly; start one with `rf serve`)[/dim]")
-        if not st.agents:
-            out.print("[bold]agents[/bold]     none deployed yet — rf agents deploy NAME")
+        # Agents in agents/ that were never deployed are listed too, with what to run.
+        deployed = {a.name for a in st.agents}
+        local = [name for name in list_agent_dirs(workspace()) if name not in deployed]
+        if not st.agents and not local:
+            out.print("[bold]agents[/bold]     none yet — create agents/NAME/agent.toml and agent.py, then "
+                      "rf agents deploy NAME")
             return
         table = Table(box=None, pad_edge=False, header_style="bold")
         table.add_column("agent")
@@ -112,6 +117,8 @@ def status(json_out: JsonOption = False) -> None:
             if a.production_commit is None:
                 ahead = "not promoted yet"
             table.add_row(a.name, short(a.staging_commit), short(a.production_commit), ahead)
+        for name in local:
+            table.add_row(name, "—", "—", f"[yellow]not deployed yet: rf agents deploy {name}[/yellow]")
         out.print(table)
 
 
