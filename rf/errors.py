@@ -98,20 +98,49 @@ class Unauthorized(RfError):
     http_status = 401
 
 
+class Forbidden(RfError):
+    """The caller is known but may not do this (a foreign Origin, agent code on the management API)."""
+
+    code = "forbidden"
+    http_status = 403
+
+
+class HostNotAllowed(RfError):
+    """The request named a Host the server does not answer to (DNS rebinding, a misrouted proxy)."""
+
+    code = "host_not_allowed"
+    http_status = 421
+
+
+class UnsupportedMediaType(RfError):
+    """A request body that is not JSON."""
+
+    code = "unsupported_media_type"
+    http_status = 415
+
+
 class ConnectorError(RfError):
     """A connector call reached for the remote API and failed: it answered an HTTP error,
-    timed out, or could not be reached. ``status`` is the HTTP status it answered, or
-    None when there was no answer. Agent code can catch it: ``from rf import ConnectorError``."""
+    timed out, or could not be reached. Agent code can catch it: ``from rf import ConnectorError``.
+
+    The message names only the connector, the resource and what happened (``HTTP 503``,
+    ``timed out``, ``could not connect``), because an uncaught one becomes the execution's
+    error, which an endpoint returns to its caller: the URL and the API's answer are in
+    the call's trace span instead. ``status`` is the HTTP status the API answered (None
+    when there was no answer); ``body`` is the start of the body of that answer (secrets
+    masked), for agent code that wants to look at it."""
 
     code = "connector"
     http_status = 502
 
-    def __init__(self, message: str, hint: str | None = None, status: int | None = None) -> None:
+    def __init__(self, message: str, hint: str | None = None, status: int | None = None,
+                 body: str | None = None) -> None:
         super().__init__(message, hint)
         self.status = status
+        self.body = body
 
     def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "status": self.status}
+        return {**super().to_dict(), "status": self.status, "body": self.body}
 
 
 class ExecutionFailed(RfError):
@@ -140,7 +169,7 @@ def from_dict(data: dict[str, Any]) -> RfError:
     cls = _BY_CODE.get(code, RfError)
     message, hint = str(data.get("message", "unknown error")), data.get("hint")
     if cls is ConnectorError:
-        status = data.get("status")
+        status, body = data.get("status"), data.get("body")
         return ConnectorError(message, hint, status if isinstance(status, int) and not isinstance(status, bool)
-                              else None)
+                              else None, body if isinstance(body, str) else None)
     return cls(message, hint)

@@ -241,8 +241,10 @@ def test_auth_carries_the_credential_and_never_leaks(local: LocalBackend, ws: An
     # a failing call with the credential set: the API even echoes it back, the error must not
     failed = b.invoke("staging", "caller", {"resource": "echo"})
     assert failed.status == "failed"
-    assert "HTTP 401" in (failed.error or "") and "bad token" in (failed.error or "")
-    text = record_text(failed)
+    assert "connector crm.echo failed: HTTP 401" in (failed.error or "") and "bad token" not in (failed.error or "")
+    span = next(s for s in b.get_trace(failed.id).spans if s.name == "connectors.call")
+    assert "bad token" in span.attributes["response_body"]  # the API's answer is in the trace
+    text = record_text(failed) + json.dumps(span.attributes)
     assert SECRET not in text and base64.b64encode(f"ada:{SECRET}".encode()).decode() not in text
     listed = b.list_executions("staging")
     assert all(SECRET not in record_text(e) for e in listed)
@@ -256,7 +258,7 @@ def test_host_errors_are_clear(local: LocalBackend, api_staging: FakeAPI) -> Non
                                                                    "expand": {"type": "boolean"}}})
     b.add_resource("crm", "missing", "GET", "/status/404")
     b.add_resource("crm", "slow", "GET", "/slow")
-    _, handle = host_call(b)
+    call, handle = host_call(b)
 
     with pytest.raises(UsageError) as missing:
         handle("connectors.call", {"slug": "crm", "resource": "get-customer", "params": {}})
@@ -278,14 +280,19 @@ def test_host_errors_are_clear(local: LocalBackend, api_staging: FakeAPI) -> Non
         handle("connectors.call", {"slug": "crm", "resource": "missing"})
     assert status.value.status == 404 and status.value.http_status == 502
     msg = status.value.message
-    assert "answered HTTP 404 Not Found" in msg and "nope xxx" in msg
-    assert len(msg) < 800  # the body is truncated (~500 characters)
+    assert msg == "connector crm.missing failed: HTTP 404 Not Found"  # no URL, no body
+    body = status.value.body or ""
+    assert body.startswith('{"error": "nope xxx') and len(body) < 2100  # the body is truncated (~2000 characters)
     assert status.value.hint and "rf connectors show crm" in status.value.hint
+    assert "rf traces show ex_test --json" in status.value.hint
+    attrs = call.state["span_attributes"]
+    assert attrs["url"] == api_staging.url + "/status/404" and attrs["response_body"] == body
+    assert attrs["error_detail"] == f"GET {api_staging.url}/status/404 answered HTTP 404 Not Found"
 
     with pytest.raises(ConnectorError) as slow:
         handle("connectors.call", {"slug": "crm", "resource": "slow"})
-    assert slow.value.status is None  # no answer
-    assert "timed out after 0.3 s" in slow.value.message
+    assert slow.value.status is None and slow.value.body is None  # no answer
+    assert slow.value.message == "connector crm.slow failed: timed out after 0.3 s"
     assert slow.value.hint and "--timeout" in slow.value.hint
 
     ok = handle("connectors.call", {"slug": "crm", "resource": "get-customer", "params": {"id": 5, "expand": True}})
@@ -307,13 +314,15 @@ def test_agent_code_catches_connector_errors(local: LocalBackend, ws: Any, api_s
         "        try:\n"
         "            ctx.connectors.call('crm', resource)\n"
         "        except ConnectorError as exc:\n"
-        "            out.append(['connector', exc.status, 'HTTP 404' in exc.message or 'timed out' in exc.message])\n"
+        "            out.append(['connector', exc.status, 'HTTP 404' in exc.message or 'timed out' in exc.message,\n"
+        "                        (exc.body or '')[:15]])\n"
         "        except RfError as exc:\n"
-        "            out.append([type(exc).__name__, None, 'no resource' in exc.message])\n"
+        "            out.append([type(exc).__name__, None, 'no resource' in exc.message, ''])\n"
         "    return out\n")
     ex = b.run_test("caller", {"agent.toml": CALLER_TOML.encode(), "agent.py": code.encode()}, {})
     assert ex.status == "succeeded", ex.error
-    assert ex.output == [["connector", 404, True], ["connector", None, True], ["NotFound", None, True]]
+    assert ex.output == [["connector", 404, True, '{"error": "nope'], ["connector", None, True, ""],
+                         ["NotFound", None, True, ""]]
     spans = [s for s in b.get_trace(ex.id).spans if s.name == "connectors.call"]
     assert len(spans) == 3 and all(s.status == "error" for s in spans)
 
@@ -331,7 +340,8 @@ def test_a_call_gets_only_the_time_its_execution_has_left(local: LocalBackend, w
     ex = b.run_test("caller", {"agent.toml": toml.encode(), "agent.py": code.encode()}, {})
     assert ex.status == "failed"
     span = next(s for s in b.get_trace(ex.id).spans if s.name == "connectors.call")
-    assert span.status == "error" and "did not answer before the execution's time ran out" in (span.error or "")
+    assert span.error == "connector crm.slow failed: no answer before the execution's time ran out"
+    assert span.attributes["error_detail"].startswith(f"GET {api_staging.url}/slow: ")
     assert span.attributes.get("attempts") == 1  # no retry with no time left
 
 
@@ -343,7 +353,7 @@ def test_retries_only_for_idempotent_methods(local: LocalBackend, api_staging: F
     call, handle = host_call(b)
     with pytest.raises(RfError) as get:
         handle("connectors.call", {"slug": "crm", "resource": "get-flaky"})
-    assert "HTTP 503" in get.value.message and "after 3 attempts" in get.value.message
+    assert get.value.message == "connector crm.get-flaky failed: HTTP 503 Service Unavailable after 3 attempts"
     assert [r["method"] for r in api_staging.requests] == ["GET"] * 3
     assert call.state["span_attributes"]["attempts"] == 3 and call.state["span_attributes"]["status"] == 503
     api_staging.requests.clear()
@@ -355,7 +365,9 @@ def test_retries_only_for_idempotent_methods(local: LocalBackend, api_staging: F
     b.edit_connector("crm", base_url="http://127.0.0.1:9", retries=1)
     with pytest.raises(RfError) as refused:
         handle("connectors.call", {"slug": "crm", "resource": "get-flaky"})
-    assert "GET http://127.0.0.1:9/flaky could not connect (2 attempts)" in refused.value.message
+    assert refused.value.message == "connector crm.get-flaky failed: could not connect (2 attempts)"
+    assert call.state["span_attributes"]["error_detail"].startswith(
+        "GET http://127.0.0.1:9/flaky could not connect (2 attempts): ")
 
 
 def test_mock_mode_makes_no_network_call(local: LocalBackend, ws: Any, api_staging: FakeAPI,

@@ -13,6 +13,12 @@ sandbox API while production points at the real one:
 - agent code calls ``ctx.connectors.call(slug, resource, **params)``; the
   host resolves the instance *of the execution's environment*
   (``connectors.call`` below), adds the credential, and makes the request.
+  A failed call raises :class:`~rf.errors.ConnectorError` whose message names
+  only the connector, the resource and the outcome (``connector crm.get-customer
+  failed: HTTP 503 Service Unavailable``): uncaught, it becomes the execution's
+  error, which an endpoint hands to its (anonymous) caller. The URL (secrets
+  masked), the error's detail and the API's answer go to the call's trace span
+  (attributes ``url``, ``error_detail``, ``response_body``).
 
 Content hashes identify an instance's state (config + resources, no
 timestamps). Every published state is also kept as a snapshot
@@ -65,7 +71,8 @@ SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 PATH_PARAM_RE = re.compile(r"{([^{}]*)}")
 PARAM_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
-MAX_ERROR_BODY = 500
+#: How much of a failed call's answer is kept (in its span's ``response_body``, and ``ConnectorError.body``).
+MAX_ERROR_BODY = 2000
 MAX_TIMEOUT_S = 600.0
 MAX_RETRIES = 10
 
@@ -670,7 +677,7 @@ class ConnectorsService(CredentialsService):
                                f"add one: rf connectors resources edit {slug} {resource} --mock-file F.json")
             call.annotate(mock=True, url=c.base_url.rstrip("/") + r.path, status=None)
             return copy.deepcopy(r.mock_response)
-        return self._send(call, c, r, params, what)
+        return self._send(call, c, r, params)
 
     def _validate_params(self, what: str, r: ConnectorResource, params: dict[str, Any]) -> None:
         from jsonschema import Draft202012Validator
@@ -697,7 +704,7 @@ class ConnectorsService(CredentialsService):
             raise UsageError(f"{what}: parameter {where[0]!r}: {error.message}", hint)
         raise UsageError(f"{what}: {error.message}", hint)
 
-    def _send(self, call: HostCall, c: Connector, r: ConnectorResource, params: dict[str, Any], what: str) -> Any:
+    def _send(self, call: HostCall, c: Connector, r: ConnectorResource, params: dict[str, Any]) -> Any:
         import httpx
 
         path = r.path
@@ -738,6 +745,7 @@ class ConnectorsService(CredentialsService):
                 headers[c.api_key_header or "X-API-Key"] = secret
         shown_url = url + ("?" + urllib.parse.urlencode(shown_query) if shown_query else "")
         call.annotate(url=shown_url, mock=False)
+        label = f"connector {c.slug}.{r.slug}"
         attempts = 1 + (c.retries if r.method in IDEMPOTENT else 0)
         response: httpx.Response | None = None
         for attempt in range(1, attempts + 1):
@@ -752,20 +760,22 @@ class ConnectorsService(CredentialsService):
                     time.sleep(min(0.05 * 2 ** (attempt - 1), 1.0))
                     continue
                 if cut_short and isinstance(exc, httpx.ConnectTimeout):
-                    raise _out_of_time(what, f"{r.method} {shown_url}", call.agent) from None
+                    raise _out_of_time(call, label, f"{r.method} {shown_url}") from None
                 reason = "timed out connecting" if isinstance(exc, httpx.ConnectTimeout) else "could not connect"
-                raise ConnectorError(
-                    f"{what}: {r.method} {shown_url} {reason} ({_plural(attempt, 'attempt')}): "
-                    f"{_scrub(str(exc), secrets)[:200]}",
-                    f"check the base URL of {c.slug} in {c.env}: rf connectors show {c.slug} --env {c.env}") from None
+                outcome = f"{reason} ({_plural(attempt, 'attempt')})"
+                raise _failed(call, label, outcome, f"{r.method} {shown_url} {outcome}: {_scrub(str(exc), secrets)[:200]}",
+                              f"check the base URL of {c.slug} in {c.env}: rf connectors show {c.slug} --env {c.env}"
+                              ) from None
             except httpx.TimeoutException:
                 if cut_short:
-                    raise _out_of_time(what, f"{r.method} {shown_url}", call.agent) from None
-                raise ConnectorError(f"{what}: {r.method} {shown_url} timed out after {c.timeout_s:g} s",
-                                     f"raise it in staging: rf connectors edit {c.slug} --timeout SECONDS") from None
+                    raise _out_of_time(call, label, f"{r.method} {shown_url}") from None
+                outcome = f"timed out after {c.timeout_s:g} s"
+                raise _failed(call, label, outcome, f"{r.method} {shown_url} {outcome}",
+                              f"raise it in staging: rf connectors edit {c.slug} --timeout SECONDS") from None
             except httpx.HTTPError as exc:
-                raise ConnectorError(f"{what}: {r.method} {shown_url} failed: {type(exc).__name__}: "
-                                     f"{_scrub(str(exc), secrets)[:200]}") from None
+                raise _failed(call, label, type(exc).__name__,
+                              f"{r.method} {shown_url} failed: {type(exc).__name__}: {_scrub(str(exc), secrets)[:200]}",
+                              None) from None
             if response.status_code >= 500 and attempt < attempts and not call.time_left(1.0)[1]:
                 time.sleep(min(0.05 * 2 ** (attempt - 1), 1.0))
                 continue
@@ -784,9 +794,10 @@ class ConnectorsService(CredentialsService):
                 hint = f"check the path and parameters: rf connectors show {c.slug} --env {c.env}"
             else:
                 hint = None
-            raise ConnectorError(f"{what}: {r.method} {shown_url} answered HTTP {response.status_code} "
-                                 f"{response.reason_phrase}{tried}: {text.strip() or '(empty body)'}", hint,
-                                 response.status_code)
+            outcome = f"HTTP {response.status_code} {response.reason_phrase}".rstrip() + tried
+            call.annotate(response_body=text)
+            raise _failed(call, label, outcome, f"{r.method} {shown_url} answered {outcome}", hint,
+                          response.status_code, text)
         if not response.content or r.method == "HEAD":
             return None
         try:
@@ -795,10 +806,21 @@ class ConnectorsService(CredentialsService):
             return response.text
 
 
-def _out_of_time(what: str, request: str, agent: str) -> ConnectorError:
+def _failed(call: HostCall, label: str, outcome: str, detail: str, hint: str | None,
+            status: int | None = None, body: str | None = None) -> ConnectorError:
+    """A failed call: the error says what failed and how, nothing of the API's address or
+    answer; those go to the span (``error_detail``, ``url``, ``response_body``)."""
+    call.annotate(error_detail=detail)
+    where = f"the request and the API's answer are in the trace: rf traces show {call.execution_id} --json"
+    return ConnectorError(f"{label} failed: {outcome}", f"{hint}; {where}" if hint else where, status, body)
+
+
+def _out_of_time(call: HostCall, label: str, request: str) -> ConnectorError:
     """A call cut short because the execution's own timeout came first."""
-    return ConnectorError(f"{what}: {request} did not answer before the execution's time ran out",
-                          f"raise timeout_s in agents/{agent}/agent.toml, or make the call faster")
+    outcome = "no answer before the execution's time ran out"
+    call.annotate(error_detail=f"{request}: {outcome}")
+    return ConnectorError(f"{label} failed: {outcome}",
+                          f"raise timeout_s in agents/{call.agent}/agent.toml, or make the call faster")
 
 
 def _diff(slug: str, production: Connector | None, staging: Connector | None) -> ConnectorDiff:
