@@ -10,6 +10,7 @@ apart (and the contract tests prove it).
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,23 @@ class Route:
     returns: Any = None  #: a model class, [ModelClass] for a list, or None for plain JSON
     binary: tuple[str, ...] = ()  #: params holding {path: bytes} maps (sent base64)
     summary: str = ""
+    #: Services params the server sets itself: a request that names one is refused (400),
+    #: on top of :data:`INTERNAL_PARAMS`, which no route takes from a request.
+    internal: tuple[str, ...] = ()
+
+    def path_params(self) -> tuple[str, ...]:
+        """The ``{name}`` parameters of the path, in order."""
+        return tuple(re.findall(r"{(\w+)}", self.path))
+
+    def server_params(self) -> frozenset[str]:
+        """Every parameter of the Services method that never comes from a request."""
+        return INTERNAL_PARAMS | frozenset(self.internal)
+
+
+#: Parameters of Services methods that no request may set, on any route: Python
+#: objects of the server process (a chunk callback, an agent's host call), never
+#: JSON values. A route adds its own in ``Route.internal``.
+INTERNAL_PARAMS: frozenset[str] = frozenset({"on_chunk", "call"})
 
 
 ROUTES: list[Route] = [
@@ -38,7 +56,9 @@ ROUTES: list[Route] = [
           summary="Point production at staging's commit (a one-item release)"),
     Route("run_test", "POST", "/agents/{name}/test", models.Execution, binary=("files",),
           summary="Run working-copy files in staging mode (rf test)"),
-    Route("invoke", "POST", "/invoke/{env}/{name}", models.Execution,
+    # `source` is the execution's provenance ("invoke", "endpoint", "trigger:ID", "test"):
+    # the server records how a run started, a caller cannot claim another origin.
+    Route("invoke", "POST", "/invoke/{env}/{name}", models.Execution, internal=("source",),
           summary="Run an environment's deployed agent and record the execution"),
     Route("list_executions", "GET", "/executions", [models.Execution], summary="Executions of one environment"),
     Route("get_execution", "GET", "/executions/{execution_id}", models.Execution, summary="One execution"),
@@ -185,8 +205,17 @@ RELEASE_ROUTES: list[Route] = [
           summary="Return production to its state before a release (a new release)"),
 ]
 
+KEY_ROUTES: list[Route] = [
+    Route("list_keys", "GET", "/keys", [models.EndpointKey],
+          summary="Endpoint keys (metadata only), of one environment or both"),
+    Route("create_key", "POST", "/keys", models.KeyCreated,
+          summary="Create an endpoint key for one environment (the key is in this answer only)"),
+    Route("revoke_key", "POST", "/keys/{key}/revoke", models.EndpointKey,
+          summary="Revoke an endpoint key by id or name"),
+]
+
 ROUTES += PROMPT_ROUTES + CONNECTOR_ROUTES + CREDENTIAL_ROUTES + PROVIDER_ROUTES + SESSION_ROUTES + TRACE_ROUTES
-ROUTES += TRIGGER_ROUTES + RELEASE_ROUTES + KB_ROUTES + DATA_ROUTES
+ROUTES += TRIGGER_ROUTES + RELEASE_ROUTES + KB_ROUTES + DATA_ROUTES + KEY_ROUTES
 
 BY_NAME = {r.name: r for r in ROUTES}
 

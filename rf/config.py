@@ -14,6 +14,7 @@ import os
 import re
 import secrets
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,10 @@ class Workspace:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     max_body_bytes: int = DEFAULT_MAX_BODY
+    #: Host names the server answers to besides loopback and its bind address ([server] allowed_hosts).
+    allowed_hosts: list[str] = field(default_factory=list)
+    #: Endpoint keys required on /{env}/ routes ([server] require_keys; forced off loopback).
+    require_keys: bool = False
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -113,6 +118,13 @@ def load_workspace(root: Path) -> Workspace:
     max_body = server.get("max_body_bytes", DEFAULT_MAX_BODY)
     if not isinstance(max_body, int) or max_body <= 0:
         raise WorkspaceError(f"{path}: [server] max_body_bytes must be a positive integer", "fix rf.toml")
+    allowed = server.get("allowed_hosts", [])
+    if not isinstance(allowed, list) or not all(isinstance(h, str) and h.strip() for h in allowed):
+        raise WorkspaceError(f'{path}: [server] allowed_hosts must be a list of host names, e.g. ["rf.internal"]',
+                             "fix rf.toml")
+    require_keys = server.get("require_keys", False)
+    if not isinstance(require_keys, bool):
+        raise WorkspaceError(f"{path}: [server] require_keys must be true or false", "fix rf.toml")
     ws_id = str(ws.get("id") or hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16])
     return Workspace(
         root=root.resolve(),
@@ -121,6 +133,8 @@ def load_workspace(root: Path) -> Workspace:
         host=str(server.get("host", "127.0.0.1")),
         port=port,
         max_body_bytes=max_body,
+        allowed_hosts=[h.strip().lower() for h in allowed],
+        require_keys=require_keys,
         raw=data,
     )
 
@@ -138,6 +152,12 @@ host = "127.0.0.1"
 port = {port}
 # Request bodies above this size are refused with 413.
 max_body_bytes = {max_body}
+# Host names (besides localhost and the bind address) the server answers to;
+# any other Host header is refused (421), which stops DNS-rebinding pages.
+# allowed_hosts = ["rf.internal"]
+# Endpoint keys (rf keys create --env ENV) on every /staging and /production
+# route; always on when host is not a loopback address.
+# require_keys = true
 """
 
 
@@ -177,10 +197,77 @@ class AgentConfig:
     connectors: list[str] = field(default_factory=list)
     trace: str = "standard"
     trace_max_chars: int = 2000  #: how much of each input/output a "standard" trace keeps
+    #: ``[env] pass = [...]``: variables copied from rf's own environment (when set there).
+    env_pass: list[str] = field(default_factory=list)
+    #: ``[env] NAME = "value"``: variables set to the literal value.
+    env_set: dict[str, str] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
+
+    def env_values(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The variables ``[env]`` adds to the worker's allow-listed environment: the passed
+        names that are set in *environ* (default ``os.environ``), then the literal values."""
+        source = os.environ if environ is None else environ
+        values = {name: source[name] for name in self.env_pass if name in source}
+        values.update(self.env_set)
+        return values
 
 
 ENTRYPOINT_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: Names ``[env]`` may not name: rf's own variables (configuration, ``RF_SECRET_*``
+#: credentials, the server's token) and what rf sets for the worker itself.
+ENV_RESERVED = ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE")
+
+
+def _env_name(source: str, name: Any, where: str) -> str:
+    if not isinstance(name, str) or not ENV_NAME_RE.match(name):
+        raise InvalidAgent(
+            f"{source}: [env] {where}{name!r} is not an environment variable name",
+            "use letters, digits and '_' (not starting with a digit), e.g. MY_API_URL",
+        )
+    if name.upper().startswith("RF_"):
+        raise InvalidAgent(
+            f"{source}: [env] cannot give agent code {name}: RF_* variables are rf's own "
+            "(configuration, RF_SECRET_* credentials) and never reach agent code",
+            "rename the variable (e.g. MY_" + name[3:] + "), or store a secret with `rf credentials set` "
+            "and use it through a connector or an LLM provider",
+        )
+    if name in ENV_RESERVED:
+        raise InvalidAgent(
+            f"{source}: [env] cannot set {name}: rf sets it for the worker",
+            "put the modules the agent imports in its directory (it is first on sys.path)",
+        )
+    return name
+
+
+def _parse_env(source: str, value: Any) -> tuple[list[str], dict[str, str]]:
+    """Validate the ``[env]`` table: ``pass = ["NAME", ...]`` and ``NAME = "literal"`` entries."""
+    if not isinstance(value, dict):
+        raise InvalidAgent(
+            f"{source}: env must be a table",
+            'write it as a table: [env] with pass = ["NAME", ...] (copied from rf\'s environment) '
+            'and NAME = "value" lines (set as given)',
+        )
+    passed = value.get("pass", [])
+    if not isinstance(passed, list) or not all(isinstance(n, str) for n in passed):
+        raise InvalidAgent(f"{source}: [env] pass must be a list of variable names", 'e.g. pass = ["HTTPS_PROXY"]')
+    env_pass = list(dict.fromkeys(_env_name(source, n, "pass: ") for n in passed))
+    env_set: dict[str, str] = {}
+    for name, literal in value.items():
+        if name == "pass":
+            continue
+        _env_name(source, name, "")
+        if not isinstance(literal, str):
+            raise InvalidAgent(
+                f"{source}: [env] {name} must be a string, not {type(literal).__name__}",
+                f'quote the value: {name} = "..." (or list the name in pass = [...] to copy it from rf\'s environment)',
+            )
+        if "\0" in literal:
+            raise InvalidAgent(f"{source}: [env] {name} contains a NUL character")
+        if name in env_pass:
+            raise InvalidAgent(f"{source}: [env] {name} is both in pass and set to a value", "keep one of the two")
+        env_set[name] = literal
+    return env_pass, env_set
 
 
 def parse_agent_toml(name: str, text: str, *, source: str = "agent.toml") -> AgentConfig:
@@ -215,6 +302,7 @@ def parse_agent_toml(name: str, text: str, *, source: str = "agent.toml") -> Age
         10 <= trace_max_chars <= 1_000_000
     ):
         raise InvalidAgent(f"{source}: trace_max_chars must be a whole number between 10 and 1000000")
+    env_pass, env_set = _parse_env(source, data.get("env", {}))
     return AgentConfig(
         name=name,
         description=description,
@@ -224,6 +312,8 @@ def parse_agent_toml(name: str, text: str, *, source: str = "agent.toml") -> Age
         connectors=lists["connectors"],
         trace=trace,
         trace_max_chars=trace_max_chars,
+        env_pass=env_pass,
+        env_set=env_set,
         raw=data,
     )
 

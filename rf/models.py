@@ -317,6 +317,27 @@ class Credential:
 
 
 @dataclass
+class EndpointKey:
+    """An endpoint key's metadata (``rf keys``). The key itself is shown once, at creation."""
+
+    id: str
+    env: str
+    name: str
+    prefix: str = ""  #: the key's first characters, to recognise it
+    created_at: str = ""
+    created_by: str = ""
+    revoked_at: str = ""
+
+
+@dataclass
+class KeyCreated:
+    """A new endpoint key: its metadata and the key itself (never stored, never shown again)."""
+
+    key: EndpointKey
+    secret: str
+
+
+@dataclass
 class CredentialUser:
     kind: str  #: connector | provider | data source
     name: str

@@ -104,7 +104,7 @@ def test_invoke_fast_path_answers_like_litestar(ws: Any, server: ServerProc) -> 
         for _ in range(300):
             yield b"x" * 4096
 
-    r = httpx.post(f"{base}/staging/agents/hello", content=chunks())
+    r = httpx.post(f"{base}/staging/agents/hello", content=chunks(), headers={"content-type": "application/json"})
     assert r.status_code == 413 and "too large" in r.json()["error"]["message"]
 
     # The fast-path route is still documented in the OpenAPI schema.

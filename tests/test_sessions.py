@@ -232,13 +232,15 @@ def test_endpoint_cli_and_http_backend(ws: Any, server: ServerProc) -> None:
     r = httpx.post(f"{server.url}/staging/agents/chat", json={"input": {"message": "x"}, "session_id": "bad id"})
     assert r.status_code == 400 and "invalid session id" in r.json()["error"]["message"]
 
-    got = httpx.get(f"{server.url}/staging/agents/chat/sessions/web-1")
+    assert httpx.get(f"{server.url}/staging/agents/chat/sessions/web-1").status_code == 401  # a key or the token
+    auth = {"Authorization": f"Bearer {server.token}"}
+    got = httpx.get(f"{server.url}/staging/agents/chat/sessions/web-1", headers=auth)
     assert got.status_code == 200, got.text
     body = got.json()
     assert body["env"] == "staging" and body["agent"] == "chat"
     assert [(m["role"], m["content"]) for m in body["messages"]] == [
         ("user", "hey"), ("assistant", "staging heard 'hey' after 0 messages")]
-    missing = httpx.get(f"{server.url}/production/agents/chat/sessions/web-1")
+    missing = httpx.get(f"{server.url}/production/agents/chat/sessions/web-1", headers=auth)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
 
     r = run_rf("invoke", "chat", "--session", "web-1", "--input", '{"message": "from cli"}', cwd=ws.root)

@@ -150,6 +150,7 @@ GROUPS: list[tuple[str, str, str | None]] = [
     ("providers", "Shared by both environments", None),
     ("kb", "Shared by both environments", None),
     ("data", "Shared by both environments", None),
+    ("keys", "Access", None),
     ("executions", "Observe (per environment)", "Executions of one environment."),
     ("sessions", "Observe (per environment)", None),
     ("memory", "Observe (per environment)", None),
@@ -203,6 +204,9 @@ _register()
 
 def run() -> None:
     """Run the CLI, turning every error into one clear message on stderr."""
+    # Whatever rf creates (.rf/: the database, its WAL, server.json, caches, logs) is the
+    # user's alone; so is what a server's workers create, as they inherit it.
+    os.umask(0o077)
     try:
         rc = app(standalone_mode=False)
     except RfError as exc:

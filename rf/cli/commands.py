@@ -136,8 +136,10 @@ def serve(
     info(f"  [staging]staging[/staging]     {running.url}/staging/agents/NAME")
     info(f"  [production]production[/production]  {running.url}/production/agents/NAME")
     info(f"  api docs    {running.url}/schema   [dim](management API token in .rf/server.json)[/dim]")
-    if running.host not in ("127.0.0.1", "localhost", "::1"):
-        info("[yellow]! listening beyond this machine: agent endpoints need no token[/yellow]")
+    if running.require_keys:
+        why = "listening beyond this machine" if running.host not in ("127.0.0.1", "localhost", "::1") else \
+            "[server] require_keys = true"
+        info(f"  endpoint keys required ({why}): rf keys create --env ENV; Authorization: Bearer KEY")
     info("[dim]Ctrl-C to stop[/dim]")
     serve_forever(ws, running)
 

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from rf import serverinfo
+from rf import logsetup, serverinfo
 from rf.config import Workspace
 from rf.errors import RfError, ServerError
 
@@ -54,6 +54,8 @@ class RunningServer:
     services: Any
     server: Any  # uvicorn.Server
     sock: socket.socket
+    require_keys: bool = False
+    reaper: Any = None
     thread: threading.Thread | None = None
 
     def stop(self) -> None:
@@ -67,8 +69,10 @@ def prepare(ws: Workspace, *, host: str | None = None, port: int | None = None,
     """Open the store (unless ``services`` already holds it), build the app, bind, write server.json."""
     import uvicorn
 
+    from rf.server import peer
     from rf.server.app import create_app
     from rf.server.fastpath import FastInvoke
+    from rf.server.guard import Guard, is_loopback
     from rf.services import Services
     from rf.store import Store
 
@@ -94,22 +98,37 @@ def prepare(ws: Workspace, *, host: str | None = None, port: int | None = None,
     else:
         services.server_url = url  # rf ui opened the store first, to paint before the server is up
     token = secrets.token_urlsafe(32)
-    # The invoke fast path in front of the Litestar app (see rf.server.fastpath).
-    app = FastInvoke(create_app(services, token, max_body_bytes=ws.max_body_bytes), services,
-                     max_body_bytes=ws.max_body_bytes)
+    # The invoke fast path in front of the Litestar app (see rf.server.fastpath), and the one
+    # request guard in front of both (see rf.server.guard).
+    inner = FastInvoke(create_app(services, token, max_body_bytes=ws.max_body_bytes), services,
+                       max_body_bytes=ws.max_body_bytes)
+    require_keys = ws.require_keys or not is_loopback(host)
+    reaper = peer.OrphanReaper(protected=lambda: _worker_pids(services))
+    app = Guard(inner, services=services, token=token, bind_host=host, allowed_hosts=ws.allowed_hosts,
+                require_keys=require_keys, peer_check=peer.from_descendant if reaper.start() else None)
     config = uvicorn.Config(
         app, log_level=os.environ.get("RF_LOG_LEVEL", "warning").lower(), access_log=False,
         lifespan="on", timeout_graceful_shutdown=5, server_header=False,
     )
+    logsetup.configure()  # after the web stack's own set-up: no outbound URLs logged, secrets redacted
     server = uvicorn.Server(config)
     serverinfo.write(ws.server_file, serverinfo.ServerInfo(pid=os.getpid(), url=url, token=token,
                                                            host=host, port=actual_port))
     return RunningServer(url=url, token=token, host=host, port=actual_port, services=services, server=server,
-                         sock=sock)
+                         sock=sock, require_keys=require_keys, reaper=reaper)
+
+
+def _worker_pids(services: Any) -> set[int]:
+    """The pool's own workers: it waits on them itself, so the orphan reaper leaves them alone."""
+    pool = getattr(services, "_pool", None)
+    by_key = getattr(pool, "_by_key", None) or {}
+    return {w.pid for workers in list(by_key.values()) for w in list(workers)}
 
 
 def _cleanup(ws: Workspace, running: RunningServer) -> None:
     serverinfo.remove(ws.server_file, os.getpid())
+    if running.reaper is not None:
+        running.reaper.stop()
     with contextlib.suppress(Exception):
         running.services.close()
     with contextlib.suppress(Exception):

@@ -10,6 +10,7 @@ from rf.services.connectors import ConnectorsService
 from rf.services.core import CoreServices, require_staging
 from rf.services.credentials import CredentialsService
 from rf.services.datasources import DataSourcesService
+from rf.services.keys import KeysService
 from rf.services.knowledge import KnowledgeService
 from rf.services.prompts import PromptsService
 from rf.services.providers import ProvidersService
@@ -30,6 +31,7 @@ class Services(
     ReleasesService,
     KnowledgeService,
     DataSourcesService,
+    KeysService,
     CoreServices,
 ):
     """All of rf's domain operations over one store (see each mixin)."""

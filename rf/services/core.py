@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
+import logging
+import os
+import stat
 import tempfile
 import threading
 from collections.abc import Callable
@@ -28,11 +30,13 @@ from rf.models import (
 from rf.services import diffs
 from rf.services.host import HostCall, collect
 from rf.services.sessions import check_session_id, finish_execution
-from rf.services.traces import ExecutionTrace, dispatch, replay_final
+from rf.services.traces import ExecutionTrace, _new_span_id, dispatch, replay_final
 
 if TYPE_CHECKING:
-    from rf.runtime.pool import WorkerPool
+    from rf.runtime.pool import WorkerKey, WorkerPool, WorkerSetup
     from rf.store import Store
+
+_log = logging.getLogger("rf.services")
 
 
 def require_staging(env: str, what: str, instead: str) -> None:
@@ -76,6 +80,10 @@ class CoreServices:
         self._heads_generation = 0
         self._configs: dict[str, dict[str, Any]] = {}
         self._code_dirs: dict[str, Path] = {}
+        self._trees: dict[str, dict[str, str]] = {}  #: commit trees checked at each worker start
+        self._code_lock = threading.Lock()  #: one check (and repair) of a code directory at a time
+        if pool is not None and pool.prepare is None:
+            pool.prepare = self._prepare_worker
         self._owns_cache = workspace is None
         self.cache_dir = (
             workspace.cache_dir if workspace is not None else Path(tempfile.mkdtemp(prefix="rf-cache-"))
@@ -89,14 +97,16 @@ class CoreServices:
                 if self._pool is None:
                     from rf.runtime.pool import WorkerPool
 
-                    self._pool = WorkerPool()
+                    self._pool = WorkerPool(prepare=self._prepare_worker)
         return self._pool
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.close()
         if self._owns_cache:
-            shutil.rmtree(self.cache_dir, ignore_errors=True)
+            from rf.runtime.pool import remove_tree
+
+            remove_tree(self.cache_dir)  # commit directories are read-only
 
     # ------------------------------------------------------------ status
     def status(self) -> Status:
@@ -151,8 +161,9 @@ class CoreServices:
         return agent
 
     def _unknown_agent(self, name: str) -> NotFound:
-        known = [r["name"] for r in self.store.agent_rows()]
-        hint = f"known agents: {', '.join(known)}" if known else "deploy one first: rf agents deploy NAME"
+        # The hint never lists the other agents: an endpoint caller without a key must not
+        # learn what else the workspace runs (rf agents list shows them to the developer).
+        hint = "see the deployed agents with: rf agents list"
         if self.workspace is not None and (self.workspace.agents_dir / name / "agent.toml").is_file():
             hint = f"it exists in agents/ but was never deployed: rf agents deploy {name}"
         return NotFound(f"unknown agent {name!r}", hint)
@@ -199,7 +210,8 @@ class CoreServices:
         with tempfile.TemporaryDirectory(prefix="rf-check-") as tmp:
             root = Path(tmp) / config.name
             _write_files(root, files)
-            validate_agent_code(root, config.entrypoint)
+            # Imported like a worker would: the allow-listed environment plus this commit's [env].
+            validate_agent_code(root, config.entrypoint, agent_env=config.env_values())
 
     def history(self, name: str) -> list[Commit]:
         self.get_agent(name)
@@ -254,7 +266,10 @@ class CoreServices:
 
     # ------------------------------------------------------------ code on disk
     def code_dir(self, commit_id: str) -> Path:
-        """The commit's files on disk (written once, atomically, from blobs)."""
+        """The commit's files on disk (written once, atomically, read-only, from blobs).
+
+        Cheap on the hot path (no stat() once known); every new worker checks the
+        directory against the commit first (:meth:`_prepare_worker`)."""
         known = self._code_dirs.get(commit_id)
         if known is not None:
             return known  # already on disk: no stat() per request
@@ -262,17 +277,78 @@ class CoreServices:
         if target.is_dir():
             self._code_dirs[commit_id] = target
             return target
-        commit = self.store.get_commit(commit_id)
-        if commit is None:
-            raise NotFound(f"commit {commit_id} is missing from the store")
-        blobs = self.store.get_blobs(list(commit.tree.values()))
-        files = {path: blobs[sha] for path, sha in commit.tree.items()}
-        self._code_dirs[commit_id] = _materialize(target, files)
+        tree = self._commit_tree(commit_id)
+        self._code_dirs[commit_id] = _materialize(target, self._commit_files(tree))
         return target
 
     def working_copy_dir(self, name: str, files: dict[str, bytes]) -> tuple[str, Path]:
-        digest = tree_hash(tree_of(files))[:20]
-        return digest, _materialize(self.cache_dir / "working-copy" / name / digest, files)
+        """``rf test``'s copy of the working files (read-only, checked on every call)."""
+        tree = tree_of(files)
+        digest = tree_hash(tree)[:20]
+        target = self.cache_dir / "working-copy" / name / digest
+        self._ensure_code(target, tree, lambda: files, f"working copy of agent {name!r}")
+        return digest, target
+
+    def _commit_tree(self, commit_id: str) -> dict[str, str]:
+        tree = self._trees.get(commit_id)
+        if tree is None:
+            commit = self.store.get_commit(commit_id)
+            if commit is None:
+                raise NotFound(f"commit {commit_id} is missing from the store")
+            tree = self._trees[commit_id] = commit.tree
+        return tree
+
+    def _commit_files(self, tree: dict[str, str]) -> dict[str, bytes]:
+        blobs = self.store.get_blobs(list(tree.values()))
+        return {path: blobs[sha] for path, sha in tree.items()}
+
+    def _prepare_worker(self, key: WorkerKey, code_dir: str) -> WorkerSetup:
+        """The pool's hook before a new worker starts (a cold start; warm runs never get here):
+        check every file of the commit's directory against the commit (repairing it from the
+        store if it differs), and give the commit's own ``[env]`` values."""
+        from rf.runtime.pool import WorkerSetup
+
+        _, name, label = key
+        root = Path(code_dir)
+        toml: bytes | None
+        if label.startswith(WORKING_COPY + ":"):
+            # rf test: working_copy_dir checked (and repaired) these files just before the run.
+            toml, problem = (root / "agent.toml").read_bytes(), None
+            source = f"agents/{name}/agent.toml"
+        else:
+            tree = self._commit_tree(label)
+            toml, problem = self._ensure_code(root, tree, lambda: self._commit_files(tree),
+                                              f"agent {name!r} commit {label}")
+            source = f"agent.toml of agent {name!r} commit {label[:12]}"
+            if problem is not None:
+                # Workers of this commit that already run may have imported a changed file lazily.
+                self.pool.retire(lambda other: other[2] == label)
+        config = parse_agent_toml(name, (toml or b"").decode("utf-8", errors="replace"), source=source)
+        return WorkerSetup(env=config.env_values(), problem=problem)
+
+    def _ensure_code(self, root: Path, tree: dict[str, str], load: Callable[[], dict[str, bytes]],
+                     what: str) -> tuple[bytes | None, str | None]:
+        """Make *root* hold exactly *tree*, read-only: ``(agent.toml's bytes, what differed)``.
+
+        A missing directory is written (a first use); one whose files differ from *tree* (a
+        changed, extra or missing file) is removed and written again from *load()*, with a
+        warning; one whose files are right but not read-only gets its modes back."""
+        with self._code_lock:
+            if not root.is_dir():
+                files = load()
+                _materialize(root, files)
+                return files.get("agent.toml"), None
+            problems, modes_wrong, toml = _tree_problems(root, tree)
+            if not problems:
+                if modes_wrong:
+                    _lock_down(root)
+                return toml, None
+            problem = "; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
+            _log.warning("%s: the files in %s do not match what was deployed (%s); "
+                         "re-created them from the store", what, root, problem)
+            files = load()
+            _replace(root, files)
+            return files.get("agent.toml"), problem
 
     # ------------------------------------------------------------ executions
     def invoke(
@@ -417,6 +493,11 @@ class CoreServices:
         call, tracer, request = prepared
         if result.worker_start is not None:  # a cold start: the trace shows the wait
             tracer.worker_start(*result.worker_start, result.worker_pid)
+        if result.code_repair is not None:  # its code directory had been changed on disk
+            repair_start, repair_end, problem = result.code_repair
+            tracer._child(_new_span_id(), tracer.root_id, "runtime", "code.verify", repair_start,
+                          max(repair_end, repair_start), "error", f"code directory repaired: {problem}",
+                          {"commit": commit_label})
         if result.ops or result.spans:
             # Deferred ctx calls and custom spans that rode on the worker's "done"
             # message; a failure among them fails the execution (see finish_execution).
@@ -509,21 +590,94 @@ def _config_dict(config: AgentConfig) -> dict[str, Any]:
 
 
 def _write_files(root: Path, files: dict[str, bytes]) -> None:
+    """Write *files* under *root*, each readable by its owner only (mode 0o400)."""
+    base = root.resolve()
     for rel, data in files.items():
         path = (root / rel).resolve()
-        if not path.is_relative_to(root.resolve()):
+        if not path.is_relative_to(base):
             raise InvalidAgent(f"file path {rel!r} escapes the agent directory")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o400)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+
+
+def _lock_down(root: Path) -> None:
+    """Files 0o400, directories 0o500: nothing under *root* is writable, nor readable by others."""
+    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                os.chmod(path, stat.S_IRUSR)
+        for name in dirnames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                os.chmod(path, stat.S_IRUSR | stat.S_IXUSR)
+    os.chmod(root, stat.S_IRUSR | stat.S_IXUSR)
+
+
+def _tree_problems(root: Path, tree: dict[str, str]) -> tuple[list[str], bool, bytes | None]:
+    """Compare the directory *root* with *tree* (``path -> sha256``): ``(what differs, whether
+    any mode is not read-only, agent.toml's bytes)``. Every file is read and hashed; a file or
+    directory the tree does not have (``__pycache__`` too), a missing one, a link or anything
+    but a regular file is a difference."""
+    problems: list[str] = []
+    modes_wrong = False
+    toml: bytes | None = None
+    dirs = {parent.as_posix() for rel in tree for parent in Path(rel).parents if parent != Path(".")}
+    seen: set[str] = set()
+
+    def unreadable(exc: OSError) -> None:
+        problems.append(f"cannot read {exc.filename}")
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
+        rel_dir = Path(dirpath).relative_to(root).as_posix()
+        prefix = "" if rel_dir == "." else rel_dir + "/"
+        if stat.S_IMODE(os.lstat(dirpath).st_mode) & 0o277:
+            modes_wrong = True
+        for name in list(dirnames):
+            rel = prefix + name
+            if rel not in dirs or os.path.islink(os.path.join(dirpath, name)):
+                problems.append(f"{rel}/ is not in the commit")
+                dirnames.remove(name)
+        for name in filenames:
+            rel = prefix + name
+            seen.add(rel)
+            path = os.path.join(dirpath, name)
+            expected = tree.get(rel)
+            if expected is None:
+                problems.append(f"{rel} is not in the commit")
+                continue
+            info = os.lstat(path)
+            if not stat.S_ISREG(info.st_mode):
+                problems.append(f"{rel} is not a regular file")
+                continue
+            if stat.S_IMODE(info.st_mode) & 0o277:
+                modes_wrong = True
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+            except OSError:
+                problems.append(f"cannot read {rel}")
+                continue
+            if hashlib.sha256(data).hexdigest() != expected:
+                problems.append(f"{rel} was changed")
+            elif rel == "agent.toml":
+                toml = data
+    problems.extend(f"{rel} is missing" for rel in sorted(tree.keys() - seen))
+    return problems, modes_wrong, toml
 
 
 def _materialize(target: Path, files: dict[str, bytes]) -> Path:
+    """Write *files* as the read-only directory *target* (a temp dir, then renamed, so a
+    half-written tree is never used); an existing *target* is kept as it is."""
     if target.is_dir():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
     try:
         _write_files(tmp, files)
+        _lock_down(tmp)
         try:
             tmp.rename(target)
         except OSError:
@@ -531,5 +685,20 @@ def _materialize(target: Path, files: dict[str, bytes]) -> Path:
                 raise
     finally:
         if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+            from rf.runtime.pool import remove_tree
+
+            remove_tree(tmp)
     return target
+
+
+def _replace(target: Path, files: dict[str, bytes]) -> None:
+    """Swap *target* for a fresh copy of *files*: the old one is moved aside first (a worker
+    starting meanwhile never sees a half-deleted directory), then deleted."""
+    from rf.runtime.pool import remove_tree
+
+    aside = target.with_name(f".old-{target.name}-{new_id('x')}")
+    target.rename(aside)
+    try:
+        _materialize(target, files)
+    finally:
+        remove_tree(aside)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from rf.store.connectors import ConnectorsMixin
 from rf.store.credentials import CredentialsMixin
 from rf.store.datasources import DataSourcesMixin
 from rf.store.executions import ExecutionsMixin
+from rf.store.keys import KeysMixin
 from rf.store.knowledge import KnowledgeMixin
 from rf.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from rf.store.prompts import PromptsMixin
@@ -64,6 +66,23 @@ def _being_created(path: Path) -> bool:
     return stat.st_size < 1024 * 1024 and time.time() - stat.st_mtime < 30
 
 
+def _owner_only(db_path: Path) -> None:
+    """No group or other permission bits on the store: the DuckDB file and its WAL and, in a
+    workspace's ``.rf/``, the directory and what it directly holds (server.json, caches, logs,
+    DuckDB's temporary files). Fixes workspaces made before this rule (or under a lax umask)."""
+    state = db_path.parent
+    paths = [db_path, db_path.with_name(db_path.name + ".wal")]
+    if state.name == ".rf":
+        paths.append(state)
+        with contextlib.suppress(OSError), os.scandir(state) as entries:
+            paths += [Path(e.path) for e in entries]
+    for path in paths:
+        with contextlib.suppress(OSError):
+            mode = path.lstat().st_mode
+            if mode & 0o077 and not stat.S_ISLNK(mode):
+                os.chmod(path, stat.S_IMODE(mode) & 0o700)
+
+
 class Store(
     AgentsMixin,
     ExecutionsMixin,
@@ -77,6 +96,7 @@ class Store(
     TriggersMixin,
     KnowledgeMixin,
     DataSourcesMixin,
+    KeysMixin,
 ):
     """One open DuckDB file. Thread-safe: cursors are per thread."""
 
@@ -96,7 +116,8 @@ class Store(
         if path is None:
             return cls(duckdb.connect(":memory:"), None)
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _owner_only(path)  # before DuckDB creates its WAL there
         deadline = time.monotonic() + wait_s
         delay = 0.05
         while True:
@@ -124,8 +145,7 @@ class Store(
         except BaseException:
             con.close()
             raise
-        with contextlib.suppress(OSError):
-            os.chmod(path, 0o600)
+        _owner_only(path)
         return store
 
     def _migrate(self) -> None:

@@ -359,6 +359,19 @@ MIGRATIONS: list[list[str]] = [
             messages VARCHAR NOT NULL   -- JSON [[role, content, Unix microseconds], ...]
         )""",
     ],
+    # v13: endpoint keys (rf keys): per environment, stored as SHA-256 only.
+    [
+        """CREATE TABLE endpoint_keys (
+            id VARCHAR PRIMARY KEY,
+            env VARCHAR NOT NULL,
+            name VARCHAR NOT NULL,
+            prefix VARCHAR NOT NULL,    -- the key's first characters, to recognise it in a list
+            key_hash VARCHAR NOT NULL,  -- sha256 hex of the whole key (keys are 256-bit random)
+            created_at TIMESTAMP NOT NULL,
+            created_by VARCHAR NOT NULL,
+            revoked_at TIMESTAMP
+        )""",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
