@@ -20,7 +20,7 @@ from rf.config import snapshot_dir
 from rf.errors import NotFound, ProductionReadOnly, UsageError
 from rf.ids import parse_iso
 from rf.services.scheduler import Scheduler
-from rf.services.triggers import next_fire
+from rf.services.triggers import next_fire, sign_webhook
 
 SLOW = "import time\ndef handle(input, ctx):\n    time.sleep(1.5)\n    return 'done'\n"
 
@@ -153,18 +153,26 @@ def test_webhooks_over_http(ws: Any, server: ServerProc) -> None:
     secret, url = t["secret"], server.url + t["url"]
     assert secret and t["url"] == f"/staging/hooks/{t['id']}"
     body = json.dumps({"name": "hook"}).encode()
+
+    def signed(key: str, payload: bytes = body) -> dict[str, str]:
+        return {"X-RF-Signature": sign_webhook(key, payload)}
+
     assert httpx.post(url, content=body).status_code == 401
-    assert httpx.post(url, content=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
-    ok = httpx.post(url, content=body, headers={"Authorization": f"Bearer {secret}"})
+    assert httpx.post(url, content=body, headers=signed("wrong")).status_code == 401
+    ok = httpx.post(url, content=body, headers=signed(secret))
     assert ok.status_code == 200 and ok.json()["output"]["message"] == "hello, hook"
-    sig = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    assert httpx.post(url, content=body, headers={"X-RF-Signature": sig}).status_code == 200
-    bad_sig = "sha256=" + hmac.new(b"nope", body, hashlib.sha256).hexdigest()
-    assert httpx.post(url, content=body, headers={"X-RF-Signature": bad_sig}).status_code == 401
-    r = httpx.post(url, content=b"not json", headers={"Authorization": f"Bearer {secret}"})
+    # the old schemes are gone: a bare secret, and a signature of the body alone (both replayable)
+    assert httpx.post(url, content=body, headers={"Authorization": f"Bearer {secret}"}).status_code == 401
+    old_sig = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    assert httpx.post(url, content=body, headers={"X-RF-Signature": old_sig}).status_code == 401
+    # several v1 values (a secret being rotated): one right one is enough
+    t_now = int(time.time())
+    rotated = sign_webhook("old-secret", body, t_now) + ",v1=" + sign_webhook(secret, body, t_now).split("v1=")[1]
+    assert httpx.post(url, content=body, headers={"X-RF-Signature": rotated}).status_code == 200
+    r = httpx.post(url, content=b"not json", headers=signed(secret, b"not json"))
     assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
     other_env = server.url + f"/production/hooks/{t['id']}"
-    assert httpx.post(other_env, content=body, headers={"Authorization": f"Bearer {secret}"}).status_code == 404
+    assert httpx.post(other_env, content=body, headers=signed(secret)).status_code == 401
     # the secret never shows again
     shown = json.loads(run_rf("triggers", "show", t["id"], "--json", cwd=ws.root).stdout)
     assert shown["secret"] is None
@@ -172,16 +180,20 @@ def test_webhooks_over_http(ws: Any, server: ServerProc) -> None:
     assert t["id"] in listed and secret not in listed
     prod = json.loads(run_rf("executions", "list", "--env", "production", "--json", cwd=ws.root).stdout)
     assert prod == []
+    # disabled: refused like a wrong signature
+    assert run_rf("triggers", "disable", t["id"], cwd=ws.root).returncode == 0
+    assert httpx.post(url, content=body, headers=signed(secret)).status_code == 401
+    assert run_rf("triggers", "enable", t["id"], cwd=ws.root).returncode == 0
     # duplicate → staged → publish → production webhook (with its own secret) works
     r = run_rf("triggers", "duplicate", t["id"], "--env", "production", "--json", cwd=ws.root)
     copy = json.loads(r.stdout)
     purl = server.url + copy["url"]
-    assert httpx.post(purl, content=body, headers={"Authorization": f"Bearer {copy['secret']}"}).status_code == 404
+    assert httpx.post(purl, content=body, headers=signed(copy["secret"])).status_code == 401  # not live yet
     r = run_rf("releases", "publish", f"trigger:{copy['id']}", "--yes", cwd=ws.root)
     assert r.returncode == 0, r.stderr
-    r = httpx.post(purl, content=body, headers={"Authorization": f"Bearer {copy['secret']}"})
+    r = httpx.post(purl, content=body, headers=signed(copy["secret"]))
     assert r.status_code == 200
-    assert httpx.post(purl, content=body, headers={"Authorization": f"Bearer {secret}"}).status_code == 401
+    assert httpx.post(purl, content=body, headers=signed(secret)).status_code == 401
     prod = json.loads(run_rf("executions", "list", "--env", "production", "--json", cwd=ws.root).stdout)
     assert [e["source"] for e in prod] == [f"trigger:{copy['id']}"]
 

@@ -23,6 +23,44 @@ def _what(t: Trigger) -> str:
     return f"POST {t.url}"
 
 
+#: Where the examples read the webhook's secret from (it is shown once, at creation).
+SECRET_VAR = "WEBHOOK_SECRET"
+
+
+def signing_examples(url: str, accept: str = "json") -> dict[str, str]:
+    """Ready-to-run ways to call a webhook trigger: ``{"curl": ..., "python": ...}``.
+
+    Each signs ``"<unix seconds>." + body`` with HMAC-SHA256 and sends
+    ``X-RF-Signature: t=<unix seconds>,v1=<hex>``; the secret comes from ``$WEBHOOK_SECRET``.
+    """
+    json_body = accept == "json"
+    body = '{"hello": "world"}' if json_body else "hello"
+    ctype = "application/json" if json_body else "text/plain"
+    curl = "\n".join([
+        f"# {SECRET_VAR} holds the secret shown when the trigger was created",
+        f"BODY='{body}'",
+        "T=$(date +%s)",
+        "SIG=$(printf '%s.%s' \"$T\" \"$BODY\" | openssl dgst -sha256 -hmac \"$" + SECRET_VAR
+        + "\" | sed 's/^.*= //')",
+        f"curl -sS -X POST '{url}' -H \"X-RF-Signature: t=$T,v1=$SIG\" \\",
+        f"     -H 'Content-Type: {ctype}' --data-binary \"$BODY\"",
+    ])
+    python = "\n".join([
+        "import hashlib, hmac, json, os, time, urllib.request",
+        "",
+        f"url = {url!r}",
+        f"secret = os.environ[{SECRET_VAR!r}]  # the secret shown when the trigger was created",
+        'body = json.dumps({"hello": "world"}).encode()' if json_body else 'body = "hello".encode()',
+        "t = str(int(time.time()))",
+        'sig = hmac.new(secret.encode(), t.encode() + b"." + body, hashlib.sha256).hexdigest()',
+        'request = urllib.request.Request(url, data=body, method="POST", headers={',
+        f'    "Content-Type": "{ctype}", "X-RF-Signature": f"t={{t}},v1={{sig}}"}})',
+        "with urllib.request.urlopen(request) as response:",
+        "    print(response.read().decode())",
+    ])
+    return {"curl": curl, "python": python}
+
+
 @app.command("create")
 def create(
     agent: Annotated[str, typer.Option("--agent", "-a", help="Agent to run.")],
@@ -60,7 +98,8 @@ def create(
     if t.kind == "webhook":
         info(f"  POST {base}{t.url}")
         info(f"  secret: [bold]{t.secret}[/bold]")
-        warn("the secret is shown only now: send it as Authorization: Bearer SECRET (or an X-RF-Signature HMAC)")
+        warn("the secret is shown only now: callers sign each request with it "
+             f"(X-RF-Signature: t=UNIX_SECONDS,v1=HMAC_SHA256(secret, t.body)); examples: rf triggers show {t.id}")
     info(f"[dim]  to run it in production too: rf triggers duplicate {t.id} --env production, then rf releases publish[/dim]")
 
 
@@ -92,16 +131,33 @@ def list_triggers(env: EnvOption = "staging", json_out: JsonOption = False) -> N
 
 
 @app.command("show")
-def show(trigger_id: str, json_out: JsonOption = False) -> None:
-    """One trigger."""
+def show(
+    trigger_id: str,
+    example: Annotated[str | None, typer.Option(
+        "--example", help="Webhook: print only a signing example, curl or python (e.g. > send.py).")] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """One trigger; for a webhook, how to sign a request (curl and Python examples)."""
     import json
 
     from rich.markup import escape
 
     from rf.cli.output import env_label, out, print_json
+    from rf.errors import UsageError
 
+    if example is not None and example not in ("curl", "python"):
+        raise UsageError(f"unknown example {example!r}", "use --example curl or --example python")
     with backend() as b:
         t = b.get_trigger(trigger_id)
+        from rf.cli.agents import endpoint_base
+
+        base = endpoint_base(b)
+    examples = signing_examples(f"{base}{t.url}", t.accept) if t.kind == "webhook" else None
+    if example is not None:
+        if examples is None:
+            raise UsageError(f"trigger {t.id} is a {t.kind} trigger: only webhooks take signed requests")
+        print(examples[example])
+        return
     if json_out:
         print_json(t)
         return
@@ -112,12 +168,25 @@ def show(trigger_id: str, json_out: JsonOption = False) -> None:
     if t.kind == "schedule":
         rows.append(("next run", (t.next_fire_at or "—").replace("T", " ")[:19] + " UTC"))
     if t.kind == "webhook":
+        rows.append(("url", f"{base}{t.url}"))
         rows.append(("headers", ", ".join(t.headers) or "—"))
         rows.append(("body", t.accept))
+        rows.append(("signature", "X-RF-Signature: t=UNIX_SECONDS,v1=HEX(HMAC_SHA256(secret, t + \".\" + body))"))
     if t.source_id:
         rows.append(("copied from", t.source_id))
     for k, v in rows:
         out.print(f"  [dim]{k:<11}[/dim] {escape(str(v))}")
+    if examples is not None:
+        out.print()
+        out.print(f"Sign every request with the secret shown when the trigger was created (in ${SECRET_VAR} "
+                  "below). The timestamp must be within 5 minutes of the server's clock, and each signature "
+                  "is accepted once (the same body sent twice in one second is a replay: put an id in it); "
+                  "any refusal answers 401, the server log says why.", markup=False, highlight=False)
+        for title, key in (("curl (the shell computes the signature with openssl):", "curl"), ("Python:", "python")):
+            out.print()
+            out.print(title, markup=False, highlight=False)
+            for line in examples[key].splitlines():
+                out.print(f"    {line}".rstrip(), markup=False, highlight=False, emoji=False, soft_wrap=True)
 
 
 @app.command("enable")
@@ -175,6 +244,6 @@ def duplicate(trigger_id: str, env: EnvOption = "production", json_out: JsonOpti
     success(f"staged {t.id} in {t.env} (copy of {trigger_id})" if not t.live else f"created {t.id} in {t.env}")
     if t.secret:
         info(f"  secret: [bold]{t.secret}[/bold]")
-        warn("the production webhook has its own secret, shown only now")
+        warn(f"the production webhook has its own secret, shown only now; signing examples: rf triggers show {t.id}")
     if not t.live:
         info(f"  it goes live when published: rf releases publish trigger:{t.id}")

@@ -131,6 +131,15 @@ class TriggerForm(FormModal):
         run_call(self, create, self.dismiss, failed=failed, group="save")
 
 
+def _signing_note(trigger: Trigger) -> str:
+    """How callers use a new webhook's secret (shown under it, once)."""
+    return ("Copy it now: rf never shows it again. Callers sign each request with it:\n"
+            "X-RF-Signature: t=UNIX_SECONDS,v1=hex HMAC-SHA256(secret, t + \".\" + body)\n"
+            "within 5 minutes of the server's clock; each signature is accepted once.\n"
+            f"Examples (curl, Python): rf triggers show {trigger.id}"
+            + (f"\nURL: {trigger.url}" if getattr(trigger, "url", None) else ""))
+
+
 class SecretModal(ModalScreen[None]):
     """A webhook's secret, shown once (it is never shown again)."""
 
@@ -209,8 +218,7 @@ class TriggersView(ListView):
                     SecretModal(
                         f"Webhook trigger {trigger.name} created (staging)",
                         trigger.secret,
-                        "Copy it now: callers sign their requests with it, and rf never shows it again."
-                        + (f"\nURL: {trigger.url}" if getattr(trigger, "url", None) else ""),
+                        _signing_note(trigger),
                     ),
                 )
             else:
@@ -232,12 +240,17 @@ class TriggersView(ListView):
         backend = self.backend
 
         def done(copy: Trigger) -> None:
+            self.reload()
+            if copy.secret:  # a webhook copy has its own secret, shown only now
+                self.app.push_screen(SecretModal(
+                    f"Production copy of {item.name} staged ({copy.id}) — publish it from Releases",
+                    copy.secret, _signing_note(copy)))
+                return
             self.rf.notify(
                 f"Production copy of {item.name} staged ({copy.id}) — publish it from Releases.",
                 title="Staged",
                 markup=False,
             )
-            self.reload()
 
         self.call(lambda: backend.duplicate_trigger(item.id, "production"), done, group="duplicate")
 
