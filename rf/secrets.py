@@ -134,9 +134,10 @@ class FileKeyring(KeyringBackend):
         """
         with _LOCK:
             parent = self.path.parent
-            if not parent.exists():
-                parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-                os.chmod(parent, 0o700)
+            parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with contextlib.suppress(OSError):  # a directory made by something else: 0700 all the same
+                if parent.stat().st_mode & 0o077:
+                    os.chmod(parent, 0o700)
             try:
                 import fcntl
             except ImportError:  # pragma: no cover - Windows always has a real keyring

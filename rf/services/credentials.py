@@ -11,14 +11,24 @@ Credentials are shared: staging and production connectors may use the same
 one, so setting or deleting it changes production at once. The service
 exposes :meth:`credential_usage` so every surface can say so before doing it
 (the CLI asks for confirmation).
+
+The values are also what rf redacts from everything it stores and logs
+(rf.logsetup.KNOWN): each Services registers a loader of its workspace's
+values (every credential's, and every ``RF_SECRET_*`` override), which runs
+on the first execution — not before, so commands that run no agent never
+read the keyring for it — and again after a credential is set or deleted.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import logging
+import os
+import weakref
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from rf.config import check_name
-from rf.errors import NotFound, UsageError
+from rf.errors import NotFound, RfError, UsageError
 from rf.ids import utcnow
 from rf.models import Credential, CredentialUsage, CredentialUser
 from rf.services.base import ServiceBase
@@ -33,11 +43,51 @@ MAX_SECRET_BYTES = 64 * 1024
 class CredentialsService(ServiceBase):
     """Mixed into :class:`rf.services.Services`."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._register_known_secrets()
+
     # ------------------------------------------------------------ the secret store
     def _secrets(self) -> SecretStore:
         from rf.secrets import SecretStore
 
-        return SecretStore(self.workspace.id if self.workspace is not None else "in-memory")
+        return SecretStore(self._secrets_service())
+
+    def _secrets_service(self) -> str:
+        return self.workspace.id if self.workspace is not None else "in-memory"
+
+    # ------------------------------------------------------------ values to redact (rf.logsetup.KNOWN)
+    def _register_known_secrets(self) -> None:
+        """(Re)load this workspace's credential values into the redactor on the next execution."""
+        from rf.logsetup import KNOWN
+
+        ref = weakref.ref(self)  # the process-wide registry must not keep these services alive
+
+        def load() -> Iterable[str] | None:
+            services = ref()
+            if services is None or getattr(services.store, "_closed", False):
+                return None
+            return services._credential_values()
+
+        KNOWN.register(self._secrets_service(), load)
+
+    def _credential_values(self) -> list[str]:
+        """Every value this workspace's credentials have here: ``RF_SECRET_*`` overrides and the
+        keyring's (the keyring is not touched when no credential exists)."""
+        values = [v for k, v in os.environ.items() if k.startswith("RF_SECRET_") and v]
+        rows = self.store.credential_rows()
+        if rows:
+            secrets = self._secrets()
+            for row in rows:
+                try:
+                    value = secrets.get(row["name"])
+                except RfError as exc:  # a locked keyring, say: that one value cannot be redacted
+                    logging.getLogger("rf.secrets").warning("cannot read credential %r to redact it: %s",
+                                                            row["name"], exc.message)
+                    continue
+                if value:
+                    values.append(value)
+        return values
 
     # ------------------------------------------------------------ public API
     def set_credential(self, name: str, value: str, description: str | None = None) -> Credential:
@@ -63,6 +113,7 @@ class CredentialsService(ServiceBase):
         with self.store.transaction() as cur:
             self.store.upsert_credential(cur, name, description, utcnow())
             secrets.set(name, value)  # raises (and rolls the metadata back) when the keyring refuses
+        self._register_known_secrets()  # the new value is redacted from the next execution on
         return self.get_credential(name)
 
     def get_credential(self, name: str) -> Credential:
@@ -82,6 +133,7 @@ class CredentialsService(ServiceBase):
         with self.store.transaction() as cur:
             self.store.delete_credential_row(cur, name)
             secrets.delete(name)
+        self._register_known_secrets()  # the old value is no longer redacted
         credential.storage = "deleted"
         return credential
 
@@ -112,6 +164,9 @@ class CredentialsService(ServiceBase):
         secrets = self._secrets()
         value = secrets.get(name)
         if value:
+            from rf.logsetup import KNOWN
+
+            KNOWN.add(self._secrets_service(), value)  # known from now on, even if set elsewhere
             return value
         if not self.store.credential_rows(name):
             raise NotFound(f"credential {name!r} is not set",

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from rf.errors import NotFound, PayloadTooLarge, UsageError
 from rf.ids import iso, micros_of, parse_iso, utcnow
 from rf.jsonfast import dumpb, dumps
+from rf.logsetup import KNOWN
 from rf.models import (
     MEMORY_MAX_KEY_CHARS,
     MEMORY_MAX_VALUE_BYTES,
@@ -248,6 +249,12 @@ def finish_execution(store: Store, call: HostCall, execution: Execution, started
 
     A deferred host call that failed (the agent went on without knowing)
     fails the execution first, so nothing of it is committed.
+
+    The one place where everything an execution stores is at hand before it is
+    queued: known credential values (rf.logsetup.KNOWN) are redacted here, in
+    the execution itself (its record, and the answer its caller gets), its
+    session messages and its memory writes. With no credential known that is
+    one attribute check.
     """
     global _writes_since_compact
     errors: list[str] | None = call.state.get("deferred_errors")
@@ -256,6 +263,8 @@ def finish_execution(store: Store, call: HostCall, execution: Execution, started
         execution.error = errors[0] + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
         execution.error_type = "exception"
         execution.output = None
+    if KNOWN.active:
+        redact_execution(call, execution)
     if execution.status != "succeeded":
         return
     memory: dict[str, str | None] | None = call.state.get("memory")
@@ -292,6 +301,43 @@ def finish_execution(store: Store, call: HostCall, execution: Execution, started
                 _writes_since_compact = 0
         if due:
             threading.Thread(target=_compact, args=(store,), name="rf-memory-compact", daemon=True).start()
+
+
+def redact_execution(call: HostCall, execution: Execution) -> None:
+    """Replace known credential values in the execution (input, output, error, traceback, logs)
+    and in the session messages and memory writes it keeps aside. Values are scanned as JSON
+    text and rebuilt only when they hold one."""
+    KNOWN.load()  # the first execution reads the credentials (later: after one is set or deleted)
+    if not KNOWN.forms:
+        return
+    text = KNOWN.text
+    execution.input = _redacted_value(execution.input)
+    execution.output = _redacted_value(execution.output)
+    if execution.error:
+        execution.error = text(execution.error)
+    if execution.traceback:
+        execution.traceback = text(execution.traceback)
+    if execution.logs:
+        execution.logs = text(execution.logs)
+    session: list[tuple[str, str, int]] | None = call.state.get("session")
+    if session:
+        call.state["session"] = [(role, KNOWN.json_text(content), at) for role, content, at in session]
+    memory: dict[str, str | None] | None = call.state.get("memory")
+    if memory:
+        call.state["memory"] = {text(key): (KNOWN.json_text(value) if value is not None else None)
+                                for key, value in memory.items()}
+
+
+def _redacted_value(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return KNOWN.text(value)
+    try:
+        found = KNOWN.found(dumps(value))
+    except (TypeError, ValueError):
+        found = True  # not JSON: walk it all the same
+    return KNOWN.value(value) if found else value
 
 
 def _compact(store: Store) -> None:

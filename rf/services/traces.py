@@ -13,7 +13,9 @@ attributes), ``standard`` keeps those whose JSON fits in ``trace_max_chars``
 ``minimal`` keeps timing and status only.
 Whatever the mode, every secret the execution registered
 (:meth:`HostCall.secret`) is replaced by ``[REDACTED]`` in every attribute,
-span name and error, and in the execution's logs and error.
+span name and error, and in the execution's logs and error; so is every
+known credential value of the workspace (rf.logsetup.KNOWN: the span batch's
+JSON text is searched for them before it is queued).
 
 An execution's spans are kept in memory while it runs and queued to the
 batching writer when it ends: recording never makes an execution wait for
@@ -47,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 from rf.errors import NotFound, RfError, UsageError
 from rf.ids import iso
 from rf.jsonfast import dumps_lenient
+from rf.logsetup import KNOWN, REDACTED
 from rf.models import Execution, Span, Trace, TraceSummary, check_env
 from rf.services.base import ServiceBase
 from rf.services.host import HostCall, host_method
@@ -68,7 +71,6 @@ KINDS = {
 }
 TRACE_MODES = ("full", "standard", "minimal")
 DEFAULT_MAX_CHARS = 2000
-REDACTED = "[REDACTED]"
 _SPAN_ID = re.compile(r"[0-9a-f]{16}")
 _NAME_MAX = 200
 _ERROR_MAX = 2000
@@ -406,6 +408,8 @@ class ExecutionTrace:
                 text = "[" + ",".join(([_encode(rows)[1:-1]] if rows else []) + raw) + "]"
             else:
                 text = _encode(rows)
+            if KNOWN.active:  # known credential values (rf.logsetup), whichever span holds them
+                text = KNOWN.json_text(text)
             self.store.queue_span_batch(call.env, self.trace_id, call.execution_id, call.agent, min(starts),
                                         max(ends), len(rows) + self.raw_count, text)
         return root
