@@ -31,8 +31,10 @@ def side_by_side(old: str | None, new: str, *, old_title: str, new_title: str) -
 
 
 def unified(diff_text: str) -> Text:
-    """A unified diff coloured line by line (headers dim, hunks blue, -/+ red/green)."""
-    text = Text(no_wrap=True)
+    """A unified diff coloured line by line (headers dim, hunks blue, -/+ red/green).
+
+    Long lines fold onto the next screen line: a reviewer sees all of what they publish."""
+    text = Text(overflow="fold")
     for line in diff_text.rstrip("\n").splitlines():
         if line.startswith(("---", "+++")):
             style = "dim"
