@@ -149,7 +149,10 @@ def render_diff(d: AgentDiff) -> None:
         if f.binary:
             out.print(f"  [dim]{escape(f.diff)}[/dim]")
         elif f.diff:
-            out.print(Syntax(f.diff.rstrip("\n"), "diff", theme="ansi_dark", background_color="default"))
+            # word_wrap: a line longer than the terminal wraps; cropped, a reviewer would not
+            # see the end of what they publish.
+            out.print(Syntax(f.diff.rstrip("\n"), "diff", theme="ansi_dark", background_color="default",
+                             word_wrap=True))
 
 
 @app.command("diff")
