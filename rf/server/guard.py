@@ -101,6 +101,14 @@ class Guard:
         self.configured = {h.lower().strip("[]") for h in allowed_hosts}
         self.require_keys = require_keys
         self.peer_check = peer_check
+        self._hosts: dict[bytes, tuple[str, str]] = {}  # Host values already allowed, parsed
+        self._json_types: set[bytes | None] = set()  # Content-Type values already accepted
+
+    def _is_json(self, ctype: bytes | None) -> bool:
+        ok = _is_json(ctype)
+        if ok and len(self._json_types) < 64:
+            self._json_types.add(ctype)
+        return ok
 
     # ------------------------------------------------------------------ ASGI
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -124,13 +132,15 @@ class Guard:
             elif key == b"transfer-encoding":
                 has_body = True
         try:
-            host_name, host_port = self._check_host(host)
+            known = self._hosts.get(host) if host is not None else None
+            host_name, host_port = known if known is not None else self._check_host(host)
             if origin is not None:
                 self._check_origin(origin, host_name, host_port)
             path: str = scope["path"]
             first, _, rest = path[1:].partition("/")
             hook = first in _ENVS and rest.startswith("hooks/")
-            if has_body and not hook and scope.get("method", "GET") in _BODY_METHODS and not _is_json(ctype):
+            if (has_body and not hook and scope.get("method", "GET") in _BODY_METHODS
+                    and ctype not in self._json_types and not self._is_json(ctype)):
                 raise UnsupportedMediaType(
                     "request bodies must be JSON (Content-Type: application/json)",
                     "send the header, e.g. curl -H 'content-type: application/json' -d '{\"input\": ...}'")
@@ -141,10 +151,10 @@ class Guard:
             elif (first == "api" and rest != "health" and self.peer_check is not None
                   and await asyncio.to_thread(self.peer_check, scope.get("client"), scope.get("server"))):
                 raise Forbidden(
-                        "the management API does not answer agent code (this connection comes from a "
-                        "process an rf worker started)",
-                        "agents use ctx (prompts, connectors, memory, sessions); production changes are "
-                        "published by a person: rf releases publish")
+                    "the management API does not answer agent code (this connection comes from a "
+                    "process an rf worker started)",
+                    "agents use ctx (prompts, connectors, memory, sessions); production changes are "
+                    "published by a person: rf releases publish")
         except RfError as exc:
             return await _refuse(send, exc)
         return await self.app(scope, receive, send)
@@ -156,6 +166,8 @@ class Guard:
         text = raw.decode("latin-1")
         name, port = _split_host(text)
         if name in self.names or name.endswith(".localhost") or _is_ip(name):
+            if len(self._hosts) < 256:  # the few Host values real clients send, parsed once
+                self._hosts[raw] = (name, port)
             return name, port
         raise HostNotAllowed(
             f"this rf server does not answer to the host name {name!r}",
