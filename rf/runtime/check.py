@@ -28,17 +28,21 @@ _HINTS = {
 }
 
 
-def validate_agent_code(code_dir: Path, entrypoint: str, *, timeout_s: float = 20.0, python: str | None = None) -> None:
+def validate_agent_code(code_dir: Path, entrypoint: str, *, timeout_s: float = 20.0, python: str | None = None,
+                        agent_env: dict[str, str] | None = None) -> None:
     """Import *entrypoint* from *code_dir* in a fresh subprocess and check it
     names a callable. Raises :class:`rf.errors.InvalidAgent` saying what is
     wrong and where, e.g. ``cannot import module 'agent' (agent.py:3:
-    SyntaxError: invalid syntax)``."""
+    SyntaxError: invalid syntax)``.
+
+    The subprocess is started like a real worker: the allow-listed environment plus
+    *agent_env* (the agent's ``[env]`` values), in an empty working directory of its own."""
     module, _ = parse_entrypoint(entrypoint)  # InvalidAgent on a malformed string
     directory = os.fspath(code_dir)
     if not os.path.isdir(directory):
         raise InvalidAgent(f"agent code directory {directory} does not exist")
     try:
-        worker = WorkerProcess(("check", "check", "check"), directory, entrypoint, python=python, env=worker_env())
+        worker = WorkerProcess(("check", "check", "check"), directory, entrypoint, python=python, env=worker_env(agent_env=agent_env))
     except OSError as exc:
         raise RfError(
             f"cannot start Python to check the agent code: {exc}",

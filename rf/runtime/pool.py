@@ -118,6 +118,9 @@ class RunResult:
     #: start and import the agent (a cold start; ``ok`` False if it could not); None when a
     #: warm worker took it at once.
     worker_start: tuple[int, int, bool] | None = None
+    #: ``(start_ns, end_ns, what differed)`` when, before this run's new worker started, its
+    #: code directory did not match the commit and was re-created from the store.
+    code_repair: tuple[int, int, str] | None = None
 
     @property
     def ok(self) -> bool:
@@ -166,16 +169,73 @@ def _entrypoint_error(entrypoint: str) -> str | None:
     return None
 
 
-def worker_env(extra_env: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment a worker starts with: ours, *extra_env*, and what the
-    worker itself needs (``rf`` importable, no ``__pycache__`` in agent dirs)."""
-    env = dict(os.environ)
-    if extra_env:
-        env.update(extra_env)
+#: Variables of rf's own environment that workers get (besides ``LC_*`` and ``PYTHON*``):
+#: what Python, locales, TLS and outgoing HTTP need. Everything else stays in rf: agent
+#: code never sees ``RF_*`` (configuration, ``RF_SECRET_*`` credentials) nor anything an
+#: agent's ``[env]`` table does not name (see :func:`worker_env`).
+ENV_ALLOWED = frozenset({
+    "PATH", "HOME", "LANG", "TZ", "TMPDIR", "USER", "LOGNAME",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
+    *(name for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY") for name in (proxy, proxy.lower())),
+})
+ENV_ALLOWED_PREFIXES = ("LC_", "PYTHON")
+
+
+def _allowed(name: str) -> bool:
+    return not name.upper().startswith("RF_") and (name in ENV_ALLOWED or name.startswith(ENV_ALLOWED_PREFIXES))
+
+
+def worker_env(extra_env: dict[str, str] | None = None, agent_env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a worker (or the deploy check) starts with: an allow-list of ours
+    (:data:`ENV_ALLOWED`, ``LC_*``, ``PYTHON*``), the pool's *extra_env*, the agent's
+    ``[env]`` values (*agent_env*, see ``AgentConfig.env_values``), and what the worker
+    itself needs (``rf`` importable, no ``__pycache__`` in agent dirs). ``RF_*`` never."""
+    env = {name: value for name, value in os.environ.items() if _allowed(name) and name != "PYTHONPATH"}
+    for more in (extra_env, agent_env):
+        if more:
+            env.update((name, value) for name, value in more.items() if not name.upper().startswith("RF_"))
     env["PYTHONDONTWRITEBYTECODE"] = "1"
-    existing = env.get("PYTHONPATH")
+    existing = os.environ.get("PYTHONPATH")
     env["PYTHONPATH"] = RF_ROOT + (os.pathsep + existing if existing else "")
     return env
+
+
+def remove_tree(path: str | os.PathLike[str]) -> None:
+    """Delete a directory tree even where rf (commit directories are read-only) or agent
+    code made parts of it read-only: each directory is made writable first."""
+    import shutil
+    import stat
+
+    top = os.fspath(path)
+    if not os.path.isdir(top) or os.path.islink(top):
+        return
+    try:
+        os.chmod(top, stat.S_IRWXU)
+    except OSError:
+        pass
+    for dirpath, dirnames, _ in os.walk(top):
+        for name in dirnames:
+            child = os.path.join(dirpath, name)
+            if not os.path.islink(child):  # never chmod what a link points to
+                try:
+                    os.chmod(child, stat.S_IRWXU)
+                except OSError:
+                    pass
+    shutil.rmtree(top, ignore_errors=True)
+
+
+@dataclass
+class WorkerSetup:
+    """What the pool's ``prepare`` hook says about a worker about to start (a cold start,
+    never a warm run): the agent's ``[env]`` values, and, if its code directory did not
+    match its commit and was re-created first, what differed."""
+
+    env: dict[str, str]
+    problem: str | None = None
+
+
+#: ``prepare(key, code_dir)``, called before each new worker starts (outside the pool's lock).
+PrepareHook = Callable[[WorkerKey, str], WorkerSetup]
 
 
 def _run_frame(request: RunRequest) -> bytes:
@@ -211,15 +271,23 @@ class WorkerProcess:
                 f"agent code directory {code_dir} does not exist",
                 "deploy the agent again",
             )
+        # The worker's working directory: fresh, empty, its own, and outside the workspace
+        # (never the commit directory, so a relative path reaches neither the workspace's
+        # .rf/ nor the agent's files; agents find those with Path(__file__).parent).
+        self.run_dir: str | None = tempfile.mkdtemp(prefix="rf-run-")
         # The capture file is the worker's fd 1 and 2; opened in append mode
         # so the worker can truncate it between runs while we share it.
-        capture: IO[bytes] = tempfile.TemporaryFile(prefix="rf-worker-")  # noqa: SIM115 - closed by destroy()
+        capture: IO[bytes] | None = None
         try:
+            capture = tempfile.TemporaryFile(prefix="rf-worker-")  # noqa: SIM115 - closed by destroy()
             fd = capture.fileno()
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
             self.proc = subprocess.Popen(
                 [
                     python or sys.executable,
+                    # -P: the working directory is not put on sys.path (``-m`` would put it
+                    # first); the agent's directory is, by the worker, and rf is on PYTHONPATH.
+                    "-P",
                     "-m",
                     "rf.runtime.worker",
                     self.real_dir,
@@ -229,16 +297,15 @@ class WorkerProcess:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=capture,
-                # Not the agent's directory: ``-m`` puts the start-up cwd first
-                # on sys.path, and an agent's json.py must not replace the
-                # worker's json. The worker chdirs into the agent dir itself.
-                cwd=RF_ROOT,
+                cwd=self.run_dir,
                 env=env if env is not None else worker_env(),
                 start_new_session=True,  # own process group: we can kill its children too
                 bufsize=0,
             )
         except BaseException:
-            capture.close()
+            if capture is not None:
+                capture.close()
+            remove_tree(self.run_dir)
             raise
         self._capture: IO[bytes] | None = capture
         self.pid = self.proc.pid
@@ -251,6 +318,9 @@ class WorkerProcess:
         self.dead = False
         self.retiring = False
         self.stop_reason: str | None = None
+        #: ``(start_ns, end_ns, what differed)`` when the pool's ``prepare`` hook found the
+        #: code directory not matching its commit and re-created it before this worker started.
+        self.code_repair: tuple[int, int, str] | None = None
         self.last_used = time.monotonic()
         self.runs = 0
 
@@ -329,6 +399,9 @@ class WorkerProcess:
         if self._capture is not None:
             self._capture.close()
             self._capture = None
+        if self.run_dir is not None:
+            remove_tree(self.run_dir)
+            self.run_dir = None
 
     def read_capture(self) -> tuple[str, str | None]:
         """``(logs, dump)`` from the capture file: what the worker printed
@@ -384,6 +457,8 @@ def _kill_workers(by_key: dict[WorkerKey, list[WorkerProcess]]) -> None:
     for workers in list(by_key.values()):
         for worker in list(workers):
             worker.signal_kill()
+            if worker.run_dir is not None:
+                remove_tree(worker.run_dir)
 
 
 def _reaper(pool_ref: weakref.ref[WorkerPool], stop: threading.Event, interval: float) -> None:
@@ -407,6 +482,7 @@ class WorkerPool:
         idle_ttl_s: float = 300.0,
         extra_env: dict[str, str] | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        prepare: PrepareHook | None = None,
     ) -> None:
         if max_workers_per_key < 1 or max_total_workers < 1:
             raise ValueError("worker limits must be at least 1")
@@ -416,6 +492,9 @@ class WorkerPool:
         self.idle_ttl_s = idle_ttl_s
         self.extra_env = dict(extra_env or {})
         self.max_message_bytes = max_message_bytes
+        #: Called before every new worker starts (never on a warm run): the services verify
+        #: (and repair) the commit's directory there and give the agent's ``[env]`` values.
+        self.prepare = prepare
         self._cond = threading.Condition(threading.Lock())
         self._by_key: dict[WorkerKey, list[WorkerProcess]] = {}
         self._idle: OrderedDict[WorkerProcess, None] = OrderedDict()  # oldest first
@@ -463,7 +542,7 @@ class WorkerPool:
             worker = self._acquire(key, os.fspath(code_dir), entrypoint)
         except _PoolClosed:
             return _failed("the worker pool is closed", "crash")
-        except InvalidAgent as exc:
+        except RfError as exc:  # the code directory or the agent's [env] (see prepare)
             return _failed(exc.message, "exception")
         except OSError as exc:
             return _failed(f"cannot start a worker: {exc}", "crash")
@@ -475,9 +554,12 @@ class WorkerPool:
                 cold_start = (waited_from, time.time_ns(), failure is None)
                 if failure is not None:
                     failure.worker_start = cold_start
+                    failure.code_repair = worker.code_repair
                     return failure
             result = self._execute(worker, payload, timeout_s, on_chunk, host, on_start)
             result.worker_start = cold_start
+            if cold_start is not None:
+                result.code_repair = worker.code_repair
             completed = True
             return result
         finally:
@@ -888,15 +970,22 @@ class WorkerPool:
             self._reaper.start()
 
     def _spawn(self, key: WorkerKey, code_dir: str, entrypoint: str) -> WorkerProcess:
-        """Start a worker (without the lock; the caller reserved its slot)."""
+        """Start a worker (without the lock; the caller reserved its slot), after the
+        ``prepare`` hook checked its code directory and said what ``[env]`` adds."""
+        setup = repair = None
+        if self.prepare is not None:
+            started = time.time_ns()
+            setup = self.prepare(key, code_dir)
+            repair = (started, time.time_ns(), setup.problem) if setup.problem else None
         worker = WorkerProcess(
             key,
             code_dir,
             entrypoint,
             python=self.python,
-            env=worker_env(self.extra_env),
+            env=worker_env(self.extra_env, setup.env if setup is not None else None),
             max_message_bytes=self.max_message_bytes,
         )
+        worker.code_repair = repair
         with self._cond:
             self._start_reaper()
         return worker

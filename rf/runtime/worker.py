@@ -716,8 +716,10 @@ def main(argv: list[str] | None = None) -> int:
         faulthandler.register(signal.SIGUSR1, file=capture_fd, all_threads=True, chain=False)
     _thread.start_new_thread(_watch_parent, (os.getppid(),))
 
+    # The agent's directory first on sys.path, so its modules import; but the working
+    # directory stays the empty one the host started us in (never the commit directory:
+    # agents read their own files through Path(__file__).parent).
     sys.path.insert(0, code_dir)
-    os.chdir(code_dir)
     try:
         handler = load_entrypoint(code_dir, entrypoint)
     except LoadError as exc:
