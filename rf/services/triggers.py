@@ -240,7 +240,8 @@ class ReplayGuard:
                     self._compact()
                 else:
                     try:
-                        with open(self.path, "a", encoding="utf-8") as f:
+                        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)  # owner-only
+                        with os.fdopen(fd, "a", encoding="utf-8") as f:
                             f.write(f"{expiry:.0f} {key}\n")
                         self._appended += 1
                     except OSError as exc:
