@@ -224,15 +224,18 @@ def encode_files(files: dict[str, bytes]) -> dict[str, str]:
     return {path: base64.b64encode(data).decode("ascii") for path, data in files.items()}
 
 
-def decode_files(files: Any) -> dict[str, bytes]:
+def decode_files(files: Any, name: str = "files") -> dict[str, bytes]:
     from rf.errors import UsageError
 
     if not isinstance(files, dict):
-        raise UsageError("files must be an object of {path: base64}")
-    try:
-        return {str(p): base64.b64decode(d, validate=True) for p, d in files.items()}
-    except (ValueError, TypeError):
-        raise UsageError("files must be base64-encoded") from None
+        raise UsageError(f"{name} must be an object of {{path: base64}}")
+    out = {}
+    for path, data in files.items():
+        try:
+            out[str(path)] = base64.b64decode(data, validate=True)
+        except (ValueError, TypeError):
+            raise UsageError(f"{name}[{str(path)!r}] is not base64-encoded") from None
+    return out
 
 
 def decode_result(route: Route, data: Any) -> Any:

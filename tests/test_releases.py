@@ -6,13 +6,14 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import HELLO_PY, RF, run_rf, write_agent
+from conftest import HELLO_PY, run_rf, write_agent
 from rf.client import open_local
 from rf.config import snapshot_dir
 from rf.errors import Conflict, NotFound, UsageError
@@ -169,8 +170,10 @@ def test_publish_killed_midway_is_all_or_nothing(tmp_path: Path, kill_after: int
     finally:
         b.close()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RF_")}
-    env["RF_TEST_PUBLISH_PAUSE_AFTER"] = str(kill_after)
-    proc = subprocess.Popen([*RF, "releases", "publish", "--all", "--yes"], cwd=ws.root, env=env, text=True,
+    # The pause is injected by a wrapper around rf's entry point (the product code only has no-op hooks).
+    when = f"item:{kill_after}" if kill_after < 50 else "commit"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "rf_publish_pause.py"), when,
+                             "releases", "publish", "--all", "--yes"], cwd=ws.root, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     assert proc.stdout is not None
     marker = proc.stdout.readline()
@@ -242,3 +245,36 @@ def test_releases_diff_shows_connector_changes(ws: Any) -> None:
     assert "~ base URL: http://127.0.0.1:9/live → http://127.0.0.1:9/sandbox" in r.stdout
     assert "+ resource list-orders" in r.stdout and "- resource get-customer" in r.stdout
     assert f'production: "{production_hash}"' not in r.stdout
+
+
+def test_an_empty_selection_is_an_error_never_everything(ws: Any) -> None:
+    """Service layer (so every surface): "all" is explicit, or a reviewed plan id."""
+    b = open_local(ws)
+    try:
+        write_agent(ws.root, "other")
+        deploy(b, ws, "hello")
+        deploy(b, ws, "other")
+        for kwargs in ({}, {"items": []}, {"items": None, "all": False}, {"message": "go"}):
+            with pytest.raises(UsageError, match="no items selected"):
+                b.publish_release(**kwargs)
+            with pytest.raises(UsageError, match="no items selected"):
+                b.plan_release(**{k: v for k, v in kwargs.items() if k != "message"})
+        with pytest.raises(UsageError, match="not both"):
+            b.publish_release(["hello"], all=True)
+        assert b.list_releases() == [] and all(a.production_commit is None for a in b.list_agents())
+        # A plan id alone publishes exactly the reviewed items, not whatever is pending now.
+        plan = b.plan_release(["hello"])
+        release = b.publish_release(plan_id=plan.id)
+        assert [(i.kind, i.name) for i in release.items] == [("agent", "hello")]
+        assert b.get_agent("other").production_commit is None
+        with pytest.raises(Conflict, match="nothing in plan"):
+            b.publish_release(plan_id=plan.id)
+        with pytest.raises(NotFound):
+            b.publish_release(plan_id="0000000000000000")
+    finally:
+        b.close()
+
+
+def test_product_code_reads_no_test_only_environment_variable() -> None:
+    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "rf").rglob("*.py") if "RF_TEST_" in p.read_text()]
+    assert offenders == []

@@ -146,6 +146,7 @@ def plan(
     from rf.models import to_dict
 
     with backend() as b:
+        # A plan changes nothing: with no items named it previews every pending item.
         p = b.plan_release(items or None, all_items or not items, with_deps, strict)
     if save is not None:
         save.write_text(json.dumps(to_dict(p), indent=2, default=str) + "\n", encoding="utf-8")
@@ -182,8 +183,8 @@ def publish(
                 _print_plan(p, to_stderr=True)
             confirm(f"Publish these {len(p.items)} change(s) to production?", yes)
             plan_id = p.id
-        release = b.publish_release(items or None, all_items or not items, plan_id, message, git_author(),
-                                    with_deps, strict)
+        # --plan alone publishes exactly that plan's items; --all is every pending item.
+        release = b.publish_release(items or None, all_items, plan_id, message, git_author(), with_deps, strict)
     if json_out:
         print_json(release)
         return

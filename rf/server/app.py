@@ -15,13 +15,19 @@ import asyncio
 import hmac
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
 from typing import Any
 
+import msgspec
 from litestar import HttpMethod, Litestar, MediaType, Request, Response, get, post, route
+from litestar.enums import ParamType
 from litestar.exceptions import HTTPException
 from litestar.handlers import HTTPRouteHandler
-from litestar.openapi import OpenAPIConfig
+from litestar.openapi import OpenAPIConfig, ResponseSpec
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, Parameter, RequestBody, Schema
 from litestar.response import ServerSentEvent
 
 from rf import api
@@ -117,7 +123,11 @@ def create_app(services: Services, token: str, *, max_body_bytes: int = 1024 * 1
 
     # ------------------------------------------------------------ env endpoints
     @post("/{env:str}/agents/{name:str}", summary="Invoke an agent in an environment", tags=["endpoints"],
-          status_code=200)
+          status_code=200, operation_class=_operation_class(body=INVOKE_BODY),
+          responses={**_error_responses(body=True), 200: ResponseSpec(RunResult, generate_examples=False,
+                                                                      description="the agent's output"),
+                     500: ResponseSpec(RunResult | ErrorResponse, generate_examples=False,  # type: ignore[arg-type]
+                                       description="the run failed (its error), or error: internal")})
     async def invoke(request: Request[Any, Any, Any], env: str, name: str) -> Response[Any]:
         # (rf.server.fastpath serves this route first, except for server-sent events.)
         check_env(env)
@@ -131,7 +141,7 @@ def create_app(services: Services, token: str, *, max_body_bytes: int = 1024 * 1
         return _json_response({"execution_id": ex.id, "status": ex.status, "error": ex.error}, 500)
 
     @get("/{env:str}/agents/{name:str}", summary="Describe the agent deployed in an environment",
-         tags=["endpoints"])
+         tags=["endpoints"], responses=_error_responses(body=False))
     async def describe(env: str, name: str) -> dict[str, Any]:
         check_env(env)
         agent = await asyncio.to_thread(services.get_agent, name)
@@ -145,14 +155,19 @@ def create_app(services: Services, token: str, *, max_body_bytes: int = 1024 * 1
                 "url": f"/{env}/agents/{name}"}
 
     @get("/{env:str}/agents/{name:str}/sessions/{session_id:str}", tags=["endpoints"],
-         summary="A session (thread) of an agent in an environment: its messages, oldest first")
+         summary="A session (thread) of an agent in an environment: its messages, oldest first",
+         responses=_error_responses(body=False))
     async def session(env: str, name: str, session_id: str) -> dict[str, Any]:
         check_env(env)
         thread = await asyncio.to_thread(services.get_session, session_id, env, name)
         return to_dict(thread)  # type: ignore[no-any-return]
 
     @post("/{env:str}/hooks/{trigger_id:str}", summary="Webhook trigger (secret required)", tags=["endpoints"],
-          status_code=200)
+          status_code=200, operation_class=_operation_class(body={}, body_media="*/*", body_required=False),
+          responses={**_error_responses(body=True, token=False), 200: ResponseSpec(
+              RunResult, generate_examples=False, description="the triggered run's output"),
+                     500: ResponseSpec(RunResult | ErrorResponse, generate_examples=False,  # type: ignore[arg-type]
+                                       description="the run failed (its error), or error: internal")})
     async def hook(request: Request[Any, Any, Any], env: str, trigger_id: str) -> Response[Any]:
         check_env(env)
         body = await request.body()
@@ -202,37 +217,135 @@ def _version() -> str:
     return __version__
 
 
-def _management_handler(services: Services, r: api.Route, check_token: Any) -> HTTPRouteHandler:
-    import inspect
+class RequestSpec:
+    """What one management route accepts, derived once from its Services method.
 
+    Every parameter of the method except the path's and the server's own
+    (:meth:`rf.api.Route.server_params`) is a field of a msgspec Struct with
+    unknown fields forbidden: the JSON body of a POST/PATCH/DELETE, the query
+    string of a GET. Types come from the method's annotations (resolved with
+    ``typing.get_type_hints``, so ``from __future__ import annotations`` is fine);
+    a ``{path: bytes}`` parameter travels as ``{path: base64}``.
+    """
+
+    def __init__(self, r: api.Route, fn: Any) -> None:
+        import inspect
+        import typing
+
+        self.route = r
+        self.label = f"{r.method} /api{r.path}"
+        self.in_body = r.method != "GET"
+        hints = typing.get_type_hints(fn)
+        path = r.path_params()
+        self.server_params = r.server_params()
+        params = dict(inspect.signature(fn).parameters)
+        params.pop("self", None)
+        missing = [p for p in path if p not in params]
+        if missing:
+            raise TypeError(f"route {r.name}: path parameter(s) {missing} are not parameters of Services.{r.name}")
+        fields: list[Any] = []
+        self.types: dict[str, str] = {}
+        for name, p in params.items():
+            if name in path or name in self.server_params:
+                continue
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                raise TypeError(f"route {r.name}: Services.{r.name} takes *args/**kwargs; name every parameter")
+            tp = hints.get(name, Any)
+            if name in r.binary:
+                optional = type(None) in typing.get_args(tp)
+                tp = typing.Annotated[dict[str, str] | None if optional else dict[str, str],
+                                      msgspec.Meta(description="{path: base64-encoded content}")]
+            self.types[name] = _type_name(hints.get(name, Any), name in r.binary)
+            if p.default is p.empty:
+                fields.append((name, tp))
+            elif p.default is None or isinstance(p.default, bool | int | float | str | list | dict):
+                fields.append((name, tp, p.default))
+            else:
+                raise TypeError(f"route {r.name}: the default of {name!r} is not a JSON value; "
+                                "list the parameter in the route's internal=(...) if no request sets it")
+        struct_name = "".join(part.title() for part in r.name.split("_")) + ("Body" if self.in_body else "Query")
+        self.struct: type[msgspec.Struct] = msgspec.defstruct(struct_name, fields, kw_only=True,
+                                                              forbid_unknown_fields=True)
+        self.fields = tuple(self.types)
+        self.required = tuple(f[0] for f in fields if len(f) == 2)
+        try:
+            # A type JSON cannot carry (a callback, a Python object) fails here, at app build.
+            schema = msgspec.json.schema(self.struct)
+        except TypeError as exc:
+            raise TypeError(f"route {r.name}: {exc}; list the parameter in the route's internal=(...) "
+                            "if the server sets it") from None
+        self.schema: dict[str, Any] = schema["$defs"][struct_name]
+        self.path = path
+
+    def hint(self) -> str:
+        if not self.fields:
+            return f"{self.label} takes no {'fields; send {}' if self.in_body else 'query parameters'}"
+        what = "fields" if self.in_body else "query parameters"
+        listed = ", ".join(f"{n}: {self.types[n]}" + ("" if n in self.required else "?") for n in self.fields)
+        return f"{what} of {self.label}: {listed} (? = optional)"
+
+    def parse(self, given: dict[str, Any]) -> dict[str, Any]:
+        """The keyword arguments for the Services method, or UsageError (400) naming the bad field."""
+        where = "field" if self.in_body else "query parameter"
+        for key in given:
+            if key in self.types:
+                continue
+            if key in self.server_params:
+                raise UsageError(f"{key!r} cannot be set by a request to {self.label}: the server sets it",
+                                 self.hint())
+            if key in self.path:
+                raise UsageError(f"{key!r} is part of the path of {self.label}, not a {where}", self.hint())
+            raise UsageError(f"unknown {where} {key!r} in a request to {self.label}", self.hint())
+        try:
+            # A JSON body must have the exact types; a query string is text, converted by the
+            # annotation (never by its looks: an agent named "007" stays a string).
+            value = msgspec.convert(given, self.struct, strict=self.in_body)
+        except msgspec.ValidationError as exc:
+            text = str(exc).replace("`$.", "`").replace(" - at ", " at ")
+            raise UsageError(f"bad {'request body' if self.in_body else 'query'} for {self.label}: {text}",
+                             self.hint()) from None
+        params = {key: getattr(value, key) for key in given}
+        for key in self.route.binary:
+            if params.get(key) is not None:
+                try:
+                    params[key] = api.decode_files(params[key], key)
+                except UsageError as exc:
+                    raise UsageError(f"bad request body for {self.label}: {exc.message}", self.hint()) from None
+        return params
+
+
+def _type_name(tp: Any, binary: bool) -> str:
+    if binary:
+        return "{path: base64}"
+    text = getattr(tp, "__name__", None) if not getattr(tp, "__args__", None) else None
+    return text or str(tp).replace("typing.", "")
+
+
+def _management_handler(services: Services, r: api.Route, check_token: Any) -> HTTPRouteHandler:
     method = getattr(services, r.name)
-    # Query strings are text: convert each by the Services parameter's annotation
-    # (never by its looks — an agent named "007" stays a string).
-    hints = {name: str(p.annotation) for name, p in inspect.signature(method).parameters.items()}
+    spec = RequestSpec(r, getattr(type(services), r.name))
 
     async def handler(request: Request[Any, Any, Any]) -> Response[Any]:
         check_token(request)
-        params: dict[str, Any] = dict(request.path_params)
-        if r.method == "GET":
-            for key, value in request.query_params.items():
-                params[key] = _coerce(value, hints.get(key, ""))
-        else:
+        query = list(request.query_params.multi_items())
+        if spec.in_body:
+            if query:
+                raise UsageError(f"{spec.label} takes no query parameters (send fields in the JSON body)",
+                                 spec.hint())
             body = await _json_body(request)
             if not isinstance(body, dict):
-                raise UsageError("request body must be a JSON object")
-            params.update(body)
-        for key in r.binary:
-            if key in params:
-                params[key] = api.decode_files(params[key])
-        params.pop("on_chunk", None)  # a callback, never a value from a request
+                raise UsageError(f"the request body of {spec.label} must be a JSON object", spec.hint())
+        else:
+            body = {}
+            for key, value in query:
+                if key in body:
+                    raise UsageError(f"query parameter {key!r} is given more than once", spec.hint())
+                body[key] = value
+        params: dict[str, Any] = dict(request.path_params)
+        params.update(spec.parse(body))
         if r.name == "run_test" and "text/event-stream" in request.headers.get("accept", ""):
             return _stream_call(lambda on_chunk: method(**params, on_chunk=on_chunk))
-        try:
-            result = await asyncio.to_thread(method, **params)
-        except TypeError as exc:
-            if "argument" in str(exc):
-                raise UsageError(f"bad parameters for {r.name}: {exc}") from None
-            raise
+        result = await asyncio.to_thread(method, **params)
         if r.name == "status":
             result.backend = "http"
         # (A Response, so that the server-sent events above keep their own media type.)
@@ -241,23 +354,111 @@ def _management_handler(services: Services, r: api.Route, check_token: Any) -> H
     handler.__name__ = f"api_{r.name}"
     path = "/api" + r.path.replace("}", ":str}")
     return route(path, http_method=[HttpMethod(r.method)], summary=r.summary, tags=["management"], status_code=200,
-                 operation_id=r.name)(handler)
+                 operation_id=r.name, operation_class=_operation_class(spec),
+                 responses=_error_responses(body=spec.in_body))(handler)
 
 
-def _coerce(value: str, annotation: str) -> Any:
-    kinds = {part.strip() for part in annotation.replace("'", "").split("|")}
-    if "str" in kinds or not kinds - {"None", ""}:
-        return value
-    if "bool" in kinds and value in ("true", "false"):
-        return value == "true"
-    try:
-        if "int" in kinds:
-            return int(value)
-        if "float" in kinds:
-            return float(value)
-    except ValueError:
-        raise UsageError(f"{value!r} is not a number") from None
-    return value
+# ------------------------------------------------------------ OpenAPI documentation
+class ErrorDetail(msgspec.Struct):
+    code: str  #: stable, one per rf.errors class
+    message: str
+    hint: str | None = None
+    status: int | None = None  #: a connector error: the remote API's HTTP status
+
+
+class ErrorResponse(msgspec.Struct):
+    """Every error the server answers: ``{"error": {code, message, hint}}``."""
+
+    error: ErrorDetail
+
+
+class RunResult(msgspec.Struct):
+    """The answer of an endpoint run: ``output`` when it succeeded, ``error`` when not."""
+
+    execution_id: str
+    status: str
+    output: Any = None
+    error: Any = None
+
+
+#: The body of ``POST /{env}/agents/{name}`` (checked by :func:`invoke_params`).
+INVOKE_BODY: dict[str, Any] = {
+    "type": "object", "additionalProperties": False,
+    "properties": {"input": {"description": "the agent's input (any JSON value)"},
+                   "session_id": {"anyOf": [{"type": "string"}, {"type": "null"}]}},
+}
+
+
+def _error_statuses() -> dict[int, list[str]]:
+    """HTTP status → the error codes (rf.errors classes) that answer it."""
+    import rf.errors
+
+    by_status: dict[int, list[str]] = {500: ["internal"]}
+    stack: list[type[RfError]] = [rf.errors.RfError]
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        if cls.code not in by_status.setdefault(cls.http_status, []):
+            by_status[cls.http_status].append(cls.code)
+    return dict(sorted(by_status.items()))
+
+
+def _error_responses(*, body: bool, token: bool = True) -> dict[int, ResponseSpec]:
+    """The error answers of a route, documented with their one shape."""
+    out = {}
+    for status, codes in _error_statuses().items():
+        if (status == 413 and not body) or (status == 401 and not token):
+            continue
+        out[status] = ResponseSpec(ErrorResponse, generate_examples=False,
+                                   description="error: " + ", ".join(sorted(codes)))
+    return out
+
+
+def _operation_class(spec: RequestSpec | None = None, *, body: dict[str, Any] | None = None,
+                     body_media: str = "application/json", body_required: bool = True) -> type[Operation]:
+    """An Operation that documents the route's request body (or query parameters):
+    the server decodes them itself (see RequestSpec), so Litestar cannot see them."""
+    query: list[Parameter] = []
+    if spec is not None and spec.in_body:
+        body = spec.schema
+    elif spec is not None:
+        required = set(spec.schema.get("required", ()))
+        query = [Parameter(name=name, param_in=ParamType.QUERY, required=name in required,
+                           schema=_openapi_schema(schema))
+                 for name, schema in spec.schema.get("properties", {}).items()]
+    request_body = None if body is None else RequestBody(
+        content={body_media: OpenAPIMediaType(schema=_openapi_schema(body))},
+        required=bool(body.get("required")) if spec is not None else body_required)
+
+    @dataclass
+    class RouteOperation(Operation):
+        def __post_init__(self) -> None:
+            if request_body is not None:
+                self.request_body = request_body
+            if query:
+                self.parameters = [*(self.parameters or []), *query]
+
+    return RouteOperation
+
+
+def _openapi_schema(js: dict[str, Any]) -> Schema:
+    """A JSON schema (as msgspec writes it) as Litestar's Schema object."""
+    known = {f.name for f in dataclass_fields(Schema)}
+    kwargs: dict[str, Any] = {}
+    for key, value in js.items():
+        name = re.sub(r"(?<!^)([A-Z])", r"_\1", key).lower()
+        if name not in known:
+            continue
+        if name == "type":
+            value = [OpenAPIType(v) for v in value] if isinstance(value, list) else OpenAPIType(value)
+        elif name in ("properties", "pattern_properties"):
+            value = {k: _openapi_schema(v) for k, v in value.items()}
+        elif name in ("any_of", "one_of", "all_of", "prefix_items"):
+            value = [_openapi_schema(v) for v in value]
+        elif isinstance(value, dict) and name in ("items", "additional_properties", "not_"):
+            value = _openapi_schema(value)
+        kwargs[name] = value
+    return Schema(**kwargs)
 
 
 def _stream_call(run: Any, done: Any = to_dict) -> ServerSentEvent:

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import time
 from typing import TYPE_CHECKING, Any
 
 from rf.errors import Conflict, NotFound, UsageError
@@ -111,10 +109,16 @@ class ReleasesService(ServiceBase):
         return items
 
     def _select(self, pending: list[ReleaseItem], names: list[str] | None, all: bool) -> list[ReleaseItem]:
-        if all or not names:
-            if not all and names is not None and not names:
-                raise UsageError("name the items to publish, or pass --all", "see them with: rf releases")
+        """The items named, or every pending item with ``all``. Nothing named is an error, never
+        "everything": publishing all must be asked for (``all``, ``--all``) or reviewed (a plan id)."""
+        if all:
+            if names:
+                raise UsageError("name the items or ask for all of them, not both",
+                                 "drop --all to publish only the items named")
             return list(pending)
+        if not names:
+            raise UsageError("no items selected: name the items to publish, or pass --all for every pending item",
+                             "see them with: rf releases")
         chosen: list[ReleaseItem] = []
         for ref in names:
             kind, _, name = ref.partition(":") if ":" in ref else ("", "", ref)
@@ -180,11 +184,12 @@ class ReleasesService(ServiceBase):
 
     def plan_release(self, items: list[str] | None = None, all: bool = False, with_deps: bool = False,
                      strict: bool = False) -> ReleasePlan:
-        """The exact set of changes a publish would make, with its plan id."""
+        """The exact set of changes a publish would make, with its plan id: the items named,
+        or every pending item with ``all=True`` (nothing named is a UsageError)."""
         pending = self.release_items()
         if not pending:
             raise Conflict("nothing to publish: staging and production are the same")
-        chosen = self._select(pending, items, all or not items)
+        chosen = self._select(pending, items, all)
         missing, warnings = self._dependency_check(chosen, pending)
         if missing and with_deps:
             added = list(missing)
@@ -206,13 +211,30 @@ class ReleasesService(ServiceBase):
     def publish_release(self, items: list[str] | None = None, all: bool = False, plan_id: str | None = None,
                         message: str = "", author: str = "unknown", with_deps: bool = False,
                         strict: bool = False) -> Release:
-        """Publish atomically: every item or none, in one transaction, recorded as a release."""
+        """Publish atomically: every item or none, in one transaction, recorded as a release.
+
+        What to publish is explicit: ``items``, or ``all=True``, or a ``plan_id`` alone
+        (exactly the items of that plan, refused if any of them changed since)."""
         with self.store.write_lock:
+            if plan_id is not None and not items and not all:
+                items = self._plan_item_names(plan_id)
             plan = self.plan_release(items, all, with_deps, strict)
             if plan_id is not None and plan.id != plan_id:
                 raise Conflict(self._stale_plan_message(plan_id, plan), "re-run rf releases plan and review again")
             return self._apply(plan.items, plan.id, "publish", message or self._default_message(plan.items),
                                author, plan.warnings)
+
+    def _plan_item_names(self, plan_id: str) -> list[str]:
+        """``kind:name`` of a saved plan's items that are still pending."""
+        rows = self.store.get_plan(plan_id)
+        if rows is None:
+            raise NotFound(f"no plan {plan_id!r}", "make one with: rf releases plan")
+        pending = {(i.kind, i.name) for i in self.release_items()}
+        names = [f"{row['kind']}:{row['name']}" for row in rows if (row["kind"], row["name"]) in pending]
+        if not names:
+            raise Conflict(f"nothing in plan {plan_id} is pending any more: it was published, or staging "
+                           "went back to production's state", "see what is pending with: rf releases")
+        return names
 
     def _stale_plan_message(self, plan_id: str, plan: ReleasePlan) -> str:
         rows = self.store.get_plan(plan_id)
@@ -243,29 +265,31 @@ class ReleasesService(ServiceBase):
                warnings: list[str]) -> Release:
         release_id = new_id("rel")
         now = utcnow()
-        pause_after = int(os.environ.get("RF_TEST_PUBLISH_PAUSE_AFTER", "-1"))  # test-only kill window
         with self.store.transaction() as cur:
             for n, item in enumerate(items):
                 apply = getattr(self, f"_release_apply_{item.kind}", None)
                 if apply is None:
                     raise UsageError(f"this rf cannot publish {item.kind} items")
                 apply(cur, item.name, item.before, item.after)
-                if n == pause_after:
-                    print(f"RF_TEST_PAUSED {n + 1}", flush=True)
-                    time.sleep(60)
+                self._after_release_item(n)
             self.store.insert_release(
                 cur, release_id=release_id, created_at=now, author=author, message=message, plan_id=plan_id,
                 kind=kind,
                 items=[{"kind": i.kind, "name": i.name, "before": i.before, "after": i.after,
                         "summary": i.summary} for i in items],
             )
-        if pause_after >= len(items):
-            print("RF_TEST_COMMITTED", flush=True)
-            time.sleep(60)
+        self._after_release_commit(release_id)
         self._release_applied()
         release = self.get_release(release_id)
         release.warnings = warnings
         return release
+
+    def _after_release_item(self, n: int) -> None:
+        """Called inside the publish transaction once item ``n`` (0-based) is applied. Does
+        nothing: tests replace it to stop a publish half-way (tests/rf_publish_pause.py)."""
+
+    def _after_release_commit(self, release_id: str) -> None:
+        """Called once a release's transaction has committed. Does nothing (a test seam, as above)."""
 
     def _release_applied(self) -> None:
         """Forget caches that production state feeds (heads etc.)."""
