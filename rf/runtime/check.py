@@ -42,7 +42,8 @@ def validate_agent_code(code_dir: Path, entrypoint: str, *, timeout_s: float = 2
     if not os.path.isdir(directory):
         raise InvalidAgent(f"agent code directory {directory} does not exist")
     try:
-        worker = WorkerProcess(("check", "check", "check"), directory, entrypoint, python=python, env=worker_env(agent_env=agent_env))
+        worker = WorkerProcess(("check", "check", "check"), directory, entrypoint, python=python,
+                               env=worker_env(agent_env=agent_env))
     except OSError as exc:
         raise RfError(
             f"cannot start Python to check the agent code: {exc}",
