@@ -10,7 +10,6 @@ worker processes, in-process through the LocalBackend.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from conftest import write_agent
 from rf.client import Backend, open_local
 from rf.config import init_workspace, snapshot_dir
 from rf.errors import NotFound, ProductionReadOnly
+from rf.runtime.pool import remove_tree
 
 ENVS = ("staging", "production")
 TOML = 'entrypoint = "agent:handle"\ntimeout_s = 20\n'
@@ -59,7 +59,7 @@ class Isolation(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         self.b.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        remove_tree(self.tmp)
 
     # ------------------------------------------------------------ steps
     @initialize()

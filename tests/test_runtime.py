@@ -240,7 +240,8 @@ def test_sync_handler_ctx_and_logs(pool: WorkerPool, agent_dir: Path) -> None:
     )
     assert out["tuple"] == [1, 2]
     assert out["stdin"] == ""
-    assert out["cwd"] == os.path.realpath(agent_dir)
+    # A neutral, empty directory of its own, never the agent's (read-only, verified) code dir.
+    assert out["cwd"] != os.path.realpath(agent_dir) and os.path.basename(out["cwd"]).startswith("rf-run-")
     assert out["pid"] == result.worker_pid
     assert "hello from print {'q': 1}" in result.logs
     assert "to stderr" in result.logs
