@@ -313,6 +313,8 @@ class ReleasesService(ServiceBase):
 
     # ------------------------------------------------------------ history
     def list_releases(self, limit: int = 50) -> list[Release]:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise UsageError("limit must be a positive integer")
         return [self._release(r) for r in self.store.list_releases(limit)]
 
     def get_release(self, release_id: str) -> Release:
