@@ -55,7 +55,7 @@ def handle(input, ctx):
         raise RuntimeError("upstream answered " + text)
     ctx.session.append("tool", answer)
     ctx.memory.set("last-answer", answer)
-    ctx.memory.set("key-" + answer["key"][:12], {"url": answer["url"]})
+    ctx.memory.set("key:" + answer["key"], {"url": answer["url"]})  # a key holding it too
     with ctx.trace.span("echoed", answer=text):
         pass
     return {"message": "upstream said " + text, "answer": answer}
@@ -200,61 +200,66 @@ def test_a_credential_echoed_by_an_upstream_is_stored_and_logged_nowhere(
     marker = "mk-" + uuid.uuid4().hex
     write_agent(ws.root, "leaky", AGENT_PY, AGENT_TOML)
     server = Server(ws.root, log_level)
+    leaks: list[str] = []
     try:
         r = run_rf("credentials", "set", "echo-key", "--from-stdin", "--yes", cwd=ws.root, input=marker + "\n")
         assert r.returncode == 0, r.stderr
-        r = run_rf("connectors", "create", "echo", "--base-url", echo_api.url, "--auth", "api-key", "--credential", "echo-key",
-                   "--api-key-query", "api_key", cwd=ws.root)
+        r = run_rf("connectors", "create", "echo", "--base-url", echo_api.url, "--auth", "api-key",
+                   "--credential", "echo-key", "--api-key-query", "api_key", cwd=ws.root)
         assert r.returncode == 0, r.stderr
-        r = run_rf("connectors", "resources", "add", "echo", "lookup", "-X", "GET", "--path", "/v1/lookup", cwd=ws.root)
+        r = run_rf("connectors", "resources", "add", "echo", "lookup", "-X", "GET", "--path", "/v1/lookup",
+                   cwd=ws.root)
         assert r.returncode == 0, r.stderr
         r = run_rf("agents", "deploy", "leaky", cwd=ws.root)
         assert r.returncode == 0, r.stderr
+
+        # Every leak is collected, so a failure lists them all (caller, reads, server log, files, modes).
+        def check(where: str, text: str) -> None:
+            if marker in text:
+                leaks.append(f"{where}: ...{text[max(text.find(marker) - 80, 0):text.find(marker) + 40]}...")
 
         # 1. the endpoint: the upstream echoes the key; the caller gets it redacted
         first = _post(server, {"input": {"op": "call"}, "session_id": "s-1"})
         assert first["status"] == "succeeded", first
         assert any(marker in url for url in echo_api.requests), "the key was really sent as a query parameter"
-        assert marker not in json.dumps(first)
-        assert first["output"]["answer"]["key"] == "[REDACTED]"
-        assert "api_key=[REDACTED]" in first["output"]["answer"]["url"]
-
+        check("endpoint answer", json.dumps(first))
         # 2. an error holding it
         failed = _post(server, {"input": {"op": "fail"}, "session_id": "s-1"})
         assert failed["status"] == "failed"
-        assert marker not in json.dumps(failed) and "[REDACTED]" in json.dumps(failed)
-
+        check("endpoint error", json.dumps(failed))
         # 3. a caller pastes it: stored input, session and memory are redacted too
         pasted = _post(server, {"input": {"op": "remember", "message": f"my key is {marker}"}, "session_id": "s-2"})
         assert pasted["status"] == "succeeded", pasted
-        assert marker not in json.dumps(pasted)
-
+        check("endpoint answer (pasted)", json.dumps(pasted))
         # 4. rf invoke through the server prints it redacted
         r = run_rf("invoke", "leaky", '{"op": "call"}', "--session", "s-1", cwd=ws.root)
         assert r.returncode == 0, r.stderr
-        assert marker not in r.stdout + r.stderr and "[REDACTED]" in r.stdout
-
-        # What can be read back says [REDACTED] where the value was.
+        check("rf invoke", r.stdout + r.stderr)
+        # what can be read back
         for args in (["sessions", "show", "s-1", "--json"], ["sessions", "show", "s-2", "--json"],
                      ["memory", "list", "--json"], ["executions", "list", "--json"],
                      ["traces", "export", "-", "--format", "otlp-json"]):
             r = run_rf(*args, cwd=ws.root)
             assert r.returncode == 0, (args, r.stderr)
-            assert marker not in r.stdout, args
+            check(" ".join(args), r.stdout)
         executions = json.loads(run_rf("executions", "list", "--json", cwd=ws.root).stdout)
+        assert len(executions) == 4
         for ex in executions:
-            shown = run_rf("executions", "show", ex["id"], "--json", cwd=ws.root)
-            assert marker not in shown.stdout
-            trace = run_rf("traces", "show", ex["id"], "--json", cwd=ws.root)
-            assert trace.returncode == 0 and marker not in trace.stdout
+            check(f"rf executions show {ex['id']}", run_rf("executions", "show", ex["id"], "--json", cwd=ws.root).stdout)
+            check(f"rf traces show {ex['id']}", run_rf("traces", "show", ex["id"], "--json", cwd=ws.root).stdout)
     finally:
         rc = server.stop()
     assert rc == 0, server.output()
     assert not (ws.root / ".rf" / "server.json").exists()
     output = server.output()
-    assert marker not in output, [line for line in output.splitlines() if marker in line]
-    assert files_holding(ws.root / ".rf", marker) == []
-    assert loose_permissions(ws.root / ".rf") == []
+    leaks += [f"server output: {line}" for line in output.splitlines() if marker in line]
+    leaks += files_holding(ws.root / ".rf", marker)
+    leaks += [f"loose permissions: {p}" for p in loose_permissions(ws.root / ".rf")]
+    assert leaks == [], "\n".join(leaks)
+    # and what the caller got says where the value was
+    assert first["output"]["answer"]["key"] == "[REDACTED]"
+    assert "api_key=[REDACTED]" in first["output"]["answer"]["url"]
+    assert "[REDACTED]" in json.dumps(failed) and "[REDACTED]" in json.dumps(pasted)
 
 
 def test_files_under_rf_are_owner_only_even_in_a_workspace_made_before(ws: Any) -> None:

@@ -310,6 +310,20 @@ def redact_execution(call: HostCall, execution: Execution) -> None:
     KNOWN.load()  # the first execution reads the credentials (later: after one is set or deleted)
     if not KNOWN.forms:
         return
+    session: list[tuple[str, str, int]] | None = call.state.get("session")
+    memory: dict[str, str | None] | None = call.state.get("memory")
+    # The common case, nothing to redact: one search per form over everything at once.
+    try:
+        parts = [dumps(execution.input), dumps(execution.output)]
+    except (TypeError, ValueError):  # not JSON: look at each part below
+        parts = [KNOWN.forms[0]]
+    parts += [execution.error or "", execution.traceback or "", execution.logs or ""]
+    if session:
+        parts += [content for _, content, _ in session]
+    if memory:
+        parts += [f"{key}\x00{value}" for key, value in memory.items()]
+    if not KNOWN.found("\x00".join(parts)):
+        return
     text = KNOWN.text
     execution.input = _redacted_value(execution.input)
     execution.output = _redacted_value(execution.output)
@@ -319,10 +333,8 @@ def redact_execution(call: HostCall, execution: Execution) -> None:
         execution.traceback = text(execution.traceback)
     if execution.logs:
         execution.logs = text(execution.logs)
-    session: list[tuple[str, str, int]] | None = call.state.get("session")
     if session:
         call.state["session"] = [(role, KNOWN.json_text(content), at) for role, content, at in session]
-    memory: dict[str, str | None] | None = call.state.get("memory")
     if memory:
         call.state["memory"] = {text(key): (KNOWN.json_text(value) if value is not None else None)
                                 for key, value in memory.items()}
