@@ -8,6 +8,7 @@ it before deciding whether it needs the store.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import hashlib
 import os
@@ -17,30 +18,116 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from rf.errors import InvalidAgent, UsageError, WorkspaceError
+from rf.errors import InvalidAgent, RfError, UsageError, WorkspaceError
 
 WORKSPACE_FILE = "rf.toml"
 STATE_DIR = ".rf"
 DEFAULT_PORT = 7410
 DEFAULT_MAX_BODY = 1024 * 1024
 DEFAULT_TIMEOUT_S = 60.0
+ENVIRONMENTS = ("staging", "production")
+TRACE_MODES = ("full", "standard", "minimal")
+#: The trace mode of an environment agent.toml says nothing about.
+DEFAULT_TRACE = "standard"
+DEFAULT_TRACE_MAX_CHARS = 2000
+#: The input/output field a session keeps as the message (the whole value when it has none).
+DEFAULT_MESSAGE_FIELD = "message"
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+#: The naming rule of agents, prompts, connectors, resources, credentials, providers, keys,
+#: knowledge bases and data sources: said by :func:`check_name`, the one check of all of them.
+NAME_RULE = "use lowercase letters, digits, '-' and '_' (starting with a letter or digit, at most 63 characters)"
 
 #: Paths never included in an agent snapshot.
 ALWAYS_IGNORED = ("__pycache__", ".venv", ".rf", "*.pyc", ".git", ".DS_Store", "*.egg-info")
 
 
-def check_name(kind: str, name: str) -> str:
-    """Validate a slug-like name (agents, prompts, connectors...)."""
-    if not NAME_RE.match(name or ""):
-        raise UsageError(
-            f"invalid {kind} name {name!r}",
-            "use lowercase letters, digits, '-' and '_' (starting with a letter or digit, at most 63 characters)",
-        )
+def check_name(kind: str, name: str, *, where: str = "", error: type[RfError] = UsageError) -> str:
+    """Validate a slug-like name (agents, prompts, connectors...): the one check, with the one
+    message (``invalid KIND name 'X'``, the rule as the hint) wherever a name is given.
+    ``where`` prefixes the message (e.g. the file), ``error`` is the class raised."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise error(f"{where}invalid {kind} name {name!r}", NAME_RULE)
     return name
+
+
+# ---------------------------------------------------------------- declared keys
+#
+# Every key rf reads from rf.toml and agent.toml, per table: "" is the top level,
+# "a.b" the table [a.b], "a.b[]" each table of the array [[a.b]]. A table that is
+# not listed (agent.toml's [env], a mock rule's tool_call arguments) holds names of
+# the user's choosing. A new setting is added here, then read where it is used;
+# any other key is an error that names the file, the key and the closest known one.
+
+RF_TOML_KEYS: dict[str, tuple[str, ...]] = {
+    "": ("workspace", "server", "llm"),
+    "workspace": ("name", "id"),
+    "server": ("host", "port", "max_body_bytes", "allowed_hosts", "require_keys"),
+    "llm": ("default", "timeout_s", "mock"),  # read by rf.services.providers
+    "llm.mock": ("rules",),  # rf.llm.mock
+    "llm.mock.rules[]": ("match", "regex", "reply", "tool_call"),
+    "llm.mock.rules[].tool_call": ("name", "arguments"),
+}
+
+AGENT_TOML_KEYS: dict[str, tuple[str, ...]] = {
+    "": ("description", "entrypoint", "timeout_s", "prompts", "connectors", "trace", "trace_max_chars",
+         "session", "env"),
+    "trace": ("staging", "production"),
+    "session": ("input", "output"),
+}
+
+
+class UnknownKey(NamedTuple):
+    path: str  #: its table in the schema ("" for the top level)
+    where: str  #: its table as the user sees it: ``[server]``, ``[[llm.mock.rules]] #2`` ("": the top level)
+    what: str  #: ``key 'prot'`` or ``table [releases]``
+    suggestion: str  #: a did-you-mean, or what to do instead ("" when nothing is close)
+
+
+def unknown_keys(data: Mapping[str, Any], schema: Mapping[str, tuple[str, ...]]) -> list[UnknownKey]:
+    """Every key of *data* that *schema* does not declare, in file order. A table of the
+    schema given as something else (``server = 5``) is left to its parser."""
+    found: list[UnknownKey] = []
+
+    def walk(table: Mapping[str, Any], path: str, where: str) -> None:
+        known = schema[path]
+        for key, value in table.items():
+            child = f"{path}.{key}" if path else key
+            if key in known:
+                if isinstance(value, dict) and child in schema:
+                    walk(value, child, f"{where} {key}" if path.endswith("[]") else f"[{child}]")
+                elif isinstance(value, list) and child + "[]" in schema:
+                    for i, item in enumerate(value, start=1):
+                        if isinstance(item, dict):
+                            walk(item, child + "[]", f"[[{child}]] #{i}")
+                continue
+            what = f"table [{child}]" if isinstance(value, dict) and "[]" not in path else f"key {key!r}"
+            if path and key in schema[""]:
+                suggestion = f"{key} belongs at the top of the file: move it above the first [table] line"
+            else:
+                close = difflib.get_close_matches(key.lower(), known, n=1, cutoff=0.6)
+                suggestion = f"did you mean {close[0]!r}?" if close else ""
+            found.append(UnknownKey(path, where, what, suggestion))
+
+    walk(data, "", "")
+    return found
+
+
+def check_keys(data: Mapping[str, Any], schema: Mapping[str, tuple[str, ...]], source: str,
+               file_label: str, error: type[RfError]) -> None:
+    """Raise *error*: *source*, each unknown key (up to 5) with its did-you-mean, and as the
+    hint what the first one's table takes (see :func:`unknown_keys`)."""
+    found = unknown_keys(data, schema)
+    if not found:
+        return
+    parts = [f"unknown {k.what}" + (f" in {k.where}" if k.where else "") + (f" ({k.suggestion})" if k.suggestion else "")
+             for k in found[:5]]
+    more = f"; and {len(found) - 5} more" if len(found) > 5 else ""
+    first = found[0]
+    raise error(f"{source}: " + "; ".join(parts) + more,
+                f"{first.where or file_label} takes: {', '.join(schema[first.path])}")
 
 
 @dataclass
@@ -110,8 +197,12 @@ def load_workspace(root: Path) -> Workspace:
         raise WorkspaceError(f"{path} is not valid TOML: {exc}", "fix the file and try again") from None
     except OSError as exc:
         raise WorkspaceError(f"cannot read {path}: {exc.strerror}") from None
-    ws = data.get("workspace", {}) if isinstance(data.get("workspace"), dict) else {}
-    server = data.get("server", {}) if isinstance(data.get("server"), dict) else {}
+    for table in ("workspace", "server", "llm"):
+        if not isinstance(data.get(table, {}), dict):
+            raise WorkspaceError(f"{path}: {table} must be a table ([{table}])", "fix rf.toml")
+    check_keys(data, RF_TOML_KEYS, str(path), WORKSPACE_FILE, WorkspaceError)
+    ws = data.get("workspace", {})
+    server = data.get("server", {})
     port = server.get("port", DEFAULT_PORT)
     if not isinstance(port, int) or not (0 <= port < 65536):
         raise WorkspaceError(f"{path}: [server] port must be an integer between 0 and 65535", "fix rf.toml")
@@ -195,8 +286,13 @@ class AgentConfig:
     timeout_s: float = DEFAULT_TIMEOUT_S
     prompts: list[str] = field(default_factory=list)
     connectors: list[str] = field(default_factory=list)
-    trace: str = "standard"
-    trace_max_chars: int = 2000  #: how much of each input/output a "standard" trace keeps
+    #: Trace mode per environment: ``trace = "mode"`` (both) or ``[trace] staging/production``.
+    trace: dict[str, str] = field(default_factory=lambda: dict.fromkeys(ENVIRONMENTS, DEFAULT_TRACE))
+    trace_max_chars: int = DEFAULT_TRACE_MAX_CHARS  #: how much of each input/output a "standard" trace keeps
+    #: ``[session] input``: the input field that is the user's message in the session.
+    session_input: str = DEFAULT_MESSAGE_FIELD
+    #: ``[session] output``: the output field that is the agent's message in the session.
+    session_output: str = DEFAULT_MESSAGE_FIELD
     #: ``[env] pass = [...]``: variables copied from rf's own environment (when set there).
     env_pass: list[str] = field(default_factory=list)
     #: ``[env] NAME = "value"``: variables set to the literal value.
@@ -240,8 +336,11 @@ def _env_name(source: str, name: Any, where: str) -> str:
     return name
 
 
-def _parse_env(source: str, value: Any) -> tuple[list[str], dict[str, str]]:
-    """Validate the ``[env]`` table: ``pass = ["NAME", ...]`` and ``NAME = "literal"`` entries."""
+def _parse_env(source: str, value: Any, *, strict: bool = True) -> tuple[list[str], dict[str, str]]:
+    """Validate the ``[env]`` table: ``pass = ["NAME", ...]`` and ``NAME = "literal"`` entries.
+
+    ``strict``: a name that is one of agent.toml's own keys (``description = "..."`` written
+    below ``[env]``, which TOML puts in that table) is refused, saying where it belongs."""
     if not isinstance(value, dict):
         raise InvalidAgent(
             f"{source}: env must be a table",
@@ -256,6 +355,12 @@ def _parse_env(source: str, value: Any) -> tuple[list[str], dict[str, str]]:
     for name, literal in value.items():
         if name == "pass":
             continue
+        if strict and name in AGENT_TOML_KEYS[""]:
+            raise InvalidAgent(
+                f"{source}: [env] {name}: {name} is an agent.toml key, and below [env] it would be an "
+                "environment variable",
+                f"move {name} above the first [table] line of agent.toml",
+            )
         _env_name(source, name, "")
         if not isinstance(literal, str):
             raise InvalidAgent(
@@ -270,12 +375,52 @@ def _parse_env(source: str, value: Any) -> tuple[list[str], dict[str, str]]:
     return env_pass, env_set
 
 
-def parse_agent_toml(name: str, text: str, *, source: str = "agent.toml") -> AgentConfig:
-    """Parse and validate the text of an ``agent.toml``."""
+def _parse_trace(source: str, value: Any) -> dict[str, str]:
+    """``trace = "mode"`` (both environments) or ``[trace] staging = "..."``, ``production = "..."``
+    (an environment not named gets the default): the mode of each environment."""
+    modes = ", ".join(TRACE_MODES)
+    if isinstance(value, dict):
+        trace = {env: value.get(env, DEFAULT_TRACE) for env in ENVIRONMENTS}
+        for env, mode in trace.items():
+            if mode not in TRACE_MODES:
+                raise InvalidAgent(f"{source}: [trace] {env} must be one of {modes}, not {mode!r}",
+                                   f'e.g. [trace] staging = "full", production = "minimal" (default {DEFAULT_TRACE})')
+        return trace
+    if isinstance(value, str) and value in TRACE_MODES:
+        return dict.fromkeys(ENVIRONMENTS, value)
+    raise InvalidAgent(f"{source}: trace must be one of {modes}, or a [trace] table, not {value!r}",
+                       'trace = "full" sets both environments; [trace] staging = "full" and '
+                       'production = "minimal" set each')
+
+
+def _parse_session(source: str, value: Any) -> tuple[str, str]:
+    """``[session] input = "field"``, ``output = "field"``: which input and output fields are the
+    messages a session keeps (default ``message``; a value without that field is kept whole)."""
+    if not isinstance(value, dict):
+        raise InvalidAgent(f"{source}: session must be a table",
+                           '[session] with input = "message" and output = "reply" (the fields that hold the messages)')
+    fields = []
+    for side in ("input", "output"):
+        chosen = value.get(side, DEFAULT_MESSAGE_FIELD)
+        if not isinstance(chosen, str) or not chosen:
+            raise InvalidAgent(f"{source}: [session] {side} must be the name of a field of the {side}",
+                               f'e.g. [session] {side} = "{"message" if side == "input" else "reply"}"')
+        fields.append(chosen)
+    return fields[0], fields[1]
+
+
+def parse_agent_toml(name: str, text: str, *, source: str = "agent.toml", strict: bool = True) -> AgentConfig:
+    """Parse and validate the text of an ``agent.toml``.
+
+    ``strict`` (deploy, ``rf test``): a key rf does not know (:data:`AGENT_TOML_KEYS`) and an
+    invalid prompt or connector name are errors. Commits already deployed are read with
+    ``strict=False``: what an older rf accepted keeps running."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidAgent(f"{source} is not valid TOML: {exc}", "fix the file and deploy again") from None
+    if strict:
+        check_keys(data, AGENT_TOML_KEYS, source, "agent.toml", InvalidAgent)
     description = data.get("description", "")
     if not isinstance(description, str):
         raise InvalidAgent(f"{source}: description must be a string")
@@ -289,20 +434,22 @@ def parse_agent_toml(name: str, text: str, *, source: str = "agent.toml") -> Age
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not (0 < timeout <= 3600):
         raise InvalidAgent(f"{source}: timeout_s must be a number of seconds between 0 and 3600")
     lists: dict[str, list[str]] = {}
-    for key in ("prompts", "connectors"):
+    for key, kind in (("prompts", "prompt"), ("connectors", "connector")):
         value = data.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise InvalidAgent(f"{source}: {key} must be a list of names")
+            raise InvalidAgent(f"{source}: {key} must be a list of names", f'e.g. {key} = ["support-{kind}"]')
+        if strict:
+            for item in value:
+                check_name(kind, item, where=f"{source}: {key}: ", error=InvalidAgent)
         lists[key] = value
-    trace = data.get("trace", "standard")
-    if trace not in ("full", "standard", "minimal"):
-        raise InvalidAgent(f"{source}: trace must be one of full, standard, minimal")
-    trace_max_chars = data.get("trace_max_chars", 2000)
+    trace = _parse_trace(source, data.get("trace", DEFAULT_TRACE))
+    trace_max_chars = data.get("trace_max_chars", DEFAULT_TRACE_MAX_CHARS)
     if isinstance(trace_max_chars, bool) or not isinstance(trace_max_chars, int) or not (
         10 <= trace_max_chars <= 1_000_000
     ):
         raise InvalidAgent(f"{source}: trace_max_chars must be a whole number between 10 and 1000000")
-    env_pass, env_set = _parse_env(source, data.get("env", {}))
+    session_input, session_output = _parse_session(source, data.get("session", {}))
+    env_pass, env_set = _parse_env(source, data.get("env", {}), strict=strict)
     return AgentConfig(
         name=name,
         description=description,
@@ -312,6 +459,8 @@ def parse_agent_toml(name: str, text: str, *, source: str = "agent.toml") -> Age
         connectors=lists["connectors"],
         trace=trace,
         trace_max_chars=trace_max_chars,
+        session_input=session_input,
+        session_output=session_output,
         env_pass=env_pass,
         env_set=env_set,
         raw=data,
@@ -319,33 +468,54 @@ def parse_agent_toml(name: str, text: str, *, source: str = "agent.toml") -> Age
 
 
 def resolve_agent_dir(ws: Workspace, name_or_path: str | None) -> tuple[str, Path]:
-    """Map ``NAME`` or ``PATH`` (or the cwd when inside an agent dir) to (name, dir)."""
+    """Map ``NAME``, a ``PATH`` to ``agents/NAME``, or (``None``) the agent directory the cwd
+    is in, to ``(name, agents/NAME)``. Agents live in the workspace's ``agents/`` directory,
+    one directory each, named after the agent: a path anywhere else is refused, saying so."""
+    agents = ws.agents_dir
     if name_or_path is None:
-        cwd = Path.cwd().resolve()
+        cwd = Path.cwd()
         for candidate in (cwd, *cwd.parents):
-            if (candidate / "agent.toml").is_file():
-                return check_name("agent", candidate.name), candidate
-            if candidate == ws.root:
+            if candidate.parent in (agents, agents.resolve()):
+                return _agent_dir(ws, candidate.name, str(candidate))
+            if candidate in (ws.root, agents):
                 break
-        raise UsageError("which agent?", "name it: rf agents deploy NAME (or run the command inside the agent's directory)")
-    as_path = Path(name_or_path)
-    if (NAME_RE.match(name_or_path) and not as_path.exists()) or (NAME_RE.match(name_or_path) and (ws.agents_dir / name_or_path).is_dir()):
-        directory = ws.agents_dir / name_or_path
-    else:
-        directory = as_path
-    directory = directory.resolve()
+        if (cwd / "agent.toml").is_file():
+            raise _outside_agents(ws, ".", cwd)
+        raise UsageError("which agent?", "name it: rf agents deploy NAME (or run the command inside agents/NAME)")
+    if "/" not in name_or_path and os.sep not in name_or_path and name_or_path not in (".", ".."):
+        return _agent_dir(ws, name_or_path, None)
+    given = Path(os.path.abspath(name_or_path))  # ".." taken literally, links kept: agents/x may be one
+    if given.parent != agents and given.resolve().parent != agents.resolve():
+        raise _outside_agents(ws, name_or_path, given)
+    return _agent_dir(ws, given.name, name_or_path)
+
+
+def _outside_agents(ws: Workspace, shown: str, path: Path) -> UsageError:
+    name = path.name if NAME_RE.match(path.name) else "NAME"
+    return UsageError(
+        f"{shown} is not a directory of this workspace's agents/ ({ws.agents_dir}): "
+        "rf deploys and tests agents/NAME only",
+        f"move it there (mv {shown} {ws.agents_dir / name}), then: rf agents deploy {name}",
+    )
+
+
+def _agent_dir(ws: Workspace, name: str, given: str | None) -> tuple[str, Path]:
+    """``(name, agents/NAME)`` once the name is valid and the directory holds an agent.toml."""
+    check_name("agent", name)
+    directory = ws.agents_dir / name
     if not directory.is_dir():
         known = list_agent_dirs(ws)
-        raise InvalidAgent(
-            f"no agent directory {directory}",
-            f"known agents: {', '.join(known)}" if known else "create agents/<name>/agent.toml (or `rf init --example hello`)",
-        )
+        hint = (f"known agents: {', '.join(known)}" if known
+                else "create agents/<name>/agent.toml (or `rf init --example hello`)")
+        if given is None and Path(name).is_dir() and (Path(name) / "agent.toml").is_file():
+            hint = f"./{name} is not in agents/: move it there (mv {name} {directory}), then: rf agents deploy {name}"
+        raise InvalidAgent(f"no agent directory agents/{name} in {ws.root}", hint)
     if not (directory / "agent.toml").is_file():
         raise InvalidAgent(
-            f"{directory} has no agent.toml",
+            f"agents/{name} has no agent.toml",
             'add agent.toml with at least: entrypoint = "agent:handle"',
         )
-    return check_name("agent", directory.name), directory
+    return name, directory
 
 
 def list_agent_dirs(ws: Workspace) -> list[str]:

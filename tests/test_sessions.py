@@ -111,11 +111,12 @@ def test_history_for_llm_goes_straight_to_ctx_llm_chat(local: Backend, ws: Any) 
     ]
     assert [m["role"] for m in second.output["raw"]] == ["user", "tool", "assistant"]  # history() keeps it all
     assert second.output["raw"][1]["content"] == {"note": "looked up 3 orders"}
-    # An input without a "message" is kept whole; for the LLM it is its JSON text.
+    # An input without a "message" is kept whole; for the LLM it is readable text, one
+    # "field: value" line per field (values that are not text as JSON).
     third = local.invoke("staging", "llmchat", {"question": "x", "also": [1, 2]}, "s10")
     assert third.status == "succeeded", third.error
     fourth = local.invoke("staging", "llmchat", {"message": "y"}, "s10")
-    assert fourth.output["sent"][0] == {"role": "user", "content": '{"question": "x", "also": [1, 2]}'}
+    assert fourth.output["sent"][0] == {"role": "user", "content": "question: x\nalso: [1, 2]"}
     # The plain history, with its tool message and dict content, is what ctx.llm.chat refuses.
     refused = local.invoke("staging", "llmchat", {"message": "z", "raw": True}, "s9")
     assert refused.status == "failed" and "content must be a string" in (refused.error or "")
@@ -283,3 +284,30 @@ def test_rf_test_chat_is_one_staging_session(ws: Any) -> None:
     assert json.loads(again.stdout)["output"]["message"] == "staging heard 'more' after 4 messages"
     refused = run_rf("test", "chat", "--chat", "--input", "{}", cwd=ws.root)
     assert refused.returncode == 2 and "--chat reads its input" in refused.stderr
+
+
+RECORDER = """
+def handle(input, ctx):
+    for role, content in input["append"]:
+        ctx.session.append(role, content)
+    return {"message": input["reply"]}
+"""
+
+
+@pytest.mark.parametrize(("appends", "kept"), [
+    # The turn's input as "user" and its output as "assistant": recorded once, by rf.
+    ([["user", "hi"], ["assistant", "hello"]], []),
+    ([["user", "hi"], ["user", "hi"]], []),
+    # Anything else is the agent's own message: the same text in another role, other content.
+    ([["assistant", "hi"], ["user", "hello"], ["system", "hi"]], [("assistant", "hi"), ("user", "hello"),
+                                                                   ("system", "hi")]),
+    ([["user", {"message": "hi"}], ["user", "hi!"]], [("user", {"message": "hi"}), ("user", "hi!")]),
+])
+def test_appending_the_turn_itself_does_not_duplicate_it(local: Backend, ws: Any, appends: list[Any],
+                                                          kept: list[tuple[str, Any]]) -> None:
+    write_agent(ws.root, "recorder", RECORDER, TOML)
+    local.deploy("recorder", snapshot_dir(ws.root / "agents" / "recorder"), "v1", "ada")
+    ex = local.invoke("staging", "recorder", {"message": "hi", "append": appends, "reply": "hello"}, "r-1")
+    assert ex.status == "succeeded", ex.error
+    thread = local.get_session("r-1", "staging").messages
+    assert [(m.role, m.content) for m in thread] == [("user", "hi"), *kept, ("assistant", "hello")]

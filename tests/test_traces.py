@@ -552,3 +552,25 @@ def new_id_before(execution_id: str) -> str:
 
     ms = (id_time_ns(execution_id) or 0) // 1_000_000 - 5000
     return f"ex_{_b32(ms, 9)}{'0' * 12}"
+
+
+def test_commits_deployed_before_per_environment_modes_keep_their_mode(services: FakeServices, ws: Any) -> None:
+    """A commit stored by an older rf has one trace mode (``"trace": "minimal"`` in its
+    config, and no [session]): both environments use it; a new commit stores one per
+    environment."""
+    write_agent(ws.root, "old", "def handle(input, ctx):\n    return {'echo': input}\n",
+                'entrypoint = "agent:handle"\ntimeout_s = 10\n[trace]\nstaging = "full"\n')
+    commit = services.deploy("old", snapshot_dir(ws.root / "agents" / "old"), "v1", "ada").commit
+    assert commit is not None
+    stored = services.store.get_commit_config(commit.id)
+    assert stored["trace"] == {"staging": "full", "production": "standard"}
+    services.promote("old", "ada")
+    stored.update(trace="minimal")
+    del stored["session"]
+    services.store.cursor().execute("UPDATE commits SET config = ? WHERE id = ?", [json.dumps(stored), commit.id])
+    services._configs.clear()
+    for env in ("staging", "production"):
+        ex = services.invoke(env, "old", {"x": 1}, "s-old")
+        assert ex.status == "succeeded", ex.error
+        root = services.get_trace(ex.id).spans[0]
+        assert set(root.attributes) == {"commit", "source", "session_id"}, (env, root.attributes)

@@ -4,8 +4,11 @@
 caller named (``session_id``), oldest first — not the current input, which
 the handler has in hand; ``history(for_llm=True)`` gives them ready for
 ``ctx.llm.chat``. ``append()`` adds a message; like the user input and
-the agent's output (which rf appends by itself), it is committed when the
-execution succeeds.
+the agent's output (which rf appends by itself: the input's ``message`` field
+and the output's, or the fields agent.toml's ``[session]`` names, else the
+whole value), it is committed when the execution succeeds. Appending the
+turn's own input (as ``user``) or output (as ``assistant``) does not record
+it twice.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ class Session:
 
         ``for_llm=True`` gives them as ``ctx.llm.chat`` takes them: content that
         is not text (e.g. an input without a ``message``, or a dict an agent
-        appended) becomes its JSON text, and ``tool`` messages are left out —
+        appended) becomes readable text (:func:`as_text`: a dict one
+        ``field: value`` line per field), and ``tool`` messages are left out —
         a session keeps no tool-call ids, and providers refuse a tool result
         that answers no call in the same request::
 
@@ -52,8 +56,7 @@ class Session:
             return []
         result: list[dict[str, Any]] = self._ctx.call_host("session.history", limit=limit)
         if for_llm:
-            return [{"role": m["role"], "content": m["content"] if isinstance(m["content"], str)
-                     else encode_json(m["content"])} for m in result if m["role"] != "tool"]
+            return [{"role": m["role"], "content": as_text(m["content"])} for m in result if m["role"] != "tool"]
         return result
 
     def append(self, role: str, content: Any) -> None:
@@ -72,3 +75,18 @@ class Session:
             raise PayloadTooLarge(f"ctx.session.append: content is too large ({size // 1024} KiB; "
                                   f"the limit is {MEMORY_MAX_VALUE_BYTES // 1024} KiB)")
         outbox(self._ctx).defer("session.append", {"role": role, "content": content}, size)
+
+
+def as_text(content: Any) -> str:
+    """A session message's content as an LLM reads it: text as it is; a dict (an output or
+    input without a message field) one ``field: value`` line per field, a value that is not
+    text as its JSON; anything else its JSON text::
+
+        {"reply": "Refunded.", "order": 42}  ->  "reply: Refunded.\norder: 42"
+    """
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict) and content:
+        return "\n".join(f"{key}: {value if isinstance(value, str) else encode_json(value)}"
+                         for key, value in content.items())
+    return encode_json(content)

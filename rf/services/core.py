@@ -13,7 +13,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rf.config import AgentConfig, Workspace, check_name, parse_agent_toml
+from rf.config import (
+    DEFAULT_MESSAGE_FIELD,
+    DEFAULT_TRACE,
+    DEFAULT_TRACE_MAX_CHARS,
+    ENVIRONMENTS,
+    AgentConfig,
+    Workspace,
+    check_name,
+    parse_agent_toml,
+)
 from rf.errors import InvalidAgent, NotFound, ProductionReadOnly, UsageError
 from rf.ids import datetime_of_ns, iso, new_id, now_ns, utcnow
 from rf.models import (
@@ -323,7 +332,10 @@ class CoreServices:
             if problem is not None:
                 # Workers of this commit that already run may have imported a changed file lazily.
                 self.pool.retire(lambda other: other[2] == label)
-        config = parse_agent_toml(name, (toml or b"").decode("utf-8", errors="replace"), source=source)
+        # Deployed commits (and rf test's copy, checked just before) are read as they were
+        # accepted: a key an older rf let through must not stop the commit's workers.
+        config = parse_agent_toml(name, (toml or b"").decode("utf-8", errors="replace"), source=source,
+                                  strict=False)
         return WorkerSetup(env=config.env_values(), problem=problem)
 
     def _ensure_code(self, root: Path, tree: dict[str, str], load: Callable[[], dict[str, bytes]],
@@ -367,7 +379,8 @@ class CoreServices:
             env=env, name=name, commit_label=commit_id, code_dir=self.code_dir(commit_id),
             entrypoint=config.get("entrypoint", "agent:handle"), timeout_s=float(config.get("timeout_s", 60.0)),
             input=input, session_id=session_id, source=source, on_chunk=on_chunk,
-            trace=config.get("trace", "standard"), trace_max_chars=int(config.get("trace_max_chars", 2000)),
+            trace=config["trace"][env], trace_max_chars=int(config.get("trace_max_chars", DEFAULT_TRACE_MAX_CHARS)),
+            session_fields=config["session"],
         )
 
     def target(self, env: str, name: str) -> str:
@@ -392,9 +405,12 @@ class CoreServices:
         return commit_id
 
     def _commit_config(self, commit_id: str) -> dict[str, Any]:
+        """The commit's stored configuration (``_config_dict``), with ``trace`` as
+        ``{env: mode}`` and ``session`` as the ``(input, output)`` message fields, or None when
+        both are ``message``; commits deployed by an older rf are read the same way."""
         config = self._configs.get(commit_id)
         if config is None:
-            config = self._configs[commit_id] = self.store.get_commit_config(commit_id)
+            config = self._configs[commit_id] = run_config(self.store.get_commit_config(commit_id))
         return config
 
     def _heads_changed(self) -> None:
@@ -425,7 +441,8 @@ class CoreServices:
             env="staging", name=name, commit_label=WORKING_COPY, code_dir=code_dir,
             entrypoint=config.entrypoint, timeout_s=config.timeout_s, input=input, session_id=session_id,
             source="test", on_chunk=on_chunk, pool_label=f"{WORKING_COPY}:{digest}",
-            trace=config.trace, trace_max_chars=config.trace_max_chars,
+            trace=config.trace["staging"], trace_max_chars=config.trace_max_chars,
+            session_fields=run_config(_config_dict(config))["session"],
         )
 
     def _run(
@@ -442,15 +459,16 @@ class CoreServices:
         source: str,
         on_chunk: Callable[[Any], None] | None,
         pool_label: str | None = None,
-        trace: str = "standard",
-        trace_max_chars: int = 2000,
+        trace: str = DEFAULT_TRACE,
+        trace_max_chars: int = DEFAULT_TRACE_MAX_CHARS,
+        session_fields: tuple[str, str] | None = None,
     ) -> Execution:
         """Run one execution in a worker and record it: its trace (a root span around the
-        run, a child span per host call), and, if it succeeded, its session messages and
-        memory writes (see rf.services.sessions)."""
+        run, a child span per host call, in the environment's trace mode), and, if it
+        succeeded, its session messages and memory writes (see rf.services.sessions)."""
         prepared = self._prepare_run(env=env, name=name, commit_label=commit_label, input=input,
                                      session_id=session_id, source=source, stream=on_chunk is not None,
-                                     trace=trace, trace_max_chars=trace_max_chars)
+                                     trace=trace, trace_max_chars=trace_max_chars, session_fields=session_fields)
         call, _, request = prepared
         result = self.pool.run(
             (env, name, pool_label or commit_label), code_dir, entrypoint, request,
@@ -467,8 +485,9 @@ class CoreServices:
         code_dir = self.code_dir(commit_id)
         prepared = self._prepare_run(env=env, name=name, commit_label=commit_id, input=input,
                                      session_id=session_id, source=source, stream=False,
-                                     trace=str(config.get("trace", "standard")),
-                                     trace_max_chars=int(config.get("trace_max_chars", 2000)))
+                                     trace=config["trace"][env],
+                                     trace_max_chars=int(config.get("trace_max_chars", DEFAULT_TRACE_MAX_CHARS)),
+                                     session_fields=config["session"])
         call, _, request = prepared
         result = await self.pool.arun(
             (env, name, commit_id), code_dir, config.get("entrypoint", "agent:handle"), request,
@@ -477,13 +496,19 @@ class CoreServices:
         return self._finish_run(prepared, result, commit_label=commit_id, input=input)
 
     def _prepare_run(self, *, env: str, name: str, commit_label: str, input: Any, session_id: str | None,
-                     source: str, stream: bool, trace: str, trace_max_chars: int) -> Any:
+                     source: str, stream: bool, trace: str, trace_max_chars: int,
+                     session_fields: tuple[str, str] | None = None) -> Any:
+        """The execution's call, trace and run request. *trace* is the mode of *env* for
+        this commit (``[trace]`` in agent.toml); *session_fields*, the input and output fields
+        its session keeps as messages (``[session]``; None: ``message`` for both)."""
         from rf.runtime.pool import RunRequest
 
         check_session_id(session_id)
         execution_id = new_id("ex")
         call = HostCall(env=env, agent=name, execution_id=execution_id, session_id=session_id,
                         commit=commit_label, source=source)
+        if session_fields is not None and session_id is not None:
+            call.state["session_fields"] = session_fields  # read by rf.services.sessions.finish_execution
         tracer = ExecutionTrace.begin(self.store, call, trace, trace_max_chars, now_ns())  # timing starts
         request = RunRequest(execution_id=execution_id, env=env, agent=name, input=input,
                              session_id=session_id, stream=stream, trace_root=tracer.root_id)
@@ -578,15 +603,33 @@ def _host_table(cls: type) -> dict[str, str]:
 
 
 def _config_dict(config: AgentConfig) -> dict[str, Any]:
+    """What a commit stores of its agent.toml (``commits.config``): what runs need without
+    reading the file. ``trace`` is ``{env: mode}`` (a single mode in commits of older rf)."""
     return {
         "description": config.description,
         "entrypoint": config.entrypoint,
         "timeout_s": config.timeout_s,
         "prompts": config.prompts,
         "connectors": config.connectors,
-        "trace": config.trace,
+        "trace": dict(config.trace),
         "trace_max_chars": config.trace_max_chars,
+        "session": {"input": config.session_input, "output": config.session_output},
     }
+
+
+def run_config(stored: dict[str, Any]) -> dict[str, Any]:
+    """A commit's stored configuration ready for runs: ``trace`` always ``{env: mode}`` (older
+    commits stored one mode for both), ``session`` the ``(input, output)`` message fields or
+    None for the default (``message``: nothing to look up at the end of each execution)."""
+    config = dict(stored)
+    trace = config.get("trace", DEFAULT_TRACE)
+    if not isinstance(trace, dict):
+        trace = dict.fromkeys(ENVIRONMENTS, trace)
+    config["trace"] = {env: str(trace.get(env, DEFAULT_TRACE)) for env in ENVIRONMENTS}
+    session = config.get("session") or {}
+    fields = (str(session.get("input", DEFAULT_MESSAGE_FIELD)), str(session.get("output", DEFAULT_MESSAGE_FIELD)))
+    config["session"] = None if fields == (DEFAULT_MESSAGE_FIELD, DEFAULT_MESSAGE_FIELD) else fields
+    return config
 
 
 def _write_files(root: Path, files: dict[str, bytes]) -> None:

@@ -133,14 +133,15 @@ def dump_json(value: Any, what: str = "", *, key: str | None = None) -> str:
     return text
 
 
-def message_content(value: Any) -> Any:
-    """What a session keeps of an input or output: its ``message`` if it has one, else all of it.
+def message_content(value: Any, field: str = "message") -> Any:
+    """What a session keeps of an input or output: its *field* (``message``, or what the
+    agent's ``[session]`` names) if it has one, else all of it.
 
     So ``ctx.session.history()`` reads like chat messages whether callers send
     ``{"message": "hi"}`` or plain strings. A streamed output of strings is joined.
     """
-    if isinstance(value, dict) and "message" in value:
-        return value["message"]
+    if isinstance(value, dict) and field in value:
+        return value[field]
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
         return "".join(value)
     return value
@@ -274,6 +275,15 @@ def finish_execution(store: Store, call: HostCall, execution: Execution, started
     appended = call.state.get("session", ()) if execution.session_id else ()
     has_input = execution.session_id is not None and execution.input is not None
     has_output = execution.session_id is not None and execution.output is not None
+    if has_input or has_output:
+        input_field, output_field = call.state.get("session_fields") or ("message", "message")
+        said = _encode(message_content(execution.input, input_field)) if has_input else None
+        answered = _encode(message_content(execution.output, output_field)) if has_output else None
+        if appended:
+            # The turn's own messages are recorded by rf: an append of the same role and content
+            # during the execution (an agent recording the turn itself) is not kept twice.
+            appended = [m for m in appended if not ((m[0] == "user" and m[1] == said)
+                                                    or (m[0] == "assistant" and m[1] == answered))]
     count = len(appended) + has_input + has_output
     seq = next_seq(count + len(memory or ()))  # one reservation for the turn and the memory writes
     if count:
@@ -281,10 +291,10 @@ def finish_execution(store: Store, call: HostCall, execution: Execution, started
         started = started or (parse_iso(execution.started_at) if execution.started_at else ended)
         parts: list[str] = []
         if has_input:
-            parts.append(f'["user",{_encode(message_content(execution.input))},{micros_of(started)}]')
+            parts.append(f'["user",{said},{micros_of(started)}]')
         parts += [f'["{role}",{content_json},{at}]' for role, content_json, at in appended]  # roles: SESSION_ROLES
         if has_output:
-            parts.append(f'["assistant",{_encode(message_content(execution.output))},{micros_of(ended)}]')
+            parts.append(f'["assistant",{answered},{micros_of(ended)}]')
         store.queue_session_turn((execution.env, execution.agent, execution.session_id or "", seq, count,
                                   execution.id, started, ended, "[" + ",".join(parts) + "]"))
         seq += count
