@@ -8,7 +8,6 @@ it before deciding whether it needs the store.
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import hashlib
 import os
@@ -107,6 +106,8 @@ def unknown_keys(data: Mapping[str, Any], schema: Mapping[str, tuple[str, ...]])
             if path and key in schema[""]:
                 suggestion = f"{key} belongs at the top of the file: move it above the first [table] line"
             else:
+                import difflib  # only when there is an unknown key: start-up never pays for it
+
                 close = difflib.get_close_matches(key.lower(), known, n=1, cutoff=0.6)
                 suggestion = f"did you mean {close[0]!r}?" if close else ""
             found.append(UnknownKey(path, where, what, suggestion))
