@@ -89,7 +89,7 @@ CONNECTOR_ROUTES: list[Route] = [
     Route("create_connector", "POST", "/connectors/{slug}", models.Connector,
           summary="Create the staging instance of a connector"),
     Route("edit_connector", "PATCH", "/connectors/{slug}", models.Connector,
-          summary="Change the staging instance (only the fields given)"),
+          summary="Change staging's settings, or prepare production's (target=production: a release item)"),
     Route("delete_connector", "DELETE", "/connectors/{slug}", models.Connector,
           summary="Delete the staging instance (production keeps its own until a publish)"),
     Route("add_resource", "POST", "/connectors/{slug}/resources/{resource}", models.Connector,
@@ -103,7 +103,9 @@ CONNECTOR_ROUTES: list[Route] = [
     Route("diff_connector", "GET", "/connectors/{slug}/diff", models.ConnectorDiff,
           summary="Production vs staging: config changes and resources added/removed/modified"),
     Route("publish_connector", "POST", "/connectors/{slug}/publish", models.ConnectorPublishResult,
-          summary="Copy the staging instance to production (a one-item release)"),
+          summary="Publish the staging resources to production (a one-item release; settings stay)"),
+    Route("connector_settings", "GET", "/connectors/{slug}/settings", models.ConnectorSettings,
+          summary="Settings per environment, and the production settings prepared in staging"),
 ]
 CREDENTIAL_ROUTES: list[Route] = [
     Route("list_credentials", "GET", "/credentials", [models.Credential],

@@ -219,6 +219,28 @@ class ConnectorResource:
 #: The configuration fields of a connector instance (what a diff compares besides resources).
 CONNECTOR_CONFIG_FIELDS = ("kind", "base_url", "auth", "credential", "api_key_header", "api_key_query", "headers",
                            "timeout_s", "retries", "mock")
+#: The per-environment *settings* of a connector (never carried to the other environment by a
+#: publish of its resources); ``kind`` and the resources are shared and released from staging.
+CONNECTOR_SETTINGS_FIELDS = ("base_url", "auth", "credential", "api_key_header", "api_key_query", "headers",
+                             "timeout_s", "retries", "mock")
+
+
+@dataclass
+class ConnectorSettings:
+    """A connector's settings in each environment, side by side.
+
+    Staging's are edited directly. Production's are *prepared* in staging
+    (``edit_connector(..., target="production")``) and reach production as
+    their own release item (``connector:SLUG@production``).
+    """
+
+    slug: str
+    staging: dict[str, Any] | None = None  #: the staging instance's settings (None: no staging instance)
+    production: dict[str, Any] | None = None  #: production's live settings (None: no production instance)
+    prepared: dict[str, Any] | None = None  #: production settings prepared in staging (None: none yet)
+    pending: bool = False  #: prepared differs from production's live settings: a release item
+    changes: list[FieldChange] = field(default_factory=list)  #: production (live) → prepared
+    summary: str = ""
 
 
 @dataclass
@@ -245,6 +267,8 @@ class Connector:
     content_hash: str = ""  #: hash of config + resources (what a release compares)
     created_at: str = ""
     updated_at: str = ""
+    #: both environments' settings (filled by get_connector / list_connectors)
+    settings: ConnectorSettings | None = None
 
 
 @dataclass
@@ -274,6 +298,9 @@ class ConnectorDiff:
     summary: str  #: e.g. "+1 resource, 1 modified, base URL changed"
     config: list[FieldChange] = field(default_factory=list)
     resources: list[ResourceChange] = field(default_factory=list)
+    #: both environments' settings; a resources publish never changes them (a new connector's
+    #: first publish uses the prepared production settings, else copies staging's)
+    settings: ConnectorSettings | None = None
 
 
 @dataclass
@@ -549,6 +576,22 @@ class Trigger:
     next_fire_at: str | None = None  #: schedule triggers: the next slot (UTC)
     url: str | None = None  #: webhook triggers: path of the endpoint
     secret: str | None = None  #: webhook secret — only in the answer that creates it
+    #: a live production trigger: the change staged for it (its state once published), a release item
+    staged_change: dict[str, Any] | None = None
+    staged_summary: str = ""  #: e.g. "pause", "schedule */5 * * * * → 0 * * * *"
+
+
+@dataclass
+class TriggerChangeResult:
+    """What ``edit_trigger`` did: a staging trigger changes at once; a live production
+    trigger's change is staged as a release item, or published at once (``now``)."""
+
+    trigger: Trigger  #: the trigger as it is now
+    changed: bool  #: False when the trigger already was in that state
+    staged: bool = False  #: a production change waits as a release item (trigger:ID)
+    summary: str = ""
+    item: ReleaseItem | None = None  #: the release item (staged, or published with ``now``)
+    release_id: str | None = None  #: the one-item release that published it (``now``)
 
 
 # ------------------------------------------------------------ knowledge and data (issue 7)

@@ -174,7 +174,9 @@ def test_instances_resolve_per_environment_in_real_executions(
     assert api_production.requests == []
 
     published = b.publish_connector("crm", "ada")
-    assert published.changed and published.release_id and published.summary == "new connector (1 resource)"
+    assert published.changed and published.release_id and published.summary == (
+        f"new connector (1 resource); production settings copied from staging, none were prepared "
+        f"(base URL {api_production.url}/v1)")
     # staging moves to the staging API; production keeps what was published
     b.edit_connector("crm", base_url=api_staging.url + "/v1")
 
@@ -201,10 +203,9 @@ def test_instances_resolve_per_environment_in_real_executions(
                                          "required": ["id"]}
     assert tool.output["result"]["path"] == "/v1/customers/7"
 
-    # the release is recorded, and staging's pending change is a release item
-    assert b.diff_connector("crm").summary == "base URL changed"
-    pending = [i for i in b.services.release_items() if i.kind == "connector"]
-    assert [(i.name, i.summary) for i in pending] == [("crm", "base URL changed")]
+    # staging's base URL is staging's own setting: nothing to publish (production keeps its own)
+    assert b.diff_connector("crm").summary == "no changes"
+    assert [i for i in b.services.release_items() if i.kind == "connector"] == []
     b.close()
     data = ws.db_path.read_bytes() + (ws.db_path.with_suffix(".duckdb.wal").read_bytes()
                                       if ws.db_path.with_suffix(".duckdb.wal").exists() else b"")
@@ -491,17 +492,20 @@ def test_diff_publish_delete_and_rollback(local: LocalBackend) -> None:
     b.add_resource("crm", "get-customer", "GET", "/customers/{id}", mock_response={"id": 1})
     b.add_resource("crm", "old", "GET", "/old")
     first = b.publish_connector("crm", "ada")
-    assert first.before is None and first.after == b.get_connector("crm").content_hash
+    assert first.before is None and first.after
+    assert b.get_connector("crm", "production").content_hash == b.get_connector("crm").content_hash
     assert not b.publish_connector("crm", "ada").changed
 
     b.edit_connector("crm", base_url="https://v2.example", retries=0)
+    assert not b.diff_connector("crm").changed  # staging's settings are staging's own
     b.edit_resource("crm", "get-customer", path="/c/{id}", mock_response={"id": 2})
     b.remove_resource("crm", "old")
     b.add_resource("crm", "list", "GET", "/customers")
     d = b.diff_connector("crm")
-    assert d.summary == "+1 resource, -1 resource, 1 modified, base URL changed, retries changed"
-    assert {(c.name, c.before, c.after) for c in d.config} == {
-        ("base_url", "https://v1.example", "https://v2.example"), ("retries", 2, 0)}
+    assert d.summary == "+1 resource, -1 resource, 1 modified" and d.config == []
+    assert d.settings is not None and d.settings.staging is not None and d.settings.production is not None
+    assert (d.settings.staging["base_url"], d.settings.production["base_url"]) == (
+        "https://v2.example", "https://v1.example")
     statuses = {r.slug: r.status for r in d.resources}
     assert statuses == {"get-customer": "modified", "list": "added", "old": "removed"}
     modified = next(r for r in d.resources if r.slug == "get-customer")
@@ -509,16 +513,17 @@ def test_diff_publish_delete_and_rollback(local: LocalBackend) -> None:
 
     second = b.publish_connector("crm", "ada", "v2")
     prod = b.get_connector("crm", "production")
-    assert prod.base_url == "https://v2.example" and {r.slug for r in prod.resources} == {"get-customer", "list"}
-    assert prod.content_hash == b.get_connector("crm").content_hash
+    # the resources reach production; production's settings stay its own
+    assert {r.slug for r in prod.resources} == {"get-customer", "list"}
+    assert (prod.base_url, prod.retries) == ("https://v1.example", 2)
+    assert prod.resources == b.get_connector("crm").resources
     assert not b.diff_connector("crm").changed
 
-    # rollback restores the first published state (from its snapshot), staging untouched
+    # rollback restores the first published resources (from their snapshot), staging untouched
     assert second.release_id is not None
     b.services.rollback_release(second.release_id)
     prod = b.get_connector("crm", "production")
     assert prod.base_url == "https://v1.example" and {r.slug for r in prod.resources} == {"get-customer", "old"}
-    assert prod.content_hash == first.after
     assert b.get_connector("crm").base_url == "https://v2.example"
 
     # deleting in staging is a pending change too: publishing removes production's instance

@@ -1,8 +1,13 @@
 """``rf connectors``: HTTP APIs for agents, one instance per environment.
 
-Edits go to the staging instance; ``rf connectors publish SLUG`` copies it to
-production after showing the diff. ``--env production`` on an edit is
-refused by the service with the way to do it instead.
+Resources are shared: edited in staging, ``rf connectors publish SLUG``
+copies them to production after showing the diff. Settings (base URL, auth,
+credential, headers, timeout, retries, mock mode) belong to each
+environment: ``rf connectors edit SLUG ...`` changes staging's, ``rf
+connectors edit SLUG --for production ...`` prepares production's, which
+reach production as the release item ``connector:SLUG@production``.
+``--env production`` on an edit is refused by the service with the way to do
+it instead.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from rf.errors import UsageError
 
 if TYPE_CHECKING:
     from rf.client import Backend
-    from rf.models import Connector, ConnectorDiff, FieldChange
+    from rf.models import Connector, ConnectorDiff, ConnectorSettings, FieldChange
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich",
                   help="Connectors: one instance per environment (edit in staging, publish to production).")
@@ -124,16 +129,28 @@ def edit(
     api_key_header: KeyHeaderOption = None,
     api_key_query: KeyQueryOption = None,
     mock: MockOption = None,
+    for_env: Annotated[str, typer.Option(
+        "--for", help="Whose settings: staging (default, changed at once) or production (prepared here, "
+                      "published as the release item connector:SLUG@production).")] = "staging",
     env: EnvOption = "staging",
     json_out: JsonOption = False,
 ) -> None:
-    """Change the staging instance: only the options given change (--header adds or replaces one)."""
+    """Change a connector's settings: staging's, or (--for production) prepare production's.
+    Only the options given change (--header adds or replaces one)."""
     from rf.cli.output import info, print_json, success
+    from rf.models import check_env
 
+    check_env(for_env)
     with backend() as b:
         headers = None
         if header or remove_header:
-            current = b.get_connector(slug, "staging").headers if env == "staging" else {}
+            current: dict[str, str] = {}
+            if env == "staging" and for_env == "staging":
+                current = b.get_connector(slug, "staging").headers
+            elif env == "staging":
+                envs = b.connector_settings(slug)
+                base = envs.prepared or envs.production or envs.staging or {}
+                current = dict(base.get("headers") or {})
             headers = {**current, **parse_headers(header)}
             for name in remove_header or []:
                 if name not in headers:
@@ -141,12 +158,26 @@ def edit(
                 del headers[name]
         c = b.edit_connector(slug, env=env, base_url=base_url, auth=auth, credential=credential, headers=headers,
                              timeout_s=timeout, retries=retries, api_key_header=api_key_header,
-                             api_key_query=api_key_query, mock=mock)
+                             api_key_query=api_key_query, mock=mock, target=for_env)
     if json_out:
         print_json(c)
         return
-    success(f"updated connector [bold]{slug}[/bold] in [staging]staging[/staging]")
-    info(f"[dim]  review and publish: rf connectors diff {slug} && rf connectors publish {slug}[/dim]")
+    if for_env == "staging":
+        success(f"updated connector [bold]{slug}[/bold] in [staging]staging[/staging] (production keeps its own settings)")
+        info(f"[dim]  production's settings: rf connectors edit {slug} --for production ...[/dim]")
+        return
+    view = c.settings
+    success(f"prepared the [production]production[/production] settings of connector [bold]{slug}[/bold] "
+            "(production is unchanged until you publish them)")
+    if view is not None and view.production is None:
+        info(f"[dim]  {slug} is not in production yet: its first publish uses these settings: "
+             f"rf connectors publish {slug}[/dim]")
+    elif view is not None and view.pending:
+        render_settings_changes(view)
+        info(f"[dim]  review and publish: rf releases diff connector:{slug}@production && "
+             f"rf releases publish connector:{slug}@production[/dim]")
+    else:
+        info("[dim]  production already has these settings: nothing to publish[/dim]")
 
 
 @app.command("delete")
@@ -211,6 +242,8 @@ def render_connector(c: Connector) -> None:
         rows.append(("header", f"{name}: {value}"))
     for label, value in rows:
         out.print(f"  {label:<10} {escape(value)}")
+    if c.settings is not None:
+        render_settings(c.settings)
     if not c.resources:
         out.print(f"  [dim]no resources — rf connectors resources add {c.slug} RESOURCE --method GET --path /...[/dim]")
         return
@@ -227,6 +260,69 @@ def render_connector(c: Connector) -> None:
                       "yes" if r.mock_response is not None else "—", escape(r.description))
     out.print()
     out.print(fit_table(table, flex=("path", "parameters"), optional=("mock",)))
+
+
+SETTING_ROWS = (("base URL", "base_url"), ("auth", "auth"), ("headers", "headers"), ("timeout", "timeout_s"),
+                ("retries", "retries"), ("mock mode", "mock"))
+
+
+def _setting(settings: dict[str, Any] | None, key: str) -> str:
+    if settings is None:
+        return "—"
+    value = settings.get(key)
+    if key == "auth":
+        text = str(value)
+        if settings.get("credential"):
+            text += f" ({settings['credential']})"
+        if value == "api-key":
+            text += (f", header {settings.get('api_key_header')}" if settings.get("api_key_header")
+                     else f", query {settings.get('api_key_query')}")
+        return text
+    if key == "headers":
+        return ", ".join(f"{k}: {v}" for k, v in sorted((value or {}).items())) or "—"
+    if key == "timeout_s":
+        return f"{value:g} s" if isinstance(value, int | float) else str(value)
+    if key == "mock":
+        return "on" if value else "off"
+    return str(value)
+
+
+def render_settings(view: ConnectorSettings) -> None:
+    """Both environments' settings side by side (and production's prepared ones when they differ)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from rf.cli.output import fit_table, out
+
+    show_prepared = view.prepared is not None and (view.pending or view.production is None)
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("setting")
+    table.add_column("staging", style="#f59e0b")
+    table.add_column("production (live)", style="#10b981")
+    if show_prepared:
+        table.add_column("production (prepared, not published)", style="yellow")
+    for label, key in SETTING_ROWS:
+        cells = [_setting(view.staging, key), _setting(view.production, key)]
+        if show_prepared:
+            cells.append(_setting(view.prepared, key))
+        table.add_row(label, *(escape(x) for x in cells))
+    out.print()
+    out.print("[bold]settings per environment[/bold] [dim](resources are shared; a publish of them never "
+              "carries settings)[/dim]")
+    out.print(fit_table(table, flex=("staging", "production (live)")))
+    if view.pending:
+        slug = view.slug
+        out.print(f"[yellow]~ prepared production settings are pending: rf releases publish "
+                  f"connector:{slug}@production[/yellow]")
+    elif view.production is None:
+        out.print(f"[dim]  {escape(view.summary)}[/dim]")
+
+
+def render_settings_changes(view: ConnectorSettings) -> None:
+    from rf.cli.output import out
+
+    for ch in view.changes:
+        out.print(_change_line("~", "yellow", f"production {CONFIG_LABELS.get(ch.name, ch.name)}", ch))
 
 
 @app.command("show")
@@ -251,18 +347,28 @@ def _change_line(sign: str, style: str, label: str, ch: FieldChange | None = Non
     return text + f"[/{style}]"
 
 
-def render_diff(d: ConnectorDiff) -> None:
+CONFIG_LABELS = {"kind": "kind", "base_url": "base URL", "auth": "auth", "credential": "credential",
+                 "api_key_header": "API key header", "api_key_query": "API key query parameter",
+                 "headers": "headers", "timeout_s": "timeout", "retries": "retries", "mock": "mock mode"}
+
+
+def render_diff(d: ConnectorDiff, *, with_settings: bool = True) -> None:
     from rf.cli.output import out
 
+    if d.slug.endswith("@production"):  # the release item of the prepared production settings
+        out.print(f"[bold]{d.slug}[/bold]  [production]production[/production] settings {_short(d.production)} → "
+                  f"prepared {_short(d.staging)}: {d.summary}")
+        for ch in d.config:
+            out.print(_change_line("~", "yellow", CONFIG_LABELS.get(ch.name, ch.name), ch))
+        return
     out.print(f"[bold]{d.slug}[/bold]  [production]production[/production] {_short(d.production)} → "
               f"[staging]staging[/staging] {_short(d.staging)}: {d.summary}")
-    if not d.changed:
-        return
-    labels = {"kind": "kind", "base_url": "base URL", "auth": "auth", "credential": "credential",
-              "api_key_header": "API key header", "api_key_query": "API key query parameter",
-              "headers": "headers", "timeout_s": "timeout", "retries": "retries", "mock": "mock mode"}
     for ch in d.config:
-        out.print(_change_line("~", "yellow", labels.get(ch.name, ch.name), ch))
+        if ch.before is None:  # a new connector: the settings production starts with
+            out.print(_change_line("+", "green", f"production {CONFIG_LABELS.get(ch.name, ch.name)}: "
+                                   f"{_value(ch.after)}"))
+        else:
+            out.print(_change_line("~", "yellow", CONFIG_LABELS.get(ch.name, ch.name), ch))
     for r in d.resources:
         if r.status == "added":
             out.print(_change_line("+", "green", f"resource {r.slug}"))
@@ -273,12 +379,15 @@ def render_diff(d: ConnectorDiff) -> None:
             for ch in r.changes:
                 name = {"params_schema": "schema", "mock_response": "mock"}.get(ch.name, ch.name)
                 out.print("    " + _change_line("~", "yellow", name, ch))
+    if with_settings and d.settings is not None:
+        render_settings(d.settings)
 
 
 def render_release_diff(b: Backend, slug: str) -> None:
-    """The body of a connector item in ``rf releases diff``: config fields before → after,
-    resources added / removed / modified (with their changed fields)."""
-    render_diff(b.diff_connector(slug))
+    """The body of a connector item in ``rf releases diff``: resources added / removed / modified
+    (with their changed fields), a new connector's production settings, or (``SLUG@production``)
+    the prepared production settings before → after."""
+    render_diff(b.diff_connector(slug), with_settings=False)
 
 
 @app.command("diff")

@@ -6,10 +6,19 @@ with a JSON Schema of its parameters and an optional mock answer). Each
 environment has its own instance of a slug, so staging can point at a
 sandbox API while production points at the real one:
 
-- every edit goes to the **staging** instance (``require_staging``);
-- production's instance changes only by publishing (``publish_connector``,
-  or a batch release): the staging instance is copied over atomically and
-  recorded as a release item whose before/after are content hashes;
+- a connector's *resources* (and kind) are shared: edited in staging, copied
+  to production by publishing (``publish_connector``, or a batch release),
+  recorded as a release item ``connector:SLUG`` whose before/after are
+  content hashes of the resources;
+- its *settings* (base URL, auth and credential, headers, timeout, retries,
+  mock mode) belong to each environment. Staging's are edited directly.
+  Production's are *prepared* in staging (``edit_connector(...,
+  target="production")``, table ``connector_prepared_settings``) and reach
+  production as their own release item ``connector:SLUG@production``
+  (before/after: hashes of the settings). Publishing resources never touches
+  production's settings; the first publish of a new connector uses the
+  prepared production settings, or copies staging's when none were prepared
+  (and its diff says which);
 - agent code calls ``ctx.connectors.call(slug, resource, **params)``; the
   host resolves the instance *of the execution's environment*
   (``connectors.call`` below), adds the credential, and makes the request.
@@ -20,10 +29,12 @@ sandbox API while production points at the real one:
   masked), the error's detail and the API's answer go to the call's trace span
   (attributes ``url``, ``error_detail``, ``response_body``).
 
-Content hashes identify an instance's state (config + resources, no
-timestamps). Every published state is also kept as a snapshot
-(``connector_snapshots``), so a rollback can put an older production state
-back even after staging moved on.
+Content hashes identify states (resources; settings; a new instance's
+resources + settings), never timestamps. Every published state is also kept
+as a snapshot (``connector_snapshots``), so a rollback can put an older
+production state back even after staging moved on. Releases recorded before
+settings were per environment hold hashes of config + resources; applying
+or rolling back one only ever uses their resources.
 """
 
 from __future__ import annotations
@@ -44,10 +55,12 @@ from rf.errors import Conflict, ConnectorError, NotFound, UsageError
 from rf.ids import new_id, utcnow
 from rf.models import (
     CONNECTOR_CONFIG_FIELDS,
+    CONNECTOR_SETTINGS_FIELDS,
     Connector,
     ConnectorDiff,
     ConnectorPublishResult,
     ConnectorResource,
+    ConnectorSettings,
     FieldChange,
     OpenAPIImportResult,
     ReleaseItem,
@@ -120,6 +133,68 @@ def content_of(c: Connector) -> dict[str, Any]:
 
 def hash_content(content: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+#: The name suffix of the release item of a connector's prepared production settings.
+SETTINGS_ITEM = "@production"
+
+
+def settings_of(c: Connector) -> dict[str, Any]:
+    """An instance's per-environment settings (what a publish of its resources never copies)."""
+    return {f: copy.deepcopy(getattr(c, f)) for f in CONNECTOR_SETTINGS_FIELDS}
+
+
+def shared_of(c: Connector) -> dict[str, Any]:
+    """What a ``connector:SLUG`` release item copies from staging: kind and resources."""
+    return {"kind": c.kind, "resources": content_of(c)["resources"]}
+
+
+def shared_hash(c: Connector) -> str:
+    return hash_content(shared_of(c))
+
+
+def settings_hash(settings: dict[str, Any]) -> str:
+    return hash_content({"settings": settings})
+
+
+def creation_content(c: Connector, settings: dict[str, Any]) -> dict[str, Any]:
+    """A new production instance: staging's kind and resources with ``settings``."""
+    return {**shared_of(c), "settings": settings}
+
+
+def settings_changes(before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[FieldChange]:
+    before, after = before or {}, after or {}
+    return [FieldChange(f, before.get(f), after.get(f)) for f in CONNECTOR_SETTINGS_FIELDS
+            if before.get(f) != after.get(f)]
+
+
+def describe_settings_changes(changes: list[FieldChange]) -> str:
+    parts = []
+    for ch in changes:
+        if ch.name == "base_url":
+            parts.append(f"base URL {ch.before} → {ch.after}")
+        else:
+            parts.append(f"{CONFIG_LABELS[ch.name]} changed")
+    return ", ".join(parts) or "no changes"
+
+
+def settings_view(slug: str, staging: Connector | None, production: Connector | None,
+                  prepared: dict[str, Any] | None) -> ConnectorSettings:
+    """Both environments' settings of ``slug`` and whether prepared production settings are pending."""
+    live = settings_of(production) if production is not None else None
+    view = ConnectorSettings(slug=slug, staging=settings_of(staging) if staging is not None else None,
+                             production=live, prepared=copy.deepcopy(prepared))
+    if live is not None and prepared is not None and live != prepared:
+        view.pending = True
+        view.changes = settings_changes(live, prepared)
+        view.summary = "production settings: " + describe_settings_changes(view.changes)
+    elif live is None and prepared is not None:
+        view.summary = "prepared for production: its first publish uses them"
+    elif live is None and staging is not None:
+        view.summary = "no production settings prepared: the first publish copies staging's"
+    else:
+        view.summary = "production settings as published"
+    return view
 
 
 def effective_schema(resource: ConnectorResource) -> dict[str, Any]:
@@ -203,16 +278,43 @@ class ConnectorsService(CredentialsService):
         return self._instance(row) if row is not None else None
 
     def list_connectors(self, env: str = "staging") -> list[Connector]:
-        """The instances of one environment, with their resources."""
+        """The instances of one environment, with their resources and both environments' settings."""
         check_env(env)
-        return [self._instance(r) for r in self.store.connector_rows(env)]
+        return self._with_settings([self._instance(r) for r in self.store.connector_rows(env)])
 
     def get_connector(self, slug: str, env: str = "staging") -> Connector:
         check_env(env)
         found = self._find(slug, env)
         if found is None:
             raise self._missing_instance(slug, env)
-        return found
+        return self._with_settings([found])[0]
+
+    def _with_settings(self, instances: list[Connector]) -> list[Connector]:
+        """Fill each instance's ``settings``: staging's, production's and the prepared production settings."""
+        if not instances:
+            return instances
+        configs = self.store.connector_configs()
+        prepared = self.store.prepared_settings()
+        for c in instances:
+            other = {env: (c if env == c.env else self._config_only(configs.get((env, c.slug))))
+                     for env in ("staging", "production")}
+            c.settings = settings_view(c.slug, other["staging"], other["production"], prepared.get(c.slug))
+        return instances
+
+    @staticmethod
+    def _config_only(row: dict[str, Any] | None) -> Connector | None:
+        if row is None:
+            return None
+        return Connector(slug=row["slug"], env=row["env"], **{f: row[f] for f in CONNECTOR_CONFIG_FIELDS})
+
+    def connector_settings(self, slug: str) -> ConnectorSettings:
+        """A connector's settings in both environments, and the production settings prepared in staging."""
+        check_name("connector", slug)
+        staging, production = self._find(slug, "staging"), self._find(slug, "production")
+        prepared = self.store.prepared_settings(slug).get(slug)
+        if staging is None and production is None and prepared is None:
+            raise self._missing_instance(slug, "staging")
+        return settings_view(slug, staging, production, prepared)
 
     def _missing_instance(self, slug: str, env: str) -> NotFound:
         slugs = self.store.connector_slugs()
@@ -326,9 +428,9 @@ class ConnectorsService(CredentialsService):
     def _instead(self, slug: str) -> str:
         return f"edit it in staging (--env staging), then publish: rf connectors publish {slug}"
 
-    def _staging(self, slug: str, env: str, what: str) -> Connector:
+    def _staging(self, slug: str, env: str, what: str, instead: str | None = None) -> Connector:
         check_name("connector", slug)
-        require_staging(env, what, self._instead(slug))
+        require_staging(env, what, instead or self._instead(slug))
         c = self._find(slug, "staging")
         if c is None:
             raise self._missing_instance(slug, "staging")
@@ -376,44 +478,90 @@ class ConnectorsService(CredentialsService):
         api_key_header: str | None = None,
         api_key_query: str | None = None,
         mock: bool | None = None,
+        target: str = "staging",
     ) -> Connector:
-        """Change the staging instance; only the arguments given (not None) change.
+        """Change a connector's settings; only the arguments given (not None) change.
+
+        ``target="staging"`` (default) edits the staging instance directly.
+        ``target="production"`` *prepares* production's settings in staging:
+        they reach production when the release item ``connector:SLUG@production``
+        is published (or, for a connector not in production yet, with its first
+        publish). Either way the edit is made from staging (``env``).
 
         ``headers`` replaces the whole map. ``credential=""`` clears the
         credential; switching ``auth`` to ``none`` clears it too, and
         switching between api-key placements clears the other one.
         """
-        c = self._staging(slug, env, f"edit connector {slug!r} in production")
-        if base_url is not None:
-            c.base_url = base_url
+        check_env(target)
+        changes = {"base_url": base_url, "auth": auth, "credential": credential, "headers": headers,
+                   "timeout_s": timeout_s, "retries": retries, "api_key_header": api_key_header,
+                   "api_key_query": api_key_query, "mock": mock}
+        if target == "production":
+            return self._prepare_production_settings(slug, env, changes)
+        c = self._staging(slug, env, f"edit connector {slug!r} in production",
+                          f"production's settings are prepared from staging and published as a release item: "
+                          f"rf connectors edit {slug} --for production ...; resources: edit them in staging, "
+                          f"then rf connectors publish {slug}")
+        self._change_settings(c, changes)
+        self._validated_config(c)
+        with self.store.transaction() as cur:
+            self.store.upsert_connector(cur, "staging", slug, content_of(c), utcnow())
+        return self.get_connector(slug)
+
+    @staticmethod
+    def _change_settings(c: Connector, changes: dict[str, Any]) -> None:
+        """Apply the settings given (not None) to ``c`` and validate them later (``_validated_config``)."""
+        auth, credential = changes["auth"], changes["credential"]
+        key_header, key_query = changes["api_key_header"], changes["api_key_query"]
+        if changes["base_url"] is not None:
+            c.base_url = changes["base_url"]
         if auth is not None:
             if auth != c.auth and auth == "none" and credential is None:
                 c.credential = None
             c.auth = auth
         if credential is not None:
             c.credential = credential or None
-        if headers is not None:
-            c.headers = dict(headers)
-        if timeout_s is not None:
-            c.timeout_s = timeout_s
-        if retries is not None:
-            c.retries = retries
-        if api_key_header is not None:
-            c.api_key_header = api_key_header or None
-            if api_key_header and api_key_query is None:
+        if changes["headers"] is not None:
+            c.headers = dict(changes["headers"])
+        if changes["timeout_s"] is not None:
+            c.timeout_s = changes["timeout_s"]
+        if changes["retries"] is not None:
+            c.retries = changes["retries"]
+        if key_header is not None:
+            c.api_key_header = key_header or None
+            if key_header and key_query is None:
                 c.api_key_query = None
-        if api_key_query is not None:
-            c.api_key_query = api_key_query or None
-            if api_key_query and api_key_header is None:
+        if key_query is not None:
+            c.api_key_query = key_query or None
+            if key_query and key_header is None:
                 c.api_key_header = None
-        if mock is not None:
-            c.mock = mock
-        if c.auth != "api-key" and api_key_header is None and api_key_query is None:
+        if changes["mock"] is not None:
+            c.mock = changes["mock"]
+        if c.auth != "api-key" and key_header is None and key_query is None:
             c.api_key_header = c.api_key_query = None  # left over from an earlier api-key setup
+
+    def _prepare_production_settings(self, slug: str, env: str, changes: dict[str, Any]) -> Connector:
+        """Prepare production's settings in staging (a release item once production has the connector)."""
+        check_name("connector", slug)
+        require_staging(env, f"edit connector {slug!r} in production",
+                        f"prepare production's settings from staging: rf connectors edit {slug} --for production "
+                        f"..., then publish them: rf releases publish connector:{slug}{SETTINGS_ITEM}")
+        staging, production = self._find(slug, "staging"), self._find(slug, "production")
+        prepared = self.store.prepared_settings(slug).get(slug)
+        if staging is None and production is None:
+            raise NotFound(f"connector {slug!r} does not exist, so it has no production settings to prepare",
+                           f"create it in staging first: rf connectors create {slug} --base-url URL; then prepare "
+                           f"production's: rf connectors edit {slug} --for production --base-url URL")
+        base = prepared or (settings_of(production) if production is not None else None)
+        if base is None:
+            assert staging is not None
+            base = settings_of(staging)
+        c = Connector(slug=slug, env="production", **copy.deepcopy(base))
+        self._change_settings(c, changes)
         self._validated_config(c)
         with self.store.transaction() as cur:
-            self.store.upsert_connector(cur, "staging", slug, content_of(c), utcnow())
-        return self.get_connector(slug)
+            self.store.put_prepared_settings(cur, slug, settings_of(c), utcnow())
+        return self.get_connector(slug, "staging" if staging is not None else "production")
 
     def delete_connector(self, slug: str, env: str = "staging") -> Connector:
         """Delete the staging instance. Production keeps its instance until a publish removes it."""
@@ -544,15 +692,39 @@ class ConnectorsService(CredentialsService):
 
     # ------------------------------------------------------------ diff and publish
     def diff_connector(self, slug: str) -> ConnectorDiff:
-        """Production → staging: config fields and resources added / removed / modified."""
+        """What publishing would change in production.
+
+        ``SLUG``: its resources (added / removed / modified); production's settings
+        never change with them, except that a new connector's first publish gives
+        production the prepared settings (else staging's, and ``config`` lists them).
+        ``SLUG@production``: the prepared production settings against production's
+        live ones (``config``: each field before → after).
+        """
+        if slug.endswith(SETTINGS_ITEM):
+            return self._diff_settings(slug[: -len(SETTINGS_ITEM)])
         check_name("connector", slug)
         staging, production = self._find(slug, "staging"), self._find(slug, "production")
         if staging is None and production is None:
             raise self._missing_instance(slug, "staging")
-        return _diff(slug, production, staging)
+        prepared = self.store.prepared_settings(slug).get(slug)
+        return _diff(slug, production, staging, prepared)
+
+    def _diff_settings(self, slug: str) -> ConnectorDiff:
+        check_name("connector", slug)
+        view = self.connector_settings(slug)
+        name = slug + SETTINGS_ITEM
+        if view.production is None:
+            raise NotFound(f"connector {slug!r} has no production instance, so no production settings to publish",
+                           f"its first publish uses the prepared settings: rf connectors diff {slug}")
+        before = settings_hash(view.production)
+        after = settings_hash(view.prepared) if view.prepared is not None else before
+        return ConnectorDiff(slug=name, production=before, staging=after, changed=view.pending,
+                             summary=view.summary if view.pending else "production settings as prepared",
+                             config=list(view.changes), settings=view)
 
     def publish_connector(self, slug: str, author: str = "unknown", message: str = "") -> ConnectorPublishResult:
-        """Copy the staging instance to production (a one-item release)."""
+        """Publish the connector's resources to production (a one-item release); production's
+        settings stay (they are their own item: ``connector:SLUG@production``)."""
         d = self.diff_connector(slug)
         if not d.changed:
             return ConnectorPublishResult(slug=slug, before=d.production, after=d.staging, changed=False,
@@ -576,40 +748,112 @@ class ConnectorsService(CredentialsService):
                                       summary=d.summary, release_id=release_id)
 
     def _release_pending_connector(self) -> list[ReleaseItem]:
-        """Every connector whose staging instance differs from production's."""
-        staging = {c.slug: c for c in self.list_connectors("staging")}
-        production = {c.slug: c for c in self.list_connectors("production")}
+        """Per connector: ``SLUG`` when staging's resources differ from production's (or one side
+        is missing), and ``SLUG@production`` when the prepared production settings differ from
+        production's live ones."""
+        staging = {r["slug"]: self._instance(r) for r in self.store.connector_rows("staging")}
+        production = {r["slug"]: self._instance(r) for r in self.store.connector_rows("production")}
+        prepared = self.store.prepared_settings()
         items = []
         for slug in sorted(set(staging) | set(production)):
-            d = _diff(slug, production.get(slug), staging.get(slug))
+            d = _diff(slug, production.get(slug), staging.get(slug), prepared.get(slug))
             if d.changed:
                 items.append(ReleaseItem(kind="connector", name=slug, summary=d.summary, before=d.production,
                                          after=d.staging))
+            live, ready = production.get(slug), prepared.get(slug)
+            if live is not None and ready is not None and settings_of(live) != ready:
+                changes = settings_changes(settings_of(live), ready)
+                items.append(ReleaseItem(kind="connector", name=slug + SETTINGS_ITEM,
+                                         summary=f"{slug}: production settings: {describe_settings_changes(changes)}",
+                                         before=settings_hash(settings_of(live)), after=settings_hash(ready)))
         return items
 
-    def _release_apply_connector(self, cur: Any, slug: str, before: Any, after: Any) -> None:
-        """Inside the release transaction: make production's instance the state ``after`` (a content hash)."""
+    def _state_matches(self, cur: Any, state: Any, current: Connector | None) -> bool:
+        """Whether production's instance ``current`` is the item state ``state``: a hash of its
+        resources, of a new instance's content, or (releases before per-environment settings)
+        of config + resources; only the resources are compared."""
+        if state is None or current is None:
+            return state is None and current is None
+        if state in (shared_hash(current), current.content_hash):
+            return True
+        snapshot = self.store.get_connector_snapshot(str(state), cur)
+        if snapshot is None or "resources" not in snapshot:
+            return False
+        return hash_content({"kind": snapshot.get("kind", "http"), "resources": snapshot["resources"]}) == (
+            shared_hash(current))
+
+    def _release_apply_connector(self, cur: Any, name: str, before: Any, after: Any) -> None:
+        """Inside the release transaction: ``SLUG`` makes production's resources the state ``after``
+        (creating or removing the instance); ``SLUG@production`` makes its settings ``after``."""
+        if name.endswith(SETTINGS_ITEM):
+            self._apply_settings(cur, name[: -len(SETTINGS_ITEM)], before, after)
+            return
+        slug = name
         current = self._find(slug, "production", cur)
-        if (current.content_hash if current else None) != before:
+        if not self._state_matches(cur, before, current):
             raise Conflict(f"production changed since the plan: connector {slug} is now at "
-                           f"{current.content_hash[:12] if current else 'nothing'}", "review again and re-run")
+                           f"{shared_hash(current)[:12] if current else 'nothing'}", "review again and re-run")
         now = utcnow()
+        prepared = self.store.prepared_settings(slug, cur).get(slug)
         if current is not None:  # keep production's state restorable (rollback)
-            self.store.put_connector_snapshot(cur, current.content_hash, content_of(current))
+            self.store.put_connector_snapshot(cur, shared_hash(current), shared_of(current))
         if after is None:
+            if prepared is None and current is not None:  # a re-creation (or a rollback) gets them back
+                self.store.put_prepared_settings(cur, slug, settings_of(current), now)
             self.store.delete_connector_rows(cur, "production", slug)
             return
         staging = self._find(slug, "staging", cur)
-        if staging is not None and staging.content_hash == after:
-            content = content_of(staging)
-            self.store.put_connector_snapshot(cur, after, content)
-        else:
-            snapshot = self.store.get_connector_snapshot(str(after), cur)
-            if snapshot is None:
+        content: dict[str, Any] | None = None
+        if staging is not None:
+            chosen = prepared if prepared is not None else settings_of(staging)
+            candidate = shared_of(staging) if current is not None else creation_content(staging, chosen)
+            if hash_content(candidate) == after:
+                content = candidate
+        if content is None:
+            content = self.store.get_connector_snapshot(str(after), cur)
+            if content is None or "resources" not in content:
                 raise Conflict(f"staging changed since the plan: connector {slug} is no longer at {str(after)[:12]}",
                                "review again and re-run")
-            content = snapshot
-        self.store.replace_connector(cur, "production", slug, content, now)
+        self.store.put_connector_snapshot(cur, str(after), content)
+        if current is not None:
+            settings = settings_of(current)  # a publish of resources never touches production's settings
+        elif prepared is not None:
+            settings = prepared
+        elif isinstance(content.get("settings"), dict):
+            settings = content["settings"]
+        elif all(f in content for f in CONNECTOR_SETTINGS_FIELDS):  # a release from before per-env settings
+            settings = {f: content[f] for f in CONNECTOR_SETTINGS_FIELDS}
+        elif staging is not None:
+            settings = settings_of(staging)
+        else:
+            raise Conflict(f"connector {slug}: no settings to create its production instance with",
+                           f"prepare them: rf connectors edit {slug} --for production --base-url URL")
+        self.store.replace_connector(
+            cur, "production", slug,
+            {**settings, "kind": content.get("kind", "http"), "resources": content["resources"]}, now)
+        if prepared is None:  # from now on production's settings are prepared (and published) on their own
+            self.store.put_prepared_settings(cur, slug, settings, now)
+
+    def _apply_settings(self, cur: Any, slug: str, before: Any, after: Any) -> None:
+        current = self._find(slug, "production", cur)
+        if current is None:
+            raise Conflict(f"connector {slug} has no production instance any more", "review again and re-run")
+        live = settings_of(current)
+        if settings_hash(live) != before:
+            raise Conflict(f"production changed since the plan: the settings of connector {slug}",
+                           "review again and re-run")
+        self.store.put_connector_snapshot(cur, settings_hash(live), {"settings": live})
+        prepared = self.store.prepared_settings(slug, cur).get(slug)
+        if prepared is not None and settings_hash(prepared) == after:
+            settings = prepared
+        else:
+            snapshot = self.store.get_connector_snapshot(str(after), cur)
+            if snapshot is None or not isinstance(snapshot.get("settings"), dict):
+                raise Conflict(f"the prepared production settings of connector {slug} changed since the plan",
+                               "review again and re-run")
+            settings = snapshot["settings"]
+        self.store.put_connector_snapshot(cur, str(after), {"settings": settings})
+        self.store.set_connector_settings(cur, "production", slug, settings, utcnow())
 
     # ------------------------------------------------------------ deploy hook
     def _deploy_warnings(self, config: AgentConfig) -> list[str]:
@@ -823,26 +1067,38 @@ def _out_of_time(call: HostCall, label: str, request: str) -> ConnectorError:
                           f"raise timeout_s in agents/{call.agent}/agent.toml, or make the call faster")
 
 
-def _diff(slug: str, production: Connector | None, staging: Connector | None) -> ConnectorDiff:
-    before = production.content_hash if production else None
-    after = staging.content_hash if staging else None
-    d = ConnectorDiff(slug=slug, production=before, staging=after, changed=before != after, summary="")
+def _diff(slug: str, production: Connector | None, staging: Connector | None,
+          prepared: dict[str, Any] | None) -> ConnectorDiff:
+    """What publishing ``connector:SLUG`` changes: production's resources become staging's.
+    Production's settings stay; a new production instance gets ``prepared`` (else staging's)."""
+    view = settings_view(slug, staging, production, prepared)
+    before = shared_hash(production) if production else None
+    if staging is None:
+        after = None
+    elif production is None:
+        after = hash_content(creation_content(staging, prepared if prepared is not None else settings_of(staging)))
+    else:
+        after = shared_hash(staging)
+    d = ConnectorDiff(slug=slug, production=before, staging=after, changed=before != after, summary="",
+                      settings=view)
     if staging is None and production is None:
         d.summary = "no instance"
         return d
     if production is None:
         assert staging is not None
         d.resources = [ResourceChange(r.slug, "added") for r in staging.resources]
-        d.summary = f"new connector ({_plural(len(staging.resources), 'resource')})"
+        chosen = prepared if prepared is not None else settings_of(staging)
+        d.config = [FieldChange(f, None, v) for f, v in chosen.items() if v not in (None, {}, "")]
+        where = (f"as prepared (base URL {chosen['base_url']})" if prepared is not None else
+                 f"copied from staging, none were prepared (base URL {chosen['base_url']})")
+        d.summary = f"new connector ({_plural(len(staging.resources), 'resource')}); production settings {where}"
         return d
     if staging is None:
         d.resources = [ResourceChange(r.slug, "removed") for r in production.resources]
         d.summary = "deleted in staging: publishing removes it from production"
         return d
-    for f in CONNECTOR_CONFIG_FIELDS:
-        b, a = getattr(production, f), getattr(staging, f)
-        if b != a:
-            d.config.append(FieldChange(f, b, a))
+    if production.kind != staging.kind:
+        d.config.append(FieldChange("kind", production.kind, staging.kind))
     prod_res = {r.slug: r for r in production.resources}
     stag_res = {r.slug: r for r in staging.resources}
     for name in sorted(set(prod_res) | set(stag_res)):

@@ -1,4 +1,5 @@
-"""SQL for connector instances (one per environment and slug) and their resources."""
+"""SQL for connector instances (one per environment and slug), their resources, and the
+production settings prepared in staging (``connector_prepared_settings``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from rf.ids import iso
-from rf.models import CONNECTOR_CONFIG_FIELDS
+from rf.models import CONNECTOR_CONFIG_FIELDS, CONNECTOR_SETTINGS_FIELDS
 
 if TYPE_CHECKING:
     import duckdb
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
 
 #: The configuration columns of ``connectors`` (besides env, slug and times), in table order.
 CONFIG_FIELDS = CONNECTOR_CONFIG_FIELDS
+#: The per-environment settings columns (``connectors`` and ``connector_prepared_settings``).
+SETTINGS_FIELDS = CONNECTOR_SETTINGS_FIELDS
 RESOURCE_FIELDS = ("slug", "name", "description", "method", "path", "params_schema", "mock_response")
 
 
@@ -144,3 +147,48 @@ class ConnectorsMixin:
         row = (cur or self.cursor()).execute(
             "SELECT content FROM connector_snapshots WHERE hash = ?", [content_hash]).fetchone()
         return json.loads(row[0]) if row else None
+
+    # ------------------------------------------------------------ per-environment settings
+    def connector_configs(self, cur: duckdb.DuckDBPyConnection | None = None) -> dict[tuple[str, str], dict[str, Any]]:
+        """``{(env, slug): config}`` of every instance (no resources)."""
+        rows = (cur or self.cursor()).execute(
+            f"SELECT env, slug, {', '.join(CONFIG_FIELDS)}, created_at, updated_at FROM connectors").fetchall()
+        out = {}
+        for r in rows:
+            row = self._connector(r)
+            out[(row["env"], row["slug"])] = row
+        return out
+
+    def prepared_settings(self, slug: str | None = None,
+                          cur: duckdb.DuckDBPyConnection | None = None) -> dict[str, dict[str, Any]]:
+        """``{slug: settings}``: production settings prepared in staging (published as a release item)."""
+        sql = f"SELECT slug, {', '.join(SETTINGS_FIELDS)} FROM connector_prepared_settings"
+        params: list[Any] = []
+        if slug is not None:
+            sql += " WHERE slug = ?"
+            params.append(slug)
+        out = {}
+        for r in (cur or self.cursor()).execute(sql, params).fetchall():
+            settings = dict(zip(SETTINGS_FIELDS, r[1:], strict=True))
+            settings["headers"] = json.loads(settings["headers"])
+            out[r[0]] = settings
+        return out
+
+    def put_prepared_settings(self, cur: duckdb.DuckDBPyConnection, slug: str, settings: dict[str, Any],
+                              now: dt.datetime) -> None:
+        values = [json.dumps(settings["headers"], sort_keys=True) if f == "headers" else settings[f]
+                  for f in SETTINGS_FIELDS]
+        cur.execute(
+            f"""INSERT INTO connector_prepared_settings VALUES (?, {', '.join('?' for _ in SETTINGS_FIELDS)}, ?)
+                ON CONFLICT (slug) DO UPDATE SET
+                {', '.join(f'{f} = excluded.{f}' for f in SETTINGS_FIELDS)}, updated_at = excluded.updated_at""",
+            [slug, *values, now],
+        )
+
+    def set_connector_settings(self, cur: duckdb.DuckDBPyConnection, env: str, slug: str, settings: dict[str, Any],
+                               now: dt.datetime) -> None:
+        """Change only the settings columns of instance ``(env, slug)`` (its resources stay)."""
+        values = [json.dumps(settings["headers"], sort_keys=True) if f == "headers" else settings[f]
+                  for f in SETTINGS_FIELDS]
+        cur.execute(f"UPDATE connectors SET {', '.join(f'{f} = ?' for f in SETTINGS_FIELDS)}, updated_at = ? "
+                    "WHERE env = ? AND slug = ?", [*values, now, env, slug])

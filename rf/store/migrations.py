@@ -372,6 +372,35 @@ MIGRATIONS: list[list[str]] = [
             revoked_at TIMESTAMP
         )""",
     ],
+    # v14: connector settings per environment, and staged changes of live production triggers.
+    [
+        # Production settings of a connector, prepared in staging; published as their own release
+        # item (connector:SLUG@production). Existing workspaces start with production's current
+        # settings, so nothing is pending and a later publish of resources keeps them.
+        """CREATE TABLE connector_prepared_settings (
+            slug VARCHAR PRIMARY KEY,
+            base_url VARCHAR NOT NULL,
+            auth VARCHAR NOT NULL,
+            credential VARCHAR,                -- a credential NAME, never a value
+            api_key_header VARCHAR,
+            api_key_query VARCHAR,
+            headers VARCHAR NOT NULL,          -- JSON {name: value}
+            timeout_s DOUBLE NOT NULL,
+            retries INTEGER NOT NULL,
+            mock BOOLEAN NOT NULL,
+            updated_at TIMESTAMP NOT NULL
+        )""",
+        """INSERT INTO connector_prepared_settings
+           SELECT slug, base_url, auth, credential, api_key_header, api_key_query, headers, timeout_s, retries,
+                  mock, updated_at
+           FROM connectors WHERE env = 'production'""",
+        # A change (pause, resume, edit) staged for a live production trigger: a release item.
+        """CREATE TABLE trigger_changes (
+            trigger_id VARCHAR PRIMARY KEY,
+            state VARCHAR NOT NULL,            -- JSON: its config and `enabled` once published
+            created_at TIMESTAMP NOT NULL
+        )""",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

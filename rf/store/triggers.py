@@ -70,3 +70,30 @@ class TriggersMixin:
 
     def delete_trigger(self, cur: duckdb.DuckDBPyConnection, trigger_id: str) -> None:
         cur.execute("DELETE FROM triggers WHERE id = ?", [trigger_id])
+        cur.execute("DELETE FROM trigger_changes WHERE trigger_id = ?", [trigger_id])
+
+    # ------------------------------------------------------------ staged production changes
+    def set_trigger_state(self, cur: duckdb.DuckDBPyConnection, trigger_id: str, state: dict[str, Any],
+                          now: dt.datetime, **extra: Any) -> None:
+        """Write a trigger's config fields and ``enabled`` from ``state`` (plus ``extra`` columns)."""
+        fields = dict(state)
+        if "input" in fields:
+            fields["input"] = json.dumps(fields["input"]) if fields["input"] is not None else None
+        if "headers" in fields:
+            fields["headers"] = json.dumps(fields["headers"] or [])
+        fields.update(extra)
+        self.update_trigger(cur, trigger_id, now, **fields)
+
+    def trigger_changes(self, cur: duckdb.DuckDBPyConnection | None = None) -> dict[str, dict[str, Any]]:
+        """``{trigger id: state}``: changes staged for live production triggers."""
+        rows = (cur or self.cursor()).execute("SELECT trigger_id, state FROM trigger_changes").fetchall()
+        return {r[0]: json.loads(r[1]) for r in rows}
+
+    def put_trigger_change(self, cur: duckdb.DuckDBPyConnection, trigger_id: str, state: dict[str, Any],
+                           now: dt.datetime) -> None:
+        cur.execute("INSERT INTO trigger_changes VALUES (?, ?, ?) ON CONFLICT (trigger_id) DO UPDATE SET "
+                    "state = excluded.state, created_at = excluded.created_at",
+                    [trigger_id, json.dumps(state, sort_keys=True), now])
+
+    def delete_trigger_change(self, cur: duckdb.DuckDBPyConnection, trigger_id: str) -> None:
+        cur.execute("DELETE FROM trigger_changes WHERE trigger_id = ?", [trigger_id])
