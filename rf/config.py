@@ -481,7 +481,7 @@ def resolve_agent_dir(ws: Workspace, name_or_path: str | None) -> tuple[str, Pat
             if candidate in (ws.root, agents):
                 break
         if (cwd / "agent.toml").is_file():
-            raise _outside_agents(ws, ".", cwd)
+            raise _outside_agents(ws, str(cwd), cwd)
         raise UsageError("which agent?", "name it: rf agents deploy NAME (or run the command inside agents/NAME)")
     if "/" not in name_or_path and os.sep not in name_or_path and name_or_path not in (".", ".."):
         return _agent_dir(ws, name_or_path, None)
