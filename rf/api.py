@@ -161,6 +161,9 @@ TRIGGER_ROUTES: list[Route] = [
           summary="Enable or disable a staging trigger"),
     Route("delete_trigger", "DELETE", "/triggers/{trigger_id}", models.Trigger, summary="Delete a trigger"),
     Route("fire_trigger", "POST", "/triggers/{trigger_id}/fire", models.Execution, summary="Run a trigger once now"),
+    Route("edit_trigger", "PATCH", "/triggers/{trigger_id}", models.TriggerChangeResult,
+          summary="Change a staging trigger; stage a live production trigger's change (a release item), "
+                  "or publish it at once as a one-item release (now)"),
 ]
 KB_ROUTES: list[Route] = [
     Route("list_kbs", "GET", "/kb", [models.KnowledgeBase], summary="Knowledge bases (shared by both environments)"),

@@ -1,4 +1,10 @@
-"""``rf triggers``: schedules, webhooks and file watches, each bound to one environment."""
+"""``rf triggers``: schedules, webhooks and file watches, each bound to one environment.
+
+Staging triggers are edited directly (``edit``, ``enable``, ``disable``). A live
+production trigger is changed only by a release: ``rf triggers pause|resume|edit
+ID --env production`` stages the change as the release item ``trigger:ID``, and
+``--now`` publishes that one item at once (a recorded one-item release).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,18 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from rf.cli.app import EnvOption, JsonOption, backend, check_env, parse_json_arg
+from rf.cli.app import EnvOption, JsonOption, backend, check_env, confirm, parse_json_arg
 
 if TYPE_CHECKING:
-    from rf.models import Trigger
+    from rich.console import Console
+
+    from rf.client import Backend
+    from rf.models import Trigger, TriggerChangeResult
+
+NowOption = Annotated[bool, typer.Option(
+    "--now", help="Production: publish this one change at once (a recorded one-item release) instead of staging it.")]
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="With --now: do not ask for confirmation.")]
+MessageOption = Annotated[str, typer.Option("--message", "-m", help="With --now: the release message.")]
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich",
                   help="Triggers: run agents on a schedule, a webhook or file changes (one environment each).")
@@ -21,6 +35,10 @@ def _what(t: Trigger) -> str:
     if t.kind == "watch":
         return str(t.watch_path)
     return f"POST {t.url}"
+
+
+def _off(t: Trigger) -> str:
+    return "paused (by a release)" if t.env == "production" else "disabled"
 
 
 #: Where the examples read the webhook's secret from (it is shown once, at creation).
@@ -124,7 +142,9 @@ def list_triggers(env: EnvOption = "staging", json_out: JsonOption = False) -> N
     for col in ("id", "name", "kind", "agent", "what", "state", "next run (UTC)"):
         table.add_column(col)
     for t in rows:
-        state = "staged — publish to go live" if not t.live else ("enabled" if t.enabled else "disabled")
+        state = "staged — publish to go live" if not t.live else ("enabled" if t.enabled else _off(t))
+        if t.staged_change is not None:
+            state += f" · pending: {t.staged_summary}"
         nxt = (t.next_fire_at or "").replace("T", " ")[:19] if t.kind == "schedule" and t.live and t.enabled else "—"
         table.add_row(t.id, escape(t.name), t.kind, t.agent, escape(_what(t)), state, nxt)
     out.print(fit_table(table, flex=("what", "name", "state"), optional=("agent", "kind", "next run (UTC)")))
@@ -163,7 +183,7 @@ def show(
         return
     out.print(f"[bold]{t.id}[/bold]  {escape(t.name)}  {env_label(t.env)}")
     rows = [("kind", t.kind), ("agent", t.agent), ("what", _what(t)),
-            ("state", "staged (not live)" if not t.live else "enabled" if t.enabled else "disabled"),
+            ("state", "staged (not live)" if not t.live else "enabled" if t.enabled else _off(t)),
             ("input", json.dumps(t.input)), ("overlap", t.overlap), ("catch up", t.catch_up)]
     if t.kind == "schedule":
         rows.append(("next run", (t.next_fire_at or "—").replace("T", " ")[:19] + " UTC"))
@@ -174,6 +194,8 @@ def show(
         rows.append(("signature", "X-RF-Signature: t=UNIX_SECONDS,v1=HEX(HMAC_SHA256(secret, t + \".\" + body))"))
     if t.source_id:
         rows.append(("copied from", t.source_id))
+    if t.staged_change is not None:
+        rows.append(("pending", f"{t.staged_summary} (publish: rf releases publish trigger:{t.id})"))
     for k, v in rows:
         out.print(f"  [dim]{k:<11}[/dim] {escape(str(v))}")
     if examples is not None:
@@ -247,3 +269,111 @@ def duplicate(trigger_id: str, env: EnvOption = "production", json_out: JsonOpti
         warn(f"the production webhook has its own secret, shown only now; signing examples: rf triggers show {t.id}")
     if not t.live:
         info(f"  it goes live when published: rf releases publish trigger:{t.id}")
+
+
+# ------------------------------------------------------------ changes (staging at once, production by release)
+def _change(trigger_id: str, env: str, now: bool, yes: bool, message: str, json_out: bool, **changes: object) -> None:
+    from rich.markup import escape
+
+    from rf.cli.output import err, info, print_json, success
+    from rf.config import git_author
+
+    check_env(env)
+    with backend() as b:
+        if now:
+            preview = b.edit_trigger(trigger_id, env=env, now=True, preview=True, **changes)  # type: ignore[arg-type]
+            if preview.changed and preview.item is not None:
+                _print_item(b, preview, to_stderr=True)
+                confirm(f"Publish this change of trigger {preview.trigger.name} to production now?", yes)
+        result = b.edit_trigger(trigger_id, env=env, now=now, author=git_author(), message=message,
+                                **changes)  # type: ignore[arg-type]
+    if json_out:
+        print_json(result)
+        return
+    t = result.trigger
+    if not result.changed:
+        info(f"{t.id} ({escape(t.name)}): no change")
+        return
+    if result.release_id:
+        success(f"published to [production]production[/production]: trigger {escape(t.name)} ({t.id}): "
+                f"{escape(result.summary)} (release {result.release_id})")
+        info(f"[dim]  recorded in rf releases history; undo with: rf releases rollback {result.release_id}[/dim]")
+    elif result.staged:
+        success(f"staged for [production]production[/production]: trigger {escape(t.name)} ({t.id}): "
+                f"{escape(result.summary)} — production is unchanged until you publish it")
+        if result.item is not None:
+            _print_change(result, err)
+        info(f"[dim]  publish it: rf releases publish trigger:{t.id}  (or again with --now)[/dim]")
+    else:
+        success(f"updated trigger {escape(t.name)} ({t.id}) in {t.env}: {escape(result.summary)}")
+
+
+def _shown(key: str, value: object) -> str:
+    import json
+
+    if key == "enabled":
+        return "enabled" if value else "paused"
+    return json.dumps(value)
+
+
+def _print_change(result: TriggerChangeResult, console: Console) -> None:
+    """Each field the change touches, before → after."""
+    from rich.markup import escape
+
+    item = result.item
+    assert item is not None
+    before, after = item.before or {}, item.after or {}
+    for key in sorted(set(before) | set(after)):
+        if before.get(key) != after.get(key):
+            console.print(f"  [yellow]~ {key}: {escape(_shown(key, before.get(key)))} → "
+                          f"{escape(_shown(key, after.get(key)))}[/yellow]")
+
+
+def _print_item(b: Backend, result: TriggerChangeResult, to_stderr: bool) -> None:
+    from rich.markup import escape
+
+    from rf.cli.output import err, out
+
+    console = err if to_stderr else out
+    assert result.item is not None
+    console.print(f"[bold]trigger {result.item.name}[/bold] · {escape(result.item.summary)}")
+    _print_change(result, console)
+
+
+@app.command("edit")
+def edit(
+    trigger_id: str,
+    schedule: Annotated[str | None, typer.Option("--schedule", help='New cron expression, e.g. "0 * * * *".')] = None,
+    tz: Annotated[str | None, typer.Option("--tz", help="Timezone of the schedule (IANA name; \"\" for UTC).")] = None,
+    input_json: Annotated[str | None, typer.Option("--input", "-i", help="New input (JSON) given to the agent.")] = None,
+    no_input: Annotated[bool, typer.Option("--no-input", help="Remove the input template.")] = False,
+    agent: Annotated[str | None, typer.Option("--agent", "-a", help="Run this agent instead.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="A new name.")] = None,
+    enabled: Annotated[bool | None, typer.Option("--enable/--disable", help="Enable or disable (pause) it.")] = None,
+    overlap: Annotated[str | None, typer.Option("--overlap", help="skip or allow runs to overlap.")] = None,
+    catch_up: Annotated[str | None, typer.Option("--catch-up", help="none or last.")] = None,
+    env: EnvOption = "staging",
+    now: NowOption = False,
+    yes: YesOption = False,
+    message: MessageOption = "",
+    json_out: JsonOption = False,
+) -> None:
+    """Change a trigger (only the options given). Staging: at once. A production trigger
+    (--env production): staged as a release item, or published at once with --now."""
+    payload = parse_json_arg(input_json) if input_json is not None else None
+    _change(trigger_id, env, now, yes, message, json_out, schedule=schedule, timezone=tz, input=payload,
+            clear_input=no_input, agent=agent, name=name, enabled=enabled, overlap=overlap, catch_up=catch_up)
+
+
+@app.command("pause")
+def pause(trigger_id: str, env: EnvOption = "staging", now: NowOption = False, yes: YesOption = False,
+          message: MessageOption = "", json_out: JsonOption = False) -> None:
+    """Stop a trigger firing. Production: staged as a release item; --now publishes it at once (the emergency stop)."""
+    _change(trigger_id, env, now, yes, message, json_out, enabled=False)
+
+
+@app.command("resume")
+def resume(trigger_id: str, env: EnvOption = "staging", now: NowOption = False, yes: YesOption = False,
+           message: MessageOption = "", json_out: JsonOption = False) -> None:
+    """Let a paused trigger fire again (from its next slot). Production: a release item, or --now."""
+    _change(trigger_id, env, now, yes, message, json_out, enabled=True)

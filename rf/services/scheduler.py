@@ -14,6 +14,9 @@ through time without sleeping.
   of the same trigger is still going.
 - Watch triggers: one watchfiles thread per live, enabled trigger; changes
   are debounced and passed to the agent as ``{"changes": [...]}``.
+- A paused production trigger (``enabled`` false, set only by a release) is
+  neither ticked nor watched; when a release resumes or reschedules it, its
+  slots count from then (``last_scheduled_at``), so missed slots never fire.
 """
 
 from __future__ import annotations
@@ -110,10 +113,14 @@ class Scheduler:
         return True
 
     def _run(self, trigger_id: str, extra: dict[str, Any] | None) -> None:
+        from rf.errors import Conflict
+
         try:
             t = self.services.get_trigger(trigger_id)
             payload = self.services.trigger_input(t, extra)
             self.services.fire_trigger(trigger_id, payload)
+        except Conflict as exc:  # paused (a release) or unpublished between the tick and this run
+            log.info("trigger %s did not fire: %s", trigger_id, exc.message)
         except Exception:
             log.exception("trigger %s failed to fire", trigger_id)
 

@@ -1,10 +1,15 @@
 """Triggers: run agents without a caller. Each trigger belongs to ONE environment.
 
-New triggers are staging edits. A production trigger exists only as a staged
-copy of a staging one (``duplicate_trigger(id, env="production")``), which is
-a release item and goes live when published. Production triggers cannot be
-edited, enabled/disabled or deleted directly (a staged, never-published copy
-may be discarded).
+New triggers are staging edits, and staging triggers are edited directly
+(``edit_trigger``, ``set_trigger_enabled``). A production trigger exists only
+as a staged copy of a staging one (``duplicate_trigger(id, env="production")``),
+which is a release item and goes live when published. A live production
+trigger is never changed directly: ``edit_trigger(id, env="production", ...)``
+(pause, resume, schedule, input, agent...) *stages* the change (table
+``trigger_changes``) as the release item ``trigger:ID``, before → after, and
+``now=True`` publishes that one item at once through the releases service
+(an explicit, recorded one-item release: the emergency stop). A staged,
+never-published copy may be discarded.
 
 Firing runs the agent with ``Services.invoke`` in the trigger's environment
 (so it uses that environment's commit) with source ``trigger:<id>``; nothing
@@ -42,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 from rf.config import check_name
 from rf.errors import Conflict, NotFound, ProductionReadOnly, RfError, Unauthorized, UsageError
 from rf.ids import new_id, parse_iso, utcnow
-from rf.models import Execution, ReleaseItem, Trigger, check_env
+from rf.models import Execution, ReleaseItem, Trigger, TriggerChangeResult, check_env
 from rf.services.base import ServiceBase
 
 if TYPE_CHECKING:
@@ -54,6 +59,43 @@ KINDS = ("schedule", "webhook", "watch")
 #: Fields that define what a trigger does (a published copy must match them).
 CONFIG_FIELDS = ("name", "kind", "agent", "schedule", "timezone", "watch_path", "input", "headers", "accept",
                  "overlap", "catch_up")
+
+
+#: What a production trigger's release item compares: its config and whether it is enabled.
+STATE_FIELDS = (*CONFIG_FIELDS, "enabled")
+#: Labels of state fields in change summaries.
+STATE_LABELS = {"name": "name", "kind": "kind", "agent": "agent", "schedule": "schedule", "timezone": "timezone",
+                "watch_path": "watch path", "input": "input", "headers": "headers", "accept": "body",
+                "overlap": "overlap", "catch_up": "catch up", "enabled": "enabled"}
+
+
+def trigger_state(t: Trigger | dict[str, Any]) -> dict[str, Any]:
+    """A trigger's state as a release item sees it (config + enabled)."""
+    get = t.get if isinstance(t, dict) else lambda f: getattr(t, f)
+    return {f: get(f) for f in STATE_FIELDS}
+
+
+def normalized_state(state: Any) -> dict[str, Any] | None:
+    """Release items recorded before ``enabled`` was part of the state meant enabled."""
+    if state is None:
+        return None
+    return {**state, "enabled": bool(state.get("enabled", True))}
+
+
+def _short_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def describe_trigger_change(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """``pause``, ``resume``, ``schedule */5 * * * * → 0 * * * *``... (comma separated)."""
+    parts = []
+    if before.get("enabled", True) != after.get("enabled", True):
+        parts.append("resume" if after.get("enabled", True) else "pause")
+    for f in CONFIG_FIELDS:
+        if before.get(f) != after.get(f):
+            parts.append(f"{STATE_LABELS[f]} {_short_value(before.get(f))} → {_short_value(after.get(f))}")
+    return ", ".join(parts) or "no change"
 
 
 def validate_cron(expr: str) -> str:
@@ -270,8 +312,15 @@ class TriggersService(ServiceBase):
     """Mixed into :class:`rf.services.Services`."""
 
     # ------------------------------------------------------------ reading
-    def _trigger_model(self, row: dict[str, Any], now: dt.datetime | None = None) -> Trigger:
+    def _trigger_model(self, row: dict[str, Any], now: dt.datetime | None = None,
+                       staged: dict[str, Any] | None = None) -> Trigger:
         t = Trigger(**row)
+        if staged is not None and t.env == "production" and t.live:
+            after = normalized_state(staged)
+            assert after is not None
+            if after != trigger_state(t):
+                t.staged_change = after
+                t.staged_summary = describe_trigger_change(trigger_state(t), after)
         if t.kind == "schedule" and t.schedule and t.enabled and t.live:
             base = parse_iso(t.last_scheduled_at) if t.last_scheduled_at else (now or utcnow())
             base = max(base, now or utcnow())
@@ -285,7 +334,8 @@ class TriggersService(ServiceBase):
     def list_triggers(self, env: str = "staging") -> list[Trigger]:
         check_env(env)
         now = utcnow()
-        return [self._trigger_model(r, now) for r in self.store.trigger_rows(env)]
+        staged = self.store.trigger_changes() if env == "production" else {}
+        return [self._trigger_model(r, now, staged.get(r["id"])) for r in self.store.trigger_rows(env)]
 
     def get_trigger(self, trigger_id: str, env: str | None = None) -> Trigger:
         row = self.store.get_trigger_row(trigger_id)
@@ -298,7 +348,8 @@ class TriggersService(ServiceBase):
         if row is None or (env is not None and row["env"] != check_env(env)):
             where = f" in {env}" if env else ""
             raise NotFound(f"no trigger {trigger_id!r}{where}", "list them: rf triggers list --env ENV")
-        return self._trigger_model(row)
+        staged = self.store.trigger_changes().get(row["id"]) if row["env"] == "production" else None
+        return self._trigger_model(row, staged=staged)
 
     # ------------------------------------------------------------ creating (staging)
     def create_trigger(
@@ -413,17 +464,18 @@ class TriggersService(ServiceBase):
         t.secret = secret
         return t
 
-    def _editable(self, trigger_id: str, what: str) -> Trigger:
+    def _editable(self, trigger_id: str, what: str, command: str = "edit") -> Trigger:
         t = self.get_trigger(trigger_id)
         if t.env == "production":
             raise ProductionReadOnly(
-                f"production is read-only: cannot {what} trigger {t.id}",
-                "edit the staging trigger, then stage a copy (rf triggers duplicate ID --env production) and publish it",
+                f"production is read-only: cannot {what} trigger {t.id} directly",
+                f"stage it as a release item: rf triggers {command} {t.id} --env production, then publish it "
+                f"(rf releases publish trigger:{t.id}), or add --now to publish that one change at once",
             )
         return t
 
     def set_trigger_enabled(self, trigger_id: str, enabled: bool) -> Trigger:
-        t = self._editable(trigger_id, "enable" if enabled else "disable")
+        t = self._editable(trigger_id, "enable" if enabled else "disable", "resume" if enabled else "pause")
         with self.store.transaction() as cur:
             self.store.update_trigger(cur, t.id, utcnow(), enabled=enabled)
         return self.get_trigger(t.id)
@@ -433,13 +485,174 @@ class TriggersService(ServiceBase):
         if t.env == "production" and t.live:
             raise ProductionReadOnly(
                 f"production is read-only: cannot delete live trigger {t.id}",
-                "roll back the release that published it: rf releases history, then rf releases rollback ID",
+                f"stop it at once: rf triggers pause {t.id} --env production --now (a one-item release); or roll "
+                "back the release that published it: rf releases history, then rf releases rollback ID",
             )
         with self.store.transaction() as cur:
             self.store.delete_trigger(cur, t.id)
         if t.kind == "webhook":
             self._delete_webhook_secret(t)
         return t
+
+    # ------------------------------------------------------------ editing
+    def edit_trigger(
+        self,
+        trigger_id: str,
+        env: str = "staging",
+        schedule: str | None = None,
+        timezone: str | None = None,
+        input: Any = None,
+        clear_input: bool = False,
+        agent: str | None = None,
+        name: str | None = None,
+        enabled: bool | None = None,
+        overlap: str | None = None,
+        catch_up: str | None = None,
+        now: bool = False,
+        author: str = "unknown",
+        message: str = "",
+        preview: bool = False,
+    ) -> TriggerChangeResult:
+        """Change a trigger; only the arguments given (not None) change.
+
+        ``env`` names the trigger's environment (a production trigger is only changed
+        with ``env="production"``). A staging trigger, or a production copy not yet
+        published, changes at once. A live production trigger's change is *staged*:
+        the release item ``trigger:ID`` (before → after) publishes it, and ``now=True``
+        publishes that one item at once (a recorded one-item release, through
+        ``publish_release``; never a direct write). ``preview=True`` changes nothing
+        and answers what would change (the item's before → after), for a confirmation.
+        """
+        check_env(env)
+        t = self.get_trigger(trigger_id)
+        if t.env != env:
+            if t.env == "production":
+                raise ProductionReadOnly(
+                    f"production is read-only: trigger {t.id} is a production trigger",
+                    f"stage the change for it: rf triggers edit {t.id} --env production ... (or pause/resume), "
+                    f"then publish it (rf releases publish trigger:{t.id}), or add --now to publish it at once")
+            raise NotFound(f"no trigger {t.id!r} in {env}", f"it is a {t.env} trigger: use --env {t.env}")
+        if now and t.env != "production":
+            raise UsageError("--now applies to production triggers: a staging change applies at once")
+        changes = {"schedule": schedule, "timezone": timezone, "agent": agent, "name": name, "enabled": enabled,
+                   "overlap": overlap, "catch_up": catch_up}
+        with self.store.write_lock:
+            t = self.get_trigger(t.id)
+            current = trigger_state(t)
+            if t.env == "production" and t.live:
+                return self._stage_production_change(t, changes, input, clear_input, now, author, message, preview)
+            after = self._changed_state(t, current, changes, input, clear_input)
+            if after == current:
+                return TriggerChangeResult(trigger=t, changed=False, summary="no change")
+            summary = describe_trigger_change(current, after)
+            if preview:
+                item = ReleaseItem(kind="trigger", name=t.id, summary=f"trigger {t.name} ({t.env}): {summary}",
+                                   before=current, after=after)
+                return TriggerChangeResult(trigger=t, changed=True, summary=summary, item=item,
+                                           staged=t.env == "production" and not now)
+            with self.store.transaction() as cur:
+                extra = {"last_scheduled_at": utcnow()} if self._restarts_schedule(current, after) else {}
+                self.store.set_trigger_state(cur, t.id, after, utcnow(), **extra)
+            if now:  # a staged production copy: publish it (it goes live) as a one-item release
+                release = self.publish_release([f"trigger:{t.id}"], author=author,  # type: ignore[attr-defined]
+                                               message=message or f"publish trigger {t.name} (production)")
+                return TriggerChangeResult(trigger=self.get_trigger(t.id), changed=True, summary=summary,
+                                           item=release.items[0], release_id=release.id)
+            return TriggerChangeResult(trigger=self.get_trigger(t.id), changed=True, summary=summary,
+                                       staged=t.env == "production")
+
+    def _stage_production_change(self, t: Trigger, changes: dict[str, Any], input: Any, clear_input: bool,
+                                 now: bool, author: str, message: str, preview: bool) -> TriggerChangeResult:
+        """Stage (and with ``now`` publish) a change of a live production trigger. Called under the write lock."""
+        live = trigger_state(t)
+        earlier = t.staged_change  # a change already staged (None: none)
+        if now:
+            # Publish exactly live + these changes; an earlier staged change stays pending, with them on top.
+            after = self._changed_state(t, live, changes, input, clear_input)
+        else:
+            after = self._changed_state(t, earlier or live, changes, input, clear_input)
+        summary = describe_trigger_change(live, after)
+        label = f"trigger {t.name} (production): {summary}"
+        if preview:
+            if after == live:
+                return TriggerChangeResult(trigger=t, changed=earlier is not None and not now,
+                                           summary="no change" if earlier is None or now else "staged change discarded")
+            return TriggerChangeResult(trigger=t, changed=True, staged=not now, summary=summary,
+                                       item=ReleaseItem(kind="trigger", name=t.id, summary=label, before=live,
+                                                        after=after))
+        with self.store.transaction() as cur:
+            if after == live:
+                self.store.delete_trigger_change(cur, t.id)
+            else:
+                self.store.put_trigger_change(cur, t.id, after, utcnow())
+        if after == live:
+            if now and earlier is not None:  # nothing to publish; the earlier staged change stays
+                with self.store.transaction() as cur:
+                    self.store.put_trigger_change(cur, t.id, earlier, utcnow())
+            return TriggerChangeResult(trigger=self.get_trigger(t.id), changed=earlier is not None and not now,
+                                       summary="no change" if earlier is None or now else "staged change discarded")
+        if not now:
+            item = ReleaseItem(kind="trigger", name=t.id, summary=label, before=live, after=after)
+            return TriggerChangeResult(trigger=self.get_trigger(t.id), changed=True, staged=True, summary=summary,
+                                       item=item)
+        release = self.publish_release(  # type: ignore[attr-defined]
+            [f"trigger:{t.id}"], author=author, message=message or f"{summary} trigger {t.name} (production) now")
+        if earlier is not None:
+            rebased = self._changed_state(t, earlier, changes, input, clear_input)
+            with self.store.transaction() as cur:
+                if rebased != after:
+                    self.store.put_trigger_change(cur, t.id, rebased, utcnow())
+        return TriggerChangeResult(trigger=self.get_trigger(t.id), changed=True, summary=summary,
+                                   item=release.items[0], release_id=release.id)
+
+    def _changed_state(self, t: Trigger, base: dict[str, Any], changes: dict[str, Any], input: Any,
+                       clear_input: bool) -> dict[str, Any]:
+        """``base`` with ``changes`` applied, validated like a new trigger's."""
+        state = dict(base)
+        if changes["schedule"] is not None or changes["timezone"] is not None:
+            if t.kind != "schedule":
+                raise UsageError(f"trigger {t.id} is a {t.kind} trigger: only schedule triggers have a schedule")
+            if changes["schedule"] is not None:
+                state["schedule"] = validate_cron(changes["schedule"])
+            if changes["timezone"] is not None:
+                state["timezone"] = validate_timezone(changes["timezone"] or None) if changes["timezone"] else None
+        if changes["agent"] is not None:
+            check_name("agent", changes["agent"])
+            if not self.store.agent_rows(changes["agent"]):
+                raise NotFound(f"unknown agent {changes['agent']!r}", f"deploy it first: rf agents deploy {changes['agent']}")
+            state["agent"] = changes["agent"]
+        if changes["name"] is not None:
+            if not isinstance(changes["name"], str) or not changes["name"].strip():
+                raise UsageError("a trigger's name cannot be empty")
+            state["name"] = changes["name"].strip()
+        if changes["enabled"] is not None:
+            state["enabled"] = bool(changes["enabled"])
+        if changes["overlap"] is not None:
+            if changes["overlap"] not in ("skip", "allow"):
+                raise UsageError("overlap must be skip or allow")
+            state["overlap"] = changes["overlap"]
+        if changes["catch_up"] is not None:
+            if changes["catch_up"] not in ("none", "last"):
+                raise UsageError("catch_up must be none or last")
+            state["catch_up"] = changes["catch_up"]
+        if clear_input and input is not None:
+            raise UsageError("give either a new input or clear it, not both")
+        if clear_input:
+            state["input"] = None
+        elif input is not None:
+            if t.kind == "watch" and not isinstance(input, dict):
+                raise UsageError("a watch trigger's input must be a JSON object (the changes are added to it)")
+            state["input"] = input
+        return state
+
+    @staticmethod
+    def _restarts_schedule(before: dict[str, Any] | None, after: dict[str, Any]) -> bool:
+        """Slots count from now when a trigger goes live, is resumed or gets a new schedule
+        (a paused trigger never fires the slots it missed)."""
+        if before is None:
+            return True
+        return (after.get("enabled", True) and not before.get("enabled", True)) or any(
+            before.get(f) != after.get(f) for f in ("schedule", "timezone"))
 
     # ------------------------------------------------------------ firing
     def trigger_input(self, t: Trigger, extra: dict[str, Any] | None = None) -> Any:
@@ -455,6 +668,10 @@ class TriggersService(ServiceBase):
         if not t.live:
             raise Conflict(f"trigger {t.id} is staged for production and not live yet",
                            f"publish it: rf releases publish trigger:{t.id}")
+        if not t.enabled:
+            raise Conflict(f"trigger {t.id} is {'paused' if t.env == 'production' else 'disabled'}: it does not fire",
+                           f"resume it: rf triggers resume {t.id} --env production --now" if t.env == "production"
+                           else f"enable it: rf triggers enable {t.id}")
         payload = input if input is not None else self.trigger_input(t)
         return self.invoke(t.env, t.agent, payload, None, f"trigger:{t.id}")  # type: ignore[attr-defined,no-any-return]
 
@@ -527,25 +744,47 @@ class TriggersService(ServiceBase):
         return {f: getattr(t, f) for f in CONFIG_FIELDS}
 
     def _release_pending_trigger(self) -> list[ReleaseItem]:
+        """Staged production copies (new, go live when published) and the changes staged
+        for live production triggers (pause, resume, edits), each before → after."""
         items = []
+        changes = self.store.trigger_changes()
         for row in self.store.trigger_rows("production"):
-            if row["live"]:
-                continue
             t = self._trigger_model(row)
-            what = {"schedule": f"schedule {t.schedule}" + (f" ({t.timezone})" if t.timezone else ""),
-                    "webhook": "webhook", "watch": f"watch {t.watch_path}"}[t.kind]
-            items.append(ReleaseItem(kind="trigger", name=t.id, summary=f"new {what} → agent {t.agent} ({t.name})",
-                                     before=None, after=self._trigger_config(t)))
+            if not row["live"]:
+                what = {"schedule": f"schedule {t.schedule}" + (f" ({t.timezone})" if t.timezone else ""),
+                        "webhook": "webhook", "watch": f"watch {t.watch_path}"}[t.kind]
+                paused = "" if t.enabled else " (paused)"
+                items.append(ReleaseItem(kind="trigger", name=t.id,
+                                         summary=f"new {what} → agent {t.agent} ({t.name}){paused}",
+                                         before=None, after=trigger_state(t)))
+                continue
+            staged = normalized_state(changes.get(t.id))
+            current = trigger_state(t)
+            if staged is not None and staged != current:
+                items.append(ReleaseItem(
+                    kind="trigger", name=t.id, before=current, after=staged,
+                    summary=f"trigger {t.name} (production): {describe_trigger_change(current, staged)}"))
         return items
 
     def _release_apply_trigger(self, cur: duckdb.DuckDBPyConnection, name: str, before: Any, after: Any) -> None:
+        """Make production trigger ``name`` the state ``after`` (None: not live, i.e. staged again)."""
         row = self.store.get_trigger_row(name, cur)
         if row is None or row["env"] != "production":
             raise Conflict(f"production trigger {name} no longer exists", "re-run rf releases plan")
-        current = self._trigger_config(Trigger(**row)) if row["live"] else None
-        if current != before:
+        current = trigger_state(row) if row["live"] else None
+        if current != normalized_state(before):
             raise Conflict(f"production changed since the plan: trigger {name}", "re-run rf releases plan")
-        if after is not None and self._trigger_config(Trigger(**row)) != after:
-            raise Conflict(f"the staged trigger {name} changed since the plan", "re-run rf releases plan")
-        # Published: live from now on; schedule slots count from the publish, not from creation.
-        self.store.update_trigger(cur, name, utcnow(), live=after is not None, last_scheduled_at=utcnow())
+        now = utcnow()
+        if after is None:
+            self.store.update_trigger(cur, name, now, live=False)
+            return
+        state = normalized_state(after)
+        assert state is not None
+        extra: dict[str, Any] = {"live": True}
+        # Published (or resumed, or rescheduled): slots count from now, never the ones missed meanwhile.
+        if self._restarts_schedule(current, state):
+            extra["last_scheduled_at"] = now
+        self.store.set_trigger_state(cur, name, state, now, **extra)
+        staged = self.store.trigger_changes(cur).get(name)
+        if staged is not None and normalized_state(staged) == state:
+            self.store.delete_trigger_change(cur, name)
