@@ -61,6 +61,45 @@ class ConfirmModal(ModalScreen[bool]):
         self.dismiss(True)
 
 
+class ChoiceModal(ModalScreen[str | None]):
+    """Like :class:`ConfirmModal`, with several ways to go ahead: dismisses with the chosen
+    button's id (None on cancel). ``choices``: ``(id, label, variant)``, the last one focused."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, title: str, body: RenderableType | str, choices: list[tuple[str, str, str]],
+                 *, note: str = "") -> None:
+        super().__init__(classes="confirm")
+        self._title = title
+        self._body = body
+        self._choices = choices
+        self._note = note
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Static(self._title, id="dialog-title", markup=False)
+            with VerticalScroll(id="dialog-body"):
+                yield Static(self._body, markup=isinstance(self._body, str))
+            if self._note:
+                yield Static(self._note, id="dialog-note", markup=False)
+            with Horizontal(id="dialog-buttons"):
+                yield Button("Cancel", id="cancel")
+                for choice, label, variant in self._choices:
+                    yield Button(label, id=f"choice-{choice}", variant=variant)  # type: ignore[arg-type]
+        yield RfFooter()
+
+    def on_mount(self) -> None:
+        if self._choices:
+            self.query_one(f"#choice-{self._choices[-1][0]}", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        button = event.button.id or ""
+        self.dismiss(button.removeprefix("choice-") if button.startswith("choice-") else None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
 class FormModal(ModalScreen[Any]):
     """A small form: fields, an inline error line per field, Save/Cancel.
 

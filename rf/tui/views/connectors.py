@@ -1,7 +1,10 @@
-"""Connectors: this environment's instances, their config (credential names, never values) and resources.
+"""Connectors: this environment's instances, their settings (credential names, never values) and resources.
 
 In staging, resources can be added, changed and removed; production gets
-them by publishing the connector from Releases.
+them by publishing the connector from Releases. Settings (base URL, auth,
+credential, timeout...) belong to each environment: the settings form (s)
+edits staging's at once, or prepares production's, which Releases then lists
+as their own item (``connector:SLUG@production``).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from textual.containers import Horizontal
 from textual.widgets import DataTable, Input, Label, Select, Static, TextArea
 
 from rf.errors import RfError
-from rf.models import Connector, ConnectorResource
+from rf.models import Connector, ConnectorResource, ConnectorSettings
 from rf.tui import render
 from rf.tui.calls import run_call
 from rf.tui.format import ago, one_line, plural
@@ -249,15 +252,105 @@ class ConnectorForm(FormModal):
         )
 
 
+class ConnectorSettingsForm(FormModal):
+    """A connector's settings: staging's (saved at once) or production's (prepared here, published from Releases)."""
+
+    SUBMIT_LABEL = "Save"
+
+    def __init__(self, connector: Connector, target: str = "staging") -> None:
+        super().__init__(classes="form")
+        self.connector = connector
+        self.target = target
+        self.TITLE_TEXT = f"Settings of connector {connector.slug}"
+
+    def _settings(self, target: str) -> dict[str, Any]:
+        view = self.connector.settings
+        if view is None:
+            return {}
+        if target == "production":
+            return view.prepared or view.production or view.staging or {}
+        return view.staging or {}
+
+    def compose_form(self) -> ComposeResult:
+        current = self._settings(self.target)
+        yield self.field_error("form")
+        yield Label("Settings of", classes="field-label")
+        yield Select[str](
+            [("staging (saved at once)", "staging"), ("production (prepared; a release item)", "production")],
+            value=self.target, allow_blank=False, id="target", compact=True)
+        yield Label("Base URL", classes="field-label")
+        yield Input(current.get("base_url", ""), id="base-url")
+        yield self.field_error("base-url")
+        yield Label("Auth", classes="field-label")
+        yield Select[str]([(a, a) for a in AUTH_KINDS], value=current.get("auth") or "none", allow_blank=False,
+                          id="auth", compact=True)
+        yield Label("Credential name (not the value)", classes="field-label")
+        yield Input(current.get("credential") or "", placeholder="e.g. crm-token (optional)", id="credential")
+        yield self.field_error("credential")
+        yield Label("Timeout (seconds)", classes="field-label")
+        yield Input(f"{current.get('timeout_s', 30):g}", id="timeout")
+        yield self.field_error("timeout")
+
+    def on_mount(self) -> None:
+        self.query_one("#base-url", Input).focus()
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id != "target" or not isinstance(event.value, str) or event.value == self.target:
+            return
+        self.target = event.value
+        current = self._settings(self.target)
+        self.query_one("#base-url", Input).value = current.get("base_url", "")
+        self.query_one("#auth", Select).value = current.get("auth") or "none"
+        self.query_one("#credential", Input).value = current.get("credential") or ""
+        self.query_one("#timeout", Input).value = f"{current.get('timeout_s', 30):g}"
+        self.clear_errors()
+
+    def submit(self) -> None:
+        base_url = self.query_one("#base-url", Input).value.strip()
+        if not base_url.startswith(("http://", "https://")):
+            self.show_error("base-url", "The base URL must start with http:// or https://.")
+            return
+        try:
+            timeout = float(self.query_one("#timeout", Input).value.strip() or "30")
+        except ValueError:
+            self.show_error("timeout", "The timeout must be a number of seconds.")
+            return
+        auth_value = self.query_one("#auth", Select).value
+        auth = auth_value if isinstance(auth_value, str) else "none"
+        credential = self.query_one("#credential", Input).value.strip()
+        backend, slug, target = self.rf.backend, self.connector.slug, self.target
+
+        def failed(exc: Exception) -> bool:
+            self.set_busy(False)
+            if not isinstance(exc, RfError):
+                return False
+            lowered = exc.message.lower()
+            where = ("base-url" if "url" in lowered else "credential" if "credential" in lowered
+                     else "timeout" if "timeout" in lowered else "form")
+            self.show_error(where, exc.message + (f" — {exc.hint}" if exc.hint else ""))
+            return True
+
+        self.set_busy(True)
+        run_call(
+            self,
+            lambda: (target, backend.edit_connector(slug, base_url=base_url, auth=auth, credential=credential,
+                                                    timeout_s=timeout, target=target)),
+            self.dismiss,
+            failed=failed,
+            group="save",
+        )
+
+
 class ConnectorsView(View):
     TITLE = "Connectors"
     KEY = "connectors"
     GROUP = "Build"
     CSS_FILE = "views/connectors.tcss"
     REQUIRES = ("list_connectors",)
-    WRITE_ACTIONS = frozenset({"new_connector", "add_resource", "edit_resource", "remove_resource"})
+    WRITE_ACTIONS = frozenset({"new_connector", "edit_settings", "add_resource", "edit_resource", "remove_resource"})
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("n", "new_connector", "New connector"),
+        Binding("s", "edit_settings", "Settings"),
         Binding("a", "add_resource", "Add resource"),
         Binding("m", "edit_resource", "Edit resource"),
         Binding("delete", "remove_resource", "Remove resource", key_display="del"),
@@ -378,8 +471,27 @@ class ConnectorsView(View):
         table.add_row("headers", Text(", ".join(f"{k}: {v}" for k, v in c.headers.items()) or "—"))
         table.add_row("timeout", f"{c.timeout_s:g} s, {plural(c.retries, 'retry', 'retries')}")
         table.add_row("mode", "mock responses" if c.mock else "live calls")
-        tip = "a adds a resource · m edits · del removes · tab moves between tables" if not self.read_only else ""
+        if c.settings is not None:
+            self.settings_rows(table, c)
+        tip = ("s: settings (staging's, or production's) · a adds a resource · m edits · del removes · "
+               "tab moves between tables") if not self.read_only else ""
         return Group(Text.assemble((c.slug, "bold"), "\n"), table, Text(f"\n{tip}", style="dim"))
+
+    @staticmethod
+    def settings_rows(table: Any, c: Connector) -> None:
+        """The other environment's base URL, and production's prepared settings when pending."""
+        view: ConnectorSettings | None = c.settings
+        if view is None:
+            return
+        other = "production" if c.env == "staging" else "staging"
+        theirs = view.production if other == "production" else view.staging
+        table.add_row(f"{other} URL", Text(theirs["base_url"] if theirs else "— (no instance)",
+                                           style="" if theirs else "dim"))
+        if view.pending:
+            table.add_row("prepared", Text(view.summary + " — publish from Releases", style="yellow"))
+        elif view.production is None and view.prepared is not None:
+            table.add_row("prepared", Text(f"production: {view.prepared['base_url']} (used by the first publish)",
+                                           style="yellow"))
 
     # ------------------------------------------------------------ actions
     def action_focus_next_table(self) -> None:
@@ -411,6 +523,33 @@ class ConnectorsView(View):
             self._done(f"Connector {result.slug} created")(result)
 
         self.app.push_screen(ConnectorForm(), created)
+
+    def action_edit_settings(self) -> None:
+        if self.refuse_in_production():
+            return
+        c = self.selected()
+        if c is None:
+            self.rf.notify("Create a connector first (key n).", severity="warning")
+            return
+
+        def saved(answer: tuple[str, Connector] | None) -> None:
+            if answer is None:
+                return
+            target, result = answer
+            if target == "production":
+                view = result.settings
+                what = ("publish them from Releases (connector " + c.slug + "@production)" if view and view.pending
+                        else "its first publish uses them" if view and view.production is None
+                        else "production already has them")
+                self.rf.notify(f"Production settings of {c.slug} prepared — {what}.", title="Prepared",
+                               markup=False)
+                self.reload()
+                return
+            self.rf.notify(f"Settings of {c.slug} saved in staging (production keeps its own).",
+                           title="Saved in staging", markup=False)
+            self.reload()
+
+        self.app.push_screen(ConnectorSettingsForm(c), saved)
 
     def action_add_resource(self) -> None:
         if self.refuse_in_production():
@@ -463,6 +602,9 @@ class ConnectorsView(View):
         if self.read_only:
             return
         yield Command("New connector", self.action_new_connector, "Create a staging connector (key n)")
+        if self.connectors:
+            yield Command("Edit the selected connector's settings", self.action_edit_settings,
+                          "Staging's, or prepare production's (key s)")
         for c in self.connectors:
             yield Command(f"Add a resource to connector {c.slug}", partial(self._add, c.slug), "Staging instance")
 

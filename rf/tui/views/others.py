@@ -2,7 +2,10 @@
 
 In staging each view also offers the edits the CLI can make: new triggers
 (and staged production copies), knowledge base search and uploads, data
-source queries and new file sources. Production hides them all.
+source queries and new file sources. Production hides them all, except the
+production Triggers screen's pause/resume and edit: each opens a dialog that
+names what will change and either stages it as a release item or publishes
+that one item at once (a recorded one-item release).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from rf.errors import RfError, UsageError
 from rf.kb.files import collect_files, document_path
 from rf.tui.calls import run_call
 from rf.tui.format import one_line
-from rf.tui.modals import FormModal
+from rf.tui.modals import ChoiceModal, FormModal
 from rf.tui.views.base import Command
 from rf.tui.views.connectors import parse_json_field
 from rf.tui.views.generic import ListView
@@ -30,7 +33,7 @@ from rf.tui.widgets import RfFooter, Table
 
 if TYPE_CHECKING:
     from rf.client import Backend
-    from rf.models import DataQueryResult, KBSearchResult, KBUploadResult, Trigger
+    from rf.models import DataQueryResult, KBSearchResult, KBUploadResult, Trigger, TriggerChangeResult
 
 TRIGGER_KINDS = ("schedule", "webhook", "watch")
 PIECE_BYTES = 512 * 1024  #: as rf kb upload: over HTTP a bigger file is sent in pieces
@@ -131,6 +134,129 @@ class TriggerForm(FormModal):
         run_call(self, create, self.dismiss, failed=failed, group="save")
 
 
+class TriggerEditForm(FormModal):
+    """Change a trigger. Staging: saved at once. Production: checked, then the view asks
+    whether to stage the change as a release item or publish it now."""
+
+    SUBMIT_LABEL = "Save"
+
+    def __init__(self, trigger: Trigger) -> None:
+        super().__init__(classes="form wide")
+        self.trigger = trigger
+        production = trigger.env == "production"
+        self.TITLE_TEXT = (f"Change production trigger {trigger.name} (a release item)" if production
+                           else f"Edit trigger {trigger.name} (staging)")
+        self.SUBMIT_LABEL = "Review" if production else "Save"
+
+    def compose_form(self) -> ComposeResult:
+        import json
+
+        t = self.trigger
+        yield self.field_error("form")
+        yield Label("Name", classes="field-label")
+        yield Input(t.name, id="name")
+        yield self.field_error("name")
+        yield Label("Agent", classes="field-label")
+        yield Input(t.agent, id="agent")
+        yield self.field_error("agent")
+        if t.kind == "schedule":
+            yield Label("Cron expression", classes="field-label")
+            yield Input(t.schedule or "", id="spec")
+            yield self.field_error("spec")
+        yield Label("Input (JSON, optional)", classes="field-label")
+        yield TextArea(json.dumps(t.input, indent=2) if t.input is not None else "", id="input", classes="json")
+        yield self.field_error("input")
+
+    def on_mount(self) -> None:
+        self.query_one("#name", Input).focus()
+
+    def changes(self) -> dict[str, Any] | None:
+        """The fields that differ from the trigger (None: a field has an error)."""
+        t = self.trigger
+        out: dict[str, Any] = {}
+        name = self.query_one("#name", Input).value.strip()
+        agent = self.query_one("#agent", Input).value.strip()
+        if not name:
+            self.show_error("name", "A name is required.")
+            return None
+        if not agent:
+            self.show_error("agent", "An agent is required.")
+            return None
+        if name != t.name:
+            out["name"] = name
+        if agent != t.agent:
+            out["agent"] = agent
+        if t.kind == "schedule":
+            spec = self.query_one("#spec", Input).value.strip()
+            if not spec:
+                self.show_error("spec", 'A schedule trigger needs a cron expression (e.g. "*/5 * * * *").')
+                return None
+            if spec != t.schedule:
+                out["schedule"] = spec
+        text = self.query_one("#input", TextArea).text
+        value, error = parse_json_field(text, "the input")
+        if error:
+            self.show_error("input", error)
+            return None
+        if value != t.input:
+            out["input" if value is not None else "clear_input"] = value if value is not None else True
+        return out
+
+    def submit(self) -> None:
+        changes = self.changes()
+        if changes is None:
+            return
+        if not changes:
+            self.show_error("form", "Nothing changed.")
+            return
+        backend, t = self.rf.backend, self.trigger
+        production = t.env == "production"
+
+        def save() -> tuple[dict[str, Any], TriggerChangeResult]:
+            # Production: a preview (nothing changes yet); the view asks how to publish it.
+            return changes, backend.edit_trigger(t.id, env=t.env, preview=production, **changes)
+
+        def failed(exc: Exception) -> bool:
+            self.set_busy(False)
+            if not isinstance(exc, RfError):
+                return False
+            lowered = exc.message.lower()
+            where = ("spec" if "cron" in lowered or "schedule" in lowered else "agent" if "agent" in lowered
+                     else "input" if "input" in lowered else "name" if "name" in lowered else "form")
+            if where == "spec" and t.kind != "schedule":
+                where = "form"
+            self.show_error(where, _message(exc))
+            return True
+
+        self.set_busy(True)
+        run_call(self, save, self.dismiss, failed=failed, group="save")
+
+
+def production_change_body(result: TriggerChangeResult) -> Text:
+    """What a production trigger change does, field by field (before → after), for the dialog."""
+    import json
+
+    item = result.item
+    text = Text()
+    if item is None:
+        return text
+    text.append(item.summary + "\n\n", style="bold")
+    before, after = item.before or {}, item.after or {}
+    for key in sorted(set(before) | set(after)):
+        if before.get(key) != after.get(key):
+            def shown(v: Any, key: str = key) -> str:
+                return ("enabled" if v else "paused") if key == "enabled" else one_line(json.dumps(v), 40)
+
+            text.append(f"  {key}: ", style="bold")
+            text.append(shown(before.get(key)), style="#f87171")
+            text.append(" → ")
+            text.append(shown(after.get(key)) + "\n", style="#34d399")
+    text.append("\nStage for release: a pending item (trigger:" + item.name + "), published from Releases.\n"
+                "Publish now: a one-item release at once, recorded in the release history (roll back from there).",
+                style="dim")
+    return text
+
+
 def _signing_note(trigger: Trigger) -> str:
     """How callers use a new webhook's secret (shown under it, once)."""
     return ("Copy it now: rf never shows it again. Callers sign each request with it:\n"
@@ -183,8 +309,12 @@ class TriggersView(ListView):
     EMPTY_TEXT = "No triggers in this environment — create one in staging: press n (or rf triggers create --agent AGENT --schedule CRON)"
     NOUN = "trigger"
     WRITE_ACTIONS = frozenset({"toggle_enabled", "new_trigger", "stage_production_copy"})
+    BANNER = ("Production triggers change only by release: p pauses or resumes, m edits — each staged as a "
+              "release item or published now. Press e for staging.")
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("space", "toggle_enabled", "Enable/disable"),
+        Binding("p", "pause_resume", "Pause/resume"),
+        Binding("m", "edit_trigger", "Edit"),
         Binding("n", "new_trigger", "New trigger"),
         Binding("c", "stage_production_copy", "Stage production copy"),
     ]
@@ -200,6 +330,77 @@ class TriggersView(ListView):
             return
         enabled = not item.enabled
         self.call(lambda: self.backend.set_trigger_enabled(item.id, enabled), lambda _: self.reload(), group="toggle")
+
+    def action_pause_resume(self) -> None:
+        """Staging: enable/disable at once. Production: a dialog naming the change (stage it, or publish now)."""
+        item = next((i for i in self.items if self.key_of(i) == self.place), None) or self.selected_item()
+        if item is None:
+            return
+        if not self.read_only:
+            self.place = item.id
+            self.action_toggle_enabled()
+            return
+        backend, pause = self.backend, bool(item.enabled)
+        self.call(lambda: backend.edit_trigger(item.id, env="production", enabled=not pause, now=True, preview=True),
+                  lambda result: self.ask_production_change(item, {"enabled": not pause}, result,
+                                                            "Pause" if pause else "Resume"),
+                  group="preview")
+
+    def action_edit_trigger(self) -> None:
+        item = next((i for i in self.items if self.key_of(i) == self.place), None) or self.selected_item()
+        if item is None:
+            self.rf.notify("Create a trigger first (key n, in staging).", severity="warning")
+            return
+        if item.env == "production" and not item.live:
+            self.rf.notify("This production copy is staged, not live: edit its staging trigger, or publish it "
+                           "from Releases.", severity="warning")
+            return
+
+        def edited(answer: tuple[dict[str, Any], TriggerChangeResult] | None) -> None:
+            if answer is None:
+                return
+            changes, result = answer
+            if item.env == "production":
+                self.ask_production_change(item, changes, result, "Change")
+                return
+            self.reload()
+            self.rf.notify(f"Trigger {item.name}: {result.summary}", title="Saved in staging", markup=False)
+
+        self.app.push_screen(TriggerEditForm(item), edited)
+
+    def ask_production_change(self, item: Trigger, changes: dict[str, Any], preview: TriggerChangeResult,
+                              verb: str) -> None:
+        """The confirm dialog of a production trigger change: it names the change; stage or publish now."""
+        if not preview.changed or preview.item is None:
+            self.rf.notify(f"Trigger {item.name}: nothing to change in production.", markup=False)
+            return
+        backend = self.backend
+
+        def chosen(choice: str | None) -> None:
+            if choice not in ("stage", "now"):
+                return
+            from rf.config import git_author
+
+            now = choice == "now"
+
+            def done(result: TriggerChangeResult) -> None:
+                self.reload()
+                if result.release_id:
+                    self.rf.notify(f"Trigger {item.name}: {result.summary} — published now (release "
+                                   f"{result.release_id}).", title="Production changed", markup=False)
+                else:
+                    self.rf.notify(f"Trigger {item.name}: {result.summary} — staged; publish it from Releases.",
+                                   title="Staged", markup=False)
+
+            self.call(lambda: backend.edit_trigger(item.id, env="production", now=now, author=git_author(),
+                                                   **changes),
+                      done, group="production-change")
+
+        self.app.push_screen(
+            ChoiceModal(f"{verb} trigger {item.name} in production?", production_change_body(preview),
+                        [("now", "Publish now", "error"), ("stage", "Stage for release", "primary")]),
+            chosen,
+        )
 
     def action_new_trigger(self) -> None:
         if self.refuse_in_production():
@@ -255,6 +456,10 @@ class TriggersView(ListView):
         self.call(lambda: backend.duplicate_trigger(item.id, "production"), done, group="duplicate")
 
     def commands(self) -> Iterable[Command]:
+        if self.items:
+            where = "a release item, or published now" if self.read_only else "staging, at once"
+            yield Command("Pause or resume the selected trigger", self.action_pause_resume, f"{where} (key p)")
+            yield Command("Edit the selected trigger", self.action_edit_trigger, f"{where} (key m)")
         if self.read_only:
             return
         yield Command("New trigger", self.action_new_trigger, "Schedule, webhook or watch, in staging (key n)")
