@@ -232,7 +232,7 @@ def load_workspace(root: Path) -> Workspace:
 
 
 RF_TOML_TEMPLATE = """\
-# rf workspace — https://example.invalid/rf (see README)
+# rf workspace: agents live in agents/NAME/, state in .rf/ (see `rf --help`)
 [workspace]
 name = "{name}"
 id = "{id}"
@@ -579,7 +579,7 @@ def snapshot_dir(directory: Path) -> dict[str, bytes]:
 
 
 def git_author() -> str:
-    """The commit author: git's user.name, else $USER."""
+    """The commit author: git's user.name, else $USER, else the OS login name."""
     import subprocess
 
     try:
@@ -590,4 +590,12 @@ def git_author() -> str:
             return out
     except (OSError, subprocess.SubprocessError):
         pass
-    return os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
+    name = os.environ.get("USER") or os.environ.get("USERNAME") or os.environ.get("LOGNAME")
+    if name:
+        return name
+    try:  # no $USER (a container, cron, a service): the OS account's login name
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name or "unknown"
+    except (ImportError, KeyError, OSError):
+        return "unknown"
