@@ -162,7 +162,7 @@ def create_app(services: Services, token: str, *, max_body_bytes: int = 1024 * 1
         thread = await asyncio.to_thread(services.get_session, session_id, env, name)
         return to_dict(thread)  # type: ignore[no-any-return]
 
-    @post("/{env:str}/hooks/{trigger_id:str}", summary="Webhook trigger (secret required)", tags=["endpoints"],
+    @post("/{env:str}/hooks/{trigger_id:str}", summary="Webhook trigger (signed: X-RF-Signature t=…,v1=…)", tags=["endpoints"],
           status_code=200, operation_class=_operation_class(body={}, body_media="*/*", body_required=False),
           responses={**_error_responses(body=True, token=False), 200: ResponseSpec(
               RunResult, generate_examples=False, description="the triggered run's output"),
