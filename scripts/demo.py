@@ -211,8 +211,21 @@ def support_bot(tmp: Path) -> None:
         draft.write_text("You are {{product}}'s support assistant. Greet {{customer}} by name. Answer in one sentence.\n")
         rf("prompts", "set", "support-system", "--file", str(draft), cwd=ws)
         rf("connectors", "edit", "crm", "--base-url", f"http://127.0.0.1:{port}/sandbox", cwd=ws)
+        rf("connectors", "resources", "add", "crm", "list-orders", "--method", "GET",
+           "--path", "/customers/{id}/orders", cwd=ws)
         rf("prompts", "diff", "support-system", cwd=ws)
         rf("releases", cwd=ws)
+
+        step("13b. publish the CRM's new resource: its settings stay per environment")
+        rf("connectors", "diff", "crm", cwd=ws)
+        rf("connectors", "publish", "crm", "--yes", "-m", "CRM: list orders", cwd=ws)
+        prod_crm = json.loads(rf("connectors", "show", "crm", "--env", "production", "--json", cwd=ws,
+                                 quiet=True).stdout)
+        staging_crm = json.loads(rf("connectors", "show", "crm", "--json", cwd=ws, quiet=True).stdout)
+        expect(prod_crm["base_url"].endswith("/live") and staging_crm["base_url"].endswith("/sandbox")
+               and {r["slug"] for r in prod_crm["resources"]} == {"get-customer", "list-orders"},
+               "the second publish carried the new resource, not staging's sandbox URL: "
+               "production's connector still points at the live CRM")
 
         step("14. the same agent, two environments: different prompt versions and CRM instances")
         server, base = start_server(ws)

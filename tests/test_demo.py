@@ -26,6 +26,7 @@ def test_demo_runs_the_whole_workflow() -> None:
         "production now serves the new greeting",
         "rf test resolved the draft prompt and staging CRM",
         "staging renders draft v2, production the published v1",
+        "production's connector still points at the live CRM",
         "staging calls the sandbox CRM, production the live one",
         "demo complete",
     ):

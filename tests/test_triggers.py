@@ -166,9 +166,10 @@ def test_webhooks_over_http(ws: Any, server: ServerProc) -> None:
     old_sig = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     assert httpx.post(url, content=body, headers={"X-RF-Signature": old_sig}).status_code == 401
     # several v1 values (a secret being rotated): one right one is enough
-    t_now = int(time.time())
-    rotated = sign_webhook("old-secret", body, t_now) + ",v1=" + sign_webhook(secret, body, t_now).split("v1=")[1]
-    assert httpx.post(url, content=body, headers={"X-RF-Signature": rotated}).status_code == 200
+    # (another body: the same body signed in the same second as `ok` would be a replay)
+    t_now, other = int(time.time()), json.dumps({"name": "rotated"}).encode()
+    rotated = sign_webhook("old-secret", other, t_now) + ",v1=" + sign_webhook(secret, other, t_now).split("v1=")[1]
+    assert httpx.post(url, content=other, headers={"X-RF-Signature": rotated}).status_code == 200
     r = httpx.post(url, content=b"not json", headers=signed(secret, b"not json"))
     assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
     other_env = server.url + f"/production/hooks/{t['id']}"
