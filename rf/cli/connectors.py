@@ -425,7 +425,10 @@ def publish(
         print_json(result)
         return
     if not result.changed:
-        info(f"{slug}: production already matches staging — nothing to publish")
+        info(f"{slug}: production already has staging's resources — nothing to publish")
+        if d.settings is not None and d.settings.pending:
+            info(f"[dim]  its prepared production settings are pending: rf releases publish "
+                 f"connector:{slug}@production[/dim]")
         return
     success(f"published connector [bold]{slug}[/bold] to [production]production[/production]: {result.summary} "
             f"(release {result.release_id})")
