@@ -234,7 +234,7 @@ def test_releases_diff_shows_connector_changes(ws: Any) -> None:
         b.create_connector("crm", "http://127.0.0.1:9/live")
         b.add_resource("crm", "get-customer", "GET", "/customers/{id}")
         assert b.publish_connector("crm", "ada").changed
-        b.edit_connector("crm", base_url="http://127.0.0.1:9/sandbox")
+        b.edit_connector("crm", target="production", base_url="http://127.0.0.1:9/live2")
         b.add_resource("crm", "list-orders", "GET", "/orders")
         b.remove_resource("crm", "get-customer")
         production_hash = b.diff_connector("crm").production
@@ -242,7 +242,7 @@ def test_releases_diff_shows_connector_changes(ws: Any) -> None:
         b.close()
     r = run_rf("releases", "diff", cwd=ws.root)
     assert r.returncode == 0, r.stderr
-    assert "~ base URL: http://127.0.0.1:9/live → http://127.0.0.1:9/sandbox" in r.stdout
+    assert "~ base URL: http://127.0.0.1:9/live → http://127.0.0.1:9/live2" in r.stdout
     assert "+ resource list-orders" in r.stdout and "- resource get-customer" in r.stdout
     assert f'production: "{production_hash}"' not in r.stdout
 
