@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -145,7 +144,9 @@ def main() -> int:
     finally:
         stop(server)
         if not keep:
-            shutil.rmtree(tmp, ignore_errors=True)
+            from rf.runtime.pool import remove_tree  # commit caches are read-only
+
+            remove_tree(tmp)
 
 
 def stop(proc: subprocess.Popen[str] | None) -> None:
