@@ -53,7 +53,10 @@ ROUTES: list[Route] = [
     Route("deploy", "POST", "/agents/{name}/deploy", models.DeployResult, binary=("files",),
           summary="Snapshot files into a commit and point staging at it"),
     Route("promote", "POST", "/agents/{name}/promote", models.PromoteResult,
-          summary="Point production at staging's commit (a one-item release)"),
+          summary="Point production at staging's commit: the release plan of agent:NAME (dependency "
+                  "warnings, with_deps, strict, plan_id), recorded as a release"),
+    Route("delete_agent", "DELETE", "/agents/{name}", models.DeleteResult,
+          summary="Delete an agent from staging at once (production's removal is a release item)"),
     Route("run_test", "POST", "/agents/{name}/test", models.Execution, binary=("files",),
           summary="Run working-copy files in staging mode (rf test)"),
     # `source` is the execution's provenance ("invoke", "endpoint", "trigger:ID", "test"):
@@ -80,6 +83,9 @@ PROMPT_ROUTES: list[Route] = [
           summary="Published vs draft text"),
     Route("publish_prompt", "POST", "/prompts/{name}/publish", models.PromptPublishResult,
           summary="Point production at the draft (a one-item release)"),
+    Route("delete_prompt", "DELETE", "/prompts/{name}", models.DeleteResult,
+          summary="Delete (archive) a prompt in staging at once; versions stay (production's removal "
+                  "is a release item)"),
 ]
 CONNECTOR_ROUTES: list[Route] = [
     Route("list_connectors", "GET", "/connectors", [models.Connector],

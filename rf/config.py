@@ -52,6 +52,16 @@ def check_name(kind: str, name: str, *, where: str = "", error: type[RfError] = 
     return name
 
 
+def check_limit(limit: Any, most: int, what: str = "limit") -> int:
+    """A list's row limit: a whole number from 1 to *most* (the one check and message of every
+    list method, so nothing else reaches the database), else UsageError stating the range."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= most:
+        given = repr(limit)
+        given = given if len(given) <= 24 else given[:24] + "…"
+        raise UsageError(f"{what} must be a whole number between 1 and {most}, not {given}")
+    return limit
+
+
 # ---------------------------------------------------------------- declared keys
 #
 # Every key rf reads from rf.toml and agent.toml, per table: "" is the top level,

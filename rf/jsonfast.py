@@ -65,3 +65,48 @@ def loads(data: bytes | str) -> Any:
     if _decode is None:
         _load()
     return _decode(data)  # msgspec.DecodeError is a ValueError
+
+
+#: The deepest nesting of objects and arrays :func:`loads_limited` accepts (``{"input": [1]}``
+#: is 2 levels): what every JSON body sent to ``rf serve`` may have. Deeper values would reach
+#: recursive code (a decoder, a renderer, ``to_dict``) that fails far from the request.
+MAX_DEPTH = 64
+
+
+class TooDeep(ValueError):
+    """JSON nested deeper than the limit of :func:`loads_limited`."""
+
+    def __init__(self, max_depth: int) -> None:
+        super().__init__(f"it nests objects and arrays more than {max_depth} levels deep")
+        self.max_depth = max_depth
+
+
+def loads_limited(data: bytes, max_depth: int = MAX_DEPTH) -> Any:
+    """:func:`loads` for what a client sends: also TooDeep (a ValueError) when objects and
+    arrays nest more than *max_depth* levels deep.
+
+    Cheap on the usual body: nesting *max_depth* + 1 deep takes at least that many ``[``/``{``
+    bytes (and twice that many bytes in all), so a body with fewer is decoded at once; only a
+    body with more is walked after decoding (a pass over its containers)."""
+    if len(data) > 2 * max_depth + 1 and data.count(b"{") + data.count(b"[") > max_depth:
+        try:
+            value = loads(data)
+        except RecursionError:  # deeper than the interpreter's own limit
+            raise TooDeep(max_depth) from None
+        if _deeper_than(value, max_depth):
+            raise TooDeep(max_depth)
+        return value
+    return loads(data)
+
+
+def _deeper_than(value: Any, max_depth: int) -> bool:
+    """Whether *value* (decoded JSON: dicts, lists, scalars) nests more than *max_depth* deep:
+    one level at a time, each a single comprehension over the containers of the level above."""
+    level = [value] if type(value) is dict or type(value) is list else []
+    for _ in range(max_depth):
+        if not level:
+            return False
+        level = [item for container in level
+                 for item in (container.values() if type(container) is dict else container)
+                 if type(item) is dict or type(item) is list]
+    return bool(level)

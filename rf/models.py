@@ -92,6 +92,22 @@ class PromoteResult:
     after: str
     changed: bool
     release_id: str | None = None
+    #: the plan's warnings: dependencies production lacks, removals still in use (see ReleasePlan)
+    warnings: list[str] = field(default_factory=list)
+    #: every item the release published (the agent, and its dependencies with ``with_deps``)
+    items: list[ReleaseItem] = field(default_factory=list)
+
+
+@dataclass
+class DeleteResult:
+    """What a delete did in staging (at once), and what waits for production (a release item)."""
+
+    kind: str  #: agent | prompt | connector | resource | trigger
+    name: str
+    env: str = "staging"  #: where it took effect at once
+    #: production still has it: removing it there is this pending release item (before → None)
+    item: ReleaseItem | None = None
+    warnings: list[str] = field(default_factory=list)  #: e.g. staging agents/triggers that still use it
 
 
 @dataclass
@@ -159,7 +175,7 @@ class Prompt:
     """A prompt in listings: its draft (staging) and published (production) versions."""
 
     name: str
-    draft_version: int
+    draft_version: int | None  #: None once deleted in staging (archived: its versions stay readable)
     published_version: int | None  #: None until the first publish
     variables: list[str] = field(default_factory=list)  #: of the draft
     versions: int = 0  #: how many versions exist
@@ -170,6 +186,7 @@ class Prompt:
 @dataclass
 class PromptSaveResult:
     """What ``create_prompt``/``set_prompt`` did (like :class:`DeployResult`)."""
+    archived: bool = False  #: deleted in both environments (listed only when asked for)
 
     name: str
     version: PromptVersion  #: the draft after the call
@@ -183,15 +200,16 @@ class PromptDiff:
 
     name: str
     published_version: int | None
-    draft_version: int
+    draft_version: int | None  #: None when deleted in staging (publishing removes it from production)
     published_text: str | None  #: None when never published
-    draft_text: str
+    draft_text: str  #: "" when deleted in staging
     changed: bool  #: the draft is not the published version
 
 
 @dataclass
 class PromptPublishResult:
     """What ``publish_prompt`` did (like :class:`PromoteResult`)."""
+    deleted: bool = False  #: deleted in staging: the change is "remove from production"
 
     name: str
     before: int | None  #: the published version before
@@ -765,6 +783,11 @@ class ReleasePlan:
 @dataclass
 class Release:
     """A recorded change of production (append-only history)."""
+    #: what the batch's agents use that production lacks and no release item provides, e.g.
+    #: "knowledge base faq" (shared things that do not exist, a prompt or connector nowhere)
+    unavailable: list[str] = field(default_factory=list)
+    #: removals that production still uses after this release, each naming its users
+    still_used: list[str] = field(default_factory=list)
 
     id: str
     created_at: str

@@ -10,7 +10,7 @@ from rf.cli.app import JsonOption, backend, confirm, workspace
 
 if TYPE_CHECKING:
     from rf.client import Backend
-    from rf.models import AgentDiff
+    from rf.models import AgentDiff, DeleteResult
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich")
 
@@ -47,8 +47,9 @@ def list_agents(json_out: JsonOption = False) -> None:
         out.print("no agents deployed yet" + (f" — in agents/: {', '.join(local)}; deploy with: rf agents deploy NAME" if local else ""))
         return
     table = Table(box=None, pad_edge=False, header_style="bold")
-    states = ["not promoted yet" if a.production_commit is None else (
-        f"{a.commits_ahead} ahead" if a.commits_ahead else "in sync") for a in agents]
+    states = ["deleted in staging: removal to publish" if a.staging_commit is None
+              else "not promoted yet" if a.production_commit is None
+              else (f"{a.commits_ahead} ahead" if a.commits_ahead else "in sync") for a in agents]
     # One agent per line: on a narrow terminal the description gives way (ellipsis), nothing wraps.
     others = max(5, *(len(a.name) for a in agents)) + 8 + 10 + max(len(s) for s in states) + 4 * 2
     table.add_column("agent", no_wrap=True)
@@ -102,10 +103,15 @@ def history(name: Annotated[str, typer.Argument(help="Agent name.")], json_out: 
     from rich.table import Table
 
     from rf.cli.output import fit_table, out, print_json, short, when
+    from rf.errors import NotFound
+    from rf.models import Agent
 
     with backend() as b:
-        agent = b.get_agent(name)
-        commits = b.history(name)
+        commits = b.history(name)  # a deleted agent's history stays readable
+        try:
+            agent = b.get_agent(name)
+        except NotFound:
+            agent = Agent(name=name)
     if json_out:
         print_json(commits)
         return
@@ -213,21 +219,34 @@ def promote(
     name: Annotated[str, typer.Argument(help="Agent name.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     message: Annotated[str, typer.Option("--message", "-m", help="Release message.")] = "",
+    with_deps: Annotated[bool, typer.Option("--with-deps", help="Also publish the unpublished prompts/connectors it uses.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Refuse when production lacks something it uses.")] = False,
     json_out: JsonOption = False,
 ) -> None:
-    """Point [bold #10b981]production[/] at staging's commit (shows what changes first)."""
+    """Point [bold #10b981]production[/] at staging's commit: the release of [bold]agent:NAME[/]
+    (same plan as `rf releases publish agent:NAME`: diff, dependency warnings, recorded release)."""
     from rf.cli.output import info, print_json, short, success
     from rf.config import git_author
 
     with backend() as b:
         agent = b.get_agent(name)
-        if agent.staging_commit is None or agent.staging_commit == agent.production_commit:
-            result = b.promote(name, git_author(), message)
-        else:
+        plan_id = None
+        if agent.staging_commit is not None and agent.staging_commit != agent.production_commit:
+            plan = b.plan_release([f"agent:{name}"], with_deps=with_deps, strict=strict)
             if not json_out:
+                from rf.cli.releases import print_plan_notes, render_item_diff
+
                 render_diff(b.diff_agent(name))
-            confirm(f"Promote {name} to production ({short(agent.production_commit)} → {short(agent.staging_commit)})?", yes)
-            result = b.promote(name, git_author(), message)
+                for item in plan.items:
+                    if (item.kind, item.name) != ("agent", name):
+                        render_item_diff(b, item)
+                print_plan_notes(plan)
+            extra = len(plan.items) - 1
+            confirm(f"Promote {name} to production ({short(agent.production_commit)} → {short(agent.staging_commit)})"
+                    + (f" with {extra} dependenc{'y' if extra == 1 else 'ies'}" if extra else "") + "?", yes)
+            plan_id = plan.id
+        # Exactly the plan shown: refused if anything moved since.
+        result = b.promote(name, git_author(), message, with_deps, strict, plan_id)
         base = endpoint_base(b)
     if json_out:
         print_json(result)
@@ -237,4 +256,64 @@ def promote(
         return
     success(f"promoted [bold]{name}[/bold] to [production]production[/production]: "
             f"{short(result.before)} → [commit]{short(result.after)}[/commit] (release {result.release_id})")
+    for item in result.items:
+        if (item.kind, item.name) != ("agent", name):
+            success(f"  with {item.kind} {item.name}: {item.summary}")
     info(f"  POST {base}/production/agents/{name}")
+
+
+def confirm_delete(question: str, yes: bool) -> None:
+    """Ask on a TTY; without one, only ``--yes`` goes ahead (a script says so explicitly)."""
+    import sys
+
+    from rf.errors import UsageError
+
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError("deleting needs confirmation, and there is no terminal to ask on",
+                         "re-run with --yes")
+    if not typer.confirm(question, default=False, err=True):
+        raise typer.Exit(1)
+
+
+def report_delete(result: DeleteResult, what: str) -> None:
+    """Say what a delete did in staging, and what waits for production."""
+    from rich.markup import escape
+
+    from rf.cli.output import info, success, warn
+
+    success(f"deleted {what} in [staging]staging[/staging]")
+    for w in result.warnings:
+        warn(escape(w))
+    if result.item is not None:
+        info(f"  [production]production[/production] still has it: its removal is a release item "
+             f"({escape(result.item.summary)})")
+        info(f"[dim]  review and publish it: rf releases publish {result.kind}:{result.name}[/dim]")
+    else:
+        info("  production never had it: nothing to publish")
+
+
+@app.command("delete")
+def delete(
+    name: Annotated[str, typer.Argument(help="Agent name.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Delete an agent from [bold #f59e0b]staging[/] at once; its removal from production is a release item.
+
+    Commits, executions and releases stay readable (`rf agents history NAME`); once
+    gone from both environments the agent leaves the lists. agents/NAME on disk stays.
+    """
+    from rf.cli.output import print_json, short
+
+    with backend() as b:
+        agent = b.get_agent(name)
+        where = (f"; production keeps running {short(agent.production_commit)} until you publish its removal"
+                 if agent.production_commit else "")
+        confirm_delete(f"Delete agent {name} from staging{where}?", yes)
+        result = b.delete_agent(name)
+    if json_out:
+        print_json(result)
+        return
+    report_delete(result, f"agent [bold]{name}[/bold]")

@@ -197,14 +197,17 @@ def edit(
 
 # ------------------------------------------------------------ reads
 @app.command("list")
-def list_prompts(json_out: JsonOption = False) -> None:
+def list_prompts(
+    archived: Annotated[bool, typer.Option("--archived", help="Also prompts deleted in both environments.")] = False,
+    json_out: JsonOption = False,
+) -> None:
     """Prompts with their [bold #f59e0b]draft[/] and [bold #10b981]published[/] versions."""
     from rich.table import Table
 
     from rf.cli.output import fit_table, out, print_json, when
 
     with backend() as b:
-        prompts = b.list_prompts()
+        prompts = b.list_prompts(archived)
     if json_out:
         print_json(prompts)
         return
@@ -219,9 +222,11 @@ def list_prompts(json_out: JsonOption = False) -> None:
     table.add_column("variables", overflow="fold")
     table.add_column("updated (UTC)", style="dim")
     for p in prompts:
-        state = ("never published" if p.published_version is None
+        state = ("archived" if p.archived
+                 else "deleted in staging: removal to publish" if p.draft_version is None
+                 else "never published" if p.published_version is None
                  else "in sync" if p.published_version == p.draft_version else "unpublished draft")
-        table.add_row(p.name, _version(p.draft_version), _version(p.published_version), state,
+        table.add_row(p.name, "deleted" if p.draft_version is None else _version(p.draft_version), _version(p.published_version), state,
                       _names(p.variables), when(p.updated_at))
     out.print(fit_table(table, flex=("variables", ""), optional=("updated (UTC)",)))
 
@@ -302,6 +307,11 @@ def print_diff(d: PromptDiff, *, unified: bool = False) -> None:
     from rf.cli.output import out
     from rf.textdiff import unified as unified_diff
 
+    if d.deleted:
+        out.print(f"{d.name}: deleted in staging; production "
+                  + (f"has {_version(d.published_version)}: publishing removes it there "
+                     f"(rf releases publish prompt:{d.name})" if d.changed else "has nothing either"))
+        return
     if not d.changed:
         out.print(f"{d.name}: production already has the draft (v{d.draft_version}) — nothing to publish")
         return
@@ -376,3 +386,27 @@ def publish(
         return
     success(f"published [bold]{name}[/bold] to [production]production[/production]: "
             f"{_version(result.before)} → v{result.after} (release {result.release_id})")
+
+
+# ------------------------------------------------------------ delete (staging; production through a release)
+@app.command("delete")
+def delete(
+    name: NameArg,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Delete (archive) a prompt in [bold #f59e0b]staging[/] at once: no draft any more, every version stays
+    readable (`rf prompts history`). Its removal from production is a release item."""
+    from rf.cli.agents import confirm_delete, report_delete
+    from rf.cli.output import print_json
+
+    with backend() as b:
+        d = b.diff_prompt(name)
+        where = (f"; production keeps {_version(d.published_version)} until you publish its removal"
+                 if d.published_version is not None else "")
+        confirm_delete(f"Delete prompt {name} from staging{where}?", yes)
+        result = b.delete_prompt(name)
+    if json_out:
+        print_json(result)
+        return
+    report_delete(result, f"prompt [bold]{name}[/bold] (archived: rf prompts history {name})")

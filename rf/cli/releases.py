@@ -20,7 +20,8 @@ app = typer.Typer(rich_markup_mode="rich", invoke_without_command=True,
 ItemsArg = Annotated[list[str] | None, typer.Argument(help="Items: NAME or KIND:NAME (agent, prompt, connector, trigger).")]
 AllOption = Annotated[bool, typer.Option("--all", help="Every pending item.")]
 WithDeps = Annotated[bool, typer.Option("--with-deps", help="Add unpublished prompts/connectors the agents need.")]
-Strict = Annotated[bool, typer.Option("--strict", help="Refuse when the agents need unpublished changes.")]
+Strict = Annotated[bool, typer.Option("--strict", help="Refuse when the agents need what production lacks, "
+                                                       "or a removal is still used in production.")]
 
 KIND_STYLE = {"agent": "bold", "prompt": "magenta", "connector": "cyan", "trigger": "blue"}
 
@@ -72,6 +73,11 @@ def render_item_diff(b: Backend, item: ReleaseItem) -> None:
     from rf.cli.output import out
 
     out.rule(f"{item.kind} {escape(item.name)} · {escape(item.summary)}", align="left")
+    if item.after is None and item.before is not None:
+        out.print(f"  [production]production[/production] has {escape(_state(item.before))}; "
+                  f"[staging]staging[/staging] deleted it: publishing removes it from production "
+                  "(a rollback of that release restores it)")
+        return
     if item.kind == "agent":
         from rf.cli.agents import render_diff
 
@@ -115,9 +121,7 @@ def diff(items: ItemsArg = None, json_out: JsonOption = False) -> None:
 
 
 def _print_plan(plan: ReleasePlan, to_stderr: bool = False) -> None:
-    from rich.markup import escape
-
-    from rf.cli.output import err, out, warn
+    from rf.cli.output import err, out
 
     if to_stderr:
         out = err  # a review before a confirmation is not data
@@ -125,11 +129,23 @@ def _print_plan(plan: ReleasePlan, to_stderr: bool = False) -> None:
     out.print(f"[bold]plan {plan.id}[/bold] — {len(plan.items)} item{'s' if len(plan.items) != 1 else ''} "
               "to publish to [production]production[/production]:")
     out.print(_items_table(plan.items))
+    print_plan_notes(plan)
+
+
+def print_plan_notes(plan: ReleasePlan) -> None:
+    """A plan's warnings (on stderr) and what to do about them."""
+    from rich.markup import escape
+
+    from rf.cli.output import warn
+
     for w in plan.warnings:
         warn(escape(w))
     if plan.missing_dependencies:
         names = " ".join(f"{m.kind}:{m.name}" for m in plan.missing_dependencies)
         warn(f"add them with --with-deps (or name them: {escape(names)}); --strict refuses instead")
+    if plan.unavailable or plan.still_used:
+        warn("--strict refuses this release" + (" (--with-deps cannot add what does not exist)"
+                                                 if plan.unavailable else ""))
 
 
 @app.command("plan")

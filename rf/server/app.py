@@ -32,7 +32,7 @@ from litestar.response import ServerSentEvent
 
 from rf import api
 from rf.errors import NotFound, PayloadTooLarge, RfError, Unauthorized, UsageError
-from rf.jsonfast import dumpb, loads
+from rf.jsonfast import TooDeep, dumpb, loads_limited
 from rf.models import ENVIRONMENTS, to_dict
 from rf.services import Services
 
@@ -87,10 +87,16 @@ def invoke_params(body: Any) -> tuple[Any, str | None]:
 
 
 def parse_json_body(raw: bytes) -> Any:
+    """A request's JSON body ({} when empty); UsageError (400) when it is not JSON, or when it
+    nests objects and arrays more than :data:`rf.jsonfast.MAX_DEPTH` levels deep."""
     if not raw:
         return {}
     try:
-        return loads(raw)
+        return loads_limited(raw)
+    except TooDeep as exc:
+        raise UsageError(f"request body is too deeply nested: {exc}",
+                         f"keep JSON bodies within {exc.max_depth} levels, or send a deep value "
+                         "as a JSON string") from None
     except ValueError as exc:
         raise UsageError(f"request body is not valid JSON: {exc}", 'send {"input": ...}') from None
 

@@ -18,8 +18,11 @@ from rf.config import (
     DEFAULT_TRACE,
     DEFAULT_TRACE_MAX_CHARS,
     ENVIRONMENTS,
+    NAME_RE,
+    NAME_RULE,
     AgentConfig,
     Workspace,
+    check_limit,
     check_name,
     parse_agent_toml,
 )
@@ -34,6 +37,7 @@ from rf.models import (
     DeployResult,
     Execution,
     Status,
+    ReleaseItem,
     check_env,
 )
 from rf.services import diffs
@@ -56,6 +60,12 @@ def require_staging(env: str, what: str, instead: str) -> None:
             f"production is read-only: cannot {what}",
             instead,
         )
+
+
+def shown_name(name: object, most: int = 64) -> str:
+    """*name* quoted for a message, cut to *most* characters (a request can send any length)."""
+    text = str(name)
+    return repr(text) if len(text) <= most else f"{text[:most]!r}… ({len(text)} characters)"
 
 
 def tree_of(files: dict[str, bytes]) -> dict[str, str]:
@@ -155,6 +165,8 @@ class CoreServices:
         agents = []
         for row in rows:
             agent = Agent(**row)
+            if row["staging_commit"] is None and row["production_commit"] is None:
+                continue  # deleted in both environments (its commits and executions stay readable)
             agent.commits_ahead = self._ahead(parents.get(agent.name, {}), agent.staging_commit,
                                               agent.production_commit)
             agents.append(agent)
@@ -165,6 +177,10 @@ class CoreServices:
         if not rows:
             raise self._unknown_agent(name)
         agent = Agent(**rows[0])
+        if rows[0]["staging_commit"] is None and rows[0]["production_commit"] is None:
+            raise NotFound(f"agent {name!r} was deleted (in staging and production)",
+                           f"its commits stay readable: rf agents history {name}; deploy it again: "
+                           f"rf agents deploy {name}")
         parents = self.store.commit_parents([name]).get(name, {})
         agent.commits_ahead = self._ahead(parents, agent.staging_commit, agent.production_commit)
         return agent
@@ -172,8 +188,18 @@ class CoreServices:
     def _unknown_agent(self, name: str) -> NotFound:
         # The hint never lists the other agents: an endpoint caller without a key must not
         # learn what else the workspace runs (rf agents list shows them to the developer).
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            # No agent can have this name (deploy checks it): a 404 like any unknown agent,
+            # with the rule, and never a look at the file system (a 300-character name
+            # would fail there: ENAMETOOLONG).
+            return NotFound(f"unknown agent {shown_name(name)}", f"not a valid agent name: {NAME_RULE}")
         hint = "see the deployed agents with: rf agents list"
-        if self.workspace is not None and (self.workspace.agents_dir / name / "agent.toml").is_file():
+        try:
+            in_agents_dir = (self.workspace is not None
+                             and (self.workspace.agents_dir / name / "agent.toml").is_file())
+        except OSError:  # an unreadable agents/ directory: only the hint depends on it
+            in_agents_dir = False
+        if in_agents_dir:
             hint = f"it exists in agents/ but was never deployed: rf agents deploy {name}"
         return NotFound(f"unknown agent {name!r}", hint)
 
@@ -229,6 +255,34 @@ class CoreServices:
     def resolve_commit(self, name: str, ref: str) -> str:
         """A commit id from a ref: full id, unique prefix, or an env name."""
         if ref in ("staging", "production"):
+    def delete_agent(self, name: str, env: str = "staging") -> DeleteResult:
+        """Delete an agent from staging at once (its staging endpoint stops answering). Production is
+        never changed here: if it runs the agent, removing it there is the pending release item
+        ``agent:NAME`` (production's commit → nothing), published like any other change. Commits,
+        executions and releases stay readable; deployed again, the agent comes back."""
+        check_env(env)
+        if env == "production":
+            raise ProductionReadOnly(
+                f"production is read-only: cannot delete agent {name!r} there directly",
+                f"delete it in staging, then publish the removal: rf agents delete {name}; "
+                f"rf releases publish agent:{name}",
+            )
+        agent = self.get_agent(name)
+        if agent.staging_commit is None:
+            raise Conflict(f"agent {name!r} is already deleted in staging; production still runs it",
+                           f"remove it from production: rf releases publish agent:{name}")
+        with self.store.transaction() as cur:
+            self.store.set_head(cur, name, "staging", None, utcnow())
+        self._heads_changed()
+        warnings = [f"staging trigger {t['name']} ({t['id']}) runs agent {name}: it fails until you delete it "
+                    f"(rf triggers delete {t['id']}) or deploy the agent again"
+                    for t in self.store.trigger_rows("staging") if t["agent"] == name]
+        item = None
+        if agent.production_commit is not None:
+            item = ReleaseItem(kind="agent", name=name, summary="remove from production (deleted in staging)",
+                               before=agent.production_commit, after=None)
+        return DeleteResult(kind="agent", name=name, env="staging", item=item, warnings=warnings)
+
             head = self.store.get_head(name, ref)
             if head is None:
                 raise NotFound(f"agent {name!r} has no {ref} commit")
@@ -469,11 +523,15 @@ class CoreServices:
         prepared = self._prepare_run(env=env, name=name, commit_label=commit_label, input=input,
                                      session_id=session_id, source=source, stream=on_chunk is not None,
                                      trace=trace, trace_max_chars=trace_max_chars, session_fields=session_fields)
-        call, _, request = prepared
-        result = self.pool.run(
-            (env, name, pool_label or commit_label), code_dir, entrypoint, request,
-            timeout_s=timeout_s, on_chunk=on_chunk, host=self.host_handler(call), on_start=call.start,
-        )
+        call, tracer, request = prepared
+        try:
+            result = self.pool.run(
+                (env, name, pool_label or commit_label), code_dir, entrypoint, request,
+                timeout_s=timeout_s, on_chunk=on_chunk, host=self.host_handler(call), on_start=tracer.started,
+            )
+        except BaseException:
+            self.store.running.untrack(request.execution_id)  # not recorded: nor left "running"
+            raise
         return self._finish_run(prepared, result, commit_label=commit_label, input=input)
 
     async def ainvoke(self, env: str, name: str, input: Any = None, session_id: str | None = None,
@@ -525,7 +583,13 @@ class CoreServices:
                           {"commit": commit_label})
         if result.ops or result.spans:
             # Deferred ctx calls and custom spans that rode on the worker's "done"
+        """Record the execution. ``started_at`` is when the request arrived, ``queued_ms`` its
+        wait until a worker started it (a busy pool, a cold start), ``duration_ms`` the rest, up
+        to now: ``ended_at - started_at = queued_ms + duration_ms``. A run that never started
+        (no worker could) has ``queued_ms`` 0 and the whole time as its duration."""
             # message; a failure among them fails the execution (see finish_execution).
+        if result.queue_wait is not None:  # every worker was busy: the trace shows the wait
+            tracer.queue_wait(*result.queue_wait)
             replay_final(self, _host_table(type(self)), call, result.ops, result.spans)
         ended_ns = now_ns()
         started, ended = datetime_of_ns(tracer.start_ns), datetime_of_ns(ended_ns)
@@ -572,8 +636,7 @@ class CoreServices:
         check_env(env)
         if status is not None and status not in ("succeeded", "failed"):
             raise UsageError(f"unknown status {status!r}", "use succeeded or failed")
-        if not (1 <= limit <= 10_000):
-            raise UsageError("--limit must be between 1 and 10000")
+        check_limit(limit, 10_000)
         return self.store.list_executions(env, agent=agent, status=status, source=source, limit=limit,
                                           before=before)
 

@@ -19,9 +19,10 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from rf.config import check_name
-from rf.errors import Conflict, NotFound, UsageError
+from rf.errors import Conflict, NotFound, ProductionReadOnly, UsageError
 from rf.ids import iso, new_id, utcnow
 from rf.models import (
+    DeleteResult,
     Prompt,
     PromptDiff,
     PromptPublishResult,
@@ -112,15 +113,23 @@ class PromptsService(ServiceBase):
         now = utcnow()
         version = PromptVersion(name=name, version=1, text=text, variables=variables, author=author,
                                 message=message)
+        published = None
         with self.store.transaction() as cur:
             if self.store.prompt_exists(name, cur):
-                raise Conflict(f"prompt {name!r} already exists",
-                               f"make a new draft version: rf prompts set {name} --file FILE (or rf prompts edit {name})")
-            self.store.insert_prompt(cur, name, now)
+                if self.store.get_prompt_pointer(name, "staging", cur) is not None:
+                    raise Conflict(f"prompt {name!r} already exists",
+                                   f"make a new draft version: rf prompts set {name} --file FILE (or rf prompts edit {name})")
+                # Deleted in staging (archived): created again as its next version; history stays.
+                version.version = self.store.next_prompt_version(cur, name)
+                published = self.store.get_prompt_pointer(name, "production", cur)
+                self.store.touch_prompt(cur, name, now)
+            else:
+                self.store.insert_prompt(cur, name, now)
             self.store.insert_prompt_version(cur, version, now)
-            self.store.set_prompt_pointer(cur, name, "staging", 1, now)
+            self.store.set_prompt_pointer(cur, name, "staging", version.version, now)
         version.created_at, version.draft, version.env = iso(now), True, "staging"
-        return PromptSaveResult(name=name, version=version, created=True, published_version=None)
+        version.published = published == version.version
+        return PromptSaveResult(name=name, version=version, created=True, published_version=published)
 
     def set_prompt(self, name: str, text: str, author: str = "unknown", message: str = "",
                    env: str = "staging") -> PromptSaveResult:
@@ -139,6 +148,10 @@ class PromptsService(ServiceBase):
                 raise NotFound(f"prompt {name!r} does not exist",
                                f"create it first: rf prompts create {name} --file FILE")
             draft = self.store.get_prompt_pointer(name, "staging", cur)
+            if draft is None:
+                raise NotFound(f"prompt {name!r} was deleted in staging (archived)",
+                               f"create it again: rf prompts create {name} --file FILE (its versions stay: "
+                               f"rf prompts history {name})")
             published = self.store.get_prompt_pointer(name, "production", cur)
             current = self.store.get_prompt_version(name, draft, cur) if draft is not None else None
             if current is not None and current.text == text:
@@ -156,9 +169,52 @@ class PromptsService(ServiceBase):
                                 created=created, published_version=published)
 
     # ------------------------------------------------------------ reads
-    def list_prompts(self) -> list[Prompt]:
-        """Every prompt with its draft and published versions."""
-        return [Prompt(**row) for row in self.store.prompt_rows()]
+    def list_prompts(self, archived: bool = False) -> list[Prompt]:
+        """Every prompt with its draft and published versions; prompts deleted in both
+        environments (archived) only with ``archived=True``."""
+        prompts = []
+        for row in self.store.prompt_rows():
+            gone = row["draft_version"] is None and row["published_version"] is None
+            if gone and not archived:
+                continue
+            prompts.append(Prompt(**row, archived=gone))
+        return prompts
+
+    def delete_prompt(self, name: str, env: str = "staging") -> DeleteResult:
+        """Delete a prompt from staging at once: archived — no draft any more, every version stays
+        readable (``rf prompts history``). If production has a published version, removing it
+        there is the pending release item ``prompt:NAME`` (vN → nothing)."""
+        check_env(env)
+        check_name("prompt", name)
+        if env == "production":
+            raise ProductionReadOnly(
+                f"production is read-only: cannot delete prompt {name!r} there directly",
+                f"delete it in staging, then publish the removal: rf prompts delete {name}; "
+                f"rf releases publish prompt:{name}")
+        with self.store.write_lock:
+            row = self._prompt_row(name)
+            if row["draft_version"] is None:
+                raise Conflict(f"prompt {name!r} is already deleted in staging"
+                               + ("; production still has it" if row["published_version"] is not None else ""),
+                               f"remove it from production: rf releases publish prompt:{name}"
+                               if row["published_version"] is not None else f"see: rf prompts history {name}")
+            now = utcnow()
+            with self.store.transaction() as cur:
+                self.store.set_prompt_pointer(cur, name, "staging", None, now)
+                self.store.touch_prompt(cur, name, now)
+        warnings = []
+        uses = getattr(self, "_agent_uses", None)
+        if uses is not None:
+            for agent in self.store.agent_rows():
+                if agent["staging_commit"] is not None and name in uses(agent["staging_commit"]).prompts:
+                    warnings.append(f"staging agent {agent['name']} uses prompt {name}: its staging runs fail "
+                                    "until you change it or create the prompt again")
+        item = None
+        if row["published_version"] is not None:
+            item = ReleaseItem(kind="prompt", name=name, before=row["published_version"], after=None,
+                               summary=f"remove from production (deleted in staging; production has "
+                                       f"v{row['published_version']})")
+        return DeleteResult(kind="prompt", name=name, env="staging", item=item, warnings=warnings)
 
     def get_prompt(self, name: str, env: str = "staging", version: int | None = None) -> PromptVersion:
         """The version ``env`` sees (staging: the draft; production: the published one), or version N."""
@@ -174,6 +230,9 @@ class PromptsService(ServiceBase):
                                f"see: rf prompts history {name}")
         else:
             number = row["draft_version"] if env == "staging" else row["published_version"]
+            if number is None and env == "staging":
+                raise NotFound(f"prompt {name!r} was deleted in staging (archived)",
+                               f"its versions stay readable: rf prompts history {name} (or --version N)")
             if number is None:
                 raise NotFound(f"prompt {name!r} is not published: production has no version of it",
                                f"review and publish the draft: rf prompts publish {name}")
@@ -193,10 +252,14 @@ class PromptsService(ServiceBase):
         """Published (production) vs draft (staging): both versions and texts."""
         check_name("prompt", name)
         row = self._prompt_row(name)
-        draft = self.store.get_prompt_version(name, row["draft_version"])
-        assert draft is not None
         published = (self.store.get_prompt_version(name, row["published_version"])
                      if row["published_version"] is not None else None)
+        if row["draft_version"] is None:  # deleted in staging: publishing removes it from production
+            return PromptDiff(name=name, published_version=row["published_version"], draft_version=None,
+                              published_text=published.text if published else None, draft_text="",
+                              changed=published is not None, deleted=True)
+        draft = self.store.get_prompt_version(name, row["draft_version"])
+        assert draft is not None
         return PromptDiff(
             name=name, published_version=row["published_version"], draft_version=draft.version,
             published_text=published.text if published else None, draft_text=draft.text,
@@ -218,6 +281,9 @@ class PromptsService(ServiceBase):
         # Hold the write lock from the read to the publish, so nothing moves in between.
         with self.store.write_lock:
             row = self._prompt_row(name)
+            if row["draft_version"] is None:
+                raise Conflict(f"prompt {name!r} was deleted in staging: there is no draft to publish",
+                               f"remove it from production: rf releases publish prompt:{name}")
             before, after = row["published_version"], int(row["draft_version"])
             if draft_version is not None and draft_version != after:
                 raise Conflict(f"the draft of prompt {name!r} is now v{after}, not the v{draft_version} you reviewed",
@@ -248,6 +314,11 @@ class PromptsService(ServiceBase):
         for name, draft, published in self.store.prompt_pointer_pairs():
             if draft == published:
                 continue
+            if draft is None:  # deleted in staging (archived), still published
+                items.append(ReleaseItem(kind="prompt", name=name, before=published, after=None,
+                                         summary=f"remove from production (deleted in staging; production "
+                                                 f"has v{published})"))
+                continue
             summary = (f"new: draft v{draft}, never published" if published is None
                        else f"draft v{draft} vs published v{published}")
             items.append(ReleaseItem(kind="prompt", name=name, summary=summary, before=published, after=draft))
@@ -257,6 +328,8 @@ class PromptsService(ServiceBase):
         """Variables the draft uses that the published version does not (for release warnings):
         production agent code may not pass them yet."""
         row = self._prompt_row(name)
+        if row["draft_version"] is None:
+            return []
         draft = self.store.get_prompt_version(name, row["draft_version"])
         published = (self.store.get_prompt_version(name, row["published_version"])
                      if row["published_version"] is not None else None)
@@ -291,6 +364,9 @@ class PromptsService(ServiceBase):
         for name in listed:
             if name not in existing:
                 warnings.append(f"agent.toml lists prompt {name!r}, which does not exist: rf prompts create {name}")
+            elif self.store.get_prompt_pointer(name, "staging") is None:
+                warnings.append(f"agent.toml lists prompt {name!r}, which was deleted in staging: "
+                                f"rf prompts create {name}")
         return warnings
 
     # ------------------------------------------------------------ agent code (ctx.prompts)
@@ -308,6 +384,9 @@ class PromptsService(ServiceBase):
             if not self.store.prompt_exists(name):
                 raise NotFound(f"prompt {name!r} does not exist (create it: rf prompts create {name})",
                                f"create it in staging: rf prompts create {name} --file FILE")
+            if call.env == "staging":
+                raise NotFound(f"prompt {name!r} was deleted in staging (create it again: rf prompts create {name})",
+                               f"create it again in staging: rf prompts create {name} --file FILE")
             raise NotFound(
                 f"prompt {name!r} is not published, so production has no version of it "
                 f"(publish the draft: rf prompts publish {name})",

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rf.errors import Conflict, NotFound, UsageError
@@ -45,6 +47,39 @@ def _label(item: ReleaseItem) -> str:
     return f"{item.kind} {item.name}"
 
 
+_NAME = r"""(['"])([^'"\\\n]+)\{n}"""
+#: What agent code names with string literals: ctx.prompts.render/get("p"),
+#: ctx.connectors.call/describe/tool("slug", "resource"), ctx.kb("kb"), ctx.data("source").
+_PROMPT_REF = re.compile(r"\bprompts\s*\.\s*(?:render|get)\(\s*" + _NAME.format(n=1))
+_CONNECTOR_REF = re.compile(r"\bconnectors\s*\.\s*(?:call|describe|tool)\(\s*" + _NAME.format(n=1)
+                            + r"(?:\s*,\s*" + _NAME.format(n=3) + ")?")
+_KB_REF = re.compile(r"\.\s*kb\(\s*" + _NAME.format(n=1) + r"\s*\)")
+_DATA_REF = re.compile(r"\.\s*data\(\s*" + _NAME.format(n=1) + r"\s*\)")
+
+
+@dataclass
+class AgentUses:
+    """What one commit of an agent uses: declared in agent.toml, or named in its code."""
+
+    prompts: set[str] = field(default_factory=set)
+    connectors: set[str] = field(default_factory=set)
+    resources: set[tuple[str, str]] = field(default_factory=set)  #: (connector, resource) its code calls
+    kbs: set[str] = field(default_factory=set)
+    data: set[str] = field(default_factory=set)
+
+
+def code_uses(source: str, uses: AgentUses) -> AgentUses:
+    """Add what *source* names with string literals (a name computed at run time cannot be seen)."""
+    uses.prompts.update(m.group(2) for m in _PROMPT_REF.finditer(source))
+    for m in _CONNECTOR_REF.finditer(source):
+        uses.connectors.add(m.group(2))
+        if m.group(4):
+            uses.resources.add((m.group(2), m.group(4)))
+    uses.kbs.update(m.group(2) for m in _KB_REF.finditer(source))
+    uses.data.update(m.group(2) for m in _DATA_REF.finditer(source))
+    return uses
+
+
 class ReleasesService(ServiceBase):
     """Mixed into :class:`rf.services.Services`."""
 
@@ -59,6 +94,10 @@ class ReleasesService(ServiceBase):
         cache.update(self.store.get_commit_trees(missing))
         for row in rows:
             staging, production = row["staging_commit"], row["production_commit"]
+            if staging is None and production is not None:  # deleted in staging (rf agents delete)
+                items.append(ReleaseItem(kind="agent", name=row["name"], before=production, after=None,
+                                         summary="remove from production (deleted in staging)"))
+                continue
             if staging is None or staging == production:
                 continue
             chain = parents.get(row["name"], {})
@@ -133,36 +172,106 @@ class ReleasesService(ServiceBase):
                 chosen.append(matches[0])
         return chosen
 
-    def _dependency_check(self, chosen: list[ReleaseItem], pending: list[ReleaseItem]) -> tuple[list[ReleaseItem], list[str]]:
-        """Pending prompts/connectors that agents in the batch declare but the batch lacks,
-        and prompts whose new variables production agent code may not pass."""
-        in_batch = {(i.kind, i.name) for i in chosen}
+    def _agent_uses(self, commit_id: str) -> AgentUses:
+        """What a commit uses (agent.toml's prompts/connectors, and what its code names). Commits
+        are immutable: cached per commit id."""
+        cache: dict[str, AgentUses] = self.__dict__.setdefault("_uses_cache", {})
+        uses = cache.get(commit_id)
+        if uses is None:
+            config = self.store.get_commit_config(commit_id)
+            uses = AgentUses(prompts={p for p in config.get("prompts", []) if isinstance(p, str)},
+                             connectors={c for c in config.get("connectors", []) if isinstance(c, str)})
+            uses = cache[commit_id] = code_uses(self._python_source(commit_id), uses)
+        return uses
+
+    def _dependency_check(self, chosen: list[ReleaseItem], pending: list[ReleaseItem]
+                          ) -> tuple[list[ReleaseItem], list[str], list[str], list[str]]:
+        """``(missing, warnings, unavailable, still_used)`` of a batch.
+
+        * missing: pending prompt/connector items that the batch's agents use (agent.toml, or
+          by name in their code, down to a connector's resources) but the batch lacks;
+        * unavailable: what they use that production lacks and no pending item provides —
+          a prompt or connector nowhere, a resource no instance has, a knowledge base or data
+          source that does not exist (those are shared by both environments);
+        * still_used: removals (``after`` None) that production still uses once the batch is
+          published, naming each user; and resources a connector item drops that production
+          agents call;
+        * warnings: one line each, plus prompts whose new variables production code may not pass.
+        """
+        in_batch = {(i.kind, i.name): i for i in chosen}
         pending_by_key = {(i.kind, i.name): i for i in pending}
         missing: list[ReleaseItem] = []
         warnings: list[str] = []
-        agent_configs = self.store.get_commit_configs(
-            [str(i.after) for i in chosen if i.kind == "agent" and i.after is not None])
-        for item in chosen:
-            if item.kind != "agent" or item.after is None:
-                continue
-            config = agent_configs.get(str(item.after), {})
-            for dep_kind, key in (("prompt", "prompts"), ("connector", "connectors")):
-                for dep in config.get(key, []):
-                    dep_item = pending_by_key.get((dep_kind, dep))
-                    if dep_item is not None and (dep_kind, dep) not in in_batch and dep_item not in missing:
-                        missing.append(dep_item)
-                        warnings.append(f"agent {item.name} uses {dep_kind} {dep}, which has unpublished changes "
-                                        f"({dep_item.summary}) not in this release")
+        unavailable: list[str] = []
+        still_used: list[str] = []
+        agents = [i for i in chosen if i.kind == "agent" and i.after is not None]
+        connectors: dict[str, dict[str, set[str]]] | None = None
+
+        def instances() -> dict[str, dict[str, set[str]]]:
+            nonlocal connectors
+            if connectors is None:
+                connectors = {env: {r["slug"]: {res["slug"] for res in r.get("resources", [])}
+                                    for r in self.store.connector_rows(env)}
+                              for env in ("staging", "production")}
+            return connectors
+
+        def need(item: ReleaseItem, dep: ReleaseItem, what: str) -> None:
+            if (dep.kind, dep.name) in in_batch or dep in missing:
+                return
+            missing.append(dep)
+            warnings.append(f"agent {item.name} uses {what}, which has unpublished changes "
+                            f"({dep.summary}) not in this release")
+
+        def lacks(item: ReleaseItem, what: str, fix: str) -> None:
+            if what not in unavailable:
+                unavailable.append(what)
+            warnings.append(f"agent {item.name} uses {what}, which production does not have ({fix})")
+
+        if agents:
+            published = {r["name"] for r in self.store.prompt_rows() if r["published_version"] is not None}
+            kbs = {r["name"] for r in self.store.kb_rows()}
+            sources = {r["name"] for r in self.store.data_source_rows()}
+        for item in agents:
+            uses = self._agent_uses(str(item.after))
+            for name in sorted(uses.prompts):
+                dep = pending_by_key.get(("prompt", name))
+                if dep is not None and dep.after is not None:
+                    need(item, dep, f"prompt {name}")
+                elif name not in published:
+                    lacks(item, f"prompt {name}", f"create it: rf prompts create {name}, then publish it")
+            for slug in sorted(uses.connectors):
+                dep = pending_by_key.get(("connector", slug))
+                if dep is not None and dep.after is not None:
+                    need(item, dep, f"connector {slug}")
+                elif slug not in instances()["production"]:
+                    lacks(item, f"connector {slug}", f"create it in staging: rf connectors create {slug}, then publish it")
+            for slug, resource in sorted(uses.resources):
+                dep = pending_by_key.get(("connector", slug))
+                batch_item = in_batch.get(("connector", slug))
+                publishing = batch_item is not None and batch_item.after is not None
+                if resource in instances()["staging" if publishing else "production"].get(slug, set()):
+                    continue
+                if dep is not None and dep.after is not None and resource in instances()["staging"].get(slug, set()):
+                    need(item, dep, f"connector {slug} resource {resource}")
+                elif publishing or slug in instances()["production"]:
+                    lacks(item, f"connector {slug} resource {resource}",
+                          f"add it in staging: rf connectors resources add {slug} {resource} ..., then publish it")
+            for name in sorted(uses.kbs - kbs):
+                lacks(item, f"knowledge base {name}",
+                      f"knowledge bases are shared by both environments: rf kb create {name}")
+            for name in sorted(uses.data - sources):
+                lacks(item, f"data source {name}",
+                      f"data sources are shared by both environments: rf data add {name} ...")
+        self._removal_check(chosen, in_batch, warnings, still_used, instances)
         prompt_vars = getattr(self, "_release_prompt_new_variables", None)
-        prompt_items = [i for i in chosen if i.kind == "prompt"] if prompt_vars is not None else []
+        prompt_items = [i for i in chosen if i.kind == "prompt" and i.after is not None] if prompt_vars is not None else []
         if prompt_items:
             # prompt -> [(agent, production commit)] for production agents not in this batch (one query)
             rows = [r for r in self.store.agent_rows()
                     if r["production_commit"] is not None and ("agent", r["name"]) not in in_batch]
-            configs = self.store.get_commit_configs([r["production_commit"] for r in rows])
             users: dict[str, list[tuple[str, str]]] = {}
             for r in rows:
-                for used in configs.get(r["production_commit"], {}).get("prompts", []):
+                for used in self._agent_uses(r["production_commit"]).prompts:
                     users.setdefault(used, []).append((r["name"], r["production_commit"]))
             for item in prompt_items:
                 if item.name not in users:
@@ -175,7 +284,52 @@ class ReleasesService(ServiceBase):
                         warnings.append(
                             f"prompt {item.name} adds variable{'s' if len(unpassed) != 1 else ''} "
                             f"{', '.join(unpassed)}, which production agent {agent_name} does not appear to pass")
-        return missing, warnings
+        return missing, warnings, unavailable, still_used
+
+    def _removal_check(self, chosen: list[ReleaseItem], in_batch: dict[tuple[str, str], ReleaseItem],
+                       warnings: list[str], still_used: list[str], instances: Any) -> None:
+        """Removals in the batch that production still uses once it is published (see above)."""
+        removals = [i for i in chosen if i.after is None and i.before is not None]
+        shrinking = [i for i in chosen if i.kind == "connector" and "@" not in i.name
+                     and i.before is not None and i.after is not None]
+        if not removals and not shrinking:
+            return
+        # Production's agents once this batch is published: name -> commit.
+        production: dict[str, str] = {}
+        for row in self.store.agent_rows():
+            item = in_batch.get(("agent", row["name"]))
+            commit = (item.after if item is not None else row["production_commit"])
+            if commit is not None:
+                production[row["name"]] = str(commit)
+        triggers: list[dict[str, Any]] = []
+        if any(i.kind == "agent" for i in removals):
+            triggers = [t for t in self.store.trigger_rows("production", live_only=True)
+                        if not (("trigger", t["id"]) in in_batch and in_batch[("trigger", t["id"])].after is None)]
+        for item in removals:
+            users: list[str] = []
+            if item.kind == "agent":
+                users = [f"trigger {t['name']} ({t['id']})" for t in triggers if t["agent"] == item.name]
+            elif item.kind in ("prompt", "connector"):
+                for agent, commit in sorted(production.items()):
+                    uses = self._agent_uses(commit)
+                    if item.name in (uses.prompts if item.kind == "prompt" else uses.connectors):
+                        users.append(f"agent {agent}")
+            if users:
+                still_used.append(f"{_label(item)} (used by {', '.join(users)})")
+                warnings.append(f"removing {_label(item)} from production breaks what still uses it there: "
+                                + ", ".join(users))
+        for item in shrinking:
+            have = instances()["production"].get(item.name, set())
+            keep = instances()["staging"].get(item.name, set())
+            dropped = have - keep
+            for resource in sorted(dropped):
+                users = [f"agent {agent}" for agent, commit in sorted(production.items())
+                         if (item.name, resource) in self._agent_uses(commit).resources]
+                if users:
+                    what = f"connector {item.name} resource {resource}"
+                    still_used.append(f"{what} (used by {', '.join(users)})")
+                    warnings.append(f"publishing {_label(item)} removes resource {resource} from production, "
+                                    f"which {', '.join(users)} still call{'s' if len(users) == 1 else ''}")
 
     def _python_source(self, commit_id: str) -> str:
         tree = self._tree(commit_id)
@@ -190,21 +344,35 @@ class ReleasesService(ServiceBase):
         if not pending:
             raise Conflict("nothing to publish: staging and production are the same")
         chosen = self._select(pending, items, all)
-        missing, warnings = self._dependency_check(chosen, pending)
+        missing, warnings, unavailable, still_used = self._dependency_check(chosen, pending)
         if missing and with_deps:
             added = list(missing)
             chosen = chosen + added
-            missing, warnings = self._dependency_check(chosen, pending)
+            missing, warnings, unavailable, still_used = self._dependency_check(chosen, pending)
             warnings = [f"added {_label(m)}: a dependency of an agent in this release (--with-deps)"
                         for m in added] + warnings
-        if missing and strict:
-            raise Conflict(
-                "this release depends on unpublished changes: " + "; ".join(_label(m) for m in missing),
-                "add them (--with-deps, or name them) or drop --strict",
-            )
+        if strict and (missing or unavailable or still_used):
+            problems = []
+            if missing:
+                problems.append("it depends on unpublished changes: " + "; ".join(_label(m) for m in missing))
+            if unavailable:
+                problems.append("production lacks what its agents use: " + "; ".join(unavailable))
+            if still_used:
+                problems.append("it removes what production still uses: " + "; ".join(still_used))
+            hints = []
+            if missing:
+                hints.append("add the dependencies (--with-deps, or name them)")
+            if unavailable:
+                hints.append("create what is missing first")
+            if still_used:
+                hints.append("publish the users' new versions that no longer use it (or remove them) in the "
+                             "same release")
+            raise Conflict("refused (--strict): " + "; ".join(problems),
+                           "; ".join(hints) + "; or drop --strict to publish with warnings")
         order = {k: n for n, k in enumerate(KINDS)}
         chosen.sort(key=lambda i: (order.get(i.kind, 99), i.name))
-        plan = ReleasePlan(id=plan_id_of(chosen), items=chosen, missing_dependencies=missing, warnings=warnings)
+        plan = ReleasePlan(id=plan_id_of(chosen), items=chosen, missing_dependencies=missing, warnings=warnings,
+                           unavailable=unavailable, still_used=still_used)
         self.store.save_plan(plan.id, [to_dict(i) for i in chosen], utcnow())
         return plan
 
@@ -298,18 +466,25 @@ class ReleasesService(ServiceBase):
             changed()
 
     # ------------------------------------------------------------ one-item shortcut
-    def promote(self, name: str, author: str = "unknown", message: str = "") -> PromoteResult:
-        """Point production at staging's commit: a one-item release (same path as publish)."""
+    def promote(self, name: str, author: str = "unknown", message: str = "", with_deps: bool = False,
+                strict: bool = False, plan_id: str | None = None) -> PromoteResult:
+        """Point production at staging's commit: ``publish_release(["agent:NAME"])``, the same plan
+        (dependency warnings, ``with_deps``, ``strict``, a reviewed ``plan_id``) and the same record."""
         agent = self.get_agent(name)  # type: ignore[attr-defined]
         if agent.staging_commit is None:
+            if agent.production_commit is not None:
+                raise Conflict(f"agent {name!r} was deleted in staging: there is nothing to promote",
+                               f"remove it from production with: rf releases publish agent:{name} "
+                               f"(or deploy it again: rf agents deploy {name})")
             raise NotFound(f"agent {name!r} has nothing in staging", f"deploy it first: rf agents deploy {name}")
         if agent.staging_commit == agent.production_commit:
             return PromoteResult(agent=name, before=agent.production_commit, after=agent.staging_commit,
                                  changed=False)
-        release = self.publish_release([f"agent:{name}"], message=message or f"promote {name}", author=author)
-        item = release.items[0]
+        release = self.publish_release([f"agent:{name}"], plan_id=plan_id, message=message or f"promote {name}",
+                                       author=author, with_deps=with_deps, strict=strict)
+        item = next(i for i in release.items if i.kind == "agent" and i.name == name)
         return PromoteResult(agent=name, before=item.before, after=str(item.after), changed=True,
-                             release_id=release.id)
+                             release_id=release.id, warnings=list(release.warnings), items=list(release.items))
 
     # ------------------------------------------------------------ history
     def list_releases(self, limit: int = 50) -> list[Release]:

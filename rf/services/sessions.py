@@ -160,9 +160,9 @@ def _preview(content_json: str | None) -> str:
 
 
 def _limit(limit: Any, most: int) -> int:
-    if isinstance(limit, bool) or not isinstance(limit, int) or not (1 <= limit <= most):
-        raise UsageError(f"--limit must be between 1 and {most}")
-    return limit
+    from rf.config import check_limit  # the one check and message of every list's limit
+
+    return check_limit(limit, most)
 
 
 def _text_param(value: Any) -> Any:

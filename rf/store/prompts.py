@@ -111,16 +111,19 @@ class PromptsMixin:
         ).fetchall()
         return [self._prompt_version(r) for r in rows]
 
-    def prompt_pointer_pairs(self) -> list[tuple[str, int, int | None]]:
-        """``(name, draft, published)`` for every prompt (for releases)."""
+    def prompt_pointer_pairs(self) -> list[tuple[str, int | None, int | None]]:
+        """``(name, draft, published)`` for every prompt that either environment has (for
+        releases); draft None: deleted in staging."""
         rows = self.cursor().execute(
             """SELECT p.name, s.version, pub.version
                FROM prompts p
-               JOIN prompt_pointers s ON s.prompt = p.name AND s.env = 'staging'
+               LEFT JOIN prompt_pointers s ON s.prompt = p.name AND s.env = 'staging'
                LEFT JOIN prompt_pointers pub ON pub.prompt = p.name AND pub.env = 'production'
+               WHERE s.version IS NOT NULL OR pub.version IS NOT NULL
                ORDER BY p.name"""
         ).fetchall()
-        return [(r[0], int(r[1]), int(r[2]) if r[2] is not None else None) for r in rows]
+        return [(r[0], int(r[1]) if r[1] is not None else None, int(r[2]) if r[2] is not None else None)
+                for r in rows]
 
     # ------------------------------------------------------------ writes (inside a transaction)
     def insert_prompt(self, cur: duckdb.DuckDBPyConnection, name: str, now: dt.datetime) -> None:
