@@ -119,17 +119,22 @@ class Execution:
     agent: str
     commit: str  #: commit id, or "working-copy" for ``rf test``
     source: str  #: endpoint | test | invoke | trigger:<id> | replay
-    status: str  #: succeeded | failed
+    #: succeeded | failed | running (still in progress) | interrupted (the server stopped during it)
+    status: str
     input: Any = None
     output: Any = None
     error: str | None = None
     error_type: str | None = None
     traceback: str | None = None
     logs: str = ""
-    started_at: str = ""
-    ended_at: str = ""
+    started_at: str = ""  #: when the request arrived
+    ended_at: str = ""  #: "" while it runs
+    #: from the moment a worker started it to its end (so far, while it runs);
+    #: ``ended_at - started_at = queued_ms + duration_ms``
     duration_ms: float = 0.0
     session_id: str | None = None
+    #: from its arrival to a worker starting it: waiting for a free worker, or for a new one to start
+    queued_ms: float = 0.0
 
 
 @dataclass
@@ -181,12 +186,12 @@ class Prompt:
     versions: int = 0  #: how many versions exist
     created_at: str = ""
     updated_at: str = ""  #: last new version or publish
+    archived: bool = False  #: deleted in both environments (listed only when asked for)
 
 
 @dataclass
 class PromptSaveResult:
     """What ``create_prompt``/``set_prompt`` did (like :class:`DeployResult`)."""
-    archived: bool = False  #: deleted in both environments (listed only when asked for)
 
     name: str
     version: PromptVersion  #: the draft after the call
@@ -204,12 +209,12 @@ class PromptDiff:
     published_text: str | None  #: None when never published
     draft_text: str  #: "" when deleted in staging
     changed: bool  #: the draft is not the published version
+    deleted: bool = False  #: deleted in staging: the change is "remove from production"
 
 
 @dataclass
 class PromptPublishResult:
     """What ``publish_prompt`` did (like :class:`PromoteResult`)."""
-    deleted: bool = False  #: deleted in staging: the change is "remove from production"
 
     name: str
     before: int | None  #: the published version before
@@ -778,16 +783,16 @@ class ReleasePlan:
     #: pending items the batch depends on but does not include (agent.toml declares them)
     missing_dependencies: list[ReleaseItem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Release:
-    """A recorded change of production (append-only history)."""
     #: what the batch's agents use that production lacks and no release item provides, e.g.
     #: "knowledge base faq" (shared things that do not exist, a prompt or connector nowhere)
     unavailable: list[str] = field(default_factory=list)
     #: removals that production still uses after this release, each naming its users
     still_used: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Release:
+    """A recorded change of production (append-only history)."""
 
     id: str
     created_at: str

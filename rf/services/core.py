@@ -26,7 +26,7 @@ from rf.config import (
     check_name,
     parse_agent_toml,
 )
-from rf.errors import InvalidAgent, NotFound, ProductionReadOnly, UsageError
+from rf.errors import Conflict, InvalidAgent, NotFound, ProductionReadOnly, UsageError
 from rf.ids import datetime_of_ns, iso, new_id, now_ns, utcnow
 from rf.models import (
     WORKING_COPY,
@@ -34,10 +34,11 @@ from rf.models import (
     AgentDiff,
     AgentStatus,
     Commit,
+    DeleteResult,
     DeployResult,
     Execution,
-    Status,
     ReleaseItem,
+    Status,
     check_env,
 )
 from rf.services import diffs
@@ -164,9 +165,9 @@ class CoreServices:
         parents = self.store.commit_parents()
         agents = []
         for row in rows:
-            agent = Agent(**row)
             if row["staging_commit"] is None and row["production_commit"] is None:
                 continue  # deleted in both environments (its commits and executions stay readable)
+            agent = Agent(**row)
             agent.commits_ahead = self._ahead(parents.get(agent.name, {}), agent.staging_commit,
                                               agent.production_commit)
             agents.append(agent)
@@ -176,11 +177,11 @@ class CoreServices:
         rows = self.store.agent_rows(name)
         if not rows:
             raise self._unknown_agent(name)
-        agent = Agent(**rows[0])
         if rows[0]["staging_commit"] is None and rows[0]["production_commit"] is None:
             raise NotFound(f"agent {name!r} was deleted (in staging and production)",
                            f"its commits stay readable: rf agents history {name}; deploy it again: "
                            f"rf agents deploy {name}")
+        agent = Agent(**rows[0])
         parents = self.store.commit_parents([name]).get(name, {})
         agent.commits_ahead = self._ahead(parents, agent.staging_commit, agent.production_commit)
         return agent
@@ -249,12 +250,11 @@ class CoreServices:
             validate_agent_code(root, config.entrypoint, agent_env=config.env_values())
 
     def history(self, name: str) -> list[Commit]:
-        self.get_agent(name)
+        """Every commit of an agent, newest first (a deleted agent's too: history stays readable)."""
+        if not self.store.agent_rows(name):
+            raise self._unknown_agent(name)
         return self.store.list_commits(name)
 
-    def resolve_commit(self, name: str, ref: str) -> str:
-        """A commit id from a ref: full id, unique prefix, or an env name."""
-        if ref in ("staging", "production"):
     def delete_agent(self, name: str, env: str = "staging") -> DeleteResult:
         """Delete an agent from staging at once (its staging endpoint stops answering). Production is
         never changed here: if it runs the agent, removing it there is the pending release item
@@ -283,6 +283,9 @@ class CoreServices:
                                before=agent.production_commit, after=None)
         return DeleteResult(kind="agent", name=name, env="staging", item=item, warnings=warnings)
 
+    def resolve_commit(self, name: str, ref: str) -> str:
+        """A commit id from a ref: full id, unique prefix, or an env name."""
+        if ref in ("staging", "production"):
             head = self.store.get_head(name, ref)
             if head is None:
                 raise NotFound(f"agent {name!r} has no {ref} commit")
@@ -546,11 +549,15 @@ class CoreServices:
                                      trace=config["trace"][env],
                                      trace_max_chars=int(config.get("trace_max_chars", DEFAULT_TRACE_MAX_CHARS)),
                                      session_fields=config["session"])
-        call, _, request = prepared
-        result = await self.pool.arun(
-            (env, name, commit_id), code_dir, config.get("entrypoint", "agent:handle"), request,
-            timeout_s=float(config.get("timeout_s", 60.0)), host=self.host_handler(call), on_start=call.start,
-        )
+        call, tracer, request = prepared
+        try:
+            result = await self.pool.arun(
+                (env, name, commit_id), code_dir, config.get("entrypoint", "agent:handle"), request,
+                timeout_s=float(config.get("timeout_s", 60.0)), host=self.host_handler(call), on_start=tracer.started,
+            )
+        except BaseException:  # e.g. cancelled while waiting for a worker
+            self.store.running.untrack(request.execution_id)  # not recorded: nor left "running"
+            raise
         return self._finish_run(prepared, result, commit_label=commit_id, input=input)
 
     def _prepare_run(self, *, env: str, name: str, commit_label: str, input: Any, session_id: str | None,
@@ -568,12 +575,21 @@ class CoreServices:
         if session_fields is not None and session_id is not None:
             call.state["session_fields"] = session_fields  # read by rf.services.sessions.finish_execution
         tracer = ExecutionTrace.begin(self.store, call, trace, trace_max_chars, now_ns())  # timing starts
+        tracer.input = input
+        # In flight: shown as running if it lasts (rf.store.executions.RunningMarkers).
+        self.store.running.track(execution_id, tracer)
         request = RunRequest(execution_id=execution_id, env=env, agent=name, input=input,
                              session_id=session_id, stream=stream, trace_root=tracer.root_id)
         return call, tracer, request
 
     def _finish_run(self, prepared: Any, result: Any, *, commit_label: str, input: Any) -> Execution:
+        """Record the execution. ``started_at`` is when the request arrived, ``queued_ms`` its
+        wait until a worker started it (a busy pool, a cold start), ``duration_ms`` the rest, up
+        to now: ``ended_at - started_at = queued_ms + duration_ms``. A run that never started
+        (no worker could) has ``queued_ms`` 0 and the whole time as its duration."""
         call, tracer, request = prepared
+        if result.queue_wait is not None:  # every worker was busy: the trace shows the wait
+            tracer.queue_wait(*result.queue_wait)
         if result.worker_start is not None:  # a cold start: the trace shows the wait
             tracer.worker_start(*result.worker_start, result.worker_pid)
         if result.code_repair is not None:  # its code directory had been changed on disk
@@ -583,31 +599,27 @@ class CoreServices:
                           {"commit": commit_label})
         if result.ops or result.spans:
             # Deferred ctx calls and custom spans that rode on the worker's "done"
-        """Record the execution. ``started_at`` is when the request arrived, ``queued_ms`` its
-        wait until a worker started it (a busy pool, a cold start), ``duration_ms`` the rest, up
-        to now: ``ended_at - started_at = queued_ms + duration_ms``. A run that never started
-        (no worker could) has ``queued_ms`` 0 and the whole time as its duration."""
             # message; a failure among them fails the execution (see finish_execution).
-        if result.queue_wait is not None:  # every worker was busy: the trace shows the wait
-            tracer.queue_wait(*result.queue_wait)
             replay_final(self, _host_table(type(self)), call, result.ops, result.spans)
         ended_ns = now_ns()
-        started, ended = datetime_of_ns(tracer.start_ns), datetime_of_ns(ended_ns)
+        start_ns, run_ns = tracer.start_ns, tracer.run_ns or tracer.start_ns
+        started, ended = datetime_of_ns(start_ns), datetime_of_ns(ended_ns)
         execution = Execution(
             id=request.execution_id, env=call.env, agent=call.agent, commit=commit_label, source=call.source,
             status=result.status, input=input, output=result.output, error=result.error,
             error_type=result.error_type, traceback=result.traceback, logs=result.logs, started_at=iso(started),
-            ended_at=iso(ended),
-            duration_ms=round(result.duration_ms or (ended_ns - tracer.start_ns) / 1e6, 3),
-            session_id=call.session_id,
+            ended_at=iso(ended), duration_ms=round(max(ended_ns - run_ns, 0) / 1e6, 3),
+            session_id=call.session_id, queued_ms=round(max(run_ns - start_ns, 0) / 1e6, 3),
         )
-        writer = self.store.writer
+        store = self.store
+        writer = store.writer
         writer.begin_group()  # the record and what the execution wrote: one commit
         try:
-            finish_execution(self.store, call, execution, started, ended)  # may turn it into a failure first
+            finish_execution(store, call, execution, started, ended)  # may turn it into a failure first
             root_span = tracer.finish(execution, ended_ns)
-            self.store.record_execution(execution, started, ended, root_span)
+            store.record_execution(execution, started, ended, root_span)
         finally:
+            store.running.untrack(request.execution_id)  # its running marker, if any, goes with this batch
             writer.end_group()
             # The trace points back at the call: without this, every execution would
             # leave a reference cycle for the garbage collector to find.
@@ -634,8 +646,8 @@ class CoreServices:
         before: str | None = None,
     ) -> list[Execution]:
         check_env(env)
-        if status is not None and status not in ("succeeded", "failed"):
-            raise UsageError(f"unknown status {status!r}", "use succeeded or failed")
+        if status is not None and status not in EXECUTION_STATUSES:
+            raise UsageError(f"unknown status {status!r}", "use one of: " + ", ".join(EXECUTION_STATUSES))
         check_limit(limit, 10_000)
         return self.store.list_executions(env, agent=agent, status=status, source=source, limit=limit,
                                           before=before)
@@ -654,6 +666,9 @@ class CoreServices:
             raise NotFound(f"no execution {execution_id!r}{where}", "list them: rf executions list --env ENV")
         return ex
 
+
+#: What ``status`` an execution can have (``running`` while it runs; see rf.store.executions).
+EXECUTION_STATUSES = ("succeeded", "failed", "running", "interrupted")
 
 _HOST_TABLES: dict[type, dict[str, str]] = {}
 
