@@ -95,9 +95,11 @@ class UnknownKey(NamedTuple):
     suggestion: str  #: a did-you-mean, or what to do instead ("" when nothing is close)
 
 
-def unknown_keys(data: Mapping[str, Any], schema: Mapping[str, tuple[str, ...]]) -> list[UnknownKey]:
+def unknown_keys(data: Mapping[str, Any], schema: Mapping[str, tuple[str, ...]],
+                 table: str = "") -> list[UnknownKey]:
     """Every key of *data* that *schema* does not declare, in file order. A table of the
-    schema given as something else (``server = 5``) is left to its parser."""
+    schema given as something else (``server = 5``) is left to its parser. *data* is the
+    table *table* of the schema (``"llm"``: the ``[llm]`` table alone; "": the whole file)."""
     found: list[UnknownKey] = []
 
     def walk(table: Mapping[str, Any], path: str, where: str) -> None:
@@ -122,15 +124,16 @@ def unknown_keys(data: Mapping[str, Any], schema: Mapping[str, tuple[str, ...]])
                 suggestion = f"did you mean {close[0]!r}?" if close else ""
             found.append(UnknownKey(path, where, what, suggestion))
 
-    walk(data, "", "")
+    walk(data, table, f"[{table}]" if table else "")
     return found
 
 
 def check_keys(data: Mapping[str, Any], schema: Mapping[str, tuple[str, ...]], source: str,
-               file_label: str, error: type[RfError]) -> None:
+               file_label: str, error: type[RfError], table: str = "") -> None:
     """Raise *error*: *source*, each unknown key (up to 5) with its did-you-mean, and as the
-    hint what the first one's table takes (see :func:`unknown_keys`)."""
-    found = unknown_keys(data, schema)
+    hint what the first one's table takes (see :func:`unknown_keys`; *table*: *data* is that
+    table of the file, e.g. ``"llm"`` for what rf.services.providers re-reads)."""
+    found = unknown_keys(data, schema, table)
     if not found:
         return
     parts = [f"unknown {k.what}" + (f" in {k.where}" if k.where else "") + (f" ({k.suggestion})" if k.suggestion else "")

@@ -148,3 +148,45 @@ def test_a_limit_out_of_range_is_400_stating_the_range(server: ServerProc) -> No
         assert r.status_code == 400
         assert r.json()["error"]["message"] == (
             f"limit must be a whole number between 1 and 100000, not {limit if limit < 10**6 else str(limit)[:24] + '…'}")
+
+
+# ---------------------------------------------------------------- rf.toml [llm]: one key list
+@pytest.mark.parametrize(("tail", "expected", "hint"), [
+    ('[llm]\ndefualt = "mock"\n', "unknown key 'defualt' in [llm] (did you mean 'default'?)",
+     "[llm] takes: default, timeout_s, mock"),
+    ('[llm.mock]\nrulez = []\n', "unknown key 'rulez' in [llm.mock] (did you mean 'rules'?)", "[llm.mock] takes: rules"),
+    ('[[llm.mock.rules]]\nmatch = "a"\nreplly = "b"\n',
+     "unknown key 'replly' in [[llm.mock.rules]] #1 (did you mean 'reply'?)", "match, regex, reply, tool_call"),
+    ('[[llm.mock.rules]]\nmatch = "a"\ntool_call = { name = "t", argumnets = { id = "1" } }\n',
+     "unknown key 'argumnets' in [[llm.mock.rules]] #1 tool_call (did you mean 'arguments'?)", "name, arguments"),
+])
+def test_llm_settings_reread_at_run_time_check_the_one_key_list(ws: Any, tail: str, expected: str,
+                                                                  hint: str) -> None:
+    """[llm] is re-read by a running Services whenever rf.toml changes (rf.services.providers);
+    it and the mock rules (rf.llm.mock) use RF_TOML_KEYS through check_keys, like the start-up
+    check: the same did-you-mean, and a typo in a tool_call is no longer let through."""
+    from rf.client import open_local
+    from rf.errors import WorkspaceError
+
+    backend = open_local(ws)
+    try:
+        svc = backend.services
+        assert svc.llm_settings().default == "mock"
+        path = ws.root / "rf.toml"
+        path.write_text(path.read_text() + "\n" + tail)
+        with pytest.raises(WorkspaceError) as info:
+            svc.llm_settings()
+        assert expected in info.value.message
+        assert info.value.hint is not None and hint in info.value.hint
+    finally:
+        backend.close()
+
+
+def test_mock_rules_parsed_alone_check_the_one_key_list() -> None:
+    from rf.errors import WorkspaceError
+    from rf.llm.mock import parse_rules
+
+    with pytest.raises(WorkspaceError) as info:
+        parse_rules({"mock": {"rules": [{"match": "a", "reply": "b", "regx": True}]}})
+    assert "unknown key 'regx' in [[llm.mock.rules]] #1 (did you mean 'regex'?)" in info.value.message
+    assert parse_rules({"mock": {"rules": [{"match": "a", "tool_call": {"name": "t", "arguments": {"x": 1}}}]}})

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from rf.config import RF_TOML_KEYS, check_keys
 from rf.errors import WorkspaceError
 from rf.llm.types import TOOL_NAME_RE, ChatResult, ToolCall, Usage, last_user_text
 
@@ -55,6 +56,8 @@ def parse_rules(llm_config: dict[str, Any], source: str = "rf.toml") -> list[Moc
     mock = llm_config.get("mock", {})
     if not isinstance(mock, dict):
         raise WorkspaceError(f"{source}: [llm.mock] must be a table", "see the [[llm.mock.rules]] example in the docs")
+    # Its keys (and each rule's) are declared once, in rf.config.RF_TOML_KEYS.
+    check_keys(mock, RF_TOML_KEYS, source, "rf.toml", WorkspaceError, table="llm.mock")
     raw_rules = mock.get("rules", [])
     if not isinstance(raw_rules, list):
         raise WorkspaceError(f"{source}: llm.mock.rules must be an array of tables", "write each rule as [[llm.mock.rules]]")
@@ -63,10 +66,6 @@ def parse_rules(llm_config: dict[str, Any], source: str = "rf.toml") -> list[Moc
         where = f"{source}: [[llm.mock.rules]] #{i}"
         if not isinstance(raw, dict):
             raise WorkspaceError(f"{where} must be a table")
-        unknown = set(raw) - {"match", "regex", "reply", "tool_call"}
-        if unknown:
-            raise WorkspaceError(f"{where} has unknown key(s): {', '.join(sorted(unknown))}",
-                                 "a rule has: match, regex (optional), and reply or tool_call")
         match = raw.get("match")
         if not isinstance(match, str) or not match:
             raise WorkspaceError(f"{where} needs match = \"text\" (a substring of the last user message)")

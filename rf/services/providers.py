@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from rf.config import WORKSPACE_FILE, check_name
+from rf.config import RF_TOML_KEYS, WORKSPACE_FILE, check_keys, check_name
 from rf.errors import Conflict, NotFound, RfError, UsageError, WorkspaceError
 from rf.ids import utcnow
 from rf.llm import mock
@@ -83,10 +83,8 @@ def parse_llm_settings(data: dict[str, Any], source: str = WORKSPACE_FILE) -> LL
     llm = data.get("llm", {})
     if not isinstance(llm, dict):
         raise WorkspaceError(f"{source}: llm must be a table ([llm])", "fix rf.toml")
-    unknown = set(llm) - {"default", "timeout_s", "mock"}
-    if unknown:
-        raise WorkspaceError(f"{source}: [llm] has unknown key(s): {', '.join(sorted(unknown))}",
-                             "[llm] takes: default, timeout_s, and [[llm.mock.rules]]")
+    # The keys of [llm] and its mock rules are declared once, in rf.config.RF_TOML_KEYS.
+    check_keys(llm, RF_TOML_KEYS, source, WORKSPACE_FILE, WorkspaceError, table="llm")
     default = llm.get("default", BUILTIN)
     if not isinstance(default, str) or not default:
         raise WorkspaceError(f"{source}: [llm] default must be a provider name", 'e.g. default = "mock"')
