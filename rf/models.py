@@ -56,6 +56,10 @@ class Agent:
     commits_ahead: int = 0  #: commits in staging that production does not have
     created_at: str | None = None
     updated_at: str | None = None
+    #: the trace mode each environment runs, from its head commit's agent.toml ``[trace]``
+    #: (``{"staging": "full", "production": "standard"}``; an environment without a commit is
+    #: absent): filled by ``get_agent``, empty from ``list_agents``, which reads no commit
+    trace: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

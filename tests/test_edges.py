@@ -190,3 +190,39 @@ def test_mock_rules_parsed_alone_check_the_one_key_list() -> None:
         parse_rules({"mock": {"rules": [{"match": "a", "reply": "b", "regx": True}]}})
     assert "unknown key 'regx' in [[llm.mock.rules]] #1 (did you mean 'regex'?)" in info.value.message
     assert parse_rules({"mock": {"rules": [{"match": "a", "tool_call": {"name": "t", "arguments": {"x": 1}}}]}})
+
+
+# ---------------------------------------------------------------- trace modes shown
+def test_agents_show_prints_each_environments_trace_mode(ws: Any) -> None:
+    """``[trace]`` of each environment's head commit: one line per environment in ``rf agents
+    show`` (and ``trace`` in --json, and in get_agent over HTTP); list_agents reads no commit."""
+    from conftest import HELLO_TOML, start_server, write_agent
+
+    write_agent(ws.root, "hello", toml=HELLO_TOML + '[trace]\nstaging = "full"\nproduction = "minimal"\n')
+    _deploy(ws)
+    shown = run_rf("agents", "show", "hello", cwd=ws.root)
+    assert shown.returncode == 0, shown.stderr
+    lines = [line.strip() for line in shown.stdout.splitlines()]
+    assert lines.count("trace full") == 1 and "trace minimal" not in lines  # production has no commit yet
+    assert lines.index("trace full") == lines.index(next(x for x in lines if x.startswith("POST") and "/staging/" in x)) + 1
+    r = run_rf("agents", "promote", "hello", "--yes", cwd=ws.root)
+    assert r.returncode == 0, r.stderr
+    # Staging's new commit says production = "full": production runs its own commit (minimal).
+    write_agent(ws.root, "hello", toml=HELLO_TOML + '[trace]\nproduction = "full"\n')
+    _deploy(ws)
+
+    server = start_server(ws.root)  # the CLI goes through the running server: the field travels as JSON
+    try:
+        shown = run_rf("agents", "show", "hello", cwd=ws.root)
+        assert shown.returncode == 0, shown.stderr
+        out = shown.stdout
+        staging_part, production_part = out.split("\n  production", 1)
+        assert "trace standard" in staging_part and "trace minimal" in production_part, out
+        assert "full" not in out
+        data = json.loads(run_rf("agents", "show", "hello", "--json", cwd=ws.root).stdout)
+        assert data["trace"] == {"staging": "standard", "production": "minimal"}
+        h = _auth(server)
+        assert httpx.get(f"{server.url}/api/agents/hello", headers=h).json()["trace"] == data["trace"]
+        assert httpx.get(f"{server.url}/api/agents", headers=h).json()[0]["trace"] == {}
+    finally:
+        server.stop()

@@ -230,3 +230,27 @@ async def test_search_and_query_only_read_so_production_offers_them(backend: Loc
             view = app.view(key)
             assert isinstance(view, cls)
             assert action not in cls.WRITE_ACTIONS and view.check_action(action, ()) is not False
+
+
+async def test_the_agent_detail_shows_each_environments_trace_mode(backend: LocalBackend) -> None:
+    """Under each environment's endpoint in an agent's detail, a line with the trace mode its
+    commit runs there (``[trace]`` of agent.toml, through get_agent): none where nothing is deployed."""
+    from conftest import HELLO_TOML, write_agent
+    from rf.config import snapshot_dir
+
+    ws = backend.services.workspace
+    assert ws is not None
+    write_agent(ws.root, "quiet", toml=HELLO_TOML + '[trace]\nstaging = "full"\n')
+    backend.deploy("quiet", snapshot_dir(ws.agents_dir / "quiet"), "full traces", "ada")
+    app = make_app(backend, start_view="agents")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        lines = [line.split("▎", 1)[-1].strip(" │") for line in screen_text(app).splitlines()]
+        staging = next(i for i, line in enumerate(lines) if "/staging/agents/hello" in line)
+        production = next(i for i, line in enumerate(lines) if "/production/agents/hello" in line)
+        assert lines[staging + 1] == "trace standard" and lines[production + 1] == "trace standard", lines
+        await pilot.press("down")  # quiet: staging only
+        await settle(pilot)
+        lines = [line.split("▎", 1)[-1].strip(" │") for line in screen_text(app).splitlines()]
+        staging = next(i for i, line in enumerate(lines) if "/staging/agents/quiet" in line)
+        assert lines[staging + 1] == "trace full" and "/production/agents/quiet" in lines[staging + 2], lines

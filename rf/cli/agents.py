@@ -92,6 +92,8 @@ def show(name: Annotated[str, typer.Argument(help="Agent name.")], json_out: Jso
         else:
             out.print(f"  {label} [commit]{short(c.id)}[/commit] {escape(c.message)} [dim]· {escape(c.author)} · {when(c.created_at)}[/dim]")
         out.print(f"  {'':<10} [dim]POST[/dim] {urls[env]}")
+        if env in agent.trace:
+            out.print(f"  {'':<10} [dim]trace[/dim] {agent.trace[env]}")
     if agent.production_commit and agent.commits_ahead:
         out.print(f"  staging is {agent.commits_ahead} commit{'s' if agent.commits_ahead != 1 else ''} ahead of production")
 

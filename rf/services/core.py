@@ -184,6 +184,10 @@ class CoreServices:
         agent = Agent(**rows[0])
         parents = self.store.commit_parents([name]).get(name, {})
         agent.commits_ahead = self._ahead(parents, agent.staging_commit, agent.production_commit)
+        # Each environment's trace mode, as its commit runs it (configurations are cached per commit).
+        agent.trace = {env: self._commit_config(commit)["trace"][env]
+                       for env, commit in (("staging", agent.staging_commit), ("production", agent.production_commit))
+                       if commit is not None}
         return agent
 
     def _unknown_agent(self, name: str) -> NotFound:

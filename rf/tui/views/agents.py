@@ -55,7 +55,13 @@ def fetch_detail(backend: Backend, row: AgentRow, env: str) -> AgentDetail:
     """
     if row.agent is None:
         return AgentDetail(row.name, None, executions=[], env=env)
-    return AgentDetail(row.name, row.agent, backend.history(row.name), env=env)
+    from rf.errors import NotFound
+
+    try:
+        agent = backend.get_agent(row.name)  # with each environment's trace mode (the list has none)
+    except NotFound:  # deleted meanwhile: the row's copy
+        agent = row.agent
+    return AgentDetail(row.name, agent, backend.history(row.name), env=env)
 
 
 class DeployModal(FormModal):
@@ -294,6 +300,8 @@ class AgentsView(View):
             url = f"POST {self.base_url()}/{env}/agents/{a.name}"
             where = Text(f"commit {short(commit)}" if commit else "not promoted yet", style="dim")
             table.add_row(label, Text(url, style="" if commit else "dim"), where)
+            if env in a.trace:  # the trace mode this environment's commit runs (agent.toml [trace])
+                table.add_row("", Text(f"trace {a.trace[env]}", style="dim"), "")
         parts.append(table)
         if a.production_commit and a.commits_ahead:
             parts.append(
