@@ -254,3 +254,42 @@ async def test_the_agent_detail_shows_each_environments_trace_mode(backend: Loca
         lines = [line.split("▎", 1)[-1].strip(" │") for line in screen_text(app).splitlines()]
         staging = next(i for i, line in enumerate(lines) if "/staging/agents/quiet" in line)
         assert lines[staging + 1] == "trace full" and "/production/agents/quiet" in lines[staging + 2], lines
+
+
+async def test_releases_arrow_keys_move_the_list_when_it_appears(backend: LocalBackend) -> None:
+    """Releases opened with nothing pending, then changes arrive (the poll): the list has the
+    focus, so the arrow keys move it at once (the focus once stayed on a hidden widget, the
+    diff pane: shift+tab first). A place the user tabbed to is kept across reloads."""
+    from conftest import HELLO_PY, write_agent
+    from textual.containers import VerticalScroll
+    from textual.widgets import SelectionList
+
+    from rf.config import snapshot_dir
+    from rf.tui.views.releases import ReleasesView
+
+    backend.promote("hello", "ada")
+    backend.promote("quiet", "ada")
+    assert backend.release_items() == []
+    app = make_app(backend, start_view="releases")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        view = app.query_one(ReleasesView)
+        assert app.focused is view  # nothing listed: the view keeps its keys
+        ws = backend.services.workspace
+        assert ws is not None
+        for name in ("hello", "quiet"):
+            write_agent(ws.root, name, HELLO_PY + f"\n# {name} v3\n")
+            backend.deploy(name, snapshot_dir(ws.agents_dir / name), "v3", "ada")
+        view.reload()
+        await settle(pilot)
+        items = view.query_one("#release-items", SelectionList)
+        assert app.focused is items and items.highlighted == 0 and view.place == "agent:hello"
+        await pilot.press("down")
+        await settle(pilot)
+        assert items.highlighted == 1 and view.place == "agent:quiet"
+        await pilot.press("tab")  # to the diff pane, on purpose: a reload keeps it there
+        await settle(pilot)
+        assert isinstance(app.focused, VerticalScroll)
+        view.reload()
+        await settle(pilot)
+        assert isinstance(app.focused, VerticalScroll)

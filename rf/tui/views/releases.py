@@ -114,10 +114,13 @@ class ReleasesView(View):
     def focus_default(self) -> None:
         if self.rf.current_view != self.KEY:
             return  # mounted ahead of time (warm-up) or hidden: never steal the focus
-        if self.tab == "releases-history":
-            self.query_one("#release-history", DataTable).focus()
-        else:
-            self.query_one("#release-items", SelectionList).focus()
+        target = (self.query_one("#release-history", DataTable) if self.tab == "releases-history"
+                  else self.query_one("#release-items", SelectionList))
+        if self._shown(target):
+            target.focus()
+        else:  # nothing listed on this tab: the view itself, so its keys (h, r…) still work
+            self.can_focus = True
+            self.focus()
 
     # ------------------------------------------------------------ data
     def reload(self) -> None:
@@ -132,6 +135,12 @@ class ReleasesView(View):
         items, releases = data
         self.show_items(items)
         self.show_history(releases)
+        focused = self.app.focused
+        if self.rf.current_view == self.KEY and (focused is None or focused is self or not self._shown(focused)):
+            # The list appeared (focus on the view) or was hidden under the focus (which Textual
+            # then moves to some other hidden widget): the list gets it, so arrow keys move it at
+            # once, without shift+tab first. A place the user chose (the diff, a dialog) is kept.
+            self.focus_default()
         self.painted()
 
     def show_items(self, items: list[ReleaseItem]) -> None:
