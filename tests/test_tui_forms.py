@@ -12,6 +12,7 @@ from rf.tui.modals import FormModal
 from rf.tui.views.connectors import ConnectorForm, ConnectorsView
 from rf.tui.views.others import (
     DataQueryModal,
+    KBCreateForm,
     DataSourceForm,
     DataSourcesView,
     KBSearchModal,
@@ -200,7 +201,7 @@ async def test_the_new_actions_are_absent_and_refused_in_production(backend: Loc
         for key, cls, actions in (
             ("connectors", ConnectorsView, ("new_connector",)),
             ("triggers", TriggersView, ("new_trigger", "stage_production_copy")),
-            ("knowledge", KnowledgeView, ("upload",)),  # search only reads: allowed
+            ("knowledge", KnowledgeView, ("upload", "new_kb")),  # search only reads: allowed
             ("data", DataSourcesView, ("add_source",)),  # queries only read: allowed
         ):
             await app.action_show(key)
@@ -293,3 +294,50 @@ async def test_releases_arrow_keys_move_the_list_when_it_appears(backend: LocalB
         view.reload()
         await settle(pilot)
         assert isinstance(app.focused, VerticalScroll)
+
+
+async def test_new_knowledge_base_form_says_it_is_shared_then_lists_it(backend: LocalBackend) -> None:
+    """Staging's Knowledge screen creates a KB (n): what rf kb create takes, checked inline, the
+    dialog saying production sees it too (KBs are shared)."""
+    app = make_app(backend, start_view="knowledge")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        view = app.query_one(KnowledgeView)
+        assert view.check_action("new_kb", ()) is True
+        assert "New knowledge base" in [c.title for c in view.commands()]
+        assert "New knowledge base" in screen_text(app).splitlines()[-1]  # the footer
+        await pilot.press("n")
+        await settle(pilot)
+        form = app.screen
+        assert isinstance(form, KBCreateForm)
+        assert "production agents see this one too" in " ".join(screen_text(app).split())
+        assert form.query_one("#embedder", Input).value == "default"
+        form.query_one("#chunk-size", Input).value = "lots"
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert "required" in error(form, "name") and "whole number" in error(form, "chunk-size")
+        form.query_one("#name", Input).value = "handbook"
+        form.query_one("#chunk-size", Input).value = "10"
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert isinstance(app.screen, KBCreateForm) and "between 50 and" in error(form, "chunk-size")
+        form.query_one("#name", Input).value = "Bad Name"
+        form.query_one("#chunk-size", Input).value = "400"
+        form.query_one("#overlap", Input).value = "50"
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert "invalid knowledge base name" in error(form, "name")
+        form.query_one("#name", Input).value = "handbook"
+        form.query_one("#embedder", Input).value = "provider:nope:m"
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert "nope" in error(form, "embedder")
+        form.query_one("#embedder", Input).value = "default"
+        form.query_one("#description", Input).value = "the staff handbook"
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert not isinstance(app.screen, KBCreateForm), [str(x.render()) for x in form.query(".field-error")]
+        kb = backend.get_kb("handbook")
+        assert (kb.embedder, kb.chunk_size, kb.overlap, kb.description) == ("default", 400, 50, "the staff handbook")
+        assert view.selected_name() == "handbook" and "handbook" in screen_text(app)
+        assert any("production sees it too" in m for m in notifications(app))

@@ -610,6 +610,81 @@ class KBUploadModal(FormModal):
         )
 
 
+class KBCreateForm(FormModal):
+    """A new knowledge base: what ``rf kb create`` takes (name, embedder, chunk size, overlap,
+    description). Knowledge bases are shared: the dialog says production sees it too."""
+
+    TITLE_TEXT = "New knowledge base (shared)"
+    SUBMIT_LABEL = "Create"
+
+    def __init__(self) -> None:
+        super().__init__(classes="form")
+
+    def compose_form(self) -> ComposeResult:
+        from rf.kb import chunking
+
+        yield Static(
+            "Knowledge bases are shared: production agents see this one too, and can search it as soon "
+            "as it has documents.",
+            classes="field-help",
+        )
+        yield Label("Name", classes="field-label")
+        yield Input(placeholder="e.g. docs", id="name")
+        yield self.field_error("name")
+        yield Label("Embedder: default (offline) or provider:NAME:MODEL", classes="field-label")
+        yield Input("default", id="embedder")
+        yield self.field_error("embedder")
+        yield Label("Chunk size (characters)", classes="field-label")
+        yield Input(str(chunking.DEFAULT_CHUNK_SIZE), id="chunk-size")
+        yield self.field_error("chunk-size")
+        yield Label("Overlap (characters shared by consecutive chunks)", classes="field-label")
+        yield Input(str(chunking.DEFAULT_OVERLAP), id="overlap")
+        yield self.field_error("overlap")
+        yield Label("Description (optional)", classes="field-label")
+        yield Input(placeholder="what it holds", id="description")
+        yield self.field_error("form")
+
+    def on_mount(self) -> None:
+        self.query_one("#name", Input).focus()
+
+    def submit(self) -> None:
+        values = {f: self.query_one(f"#{f}", Input).value.strip()
+                  for f in ("name", "embedder", "chunk-size", "overlap", "description")}
+        numbers: dict[str, int] = {}
+        ok = True
+        if not values["name"]:
+            self.show_error("name", "A name is required.")
+            ok = False
+        for field in ("chunk-size", "overlap"):
+            try:
+                numbers[field] = int(values[field])
+            except ValueError:
+                self.show_error(field, "A whole number of characters.")
+                ok = False
+        if not ok:
+            return
+        backend = self.rf.backend
+
+        def failed(exc: Exception) -> bool:
+            self.set_busy(False)
+            if not isinstance(exc, RfError):
+                return False
+            lowered = exc.message.lower()
+            where = ("chunk-size" if "chunk-size" in lowered else "overlap" if "overlap" in lowered
+                     else "embedder" if "embed" in lowered or "provider" in lowered
+                     else "name" if "name" in lowered or "already" in lowered else "form")
+            self.show_error(where, _message(exc))
+            return True
+
+        self.set_busy(True)
+        run_call(
+            self,
+            lambda: backend.create_kb(values["name"], values["embedder"] or "default", numbers["chunk-size"],
+                                      numbers["overlap"], values["description"]),
+            self.dismiss, failed=failed, group="save",
+        )
+
+
 class KnowledgeView(ListView):
     TITLE = "Knowledge"
     KEY = "knowledge"
@@ -617,12 +692,13 @@ class KnowledgeView(ListView):
     REQUIRES = ("list_kbs",)
     LIST_METHOD = "list_kbs"
     COLUMNS = ("name", "embedder", "documents", "chunks", "description")
-    EMPTY_TEXT = "No knowledge bases yet — create one with rf kb create NAME, then rf kb upload NAME FILES."
+    EMPTY_TEXT = "No knowledge bases yet — press n to create one (or rf kb create NAME), then u to upload files."
     NOUN = "knowledge base"
-    WRITE_ACTIONS = frozenset({"upload"})  # searching only reads: offered in production too
+    WRITE_ACTIONS = frozenset({"upload", "new_kb"})  # searching only reads: offered in production too
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("slash", "search", "Search", key_display="/"),
         Binding("u", "upload", "Upload"),
+        Binding("n", "new_kb", "New knowledge base"),
     ]
 
     def selected_name(self) -> str | None:
@@ -636,12 +712,28 @@ class KnowledgeView(ListView):
             return
         self.app.push_screen(KBSearchModal(name))
 
+    def action_new_kb(self) -> None:
+        if self.refuse_in_production():
+            return
+
+        def created(change: Any) -> None:
+            if change is None:
+                return
+            self.place = change.kb.name
+            self.rf.notify(
+                f"Knowledge base {change.kb.name} created (shared: production sees it too). Press u to upload files.",
+                title="Created", markup=False,
+            )
+            self.reload()
+
+        self.app.push_screen(KBCreateForm(), created)
+
     def action_upload(self) -> None:
         if self.refuse_in_production():
             return
         name = self.selected_name()
         if name is None:
-            self.rf.notify("Create a knowledge base first: rf kb create NAME", severity="warning")
+            self.rf.notify("Create a knowledge base first: press n (or rf kb create NAME)", severity="warning")
             return
         root = self.rf.workspace.root if self.rf.workspace is not None else None
 
@@ -662,6 +754,8 @@ class KnowledgeView(ListView):
         self.app.push_screen(KBUploadModal(name, root), uploaded)
 
     def commands(self) -> Iterable[Command]:
+        if not self.read_only:
+            yield Command("New knowledge base", self.action_new_kb, "Shared: production sees it too (key n)")
         if not self.items:
             return
         yield Command("Search the selected knowledge base", self.action_search, "Hybrid search, top 5 (key /)")
