@@ -123,17 +123,22 @@ class Execution:
     agent: str
     commit: str  #: commit id, or "working-copy" for ``rf test``
     source: str  #: endpoint | test | invoke | trigger:<id> | replay
-    status: str  #: succeeded | failed
+    #: succeeded | failed | running (still in progress) | interrupted (the server stopped during it)
+    status: str
     input: Any = None
     output: Any = None
     error: str | None = None
     error_type: str | None = None
     traceback: str | None = None
     logs: str = ""
-    started_at: str = ""
-    ended_at: str = ""
+    started_at: str = ""  #: when the request arrived
+    ended_at: str = ""  #: "" while it runs
+    #: from the moment a worker started it to its end (so far, while it runs);
+    #: ``ended_at - started_at = queued_ms + duration_ms``
     duration_ms: float = 0.0
     session_id: str | None = None
+    #: from its arrival to a worker starting it: waiting for a free worker, or for a new one to start
+    queued_ms: float = 0.0
 
 
 @dataclass

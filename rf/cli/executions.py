@@ -10,12 +10,25 @@ from rf.cli.app import EnvFilterOption, EnvOption, ExecutionIdArg, JsonOption, b
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich")
 
+#: How each status is shown (markup).
+STATUS_MARKUP = {
+    "succeeded": "[ok]succeeded[/ok]",
+    "failed": "[fail]failed[/fail]",
+    "running": "[bold cyan]running[/bold cyan]",
+    "interrupted": "[fail]interrupted[/fail]",
+}
+
+
+def status_markup(status: str) -> str:
+    return STATUS_MARKUP.get(status, status)
+
 
 @app.command("list")
 def list_executions(
     env: EnvOption = "staging",
     agent: Annotated[str | None, typer.Option("--agent", "-a", help="Only this agent.")] = None,
-    status: Annotated[str | None, typer.Option("--status", help="succeeded or failed.")] = None,
+    status: Annotated[str | None, typer.Option(
+        "--status", help="succeeded, failed, running (in progress) or interrupted (the server stopped).")] = None,
     source: Annotated[str | None, typer.Option("--source", help="endpoint, test, invoke, trigger...")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many (newest first).")] = 20,
     json_out: JsonOption = False,
@@ -43,13 +56,16 @@ def list_executions(
     table.add_column("source")
     table.add_column("commit", style="yellow")
     table.add_column("started (UTC)", style="dim")
+    table.add_column("queued", justify="right")
     table.add_column("duration", justify="right")
     table.add_column("error", overflow="ellipsis", max_width=40, no_wrap=True)
     for ex in rows:
-        st = "[ok]succeeded[/ok]" if ex.status == "succeeded" else "[fail]failed[/fail]"
-        table.add_row(ex.id, ex.agent, st, ex.source, short(ex.commit), when(ex.started_at),
-                      duration(ex.duration_ms), escape(ex.error or ""))
-    out.print(fit_table(table, optional=("source", "commit"), last_resort=("started (UTC)",)))
+        # queued: the wait for a worker, when there was one to speak of (a busy pool, a cold start)
+        table.add_row(ex.id, ex.agent, status_markup(ex.status), ex.source, short(ex.commit), when(ex.started_at),
+                      duration(ex.queued_ms) if ex.queued_ms >= 1 else "",
+                      duration(ex.duration_ms) + (" so far" if ex.status == "running" else ""),
+                      escape(ex.error or ""))
+    out.print(fit_table(table, optional=("source", "queued", "commit"), last_resort=("started (UTC)",)))
 
 
 @app.command("show")
@@ -71,30 +87,43 @@ def show(
 
     with backend() as b:
         ex = b.get_execution(execution_id, env)
-        cold = None
-        if not json_out:
-            try:  # a cold start shows in the trace (a runtime span): say so next to the duration
-                cold = next((s for s in b.get_trace(ex.id, ex.env).spans if s.name == "worker.start"), None)
+        spans = []
+        if not json_out and ex.status != "running":
+            try:  # the trace's runtime spans say what the wait for a worker was
+                spans = [s for s in b.get_trace(ex.id, ex.env).spans if s.kind == "runtime"]
             except RfError:
-                cold = None
+                spans = []
     if json_out:
         print_json(ex)
         return
-    st = "[ok]succeeded[/ok]" if ex.status == "succeeded" else "[fail]failed[/fail]"
-    out.print(f"[bold]{ex.id}[/bold]  {st}  {env_label(ex.env)}")
-    took = duration(ex.duration_ms)
-    if cold is not None:
-        took += f" (+ {duration(cold.duration_ms)} before it: a cold start, a new worker importing the agent)"
+    out.print(f"[bold]{ex.id}[/bold]  {status_markup(ex.status)}  {env_label(ex.env)}")
+    running = ex.status == "running"
+    took = duration(ex.duration_ms) + (" so far" if running else "")
+    if running and ex.duration_ms == 0:
+        took = "not started: waiting for a worker"
+    # What the wait was: the trace's runtime spans (the pool's queue, a new worker's start).
+    why = [what for name, what in (("queue.wait", "every worker of the agent was busy"),
+                                   ("worker.start", "a cold start, a new worker importing the agent"))
+           if any(s.name == name for s in spans)]
+    queued = duration(ex.queued_ms) + (" so far" if running and ex.duration_ms == 0 else "")
+    if why:
+        queued += f" (before it: {'; then '.join(why)})"
     rows = [
         ("agent", ex.agent), ("commit", ex.commit), ("source", ex.source),
         ("session", ex.session_id or "—"), ("started", when(ex.started_at) + " UTC"),
-        ("duration", took), ("trace", f"rf traces show {ex.id}"),
+        ("queued", queued), ("duration", took),
     ]
+    if ex.ended_at:
+        rows.append(("ended", when(ex.ended_at) + " UTC"))
+    if not running:
+        rows.append(("trace", f"rf traces show {ex.id}"))
     for k, v in rows:
         out.print(f"  [dim]{k:<9}[/dim] {escape(str(v))}")
     out.print("[bold]input[/bold]")
     out.print(escape(json.dumps(ex.input, indent=2, ensure_ascii=False)))
-    if ex.status == "succeeded":
+    if running:
+        out.print("[dim]still running: its output, logs and trace are recorded when it ends[/dim]")
+    elif ex.status == "succeeded":
         out.print("[bold]output[/bold]")
         out.print(escape(json.dumps(ex.output, indent=2, ensure_ascii=False)))
     else:

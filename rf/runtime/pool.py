@@ -121,6 +121,9 @@ class RunResult:
     #: ``(start_ns, end_ns, what differed)`` when, before this run's new worker started, its
     #: code directory did not match the commit and was re-created from the store.
     code_repair: tuple[int, int, str] | None = None
+    #: ``(start_ns, end_ns)`` (``time.time_ns()``) when this run waited for a free worker: every
+    #: worker its key may have was busy. None when it got one (or room for a new one) at once.
+    queue_wait: tuple[int, int] | None = None
 
     @property
     def ok(self) -> bool:
@@ -538,14 +541,18 @@ class WorkerPool:
         except (TypeError, ValueError) as exc:
             return _failed(f"input is not JSON-serializable: {exc}", "protocol")
         waited_from = time.time_ns()
+        queue_wait: list[int] = []
         try:
-            worker = self._acquire(key, os.fspath(code_dir), entrypoint)
+            worker = self._acquire(key, os.fspath(code_dir), entrypoint, queue_wait)
         except _PoolClosed:
             return _failed("the worker pool is closed", "crash")
         except RfError as exc:  # the code directory or the agent's [env] (see prepare)
             return _failed(exc.message, "exception")
         except OSError as exc:
             return _failed(f"cannot start a worker: {exc}", "crash")
+        waited = (queue_wait[0], queue_wait[1]) if queue_wait else None
+        if waited is not None:
+            waited_from = waited[1]  # a new worker's start follows the wait for room for it
         completed = False
         try:
             cold_start = None
@@ -555,9 +562,11 @@ class WorkerPool:
                 if failure is not None:
                     failure.worker_start = cold_start
                     failure.code_repair = worker.code_repair
+                    failure.queue_wait = waited
                     return failure
             result = self._execute(worker, payload, timeout_s, on_chunk, host, on_start)
             result.worker_start = cold_start
+            result.queue_wait = waited
             if cold_start is not None:
                 result.code_repair = worker.code_repair
             completed = True
@@ -599,6 +608,7 @@ class WorkerPool:
         except (TypeError, ValueError):
             return await in_thread()
         loop = asyncio.get_running_loop()
+        waited_from = 0  # when this request began waiting for a free worker (0: it did not wait)
         while True:
             victims: list[WorkerProcess] = []
             waiter: asyncio.Future[None] | None = None
@@ -617,6 +627,8 @@ class WorkerPool:
                 await asyncio.to_thread(self._kill_all, victims)
             if waiter is None:
                 break
+            if not waited_from:
+                waited_from = time.time_ns()
             try:
                 await waiter
             except asyncio.CancelledError:
@@ -624,13 +636,18 @@ class WorkerPool:
                     with self._cond:
                         self._wake_async_waiters(key)
                 raise
+        waited = (waited_from, time.time_ns()) if waited_from else None
         if worker is None or not worker.ready:
             if worker is not None:
                 self._release(worker, reusable=True)
-            return await in_thread()
+            result = await in_thread()
+            if waited is not None:  # the wait on the loop, then any in run()
+                result.queue_wait = (waited[0], result.queue_wait[1] if result.queue_wait else waited[1])
+            return result
         reusable = False
         try:
             result = await self._aexecute(worker, payload, timeout_s, on_chunk, host, on_start)
+            result.queue_wait = waited
             reusable = not worker.dead
             return result
         finally:
@@ -990,8 +1007,13 @@ class WorkerPool:
             self._start_reaper()
         return worker
 
-    def _acquire(self, key: WorkerKey, code_dir: str, entrypoint: str) -> WorkerProcess:
+    def _acquire(self, key: WorkerKey, code_dir: str, entrypoint: str,
+                 queue_wait: list[int] | None = None) -> WorkerProcess:
+        """A worker of *key*: an idle one, a new one, or, when there is no room for one, the
+        next one freed. If it had to wait, ``(start_ns, end_ns)`` of the wait go into
+        *queue_wait*."""
         victims: list[WorkerProcess] = []
+        waited_from = 0
         try:
             with self._cond:
                 while True:
@@ -1006,8 +1028,12 @@ class WorkerPool:
                     ):
                         self._reserve(key)
                         break
+                    if not waited_from:
+                        waited_from = time.time_ns()
                     self._cond.wait()
         finally:
+            if waited_from and queue_wait is not None:
+                queue_wait[:] = (waited_from, time.time_ns())
             self._kill_all(victims)
         try:
             worker = self._spawn(key, code_dir, entrypoint)

@@ -97,6 +97,11 @@ def prepare(ws: Workspace, *, host: str | None = None, port: int | None = None,
         services = Services(store, ws, server_url=url)
     else:
         services.server_url = url  # rf ui opened the store first, to paint before the server is up
+    # Executions a previous server left running (it was killed or crashed) are recorded as such.
+    interrupted = services.store.recover_interrupted()
+    if interrupted:
+        log.warning("%d execution(s) were interrupted when the server last stopped; "
+                    "see: rf executions list --status interrupted --env ENV", interrupted)
     token = secrets.token_urlsafe(32)
     # The invoke fast path in front of the Litestar app (see rf.server.fastpath), and the one
     # request guard in front of both (see rf.server.guard).

@@ -530,11 +530,15 @@ class CoreServices:
         prepared = self._prepare_run(env=env, name=name, commit_label=commit_label, input=input,
                                      session_id=session_id, source=source, stream=on_chunk is not None,
                                      trace=trace, trace_max_chars=trace_max_chars, session_fields=session_fields)
-        call, _, request = prepared
-        result = self.pool.run(
-            (env, name, pool_label or commit_label), code_dir, entrypoint, request,
-            timeout_s=timeout_s, on_chunk=on_chunk, host=self.host_handler(call), on_start=call.start,
-        )
+        call, tracer, request = prepared
+        try:
+            result = self.pool.run(
+                (env, name, pool_label or commit_label), code_dir, entrypoint, request,
+                timeout_s=timeout_s, on_chunk=on_chunk, host=self.host_handler(call), on_start=tracer.started,
+            )
+        except BaseException:
+            self.store.running.untrack(request.execution_id)  # not recorded: nor left "running"
+            raise
         return self._finish_run(prepared, result, commit_label=commit_label, input=input)
 
     async def ainvoke(self, env: str, name: str, input: Any = None, session_id: str | None = None,
@@ -549,11 +553,15 @@ class CoreServices:
                                      trace=config["trace"][env],
                                      trace_max_chars=int(config.get("trace_max_chars", DEFAULT_TRACE_MAX_CHARS)),
                                      session_fields=config["session"])
-        call, _, request = prepared
-        result = await self.pool.arun(
-            (env, name, commit_id), code_dir, config.get("entrypoint", "agent:handle"), request,
-            timeout_s=float(config.get("timeout_s", 60.0)), host=self.host_handler(call), on_start=call.start,
-        )
+        call, tracer, request = prepared
+        try:
+            result = await self.pool.arun(
+                (env, name, commit_id), code_dir, config.get("entrypoint", "agent:handle"), request,
+                timeout_s=float(config.get("timeout_s", 60.0)), host=self.host_handler(call), on_start=tracer.started,
+            )
+        except BaseException:  # e.g. cancelled while waiting for a worker
+            self.store.running.untrack(request.execution_id)  # not recorded: nor left "running"
+            raise
         return self._finish_run(prepared, result, commit_label=commit_id, input=input)
 
     def _prepare_run(self, *, env: str, name: str, commit_label: str, input: Any, session_id: str | None,
@@ -571,12 +579,21 @@ class CoreServices:
         if session_fields is not None and session_id is not None:
             call.state["session_fields"] = session_fields  # read by rf.services.sessions.finish_execution
         tracer = ExecutionTrace.begin(self.store, call, trace, trace_max_chars, now_ns())  # timing starts
+        tracer.input = input
+        # In flight: shown as running if it lasts (rf.store.executions.RunningMarkers).
+        self.store.running.track(execution_id, tracer)
         request = RunRequest(execution_id=execution_id, env=env, agent=name, input=input,
                              session_id=session_id, stream=stream, trace_root=tracer.root_id)
         return call, tracer, request
 
     def _finish_run(self, prepared: Any, result: Any, *, commit_label: str, input: Any) -> Execution:
+        """Record the execution. ``started_at`` is when the request arrived, ``queued_ms`` its
+        wait until a worker started it (a busy pool, a cold start), ``duration_ms`` the rest, up
+        to now: ``ended_at - started_at = queued_ms + duration_ms``. A run that never started
+        (no worker could) has ``queued_ms`` 0 and the whole time as its duration."""
         call, tracer, request = prepared
+        if result.queue_wait is not None:  # every worker was busy: the trace shows the wait
+            tracer.queue_wait(*result.queue_wait)
         if result.worker_start is not None:  # a cold start: the trace shows the wait
             tracer.worker_start(*result.worker_start, result.worker_pid)
         if result.code_repair is not None:  # its code directory had been changed on disk
@@ -589,22 +606,24 @@ class CoreServices:
             # message; a failure among them fails the execution (see finish_execution).
             replay_final(self, _host_table(type(self)), call, result.ops, result.spans)
         ended_ns = now_ns()
-        started, ended = datetime_of_ns(tracer.start_ns), datetime_of_ns(ended_ns)
+        start_ns, run_ns = tracer.start_ns, tracer.run_ns or tracer.start_ns
+        started, ended = datetime_of_ns(start_ns), datetime_of_ns(ended_ns)
         execution = Execution(
             id=request.execution_id, env=call.env, agent=call.agent, commit=commit_label, source=call.source,
             status=result.status, input=input, output=result.output, error=result.error,
             error_type=result.error_type, traceback=result.traceback, logs=result.logs, started_at=iso(started),
-            ended_at=iso(ended),
-            duration_ms=round(result.duration_ms or (ended_ns - tracer.start_ns) / 1e6, 3),
-            session_id=call.session_id,
+            ended_at=iso(ended), duration_ms=round(max(ended_ns - run_ns, 0) / 1e6, 3),
+            session_id=call.session_id, queued_ms=round(max(run_ns - start_ns, 0) / 1e6, 3),
         )
-        writer = self.store.writer
+        store = self.store
+        writer = store.writer
         writer.begin_group()  # the record and what the execution wrote: one commit
         try:
-            finish_execution(self.store, call, execution, started, ended)  # may turn it into a failure first
+            finish_execution(store, call, execution, started, ended)  # may turn it into a failure first
             root_span = tracer.finish(execution, ended_ns)
-            self.store.record_execution(execution, started, ended, root_span)
+            store.record_execution(execution, started, ended, root_span)
         finally:
+            store.running.untrack(request.execution_id)  # its running marker, if any, goes with this batch
             writer.end_group()
             # The trace points back at the call: without this, every execution would
             # leave a reference cycle for the garbage collector to find.
@@ -631,8 +650,8 @@ class CoreServices:
         before: str | None = None,
     ) -> list[Execution]:
         check_env(env)
-        if status is not None and status not in ("succeeded", "failed"):
-            raise UsageError(f"unknown status {status!r}", "use succeeded or failed")
+        if status is not None and status not in EXECUTION_STATUSES:
+            raise UsageError(f"unknown status {status!r}", "use one of: " + ", ".join(EXECUTION_STATUSES))
         check_limit(limit, 10_000)
         return self.store.list_executions(env, agent=agent, status=status, source=source, limit=limit,
                                           before=before)
@@ -651,6 +670,9 @@ class CoreServices:
             raise NotFound(f"no execution {execution_id!r}{where}", "list them: rf executions list --env ENV")
         return ex
 
+
+#: What ``status`` an execution can have (``running`` while it runs; see rf.store.executions).
+EXECUTION_STATUSES = ("succeeded", "failed", "running", "interrupted")
 
 _HOST_TABLES: dict[type, dict[str, str]] = {}
 

@@ -47,7 +47,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rf.errors import NotFound, RfError, UsageError
-from rf.ids import iso
+from rf.ids import datetime_of_ns, iso
 from rf.jsonfast import dumps_lenient
 from rf.logsetup import KNOWN, REDACTED
 from rf.models import Execution, Span, Trace, TraceSummary, check_env
@@ -159,6 +159,12 @@ class ExecutionTrace:
         self.raw_start = 0
         self.raw_end = 0
         self.child_errors = 0
+        #: when a worker started the run (``on_start``; 0 until then): the end of its wait for a
+        #: worker (``queued_ms``) and the start of its ``duration_ms``
+        self.run_ns = 0
+        #: its ``running`` marker (see rf.store.executions.RunningMarkers), and the input it shows
+        self.marked = 0
+        self.input: Any = None
 
     @classmethod
     def begin(cls, store: Store, call: HostCall, mode: str = "standard",
@@ -223,6 +229,29 @@ class ExecutionTrace:
             error = self._scrub(error)
             attributes = self._scrub(attributes)
         self.rows.append([span_id, parent, kind, name, start_ns, end_ns, status, error, attributes])
+
+    def started(self, deadline: float) -> None:
+        """The pool's ``on_start``: a worker started the run (it times out at ``deadline``)."""
+        self.run_ns = time.time_ns()
+        self.call.start(deadline)
+
+    def marker_row(self) -> tuple[Any, ...]:
+        """The execution as a ``running_executions`` row (rf.store.executions), up to
+        ``run_started_at`` (None while it waits for a worker); known credential values are
+        redacted from its input, as they are from its final row."""
+        call = self.call
+        text = None if self.input is None else _encode(self.input)
+        if text is not None and KNOWN.active:
+            KNOWN.load()
+            text = KNOWN.json_text(text)
+        return (call.execution_id, call.env, call.agent, call.commit, call.source, call.session_id, text,
+                datetime_of_ns(self.start_ns), datetime_of_ns(self.run_ns) if self.run_ns else None)
+
+    def queue_wait(self, start_ns: int, end_ns: int) -> None:
+        """A ``runtime`` span for the wait for a free worker (every worker of the agent was busy):
+        why the execution's ``queued_ms`` is long."""
+        self._child(_new_span_id(), self.root_id, "runtime", "queue.wait", start_ns, max(end_ns, start_ns), "ok",
+                    None, {})
 
     def worker_start(self, start_ns: int, end_ns: int, ok: bool, pid: int | None) -> None:
         """A ``runtime`` span for the wait while a new worker started and imported the agent

@@ -401,6 +401,27 @@ MIGRATIONS: list[list[str]] = [
             created_at TIMESTAMP NOT NULL
         )""",
     ],
+    # v15: executions in progress and their wait for a worker. A run that lasts over about a
+    # second gets a marker row here (through the batching writer), deleted in the same batch
+    # as its final `executions` row; markers left by a server that died become `interrupted`
+    # executions at the next start (rf.store.executions). Several rows may exist for one id
+    # (marked while still waiting for a worker, then again once it started): the latest wins.
+    [
+        "ALTER TABLE executions ADD COLUMN queued_ms DOUBLE",  # NULL in rows recorded earlier (read as 0)
+        """CREATE TABLE running_executions (
+            id VARCHAR NOT NULL,
+            env VARCHAR NOT NULL,
+            agent VARCHAR NOT NULL,
+            commit_id VARCHAR NOT NULL,
+            source VARCHAR NOT NULL,
+            session_id VARCHAR,
+            input VARCHAR,              -- JSON
+            started_at TIMESTAMP NOT NULL,  -- the request's arrival
+            run_started_at TIMESTAMP,   -- when a worker started it (NULL: still waiting for one)
+            marked_at TIMESTAMP NOT NULL,
+            owner VARCHAR NOT NULL      -- the process that runs it (pid:random)
+        )""",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

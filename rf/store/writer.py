@@ -25,6 +25,11 @@ non-BMP characters, integers to 64 bits, floats, naive datetimes); a table
 with a column type JSON text cannot carry, or a batch that cannot be encoded
 as JSON, goes through the Appender instead, as does the table-by-table retry after a
 failed batch.
+
+**Deletes.** Appends are the rule; :meth:`BatchWriter.delete` queues the removal of rows
+by key (an execution's ``running`` marker, deleted with its final row: see
+rf.store.executions). A batch applies its deletes after all of its inserts, in the same
+transaction, so a row queued before its deletion never outlives it.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ from rf.jsonfast import dumpb
 log = logging.getLogger("rf.store.writer")
 
 _STOP = object()
+#: Pseudo-table of queued deletes: ``_DELETE + "table.column"`` -> rows of one key value.
+_DELETE = "\x00delete:"
 #: Column types a row's JSON text carries exactly (cast from the text DuckDB's from_json gives).
 _CASTABLE = frozenset({"BIGINT", "INTEGER", "SMALLINT", "DOUBLE", "BOOLEAN", "TIMESTAMP"})
 
@@ -99,6 +106,15 @@ class BatchWriter:
             group.setdefault(table, []).extend(tuple(row) for row in rows)
         else:
             self._queue.put({table: [tuple(row) for row in rows]})
+
+    def delete(self, table: str, column: str, value: Any) -> None:
+        """Queue the deletion of *table*'s rows whose *column* equals *value*: applied in the
+        batch that holds it, after that batch's inserts (in a group, with the group's rows)."""
+        self.put(f"{_DELETE}{table}.{column}", (value,))
+
+    def hurry(self) -> None:
+        """Commit what is queued now rather than after the linger, without waiting for it."""
+        self._hurry.set()
 
     def begin_group(self) -> None:
         """Rows this thread queues until :meth:`end_group` are committed in the same batch
@@ -238,13 +254,26 @@ class BatchWriter:
                 pass
         self._appenders.clear()
 
+    def _delete(self, key: str, rows: list[tuple[Any, ...]]) -> None:
+        """Apply queued deletes (``key``: ``_DELETE + "table.column"``)."""
+        table, column = key[len(_DELETE):].split(".", 1)
+        self._con.execute(f"DELETE FROM {table} WHERE {column} IN (SELECT unnest(?))", ([r[0] for r in rows],))
+
     def _apply(self, batch: dict[str, list[tuple[Any, ...]]]) -> None:
-        """Append every table's rows and commit them together (one commit per batch, not per table)."""
+        """Append every table's rows and commit them together (one commit per batch, not per table);
+        queued deletes come last."""
+        deletes = [key for key in batch if key.startswith(_DELETE)]
+        if deletes:
+            batch = {**{k: v for k, v in batch.items() if not k.startswith(_DELETE)},
+                     **{k: batch[k] for k in deletes}}
         with self._lock:
             try:
                 self._con.execute("BEGIN TRANSACTION")
                 for table, rows in batch.items():
-                    self._insert(table, rows)
+                    if table.startswith(_DELETE):
+                        self._delete(table, rows)
+                    else:
+                        self._insert(table, rows)
                 self._con.execute("COMMIT")
                 return
             except Exception as exc:  # noqa: BLE001 - fall back to table by table below
@@ -255,6 +284,13 @@ class BatchWriter:
                 except Exception:  # noqa: BLE001 - no transaction left to roll back
                     pass
             for table, rows in batch.items():
+                if table.startswith(_DELETE):
+                    try:
+                        self._delete(table, rows)
+                    except Exception as exc:  # noqa: BLE001 - reported to the next flush()
+                        log.error("could not delete %d rows of %s: %s", len(rows), table[len(_DELETE):], exc)
+                        self._errors.append(exc)
+                    continue
                 appender = self._con.appender(table)
                 try:
                     appender.append_rows(rows)

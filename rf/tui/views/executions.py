@@ -24,6 +24,28 @@ from rf.tui.widgets import Empty, Table
 
 PAGE = 100
 SOURCES = ("endpoint", "invoke", "test", "trigger", "replay")
+STATUSES = ("succeeded", "failed", "running", "interrupted")
+
+
+def status_text(status: str) -> Text:
+    """A status as the tables show it (``running``: still in progress; ``interrupted``: the
+    server stopped during it)."""
+    if status == "running":
+        return Text("● running", style="bold #38bdf8")
+    if status == "interrupted":
+        return Text("✗ interrupted", style="bold #f87171")
+    return render.status_text(status)
+
+
+def queued_text(ex: Execution) -> str:
+    """The wait for a worker, when there was one to speak of (a busy pool, a cold start)."""
+    return duration(ex.queued_ms) if ex.queued_ms >= 1 else ""
+
+
+def duration_text(ex: Execution) -> str:
+    if ex.status != "running":
+        return duration(ex.duration_ms)
+    return duration(ex.duration_ms) + "…" if ex.duration_ms else "waiting"
 
 
 @dataclass
@@ -68,7 +90,7 @@ class ExecutionsView(View):
         with Horizontal(id="execution-filters"):
             yield Select[str]([("all agents", "")], value="", allow_blank=False, id="filter-agent", compact=True)
             yield Select[str](
-                [("any status", ""), ("succeeded", "succeeded"), ("failed", "failed")],
+                [("any status", ""), *((st, st) for st in STATUSES)],
                 value="",
                 allow_blank=False,
                 id="filter-status",
@@ -85,7 +107,7 @@ class ExecutionsView(View):
         yield Label("", id="filter-before-error", classes="field-error", markup=False)
         table: DataTable[str | Text] = Table(id="executions-table", cursor_type="row", zebra_stripes=True)
         # The output/error of the highlighted row is in the detail below: the table stays narrow.
-        for label in ("execution", "started", "agent", "status", "source", "duration"):
+        for label in ("execution", "started", "agent", "status", "source", "queued", "duration"):
             table.add_column(label, key=label)
         yield table
         yield Empty(
@@ -200,8 +222,10 @@ class ExecutionsView(View):
             self._agents = sorted(set(page.agents) | ({self.filters.agent} if self.filters.agent else set()))
             self._set_agent_options()
         table = self.query_one("#executions-table", DataTable)
-        ids = [e.id for e in page.executions]
-        changed = ids != [e.id for e in self.executions] or self.loaded_env != self.env
+        # Rows change in place too: a running execution's time, then its final status.
+        shown = [(e.id, e.status) for e in page.executions]
+        changed = (shown != [(e.id, e.status) for e in self.executions] or self.loaded_env != self.env
+                   or any(e.status == "running" for e in page.executions))
         self.executions = page.executions
         if changed:
             keep = self.place or selected_key(table)
@@ -235,9 +259,10 @@ class ExecutionsView(View):
             Text(ex.id, style="dim"),
             ago(ex.started_at, now),
             Text(one_line(ex.agent, 16)),
-            render.status_text(ex.status),
+            status_text(ex.status),
             Text(one_line(ex.source, 14)),
-            duration(ex.duration_ms),
+            queued_text(ex),
+            duration_text(ex),
         )
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -310,7 +335,7 @@ def execution_detail(ex: Execution, trace: Trace | None = None) -> RenderableTyp
     head = Text.assemble(
         (ex.id, "bold"),
         "  ",
-        render.status_text(ex.status),
+        status_text(ex.status),
         "  ",
         render.env_text(ex.env),
         "  ",
@@ -318,14 +343,20 @@ def execution_detail(ex: Execution, trace: Trace | None = None) -> RenderableTyp
         " @ ",
         (short(ex.commit), "yellow"),
     )
+    running = ex.status == "running"
+    took = (f"running for {duration(ex.duration_ms)} so far" if ex.duration_ms else "waiting for a worker") \
+        if running else duration(ex.duration_ms)
     meta = Text(
-        f"source {ex.source} · started {when(ex.started_at)} UTC · {duration(ex.duration_ms)}"
+        f"source {ex.source} · started {when(ex.started_at)} UTC · {took}"
+        + (f" · queued {duration(ex.queued_ms)}" if ex.queued_ms >= 1 or running else "")
         + (f" · session {ex.session_id}" if ex.session_id else ""),
         style="dim",
     )
     parts: list[RenderableType] = [head, meta]
     parts += _section("Input", _json(ex.input))
-    if ex.status == "failed" or ex.error:
+    if running:
+        parts.append(Text("\nStill running: its output, logs and trace are recorded when it ends.", style="dim"))
+    elif ex.status in ("failed", "interrupted") or ex.error:
         error = Text(ex.error or "unknown error", style="bold #f87171")
         parts += _section(f"Error ({ex.error_type})" if ex.error_type else "Error", error)
         if ex.traceback:
