@@ -180,18 +180,51 @@ def edit(
         info("[dim]  production already has these settings: nothing to publish[/dim]")
 
 
+def _production_side(b: Backend, slug: str) -> tuple[bool, list[str]]:
+    """Whether connector:SLUG waits as a release item now, and its plan's warnings (e.g. the
+    production agents that still use what it removes)."""
+    from rf.errors import Conflict, NotFound
+
+    try:
+        plan = b.plan_release([f"connector:{slug}"])
+    except (NotFound, Conflict):
+        return False, []
+    return True, plan.warnings
+
+
 @app.command("delete")
-def delete(slug: SlugArg, env: EnvOption = "staging", json_out: JsonOption = False) -> None:
-    """Delete the staging instance (production keeps its own until you publish the deletion)."""
-    from rf.cli.output import info, print_json, success
+def delete(
+    slug: SlugArg,
+    env: EnvOption = "staging",
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Delete the staging instance at once; its removal from production is a release item."""
+    from rich.markup import escape
+
+    from rf.cli.agents import confirm_delete
+    from rf.cli.output import info, print_json, success, warn
 
     with backend() as b:
+        if env == "staging":
+            b.get_connector(slug, "staging")  # unknown: say so before asking
+            in_production = slug in {c.slug for c in b.list_connectors("production")}
+            confirm_delete(f"Delete connector {slug} from staging"
+                           + ("; production keeps its instance until you publish its removal" if in_production
+                              else "") + "?", yes)
         c = b.delete_connector(slug, env=env)
+        pending, warnings = _production_side(b, slug)
     if json_out:
         print_json(c)
         return
     success(f"deleted connector [bold]{slug}[/bold] from [staging]staging[/staging]")
-    info(f"[dim]  if production has it, publishing removes it there too: rf connectors publish {slug}[/dim]")
+    if pending:
+        info("  [production]production[/production] still has it: its removal is a release item")
+        for w in warnings:
+            warn(escape(w) + " (--strict refuses to publish it)")
+        info(f"[dim]  review and publish it: rf releases publish connector:{slug}[/dim]")
+    else:
+        info("  production never had it: nothing to publish")
 
 
 @app.command("list")
@@ -530,17 +563,34 @@ def resources_edit(
 
 
 @resources_app.command("remove")
-def resources_remove(slug: SlugArg, resource: ResourceArg, env: EnvOption = "staging",
-                     json_out: JsonOption = False) -> None:
-    """Remove a resource from the staging instance."""
-    from rf.cli.output import print_json, success
+def resources_remove(
+    slug: SlugArg,
+    resource: ResourceArg,
+    env: EnvOption = "staging",
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Remove a resource from the staging instance at once; production's is removed by publishing
+    connector:SLUG (a release item)."""
+    from rich.markup import escape
+
+    from rf.cli.agents import confirm_delete
+    from rf.cli.output import info, print_json, success, warn
 
     with backend() as b:
+        if env == "staging":
+            b.get_connector(slug, "staging")
+            confirm_delete(f"Remove resource {resource} from connector {slug} in staging?", yes)
         c = b.remove_resource(slug, resource, env=env)
+        pending, warnings = _production_side(b, slug)
     if json_out:
         print_json(c)
         return
     success(f"removed resource [bold]{resource}[/bold] from {slug} ([staging]staging[/staging])")
+    if pending:
+        for w in warnings:
+            warn(escape(w) + " (--strict refuses to publish it)")
+        info(f"[dim]  production changes when you publish: rf releases publish connector:{slug}[/dim]")
 
 
 @resources_app.command("list")

@@ -14,10 +14,10 @@ from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Input, Label, Static
 
-from rf.models import Agent, Commit, DeployResult, Execution, PromoteResult
+from rf.models import Agent, Commit, DeleteResult, DeployResult, Execution, PromoteResult, ReleasePlan
 from rf.tui import render
 from rf.tui.format import ENV_COLORS, one_line, plural, short
-from rf.tui.modals import ConfirmModal, FormModal
+from rf.tui.modals import ChoiceModal, ConfirmModal, FormModal
 from rf.tui.views.base import Command, View, restore_cursor, selected_key
 from rf.tui.widgets import Empty, Table
 
@@ -119,11 +119,12 @@ class AgentsView(View):
     GROUP = "Build"
     CSS_FILE = "views/agents.tcss"
     LIVE = True
-    WRITE_ACTIONS = frozenset({"deploy", "promote"})
+    WRITE_ACTIONS = frozenset({"deploy", "promote", "delete"})
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("d", "deploy", "Deploy"),
         Binding("p", "promote", "Promote"),
         Binding("x", "executions", "Executions"),
+        Binding("delete", "delete", "Delete", key_display="del"),
     ]
 
     def __init__(self) -> None:
@@ -218,7 +219,7 @@ class AgentsView(View):
                 Text("press d to deploy", style="yellow"),
             )
         if a.staging_commit is None:
-            status = Text("not in staging", style="dim")
+            status = Text("deleted in staging: removal to publish", style="yellow")
         elif a.production_commit is None:
             status = Text("not promoted yet", style="yellow")
         elif a.commits_ahead:
@@ -361,6 +362,8 @@ class AgentsView(View):
         self.app.push_screen(DeployModal(row.name), done)
 
     def action_promote(self) -> None:
+        """The release of agent:NAME, as ``rf agents promote``: its diff and plan (dependency
+        warnings), then publish exactly that plan — with its dependencies when chosen."""
         if self.refuse_in_production():
             return
         row = self.selected()
@@ -375,39 +378,102 @@ class AgentsView(View):
             return
         backend, now = self.backend, self.now()
 
-        def confirmed(ok: bool | None) -> None:
-            if not ok:
-                return
-
-            def promote() -> PromoteResult:
+        def promote(plan: ReleasePlan, with_deps: bool) -> None:
+            def run() -> PromoteResult:
                 from rf.config import git_author
 
-                return backend.promote(a.name, git_author())
+                return backend.promote(a.name, git_author(), with_deps=with_deps, plan_id=plan.id)
 
             def done(result: PromoteResult) -> None:
+                extra = [i for i in result.items if (i.kind, i.name) != ("agent", a.name)]
                 self.rf.notify(
                     f"Promoted {a.name} to production: {short(result.before)} → {short(result.after)}"
+                    + (f" with {', '.join(f'{i.kind} {i.name}' for i in extra)}" if extra else "")
                     + (f" (release {result.release_id})" if result.release_id else ""),
                     title="Promoted",
                     markup=False,
                 )
+                for w in result.warnings:
+                    self.rf.notify(w, severity="warning", markup=False)
                 self.reload()
 
-            self.call(promote, done, group="promote")
+            self.call(run, done, group="promote")
 
-        def show(diff: object) -> None:
-            body = render.agent_diff(diff, now)  # type: ignore[arg-type]
+        def fetch() -> tuple[object, ReleasePlan, ReleasePlan | None]:
+            plan = backend.plan_release([f"agent:{a.name}"])
+            with_deps = backend.plan_release([f"agent:{a.name}"], with_deps=True) if plan.missing_dependencies else None
+            return backend.diff_agent(a.name), plan, with_deps
+
+        def show(data: tuple[object, ReleasePlan, ReleasePlan | None]) -> None:
+            diff, plan, with_deps = data
+            body = Group(render.agent_diff(diff, now), Text(""), render.release_plan(plan))  # type: ignore[arg-type]
+            title = f"Promote {a.name} to production ({short(a.production_commit)} → {short(a.staging_commit)})?"
+            note = "Production changes at once for every caller."
+            if with_deps is None:
+                self.app.push_screen(ConfirmModal(title, body, confirm="Promote", note=note),
+                                     lambda ok: promote(plan, False) if ok else None)
+                return
+            deps = ", ".join(f"{m.kind} {m.name}" for m in plan.missing_dependencies)
+
+            def chosen(choice: str | None) -> None:
+                if choice == "deps":
+                    promote(with_deps, True)
+                elif choice == "alone":
+                    promote(plan, False)
+
             self.app.push_screen(
-                ConfirmModal(
-                    f"Promote {a.name} to production ({short(a.production_commit)} → {short(a.staging_commit)})?",
-                    body,
-                    confirm="Promote",
-                    note="Production changes at once for every caller.",
-                ),
-                confirmed,
+                ChoiceModal(title, body, [("alone", "Promote alone", "warning"),
+                                          ("deps", "Promote with dependencies", "success")],
+                            note=f"{note} It uses unpublished {deps}: promote with them (one release), or alone."),
+                chosen,
             )
 
-        self.call(lambda: backend.diff_agent(a.name), show, group="promote")
+        self.call(fetch, show, group="promote")
+
+    def action_delete(self) -> None:
+        """Delete the agent from staging at once; its removal from production is a release item."""
+        if self.refuse_in_production():
+            return
+        row = self.selected()
+        if row is None or row.agent is None or row.agent.staging_commit is None:
+            self.rf.notify("Nothing to delete in staging: this agent is not deployed there.", severity="warning")
+            return
+        a = row.agent
+        backend = self.backend
+        where = (
+            f"Production keeps running {short(a.production_commit)} until you publish its removal "
+            f"(Releases: agent {a.name}, remove from production)."
+            if a.production_commit
+            else "It is not in production: it leaves the lists."
+        )
+
+        def confirmed(ok: bool | None) -> None:
+            if not ok:
+                return
+
+            def done(result: DeleteResult) -> None:
+                self.rf.notify(
+                    f"Deleted {a.name} in staging."
+                    + (" Its removal from production waits in Releases." if result.item is not None else ""),
+                    title="Deleted",
+                    markup=False,
+                )
+                for w in result.warnings:
+                    self.rf.notify(w, severity="warning", markup=False)
+                self.reload()
+
+            self.call(lambda: backend.delete_agent(a.name), done, group="delete")
+
+        self.app.push_screen(
+            ConfirmModal(
+                f"Delete agent {a.name} from staging?",
+                Text("Its staging endpoint stops answering at once. Commits, executions and releases stay "
+                     f"readable.\n\n{where}"),
+                confirm="Delete",
+                danger=True,
+            ),
+            confirmed,
+        )
 
     async def action_executions(self) -> None:
         row = self.selected()
@@ -431,6 +497,12 @@ class AgentsView(View):
                     f"Promote agent {r.name} to production",
                     partial(self._act, r.name, self.action_promote),
                     "Review the diff, then promote",
+                )
+            if not self.read_only and r.agent is not None and r.agent.staging_commit:
+                yield Command(
+                    f"Delete agent {r.name} from staging",
+                    partial(self._act, r.name, self.action_delete),
+                    "Production's removal becomes a release item",
                 )
             if r.agent is not None:
                 yield Command(

@@ -15,11 +15,11 @@ from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Input, Label, Static, TabbedContent, TabPane, TextArea
 
 from rf.errors import NotFound, RfError
-from rf.models import Prompt, PromptDiff, PromptSaveResult, PromptVersion
+from rf.models import DeleteResult, Prompt, PromptDiff, PromptSaveResult, PromptVersion
 from rf.tui import render
 from rf.tui.calls import run_call
 from rf.tui.format import ENV_COLORS, ago, one_line, plural
-from rf.tui.modals import FormModal
+from rf.tui.modals import ConfirmModal, FormModal
 from rf.tui.views.base import Command, View, restore_cursor, selected_key
 from rf.tui.widgets import Empty, Table
 
@@ -118,11 +118,12 @@ class PromptsView(View):
     GROUP = "Build"
     CSS_FILE = "views/prompts.tcss"
     REQUIRES = ("list_prompts", "get_prompt", "prompt_history", "diff_prompt")
-    WRITE_ACTIONS = frozenset({"edit", "new"})
+    WRITE_ACTIONS = frozenset({"edit", "new", "delete"})
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("i", "edit", "Edit draft"),
         Binding("n", "new", "New prompt"),
         Binding("v", "next_tab", "Text/history/diff"),
+        Binding("delete", "delete", "Delete", key_display="del"),
     ]
 
     def __init__(self) -> None:
@@ -130,7 +131,7 @@ class PromptsView(View):
         self.prompts: list[Prompt] = []
         self.place: str | None = None
         self.detail: PromptDetail | None = None
-        self._detail_for: tuple[str, str, int, int | None] | None = None
+        self._detail_for: tuple[str, str, int | None, int | None] | None = None
 
     def compose_view(self) -> ComposeResult:
         table: DataTable[str | Text] = Table(id="prompts-table", cursor_type="row", zebra_stripes=True)
@@ -162,7 +163,9 @@ class PromptsView(View):
         now = self.now()
         table.clear()
         for p in prompts:
-            if p.published_version is None:
+            if p.draft_version is None:
+                status = Text("deleted in staging: removal to publish", style="yellow")
+            elif p.published_version is None:
                 status = Text("never published", style="yellow")
             elif p.published_version != p.draft_version:
                 status = Text("draft not published", style=ENV_COLORS["staging"])
@@ -171,7 +174,8 @@ class PromptsView(View):
             mine = self.env == "staging"
             table.add_row(
                 Text(p.name, style="bold"),
-                Text(f"v{p.draft_version}", style=f"bold {ENV_COLORS['staging']}" if mine else ""),
+                Text(f"v{p.draft_version}" if p.draft_version else "deleted",
+                     style=f"bold {ENV_COLORS['staging']}" if mine else ""),
                 Text(
                     f"v{p.published_version}" if p.published_version else "—",
                     style=f"bold {ENV_COLORS['production']}" if not mine else "",
@@ -191,7 +195,7 @@ class PromptsView(View):
         empty.set_class(not prompts, "-shown")
         table.display = bool(prompts)
         self.query_one("#prompt-tabs", TabbedContent).display = bool(prompts)
-        pending = sum(1 for p in prompts if p.published_version != p.draft_version)
+        pending = sum(1 for p in prompts if p.published_version != p.draft_version)  # deleted ones too
         self.set_subtitle(
             plural(len(prompts), "prompt")
             + (f" · {pending} with unpublished drafts" if pending else "")
@@ -233,9 +237,22 @@ class PromptsView(View):
         self.detail = d
         self.query_one("#prompt-text", Static).update(self.render_text(d))
         self.query_one("#prompt-history", Static).update(self.render_history(d))
-        self.query_one("#prompt-diff", Static).update(render.prompt_diff(d.diff) if d.diff else "")
+        if d.diff is not None and d.diff.deleted:
+            diff: RenderableType = Text(
+                f"prompt {d.name}: deleted in staging — publishing removes "
+                f"v{d.diff.published_version} from production." if d.diff.changed else
+                f"prompt {d.name}: deleted in staging; production has no version either.", style="yellow")
+        else:
+            diff = render.prompt_diff(d.diff) if d.diff else ""
+        self.query_one("#prompt-diff", Static).update(diff)
 
     def render_text(self, d: PromptDetail) -> RenderableType:
+        if d.version is None and self.env == "staging":
+            return Text.assemble(
+                (d.name, "bold"),
+                " was deleted in staging (archived): its versions stay readable in History.\n",
+                ("Production keeps its version until the removal is published from Releases.", "dim"),
+            )
         if d.version is None:
             return Text.assemble(
                 (d.name, "bold"),
@@ -295,6 +312,46 @@ class PromptsView(View):
             return
         self.app.push_screen(PromptEditor(), self.saved)
 
+    def action_delete(self) -> None:
+        """Delete (archive) the prompt in staging at once; its removal from production is a release item."""
+        if self.refuse_in_production():
+            return
+        p = self.selected()
+        if p is None or p.draft_version is None:
+            self.rf.notify("Nothing to delete in staging: this prompt has no draft there.", severity="warning")
+            return
+        backend = self.backend
+        where = (f"Production keeps v{p.published_version} until you publish its removal from Releases."
+                 if p.published_version is not None else "It was never published: production has nothing to remove.")
+
+        def confirmed(ok: bool | None) -> None:
+            if not ok:
+                return
+
+            def done(result: DeleteResult) -> None:
+                self.rf.notify(
+                    f"Deleted prompt {p.name} in staging (archived)."
+                    + (" Its removal from production waits in Releases." if result.item is not None else ""),
+                    title="Deleted",
+                    markup=False,
+                )
+                for w in result.warnings:
+                    self.rf.notify(w, severity="warning", markup=False)
+                self.reload()
+
+            self.call(lambda: backend.delete_prompt(p.name), done, group="delete")
+
+        self.app.push_screen(
+            ConfirmModal(
+                f"Delete prompt {p.name} from staging?",
+                Text(f"Staging loses its draft at once; all {plural(p.versions, 'version')} stay readable "
+                     f"(History).\n\n{where}"),
+                confirm="Delete",
+                danger=True,
+            ),
+            confirmed,
+        )
+
     def saved(self, result: PromptSaveResult | None) -> None:
         if result is None:
             return
@@ -316,6 +373,14 @@ class PromptsView(View):
             yield Command("New prompt", self.action_new, "Create a prompt in staging (key n)")
             for p in self.prompts:
                 yield Command(f"Edit prompt {p.name}", partial(self._edit, p.name), "Save a new draft version")
+                if p.draft_version is not None:
+                    yield Command(f"Delete prompt {p.name} from staging", partial(self._delete, p.name),
+                                  "Archive it; production's removal becomes a release item")
+
+    def _delete(self, name: str) -> None:
+        self.place = name
+        restore_cursor(self.query_one("#prompts-table", DataTable), name)
+        self.action_delete()
 
     def _edit(self, name: str) -> None:
         self.place = name

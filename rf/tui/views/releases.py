@@ -48,6 +48,11 @@ def fetch_item_diff(backend: Any, item: ReleaseItem, now: _dt.datetime) -> ItemD
     header = Text.assemble(
         (f"{item.kind} ", render.KIND_STYLE.get(item.kind, "")), (item.name, "bold"), "  ", (item.summary, "dim"), "\n"
     )
+    if item.after is None and item.before is not None:  # deleted in staging: "remove from production"
+        return ItemDiff(key, Group(header, Text.assemble(
+            render.env_text("production"), f" has {state_label(item.before)}; ",
+            render.env_text("staging"), " deleted it: publishing removes it from production ",
+            ("(rolling that release back restores it).", "dim"))))
     if item.kind == "agent":
         return ItemDiff(key, Group(header, render.agent_diff(backend.diff_agent(item.name), now)))
     if item.kind == "prompt" and "diff_prompt" in api.BY_NAME:
