@@ -77,6 +77,8 @@ _ERROR_MAX = 2000
 #: Spans of an execution start after its id was made and end before its
 #: record is written; this margin absorbs clock steps.
 _MARGIN_NS = 60 * 1_000_000_000
+#: The shortest wait for a worker that gets a ``queue.wait`` span (100 ms).
+QUEUE_WAIT_SPAN_NS = 100_000_000
 _B32 = {c: i for i, c in enumerate("0123456789abcdefghjkmnpqrstvwxyz")}
 
 
@@ -248,8 +250,12 @@ class ExecutionTrace:
                 datetime_of_ns(self.start_ns), datetime_of_ns(self.run_ns) if self.run_ns else None)
 
     def queue_wait(self, start_ns: int, end_ns: int) -> None:
-        """A ``runtime`` span for the wait for a free worker (every worker of the agent was busy):
-        why the execution's ``queued_ms`` is long."""
+        """A ``runtime`` span for the wait for a free worker (every worker of the agent was busy),
+        when it lasted :data:`QUEUE_WAIT_SPAN_NS` or more: why the execution's ``queued_ms`` is
+        long. Shorter waits (a busy server's usual few milliseconds) are in ``queued_ms`` only:
+        a span would cost an untraced execution a second row."""
+        if end_ns - start_ns < QUEUE_WAIT_SPAN_NS:
+            return
         self._child(_new_span_id(), self.root_id, "runtime", "queue.wait", start_ns, max(end_ns, start_ns), "ok",
                     None, {})
 
