@@ -161,7 +161,7 @@ def test_an_agent_removal_is_refused_under_strict_while_a_production_trigger_run
     production = rf_json("triggers", "duplicate", staging, "--env", "production", cwd=root)["id"]
     rf("releases", "publish", f"trigger:{production}", "--yes", cwd=root)
     out = rf("agents", "delete", "hello", "--yes", cwd=root)
-    assert f"staging trigger" in out and staging in out  # the staging trigger that now fails is named
+    assert "staging trigger" in out and staging in out  # the staging trigger that now fails is named
     r = run_rf("releases", "publish", "agent:hello", "--strict", "--yes", cwd=root, env=ACTOR)
     assert r.returncode == 1 and "still uses" in r.stderr and production in r.stderr, r.stderr
     assert production_commit(root, "hello") is not None

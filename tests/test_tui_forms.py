@@ -12,9 +12,9 @@ from rf.tui.modals import FormModal
 from rf.tui.views.connectors import ConnectorForm, ConnectorsView
 from rf.tui.views.others import (
     DataQueryModal,
-    KBCreateForm,
     DataSourceForm,
     DataSourcesView,
+    KBCreateForm,
     KBSearchModal,
     KBUploadModal,
     KnowledgeView,
@@ -261,10 +261,10 @@ async def test_releases_arrow_keys_move_the_list_when_it_appears(backend: LocalB
     """Releases opened with nothing pending, then changes arrive (the poll): the list has the
     focus, so the arrow keys move it at once (the focus once stayed on a hidden widget, the
     diff pane: shift+tab first). A place the user tabbed to is kept across reloads."""
-    from conftest import HELLO_PY, write_agent
     from textual.containers import VerticalScroll
     from textual.widgets import SelectionList
 
+    from conftest import HELLO_PY, write_agent
     from rf.config import snapshot_dir
     from rf.tui.views.releases import ReleasesView
 
