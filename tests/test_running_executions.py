@@ -175,3 +175,66 @@ def test_time_waiting_for_a_worker_is_queued_ms_not_duration(ws: Any, server: Se
     assert not [s for s in quick["spans"] if s["name"] == "queue.wait"]
     table = run_rf("executions", "list", "--env", "staging", cwd=ws.root).stdout
     assert "queued" in table.splitlines()[1]
+
+
+def test_without_a_server_the_first_read_records_what_a_dead_process_left_running(ws: Any) -> None:
+    """The local backend (no server) owns the store for its command: markers of another
+    process are dead ones, and its first read of executions records them as interrupted."""
+    from rf.ids import datetime_of_ns, new_id
+    from rf.store import Store
+
+    ex_id = new_id("ex")
+    now = time.time_ns()
+    with Store.open(ws.db_path) as store:
+        store.writer.put("running_executions", (
+            ex_id, "production", "sleepy", "c0ffee", "trigger:tr_1", "s-1", '{"q": 1}',
+            datetime_of_ns(now - 5_000_000_000), datetime_of_ns(now - 4_000_000_000), datetime_of_ns(now),
+            "1:deadbeef",  # another process's marker
+        ))
+    r = run_rf("executions", "list", "--env", "production", "--json", cwd=ws.root)
+    found = json.loads(r.stdout)
+    assert [(e["id"], e["status"], e["session_id"], e["input"]) for e in found] == [
+        (ex_id, "interrupted", "s-1", {"q": 1})]
+    assert 950 <= found[0]["queued_ms"] <= 1050 and found[0]["duration_ms"] >= 4000
+    assert run_rf("executions", "list", "--env", "production", "--status", "running", "--json",
+                  cwd=ws.root).stdout.strip() == "[]"
+    with Store.open(ws.db_path) as store:  # recorded once, and no marker is left
+        assert store.query("SELECT count(*) FROM running_executions") == [(0,)]
+        assert store.query("SELECT count(*) FROM executions WHERE id = ?", [ex_id]) == [(1,)]
+
+
+def test_in_process_runs_report_their_wait_too(ws: Any) -> None:
+    """The synchronous path (rf invoke without a server, triggers, rf test): WorkerPool.run
+    times its wait for a worker like arun does."""
+    from rf.config import snapshot_dir
+    from rf.services import Services
+    from rf.store import Store
+
+    write_agent(ws.root, "sleepy", SLEEPY_PY, SLEEPY_TOML)
+    with Store.open(ws.db_path) as store:
+        services = Services(store, ws)
+        try:
+            services.deploy("sleepy", snapshot_dir(ws.agents_dir / "sleepy"))
+            results: list[Any] = []
+
+            def run(seconds: float) -> None:
+                results.append(services.invoke("staging", "sleepy", {"sleep": seconds}))
+
+            warm = [threading.Thread(target=run, args=(0.3,)) for _ in range(2)]
+            for thread in warm:
+                thread.start()
+            for thread in warm:
+                thread.join(30)
+            results.clear()
+            threads = [threading.Thread(target=run, args=(0.6,)) for _ in range(3)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+            last = max(results, key=lambda e: e.queued_ms)
+            assert 450 <= last.queued_ms < 1200 and 550 <= last.duration_ms < 1200, last
+            spans = services.get_trace(last.id).spans
+            assert [s.name for s in spans if s.kind == "runtime"] == ["queue.wait"]
+            assert services.list_executions("staging", status="running") == []
+        finally:
+            services.close()
