@@ -87,10 +87,13 @@ class ServerProc:
                 self.proc.wait()
 
 
-def start_server(root: Path, timeout: float = 30) -> ServerProc:
-    """`rf serve --port 0` as a real subprocess; waits for .rf/server.json."""
+def start_server(root: Path, timeout: float = 30, *, extra_env: dict[str, str] | None = None,
+                 args: tuple[str, ...] = ()) -> ServerProc:
+    """`rf serve --port 0 [ARGS]` as a real subprocess (with ``extra_env``, ``RF_*`` included);
+    waits for .rf/server.json and /api/health."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RF_")}
-    proc = subprocess.Popen([*RF, "serve", "--port", "0"], cwd=root, text=True,
+    env.update(extra_env or {})
+    proc = subprocess.Popen([*RF, "serve", "--port", "0", *args], cwd=root, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     info_file = root / ".rf" / "server.json"
     deadline = time.monotonic() + timeout

@@ -12,7 +12,6 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -228,27 +227,14 @@ def test_require_keys_closes_every_endpoint_route_and_the_cli_keeps_working(ws: 
 
 def test_a_non_loopback_bind_forces_keys(ws: Any) -> None:
     _deploy(ws.root)
-    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("RF_")}
-    proc = subprocess.Popen([sys.executable, "-m", "rf", "serve", "--port", "0", "--host", "0.0.0.0"],
-                            cwd=ws.root, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    s = start_server(ws.root, args=("--host", "0.0.0.0"))
     try:
-        info_file = ws.root / ".rf" / "server.json"
-        deadline = time.monotonic() + 30
-        while not info_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        info = json.loads(info_file.read_text())
-        base = f"http://127.0.0.1:{info['port']}"
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(base + "/api/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.05)
+        base = f"http://127.0.0.1:{httpx.URL(s.url).port}"
         r = httpx.post(f"{base}/staging/agents/hello", json={"input": {}})
         assert r.status_code == 401, r.text
     finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=15)
+        s.stop()
+    out = s.proc.stdout.read() if s.proc.stdout else ""
     assert "endpoint keys required (listening beyond this machine)" in out
 
 

@@ -14,15 +14,13 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from conftest import RF, ServerProc, run_rf, start_server, write_agent
+from conftest import ServerProc, run_rf, start_server, write_agent
 
 SECRET = "s3cret-value-of-a-credential"
 
@@ -73,32 +71,7 @@ def handle(input, ctx):
 
 def _start_server_with(root: Path, extra_env: dict[str, str], timeout: float = 30) -> ServerProc:
     """:func:`conftest.start_server`, but with variables rf must keep to itself (``RF_*``)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RF_")}
-    env.update(extra_env)
-    proc = subprocess.Popen([*RF, "serve", "--port", "0"], cwd=root, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    info_file = root / ".rf" / "server.json"
-    deadline = time.monotonic() + timeout
-    while True:
-        if info_file.exists():
-            try:
-                info = json.loads(info_file.read_text())
-                break
-            except ValueError:
-                pass
-        if proc.poll() is not None:
-            raise RuntimeError("rf serve exited: " + (proc.stdout.read() if proc.stdout else ""))
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("rf serve did not start in time")
-        time.sleep(0.05)
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(info["url"] + "/api/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    return ServerProc(proc, info)
+    return start_server(root, timeout, extra_env=extra_env)
 
 
 def _stop(server: ServerProc) -> str:
