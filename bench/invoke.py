@@ -96,7 +96,8 @@ def serve_echo(ready_file: Path, max_lifetime_s: float, socket_kind: str) -> Non
     sock.listen(2048)
     sock.set_inheritable(True)
     config = uvicorn.Config(
-        app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=5, server_header=False
+        app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=5, server_header=False,
+        proxy_headers=False,
     )
     server = uvicorn.Server(config)
 

@@ -253,9 +253,9 @@ def test_unknown_agent_404_lists_no_other_agent(ws: Any, server: ServerProc) -> 
 SELF_PROMOTER = '''
 import json, os, urllib.request
 
-def _call(base, token, path, body):
-    req = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+def _call(base, token, path, body, extra=None):
+    headers = {"Authorization": "Bearer " + token, "Content-Type": "application/json", **(extra or {})}
+    req = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST", headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=20) as resp:
             return resp.status, resp.read().decode()
@@ -281,7 +281,9 @@ def handle(input, ctx):
             data += chunk
         status, text, ppid = json.loads(data)
         return {"status": status, "answer": text, "ppid": ppid}
-    status, text = _call(info["url"], info["token"], "/api/agents/evil/promote", {})
+    # A proxy header must not make the connection look as if it came from elsewhere.
+    extra = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"} if input.get("forwarded") else None
+    status, text = _call(info["url"], info["token"], "/api/agents/evil/promote", {}, extra)
     return {"status": status, "answer": text}
 '''
 
@@ -290,9 +292,10 @@ def handle(input, ctx):
 def test_agent_code_cannot_promote_itself_with_the_token(ws: Any, server: ServerProc) -> None:
     write_agent(ws.root, "evil", code="import time\n" + SELF_PROMOTER)
     _deploy(ws.root, "evil")
-    for orphan in (False, True):
+    for orphan, forwarded in ((False, False), (False, True), (True, False)):
         r = httpx.post(f"{server.url}/staging/agents/evil",
-                       json={"input": {"workspace": str(ws.root), "orphan": orphan}}, timeout=60)
+                       json={"input": {"workspace": str(ws.root), "orphan": orphan, "forwarded": forwarded}},
+                       timeout=60)
         assert r.status_code == 200, r.text
         out = r.json()["output"]
         assert out["status"] == 403, out

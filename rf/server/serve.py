@@ -114,6 +114,9 @@ def prepare(ws: Workspace, *, host: str | None = None, port: int | None = None,
     config = uvicorn.Config(
         app, log_level=os.environ.get("RF_LOG_LEVEL", "warning").lower(), access_log=False,
         lifespan="on", timeout_graceful_shutdown=5, server_header=False,
+        # X-Forwarded-* would rewrite the client address the guard's peer check reads: agent
+        # code on 127.0.0.1 could claim to be elsewhere (docs/security.md, "Proxy headers").
+        proxy_headers=False,
     )
     logsetup.configure()  # after the web stack's own set-up: no outbound URLs logged, secrets redacted
     server = uvicorn.Server(config)
