@@ -84,5 +84,21 @@ def iso(value: _dt.datetime | None) -> str:
     return value.isoformat(timespec="milliseconds") + "Z"
 
 
+_iso_second: tuple[int, str] = (-1, "")
+
+
+def iso_of_ns(ns: int) -> str:
+    """``iso(datetime_of_ns(ns))``, without making a datetime: the date and time to the
+    second are kept from the previous call (executions start and end within the same
+    second, many per second)."""
+    global _iso_second
+    second, rest = divmod(ns, 1_000_000_000)
+    cached, prefix = _iso_second
+    if second != cached:
+        prefix = (_EPOCH + _dt.timedelta(seconds=second)).isoformat()
+        _iso_second = (second, prefix)  # one tuple: threads see the pair or the old one
+    return f"{prefix}.{rest // 1_000_000:03d}Z"
+
+
 def parse_iso(text: str) -> _dt.datetime:
     return _dt.datetime.fromisoformat(text.rstrip("Z")).replace(tzinfo=None)

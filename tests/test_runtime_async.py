@@ -113,3 +113,34 @@ def test_waiting_calls_are_woken_one_per_free_worker_and_none_is_lost(tmp_path: 
         asyncio.run(scenario())
     finally:
         pool.close()
+
+
+def test_a_worker_handed_to_a_waiting_call_that_is_cancelled_goes_back_to_the_pool(tmp_path: Path) -> None:
+    """A finishing run hands its worker straight to the next call waiting on the loop; if
+    that call is cancelled before it resumes, the worker is released again, not lost."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "agent.py").write_text(SLOW)
+    pool = WorkerPool(max_workers_per_key=1, max_total_workers=2)
+    key = ("staging", "demo", "a")
+
+    async def scenario() -> None:
+        assert (await pool.arun(key, code, "agent:slow", req(0))).status == "succeeded"  # warm
+        with pool._cond:
+            worker = pool._take_idle(key, str(code), "agent:slow", [])
+        assert worker is not None and worker.busy
+        waiting = asyncio.ensure_future(pool.arun(key, code, "agent:slow", req(1)))
+        await asyncio.sleep(0.01)
+        assert pool._async_waiters.get(key)  # it waits for the busy worker
+        pool._release(worker, reusable=True)  # handed over to the waiting call...
+        assert worker.busy and not pool._async_waiters
+        waiting.cancel()  # ...which goes away before it runs
+        assert (await asyncio.gather(waiting, return_exceptions=True))[0].__class__ is asyncio.CancelledError
+        assert not worker.busy and worker in pool._idle
+        again = await asyncio.wait_for(pool.arun(key, code, "agent:slow", req(2)), 30)
+        assert again.status == "succeeded" and again.output == 2 and again.worker_pid == worker.pid
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        pool.close()

@@ -203,3 +203,18 @@ def test_transaction_rolls_back_on_error(tmp_path: Path) -> None:
             cur.execute("INSERT INTO agents VALUES ('x', '', now()::TIMESTAMP, now()::TIMESTAMP)")
             raise RuntimeError("boom")
         assert store.agent_rows() == []
+
+
+def test_iso_of_ns_is_iso_of_the_datetime() -> None:
+    """The execution path's cached formatting gives exactly what iso(datetime_of_ns(ns)) gives,
+    across second, day and year boundaries and in any order."""
+    import random
+
+    from rf.ids import datetime_of_ns, iso, iso_of_ns
+
+    base = 1_798_761_599_000_000_000  # 2026-12-31T23:59:59Z
+    values = [base + step for step in (0, 999_999, 1_000_000, 999_999_999, 1_000_000_000, 1_000_000_001)]
+    values += [random.randrange(0, 4_000_000_000 * 10**9) for _ in range(2000)]
+    values += [values[0], values[3], values[0]]  # back to an earlier second
+    for ns in values:
+        assert iso_of_ns(ns) == iso(datetime_of_ns(ns)), ns

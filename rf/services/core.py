@@ -27,7 +27,7 @@ from rf.config import (
     parse_agent_toml,
 )
 from rf.errors import Conflict, InvalidAgent, NotFound, ProductionReadOnly, UsageError
-from rf.ids import datetime_of_ns, iso, new_id, now_ns, utcnow
+from rf.ids import datetime_of_ns, iso, iso_of_ns, new_id, now_ns, utcnow
 from rf.models import (
     WORKING_COPY,
     Agent,
@@ -611,8 +611,8 @@ class CoreServices:
         execution = Execution(
             id=request.execution_id, env=call.env, agent=call.agent, commit=commit_label, source=call.source,
             status=result.status, input=input, output=result.output, error=result.error,
-            error_type=result.error_type, traceback=result.traceback, logs=result.logs, started_at=iso(started),
-            ended_at=iso(ended), duration_ms=round(max(ended_ns - run_ns, 0) / 1e6, 3),
+            error_type=result.error_type, traceback=result.traceback, logs=result.logs,
+            started_at=iso_of_ns(start_ns), ended_at=iso_of_ns(ended_ns), duration_ms=round(max(ended_ns - run_ns, 0) / 1e6, 3),
             session_id=call.session_id, queued_ms=round(max(run_ns - start_ns, 0) / 1e6, 3),
         )
         store = self.store
