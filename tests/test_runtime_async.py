@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -95,8 +96,7 @@ def test_waiting_calls_are_woken_one_per_free_worker_and_none_is_lost(tmp_path: 
     async def scenario() -> None:
         for key in (a, b):
             assert (await pool.arun(key, code, "agent:slow", req(0))).status == "succeeded"  # warm
-        calls = [asyncio.ensure_future(pool.arun(key, code, "agent:slow", req(i)))
-                 for i in range(12) for key in (a, b)]
+        calls = [asyncio.ensure_future(pool.arun(key, code, "agent:slow", req(i))) for i in range(12) for key in (a, b)]
         await asyncio.sleep(0.005)
         cancelled = [calls[5], calls[9], calls[14]]
         for call in cancelled:
@@ -139,6 +139,44 @@ def test_a_worker_handed_to_a_waiting_call_that_is_cancelled_goes_back_to_the_po
         assert not worker.busy and worker in pool._idle
         again = await asyncio.wait_for(pool.arun(key, code, "agent:slow", req(2)), 30)
         assert again.status == "succeeded" and again.output == 2 and again.worker_pid == worker.pid
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        pool.close()
+
+
+MAYBE_HANG = """
+import time
+
+def handle(input, ctx):
+    if input == "hang":
+        time.sleep(60)
+    return input
+"""
+
+
+def test_a_warm_run_on_the_event_loop_times_out_and_the_pool_recovers(tmp_path: Path) -> None:
+    """The loop path's deadline: a warm worker that does not answer in timeout_s is killed,
+    the run fails as a timeout (within a tick of the deadline), and the next run works."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "agent.py").write_text(MAYBE_HANG)
+    pool = WorkerPool(max_workers_per_key=1)
+    key = ("staging", "demo", "h")
+
+    async def scenario() -> None:
+        assert (await pool.arun(key, code, "agent:handle", req("warm"))).output == "warm"
+        started = time.monotonic()
+        hung, fine = await asyncio.gather(
+            pool.arun(key, code, "agent:handle", req("hang"), timeout_s=0.5),
+            pool.arun(key, code, "agent:handle", req("after"), timeout_s=30),  # waits for the worker
+        )
+        assert hung.status == "failed" and hung.error_type == "timeout", hung
+        assert time.monotonic() - started < 20
+        assert fine.status == "succeeded" and fine.output == "after"
+        assert fine.worker_pid != hung.worker_pid  # the hung worker was killed
+        assert not pool._async_waiters
 
     try:
         asyncio.run(scenario())

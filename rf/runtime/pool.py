@@ -41,7 +41,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 from rf.errors import InvalidAgent, RfError
 from rf.jsonfast import dumpb
@@ -177,11 +177,21 @@ def _entrypoint_error(entrypoint: str) -> str | None:
 #: what Python, locales, TLS and outgoing HTTP need. Everything else stays in rf: agent
 #: code never sees ``RF_*`` (configuration, ``RF_SECRET_*`` credentials) nor anything an
 #: agent's ``[env]`` table does not name (see :func:`worker_env`).
-ENV_ALLOWED = frozenset({
-    "PATH", "HOME", "LANG", "TZ", "TMPDIR", "USER", "LOGNAME",
-    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
-    *(name for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY") for name in (proxy, proxy.lower())),
-})
+ENV_ALLOWED = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "LANG",
+        "TZ",
+        "TMPDIR",
+        "USER",
+        "LOGNAME",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+        *(name for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY") for name in (proxy, proxy.lower())),
+    }
+)
 ENV_ALLOWED_PREFIXES = ("LC_", "PYTHON")
 
 
@@ -244,9 +254,20 @@ PrepareHook = Callable[[WorkerKey, str], WorkerSetup]
 
 def _run_frame(request: RunRequest) -> bytes:
     """The ``run`` message for a worker (raises TypeError/ValueError for non-JSON input)."""
-    return frame(dumpb({"t": "run", "id": request.execution_id, "env": request.env, "agent": request.agent,
-                        "session_id": request.session_id, "stream": request.stream, "trace_root": request.trace_root,
-                        "input": request.input}))
+    return frame(
+        dumpb(
+            {
+                "t": "run",
+                "id": request.execution_id,
+                "env": request.env,
+                "agent": request.agent,
+                "session_id": request.session_id,
+                "stream": request.stream,
+                "trace_root": request.trace_root,
+                "input": request.input,
+            }
+        )
+    )
 
 
 class WorkerProcess:
@@ -478,6 +499,53 @@ def _reaper(pool_ref: weakref.ref[WorkerPool], stop: threading.Event, interval: 
         del pool
 
 
+class _LoopDeadlines:
+    """The deadlines of the async runs waiting on one event loop, checked by one timer
+    every :data:`DEADLINE_TICK_S` while any is pending — instead of a timer per wait
+    (a heap entry made and cancelled on every request). A run times out at most one
+    tick after its deadline."""
+
+    _by_loop: ClassVar[weakref.WeakKeyDictionary[Any, _LoopDeadlines]] = weakref.WeakKeyDictionary()
+
+    def __init__(self, loop: Any) -> None:
+        self._loop = loop
+        self._pending: dict[Any, float] = {}
+        self._ticking = False
+
+    @classmethod
+    def of(cls, loop: Any) -> _LoopDeadlines:
+        found = cls._by_loop.get(loop)
+        if found is None:
+            found = cls._by_loop[loop] = cls(loop)
+        return found
+
+    def add(self, future: Any, deadline: float) -> None:
+        self._pending[future] = deadline
+        if not self._ticking:
+            self._ticking = True
+            self._loop.call_later(min(DEADLINE_TICK_S, max(0.0, deadline - time.monotonic())), self._tick)
+
+    def discard(self, future: Any) -> None:
+        self._pending.pop(future, None)
+
+    def _tick(self) -> None:
+        if not self._pending:
+            self._ticking = False
+            return
+        now = time.monotonic()
+        for future, deadline in list(self._pending.items()):
+            if deadline <= now:
+                del self._pending[future]
+                if not future.done():
+                    future.set_exception(TimeoutError())
+        soonest = min(self._pending.values(), default=now + DEADLINE_TICK_S)
+        self._loop.call_later(min(DEADLINE_TICK_S, max(0.0, soonest - now)), self._tick)
+
+
+#: How often an event loop checks its async runs' deadlines (see _LoopDeadlines).
+DEADLINE_TICK_S = 0.1
+
+
 class WorkerPool:
     """Warm worker subprocesses, per ``(env, agent, commit)`` key."""
 
@@ -603,8 +671,17 @@ class WorkerPool:
         import asyncio
 
         def in_thread() -> Any:
-            return asyncio.to_thread(self.run, key, code_dir, entrypoint, request, timeout_s=timeout_s,
-                                     on_chunk=on_chunk, host=host, on_start=on_start)
+            return asyncio.to_thread(
+                self.run,
+                key,
+                code_dir,
+                entrypoint,
+                request,
+                timeout_s=timeout_s,
+                on_chunk=on_chunk,
+                host=host,
+                on_start=on_start,
+            )
 
         if _entrypoint_error(entrypoint) is not None:
             return await in_thread()
@@ -622,7 +699,8 @@ class WorkerPool:
                 # Room for a new worker: under the total, or an idle worker (of another key)
                 # that run() will evict, as it would for a thread.
                 can_spawn = self._count(key) < self.max_workers_per_key and (
-                    self._total < self.max_total_workers or bool(self._idle))
+                    self._total < self.max_total_workers or bool(self._idle)
+                )
                 if worker is None and not can_spawn and not self._closed:
                     # Every worker of this key is busy: wait on the loop, not on a thread.
                     waiter = loop.create_future()
@@ -691,21 +769,18 @@ class WorkerPool:
         chunk_bytes = 0
         streaming: asyncio.Future[None] | None = None  # a streaming host call being served
 
+        deadlines = _LoopDeadlines.of(loop)
+
         async def readable() -> None:
             future: asyncio.Future[None] = loop.create_future()
-
-            def expire() -> None:
-                if not future.done():
-                    future.set_exception(TimeoutError())
-
             if worker.watched_by is not loop:
                 self._watch(worker, loop)
             worker.wake = future
-            timer = loop.call_later(max(0.0, deadline - time.monotonic()), expire)
+            deadlines.add(future, deadline)
             try:
                 await future
             finally:
-                timer.cancel()
+                deadlines.discard(future)
                 worker.wake = None
 
         try:
@@ -732,7 +807,9 @@ class WorkerPool:
                         worker.kill()
                         return _failed(
                             f"output is too large (more than {describe_size(self.max_message_bytes)} of chunks)",
-                            "output", duration_ms=_ms_since(started), worker_pid=worker.pid,
+                            "output",
+                            duration_ms=_ms_since(started),
+                            worker_pid=worker.pid,
                         )
                     data = message.get("data")
                     chunks.append(data)
@@ -741,15 +818,20 @@ class WorkerPool:
                             on_chunk(data)
                         except Exception as exc:  # noqa: BLE001 - the consumer's problem, not ours
                             worker.kill()
-                            return _failed(f"stream consumer failed: {type(exc).__name__}: {exc}", "protocol",
-                                           duration_ms=_ms_since(started), worker_pid=worker.pid)
+                            return _failed(
+                                f"stream consumer failed: {type(exc).__name__}: {exc}",
+                                "protocol",
+                                duration_ms=_ms_since(started),
+                                worker_pid=worker.pid,
+                            )
                     continue
                 if kind == "call":
                     if streams(message.get("method"), message.get("params")):
                         # Served in a thread that sends each piece, then the reply, to the
                         # worker; meanwhile this loop reads what the worker sends (its chunks).
                         streaming = asyncio.ensure_future(
-                            asyncio.to_thread(self._serve_streaming, host, message, worker, deadline))
+                            asyncio.to_thread(self._serve_streaming, host, message, worker, deadline)
+                        )
                         wait = True
                         continue
                     reply = await asyncio.to_thread(self._serve_host, host, message)
@@ -757,20 +839,30 @@ class WorkerPool:
                     wait = True
                     continue
                 worker.kill()
-                return _failed(f"worker sent an unexpected {kind!r} message", "protocol",
-                               duration_ms=_ms_since(started), worker_pid=worker.pid)
+                return _failed(
+                    f"worker sent an unexpected {kind!r} message",
+                    "protocol",
+                    duration_ms=_ms_since(started),
+                    worker_pid=worker.pid,
+                )
         except TimeoutError:
             return await asyncio.to_thread(self._timed_out, worker, timeout_s, started)
         except FrameTooLarge as exc:
             worker.kill()
             return _failed(
                 f"output is too large ({describe_size(exc.size)}; the limit is {describe_size(self.max_message_bytes)})",
-                "output", duration_ms=_ms_since(started), worker_pid=worker.pid,
+                "output",
+                duration_ms=_ms_since(started),
+                worker_pid=worker.pid,
             )
         except ProtocolError as exc:
             worker.kill()
-            return _failed(f"worker sent a malformed message: {exc}", "protocol",
-                           duration_ms=_ms_since(started), worker_pid=worker.pid)
+            return _failed(
+                f"worker sent a malformed message: {exc}",
+                "protocol",
+                duration_ms=_ms_since(started),
+                worker_pid=worker.pid,
+            )
         except OSError:  # broken pipe: the worker died under us
             return await asyncio.to_thread(self._ended, worker, started)
 
@@ -1081,8 +1173,9 @@ class WorkerPool:
             self._start_reaper()
         return worker
 
-    def _acquire(self, key: WorkerKey, code_dir: str, entrypoint: str,
-                 queue_wait: list[int] | None = None) -> WorkerProcess:
+    def _acquire(
+        self, key: WorkerKey, code_dir: str, entrypoint: str, queue_wait: list[int] | None = None
+    ) -> WorkerProcess:
         """A worker of *key*: an idle one, a new one, or, when there is no room for one, the
         next one freed. If it had to wait, ``(start_ns, end_ns)`` of the wait go into
         *queue_wait*."""
@@ -1228,8 +1321,12 @@ class WorkerPool:
                     continue
                 if kind == "call":
                     if streams(message.get("method"), message.get("params")):
-                        streaming = threading.Thread(target=self._serve_streaming, name="rf-host-stream", daemon=True,
-                                                     args=(host, message, worker, deadline))
+                        streaming = threading.Thread(
+                            target=self._serve_streaming,
+                            name="rf-host-stream",
+                            daemon=True,
+                            args=(host, message, worker, deadline),
+                        )
                         streaming.start()
                         continue
                     worker.send(frame(self._serve_host(host, message)), deadline)
@@ -1329,8 +1426,9 @@ class WorkerPool:
         )
 
     @classmethod
-    def _serve_streaming(cls, host: HostHandler | None, message: dict[str, Any], worker: WorkerProcess,
-                         deadline: float) -> None:
+    def _serve_streaming(
+        cls, host: HostHandler | None, message: dict[str, Any], worker: WorkerProcess, deadline: float
+    ) -> None:
         """Serve a streaming host call (in a thread of its own): each piece goes to the worker
         as the host method produces it, then the reply. The run's loop meanwhile reads the
         worker's frames, so agent code can forward the pieces at once."""
