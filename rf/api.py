@@ -165,7 +165,9 @@ TRIGGER_ROUTES: list[Route] = [
           summary="Copy a trigger to the other environment (a production copy is staged for release)"),
     Route("set_trigger_enabled", "POST", "/triggers/{trigger_id}/enabled", models.Trigger,
           summary="Enable or disable a staging trigger"),
-    Route("delete_trigger", "DELETE", "/triggers/{trigger_id}", models.Trigger, summary="Delete a trigger"),
+    Route("delete_trigger", "DELETE", "/triggers/{trigger_id}", models.TriggerChangeResult,
+          summary="Delete a staging trigger (or an unpublished production copy) at once; stage a live production "
+                  "trigger's removal (a release item), or publish it at once as a one-item release (now)"),
     Route("fire_trigger", "POST", "/triggers/{trigger_id}/fire", models.Execution, summary="Run a trigger once now"),
     Route("edit_trigger", "PATCH", "/triggers/{trigger_id}", models.TriggerChangeResult,
           summary="Change a staging trigger; stage a live production trigger's change (a release item), "

@@ -268,6 +268,66 @@ def test_a_staged_pause_changes_nothing_until_published(ws: Any, live_trigger: t
     assert pending(root) == {}
 
 
+def test_deleting_a_live_production_trigger_is_a_release_item(ws: Any,
+                                                              live_trigger: tuple[ServerProc, str, str]) -> None:
+    _, staging_id, tid = live_trigger
+    root = ws.root
+    out = rf_ok("triggers", "delete", tid, cwd=root)  # staging the removal changes nothing: no confirmation
+    assert "staged for production: remove trigger hello-schedule" in out and f"trigger:{tid}" in out
+    item = pending(root)[f"trigger:{tid}"]
+    assert item["summary"] == "trigger hello-schedule (production): remove from production"
+    assert item["before"]["schedule"] == "* * * * *" and item["after"] == {"removed": True}
+    shown = rf_json("triggers", "show", tid, cwd=root)
+    assert shown["live"] and shown["staged_summary"] == "remove from production"
+    assert run_rf("triggers", "fire", tid, cwd=root).returncode == 0  # still live until published
+    diff = rf_ok("releases", "diff", f"trigger:{tid}", cwd=root)
+    assert "publishing removes this trigger from production" in diff and "- schedule: \"* * * * *\"" in diff
+    assert "{\"removed\"" not in diff  # a reviewer reads fields, not raw JSON
+    # a change on top replaces the staged removal; resuming an enabled trigger cancels it
+    rf_ok("triggers", "resume", tid, "--env", "production", cwd=root)
+    assert pending(root) == {} and rf_json("triggers", "show", tid, cwd=root)["staged_change"] is None
+
+    rf_ok("triggers", "delete", tid, "--env", "production", cwd=root)
+    published = rf_json("releases", "publish", f"trigger:{tid}", "--yes", cwd=root)
+    assert [(i["kind"], i["name"]) for i in published["items"]] == [("trigger", tid)]
+    assert [t["id"] for t in rf_json("triggers", "list", "--env", "production", cwd=root)] == []
+    r = run_rf("triggers", "show", tid, cwd=root)
+    assert r.returncode == 1 and "no trigger" in r.stderr
+    assert pending(root) == {}
+    shown_release = rf_ok("releases", "show", published["id"], cwd=root)
+    assert "(removed)" in shown_release and "{" not in shown_release.split("trigger", 1)[1].split("\n")[0]
+
+    # rollback restores it, as it was, and it fires again
+    rf_ok("releases", "rollback", published["id"], "--yes", cwd=root)
+    back = rf_json("triggers", "show", tid, cwd=root)
+    assert (back["live"], back["env"], back["schedule"], back["input"]) == (True, "production", "* * * * *",
+                                                                          {"name": "cron"})
+    assert run_rf("triggers", "fire", tid, cwd=root).returncode == 0
+    # staging's trigger was never touched
+    assert rf_json("triggers", "show", staging_id, cwd=root)["env"] == "staging"
+
+
+def test_delete_now_removes_a_production_trigger_as_a_one_item_release(ws: Any,
+                                                                       live_trigger: tuple[ServerProc, str, str]) -> None:
+    _, staging_id, tid = live_trigger
+    root = ws.root
+    r = run_rf("triggers", "delete", tid, "--now", cwd=root)  # no terminal: --now needs --yes
+    assert r.returncode == 2 and "--yes" in r.stderr
+    assert rf_json("triggers", "show", tid, cwd=root)["live"]
+    out = rf_ok("triggers", "delete", tid, "--now", "--yes", "-m", "stop the cron", cwd=root)
+    assert "removed from production" in out and "rf releases rollback" in out
+    [release, *_] = rf_json("releases", "history", cwd=root)
+    assert release["message"] == "stop the cron" and [i["name"] for i in release["items"]] == [tid]
+    assert rf_json("triggers", "list", "--env", "production", cwd=root) == []
+    # a staging delete asks (no terminal: --yes), and --now is only for production
+    r = run_rf("triggers", "delete", staging_id, cwd=root)
+    assert r.returncode == 2 and "--yes" in r.stderr
+    r = run_rf("triggers", "delete", staging_id, "--now", "--yes", cwd=root)
+    assert r.returncode == 2 and "--now applies to live production triggers" in r.stderr
+    rf_ok("triggers", "delete", staging_id, "--yes", cwd=root)
+    assert rf_json("triggers", "list", cwd=root) == []
+
+
 # ---------------------------------------------------------------- the dashboard
 
 

@@ -161,13 +161,13 @@ def test_a_deleted_triggers_secret_leaves_the_keyring(ws: Any) -> None:
     deploy_hello(ws)
     kept, gone = create_webhook(ws), create_webhook(ws)
     assert stored_secrets(ws) == {f"webhook-{kept['id']}": kept["secret"], f"webhook-{gone['id']}": gone["secret"]}
-    assert run_rf("triggers", "delete", gone["id"], cwd=ws.root).returncode == 0
+    assert run_rf("triggers", "delete", gone["id"], "--yes", cwd=ws.root).returncode == 0
     assert stored_secrets(ws) == {f"webhook-{kept['id']}": kept["secret"]}
     # a staged production copy that is discarded takes its own secret with it
     copy = json.loads(run_rf("triggers", "duplicate", kept["id"], "--env", "production", "--json",
                              cwd=ws.root).stdout)
     assert f"webhook-{copy['id']}" in stored_secrets(ws)
-    assert run_rf("triggers", "delete", copy["id"], cwd=ws.root).returncode == 0
+    assert run_rf("triggers", "delete", copy["id"], "--yes", cwd=ws.root).returncode == 0
     assert stored_secrets(ws) == {f"webhook-{kept['id']}": kept["secret"]}
 
     # a trigger whose row could not be written leaves no secret behind

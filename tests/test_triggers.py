@@ -112,8 +112,8 @@ def test_duplicate_is_a_release_item_and_goes_live_when_published(b: Any) -> Non
         b.set_trigger_enabled(copy.id, False)
     b.publish_release([f"trigger:{copy.id}"])
     assert b.get_trigger(copy.id).live
-    with pytest.raises(ProductionReadOnly):
-        b.delete_trigger(copy.id)
+    staged = b.delete_trigger(copy.id)  # a live production trigger: its removal is a release item
+    assert staged.staged and staged.item.after == {"removed": True} and b.get_trigger(copy.id).live
     later = far + dt.timedelta(minutes=2)
     assert copy.id in sched.tick(later)
     sched.wait_idle()
@@ -215,5 +215,5 @@ def test_cli_triggers(ws: Any) -> None:
     assert r.returncode == 2 and "invalid cron" in r.stderr
     r = run_rf("triggers", "create", "--agent", "hello", cwd=root)
     assert r.returncode == 2 and "exactly one" in r.stderr
-    assert run_rf("triggers", "delete", tid, cwd=root).returncode == 0
+    assert run_rf("triggers", "delete", tid, "--yes", cwd=root).returncode == 0
     assert json.loads(run_rf("triggers", "list", "--json", cwd=root).stdout) == []

@@ -78,6 +78,11 @@ def render_item_diff(b: Backend, item: ReleaseItem) -> None:
                   f"[staging]staging[/staging] deleted it: publishing removes it from production "
                   "(a rollback of that release restores it)")
         return
+    if item.kind == "trigger":
+        from rf.cli.triggers import render_release_item
+
+        render_release_item(item)
+        return
     if item.kind == "agent":
         from rf.cli.agents import render_diff
 
@@ -271,6 +276,10 @@ def _state(value: Any) -> str:
         return value[:12] if len(value) >= 40 else value
     if isinstance(value, int):
         return f"v{value}"
+    if isinstance(value, dict) and value.get("removed") is True:
+        return "(removed)"
+    if isinstance(value, dict) and "kind" in value and "agent" in value:  # a trigger's state
+        return f"{value['kind']} → {value['agent']}" + ("" if value.get("enabled", True) else " (paused)")
     text = json.dumps(value, default=str)
     return text if len(text) < 40 else text[:37] + "..."
 

@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from rf.cli.app import EnvOption, JsonOption, backend, check_env, confirm, parse_json_arg
+from rf.cli.app import EnvFilterOption, EnvOption, JsonOption, backend, check_env, confirm, parse_json_arg
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from rf.client import Backend
-    from rf.models import Trigger, TriggerChangeResult
+    from rf.models import ReleaseItem, Trigger, TriggerChangeResult
 
 NowOption = Annotated[bool, typer.Option(
     "--now", help="Production: publish this one change at once (a recorded one-item release) instead of staging it.")]
@@ -232,13 +232,50 @@ def disable(trigger_id: str) -> None:
 
 
 @app.command("delete")
-def delete(trigger_id: str) -> None:
-    """Delete a staging trigger (or discard a staged production copy)."""
-    from rf.cli.output import success
+def delete(
+    trigger_id: str,
+    env: EnvFilterOption = None,
+    now: NowOption = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    message: MessageOption = "",
+    json_out: JsonOption = False,
+) -> None:
+    """Delete a staging trigger (or a production copy never published) at once.
+
+    A live [bold #10b981]production[/] trigger is removed by a release: the removal is staged as
+    the item trigger:ID, published with `rf releases publish trigger:ID`, or at once with --now
+    (a recorded one-item release; `rf releases rollback` restores it).
+    """
+    from rich.markup import escape
+
+    from rf.cli.agents import confirm_delete
+    from rf.cli.output import info, print_json, success
+    from rf.config import git_author
 
     with backend() as b:
-        t = b.delete_trigger(trigger_id)
-    success(f"deleted {t.id} ({t.env})")
+        preview = b.delete_trigger(trigger_id, env=env, now=now, preview=True)
+        t = preview.trigger
+        if now:
+            assert preview.item is not None
+            _print_item(b, preview, to_stderr=True)
+            confirm(f"Remove trigger {t.name} from production now?", yes)
+        elif not preview.staged:
+            confirm_delete(f"Delete trigger {t.name} ({t.id}, {t.env})?", yes)
+        result = b.delete_trigger(t.id, env=env, now=now, author=git_author(), message=message)
+    if json_out:
+        print_json(result)
+        return
+    if result.release_id:
+        success(f"removed from [production]production[/production]: trigger {escape(t.name)} ({t.id}) "
+                f"(release {result.release_id})")
+        info(f"[dim]  recorded in rf releases history; undo with: rf releases rollback {result.release_id}[/dim]")
+    elif result.staged:
+        success(f"staged for [production]production[/production]: remove trigger {escape(t.name)} ({t.id}) — "
+                "it keeps firing until you publish the removal")
+        info(f"[dim]  publish it: rf releases publish trigger:{t.id}  (or again with --now); cancel it: "
+             f"rf triggers resume {t.id} --env production[/dim]")
+    else:
+        success(f"deleted {t.id} ({escape(t.name)}, {t.env})")
 
 
 @app.command("fire")
@@ -323,6 +360,10 @@ def _print_change(result: TriggerChangeResult, console: Console) -> None:
     item = result.item
     assert item is not None
     before, after = item.before or {}, item.after or {}
+    if after.get("removed") is True:
+        console.print(f"  [red]- remove trigger {escape(str(before.get('name')))} ({escape(str(before.get('kind')))} "
+                      f"→ agent {escape(str(before.get('agent')))}) from production[/red]")
+        return
     for key in sorted(set(before) | set(after)):
         if before.get(key) != after.get(key):
             console.print(f"  [yellow]~ {key}: {escape(_shown(key, before.get(key)))} → "
@@ -338,6 +379,36 @@ def _print_item(b: Backend, result: TriggerChangeResult, to_stderr: bool) -> Non
     assert result.item is not None
     console.print(f"[bold]trigger {result.item.name}[/bold] · {escape(result.item.summary)}")
     _print_change(result, console)
+
+
+def render_release_item(item: ReleaseItem) -> None:
+    """A trigger's release item in full: each field before → after, every field of a new
+    trigger, or what a removal takes away (nothing is cut: long values wrap)."""
+    from rich.markup import escape
+
+    from rf.cli.output import out
+
+    before, after = item.before or {}, item.after or {}
+    if after.get("removed") is True:
+        out.print("  [red]publishing removes this trigger from production[/red] (a rollback of that release "
+                  "restores it):")
+        for key in sorted(before):
+            out.print(f"  [red]- {key}: {escape(_shown(key, before[key]))}[/red]")
+        return
+    if item.before is None:
+        out.print("  [green]publishing makes this trigger live in production:[/green]")
+        for key in sorted(after):
+            out.print(f"  [green]+ {key}: {escape(_shown(key, after[key]))}[/green]")
+        return
+    if item.after is None:
+        out.print("  publishing takes this trigger out of production (it stays as an unpublished copy)")
+        return
+    for key in sorted(set(before) | set(after)):
+        if before.get(key) != after.get(key):
+            out.print(f"  [yellow]~ {key}: {escape(_shown(key, before.get(key)))} → "
+                      f"{escape(_shown(key, after.get(key)))}[/yellow]")
+        else:
+            out.print(f"  [dim]  {key}: {escape(_shown(key, after.get(key)))}[/dim]")
 
 
 @app.command("edit")

@@ -304,7 +304,7 @@ class ReleasesService(ServiceBase):
         triggers: list[dict[str, Any]] = []
         if any(i.kind == "agent" for i in removals):
             triggers = [t for t in self.store.trigger_rows("production", live_only=True)
-                        if not (("trigger", t["id"]) in in_batch and in_batch[("trigger", t["id"])].after is None)]
+                        if not (("trigger", t["id"]) in in_batch and _gone(in_batch[("trigger", t["id"])].after))]
         for item in removals:
             users: list[str] = []
             if item.kind == "agent":
@@ -558,3 +558,8 @@ def _short(state: Any) -> str:
         return "nothing (removed from production)"
     text = state if isinstance(state, str) else json.dumps(state, default=str)
     return text[:12]
+
+
+def _gone(after: Any) -> bool:
+    """Does a trigger item with this ``after`` take the trigger out of production?"""
+    return after is None or (isinstance(after, dict) and after.get("removed") is True)

@@ -75,10 +75,21 @@ def trigger_state(t: Trigger | dict[str, Any]) -> dict[str, Any]:
     return {f: get(f) for f in STATE_FIELDS}
 
 
+#: The staged change (and a release item's ``after``) that removes a live production trigger.
+REMOVED: dict[str, Any] = {"removed": True}
+
+
+def is_removal(state: Any) -> bool:
+    """Is this state the :data:`REMOVED` marker?"""
+    return isinstance(state, dict) and state.get("removed") is True
+
+
 def normalized_state(state: Any) -> dict[str, Any] | None:
     """Release items recorded before ``enabled`` was part of the state meant enabled."""
     if state is None:
         return None
+    if is_removal(state):
+        return dict(REMOVED)
     return {**state, "enabled": bool(state.get("enabled", True))}
 
 
@@ -318,7 +329,10 @@ class TriggersService(ServiceBase):
         if staged is not None and t.env == "production" and t.live:
             after = normalized_state(staged)
             assert after is not None
-            if after != trigger_state(t):
+            if is_removal(after):
+                t.staged_change = after
+                t.staged_summary = "remove from production"
+            elif after != trigger_state(t):
                 t.staged_change = after
                 t.staged_summary = describe_trigger_change(trigger_state(t), after)
         if t.kind == "schedule" and t.schedule and t.enabled and t.live:
@@ -480,19 +494,45 @@ class TriggersService(ServiceBase):
             self.store.update_trigger(cur, t.id, utcnow(), enabled=enabled)
         return self.get_trigger(t.id)
 
-    def delete_trigger(self, trigger_id: str) -> Trigger:
-        t = self.get_trigger(trigger_id)
+    def delete_trigger(self, trigger_id: str, env: str | None = None, now: bool = False, author: str = "unknown",
+                       message: str = "", preview: bool = False) -> TriggerChangeResult:
+        """Delete a trigger. A staging trigger, or a production copy never published, goes at once.
+
+        A *live* production trigger is never deleted directly: its removal is staged as the
+        release item ``trigger:ID`` ("remove from production"), published like any other
+        change; ``now=True`` publishes that one item at once (a recorded one-item release).
+        Rolling that release back restores the trigger, webhook secret included (the secret
+        of a removed production webhook stays in the keyring for that reason). ``env``, when
+        given, must be the trigger's environment; ``preview`` changes nothing.
+        """
+        t = self.get_trigger(trigger_id, env)
+        if now and not (t.env == "production" and t.live):
+            raise UsageError("--now applies to live production triggers: this delete takes effect at once anyway")
         if t.env == "production" and t.live:
-            raise ProductionReadOnly(
-                f"production is read-only: cannot delete live trigger {t.id}",
-                f"stop it at once: rf triggers pause {t.id} --env production --now (a one-item release); or roll "
-                "back the release that published it: rf releases history, then rf releases rollback ID",
-            )
+            with self.store.write_lock:
+                t = self.get_trigger(t.id)
+                live = trigger_state(t)
+                item = ReleaseItem(kind="trigger", name=t.id, summary=f"trigger {t.name} (production): remove from "
+                                   "production", before=live, after=dict(REMOVED))
+                if preview:
+                    return TriggerChangeResult(trigger=t, changed=True, staged=not now, summary="remove from production",
+                                               item=item)
+                with self.store.transaction() as cur:
+                    self.store.put_trigger_change(cur, t.id, dict(REMOVED), utcnow())
+            if not now:
+                return TriggerChangeResult(trigger=self.get_trigger(t.id), changed=True, staged=True,
+                                           summary="remove from production", item=item)
+            release = self.publish_release(  # type: ignore[attr-defined]
+                [f"trigger:{t.id}"], author=author, message=message or f"remove trigger {t.name} from production now")
+            return TriggerChangeResult(trigger=t, changed=True, summary="remove from production",
+                                       item=release.items[0], release_id=release.id)
+        if preview:
+            return TriggerChangeResult(trigger=t, changed=True, summary="delete")
         with self.store.transaction() as cur:
             self.store.delete_trigger(cur, t.id)
         if t.kind == "webhook":
             self._delete_webhook_secret(t)
-        return t
+        return TriggerChangeResult(trigger=t, changed=True, summary="delete")
 
     # ------------------------------------------------------------ editing
     def edit_trigger(
@@ -569,8 +609,9 @@ class TriggersService(ServiceBase):
         if now:
             # Publish exactly live + these changes; an earlier staged change stays pending, with them on top.
             after = self._changed_state(t, live, changes, input, clear_input)
-        else:
-            after = self._changed_state(t, earlier or live, changes, input, clear_input)
+        else:  # on top of a change already staged (a staged removal is replaced by this change)
+            base = live if earlier is None or is_removal(earlier) else earlier
+            after = self._changed_state(t, base, changes, input, clear_input)
         summary = describe_trigger_change(live, after)
         label = f"trigger {t.name} (production): {summary}"
         if preview:
@@ -597,7 +638,7 @@ class TriggersService(ServiceBase):
                                        item=item)
         release = self.publish_release(  # type: ignore[attr-defined]
             [f"trigger:{t.id}"], author=author, message=message or f"{summary} trigger {t.name} (production) now")
-        if earlier is not None:
+        if earlier is not None and not is_removal(earlier):
             rebased = self._changed_state(t, earlier, changes, input, clear_input)
             with self.store.transaction() as cur:
                 if rebased != after:
@@ -760,7 +801,10 @@ class TriggersService(ServiceBase):
                 continue
             staged = normalized_state(changes.get(t.id))
             current = trigger_state(t)
-            if staged is not None and staged != current:
+            if is_removal(staged):
+                items.append(ReleaseItem(kind="trigger", name=t.id, before=current, after=dict(REMOVED),
+                                         summary=f"trigger {t.name} (production): remove from production"))
+            elif staged is not None and staged != current:
                 items.append(ReleaseItem(
                     kind="trigger", name=t.id, before=current, after=staged,
                     summary=f"trigger {t.name} (production): {describe_trigger_change(current, staged)}"))
@@ -769,17 +813,29 @@ class TriggersService(ServiceBase):
     def _release_apply_trigger(self, cur: duckdb.DuckDBPyConnection, name: str, before: Any, after: Any) -> None:
         """Make production trigger ``name`` the state ``after`` (None: not live, i.e. staged again)."""
         row = self.store.get_trigger_row(name, cur)
-        if row is None or row["env"] != "production":
-            raise Conflict(f"production trigger {name} no longer exists", "re-run rf releases plan")
-        current = trigger_state(row) if row["live"] else None
+        if row is not None and row["env"] != "production":
+            raise Conflict(f"trigger {name} is not a production trigger", "re-run rf releases plan")
+        if row is None:
+            current: dict[str, Any] | None = dict(REMOVED)
+        else:
+            current = trigger_state(row) if row["live"] else None
         if current != normalized_state(before):
+            if row is None:
+                raise Conflict(f"production trigger {name} no longer exists", "re-run rf releases plan")
             raise Conflict(f"production changed since the plan: trigger {name}", "re-run rf releases plan")
         now = utcnow()
+        if is_removal(after):  # removed from production (its webhook secret stays, for a rollback)
+            self.store.delete_trigger(cur, name)  # (and its staged change)
+            return
         if after is None:
             self.store.update_trigger(cur, name, now, live=False)
             return
         state = normalized_state(after)
         assert state is not None
+        if row is None:  # a rollback of its removal: the trigger comes back as it was
+            self.store.insert_trigger(cur, {"id": name, "env": "production", **state, "live": True}, now)
+            self.store.update_trigger(cur, name, now, last_scheduled_at=now)
+            return
         extra: dict[str, Any] = {"live": True}
         # Published (or resumed, or rescheduled): slots count from now, never the ones missed meanwhile.
         if self._restarts_schedule(current, state):
