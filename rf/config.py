@@ -70,10 +70,16 @@ def check_limit(limit: Any, most: int, what: str = "limit") -> int:
 # the user's choosing. A new setting is added here, then read where it is used;
 # any other key is an error that names the file, the key and the closest known one.
 
+#: ``[runtime.ENV]``: that environment's worker budget (rf.runtime.pool.PoolLimits).
+RUNTIME_KEYS = ("max_workers_per_agent", "max_workers", "max_waiting")
+
 RF_TOML_KEYS: dict[str, tuple[str, ...]] = {
-    "": ("workspace", "server", "llm"),
+    "": ("workspace", "server", "llm", "runtime"),
     "workspace": ("name", "id"),
     "server": ("host", "port", "max_body_bytes", "allowed_hosts", "require_keys"),
+    "runtime": ("staging", "production"),
+    "runtime.staging": RUNTIME_KEYS,
+    "runtime.production": RUNTIME_KEYS,
     "llm": ("default", "timeout_s", "mock"),  # read by rf.services.providers
     "llm.mock": ("rules",),  # rf.llm.mock
     "llm.mock.rules[]": ("match", "regex", "reply", "tool_call"),
@@ -159,6 +165,8 @@ class Workspace:
     #: Endpoint keys required on /{env}/ routes ([server] require_keys; forced off loopback).
     require_keys: bool = False
     raw: dict[str, Any] = field(default_factory=dict)
+    #: ``[runtime.staging]`` / ``[runtime.production]``: the worker limits set (checked) per environment.
+    runtime: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def state_dir(self) -> Path:
@@ -230,6 +238,16 @@ def load_workspace(root: Path) -> Workspace:
     require_keys = server.get("require_keys", False)
     if not isinstance(require_keys, bool):
         raise WorkspaceError(f"{path}: [server] require_keys must be true or false", "fix rf.toml")
+    runtime: dict[str, dict[str, int]] = {}
+    for env, table in (data.get("runtime") or {}).items():
+        if not isinstance(table, dict):
+            raise WorkspaceError(f"{path}: [runtime] {env} must be a table: [runtime.{env}]", "fix rf.toml")
+        for key, value in table.items():
+            least = 0 if key == "max_waiting" else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise WorkspaceError(f"{path}: [runtime.{env}] {key} must be a whole number of at least {least}",
+                                     "fix rf.toml")
+        runtime[env] = dict(table)
     ws_id = str(ws.get("id") or hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16])
     return Workspace(
         root=root.resolve(),
@@ -241,6 +259,7 @@ def load_workspace(root: Path) -> Workspace:
         allowed_hosts=[h.strip().lower() for h in allowed],
         require_keys=require_keys,
         raw=data,
+        runtime=runtime,
     )
 
 

@@ -119,6 +119,14 @@ class UnsupportedMediaType(RfError):
     http_status = 415
 
 
+class TooBusy(RfError):
+    """Too many requests already wait for a worker: answered 429 with ``Retry-After``."""
+
+    code = "too_busy"
+    http_status = 429
+    retry_after_s = 1
+
+
 class ConnectorError(RfError):
     """A connector call reached for the remote API and failed: it answered an HTTP error,
     timed out, or could not be reached. Agent code can catch it: ``from rf import ConnectorError``.

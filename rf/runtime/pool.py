@@ -25,6 +25,7 @@ from __future__ import annotations
 import atexit
 import collections
 import contextlib
+import dataclasses
 import fcntl
 import functools
 import logging
@@ -43,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
-from rf.errors import InvalidAgent, RfError
+from rf.errors import InvalidAgent, RfError, TooBusy
 from rf.jsonfast import dumpb
 from rf.runtime.protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -546,6 +547,53 @@ class _LoopDeadlines:
 DEADLINE_TICK_S = 0.1
 
 
+@dataclasses.dataclass(frozen=True)
+class PoolLimits:
+    """The worker budget of one environment (``[runtime.staging]`` / ``[runtime.production]``
+    in rf.toml). Each environment has its own: staging work never takes, or evicts, a
+    production worker."""
+
+    #: workers of one agent (one commit) at a time
+    max_workers_per_agent: int = 2
+    #: workers of the environment in all (idle ones of another agent are evicted to make room)
+    max_workers: int = 16
+    #: requests waiting for a busy agent's worker; one more is refused (429, Retry-After)
+    max_waiting: int = 256
+
+
+def _executor(name: str, size: int) -> Any:
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(max_workers=size, thread_name_prefix=name)
+
+
+@functools.cache
+def host_call_executor() -> Any:
+    """The threads that serve agents' host calls (connectors, LLM, KB...) for runs driven
+    from an event loop. Their own, so that long blocking work elsewhere (streams, webhooks,
+    cold starts on the loop's default executor) can never starve a running execution's
+    host calls."""
+    return _executor("rf-host-call", 64)
+
+
+@functools.cache
+def blocking_run_executor() -> Any:
+    """The threads that run whole executions off the event loop (a cold start, a stream, a
+    webhook, a management call that runs an agent): apart from the loop's default executor
+    (quick lookups, the request guard's peer check) and from host calls."""
+    return _executor("rf-run", 128)
+
+
+async def in_executor(executor: Any, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """``asyncio.to_thread`` on a given executor (the context variables go along)."""
+    import asyncio
+    import contextvars
+
+    loop = asyncio.get_running_loop()
+    call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+    return await loop.run_in_executor(executor, call)
+
+
 class WorkerPool:
     """Warm worker subprocesses, per ``(env, agent, commit)`` key."""
 
@@ -555,16 +603,21 @@ class WorkerPool:
         python: str | None = None,
         max_workers_per_key: int = 2,
         max_total_workers: int = 16,
+        max_waiting: int = 256,
+        limits: dict[str, PoolLimits] | None = None,
         idle_ttl_s: float = 300.0,
         extra_env: dict[str, str] | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         prepare: PrepareHook | None = None,
     ) -> None:
-        if max_workers_per_key < 1 or max_total_workers < 1:
-            raise ValueError("worker limits must be at least 1")
+        """``limits`` per environment (the key's first part); an environment not in it
+        gets ``max_workers_per_key``, ``max_total_workers`` and ``max_waiting``."""
+        self.default_limits = PoolLimits(max_workers_per_key, max_total_workers, max_waiting)
+        self.limits = dict(limits or {})
+        for each in (self.default_limits, *self.limits.values()):
+            if each.max_workers_per_agent < 1 or each.max_workers < 1 or each.max_waiting < 0:
+                raise ValueError("worker limits must be at least 1 (max_waiting at least 0)")
         self.python = python or sys.executable
-        self.max_workers_per_key = max_workers_per_key
-        self.max_total_workers = max_total_workers
         self.idle_ttl_s = idle_ttl_s
         self.extra_env = dict(extra_env or {})
         self.max_message_bytes = max_message_bytes
@@ -575,7 +628,8 @@ class WorkerPool:
         self._by_key: dict[WorkerKey, list[WorkerProcess]] = {}
         self._idle: OrderedDict[WorkerProcess, None] = OrderedDict()  # oldest first
         self._starting: dict[WorkerKey, int] = {}
-        self._total = 0  # live + starting
+        self._totals: dict[str, int] = {}  # per environment: live + starting
+        self._waiting: dict[str, int] = {}  # per environment: requests waiting for a worker
         self._closed = False
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
@@ -619,6 +673,8 @@ class WorkerPool:
             worker = self._acquire(key, os.fspath(code_dir), entrypoint, queue_wait)
         except _PoolClosed:
             return _failed("the worker pool is closed", "crash")
+        except TooBusy:  # refused before it ran: not an execution, the caller answers 429
+            raise
         except RfError as exc:  # the code directory or the agent's [env] (see prepare)
             return _failed(exc.message, "exception")
         except OSError as exc:
@@ -671,7 +727,8 @@ class WorkerPool:
         import asyncio
 
         def in_thread() -> Any:
-            return asyncio.to_thread(
+            return in_executor(
+                blocking_run_executor(),
                 self.run,
                 key,
                 code_dir,
@@ -691,42 +748,52 @@ class WorkerPool:
             return await in_thread()
         loop = asyncio.get_running_loop()
         waited_from = 0  # when this request began waiting for a free worker (0: it did not wait)
-        while True:
-            victims: list[WorkerProcess] = []
-            waiter: asyncio.Future[WorkerProcess | None] | None = None
-            with self._cond:
-                worker = None if self._closed else self._take_idle(key, os.fspath(code_dir), entrypoint, victims)
-                # Room for a new worker: under the total, or an idle worker (of another key)
-                # that run() will evict, as it would for a thread.
-                can_spawn = self._count(key) < self.max_workers_per_key and (
-                    self._total < self.max_total_workers or bool(self._idle)
-                )
-                if worker is None and not can_spawn and not self._closed:
-                    # Every worker of this key is busy: wait on the loop, not on a thread.
-                    waiter = loop.create_future()
-                    waiter.rf_key = key  # type: ignore[attr-defined]
-                    waiter.rf_code = (os.fspath(code_dir), entrypoint)  # type: ignore[attr-defined]
-                    self._async_waiters.setdefault(key, collections.deque()).append((loop, waiter))
-            if victims:
-                await asyncio.to_thread(self._kill_all, victims)
-            if waiter is None:
-                break
-            if not waited_from:
-                waited_from = time.time_ns()
-            try:
-                handed = await waiter
-            except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled():  # woken, then cancelled: pass it on
-                    handed = waiter.result()
-                    if handed is not None:
-                        self._release(handed, reusable=True)
-                    else:
-                        with self._cond:
-                            self._wake_async_waiters(key)
-                raise
-            if handed is not None:  # a released worker handed over directly (see _release)
-                worker = handed
-                break
+        try:
+            while True:
+                victims: list[WorkerProcess] = []
+                waiter: asyncio.Future[WorkerProcess | None] | None = None
+                refused: TooBusy | None = None
+                with self._cond:
+                    worker = None if self._closed else self._take_idle(key, os.fspath(code_dir), entrypoint, victims)
+                    # Room for a new worker: under the limits, or an idle worker (of another key
+                    # of this environment) that run() will evict, as it would for a thread.
+                    if worker is None and not self._closed and not self._room(key, None):
+                        # Every worker of this key is busy: wait on the loop, not on a thread.
+                        try:
+                            if not waited_from:
+                                self._start_waiting(key)
+                                waited_from = time.time_ns()
+                        except TooBusy as exc:
+                            refused = exc
+                        else:
+                            waiter = loop.create_future()
+                            waiter.rf_key = key  # type: ignore[attr-defined]
+                            waiter.rf_code = (os.fspath(code_dir), entrypoint)  # type: ignore[attr-defined]
+                            self._async_waiters.setdefault(key, collections.deque()).append((loop, waiter))
+                if victims:
+                    await in_executor(blocking_run_executor(), self._kill_all, victims)
+                if refused is not None:
+                    raise refused
+                if waiter is None:
+                    break
+                try:
+                    handed = await waiter
+                except asyncio.CancelledError:
+                    if waiter.done() and not waiter.cancelled():  # woken, then cancelled: pass it on
+                        handed = waiter.result()
+                        if handed is not None:
+                            self._release(handed, reusable=True)
+                        else:
+                            with self._cond:
+                                self._wake_async_waiters(key)
+                    raise
+                if handed is not None:  # a released worker handed over directly (see _release)
+                    worker = handed
+                    break
+        finally:
+            if waited_from:
+                with self._cond:
+                    self._stop_waiting(key)
         waited = (waited_from, time.time_ns()) if waited_from else None
         if worker is None or not worker.ready:
             if worker is not None:
@@ -746,7 +813,7 @@ class WorkerPool:
                 self._release(worker, reusable=True)
             else:
                 self._unwatch(worker)  # on this loop's thread, before its pipe is closed
-                await asyncio.to_thread(self._release, worker, reusable=False)
+                await in_executor(blocking_run_executor(), self._release, worker, reusable=False)
 
     async def _aexecute(
         self,
@@ -795,7 +862,7 @@ class WorkerPool:
                     continue
                 wait = False  # another frame may already be buffered
                 if message is None:
-                    return await asyncio.to_thread(self._ended, worker, started)
+                    return await in_executor(blocking_run_executor(), self._ended, worker, started)
                 kind = message.get("t")
                 if kind == "done":
                     if streaming is not None:
@@ -830,11 +897,11 @@ class WorkerPool:
                         # Served in a thread that sends each piece, then the reply, to the
                         # worker; meanwhile this loop reads what the worker sends (its chunks).
                         streaming = asyncio.ensure_future(
-                            asyncio.to_thread(self._serve_streaming, host, message, worker, deadline)
+                            in_executor(host_call_executor(), self._serve_streaming, host, message, worker, deadline)
                         )
                         wait = True
                         continue
-                    reply = await asyncio.to_thread(self._serve_host, host, message)
+                    reply = await in_executor(host_call_executor(), self._serve_host, host, message)
                     worker.send(frame(reply), deadline)
                     wait = True
                     continue
@@ -846,7 +913,7 @@ class WorkerPool:
                     worker_pid=worker.pid,
                 )
         except TimeoutError:
-            return await asyncio.to_thread(self._timed_out, worker, timeout_s, started)
+            return await in_executor(blocking_run_executor(), self._timed_out, worker, timeout_s, started)
         except FrameTooLarge as exc:
             worker.kill()
             return _failed(
@@ -864,7 +931,7 @@ class WorkerPool:
                 worker_pid=worker.pid,
             )
         except OSError:  # broken pipe: the worker died under us
-            return await asyncio.to_thread(self._ended, worker, started)
+            return await in_executor(blocking_run_executor(), self._ended, worker, started)
 
     def warm(self, key: WorkerKey, code_dir: Path, entrypoint: str) -> None:
         """Start one worker for *key* ahead of time (after a deploy or promote),
@@ -873,7 +940,7 @@ class WorkerPool:
         with self._cond:
             if self._closed or self._count(key) > 0:
                 return
-            if self._total >= self.max_total_workers and not self._evict_oldest(victims):
+            if not self._room(key, victims):
                 return
             self._reserve(key)
         self._kill_all(victims)
@@ -887,7 +954,7 @@ class WorkerPool:
         with self._cond:
             self._starting[key] -= 1
             if self._closed:
-                self._total -= 1
+                self._totals[key[0]] -= 1
                 victims.append(worker)
             else:
                 self._by_key.setdefault(key, []).append(worker)
@@ -960,16 +1027,49 @@ class WorkerPool:
 
     # -- bookkeeping (call with self._cond held unless noted) ---------------------
 
+    def limits_of(self, env: str) -> PoolLimits:
+        """The worker budget of one environment."""
+        return self.limits.get(env, self.default_limits)
+
     def _count(self, key: WorkerKey) -> int:
         return len(self._by_key.get(key, ())) + self._starting.get(key, 0)
 
+    def _room(self, key: WorkerKey, victims: list[WorkerProcess] | None) -> bool:
+        """May a new worker of *key* start? Under the agent's and the environment's limits,
+        or (with *victims*) by evicting the environment's least recently used idle worker;
+        without *victims*, whether such an idle worker exists."""
+        env = key[0]
+        limits = self.limits_of(env)
+        if self._count(key) >= limits.max_workers_per_agent:
+            return False
+        if self._totals.get(env, 0) < limits.max_workers:
+            return True
+        if victims is None:
+            return any(w.key[0] == env for w in self._idle)
+        return self._evict_oldest(victims, env)
+
+    def _start_waiting(self, key: WorkerKey) -> None:
+        """Count one more request waiting in *key*'s environment, or refuse it (TooBusy)."""
+        env = key[0]
+        limit = self.limits_of(env).max_waiting
+        if self._waiting.get(env, 0) >= limit:
+            raise TooBusy(
+                f"{env} is busy: {limit} requests already wait for a worker of its agents",
+                f"retry in a moment (Retry-After), or raise [runtime.{env}] max_waiting / max_workers_per_agent "
+                "in rf.toml",
+            )
+        self._waiting[env] = self._waiting.get(env, 0) + 1
+
+    def _stop_waiting(self, key: WorkerKey) -> None:
+        self._waiting[key[0]] -= 1
+
     def _reserve(self, key: WorkerKey) -> None:
         self._starting[key] = self._starting.get(key, 0) + 1
-        self._total += 1
+        self._totals[key[0]] = self._totals.get(key[0], 0) + 1
 
     def _unreserve(self, key: WorkerKey) -> None:
         self._starting[key] -= 1
-        self._total -= 1
+        self._totals[key[0]] -= 1
         self._cond.notify_all()
 
     def _remove(self, worker: WorkerProcess) -> None:
@@ -978,14 +1078,15 @@ class WorkerPool:
             workers.remove(worker)
             if not workers:
                 del self._by_key[worker.key]
-            self._total -= 1
+            self._totals[worker.key[0]] -= 1
         self._idle.pop(worker, None)
 
-    def _evict_oldest(self, victims: list[WorkerProcess]) -> bool:
-        """Make room by stopping the least recently used idle worker."""
-        if not self._idle:
+    def _evict_oldest(self, victims: list[WorkerProcess], env: str) -> bool:
+        """Make room in *env* by stopping its least recently used idle worker (never one
+        of the other environment)."""
+        worker = next((w for w in self._idle if w.key[0] == env), None)
+        if worker is None:
             return False
-        worker = next(iter(self._idle))
         self._remove(worker)
         victims.append(worker)
         return True
@@ -1190,17 +1291,19 @@ class WorkerPool:
                     worker = self._take_idle(key, code_dir, entrypoint, victims)
                     if worker is not None:
                         return worker
-                    if self._count(key) < self.max_workers_per_key and (
-                        self._total < self.max_total_workers or self._evict_oldest(victims)
-                    ):
+                    if self._room(key, victims):
                         self._reserve(key)
                         break
                     if not waited_from:
+                        self._start_waiting(key)  # or TooBusy: too many already wait
                         waited_from = time.time_ns()
                     self._cond.wait()
         finally:
-            if waited_from and queue_wait is not None:
-                queue_wait[:] = (waited_from, time.time_ns())
+            if waited_from:
+                with self._cond:
+                    self._stop_waiting(key)
+                if queue_wait is not None:
+                    queue_wait[:] = (waited_from, time.time_ns())
             self._kill_all(victims)
         try:
             worker = self._spawn(key, code_dir, entrypoint)

@@ -34,6 +34,7 @@ from rf import api
 from rf.errors import NotFound, PayloadTooLarge, RfError, Unauthorized, UsageError
 from rf.jsonfast import TooDeep, dumpb, loads_limited
 from rf.models import ENVIRONMENTS, to_dict
+from rf.runtime.pool import blocking_run_executor, in_executor
 from rf.services import Services
 
 log = logging.getLogger("rf.server")
@@ -67,9 +68,15 @@ def error_payload(method: str, path: str, exc: Exception) -> tuple[int, dict[str
                            "hint": "see the server log"}}
 
 
+def error_headers(exc: Exception) -> dict[str, str] | None:
+    """Extra headers of an error answer: ``Retry-After`` on a 429 (a busy environment)."""
+    retry_after = getattr(exc, "retry_after_s", None)
+    return {"retry-after": str(retry_after)} if isinstance(retry_after, int) else None
+
+
 def _handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     status, body = error_payload(request.method, request.url.path, exc)
-    return Response(body, status_code=status)
+    return Response(body, status_code=status, headers=error_headers(exc))
 
 
 def invoke_params(body: Any) -> tuple[Any, str | None]:
@@ -178,7 +185,7 @@ def create_app(services: Services, token: str, *, max_body_bytes: int = 1024 * 1
         check_env(env)
         body = await request.body()
         headers = dict(request.headers.items())
-        ex = await asyncio.to_thread(services.webhook, env, trigger_id, body, headers)
+        ex = await in_executor(blocking_run_executor(), services.webhook, env, trigger_id, body, headers)
         out: dict[str, Any] = {"execution_id": ex.id, "status": ex.status}
         if ex.status == "succeeded":
             out["output"] = ex.output
@@ -351,7 +358,7 @@ def _management_handler(services: Services, r: api.Route, check_token: Any) -> H
         params.update(spec.parse(body))
         if r.name == "run_test" and "text/event-stream" in request.headers.get("accept", ""):
             return _stream_call(lambda on_chunk: method(**params, on_chunk=on_chunk))
-        result = await asyncio.to_thread(method, **params)
+        result = await in_executor(blocking_run_executor(), method, **params)
         if r.name == "status":
             result.backend = "http"
         # (A Response, so that the server-sent events above keep their own media type.)
@@ -488,7 +495,7 @@ def _stream_call(run: Any, done: Any = to_dict) -> ServerSentEvent:
                                                                    "message": f"internal error ({type(exc).__name__})"}))
 
     async def events() -> AsyncIterator[dict[str, Any]]:
-        task = asyncio.create_task(asyncio.to_thread(work))
+        task = asyncio.create_task(in_executor(blocking_run_executor(), work))
         try:
             while True:
                 kind, data = await queue.get()

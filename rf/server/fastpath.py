@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from rf.errors import PayloadTooLarge
 from rf.jsonfast import dumpb
-from rf.server.app import BODY_TOO_LARGE, check_env, error_payload, invoke_params, parse_json_body
+from rf.server.app import BODY_TOO_LARGE, check_env, error_headers, error_payload, invoke_params, parse_json_body
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, MutableMapping
@@ -74,7 +74,8 @@ class FastInvoke:
             return None
         except Exception as exc:  # noqa: BLE001 - every failure becomes rf's JSON error answer
             status, body = error_payload("POST", scope["path"], exc)
-            return await _respond(send, status, body)
+            extra = error_headers(exc)
+            return await _respond(send, status, body, [(k.encode(), v.encode()) for k, v in extra.items()] if extra else ())
         if ex.status == "succeeded":
             return await _respond(send, 200, {"execution_id": ex.id, "status": ex.status, "output": ex.output})
         return await _respond(send, 500, {"execution_id": ex.id, "status": ex.status, "error": ex.error})
@@ -95,8 +96,8 @@ class FastInvoke:
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def _respond(send: Send, status: int, content: Any) -> None:
+async def _respond(send: Send, status: int, content: Any, extra: Any = ()) -> None:
     body = dumpb(content)
     await send({"type": "http.response.start", "status": status,
-                "headers": [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]})
+                "headers": [*_JSON_HEADERS, (b"content-length", str(len(body)).encode()), *extra]})
     await send({"type": "http.response.body", "body": body})

@@ -115,9 +115,11 @@ class CoreServices:
         if self._pool is None:
             with self._pool_lock:
                 if self._pool is None:
-                    from rf.runtime.pool import WorkerPool
+                    from rf.runtime.pool import PoolLimits, WorkerPool
 
-                    self._pool = WorkerPool(prepare=self._prepare_worker)
+                    runtime = self.workspace.runtime if self.workspace is not None else {}
+                    self._pool = WorkerPool(prepare=self._prepare_worker,
+                                            limits={env: PoolLimits(**runtime.get(env, {})) for env in ENVIRONMENTS})
         return self._pool
 
     def close(self) -> None:
