@@ -341,3 +341,37 @@ async def test_new_knowledge_base_form_says_it_is_shared_then_lists_it(backend: 
         assert (kb.embedder, kb.chunk_size, kb.overlap, kb.description) == ("default", 400, 50, "the staff handbook")
         assert view.selected_name() == "handbook" and "handbook" in screen_text(app)
         assert any("production sees it too" in m for m in notifications(app))
+
+
+async def test_connector_delete_asks_then_deletes_staging_and_stages_production(backend: LocalBackend) -> None:
+    from rf.tui.modals import ConfirmModal
+
+    backend.create_connector("crm", "https://crm.example.com/api")
+    backend.add_resource("crm", "get", "GET", "/get")
+    backend.publish_connector("crm")
+    app = make_app(backend, start_view="connectors")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        view = app.query_one(ConnectorsView)
+        assert view.selected() is not None and view.selected().slug == "crm"
+        await pilot.press("D")
+        await settle(pilot)
+        dialog = app.screen
+        assert isinstance(dialog, ConfirmModal)
+        assert "Delete connector crm from staging?" in screen_text(app)
+        assert "Production keeps its instance until you publish its removal" in screen_text(app)
+        await pilot.press("escape")  # cancelled: nothing changes
+        await settle(pilot)
+        assert [c.slug for c in backend.list_connectors("staging")] == ["crm"]
+        await pilot.press("D")
+        await settle(pilot)
+        await pilot.press("y")
+        await settle(pilot)
+        assert backend.list_connectors("staging") == []
+        assert [c.slug for c in backend.list_connectors("production")] == ["crm"]  # production: a release item
+        assert [i.summary for i in backend.release_items() if i.kind == "connector"] == [
+            "deleted in staging: publishing removes it from production"]
+        assert any("Connector crm deleted from staging" in n for n in notifications(app))
+        await pilot.press("e")  # production: the action is not offered
+        await settle(pilot)
+        assert app.env == "production" and view.check_action("delete_connector", ()) is not True

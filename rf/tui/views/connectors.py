@@ -347,13 +347,15 @@ class ConnectorsView(View):
     GROUP = "Build"
     CSS_FILE = "views/connectors.tcss"
     REQUIRES = ("list_connectors",)
-    WRITE_ACTIONS = frozenset({"new_connector", "edit_settings", "add_resource", "edit_resource", "remove_resource"})
+    WRITE_ACTIONS = frozenset({"new_connector", "edit_settings", "add_resource", "edit_resource", "remove_resource",
+                               "delete_connector"})
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("n", "new_connector", "New connector"),
         Binding("s", "edit_settings", "Settings"),
         Binding("a", "add_resource", "Add resource"),
         Binding("m", "edit_resource", "Edit resource"),
         Binding("delete", "remove_resource", "Remove resource", key_display="del"),
+        Binding("D", "delete_connector", "Delete connector"),
         Binding("tab", "focus_next_table", "Resources/connectors", show=False),
     ]
 
@@ -598,6 +600,45 @@ class ConnectorsView(View):
             confirmed,
         )
 
+    def action_delete_connector(self) -> None:
+        if self.refuse_in_production():
+            return
+        c = self.selected()
+        if c is None:
+            self.rf.notify("No connector selected.", severity="warning")
+            return
+        backend, slug = self.backend, c.slug
+
+        def deleted(result: Connector | None) -> None:
+            if result is None:
+                return
+            self.place = None
+            items = [i for i in backend.release_items() if i.kind == "connector" and i.name == slug]
+            self.rf.notify(
+                f"Connector {slug} deleted from staging."
+                + (" Production keeps its instance until you publish its removal from Releases." if items else ""),
+                title="Deleted in staging",
+                markup=False,
+            )
+            self.reload()
+
+        def confirmed(ok: bool | None) -> None:
+            if ok:
+                run_call(self, lambda: backend.delete_connector(slug), deleted, group="connectors:delete")
+
+        in_production = any(p.slug == slug for p in backend.list_connectors("production"))
+        self.app.push_screen(
+            ConfirmModal(
+                f"Delete connector {slug} from staging?",
+                Text(f"{len(c.resources)} resource(s), base URL {c.base_url}.\n"
+                     + ("Production keeps its instance until you publish its removal (Releases)."
+                        if in_production else "Production never had it.")),
+                confirm="Delete",
+                danger=True,
+            ),
+            confirmed,
+        )
+
     def commands(self) -> Iterable[Command]:
         if self.read_only:
             return
@@ -605,6 +646,8 @@ class ConnectorsView(View):
         if self.connectors:
             yield Command("Edit the selected connector's settings", self.action_edit_settings,
                           "Staging's, or prepare production's (key s)")
+            yield Command("Delete the selected connector", self.action_delete_connector,
+                          "From staging at once; production's removal is a release item (key D)")
         for c in self.connectors:
             yield Command(f"Add a resource to connector {c.slug}", partial(self._add, c.slug), "Staging instance")
 
