@@ -396,6 +396,8 @@ class CredentialUser:
     kind: str  #: connector | provider | data source
     name: str
     env: str | None = None  #: the connector instance's environment; None for shared things (providers, data sources)
+    #: production settings prepared in staging (not published yet): production does not use it until then
+    prepared: bool = False
 
 
 @dataclass

@@ -276,3 +276,23 @@ def test_cli_set_list_usage_delete(ws: Any, tmp_path: Path) -> None:
     assert SECRET not in everything and "new-value" not in everything
     assert SECRET.encode() not in _db_bytes(ws) and b"new-value" not in _db_bytes(ws)
     assert os.environ.get("XDG_DATA_HOME") == str(tmp_path / "xdg")
+
+
+def test_usage_counts_production_settings_prepared_in_staging(local: LocalBackend, ws: Any) -> None:
+    """A credential that production settings prepared in staging name is in use: deleting it
+    would break that publish. It is not a production user yet (changing it affects nothing live)."""
+    b = local
+    b.set_credential("crm-token", SECRET)
+    b.set_credential("crm-live", SECRET + "-live")
+    b.create_connector("crm", "https://crm.example/sandbox", auth="bearer", credential="crm-token")
+    b.publish_connector("crm", "ada")
+    b.edit_connector("crm", target="production", base_url="https://crm.example/live", credential="crm-live")
+    usage = b.credential_usage("crm-live")
+    assert [(u.kind, u.name, u.env, u.prepared) for u in usage.users] == [("connector", "crm", "production", True)]
+    assert usage.production == []  # nothing live uses it yet
+    (live,) = [c for c in b.list_credentials() if c.name == "crm-live"]
+    assert live.used_by == ["connector crm (production settings prepared in staging, not published)"]
+    b.publish_release(["connector:crm@production"])
+    usage = b.credential_usage("crm-live")
+    assert [(u.env, u.prepared) for u in usage.users] == [("production", False)]
+    assert usage.production == ["connector crm (production)"]

@@ -158,6 +158,8 @@ def usage(name: NameArg, json_out: JsonOption = False) -> None:
         return
     for u in result.users:
         where = f" [{u.env}]{u.env}[/{u.env}]" if u.env else " [dim](shared)[/dim]"
+        if u.prepared:
+            where += " [dim](settings prepared in staging, not published yet)[/dim]"
         out.print(f"{u.kind:<11} {u.name}{where}")
     if not result.exists:
         out.print(f"[yellow]credential {name} is not set: these calls fail until rf credentials set {name}[/yellow]")

@@ -143,11 +143,15 @@ class CredentialsService(ServiceBase):
         environments, so changing the credential affects production through them too."""
         check_name("credential", name)
         users = [CredentialUser("connector", slug, env) for env, slug in self.store.connectors_using_credential(name)]
+        live = {slug for env, slug in self.store.connectors_using_credential(name) if env == "production"}
+        # prepared production settings that would start using it when published
+        users += [CredentialUser("connector", slug, "production", prepared=True)
+                  for slug in self.store.prepared_connectors_using_credential(name) if slug not in live]
         providers = list(dict.fromkeys([*self.store.providers_using_credential(name),
                                         *self._credential_users_extra(name)]))
         users += [CredentialUser("provider", p, None) for p in providers]
         users += [CredentialUser("data source", d, None) for d in self.store.data_sources_using_credential(name)]
-        production = [_label(u) for u in users if u.env in (None, "production")]
+        production = [_label(u) for u in users if u.env in (None, "production") and not u.prepared]
         return CredentialUsage(name=name, exists=bool(self.store.credential_rows(name)), users=users,
                                production=production)
 
@@ -210,4 +214,6 @@ class CredentialsService(ServiceBase):
 
 
 def _label(user: CredentialUser) -> str:
+    if user.prepared:
+        return f"{user.kind} {user.name} (production settings prepared in staging, not published)"
     return f"{user.kind} {user.name}" + (f" ({user.env})" if user.env else "")

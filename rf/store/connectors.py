@@ -92,6 +92,13 @@ class ConnectorsMixin:
         ).fetchall()
         return [(str(e), str(s)) for e, s in rows]
 
+    def prepared_connectors_using_credential(self, name: str) -> list[str]:
+        """Slugs whose production settings prepared in staging use credential ``name``."""
+        rows = self.cursor().execute(
+            "SELECT slug FROM connector_prepared_settings WHERE credential = ? ORDER BY slug", [name]
+        ).fetchall()
+        return [str(r[0]) for r in rows]
+
     # ------------------------------------------------------------ writing (inside a transaction)
     def upsert_connector(self, cur: duckdb.DuckDBPyConnection, env: str, slug: str, config: dict[str, Any],
                          now: dt.datetime) -> None:

@@ -94,7 +94,9 @@ class CredentialForm(FormModal):
             )
         elif usage.users:
             impact.update(
-                Text("Used in staging only: " + ", ".join(f"{u.kind} {u.name}" for u in usage.users) + ".", style="dim")
+                Text("Not used by production yet: " + ", ".join(
+                    f"{u.kind} {u.name}" + (" (prepared production settings)" if u.prepared else " (staging)")
+                    for u in usage.users) + ".", style="dim")
             )
         else:
             impact.update(Text("Nothing uses it yet.", style="dim"))
