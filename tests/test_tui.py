@@ -784,3 +784,15 @@ async def test_a_header_painted_before_the_columns_are_measured_is_repainted(tab
         header, row = table.render_line(0).text, table.render_line(1).text  # ...and a paint before the Resize it posts
         aligned = header.index("status") == row.index("succeeded")
         assert aligned is (table_class == "Table"), (header, row)
+
+
+def test_every_execution_status_is_styled_the_same_on_every_screen() -> None:
+    """The Agents view's recent executions and the Executions view share one rendering:
+    running and interrupted are marked, not plain words."""
+    from rf.tui import render
+    from rf.tui.views import executions
+
+    for status in ("succeeded", "failed", "running", "interrupted"):
+        text = render.status_text(status)
+        assert text.style and status in text.plain, status
+        assert executions.status_text(status) == text

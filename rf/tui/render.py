@@ -33,10 +33,16 @@ def env_text(env: str, *, upper: bool = False) -> Text:
 
 
 def status_text(status: str) -> Text:
+    """An execution's status as every screen shows it (``running``: still in progress;
+    ``interrupted``: the server stopped during it)."""
     if status == "succeeded":
         return Text("✓ succeeded", style="#4ade80")
     if status == "failed":
         return Text("✗ failed", style="bold #f87171")
+    if status == "running":
+        return Text("● running", style="bold #38bdf8")
+    if status == "interrupted":
+        return Text("✗ interrupted", style="bold #f87171")
     return Text(status)
 
 

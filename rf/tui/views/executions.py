@@ -27,14 +27,7 @@ SOURCES = ("endpoint", "invoke", "test", "trigger", "replay")
 STATUSES = ("succeeded", "failed", "running", "interrupted")
 
 
-def status_text(status: str) -> Text:
-    """A status as the tables show it (``running``: still in progress; ``interrupted``: the
-    server stopped during it)."""
-    if status == "running":
-        return Text("● running", style="bold #38bdf8")
-    if status == "interrupted":
-        return Text("✗ interrupted", style="bold #f87171")
-    return render.status_text(status)
+status_text = render.status_text
 
 
 def queued_text(ex: Execution) -> str:
