@@ -288,6 +288,7 @@ class RequestSpec:
             raise TypeError(f"route {r.name}: {exc}; list the parameter in the route's internal=(...) "
                             "if the server sets it") from None
         self.schema: dict[str, Any] = schema["$defs"][struct_name]
+        self.defs: dict[str, Any] = schema["$defs"]  #: the schema's definitions (nested structs)
         self.path = path
 
     def hint(self) -> str:

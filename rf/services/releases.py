@@ -488,9 +488,9 @@ class ReleasesService(ServiceBase):
 
     # ------------------------------------------------------------ history
     def list_releases(self, limit: int = 50) -> list[Release]:
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise UsageError("limit must be a positive integer")
-        return [self._release(r) for r in self.store.list_releases(limit)]
+        from rf.config import check_limit
+
+        return [self._release(r) for r in self.store.list_releases(check_limit(limit, 10_000))]
 
     def get_release(self, release_id: str) -> Release:
         rows = self.store.list_releases(2, id_prefix=release_id) if len(release_id) >= 6 else []
