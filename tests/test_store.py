@@ -157,22 +157,25 @@ def test_writer_falls_back_to_the_appender_for_values_json_cannot_carry(tmp_path
     assert rows == [("sub", '"v"'), ("plain", '"w"')]
 
 
-def test_writer_reports_a_table_it_could_not_write_and_keeps_the_others(tmp_path: Path) -> None:
-    """A row DuckDB refuses (NULL in a NOT NULL column) fails its table's rows, reported by the
-    next flush(); the batch's other tables are still written."""
+def test_writer_drops_a_group_it_could_not_write_whole_and_goes_on(tmp_path: Path) -> None:
+    """A row DuckDB refuses (NULL in a NOT NULL column) drops its whole group: the execution
+    is not kept without its memory write. Only the caller that waits for the group is told;
+    flush() (any other reader) sees no error, and the writer goes on."""
     path = tmp_path / "rf.duckdb"
     with Store.open(path) as store:
         store.writer.begin_group()
         store.writer.put("memory", ("staging", None, 1, '"v"', "a", None, utcnow()))  # key is NOT NULL
         store.record_execution(ex := _ex())
-        store.writer.end_group()
-        with pytest.raises(Exception, match=r"(?i)NOT NULL"):
-            store.flush()
-        assert store.get_execution(ex.id) is not None
+        group = store.writer.end_group()
+        store.flush()
+        with pytest.raises(StoreError, match=r"(?i)NOT NULL"):
+            store.writer.wait(group)
+        assert store.get_execution(ex.id) is None
         assert store.cursor().execute("SELECT count(*) FROM memory").fetchone() == (0,)
         store.writer.put("memory", ("staging", "k", 2, '"v"', "a", None, utcnow()))  # the writer goes on
         store.flush()
         assert store.cursor().execute("SELECT count(*) FROM memory").fetchone() == (1,)
+
 
 def test_busy_file_gives_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "rf.duckdb"

@@ -210,16 +210,17 @@ class ExecutionsMixin:
                          ended: _dt.datetime | None = None, root_span: str | None = None) -> None:
         """Queue an execution row (``started``/``ended``: its times as datetimes, when the
         caller has them; ``root_span``: its trace's root span, see rf.store.traces); it is
-        durable after the writer's next batch."""
-        self.writer.put(
-            "executions",
-            (
-                ex.id, ex.env, ex.agent, ex.commit, ex.source, ex.status,
-                _dump(ex.input), _dump(ex.output), ex.error, ex.error_type, ex.traceback, ex.logs,
-                started or parse_iso(ex.started_at), ended or parse_iso(ex.ended_at), float(ex.duration_ms),
-                ex.session_id, root_span, float(ex.queued_ms),
-            ),
+        durable after the writer's next batch. A value the table cannot hold (a missing
+        required field, another type) is refused here (UsageError), not queued."""
+        row = (
+            ex.id, ex.env, ex.agent, ex.commit, ex.source, ex.status,
+            _dump(ex.input), _dump(ex.output), ex.error, ex.error_type, ex.traceback, ex.logs,
+            started or parse_iso(ex.started_at), ended or parse_iso(ex.ended_at), ex.duration_ms,
+            ex.session_id, root_span, ex.queued_ms,
         )
+        writer = self.writer
+        writer.check("executions", (row,))
+        writer.put("executions", row)
 
     @staticmethod
     def _execution(row: tuple[Any, ...]) -> Execution:
@@ -306,11 +307,10 @@ class ExecutionsMixin:
         ids = f"{random.getrandbits(192):048x}"
         root = dumps_lenient([ids[:32], ids[32:], micros_of(started) * 1000, micros_of(now) * 1000, "error",
                               INTERRUPTED_ERROR, attributes])
-        self.writer.put(
-            "executions",
-            (ex.id, env, agent, commit, source, ex.status, input_text, None, ex.error, ex.error_type, None, "",
-             started, now, ex.duration_ms, session_id, root, ex.queued_ms),
-        )
+        row = (ex.id, env, agent, commit, source, ex.status, input_text, None, ex.error, ex.error_type, None, "",
+               started, now, ex.duration_ms, session_id, root, ex.queued_ms)
+        self.writer.check("executions", (row,))
+        self.writer.put("executions", row)
 
     # ------------------------------------------------------------ reads
     def list_executions(

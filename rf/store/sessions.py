@@ -59,7 +59,8 @@ class SessionsMixin:
     # ------------------------------------------------------------ sessions
     def queue_session_turn(self, row: TurnRow) -> None:
         """Queue one execution's messages (env, agent, session_id, seq, count, execution_id,
-        started_at, ended_at, messages JSON)."""
+        started_at, ended_at, messages JSON); UsageError, not queued, if the table cannot hold it."""
+        self.writer.check("session_turns", (row,))
         self.writer.put("session_turns", row)
 
     def session_messages(
@@ -126,7 +127,9 @@ class SessionsMixin:
 
     # ------------------------------------------------------------ memory
     def queue_memory(self, rows: Sequence[MemoryRow]) -> None:
-        """Queue memory writes (env, key, seq, value JSON or None, agent, execution_id, written_at)."""
+        """Queue memory writes (env, key, seq, value JSON or None, agent, execution_id, written_at);
+        UsageError, none of them queued, if the table cannot hold one."""
+        self.writer.check("memory", rows)
         self.writer.put_many("memory", rows)
 
     def memory_value(self, env: str, key: str) -> tuple[str, _dt.datetime, str | None, str | None] | None:

@@ -43,13 +43,18 @@ class TracesMixin:
         raise NotImplementedError
 
     def queue_spans(self, rows: Sequence[SpanRow]) -> None:
-        """Queue spans; the caller never waits for the disk."""
+        """Queue spans; the caller never waits for the disk. UsageError, none of them queued, if
+        the table cannot hold one."""
+        self.writer.check("spans", rows)
         self.writer.put_many("spans", rows)
 
     def queue_span_batch(self, env: str, trace_id: str, execution_id: str, agent: str, start_ns: int,
                          end_ns: int, count: int, spans_json: str) -> None:
-        """Queue an execution's child spans as one row (``spans_json``: see :data:`BATCH_FIELDS`)."""
-        self.writer.put("span_batches", (env, trace_id, execution_id, agent, start_ns, end_ns, count, spans_json))
+        """Queue an execution's child spans as one row (``spans_json``: see :data:`BATCH_FIELDS`);
+        UsageError, not queued, if the table cannot hold it."""
+        row = (env, trace_id, execution_id, agent, start_ns, end_ns, count, spans_json)
+        self.writer.check("span_batches", (row,))
+        self.writer.put("span_batches", row)
 
     def root_span(self, execution_id: str, lo_ns: int, hi_ns: int) -> SpanRow | None:
         """The root span of an execution whose root started within [lo_ns, hi_ns]."""
