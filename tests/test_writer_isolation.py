@@ -168,9 +168,12 @@ def test_a_bad_value_is_refused_where_it_is_queued(tmp_path: Path) -> None:
         ex = _ex()
         ex.source = None  # type: ignore[assignment]
         ex.input = {"token": SECRET}
+        now = utcnow()
+        store.writer.put("running_executions", (ex.id, "staging", "a", "c1", "test", None, None, now, None, now, "me"))
         store.writer.begin_group()
         try:
             store.queue_span_batch("staging", "t" * 32, ex.id, "a", 1, 2, 1, "[]")
+            store.writer.delete("running_executions", "id", ex.id)  # its running marker goes all the same
             with pytest.raises(UsageError, match=r"executions.*'source'.*NULL") as caught:
                 store.record_execution(ex)
         finally:
@@ -186,6 +189,7 @@ def test_a_bad_value_is_refused_where_it_is_queued(tmp_path: Path) -> None:
             store.queue_memory([("staging", "k", 2**70, '"v"', "a", ex.id, utcnow())])
         store.flush()
         assert _ids(store, "span_batches") == set()  # the refused group's span batch was dropped with it
+        assert _ids(store, "running_executions", "id") == set()
         assert store.writer.refused_groups == 1
         store.record_execution(ok := _ex())
         assert store.get_execution(ok.id) is not None
