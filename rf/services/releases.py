@@ -519,7 +519,7 @@ class ReleasesService(ServiceBase):
     def plan_rollback(self, release_id: str, force: bool = False) -> ReleasePlan:
         """What rolling back a release would publish (each item back to its `before`)."""
         target = self.get_release(release_id)
-        later = [r for r in self.list_releases(1_000_000) if r.id > target.id]
+        later = [r for r in (self._release(row) for row in self.store.list_releases(1_000_000)) if r.id > target.id]
         touched = {(i.kind, i.name) for i in target.items}
         conflicts = [(r, i) for r in later for i in r.items if (i.kind, i.name) in touched]
         warnings = []
