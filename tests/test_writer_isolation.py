@@ -234,3 +234,40 @@ def test_concurrent_groups_with_some_bad_ones(tmp_path: Path) -> None:
         _assert_whole(store, good, bad)
         assert store.count_executions("staging") == len(good)
         assert store.writer.failed_groups == len(bad) + threads_n * 3
+
+
+def test_a_full_queue_slows_producers_instead_of_growing(tmp_path: Path) -> None:
+    """The writer's queue is bounded: while the writer is stuck, at most max_pending items
+    wait; the next producer waits for room, and nothing is lost once the writer goes on."""
+    from rf.store.writer import BatchWriter
+
+    store = Store.open(tmp_path / "bound.duckdb")
+    writer = BatchWriter(store._con, linger_s=0.0, max_pending=3)
+    rows = []
+    try:
+        writer._lock.acquire()  # the writer thread stalls in its next commit
+        start = now_ns()
+
+        def row(i: int) -> tuple[Any, ...]:
+            return ("staging", f"{i:032d}", f"ex-{i}", "a", start, start + 1, 1, "[]")
+
+        writer.put("span_batches", row(0))  # taken off the queue, stuck in the commit
+        while writer._slots._value != 3:  # (the writer released its slot)
+            threading.Event().wait(0.005)
+        for i in range(1, 4):
+            writer.put("span_batches", row(i))  # fills the queue
+        blocked = threading.Thread(target=writer.put, args=("span_batches", row(4)))
+        blocked.start()
+        blocked.join(timeout=0.3)
+        assert blocked.is_alive() and writer.producer_waits == 1  # it waits: the queue did not grow
+        writer._lock.release()
+        blocked.join(timeout=10)
+        assert not blocked.is_alive()
+        writer.flush()
+        rows = writer._root.execute("SELECT execution_id FROM span_batches ORDER BY execution_id").fetchall()
+        assert [r[0] for r in rows] == [f"ex-{i}" for i in range(5)]
+    finally:
+        if writer._lock.locked():
+            writer._lock.release()
+        writer.close()
+        store.close()

@@ -147,9 +147,16 @@ class BatchWriter:
     queue nobody is waiting on, so queuing a row never hands the GIL over.
     """
 
-    def __init__(self, con: Any, *, max_batch: int = 10000, linger_s: float = 0.5) -> None:
+    def __init__(self, con: Any, *, max_batch: int = 10000, linger_s: float = 0.5,
+                 max_pending: int = 100_000) -> None:
         self._con = con.cursor()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        #: The queue is bounded: at most *max_pending* puts and groups wait for the writer; one
+        #: more waits (the producer slows down) instead of the queue growing without limit.
+        self.max_pending = max_pending
+        self._slots = threading.Semaphore(max_pending)
+        #: How many times a producer had to wait for room in the queue.
+        self.producer_waits = 0
         self._local = threading.local()  # a thread's open group() of rows
         self._hurry = threading.Event()  # set by flush()/close(): commit what is queued now
         self._max_batch = max_batch
@@ -178,7 +185,7 @@ class BatchWriter:
             raise RuntimeError("writer is closed")
         group: dict[str, list[tuple[Any, ...]]] | None = getattr(self._local, "group", None)
         if group is None:
-            self._queue.put({table: [tuple(row)]})
+            self._enqueue({table: [tuple(row)]})
         elif table in group:
             group[table].append(tuple(row))
         else:
@@ -194,7 +201,7 @@ class BatchWriter:
         if group is not None:
             group.setdefault(table, []).extend(tuple(row) for row in rows)
         else:
-            self._queue.put({table: [tuple(row) for row in rows]})
+            self._enqueue({table: [tuple(row) for row in rows]})
 
     def delete(self, table: str, column: str, value: Any) -> None:
         """Queue the deletion of *table*'s rows whose *column* equals *value*: applied in the
@@ -223,10 +230,22 @@ class BatchWriter:
             self.refused_groups += 1
             deletes = {k: v for k, v in rows.items() if k.startswith(_DELETE)}
             if deletes:
-                self._queue.put(deletes)
+                self._enqueue(deletes)
             return None
-        self._queue.put(rows)
+        self._enqueue(rows)
         return rows
+
+    def _enqueue(self, item: dict[str, list[tuple[Any, ...]]]) -> None:
+        """Queue rows for the writer, waiting while *max_pending* items already wait."""
+        if not self._slots.acquire(blocking=False):
+            self.producer_waits += 1
+            self._hurry.set()
+            while not self._slots.acquire(timeout=5.0):
+                if self._closed:
+                    raise RuntimeError("writer is closed")
+                log.warning("the store writer is behind: %d batches of rows wait; requests that record "
+                            "rows wait for it", self.max_pending)
+        self._queue.put(item)
 
     def check(self, table: str, rows: Sequence[Sequence[Any]]) -> None:
         """Refuse (UsageError naming the table and column, never the value) a row that would
@@ -333,6 +352,7 @@ class BatchWriter:
                 elif isinstance(item, _Barrier):
                     barriers.append(item)
                 else:
+                    self._slots.release()  # taken off the queue: room for one more
                     items.append(item)
                     for table, rows in item.items():
                         batch[table].extend(rows)
