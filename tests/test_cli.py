@@ -225,6 +225,27 @@ def test_help_and_version(tmp_path: Path) -> None:
     assert r.returncode == 2
 
 
+@pytest.mark.parametrize("args", [("--help",), (), ("agents", "--help"), ("releases", "publish", "-h"),
+                                  ("-w", ".", "-h")])
+def test_the_light_help_path_prints_the_same_help(tmp_path: Path, args: tuple[str, ...]) -> None:
+    """`rf --help` lists each group from rf.cli.app.GROUPS without importing it, and help skips
+    two Rich modules it does not use: the output is exactly the full path's."""
+    light = run_rf(*args, cwd=tmp_path)
+    full = run_rf(*args, cwd=tmp_path, env={"RF_FULL_HELP": "1"})
+    assert light.stdout == full.stdout and light.returncode == full.returncode
+    assert "Usage: rf" in light.stdout
+
+
+def test_each_groups_help_line_is_its_modules_own() -> None:
+    import importlib
+
+    from rf.cli.app import GROUPS
+
+    for name, _, help_text in GROUPS:
+        own = importlib.import_module(f"rf.cli.{name}").app.info.help
+        assert not isinstance(own, str) or own == help_text, name
+
+
 def test_toml_timeout_is_enforced(ws: Any) -> None:
     write_agent(ws.root, "slow", "import time\ndef handle(input, ctx):\n    time.sleep(30)\n",
                 HELLO_TOML.replace("timeout_s = 10", "timeout_s = 0.5"))

@@ -140,22 +140,44 @@ def confirm(question: str, yes: bool) -> None:
 
 
 #: Command groups: (name, help panel, help override). Each lives in rf/cli/<name>.py.
-GROUPS: list[tuple[str, str, str | None]] = [
+GROUPS: list[tuple[str, str, str]] = [
     ("agents", "Build (edits in staging)", "Deploy to staging, promote to production, inspect commits."),
-    ("prompts", "Build (edits in staging)", None),
-    ("connectors", "Build (edits in staging)", None),
-    ("triggers", "Build (edits in staging)", None),
-    ("releases", "Release (the only way production changes)", None),
-    ("credentials", "Shared by both environments", None),
-    ("providers", "Shared by both environments", None),
-    ("kb", "Shared by both environments", None),
-    ("data", "Shared by both environments", None),
-    ("keys", "Access", None),
+    ("prompts", "Build (edits in staging)", "Prompts: draft in staging, publish to production."),
+    ("connectors", "Build (edits in staging)",
+     "Connectors: one instance per environment (edit in staging, publish to production)."),
+    ("triggers", "Build (edits in staging)",
+     "Triggers: run agents on a schedule, a webhook or file changes (one environment each)."),
+    ("releases", "Release (the only way production changes)",
+     "Review staging → production differences; publish them in batches; roll back."),
+    ("credentials", "Shared by both environments", "Credentials (shared by both environments)."),
+    ("providers", "Shared by both environments", "LLM providers (shared by both environments)."),
+    ("kb", "Shared by both environments",
+     "Knowledge bases: documents to search from agents (shared by both environments)."),
+    ("data", "Shared by both environments",
+     "Data sources: files, DuckDB and PostgreSQL databases, queried with SQL (shared)."),
+    ("keys", "Access", "Endpoint keys: who may call an environment's agents."),
     ("executions", "Observe (per environment)", "Executions of one environment."),
-    ("sessions", "Observe (per environment)", None),
-    ("memory", "Observe (per environment)", None),
-    ("traces", "Observe (per environment)", None),
+    ("sessions", "Observe (per environment)", "Sessions (threads), per environment."),
+    ("memory", "Observe (per environment)", "Agent memory, per environment (production is read-only)."),
+    ("traces", "Observe (per environment)", "Traces: span trees per execution."),
 ]
+
+
+def _top_level_help(argv: list[str]) -> bool:
+    """Does the command line ask for the top-level help (``rf``, ``rf --help``, ``rf -w DIR -h``)?"""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--workspace", "-w"):
+            skip = True
+            continue
+        if arg in ("--help", "-h"):
+            return True
+        if not arg.startswith("-") or arg in ("--version", "-V"):
+            return False
+    return True
 
 
 def _requested_group(argv: list[str]) -> str | None:
@@ -186,17 +208,18 @@ def _register(argv: list[str] | None = None) -> None:
 
     from rf.cli import commands
 
+    args = sys.argv[1:] if argv is None else argv
     commands.register(app)
-    wanted = _requested_group(sys.argv[1:] if argv is None else argv)
+    wanted = _requested_group(args)
     completing = any(k.endswith("_COMPLETE") for k in os.environ)
+    # `rf --help` lists the groups, not their commands: an empty stand-in per group (with the
+    # same help line) spares importing 14 modules and building ~90 commands' options.
+    summary_only = not completing and _top_level_help(args) and not os.environ.get("RF_FULL_HELP")
     for name, panel, help_text in GROUPS:
         if wanted is not None and name != wanted and not completing:
             continue
-        module = importlib.import_module(f"rf.cli.{name}")
-        kwargs: dict[str, Any] = {"name": name, "rich_help_panel": panel}
-        if help_text:
-            kwargs["help"] = help_text
-        app.add_typer(module.app, **kwargs)
+        group = typer.Typer() if summary_only else importlib.import_module(f"rf.cli.{name}").app
+        app.add_typer(group, name=name, rich_help_panel=panel, help=help_text)
 
 
 _register()
