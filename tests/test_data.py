@@ -3,6 +3,7 @@ queried read-only with SQL in a throwaway connection, with a timeout and a row l
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -173,6 +174,14 @@ def _free_port() -> int:
 
 @pytest.fixture
 def postgres() -> Iterator[dict[str, Any]]:
+    with postgres_server() as server:
+        yield server
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[dict[str, Any]]:
+    """A real PostgreSQL server (``initdb`` + ``pg_ctl``, as the ``postgres`` user when running as root) with
+    user ``ada`` / ``s3cret-pw``, a ``sales`` table and a ``counter`` sequence; skips when not installed."""
     pg_ctl, initdb = shutil.which("pg_ctl"), shutil.which("initdb")
     if not pg_ctl or not initdb:
         pytest.skip("PostgreSQL (pg_ctl, initdb) is not installed")
@@ -230,7 +239,7 @@ def test_postgres_source(b: Any, postgres: dict[str, Any], monkeypatch: pytest.M
     assert "s3cret" not in json.dumps(added.source.location)
     rows = b.query_data("pg", "SELECT region, sum(amount)::int AS total FROM sales GROUP BY 1 ORDER BY 1").rows
     assert rows == [{"region": "eu", "total": 15}, {"region": "us", "total": 20}]
-    assert b.query_data("pg", "SELECT amount FROM sales WHERE region = ? ORDER BY amount", ["eu"]).rows == \
+    assert b.query_data("pg", "SELECT amount FROM sales WHERE region = $1 ORDER BY amount", ["eu"]).rows == \
         [{"amount": 5}, {"amount": 10}]
     assert b.query_data("pg", "SELECT * FROM sales", limit=2).truncated
     with pytest.raises(UsageError, match="read-only"):

@@ -28,9 +28,17 @@ statement is wrapped as ``SELECT * FROM (...) LIMIT limit + 1`` so DuckDB can
 stop early, and the extra row only tells that the result was truncated.
 
 **PostgreSQL** sources run on the server itself through ``pg8000`` (pure
-Python, BSD; DuckDB's postgres extension cannot be downloaded here): inside a
-``READ ONLY`` transaction with ``statement_timeout``, after the same parse
-check; the password comes from the named credential at query time.
+Python, BSD; DuckDB's postgres extension cannot be downloaded here): one
+query (SELECT / WITH / VALUES / TABLE) inside a ``READ ONLY`` transaction with
+``SET LOCAL statement_timeout`` = the query's timeout, always rolled back;
+the password comes from the named credential at query time and is masked
+in any error PostgreSQL echoes it in. Params are PostgreSQL's own ``$1,
+$2, ...`` (a list), sent apart from the SQL, which reaches the server
+untouched — so the jsonb ``?`` / ``?|`` / ``?&`` operators and ``%`` work.
+READ ONLY does not stop every side effect (``pg_terminate_backend``,
+``pg_cancel_backend``, advisory locks, ``dblink``, reading server files
+for privileged roles): the role the DSN names is the real boundary — give
+it SELECT only.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ import datetime as dt
 import decimal
 import json
 import math
+import re
 import threading
 import time
 import uuid
@@ -326,29 +335,58 @@ def parse_postgres_dsn(dsn: str) -> PgTarget:
                     ssl=sslmode in ("require", "verify-ca", "verify-full"))
 
 
-def run_postgres_query(name: str, dsn: str, password: str | None, sql: str, *, params: Any = None,
-                       limit: int = 1000, timeout_s: float = 30.0, out_of_time_hint: str | None = None) -> QueryOutput:
-    """One statement in a READ ONLY transaction with ``statement_timeout`` (pg8000).
+# The statements a PostgreSQL source runs: they are wrapped as ``SELECT * FROM (...)``, which
+# only a query can be. DuckDB's SELECT-type SHOW / DESCRIBE / SUMMARIZE / FROM-first are not PostgreSQL.
+_PG_QUERY_STARTS = ("SELECT", "WITH", "VALUES", "TABLE")
+_PG_LIST_TABLES = ("list tables with: SELECT table_schema, table_name FROM information_schema.tables "
+                   "WHERE table_schema NOT IN ('pg_catalog', 'information_schema')")
+_PG_PLACEHOLDERS = "PostgreSQL sources take $1, $2, ... placeholders with a list of params (? is an operator there)"
+_LEADING_NOISE = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/|\()*", re.DOTALL)
+_DOLLAR_PARAM = re.compile(r"\$[0-9]")
 
-    The statement goes through PostgreSQL's *extended* protocol, which
-    accepts exactly one statement — so even SQL that DuckDB's parser could
-    not check cannot smuggle a ``COMMIT; DELETE ...`` past the read-only
-    transaction. Positional params use ``?`` (as for DuckDB sources) or
-    PostgreSQL's own ``$1``.
-    """
+
+def _pg_statement(sql: str) -> str:
+    """The one query in ``sql`` for a PostgreSQL source (without a trailing ``;``), or a UsageError."""
     try:
         stmt = check_read_only(sql)
     except UsageError as exc:
         if not exc.message.startswith("SQL syntax error"):
             raise
-        # DuckDB's parser descends from PostgreSQL's but not every PostgreSQL-only
-        # construct parses; the READ ONLY transaction below is the real guard then.
+        # DuckDB's parser descends from PostgreSQL's, but PostgreSQL-only syntax (the jsonb ``?``
+        # operators among others) does not parse; the checks below and the READ ONLY transaction
+        # are the guard then.
         stmt = sql.strip().rstrip(";").strip()
+    first = _LEADING_NOISE.sub("", stmt, count=1).split(None, 1)
+    keyword = first[0].upper().rstrip(";") if first else ""
+    if keyword in ("SHOW", "DESCRIBE", "SUMMARIZE", "FROM", "PIVOT", "UNPIVOT"):
+        raise UsageError(f"{keyword} is DuckDB SQL; a PostgreSQL source runs PostgreSQL queries "
+                         "(SELECT / WITH / VALUES / TABLE)", _PG_LIST_TABLES)
+    if keyword not in _PG_QUERY_STARTS:
+        raise UsageError(f"data sources are read-only: {keyword or 'that'} statements are refused",
+                         "use a query: SELECT / WITH / VALUES / TABLE")
+    return stmt
+
+
+def run_postgres_query(name: str, dsn: str, password: str | None, sql: str, *, params: Any = None,
+                       limit: int = 1000, timeout_s: float = 30.0, out_of_time_hint: str | None = None) -> QueryOutput:
+    """One query in a READ ONLY transaction with ``statement_timeout``, always rolled back (pg8000).
+
+    **Parameters are PostgreSQL's own**: ``$1, $2, ...`` filled from a list.
+    The SQL reaches the server untouched (nothing is rewritten or
+    interpolated on rf's side), so a ``?`` is PostgreSQL's jsonb operator
+    (``doc ? 'key'``, ``?|``, ``?&``) and a ``%`` is just a character
+    (``LIKE 'a%'``), with or without params. The values travel separately
+    (the extended protocol's Bind), never inside the SQL text.
+
+    The extended protocol also accepts exactly one statement, so even SQL
+    that DuckDB's parser could not check cannot smuggle a
+    ``COMMIT; DELETE ...`` past the read-only transaction.
+    """
+    stmt = _pg_statement(sql)
     values = _check_params(params)
     if isinstance(values, dict):
-        raise UsageError("PostgreSQL sources take positional params (a list, with ? or $1 placeholders)")
-    if values:
-        stmt = qmark_to_dollar(stmt)
+        raise UsageError("PostgreSQL sources take params as a list (for $1, $2, ...), not as named params",
+                         _PG_PLACEHOLDERS)
     target = parse_postgres_dsn(dsn)
     import pg8000.native  # type: ignore[import-untyped]
 
@@ -374,54 +412,49 @@ def run_postgres_query(name: str, dsn: str, password: str | None, sql: str, *, p
         types = [_pg_type(c.get("type_oid")) for c in described]
         raw = [tuple(r) for r in context.rows or []]
     except pg8000.native.DatabaseError as exc:
-        message = _pg_message(exc, password)
-        if "statement timeout" in message:
-            raise _timed_out(name, timeout_s, out_of_time_hint) from None
-        if "read-only transaction" in message:
-            raise UsageError(f"data sources are read-only: {message}") from None
-        raise UsageError(f"query failed: {message}") from None
+        raise _pg_query_error(name, exc, password, stmt, values, timeout_s, out_of_time_hint) from None
+    except (pg8000.native.InterfaceError, OSError) as exc:
+        # The socket timed out or the server went away mid-query (statement_timeout should come first).
+        raise RfError(f"query on {name!r}: lost the connection to PostgreSQL at {target.host}:{target.port}: "
+                      f"{_pg_message(exc, password)}", "check that the server is running, then retry") from None
     finally:
         try:
-            conn.run("ROLLBACK")
+            conn.run("ROLLBACK")  # nothing a query did survives it, whatever the role may do
             conn.close()
         except Exception:  # noqa: BLE001 - closing a broken connection must not hide the real error
             pass
     return _output(columns, types, raw, limit, started)
 
 
-def qmark_to_dollar(sql: str) -> str:
-    """``?`` placeholders → ``$1, $2...``, leaving quoted text and comments alone."""
-    out: list[str] = []
-    i, n, count = 0, len(sql), 0
-    while i < n:
-        c = sql[i]
-        if c in "'\"":
-            j = i + 1
-            while j < n and not (sql[j] == c and (j + 1 >= n or sql[j + 1] != c)):
-                j += 2 if sql[j] == c else 1
-            out.append(sql[i:j + 1])
-            i = j + 1
-        elif sql.startswith("--", i):
-            j = sql.find("\n", i)
-            j = n if j < 0 else j
-            out.append(sql[i:j])
-            i = j
-        elif sql.startswith("/*", i):
-            j = sql.find("*/", i + 2)
-            j = n if j < 0 else j + 2
-            out.append(sql[i:j])
-            i = j
-        elif c == "?":
-            count += 1
-            out.append(f"${count}")
-            i += 1
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)
+def _pg_query_error(name: str, exc: BaseException, password: str | None, stmt: str, values: list[Any] | None,
+                    timeout_s: float, out_of_time_hint: str | None) -> RfError:
+    """A failed PostgreSQL query as a clear 4xx error, by SQLSTATE (messages may be translated)."""
+    arg = exc.args[0] if exc.args else None
+    code = str(arg.get("C", "")) if isinstance(arg, dict) else ""
+    message = _pg_message(exc, password)
+    if code == "57014" and "user request" not in message:  # query_canceled: our statement_timeout
+        if out_of_time_hint:
+            return _timed_out(name, timeout_s, out_of_time_hint)
+        return RfError(f"query on {name!r} timed out after {timeout_s:g} s (cancelled by the PostgreSQL "
+                       "statement timeout)",
+                       "narrow it (WHERE, LIMIT, fewer columns) or raise the timeout (--timeout SECONDS, "
+                       "or timeout_s= in ctx.data(...).query)")
+    if code.startswith("25") or (code == "0A000" and "data-modifying" in message):
+        # 25006 read_only_sql_transaction, 25001 (turning read-only off), a DELETE/INSERT in a WITH.
+        return UsageError(f"data sources are read-only: {message}",
+                          "queries on PostgreSQL sources run in a READ ONLY transaction; use SELECT")
+    hint = None
+    if code == "42501":
+        hint = "the data source's PostgreSQL role lacks the privilege: GRANT SELECT ... TO that role"
+    elif (values or code in ("08P01", "42P02")) and not _DOLLAR_PARAM.search(stmt):
+        hint = _PG_PLACEHOLDERS
+    elif code in ("08P01", "42P02"):
+        hint = f"give one param per placeholder ($1..$N); got {len(values or [])}"
+    return UsageError(f"query failed: {message}", hint)
 
 
 def _pg_message(exc: BaseException, password: str | None) -> str:
+    """The first line of a pg8000 error's message, with the password (if PostgreSQL echoed it) masked."""
     arg = exc.args[0] if exc.args else exc
     text = str(arg.get("M", arg)) if isinstance(arg, dict) else str(arg)
     if not text.strip():
