@@ -76,7 +76,9 @@ RUNTIME_KEYS = ("max_workers_per_agent", "max_workers", "max_waiting")
 RF_TOML_KEYS: dict[str, tuple[str, ...]] = {
     "": ("workspace", "server", "llm", "runtime"),
     "workspace": ("name", "id"),
-    "server": ("host", "port", "max_body_bytes", "allowed_hosts", "require_keys"),
+    "server": ("host", "port", "max_body_bytes", "allowed_hosts", "require_keys",
+               # read (and checked) by rf.server.connections when the server starts
+               "header_timeout_s", "body_timeout_s", "keep_alive_s", "max_connections"),
     "runtime": ("staging", "production"),
     "runtime.staging": RUNTIME_KEYS,
     "runtime.production": RUNTIME_KEYS,
@@ -282,6 +284,12 @@ max_body_bytes = {max_body}
 # Endpoint keys (rf keys create --env ENV) on every /staging and /production
 # route; always on when host is not a loopback address.
 # require_keys = true
+# Slow or idle clients: seconds to send complete request headers, longest pause
+# in a request body, idle keep-alive; above max_connections requests get 503.
+# header_timeout_s = 10
+# body_timeout_s = 10
+# keep_alive_s = 5
+# max_connections = 1000
 """
 
 

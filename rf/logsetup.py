@@ -27,6 +27,17 @@ dashboard's log file) removes known credential values and query-string
 credentials (``?api_key=…``, ``token=``, ``secret=``, ``password=``, …,
 ``Bearer …``) from every record, exception text included.
 
+**Floods.** A :class:`RepeatFilter` on rf's handler and uvicorn's error-log
+handler (not the access log, nor handlers others add) lets through at most
+:data:`REPEAT_BURST` records of one cause (logger, level, message template with
+its numbers blanked, exception type) per :data:`REPEAT_INTERVAL_S` seconds;
+the next record of that cause after the interval carries the count of those
+left out ("… (and 161789 more like this in the last 10 s, not shown)"), and
+:func:`flush_repeated` (at server exit, and whenever another record passes)
+writes a summary line for causes that went quiet. A server out of file
+descriptors used to write one error with a traceback per accept attempt —
+160,000 lines in 10 s.
+
 This module imports only the standard library: the service layer uses it
 on the hot path.
 """
@@ -39,6 +50,8 @@ import os
 import re
 import sys
 import threading
+import time
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -246,6 +259,160 @@ class RfHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self.addFilter(RedactFilter())
 
 
+#: Records of one cause let through per interval (see :class:`RepeatFilter`).
+REPEAT_BURST = 5
+#: Seconds of one interval.
+REPEAT_INTERVAL_S = 10.0
+#: Causes remembered at most (the oldest quiet ones are forgotten first).
+_REPEAT_MAX_CAUSES = 1000
+_NUMBERS = re.compile(r"0x[0-9a-fA-F]+|\d+")
+
+
+class _Cause:
+    __slots__ = ("left_out", "record", "shown", "started")
+
+    def __init__(self, started: float) -> None:
+        self.started = started  #: when this interval began (record time)
+        self.shown = 0  #: records let through in this interval
+        self.left_out = 0  #: records held back in this interval
+        self.record: logging.LogRecord | None = None  #: the last one held back
+
+
+class RepeatFilter(logging.Filter):
+    """Rate-limits the records of *handler* per cause (see the module docstring).
+
+    A cause is the logger, the level, the first line of the message template
+    with numbers and addresses blanked, and the exception type: asyncio's
+    "socket.accept() out of system resource" with ``OSError`` is one cause,
+    whatever the socket's repr says.
+    """
+
+    def __init__(self, handler: logging.Handler, *, burst: int = REPEAT_BURST,
+                 interval_s: float = REPEAT_INTERVAL_S) -> None:
+        super().__init__()
+        self._handler = weakref.ref(handler)
+        self.burst = burst
+        self.interval_s = interval_s
+        self._lock = threading.Lock()
+        self._causes: dict[tuple[Any, ...], _Cause] = {}
+        self._pending = 0  #: causes with records held back
+        _repeat_filters.add(self)
+
+    @staticmethod
+    def cause(record: logging.LogRecord) -> tuple[Any, ...]:
+        msg = record.msg if isinstance(record.msg, str) else type(record.msg).__name__
+        first = msg.split("\n", 1)[0][:200]
+        exc = record.exc_info[0].__name__ if record.exc_info and record.exc_info[0] else ""
+        return record.name, record.levelno, _NUMBERS.sub("#", first), exc
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "_rf_summary", False):
+            return True
+        key = self.cause(record)
+        now = record.created
+        due: list[logging.LogRecord] = []
+        with self._lock:
+            if self._pending:
+                due = self._due(now, key)
+            cause = self._causes.get(key)
+            if cause is None or now - cause.started >= self.interval_s:
+                if cause is not None and cause.left_out:
+                    self._pending -= 1
+                    _append(record, f" (and {cause.left_out} more like this in the last "
+                                    f"{self._span(cause, now)}, not shown)")
+                if cause is None and len(self._causes) >= _REPEAT_MAX_CAUSES:
+                    self._forget(now)
+                cause = self._causes[key] = _Cause(now)
+            if cause.shown < self.burst:
+                cause.shown += 1
+                passed = True
+            else:
+                if not cause.left_out:
+                    self._pending += 1
+                cause.left_out += 1
+                cause.record = record
+                passed = False
+        self._emit(due)
+        return passed
+
+    def flush(self, now: float | None = None) -> None:
+        """Write a summary line now for every cause with records held back."""
+        with self._lock:
+            due = self._due(time.time() if now is None else now, None, all_=True)
+        self._emit(due)
+
+    # ------------------------------------------------------------ internals (under the lock)
+    def _span(self, cause: _Cause, now: float) -> str:
+        return f"{min(now - cause.started, self.interval_s):.0f} s"
+
+    def _due(self, now: float, skip: tuple[Any, ...] | None, all_: bool = False) -> list[logging.LogRecord]:
+        """Summaries of the causes whose interval is over (all of them with *all_*), but *skip*."""
+        due = []
+        for key, cause in self._causes.items():
+            if cause.left_out and key != skip and (all_ or now - cause.started >= self.interval_s):
+                due.append(self._summary(cause, now))
+                self._pending -= 1
+                cause.left_out, cause.record = 0, None
+                cause.started, cause.shown = now, self.burst  # a summary was just written: hold the next ones
+        return due
+
+    def _summary(self, cause: _Cause, now: float) -> logging.LogRecord:
+        last = cause.record
+        assert last is not None
+        try:
+            text = last.getMessage().split("\n", 1)[0]
+        except Exception:  # noqa: BLE001 - a malformed record: summarise its template
+            text = str(last.msg)
+        exc = last.exc_info[0].__name__ if last.exc_info and last.exc_info[0] else ""
+        record = logging.LogRecord(last.name, last.levelno, last.pathname, last.lineno,
+                                   "%s%s (repeated %d more times in the last %s, not shown)",
+                                   (text, f" [{exc}]" if exc else "", cause.left_out, self._span(cause, now)),
+                                   None)
+        record._rf_summary = True
+        return record
+
+    def _forget(self, now: float) -> None:
+        for key in [k for k, c in self._causes.items() if not c.left_out and now - c.started >= self.interval_s]:
+            del self._causes[key]
+        if len(self._causes) >= _REPEAT_MAX_CAUSES:  # all recent: forget the oldest half
+            for key in sorted(self._causes, key=lambda k: self._causes[k].started)[:_REPEAT_MAX_CAUSES // 2]:
+                if self._causes[key].left_out:
+                    self._pending -= 1
+                del self._causes[key]
+
+    def _emit(self, records: list[logging.LogRecord]) -> None:
+        handler = self._handler()
+        if handler is None:
+            return
+        for record in records:
+            handler.handle(record)
+
+
+def _append(record: logging.LogRecord, text: str) -> None:
+    """Add *text* to the end of a record's first line."""
+    try:
+        message = record.getMessage()
+    except Exception:  # noqa: BLE001
+        return
+    first, sep, rest = message.partition("\n")
+    record.msg, record.args = first + text + sep + rest, None
+
+
+_repeat_filters: weakref.WeakSet[RepeatFilter] = weakref.WeakSet()
+
+
+def flush_repeated() -> None:
+    """Write the summary lines of every :class:`RepeatFilter` now (the server is stopping)."""
+    for repeat in list(_repeat_filters):
+        repeat.flush()
+
+
+def add_repeat_filter(handler: logging.Handler) -> None:
+    """Rate-limit *handler*'s records per cause (once per handler)."""
+    if not any(isinstance(f, RepeatFilter) for f in handler.filters):
+        handler.addFilter(RepeatFilter(handler))
+
+
 _factory_installed = False
 
 
@@ -299,4 +466,8 @@ def configure() -> None:
         for handler in logging.getLogger(name).handlers:
             if not any(isinstance(f, RedactFilter) for f in handler.filters):
                 handler.addFilter(RedactFilter())
+            # Floods folded on rf's handler and uvicorn's error log; not on the access log (one line
+            # per request is its point) nor on a handler someone else added (a test's log capture).
+            if isinstance(handler, RfHandler) or name in ("uvicorn", "uvicorn.error"):
+                add_repeat_filter(handler)
     _install_record_factory()

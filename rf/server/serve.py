@@ -25,11 +25,14 @@ log = logging.getLogger("rf.server")
 
 
 def _bind(host: str, port: int) -> socket.socket:
+    from rf.server.connections import ListeningSocket
+
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP explicitly: asyncio disables Nagle (TCP_NODELAY) on accepted
     # connections only when the listening socket says it is TCP; without it
     # every keep-alive response waits ~40 ms for the client's delayed ACK.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    # ListeningSocket: one log line, not thousands, when out of file descriptors.
+    sock = ListeningSocket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
@@ -69,7 +72,7 @@ def prepare(ws: Workspace, *, host: str | None = None, port: int | None = None,
     """Open the store (unless ``services`` already holds it), build the app, bind, write server.json."""
     import uvicorn
 
-    from rf.server import peer
+    from rf.server import connections, peer
     from rf.server.app import create_app
     from rf.server.fastpath import FastInvoke
     from rf.server.guard import Guard, is_loopback
@@ -84,6 +87,7 @@ def prepare(ws: Workspace, *, host: str | None = None, port: int | None = None,
         )
     host = host or ws.host
     port = ws.port if port is None else port
+    limits = connections.limits_from(ws.raw.get("server") or {}, str(ws.root / "rf.toml"))
     sock = _bind(host, port)
     actual_port = sock.getsockname()[1]
     shown_host = f"[{host}]" if ":" in host else host
@@ -103,6 +107,8 @@ def prepare(ws: Workspace, *, host: str | None = None, port: int | None = None,
         log.warning("%d execution(s) were interrupted when the server last stopped; "
                     "see: rf executions list --status interrupted --env ENV", interrupted)
     token = secrets.token_urlsafe(32)
+    open_files = connections.raise_open_files_limit()
+    fitted = connections.fit_to_descriptors(limits, open_files)
     # The invoke fast path in front of the Litestar app (see rf.server.fastpath), and the one
     # request guard in front of both (see rf.server.guard).
     inner = FastInvoke(create_app(services, token, max_body_bytes=ws.max_body_bytes), services,
@@ -117,8 +123,13 @@ def prepare(ws: Workspace, *, host: str | None = None, port: int | None = None,
         # X-Forwarded-* would rewrite the client address the guard's peer check reads: agent
         # code on 127.0.0.1 could claim to be elsewhere (docs/security.md, "Proxy headers").
         proxy_headers=False,
+        # Header and body deadlines, keep-alive and the connection limit (rf.server.connections).
+        http=connections.protocol_class(fitted),
     )
     logsetup.configure()  # after the web stack's own set-up: no outbound URLs logged, secrets redacted
+    if fitted.max_connections < limits.max_connections:
+        log.warning("[server] max_connections lowered from %d to %d: this process may open only %d files "
+                    "(raise that with `ulimit -n`)", limits.max_connections, fitted.max_connections, open_files)
     server = uvicorn.Server(config)
     serverinfo.write(ws.server_file, serverinfo.ServerInfo(pid=os.getpid(), url=url, token=token,
                                                            host=host, port=actual_port))
@@ -135,6 +146,7 @@ def _worker_pids(services: Any) -> set[int]:
 
 def _cleanup(ws: Workspace, running: RunningServer) -> None:
     serverinfo.remove(ws.server_file, os.getpid())
+    logsetup.flush_repeated()
     if running.reaper is not None:
         running.reaper.stop()
     with contextlib.suppress(Exception):
