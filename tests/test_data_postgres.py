@@ -176,3 +176,16 @@ def test_cli_and_http_api(ws: Any, pg: dict[str, Any]) -> None:
     finally:
         server.stop()
     assert pg["con"].run("SELECT count(*)::int, sum(amount)::int FROM sales") == [[3, 35]]
+
+
+def test_every_query_form_postgres_takes(b: Any) -> None:
+    assert _rows(b, "TABLE sales LIMIT 1") == [{"region": "eu", "amount": 10}]
+    assert _rows(b, "VALUES (1, 'a')") == [{"column1": 1, "column2": "a"}]
+    assert _rows(b, "/* why */ (SELECT 1 AS n) UNION ALL (SELECT 2) ORDER BY n;") == [{"n": 1}, {"n": 2}]
+    assert _rows(b, "-- totals\nWITH t AS (SELECT sum(amount)::int AS s FROM sales) SELECT s FROM t") == [{"s": 35}]
+    assert _rows(b, "SELECT doc -> 'a' AS a, doc ->> 'b' AS b FROM docs WHERE doc @> $1::jsonb",
+                 ['{"a": 3}']) == [{"a": 3, "b": "4"}]
+    with pytest.raises(UsageError, match="DuckDB SQL"):
+        b.query_data("pg", "FROM sales")
+    with pytest.raises(UsageError, match="read-only: EXPLAIN"):
+        b.query_data("pg", "EXPLAIN SELECT 1")

@@ -159,7 +159,14 @@ class DataSourcesService(ServiceBase):
 
     def query_data(self, name: str, sql: str, params: Any = None, limit: int = 1000,
                    timeout_s: float = DEFAULT_TIMEOUT_S) -> DataQueryResult:
-        """Run one read-only SQL statement on a source; at most ``limit`` rows, within ``timeout_s``."""
+        """Run one read-only SQL statement on a source; at most ``limit`` rows, within ``timeout_s``.
+
+        ``params``: files and DuckDB files take a list for ``?`` placeholders or a dict
+        for ``$name`` ones (DuckDB's styles); PostgreSQL sources take a list for
+        PostgreSQL's own ``$1, $2, ...`` and get the SQL untouched (``?`` is
+        PostgreSQL's jsonb operator there). On PostgreSQL ``timeout_s`` is the
+        statement timeout of the READ ONLY transaction the query runs in.
+        """
         return self._query(name, sql, params, limit, timeout_s, None)
 
     def _query(self, name: str, sql: str, params: Any, limit: int, timeout_s: float,
