@@ -172,6 +172,21 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _pg_binaries() -> tuple[str | None, str | None]:
+    """``pg_ctl`` and ``initdb``: on PATH, else where Debian/Ubuntu (``/usr/lib/postgresql/N/bin``) and
+    the PGDG RPMs (``/usr/pgsql-N/bin``) put them — neither is on PATH there — newest version first."""
+    found = shutil.which("pg_ctl"), shutil.which("initdb")
+    if all(found):
+        return found
+    dirs = sorted((*Path("/usr/lib/postgresql").glob("*/bin"), *Path("/usr").glob("pgsql-*/bin")),
+                  key=lambda d: [int(x) for x in "".join(c if c.isdigit() else " " for c in str(d)).split()],
+                  reverse=True)
+    for d in dirs:
+        if (d / "pg_ctl").is_file() and (d / "initdb").is_file():
+            return str(d / "pg_ctl"), str(d / "initdb")
+    return None, None
+
+
 @pytest.fixture
 def postgres() -> Iterator[dict[str, Any]]:
     with postgres_server() as server:
@@ -182,8 +197,10 @@ def postgres() -> Iterator[dict[str, Any]]:
 def postgres_server() -> Iterator[dict[str, Any]]:
     """A real PostgreSQL server (``initdb`` + ``pg_ctl``, as the ``postgres`` user when running as root) with
     user ``ada`` / ``s3cret-pw``, a ``sales`` table and a ``counter`` sequence; skips when not installed."""
-    pg_ctl, initdb = shutil.which("pg_ctl"), shutil.which("initdb")
+    pg_ctl, initdb = _pg_binaries()
     if not pg_ctl or not initdb:
+        if os.environ.get("RF_TEST_REQUIRE_POSTGRES"):  # CI sets it: a missing server must fail, not skip
+            pytest.fail("RF_TEST_REQUIRE_POSTGRES is set but pg_ctl / initdb were not found")
         pytest.skip("PostgreSQL (pg_ctl, initdb) is not installed")
     as_user: list[str] = []
     if os.geteuid() == 0:  # PostgreSQL refuses to run as root
