@@ -547,6 +547,62 @@ class _LoopDeadlines:
 DEADLINE_TICK_S = 0.1
 
 
+class _Exchange:
+    """One run's messages from its worker, read the same way by :meth:`WorkerPool._execute`
+    (a thread, blocking reads) and :meth:`WorkerPool._aexecute` (the event loop): what each
+    message means is decided here once; the two only differ in how they wait and where
+    host calls run."""
+
+    __slots__ = ("chunk_bytes", "chunks", "max_bytes", "on_chunk", "started", "worker")
+
+    def __init__(self, worker: WorkerProcess, started: float, max_bytes: int,
+                 on_chunk: Callable[[Any], None] | None) -> None:
+        self.worker = worker
+        self.started = started
+        self.max_bytes = max_bytes
+        self.on_chunk = on_chunk
+        self.chunks: list[Any] = []
+        self.chunk_bytes = 0
+
+    def step(self, message: dict[str, Any] | None) -> RunResult | str | None:
+        """What to do with one message: None (read the next one), a final RunResult (a
+        failure), or ``"done"`` / ``"call"`` / ``"stream"`` (a host call whose reply streams)
+        / ``"ended"`` (the worker closed its pipe) for the caller to act on."""
+        if message is None:
+            return "ended"
+        kind = message.get("t")
+        if kind == "done":
+            return "done"
+        if kind == "chunk":
+            self.chunk_bytes += self.worker.reader.last_frame_bytes
+            if self.chunk_bytes > self.max_bytes + ENVELOPE_SLACK_BYTES:
+                return self.fail(f"output is too large (more than {describe_size(self.max_bytes)} of chunks)",
+                                 "output")
+            data = message.get("data")
+            self.chunks.append(data)
+            if self.on_chunk is not None:
+                try:
+                    self.on_chunk(data)
+                except Exception as exc:  # noqa: BLE001 - the consumer's problem, not ours
+                    return self.fail(f"stream consumer failed: {type(exc).__name__}: {exc}", "protocol")
+            return None
+        if kind == "call":
+            return "stream" if streams(message.get("method"), message.get("params")) else "call"
+        return self.fail(f"worker sent an unexpected {kind!r} message", "protocol")
+
+    def broken(self, exc: ProtocolError) -> RunResult:
+        """The run's result when the worker's messages break the protocol (or are too large)."""
+        if isinstance(exc, FrameTooLarge):
+            return self.fail(f"output is too large ({describe_size(exc.size)}; "
+                             f"the limit is {describe_size(self.max_bytes)})", "output")
+        return self.fail(f"worker sent a malformed message: {exc}", "protocol")
+
+    def fail(self, error: str, error_type: str) -> RunResult:
+        """Kill the worker (it cannot serve another run) and fail this one."""
+        self.worker.kill()
+        return _failed(error, error_type, duration_ms=_ms_since(self.started), worker_pid=self.worker.pid)
+
+
 @dataclasses.dataclass(frozen=True)
 class PoolLimits:
     """The worker budget of one environment (``[runtime.staging]`` / ``[runtime.production]``
@@ -832,8 +888,6 @@ class WorkerPool:
         if on_start is not None:
             on_start(deadline)
         worker.runs += 1
-        chunks: list[Any] = []
-        chunk_bytes = 0
         streaming: asyncio.Future[None] | None = None  # a streaming host call being served
 
         deadlines = _LoopDeadlines.of(loop)
@@ -850,6 +904,7 @@ class WorkerPool:
                 deadlines.discard(future)
                 worker.wake = None
 
+        exchange = _Exchange(worker, started, self.max_message_bytes, on_chunk)
         try:
             worker.send(payload, deadline)
             wait = True  # the answer cannot be there yet: wait before trying to read
@@ -861,77 +916,33 @@ class WorkerPool:
                     wait = True
                     continue
                 wait = False  # another frame may already be buffered
-                if message is None:
-                    return await in_executor(blocking_run_executor(), self._ended, worker, started)
-                kind = message.get("t")
-                if kind == "done":
+                step = exchange.step(message)
+                if step is None:
+                    continue
+                if isinstance(step, RunResult):
+                    return step
+                if step == "done":
                     if streaming is not None:
                         await streaming  # (the worker read its reply first: this has ended)
-                    return self._done(worker, message, chunks, started)
-                if kind == "chunk":
-                    chunk_bytes += worker.reader.last_frame_bytes
-                    if chunk_bytes > self.max_message_bytes + ENVELOPE_SLACK_BYTES:
-                        worker.kill()
-                        return _failed(
-                            f"output is too large (more than {describe_size(self.max_message_bytes)} of chunks)",
-                            "output",
-                            duration_ms=_ms_since(started),
-                            worker_pid=worker.pid,
-                        )
-                    data = message.get("data")
-                    chunks.append(data)
-                    if on_chunk is not None:
-                        try:
-                            on_chunk(data)
-                        except Exception as exc:  # noqa: BLE001 - the consumer's problem, not ours
-                            worker.kill()
-                            return _failed(
-                                f"stream consumer failed: {type(exc).__name__}: {exc}",
-                                "protocol",
-                                duration_ms=_ms_since(started),
-                                worker_pid=worker.pid,
-                            )
-                    continue
-                if kind == "call":
-                    if streams(message.get("method"), message.get("params")):
-                        # Served in a thread that sends each piece, then the reply, to the
-                        # worker; meanwhile this loop reads what the worker sends (its chunks).
-                        streaming = asyncio.ensure_future(
-                            in_executor(host_call_executor(), self._serve_streaming, host, message, worker, deadline)
-                        )
-                        wait = True
-                        continue
+                    return self._done(worker, message, exchange.chunks, started)
+                if step == "stream":
+                    # Served in a thread that sends each piece, then the reply, to the
+                    # worker; meanwhile this loop reads what the worker sends (its chunks).
+                    streaming = asyncio.ensure_future(
+                        in_executor(host_call_executor(), self._serve_streaming, host, message, worker, deadline)
+                    )
+                elif step == "call":
                     reply = await in_executor(host_call_executor(), self._serve_host, host, message)
                     worker.send(frame(reply), deadline)
-                    wait = True
-                    continue
-                worker.kill()
-                return _failed(
-                    f"worker sent an unexpected {kind!r} message",
-                    "protocol",
-                    duration_ms=_ms_since(started),
-                    worker_pid=worker.pid,
-                )
-        except TimeoutError:
-            return await in_executor(blocking_run_executor(), self._timed_out, worker, timeout_s, started)
-        except FrameTooLarge as exc:
-            worker.kill()
-            return _failed(
-                f"output is too large ({describe_size(exc.size)}; the limit is {describe_size(self.max_message_bytes)})",
-                "output",
-                duration_ms=_ms_since(started),
-                worker_pid=worker.pid,
-            )
+                else:  # "ended": the worker is gone
+                    return await in_executor(blocking_run_executor(), self._ended, worker, started)
+                wait = True
+        except (TimeoutError, OSError) as exc:
+            if isinstance(exc, TimeoutError):
+                return await in_executor(blocking_run_executor(), self._timed_out, worker, timeout_s, started)
+            return await in_executor(blocking_run_executor(), self._ended, worker, started)  # a broken pipe
         except ProtocolError as exc:
-            worker.kill()
-            return _failed(
-                f"worker sent a malformed message: {exc}",
-                "protocol",
-                duration_ms=_ms_since(started),
-                worker_pid=worker.pid,
-            )
-        except OSError:  # broken pipe: the worker died under us
-            return await in_executor(blocking_run_executor(), self._ended, worker, started)
+            return exchange.broken(exc)
 
     def warm(self, key: WorkerKey, code_dir: Path, entrypoint: str) -> None:
         """Start one worker for *key* ahead of time (after a deploy or promote),
@@ -1384,84 +1395,35 @@ class WorkerPool:
         if on_start is not None:
             on_start(deadline)
         worker.runs += 1
-        chunks: list[Any] = []
-        chunk_bytes = 0
         streaming: threading.Thread | None = None  # a streaming host call being served
+        exchange = _Exchange(worker, started, self.max_message_bytes, on_chunk)
         try:
             worker.send(payload, deadline)
             while True:
                 message = worker.recv(deadline)
-                if message is None:
-                    return self._ended(worker, started)
-                kind = message.get("t")
-                if kind == "done":
+                step = exchange.step(message)
+                if step is None:
+                    continue
+                if isinstance(step, RunResult):
+                    return step
+                if step == "done":
                     if streaming is not None:
                         streaming.join(max(0.0, deadline - time.monotonic()))
-                    return self._done(worker, message, chunks, started)
-                if kind == "chunk":
-                    chunk_bytes += worker.reader.last_frame_bytes
-                    if chunk_bytes > self.max_message_bytes + ENVELOPE_SLACK_BYTES:
-                        worker.kill()
-                        return _failed(
-                            f"output is too large (more than {describe_size(self.max_message_bytes)} of chunks)",
-                            "output",
-                            duration_ms=_ms_since(started),
-                            worker_pid=worker.pid,
-                        )
-                    data = message.get("data")
-                    chunks.append(data)
-                    if on_chunk is not None:
-                        try:
-                            on_chunk(data)
-                        except Exception as exc:  # noqa: BLE001 - the consumer's problem, not ours
-                            worker.kill()
-                            return _failed(
-                                f"stream consumer failed: {type(exc).__name__}: {exc}",
-                                "protocol",
-                                duration_ms=_ms_since(started),
-                                worker_pid=worker.pid,
-                            )
-                    continue
-                if kind == "call":
-                    if streams(message.get("method"), message.get("params")):
-                        streaming = threading.Thread(
-                            target=self._serve_streaming,
-                            name="rf-host-stream",
-                            daemon=True,
-                            args=(host, message, worker, deadline),
-                        )
-                        streaming.start()
-                        continue
+                    return self._done(worker, message, exchange.chunks, started)
+                if step == "stream":
+                    streaming = threading.Thread(target=self._serve_streaming, name="rf-host-stream", daemon=True,
+                                                 args=(host, message, worker, deadline))
+                    streaming.start()
+                elif step == "call":
                     worker.send(frame(self._serve_host(host, message)), deadline)
-                    continue
-                worker.kill()
-                return _failed(
-                    f"worker sent an unexpected {kind!r} message",
-                    "protocol",
-                    duration_ms=_ms_since(started),
-                    worker_pid=worker.pid,
-                )
+                else:  # "ended": the worker is gone
+                    return self._ended(worker, started)
         except TimeoutError:
             return self._timed_out(worker, timeout_s, started)
-        except FrameTooLarge as exc:
-            worker.kill()
-            return _failed(
-                f"output is too large ({describe_size(exc.size)}; "
-                f"the limit is {describe_size(self.max_message_bytes)})",
-                "output",
-                duration_ms=_ms_since(started),
-                worker_pid=worker.pid,
-            )
-        except ProtocolError as exc:
-            worker.kill()
-            return _failed(
-                f"worker sent a malformed message: {exc}",
-                "protocol",
-                duration_ms=_ms_since(started),
-                worker_pid=worker.pid,
-            )
         except OSError:  # broken pipe: the worker died under us
             return self._ended(worker, started)
+        except ProtocolError as exc:
+            return exchange.broken(exc)
 
     @staticmethod
     def _done(worker: WorkerProcess, message: dict[str, Any], chunks: list[Any], started: float) -> RunResult:
