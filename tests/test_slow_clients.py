@@ -189,10 +189,16 @@ def test_a_body_trickled_slower_than_the_total_bound_is_cut_off(slow_server: Ser
     assert time.monotonic() - started >= total_s - 0.1
 
 
-def test_slow_clients_leave_no_errors_in_the_server_log(tmp_path: Path) -> None:
-    root = make_ws(tmp_path / "ws", f"header_timeout_s = {HEADER_S}\nbody_timeout_s = {BODY_S}\n")
+def test_idle_and_slow_clients_are_closed_leaving_no_errors_in_the_log(tmp_path: Path) -> None:
+    root = make_ws(tmp_path / "ws", f"header_timeout_s = {HEADER_S}\nbody_timeout_s = {BODY_S}\nkeep_alive_s = 1\n")
     server = start_server(root)
     try:
+        idle = connect(server)  # served once, then idle: closed by keep_alive_s, without an answer
+        idle.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert read_response(idle).startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        assert read_until_closed(idle, 1 + SLACK_S) == b""
+        assert time.monotonic() - started >= 0.9
         stalled = connect(server)
         stalled.sendall(b"POST /staging/agents/hello HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                         b"Content-Type: application/json\r\nContent-Length: 50\r\n\r\n{")
