@@ -57,7 +57,10 @@ def add(
         info(f"  {label}: {escape(', '.join(s.columns[:20]))}" + (" …" if len(s.columns) > 20 else ""))
     for w in change.warnings:
         info(f"[dim]  {escape(w)}[/dim]")
-    example = f"SELECT * FROM {s.name} LIMIT 10" if s.kind not in ("duckdb", "postgres") else "SHOW TABLES"
+    example = (f"SELECT * FROM {s.name} LIMIT 10" if s.kind not in ("duckdb", "postgres") else "SHOW TABLES"
+               if s.kind == "duckdb" else
+               "SELECT table_schema, table_name FROM information_schema.tables WHERE table_schema NOT IN "
+               "('pg_catalog', 'information_schema')")
     info(f"[dim]  try: rf data query {s.name} \"{example}\"[/dim]")
 
 
@@ -140,7 +143,7 @@ def remove(name: NameArg, yes: Annotated[bool, typer.Option("--yes", "-y", help=
 def query(
     name: NameArg,
     sql: Annotated[str, typer.Argument(help='One read-only statement, e.g. "SELECT count(*) FROM sales".')],
-    params: Annotated[str | None, typer.Option("--params", help="JSON list (for ?) or object (for $name).")] = None,
+    params: Annotated[str | None, typer.Option("--params", help="JSON list (for ?; PostgreSQL: $1, $2, ...) or object (for $name, DuckDB).")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many rows.")] = 100,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds before the query is cancelled.")] = 30.0,
     json_out: JsonOption = False,

@@ -33,7 +33,8 @@ class DataSource:
               timeout_s: float = 30.0) -> list[dict[str, Any]]:
         """Rows (one dict per row, in column order) of one read-only SQL statement.
 
-        ``params`` fill ``?`` placeholders (a list) or ``$name`` ones (a dict).
+        ``params`` fill ``?`` placeholders (a list) or ``$name`` ones (a dict); on a
+        PostgreSQL source, ``$1, $2, …`` from a list (``?`` is its jsonb operator there).
         At most ``limit`` rows come back; :meth:`query_result` also says
         whether there were more.
         """
