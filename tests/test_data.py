@@ -199,19 +199,19 @@ def postgres_server() -> Iterator[dict[str, Any]]:
     user ``ada`` / ``s3cret-pw``, a ``sales`` table and a ``counter`` sequence; skips when not installed."""
     pg_ctl, initdb = _pg_binaries()
     if not pg_ctl or not initdb:
-        if os.environ.get("RF_TEST_REQUIRE_POSTGRES"):  # CI sets it: a missing server must fail, not skip
-            pytest.fail("RF_TEST_REQUIRE_POSTGRES is set but pg_ctl / initdb were not found")
+        if os.environ.get("CI") or os.environ.get("RF_TEST_REQUIRE_POSTGRES"):  # in CI a missing server fails
+            pytest.fail("CI (or RF_TEST_REQUIRE_POSTGRES) is set but pg_ctl / initdb were not found")
         pytest.skip("PostgreSQL (pg_ctl, initdb) is not installed")
     as_user: list[str] = []
     if os.geteuid() == 0:  # PostgreSQL refuses to run as root
         if not shutil.which("runuser"):
-            pytest.skip("running as root without runuser")
+            (pytest.fail if os.environ.get("CI") else pytest.skip)("running as root without runuser")
         try:
             import pwd
 
             owner = pwd.getpwnam("postgres")
         except KeyError:
-            pytest.skip("running as root and there is no postgres user")
+            (pytest.fail if os.environ.get("CI") else pytest.skip)("running as root and there is no postgres user")
         as_user = ["runuser", "-u", "postgres", "--"]
     base = Path(tempfile.mkdtemp(prefix="rf-pg-"))
     data, pwfile, log = base / "data", base / "pw", base / "log"
