@@ -227,8 +227,14 @@ KEY_ROUTES: list[Route] = [
           summary="Revoke an endpoint key by id or name"),
 ]
 
+MAINTENANCE_ROUTES: list[Route] = [
+    Route("gc", "POST", "/gc", models.GcResult,
+          summary="Delete execution history beyond the retention ([retention] in rf.toml), old unpublished "
+                  "plans, unreachable commits and blobs, stale working copies (dry_run: only report)"),
+]
+
 ROUTES += PROMPT_ROUTES + CONNECTOR_ROUTES + CREDENTIAL_ROUTES + PROVIDER_ROUTES + SESSION_ROUTES + TRACE_ROUTES
-ROUTES += TRIGGER_ROUTES + RELEASE_ROUTES + KB_ROUTES + DATA_ROUTES + KEY_ROUTES
+ROUTES += TRIGGER_ROUTES + RELEASE_ROUTES + KB_ROUTES + DATA_ROUTES + KEY_ROUTES + MAINTENANCE_ROUTES
 
 BY_NAME = {r.name: r for r in ROUTES}
 

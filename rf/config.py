@@ -73,8 +73,13 @@ def check_limit(limit: Any, most: int, what: str = "limit") -> int:
 #: ``[runtime.ENV]``: that environment's worker budget (rf.runtime.pool.PoolLimits).
 RUNTIME_KEYS = ("max_workers_per_agent", "max_workers", "max_waiting")
 
+#: ``[retention]``: how often the server applies it, and how long unpublished release plans stay.
+RETENTION_KEYS = ("staging", "production", "interval_minutes", "plan_days")
+#: ``[retention.ENV]``: how much execution history (executions, spans, session messages) is kept.
+RETENTION_ENV_KEYS = ("days", "max_executions")
+
 RF_TOML_KEYS: dict[str, tuple[str, ...]] = {
-    "": ("workspace", "server", "llm", "runtime"),
+    "": ("workspace", "server", "llm", "runtime", "retention"),
     "workspace": ("name", "id"),
     "server": ("host", "port", "max_body_bytes", "allowed_hosts", "require_keys",
                # read (and checked) by rf.server.connections when the server starts
@@ -82,6 +87,9 @@ RF_TOML_KEYS: dict[str, tuple[str, ...]] = {
     "runtime": ("staging", "production"),
     "runtime.staging": RUNTIME_KEYS,
     "runtime.production": RUNTIME_KEYS,
+    "retention": RETENTION_KEYS,  # read by rf.services.retention
+    "retention.staging": RETENTION_ENV_KEYS,
+    "retention.production": RETENTION_ENV_KEYS,
     "llm": ("default", "timeout_s", "mock"),  # read by rf.services.providers
     "llm.mock": ("rules",),  # rf.llm.mock
     "llm.mock.rules[]": ("match", "regex", "reply", "tool_call"),
@@ -169,6 +177,9 @@ class Workspace:
     raw: dict[str, Any] = field(default_factory=dict)
     #: ``[runtime.staging]`` / ``[runtime.production]``: the worker limits set (checked) per environment.
     runtime: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: ``[retention]`` as set (checked): ``{"interval_minutes": 10, "staging": {"days": 14}, ...}``;
+    #: rf.services.retention fills in the defaults.
+    retention: dict[str, Any] = field(default_factory=dict)
 
     @property
     def state_dir(self) -> Path:
@@ -250,6 +261,7 @@ def load_workspace(root: Path) -> Workspace:
                 raise WorkspaceError(f"{path}: [runtime.{env}] {key} must be a whole number of at least {least}",
                                      "fix rf.toml")
         runtime[env] = dict(table)
+    retention = check_retention(data.get("retention", {}), str(path))
     ws_id = str(ws.get("id") or hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16])
     return Workspace(
         root=root.resolve(),
@@ -262,7 +274,32 @@ def load_workspace(root: Path) -> Workspace:
         require_keys=require_keys,
         raw=data,
         runtime=runtime,
+        retention=retention,
     )
+
+
+def check_retention(table: Any, source: str) -> dict[str, Any]:
+    """``[retention]`` checked (keys by :func:`check_keys`, values here): whole numbers of at
+    least 0 (0 = no limit of that kind; ``interval_minutes = 0``: the server never applies it)."""
+    if not isinstance(table, dict):
+        raise WorkspaceError(f"{source}: retention must be a table ([retention])", "fix rf.toml")
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if key in ENVIRONMENTS:
+            if not isinstance(value, dict):
+                raise WorkspaceError(f"{source}: [retention] {key} must be a table: [retention.{key}]", "fix rf.toml")
+            for name, number in value.items():
+                _check_count(number, f"{source}: [retention.{key}] {name}")
+            out[key] = dict(value)
+        else:
+            _check_count(value, f"{source}: [retention] {key}")
+            out[key] = value
+    return out
+
+
+def _check_count(value: Any, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise WorkspaceError(f"{what} must be a whole number of at least 0 (0: no limit)", "fix rf.toml")
 
 
 RF_TOML_TEMPLATE = """\
@@ -290,6 +327,20 @@ max_body_bytes = {max_body}
 # body_timeout_s = 10
 # keep_alive_s = 5
 # max_connections = 1000
+
+# Execution history (executions, their spans and session messages) older than
+# `days`, or beyond the newest `max_executions`, is deleted by the server every
+# `interval_minutes` and by `rf gc` (0 = no limit). Memory, commits that a release
+# or an environment uses, and release history are never deleted.
+# [retention]
+# interval_minutes = 10
+# plan_days = 30
+# [retention.staging]
+# days = 14
+# max_executions = 50000
+# [retention.production]
+# days = 90
+# max_executions = 1000000
 """
 
 

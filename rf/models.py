@@ -858,3 +858,27 @@ def _convert(hint: Any, value: Any) -> Any:
             if dataclasses.is_dataclass(arg) and isinstance(value, dict):
                 return from_dict(arg, value)  # type: ignore[arg-type]
     return value
+
+
+@dataclass
+class GcFreed:
+    """What ``rf gc`` (or the server's retention) freed of one kind, or would free (dry run)."""
+
+    #: executions, spans, session_messages, release_plans, commits, blobs, working_copies, commit_dirs
+    kind: str
+    count: int  #: items of that kind (spans and session messages: each one, not rows)
+    bytes: int  #: their stored size: row text and blob sizes inside the database, file sizes on disk
+
+
+@dataclass
+class GcResult:
+    """One garbage collection: what it freed per kind, under which retention."""
+
+    dry_run: bool  #: True: nothing was deleted; ``freed`` is what would have been
+    freed: list[GcFreed] = field(default_factory=list)
+    bytes: int = 0  #: total of ``freed``
+    #: the database file's size afterwards (DuckDB reuses freed space for new rows; the file does not shrink)
+    store_bytes: int = 0
+    #: the retention applied: ``{"staging": {"days": 14, "max_executions": 50000}, ..., "plan_days": 30}``
+    retention: dict[str, Any] = field(default_factory=dict)
+    duration_ms: float = 0.0

@@ -206,10 +206,11 @@ def _register(argv: list[str] | None = None) -> None:
     """
     import importlib
 
-    from rf.cli import commands
+    from rf.cli import commands, gc
 
     args = sys.argv[1:] if argv is None else argv
     commands.register(app)
+    gc.register(app)
     wanted = _requested_group(args)
     completing = any(k.endswith("_COMPLETE") for k in os.environ)
     # `rf --help` lists the groups, not their commands: an empty stand-in per group (with the

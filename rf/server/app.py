@@ -213,10 +213,22 @@ def create_app(services: Services, token: str, *, max_body_bytes: int = 1024 * 1
         if sched is not None:
             sched.stop()
 
+    from rf.services.retention import RetentionThread
+
+    retention = RetentionThread(services) if scheduler else None
+
+    def start_retention() -> None:
+        if retention is not None:
+            retention.start()
+
+    def stop_retention() -> None:
+        if retention is not None:
+            retention.stop()
+
     return Litestar(
         route_handlers=handlers,
-        on_startup=[start_scheduler],
-        on_shutdown=[stop_scheduler],
+        on_startup=[start_scheduler, start_retention],
+        on_shutdown=[stop_retention, stop_scheduler],
         exception_handlers={Exception: _handle_exception},
         request_max_body_size=max_body_bytes,
         openapi_config=OpenAPIConfig(title="rf", version=_version(), path="/schema"),

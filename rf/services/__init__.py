@@ -15,6 +15,7 @@ from rf.services.knowledge import KnowledgeService
 from rf.services.prompts import PromptsService
 from rf.services.providers import ProvidersService
 from rf.services.releases import ReleasesService
+from rf.services.retention import RetentionService
 from rf.services.sessions import SessionsService
 from rf.services.traces import TracesService
 from rf.services.triggers import TriggersService
@@ -32,6 +33,7 @@ class Services(
     KnowledgeService,
     DataSourcesService,
     KeysService,
+    RetentionService,
     CoreServices,
 ):
     """All of rf's domain operations over one store (see each mixin)."""

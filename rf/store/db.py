@@ -26,6 +26,7 @@ from rf.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from rf.store.prompts import PromptsMixin
 from rf.store.providers import ProvidersMixin
 from rf.store.releases import ReleasesMixin
+from rf.store.retention import RetentionMixin
 from rf.store.sessions import SessionsMixin
 from rf.store.traces import TracesMixin
 from rf.store.triggers import TriggersMixin
@@ -97,6 +98,7 @@ class Store(
     KnowledgeMixin,
     DataSourcesMixin,
     KeysMixin,
+    RetentionMixin,
 ):
     """One open DuckDB file. Thread-safe: cursors are per thread."""
 
