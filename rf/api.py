@@ -28,6 +28,9 @@ class Route:
     #: Services params the server sets itself: a request that names one is refused (400),
     #: on top of :data:`INTERNAL_PARAMS`, which no route takes from a request.
     internal: tuple[str, ...] = ()
+    #: The body may be sent ahead in chunks (``upload_chunk``, ``POST /api/uploads``) and the route
+    #: called with ``{"upload": ID}`` instead: for bodies larger than ``[server] max_body_bytes``.
+    accepts_upload: bool = False
 
     def path_params(self) -> tuple[str, ...]:
         """The ``{name}`` parameters of the path, in order."""
@@ -50,14 +53,14 @@ ROUTES: list[Route] = [
     Route("get_agent", "GET", "/agents/{name}", models.Agent, summary="One agent"),
     Route("history", "GET", "/agents/{name}/history", [models.Commit], summary="Commits of an agent, newest first"),
     Route("diff_agent", "GET", "/agents/{name}/diff", models.AgentDiff, summary="Per-file diff production → staging"),
-    Route("deploy", "POST", "/agents/{name}/deploy", models.DeployResult, binary=("files",),
+    Route("deploy", "POST", "/agents/{name}/deploy", models.DeployResult, binary=("files",), accepts_upload=True,
           summary="Snapshot files into a commit and point staging at it"),
     Route("promote", "POST", "/agents/{name}/promote", models.PromoteResult,
           summary="Point production at staging's commit: the release plan of agent:NAME (dependency "
                   "warnings, with_deps, strict, plan_id), recorded as a release"),
     Route("delete_agent", "DELETE", "/agents/{name}", models.DeleteResult,
           summary="Delete an agent from staging at once (production's removal is a release item)"),
-    Route("run_test", "POST", "/agents/{name}/test", models.Execution, binary=("files",),
+    Route("run_test", "POST", "/agents/{name}/test", models.Execution, binary=("files",), accepts_upload=True,
           summary="Run working-copy files in staging mode (rf test)"),
     # `source` is the execution's provenance ("invoke", "endpoint", "trigger:ID", "test"):
     # the server records how a run started, a caller cannot claim another origin.
@@ -105,6 +108,7 @@ CONNECTOR_ROUTES: list[Route] = [
     Route("remove_resource", "DELETE", "/connectors/{slug}/resources/{resource}", models.Connector,
           summary="Remove a resource from the staging instance"),
     Route("import_openapi", "POST", "/connectors/{slug}/import-openapi", models.OpenAPIImportResult,
+          accepts_upload=True,
           summary="Add resources from an OpenAPI 3 document (JSON or YAML) to the staging instance"),
     Route("diff_connector", "GET", "/connectors/{slug}/diff", models.ConnectorDiff,
           summary="Production vs staging: config changes and resources added/removed/modified"),
@@ -235,6 +239,13 @@ MAINTENANCE_ROUTES: list[Route] = [
 
 ROUTES += PROMPT_ROUTES + CONNECTOR_ROUTES + CREDENTIAL_ROUTES + PROVIDER_ROUTES + SESSION_ROUTES + TRACE_ROUTES
 ROUTES += TRIGGER_ROUTES + RELEASE_ROUTES + KB_ROUTES + DATA_ROUTES + KEY_ROUTES + MAINTENANCE_ROUTES
+#: A request body too large for one request, sent ahead (see rf.services.uploads).
+UPLOAD_ROUTES: list[Route] = [
+    Route("upload_chunk", "POST", "/uploads", None,
+          summary="Append one chunk (base64 data at offset) to an upload: the body of a later request to a "
+                  "route that accepts {\"upload\": ID}; answers {upload, received, total, complete}"),
+]
+ROUTES += UPLOAD_ROUTES
 
 BY_NAME = {r.name: r for r in ROUTES}
 

@@ -81,7 +81,7 @@ RETENTION_ENV_KEYS = ("days", "max_executions")
 RF_TOML_KEYS: dict[str, tuple[str, ...]] = {
     "": ("workspace", "server", "llm", "runtime", "retention"),
     "workspace": ("name", "id"),
-    "server": ("host", "port", "max_body_bytes", "allowed_hosts", "require_keys",
+    "server": ("host", "port", "max_body_bytes", "max_upload_bytes", "allowed_hosts", "require_keys",
                # read (and checked) by rf.server.connections when the server starts
                "header_timeout_s", "body_timeout_s", "keep_alive_s", "max_connections"),
     "runtime": ("staging", "production"),
@@ -313,8 +313,11 @@ id = "{id}"
 # put an authenticating proxy in front of it.
 host = "127.0.0.1"
 port = {port}
-# Request bodies above this size are refused with 413.
+# Request bodies above this size are refused with 413. Deploys, `rf test` and
+# OpenAPI imports send a larger body ahead in chunks instead, up to
+# max_upload_bytes (all uploads in progress together; 200 MiB by default).
 max_body_bytes = {max_body}
+# max_upload_bytes = 209715200
 # Host names (besides localhost and the bind address) the server answers to;
 # any other Host header is refused (421), which stops DNS-rebinding pages.
 # allowed_hosts = ["rf.internal"]

@@ -65,6 +65,8 @@ def attempts(prod_trigger: str, staging_trigger: str) -> dict[str, list[dict[str
         "delete_prompt": [{"name": "greeting", "env": "production"}],
         "edit_trigger": [{"trigger_id": prod_trigger, "env": "production", "schedule": "0 4 * * *"},
                          {"trigger_id": prod_trigger, "env": "production", "enabled": False}],
+        # a request body sent ahead in chunks (rf.services.uploads): no state of either environment
+        "upload_chunk": [{"upload": "p" * 20, "offset": 0, "total": 3, "data": b"abc"}],
         # maintenance: deletes history beyond the retention, never what production runs or published
         "gc": [{}],
     }

@@ -227,7 +227,7 @@ def create_app(services: Services, token: str, *, max_body_bytes: int = 1024 * 1
 
     return Litestar(
         route_handlers=handlers,
-        on_startup=[start_scheduler, start_retention],
+        on_startup=[start_scheduler, start_retention, services.clear_uploads],  # (uploads of a past run)
         on_shutdown=[stop_retention, stop_scheduler],
         exception_handlers={Exception: _handle_exception},
         request_max_body_size=max_body_bytes,
@@ -361,6 +361,8 @@ def _management_handler(services: Services, r: api.Route, check_token: Any) -> H
             body = await _json_body(request)
             if not isinstance(body, dict):
                 raise UsageError(f"the request body of {spec.label} must be a JSON object", spec.hint())
+            if r.accepts_upload and "upload" in body:
+                body = await asyncio.to_thread(_uploaded_body, services, spec, body)
         else:
             body = {}
             for key, value in query:
@@ -379,9 +381,28 @@ def _management_handler(services: Services, r: api.Route, check_token: Any) -> H
 
     handler.__name__ = f"api_{r.name}"
     path = "/api" + r.path.replace("}", ":str}")
-    return route(path, http_method=[HttpMethod(r.method)], summary=r.summary, tags=["management"], status_code=200,
-                 operation_id=r.name, operation_class=_operation_class(spec),
+    description = None
+    if r.accepts_upload:
+        if "upload" in spec.fields:
+            raise TypeError(f"route {r.name}: a parameter named 'upload' clashes with accepts_upload")
+        description = ('A body larger than [server] max_body_bytes may be sent ahead in chunks '
+                       '(POST /api/uploads); then send {"upload": ID} as this body.')
+    return route(path, http_method=[HttpMethod(r.method)], summary=r.summary, description=description,
+                 tags=["management"], status_code=200, operation_id=r.name, operation_class=_operation_class(spec),
                  responses=_error_responses(body=spec.in_body))(handler)
+
+
+def _uploaded_body(services: Services, spec: RequestSpec, body: dict[str, Any]) -> dict[str, Any]:
+    """The JSON body sent ahead as upload ``body["upload"]`` (rf.services.uploads; used once),
+    checked like a body sent inline."""
+    if len(body) != 1:
+        others = ", ".join(sorted(k for k in body if k != "upload"))
+        raise UsageError(f"a request to {spec.label} that names an upload carries no other field ({others})",
+                         "put every field in the uploaded body, then send only {\"upload\": ID}")
+    staged = parse_json_body(services.take_upload(body["upload"]))
+    if not isinstance(staged, dict):
+        raise UsageError(f"the uploaded body for {spec.label} must be a JSON object", spec.hint())
+    return staged  # type: ignore[no-any-return]
 
 
 # ------------------------------------------------------------ OpenAPI documentation

@@ -19,6 +19,7 @@ from rf.services.retention import RetentionService
 from rf.services.sessions import SessionsService
 from rf.services.traces import TracesService
 from rf.services.triggers import TriggersService
+from rf.services.uploads import UploadsService
 
 
 class Services(
@@ -33,6 +34,7 @@ class Services(
     KnowledgeService,
     DataSourcesService,
     KeysService,
+    UploadsService,
     RetentionService,
     CoreServices,
 ):
