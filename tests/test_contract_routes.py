@@ -185,6 +185,8 @@ def script(call: Recorder, root: Path) -> None:
     call("list_keys", "staging")
     call("revoke_key", key.key.id if key else "missing", "staging")
     call("gc", True)
+    # a request body sent ahead in chunks (rf.services.uploads)
+    call("upload_chunk", "contract-upload-1", 0, 4, b"abcd")
     assert deployed is not None
 
 
