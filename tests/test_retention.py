@@ -88,6 +88,9 @@ def history(ws: Any) -> Iterator[tuple[LocalBackend, dict[str, Any]]]:
     }
     running = record(b, "staging", now - 12 * DAY)
     store = b.services.store
+    # Session messages whose execution has no row (any more): they go by their own age.
+    orphan = json.dumps([["user", "hi", micros_of(now - 9 * DAY)], ["assistant", "yo", micros_of(now - 9 * DAY)]])
+    store.queue_session_turn(("staging", "hello", "s-orphan", 0, 2, "ex_gone", now - 9 * DAY, now - 9 * DAY, orphan))
     store.writer.put("running_executions", (running, "staging", "hello", "c1", "invoke", None, None,
                                             now - 12 * DAY, now - 12 * DAY, now, owner()))
     store.flush()
@@ -104,11 +107,12 @@ def test_history_beyond_the_retention_goes_with_its_spans_and_session_messages(
     store = b.services.store
     before = {env: ids(b, env) for env in ("staging", "production")}
     assert len(before["staging"]) == 8 and len(before["production"]) == 2
+    assert {s.id for s in b.list_sessions("staging")} == {"s-new", "s-old", "s-orphan"}
 
     dry = b.gc(dry_run=True)
     # 2 older than 7 days, 2 recent ones beyond the newest 3; in production the 40-day one
     assert dry.dry_run and freed(dry)["executions"] == 5
-    assert freed(dry)["spans"] == 10 and freed(dry)["session_messages"] == 8
+    assert freed(dry)["spans"] == 10 and freed(dry)["session_messages"] == 8 + 2
     assert {env: ids(b, env) for env in ("staging", "production")} == before, "a dry run deletes nothing"
 
     result = b.gc()
@@ -121,7 +125,8 @@ def test_history_beyond_the_retention_goes_with_its_spans_and_session_messages(
         with pytest.raises(NotFound):
             b.get_trace(ex_id)
     assert len(b.get_trace(made["recent"][-1]).spans) == 3  # the root and its two children
-    # A session is its messages: s-old had only old ones; s-new keeps those of the 3 kept runs.
+    # A session is its messages: s-old and s-orphan had only old ones; s-new keeps those of the
+    # 3 kept runs.
     sessions = {s.id: s.messages for s in b.list_sessions("staging")}
     assert sessions == {"s-new": 6}
     assert [m.execution_id for m in b.get_session("s-new").messages][::2] == made["recent"][2:]
