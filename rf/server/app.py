@@ -354,6 +354,7 @@ def _management_handler(services: Services, r: api.Route, check_token: Any) -> H
     async def handler(request: Request[Any, Any, Any]) -> Response[Any]:
         check_token(request)
         query = list(request.query_params.multi_items())
+        uploaded = None
         if spec.in_body:
             if query:
                 raise UsageError(f"{spec.label} takes no query parameters (send fields in the JSON body)",
@@ -362,7 +363,8 @@ def _management_handler(services: Services, r: api.Route, check_token: Any) -> H
             if not isinstance(body, dict):
                 raise UsageError(f"the request body of {spec.label} must be a JSON object", spec.hint())
             if r.accepts_upload and "upload" in body:
-                body = await asyncio.to_thread(_uploaded_body, services, spec, body)
+                # (read, decoded and checked off the event loop: it may be hundreds of MB)
+                uploaded = await asyncio.to_thread(_uploaded_params, services, spec, body)
         else:
             body = {}
             for key, value in query:
@@ -370,7 +372,7 @@ def _management_handler(services: Services, r: api.Route, check_token: Any) -> H
                     raise UsageError(f"query parameter {key!r} is given more than once", spec.hint())
                 body[key] = value
         params: dict[str, Any] = dict(request.path_params)
-        params.update(spec.parse(body))
+        params.update(spec.parse(body) if uploaded is None else uploaded)
         if r.name == "run_test" and "text/event-stream" in request.headers.get("accept", ""):
             return _stream_call(lambda on_chunk: method(**params, on_chunk=on_chunk))
         result = await in_executor(blocking_run_executor(), method, **params)
@@ -392,9 +394,9 @@ def _management_handler(services: Services, r: api.Route, check_token: Any) -> H
                  responses=_error_responses(body=spec.in_body))(handler)
 
 
-def _uploaded_body(services: Services, spec: RequestSpec, body: dict[str, Any]) -> dict[str, Any]:
-    """The JSON body sent ahead as upload ``body["upload"]`` (rf.services.uploads; used once),
-    checked like a body sent inline."""
+def _uploaded_params(services: Services, spec: RequestSpec, body: dict[str, Any]) -> dict[str, Any]:
+    """The parameters in the JSON body sent ahead as upload ``body["upload"]`` (rf.services.uploads;
+    used once), checked like a body sent inline."""
     if len(body) != 1:
         others = ", ".join(sorted(k for k in body if k != "upload"))
         raise UsageError(f"a request to {spec.label} that names an upload carries no other field ({others})",
@@ -402,7 +404,7 @@ def _uploaded_body(services: Services, spec: RequestSpec, body: dict[str, Any]) 
     staged = parse_json_body(services.take_upload(body["upload"]))
     if not isinstance(staged, dict):
         raise UsageError(f"the uploaded body for {spec.label} must be a JSON object", spec.hint())
-    return staged  # type: ignore[no-any-return]
+    return spec.parse(staged)
 
 
 # ------------------------------------------------------------ OpenAPI documentation
