@@ -8,6 +8,8 @@ the same JSON shape, so a caller cannot tell them apart.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, get_type_hints
 
@@ -608,6 +610,24 @@ class Trigger:
     #: a live production trigger: the change staged for it (its state once published), a release item
     staged_change: dict[str, Any] | None = None
     staged_summary: str = ""  #: e.g. "pause", "schedule */5 * * * * → 0 * * * *"
+    # Read through the server (kept in its memory): the last error of this trigger's watcher, or of
+    # the scheduler (schedule triggers), and its restarts. None/0 when it never failed, or no server runs.
+    error: str | None = None  #: one line, secrets redacted
+    error_at: str | None = None  #: when it failed (UTC)
+    restarts: int = 0  #: times the server started the watcher / scheduler again after an error
+    retry_at: str | None = None  #: while it is down: when the server tries again (UTC); None once running
+
+    def failure(self, now: dt.datetime | None = None) -> str:
+        """While the server retries: ``watcher failed: … (retrying in 4 s)``; else ``""``."""
+        if not self.error or not self.retry_at:
+            return ""
+        now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        try:
+            left = (dt.datetime.fromisoformat(self.retry_at.removesuffix("Z")) - now).total_seconds()
+        except ValueError:
+            left = 0.0
+        retry = f"retrying in {math.ceil(left)} s" if left > 0 else "retrying now"
+        return f"{'watcher' if self.kind == 'watch' else 'scheduler'} failed: {self.error} ({retry})"
 
 
 @dataclass

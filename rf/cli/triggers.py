@@ -41,6 +41,13 @@ def _off(t: Trigger) -> str:
     return "paused (by a release)" if t.env == "production" else "disabled"
 
 
+def _state(t: Trigger, staged: str = "staged — publish to go live") -> str:
+    """``enabled``, ``disabled``…; and while the server retries its watcher or the scheduler, why."""
+    state = staged if not t.live else ("enabled" if t.enabled else _off(t))
+    failure = t.failure()
+    return f"{state} · {failure}" if failure else state
+
+
 #: Where the examples read the webhook's secret from (it is shown once, at creation).
 SECRET_VAR = "WEBHOOK_SECRET"
 
@@ -142,12 +149,15 @@ def list_triggers(env: EnvOption = "staging", json_out: JsonOption = False) -> N
     for col in ("id", "name", "kind", "agent", "what", "state", "next run (UTC)"):
         table.add_column(col)
     for t in rows:
-        state = "staged — publish to go live" if not t.live else ("enabled" if t.enabled else _off(t))
+        state = _state(t)
         if t.staged_change is not None:
             state += f" · pending: {t.staged_summary}"
         nxt = (t.next_fire_at or "").replace("T", " ")[:19] if t.kind == "schedule" and t.live and t.enabled else "—"
-        table.add_row(t.id, escape(t.name), t.kind, t.agent, escape(_what(t)), state, nxt)
-    out.print(fit_table(table, flex=("what", "name", "state"), optional=("agent", "kind", "next run (UTC)")))
+        table.add_row(t.id, escape(t.name), t.kind, t.agent, escape(_what(t)),
+                      f"[red]{escape(state)}[/red]" if t.failure() else escape(state), nxt)
+    # A failing watcher's state (why, when it is retried) keeps its width; "what" and "name" give way.
+    flex = ("what", "name") if any(t.failure() for t in rows) else ("what", "name", "state")
+    out.print(fit_table(table, flex=flex, optional=("agent", "kind", "next run (UTC)")))
 
 
 @app.command("show")
@@ -183,8 +193,11 @@ def show(
         return
     out.print(f"[bold]{t.id}[/bold]  {escape(t.name)}  {env_label(t.env)}")
     rows = [("kind", t.kind), ("agent", t.agent), ("what", _what(t)),
-            ("state", "staged (not live)" if not t.live else "enabled" if t.enabled else _off(t)),
+            ("state", _state(t, "staged (not live)")),
             ("input", json.dumps(t.input)), ("overlap", t.overlap), ("catch up", t.catch_up)]
+    if t.error:  # the server's memory of its watcher / the scheduler
+        rows.append(("last error", f"{t.error} ({(t.error_at or '').replace('T', ' ')[:19]} UTC)"))
+        rows.append(("restarts", f"{t.restarts}" + ("" if t.retry_at else " (running again)")))
     if t.kind == "schedule":
         rows.append(("next run", (t.next_fire_at or "—").replace("T", " ")[:19] + " UTC"))
     if t.kind == "webhook":

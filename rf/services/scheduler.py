@@ -17,23 +17,193 @@ through time without sleeping.
 - A paused production trigger (``enabled`` false, set only by a release) is
   neither ticked nor watched; when a release resumes or reschedules it, its
   slots count from then (``last_scheduled_at``), so missed slots never fire.
+
+Supervision: the tick loop and each watcher run in their own thread, and the
+supervisor (the ``rf-scheduler`` thread, which catches everything so it never
+dies) starts a thread that stopped with an error again after a growing delay
+(:class:`Backoff`: 1 s, 2 s, 4 s … up to 60 s; back to 1 s once the thread has
+run fine for 60 s). A watched path that is deleted ends its watcher (watchfiles
+would go on watching nothing), which then retries until the path is back; a
+path replaced by another file or directory is watched again at once. One
+schedule trigger that fails to tick (say, a time zone this machine lacks) is
+recorded and retried next tick without holding up the others. The last error
+of each (message, time, restarts, next retry) is kept in the server's memory
+(:class:`TriggerHealth`, ``Services.trigger_health``, never stored) and shows
+on the trigger read through the server: ``rf triggers list``/``show``, the
+dashboard's Triggers view.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import functools
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from rf.ids import parse_iso, utcnow
+from rf.ids import iso, parse_iso, utcnow
 
 if TYPE_CHECKING:
     from rf.services import Services
 
 log = logging.getLogger("rf.scheduler")
+
+#: The :class:`TriggerHealth` key of the tick loop (its errors show on every live, enabled schedule trigger).
+TICK_KEY = "scheduler"
+#: Longest error text kept (one line; the server log has the traceback).
+MAX_ERROR_CHARS = 300
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """How long a failed watcher or tick loop waits before it is started again."""
+
+    first_s: float = 1.0  #: the wait after the first failure; doubled after each next one
+    cap_s: float = 60.0  #: the longest wait
+    healthy_s: float = 60.0  #: a thread that ran this long before failing waits ``first_s`` again
+
+    def delay(self, failures: int) -> float:
+        """The wait after ``failures`` failures in a row (1 → ``first_s``)."""
+        return float(min(self.cap_s, self.first_s * 2 ** min(max(failures - 1, 0), 30)))
+
+    @classmethod
+    def from_env(cls) -> Backoff:
+        """The default, or ``RF_TRIGGER_RETRY_S="FIRST[,CAP]"`` seconds (tests, impatient operators)."""
+        raw = os.environ.get("RF_TRIGGER_RETRY_S", "").strip()
+        if not raw:
+            return cls()
+        try:
+            parts = [float(p) for p in raw.split(",")]
+        except ValueError:
+            parts = []
+        if not 1 <= len(parts) <= 2 or parts[0] <= 0 or (len(parts) == 2 and parts[1] < parts[0]):
+            log.warning("RF_TRIGGER_RETRY_S=%r is not FIRST[,CAP] in seconds (e.g. 1,60): using 1,60", raw)
+            return cls()
+        return cls(first_s=parts[0], cap_s=parts[1] if len(parts) == 2 else max(parts[0], cls.cap_s))
+
+
+@dataclass
+class Health:
+    """The last error of one supervised part (a watcher, a schedule trigger, the tick loop)."""
+
+    error: str | None = None  #: one line, secrets redacted
+    error_at: str | None = None  #: when (UTC)
+    restarts: int = 0  #: times its thread was started again after an error (since the server started)
+    retry_at: str | None = None  #: while it is down: when it is tried again (UTC); None once running
+
+
+class TriggerHealth:
+    """:class:`Health` by trigger id (or :data:`TICK_KEY`), in the server's memory; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: dict[str, Health] = {}
+
+    def get(self, key: str) -> Health | None:
+        """A copy of ``key``'s health, None when it never failed."""
+        with self._lock:
+            h = self._items.get(key)
+            return dataclasses.replace(h) if h is not None else None
+
+    def failed(self, key: str, error: str, retry_in_s: float) -> None:
+        with self._lock:
+            h = self._items.setdefault(key, Health())
+            now = utcnow()
+            h.error, h.error_at = error, iso(now)
+            h.retry_at = iso(now + dt.timedelta(seconds=retry_in_s))
+
+    def restarted(self, key: str) -> None:
+        with self._lock:
+            h = self._items.setdefault(key, Health())
+            h.restarts += 1
+            h.retry_at = None
+
+    def running(self, key: str) -> None:
+        """``key`` works again (its last error stays, as history)."""
+        with self._lock:
+            h = self._items.get(key)
+            if h is not None:
+                h.retry_at = None
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+
+
+class WatchPathGone(Exception):
+    """The watched path does not exist (any more): the watcher ends, and is retried."""
+
+
+class _PathReplaced(Exception):
+    """The watched path is now another file or directory: watch it again at once (not an error)."""
+
+
+def error_text(exc: BaseException | None) -> str:
+    """One line for an error's health record and ``rf triggers show``: known secrets redacted."""
+    from rf.logsetup import redact_text
+
+    if exc is None:
+        text = "stopped without an error"
+    elif isinstance(exc, WatchPathGone):
+        text = str(exc)
+    else:
+        text = f"{type(exc).__name__}: {exc}".rstrip(": ")
+    text = redact_text(" ".join(text.split()))
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of ``path``, None when it does not exist."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return st.st_dev, st.st_ino
+
+
+class _Supervised:
+    """One thread the supervisor keeps running: ``body(stop)`` runs until ``stop`` is set."""
+
+    def __init__(self, key: str, name: str, body: Callable[[threading.Event], None], wake: threading.Event,
+                 config: Any = None) -> None:
+        self.key = key
+        self.name = name
+        self.body = body
+        self.config = config  #: what it was started with (a watcher: its path and overlap)
+        self._wake = wake
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.exc: BaseException | None = None
+        self.started = 0.0  #: monotonic time of the last start
+        self.failures = 0  #: failures in a row: the backoff's exponent
+        self.retry = 0.0  #: while ``waiting``: when (monotonic) it is started again
+        self.waiting = False  #: it failed and waits for ``retry``
+
+    def start(self) -> None:
+        self.exc, self.waiting = None, False
+        self.started = time.monotonic()
+        self.thread = threading.Thread(target=self._main, name=self.name, daemon=True)
+        self.thread.start()
+
+    def _main(self) -> None:
+        try:
+            self.body(self.stop)
+        except Exception as exc:  # noqa: BLE001 - whatever it was, the supervisor starts it again
+            self.exc = exc
+        else:
+            if not self.stop.is_set():
+                self.exc = None  # returned early: "stopped without an error"
+        finally:
+            self._wake.set()
+
+    def alive(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
 
 
 def latest_slot(schedule: str, timezone: str | None, now: dt.datetime) -> dt.datetime:
@@ -49,16 +219,27 @@ def latest_slot(schedule: str, timezone: str | None, now: dt.datetime) -> dt.dat
 
 
 class Scheduler:
+    """Fires the server's schedule and watch triggers; supervises their threads (see the module doc)."""
+
     def __init__(self, services: Services, *, clock: Callable[[], dt.datetime] = utcnow, workers: int = 4,
-                 watch_debounce_ms: int = 300) -> None:
+                 watch_debounce_ms: int = 300, backoff: Backoff | None = None) -> None:
         self.services = services
         self.clock = clock
+        self.backoff = backoff or Backoff.from_env()
+        if services.trigger_health is None:
+            services.trigger_health = TriggerHealth()
+        self.health: TriggerHealth = services.trigger_health
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rf-trigger")
         self._running: dict[str, Future[Any]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()  #: set when a supervised thread ends (and by stop)
         self._thread: threading.Thread | None = None
-        self._watchers: dict[str, tuple[threading.Thread, threading.Event]] = {}
+        self._ticker: _Supervised | None = None
+        self._armed = False
+        self._interval = 1.0
+        self._watchers: dict[str, _Supervised] = {}
+        self._watchers_lock = threading.Lock()
         self._debounce = watch_debounce_ms
         self.fired: list[tuple[str, dt.datetime]] = []  #: (trigger id, slot) — for tests and `stats`
         self.skipped: list[tuple[str, dt.datetime]] = []
@@ -84,21 +265,34 @@ class Scheduler:
                 self._fire(row, slot)
 
     def tick(self, now: dt.datetime | None = None) -> list[str]:
-        """Fire every schedule trigger whose next slot is due; returns their ids."""
-        now = now or self.clock()
-        from rf.services.triggers import next_fire
+        """Fire every schedule trigger whose next slot is due; returns their ids.
 
+        A trigger that fails here is recorded in :attr:`health` and tried again next tick;
+        the others still tick."""
+        now = now or self.clock()
         fired = []
         for row in self._schedule_rows():
-            base = parse_iso(row["last_scheduled_at"] or row["created_at"])
-            nxt = next_fire(row["schedule"], row["timezone"], base)
-            if nxt > now:
-                continue
-            slot = latest_slot(row["schedule"], row["timezone"], now)
-            self.services.store.set_trigger_scheduled(row["id"], slot)
-            if self._fire(row, slot):
-                fired.append(row["id"])
+            try:
+                if self._tick_one(row, now):
+                    fired.append(row["id"])
+            except Exception as exc:
+                message = error_text(exc)
+                log.warning("schedule trigger %s failed (%s); trying again next tick", row["id"], message,
+                            exc_info=exc)
+                self.health.failed(row["id"], message, self._interval)
+            else:
+                self.health.running(row["id"])
         return fired
+
+    def _tick_one(self, row: dict[str, Any], now: dt.datetime) -> bool:
+        from rf.services.triggers import next_fire
+
+        base = parse_iso(row["last_scheduled_at"] or row["created_at"])
+        if next_fire(row["schedule"], row["timezone"], base) > now:
+            return False
+        slot = latest_slot(row["schedule"], row["timezone"], now)
+        self.services.store.set_trigger_scheduled(row["id"], slot)
+        return self._fire(row, slot)
 
     def _fire(self, row: dict[str, Any], slot: dt.datetime, extra: dict[str, Any] | None = None) -> bool:
         trigger_id = row["id"]
@@ -132,55 +326,133 @@ class Scheduler:
             f.result(timeout=timeout)
 
     # ------------------------------------------------------------ watch
-    def sync_watchers(self) -> None:
+    def sync_watchers(self) -> float | None:
+        """One watcher per live, enabled watch trigger: start new ones, stop those no longer
+        wanted (or whose path changed), start failed ones again once their delay is over.
+        Returns the seconds until the next such restart is due (None: none waiting)."""
         wanted = {r["id"]: r for r in self.services.store.trigger_rows(live_only=True)
                   if r["kind"] == "watch" and r["enabled"]}
-        for tid in list(self._watchers):
-            if tid not in wanted:
-                thread, stop = self._watchers.pop(tid)
-                stop.set()
-        for tid, row in wanted.items():
-            if tid not in self._watchers:
-                stop = threading.Event()
-                thread = threading.Thread(target=self._watch, args=(row, stop), daemon=True, name=f"rf-watch-{tid}")
-                self._watchers[tid] = (thread, stop)
-                thread.start()
+        waits = []
+        with self._watchers_lock:
+            if self._stop.is_set():
+                return None
+            for tid, part in list(self._watchers.items()):
+                row = wanted.get(tid)
+                if row is None or (row["watch_path"], row["overlap"]) != part.config:
+                    del self._watchers[tid]
+                    part.stop.set()
+                    self.health.forget(tid)
+            for tid, row in wanted.items():
+                existing = self._watchers.get(tid)
+                if existing is None:
+                    started = self._watchers[tid] = _Supervised(
+                        tid, f"rf-watch-{tid}", functools.partial(self._watch, row), self._wake,
+                        config=(row["watch_path"], row["overlap"]))
+                    started.start()
+                    continue
+                wait = self._supervise(existing)
+                if wait is not None:
+                    waits.append(wait)
+        return min(waits, default=None)
 
     def _watch(self, row: dict[str, Any], stop: threading.Event) -> None:
         from watchfiles import watch
 
-        try:
-            for changes in watch(row["watch_path"], stop_event=stop, debounce=self._debounce, rust_timeout=500,
-                                 yield_on_timeout=False, raise_interrupt=False):
+        path = row["watch_path"]
+        identity = _identity(path)
+        if identity is None:
+            raise WatchPathGone("the watched path does not exist")
+        # yield_on_timeout: every half second without changes, check that the path is still the
+        # one being watched (a deleted directory is otherwise watched silently forever).
+        for changes in watch(path, stop_event=stop, debounce=self._debounce, rust_timeout=500,
+                             yield_on_timeout=True, raise_interrupt=False):
+            if changes:
                 listed = sorted(({"change": c.name, "path": p} for c, p in changes), key=lambda d: d["path"])
                 self._fire(row, self.clock(), {"changes": listed})
-        except Exception:
-            log.exception("watch trigger %s stopped", row["id"])
+            now = _identity(path)
+            if now is None:
+                raise WatchPathGone("the watched path was deleted")
+            if now != identity:
+                raise _PathReplaced(path)
 
-    # ------------------------------------------------------------ loop
+    # ------------------------------------------------------------ supervision
+    def _supervise(self, part: _Supervised) -> float | None:
+        """Start ``part`` again if it ended and its delay is over; the seconds left if not, else None."""
+        if part.stop.is_set() or part.thread is None:
+            return None
+        now = time.monotonic()
+        if part.alive():
+            if part.failures and now - part.started >= self.backoff.healthy_s:
+                part.failures = 0  # it ran fine for a while: the next failure waits first_s again
+            return None
+        if not part.waiting:  # it has just ended
+            if isinstance(part.exc, _PathReplaced):
+                log.info("%s: %s is another file or directory now: watching it again", part.name, part.exc)
+                part.start()
+                return None
+            if now - part.started >= self.backoff.healthy_s:
+                part.failures = 0
+            part.failures += 1
+            delay = self.backoff.delay(part.failures)
+            part.waiting, part.retry = True, now + delay
+            message = error_text(part.exc)
+            self.health.failed(part.key, message, delay)
+            expected = part.exc is None or isinstance(part.exc, WatchPathGone)
+            what = f"{part.name} ({part.config[0]})" if part.config else part.name
+            log.warning("%s failed (%s): starting it again in %.3g s", what, message, delay,
+                        exc_info=None if expected else part.exc)
+        if now < part.retry:
+            return part.retry - now
+        self.health.restarted(part.key)
+        part.start()
+        return None
+
+    def _tick_loop(self, stop: threading.Event) -> None:
+        if not self._armed:
+            self.arm()
+            self._armed = True
+        while not stop.is_set():
+            self.tick()
+            stop.wait(self._interval)
+
     def start(self, interval_s: float = 1.0) -> None:
-        """Run in a background thread until :meth:`stop`."""
-        def loop() -> None:
-            try:
-                self.arm()
-            except Exception:
-                log.exception("scheduler: arming failed")
-            while not self._stop.is_set():
-                try:
-                    self.tick()
-                    self.sync_watchers()
-                except Exception:
-                    log.exception("scheduler tick failed")
-                self._stop.wait(interval_s)
+        """Run the tick loop, the watchers and their supervisor in background threads until :meth:`stop`."""
+        self._interval = interval_s
+        ticker = self._ticker = _Supervised(TICK_KEY, "rf-scheduler-tick", self._tick_loop, self._wake)
+        ticker.start()
 
-        self._thread = threading.Thread(target=loop, name="rf-scheduler", daemon=True)
+        def supervise_ticker() -> float | None:
+            return self._supervise(ticker)
+
+        def supervise() -> None:  # never dies: every step catches everything
+            while not self._stop.is_set():
+                self._wake.clear()
+                waits = [interval_s]
+                for step in (supervise_ticker, self.sync_watchers):
+                    try:
+                        wait = step()
+                    except Exception:
+                        log.exception("scheduler: supervising failed (trying again)")
+                        continue
+                    if wait is not None:
+                        waits.append(wait)
+                self._wake.wait(min(waits))
+
+        self._thread = threading.Thread(target=supervise, name="rf-scheduler", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        for _, stop in self._watchers.values():
-            stop.set()
-        self._watchers.clear()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        with self._watchers_lock:
+            parts = list(self._watchers.values())
+            self._watchers.clear()
+        if self._ticker is not None:
+            parts.append(self._ticker)
+        for part in parts:
+            part.stop.set()
+        if self._ticker is not None and self._ticker.thread is not None:
+            self._ticker.thread.join(timeout=5)
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -55,6 +55,8 @@ if TYPE_CHECKING:
 
     import duckdb
 
+    from rf.services.scheduler import TriggerHealth
+
 KINDS = ("schedule", "webhook", "watch")
 #: Fields that define what a trigger does (a published copy must match them).
 CONFIG_FIELDS = ("name", "kind", "agent", "schedule", "timezone", "watch_path", "input", "headers", "accept",
@@ -322,6 +324,9 @@ def replay_guard(state_dir: Path | None) -> ReplayGuard:
 class TriggersService(ServiceBase):
     """Mixed into :class:`rf.services.Services`."""
 
+    #: In the server: the last errors of the scheduler's watchers and tick loop (set by its Scheduler).
+    trigger_health: TriggerHealth | None = None
+
     # ------------------------------------------------------------ reading
     def _trigger_model(self, row: dict[str, Any], now: dt.datetime | None = None,
                        staged: dict[str, Any] | None = None) -> Trigger:
@@ -340,9 +345,22 @@ class TriggersService(ServiceBase):
             base = max(base, now or utcnow())
             from rf.ids import iso
 
-            t.next_fire_at = iso(next_fire(t.schedule, t.timezone, base))
+            try:
+                t.next_fire_at = iso(next_fire(t.schedule, t.timezone, base))
+            except (KeyError, ValueError):  # a time zone this machine lacks, say: the scheduler reports it
+                t.next_fire_at = None
         if t.kind == "webhook":
             t.url = f"/{t.env}/hooks/{t.id}"
+        health = self.trigger_health
+        if health is not None and t.live and t.enabled and t.kind in ("schedule", "watch"):
+            from rf.services.scheduler import TICK_KEY
+
+            # A schedule trigger also shows the tick loop's error: the one still failing, else the latest.
+            records = [h for h in (health.get(t.id), health.get(TICK_KEY) if t.kind == "schedule" else None)
+                       if h is not None]
+            if records:
+                h = max(records, key=lambda r: (r.retry_at is not None, r.error_at or ""))
+                t.error, t.error_at, t.restarts, t.retry_at = h.error, h.error_at, h.restarts, h.retry_at
         return t
 
     def list_triggers(self, env: str = "staging") -> list[Trigger]:

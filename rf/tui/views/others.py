@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from rich.console import Group, RenderableType
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -321,6 +322,19 @@ class TriggersView(ListView):
 
     def selected_item(self) -> Any:
         return next((i for i in self.items if self.key_of(i) == self.place), self.items[0] if self.items else None)
+
+    def cell(self, item: Any, column: str) -> str | Text:
+        if column == "enabled" and item.failure():  # the server is retrying its watcher / the scheduler
+            return Text("yes · " + ("watcher failed" if item.kind == "watch" else "scheduler failed"), style="bold red")
+        return super().cell(item, column)
+
+    def render_item(self, item: Any) -> RenderableType:
+        details = super().render_item(item)
+        failure = item.failure()
+        if not failure:
+            return details
+        return Group(Text(failure, style="bold red"), Text(f"restarts: {item.restarts}", style="dim"), Text(""),
+                     details)
 
     def action_toggle_enabled(self) -> None:
         if self.refuse_in_production():
