@@ -185,6 +185,8 @@ def test_one_failing_schedule_trigger_does_not_hold_up_the_others(ws: Any, b: An
         store.update_trigger(cur, bad.id, utcnow(), timezone="Mars/Olympus_Mons")
     sched = Scheduler(b.services, backoff=FAST)
     try:
+        sched.arm(utcnow())  # at start, too
+        assert "Mars/Olympus_Mons" in (b.get_trigger(bad.id).error or "")
         assert sched.tick(utcnow() + dt.timedelta(minutes=2)) == [good.id]
         sched.wait_idle()
     finally:

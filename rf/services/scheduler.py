@@ -193,12 +193,9 @@ class _Supervised:
 
     def _main(self) -> None:
         try:
-            self.body(self.stop)
+            self.body(self.stop)  # returning before ``stop`` is set is a failure too (``exc`` None)
         except Exception as exc:  # noqa: BLE001 - whatever it was, the supervisor starts it again
             self.exc = exc
-        else:
-            if not self.stop.is_set():
-                self.exc = None  # returned early: "stopped without an error"
         finally:
             self._wake.set()
 
@@ -252,37 +249,40 @@ class Scheduler:
     def arm(self, now: dt.datetime | None = None) -> None:
         """At start: settle slots missed while the server was down (catch_up policy)."""
         now = now or self.clock()
+        for row in self._schedule_rows():
+            self._each_row(row, self._arm_one, now)
+
+    def _arm_one(self, row: dict[str, Any], now: dt.datetime) -> bool:
         from rf.services.triggers import next_fire
 
-        for row in self._schedule_rows():
-            base = parse_iso(row["last_scheduled_at"] or row["created_at"])
-            if next_fire(row["schedule"], row["timezone"], base) > now:
-                continue  # nothing missed
-            slot = latest_slot(row["schedule"], row["timezone"], now)
-            self.services.store.set_trigger_scheduled(row["id"], slot)
-            if row["catch_up"] == "last":
-                log.info("trigger %s: catching up the missed slot %s", row["id"], slot)
-                self._fire(row, slot)
+        base = parse_iso(row["last_scheduled_at"] or row["created_at"])
+        if next_fire(row["schedule"], row["timezone"], base) > now:
+            return False  # nothing missed
+        slot = latest_slot(row["schedule"], row["timezone"], now)
+        self.services.store.set_trigger_scheduled(row["id"], slot)
+        if row["catch_up"] == "last":
+            log.info("trigger %s: catching up the missed slot %s", row["id"], slot)
+            self._fire(row, slot)
+        return False
 
     def tick(self, now: dt.datetime | None = None) -> list[str]:
-        """Fire every schedule trigger whose next slot is due; returns their ids.
-
-        A trigger that fails here is recorded in :attr:`health` and tried again next tick;
-        the others still tick."""
+        """Fire every schedule trigger whose next slot is due; returns their ids."""
         now = now or self.clock()
-        fired = []
-        for row in self._schedule_rows():
-            try:
-                if self._tick_one(row, now):
-                    fired.append(row["id"])
-            except Exception as exc:
-                message = error_text(exc)
-                log.warning("schedule trigger %s failed (%s); trying again next tick", row["id"], message,
-                            exc_info=exc)
-                self.health.failed(row["id"], message, self._interval)
-            else:
-                self.health.running(row["id"])
-        return fired
+        return [row["id"] for row in self._schedule_rows() if self._each_row(row, self._tick_one, now)]
+
+    def _each_row(self, row: dict[str, Any], step: Callable[[dict[str, Any], dt.datetime], bool],
+                  now: dt.datetime) -> bool:
+        """``step(row, now)``; a trigger that fails is recorded in :attr:`health` and tried again
+        next tick, and the others still tick."""
+        try:
+            done = step(row, now)
+        except Exception as exc:
+            message = error_text(exc)
+            log.warning("schedule trigger %s failed (%s); trying again next tick", row["id"], message, exc_info=exc)
+            self.health.failed(row["id"], message, self._interval)
+            return False
+        self.health.running(row["id"])
+        return done
 
     def _tick_one(self, row: dict[str, Any], now: dt.datetime) -> bool:
         from rf.services.triggers import next_fire
@@ -378,7 +378,7 @@ class Scheduler:
     # ------------------------------------------------------------ supervision
     def _supervise(self, part: _Supervised) -> float | None:
         """Start ``part`` again if it ended and its delay is over; the seconds left if not, else None."""
-        if part.stop.is_set() or part.thread is None:
+        if part.stop.is_set() or part.thread is None or self._stop.is_set():
             return None
         now = time.monotonic()
         if part.alive():
