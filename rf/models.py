@@ -124,7 +124,7 @@ class Execution:
     env: str
     agent: str
     commit: str  #: commit id, or "working-copy" for ``rf test``
-    source: str  #: endpoint | test | invoke | trigger:<id> | replay
+    source: str  #: endpoint | openai | test | invoke | trigger:<id> | replay
     #: succeeded | failed | running (still in progress) | interrupted (the server stopped during it)
     status: str
     input: Any = None

@@ -198,6 +198,9 @@ def create_app(services: Services, token: str, *, max_body_bytes: int = 1024 * 1
         return {"ok": True}
 
     handlers: list[Any] = [invoke, describe, session, hook, health]
+    from rf.server import openai_api  # (imports this module)
+
+    handlers += openai_api.routes(services)  # /{env}/v1/... (OpenAI-compatible)
     for r in api.ROUTES:
         handlers.append(_management_handler(services, r, check_token))
 

@@ -27,7 +27,8 @@ the OpenAPI pages), so no route can skip it. In order:
    held by a process the server started — a worker or anything it spawned
    (see :mod:`rf.server.peer`).
 
-Every refusal is rf's usual ``{"error": {code, message, hint}}`` JSON.
+Every refusal is rf's usual ``{"error": {code, message, hint}}`` JSON (under ``/{env}/v1/``,
+the OpenAI-compatible API, OpenAI's error shape: :func:`rf.server.openai_api.openai_error`).
 """
 
 from __future__ import annotations
@@ -156,7 +157,8 @@ class Guard:
                     "agents use ctx (prompts, connectors, memory, sessions); production changes are "
                     "published by a person: rf releases publish")
         except RfError as exc:
-            return await _refuse(send, exc)
+            parts = scope["path"].split("/", 3)  # "/staging/v1/models" -> ["", "staging", "v1", "models"]
+            return await _refuse(send, exc, openai=len(parts) > 2 and parts[1] in _ENVS and parts[2] == "v1")
         return await self.app(scope, receive, send)
 
     # ------------------------------------------------------------------ checks
@@ -205,8 +207,13 @@ def _is_json(ctype: bytes | None) -> bool:
         media.startswith(b"application/") and media.endswith(b"+json"))
 
 
-async def _refuse(send: Send, exc: RfError) -> None:
-    body = dumpb({"error": exc.to_dict()})
+async def _refuse(send: Send, exc: RfError, *, openai: bool = False) -> None:
+    if openai:  # /{env}/v1/...: OpenAI clients read their API's error shape (rf.server.openai_api)
+        from rf.server.openai_api import openai_error
+
+        body = dumpb(openai_error(exc.http_status, exc.to_dict()))
+    else:
+        body = dumpb({"error": exc.to_dict()})
     await send({"type": "http.response.start", "status": exc.http_status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close")]})
