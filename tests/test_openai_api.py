@@ -333,3 +333,35 @@ def test_a_foreign_host_is_refused(site: Site) -> None:
         assert resp.status == 421, (path, answer)
         assert "allowed_hosts" in answer["error"]["message"] and answer["error"]["type"] == "invalid_request_error"
     assert len(executions(site, "staging", agent="chat")) == before  # nothing ran
+
+
+def test_the_fast_path_answers_like_the_litestar_route(site: Site) -> None:
+    """A completion that is not streamed is served by openai_api.FastChat; with a trailing slash
+    the Litestar route answers it: the same status and body either way."""
+    msgs = [{"role": "user", "content": "x"}]
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ("/qa/v1/chat/completions", {"json": {"model": "chat", "messages": msgs}}),
+        ("/production/v1/chat/completions", {"json": {"model": "draft", "messages": msgs}}),
+        ("/staging/v1/chat/completions", {"content": b"{not json", "headers": {"content-type": "application/json"}}),
+        ("/staging/v1/chat/completions", {"json": {"model": "chat", "messages": msgs, "n": 2}}),
+        ("/staging/v1/chat/completions", {"json": {"model": "chat", "messages": msgs, "user": "a b"}}),
+        ("/staging/v1/chat/completions", {"json": {"model": "chat", "messages": msgs, "x": "y" * (1024 * 1024)}}),
+    ]
+    for path, kwargs in cases:
+        fast = httpx.post(site.url + path, timeout=30, **kwargs)
+        slow = httpx.post(site.url + path + "/", timeout=30, **kwargs)
+        assert fast.status_code == slow.status_code and fast.status_code >= 400, (path, fast.text, slow.text)
+        assert fast.json() == slow.json() and set(fast.json()["error"]) >= {"message", "type", "code"}, path
+    answers = [httpx.post(site.url + "/production/v1/chat/completions" + end, timeout=30,
+                          json={"model": "chat", "messages": msgs}) for end in ("", "/")]
+    for r in answers:
+        assert r.status_code == 200 and r.headers["x-rf-execution-id"] == r.json()["id"].removeprefix("chatcmpl-")
+    assert [{k: v for k, v in r.json().items() if k not in ("id", "created")} for r in answers] == [
+        {"object": "chat.completion", "model": "chat", "system_fingerprint": answers[0].json()["system_fingerprint"],
+         "choices": [{"index": 0, "message": {"role": "assistant", "content": "v1 production: x"},
+                      "finish_reason": "stop", "logprobs": None}]}] * 2
+    # The failure of a run: the same shape, with the execution, either way.
+    failed = [httpx.post(site.url + "/production/v1/chat/completions" + end, timeout=30,
+                         json={"model": "broken", "messages": msgs}) for end in ("", "/")]
+    assert [r.status_code for r in failed] == [500, 500]
+    assert [set(r.json()["error"]) for r in failed] == [{"message", "type", "code", "param", "hint", "execution_id"}] * 2

@@ -44,7 +44,9 @@ class FastInvoke:
     """ASGI app: the invoke fast path, then ``app`` (the Litestar application) for the rest."""
 
     def __init__(self, app: ASGIApp, services: Services, *, max_body_bytes: int) -> None:
-        self.app = app
+        from rf.server.openai_api import FastChat  # /{env}/v1/chat/completions, served the same way
+
+        self.app = FastChat(app, services, max_body_bytes=max_body_bytes)
         self.services = services
         self.max_body_bytes = max_body_bytes
 

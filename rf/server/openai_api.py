@@ -53,10 +53,17 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import ResponseSpec
 from litestar.response import Stream
 
-from rf.errors import UsageError
-from rf.jsonfast import dumpb, dumps
+from rf.errors import PayloadTooLarge, UsageError
+from rf.jsonfast import MAX_DEPTH, dumpb, dumps
 from rf.runtime.pool import blocking_run_executor, in_executor
-from rf.server.app import _operation_class, check_env, error_headers, error_payload, parse_json_body
+from rf.server.app import (
+    BODY_TOO_LARGE,
+    _operation_class,
+    check_env,
+    error_headers,
+    error_payload,
+    parse_json_body,
+)
 from rf.services import Services
 
 log = logging.getLogger("rf.server")
@@ -129,18 +136,27 @@ _HINT = ('send {"model": "AGENT", "messages": [{"role": "user", "content": "..."
          "(the Chat Completions fields are listed in /schema)")
 
 
+_decode_request = msgspec.json.Decoder(ChatCompletionRequest).decode
+
+
 def parse_request(raw: bytes) -> ChatCompletionRequest:
     """The request, or a UsageError (400) that names what is wrong."""
-    body = parse_json_body(raw)
-    if not isinstance(body, dict):
-        raise UsageError("the request body must be a JSON object", _HINT)
     try:
-        request = msgspec.convert(body, ChatCompletionRequest, strict=True)
+        if len(raw) > 2 * MAX_DEPTH + 1 and raw.count(b"{") + raw.count(b"[") > MAX_DEPTH:
+            body = parse_json_body(raw)  # (it could nest too deep: checked before it is typed)
+            if not isinstance(body, dict):
+                raise UsageError("the request body must be a JSON object", _HINT)
+            request = msgspec.convert(body, ChatCompletionRequest, strict=True)
+        else:
+            request = _decode_request(raw or b"{}")  # the usual body: decoded and typed in one pass
     except msgspec.ValidationError as exc:
         text = str(exc).replace("`$.", "`").replace(" - at ", " at ")
         if "unknown field" in text:
             text += " (not a Chat Completions field)"
         raise UsageError(f"bad chat completion request: {text}", _HINT) from None
+    except msgspec.DecodeError:
+        parse_json_body(raw)  # not JSON: its UsageError says where
+        raise UsageError("the request body is not valid JSON", _HINT) from None
     for index, message in enumerate(request.messages):
         role = message.get("role")
         if not isinstance(role, str) or not role:
@@ -285,13 +301,33 @@ def _handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respon
     return error_response(request.method, request.url.path, exc)
 
 
+def _failed_body(ex: Any) -> bytes:
+    """The 500 answer of a failed run: OpenAI's error shape, with the execution id."""
+    hint = f"see it with: rf executions show {ex.id}"
+    return dumpb({"error": {"message": f"the agent's run failed (execution {ex.id}, {ex.status}): {ex.error}; {hint}",
+                            "type": "server_error", "code": "execution_failed", "param": None, "hint": hint,
+                            "execution_id": ex.id}})
+
+
 def _failed(ex: Any) -> Response[Any]:
-    detail = {"message": f"the agent's run failed (execution {ex.id}, {ex.status}): {ex.error}",
-              "type": "server_error", "code": "execution_failed", "param": None,
-              "hint": f"see it with: rf executions show {ex.id}", "execution_id": ex.id}
-    detail["message"] += f"; {detail['hint']}"
-    return Response(dumpb({"error": detail}), status_code=500, media_type=MediaType.JSON,
+    return Response(_failed_body(ex), status_code=500, media_type=MediaType.JSON,
                     headers={"x-rf-execution-id": ex.id})
+
+
+async def complete(services: Services, env: str, body: ChatCompletionRequest, session_id: str | None
+                   ) -> tuple[int, bytes, str]:
+    """Run a completion that is not streamed: ``(status, answer, execution id)`` (RfError raised
+    before the run, e.g. the 404 of an unknown model)."""
+    ex = await services.ainvoke(env, body.model, agent_input(body), session_id, SOURCE)
+    if ex.status != "succeeded":
+        return 500, _failed_body(ex), ex.id
+    answer = ChatCompletion(id=f"chatcmpl-{ex.id}", created=int(time.time()), model=body.model,
+                            choices=[Choice(message=AssistantMessage(content=reply_text(ex.output)))],
+                            system_fingerprint=ex.commit)
+    return 200, _encode(answer), ex.id
+
+
+_encode = msgspec.json.Encoder().encode
 
 
 # ------------------------------------------------------------------ routes
@@ -346,20 +382,15 @@ def routes(services: Services) -> list[HTTPRouteHandler]:
                                        description="the agent's reply (or text/event-stream chunks)"),
                      **_errors(400, 401, 404, 429, 500)})
     async def chat_completions(request: Request[Any, Any, Any], env: str) -> Response[Any]:
+        # (FastChat serves this route first, except for a streamed completion.)
         check_env(env)
         body = parse_request(await request.body())
         session_id = request.headers.get("x-session-id") or body.user
-        value = agent_input(body)
         if body.stream:
-            return await _stream(services, env, body.model, value, session_id)
-        ex = await services.ainvoke(env, body.model, value, session_id, SOURCE)
-        if ex.status != "succeeded":
-            return _failed(ex)
-        answer = ChatCompletion(id=f"chatcmpl-{ex.id}", created=int(time.time()), model=body.model,
-                                choices=[Choice(message=AssistantMessage(content=reply_text(ex.output)))],
-                                system_fingerprint=ex.commit)
-        return Response(msgspec.json.encode(answer), media_type=MediaType.JSON,
-                        headers={"x-rf-execution-id": ex.id})
+            return await _stream(services, env, body.model, agent_input(body), session_id)
+        status, answer, execution_id = await complete(services, env, body, session_id)
+        return Response(answer, status_code=status, media_type=MediaType.JSON,
+                        headers={"x-rf-execution-id": execution_id})
 
     return [list_models, retrieve_model, chat_completions]
 
@@ -422,7 +453,7 @@ async def _stream(services: Services, env: str, model: str, value: dict[str, Any
                     sent = True
                 elif kind == "done":
                     if data.status != "succeeded":
-                        yield b"data: " + _failed_event(data) + b"\n\n"
+                        yield b"data: " + _failed_body(data) + b"\n\n"
                         return
                     if not sent and data.output is not None:  # a plain handler: its answer as one chunk
                         yield chunk({"content": reply_text(data.output)})
@@ -441,12 +472,93 @@ async def _stream(services: Services, env: str, model: str, value: dict[str, Any
                   headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
 
 
-def _failed_event(ex: Any) -> bytes:
-    response = _failed(ex)
-    return response.content  # type: ignore[no-any-return]
-
-
 def _new_ident() -> str:
     from rf.ids import new_id
 
     return new_id("stream")
+
+
+# ------------------------------------------------------------------ the fast path
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+class _Disconnected(Exception):
+    """The client went away before sending the whole body."""
+
+
+class FastChat:
+    """ASGI app: ``POST /{env}/v1/chat/completions`` not streamed, then ``app`` for the rest.
+
+    As :class:`rf.server.fastpath.FastInvoke` does for the native endpoint (and for the
+    same reason: Litestar's per-request work costs as much as a warm run), a completion
+    is served here in plain ASGI, with the same checks and answers as the Litestar route,
+    which stays declared (the OpenAPI schema documents it) and serves what this does not:
+    a streamed completion (its body is handed on as it was read) and other paths.
+    """
+
+    def __init__(self, app: Any, services: Services, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.services = services
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        if not path.endswith("/v1/chat/completions") or path.count("/") != 4:
+            return await self.app(scope, receive, send)
+        session_id = None
+        length = None
+        for key, value in scope["headers"]:
+            if key == b"x-session-id":
+                session_id = value.decode("latin-1")
+            elif key == b"content-length":
+                length = int(value) if value.isdigit() else None
+        try:
+            env = check_env(path[1:path.index("/", 1)])
+            if length is not None and length > self.max_body_bytes:
+                raise PayloadTooLarge(*BODY_TOO_LARGE)
+            raw = await self._body(receive)
+            body = parse_request(raw)
+            if body.stream:
+                return await self.app(scope, _replay(raw, receive), send)
+            status, answer, execution_id = await complete(self.services, env, body, session_id or body.user)
+        except _Disconnected:
+            return None
+        except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI-shaped error answer
+            status, rf_body = error_payload("POST", path, exc)
+            extra = error_headers(exc) or {}
+            return await _send(send, status, dumpb(openai_error(status, rf_body["error"])),
+                               [(k.encode(), v.encode()) for k, v in extra.items()])
+        return await _send(send, status, answer, [(b"x-rf-execution-id", execution_id.encode())])
+
+    async def _body(self, receive: Any) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise PayloadTooLarge(*BODY_TOO_LARGE)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _replay(raw: bytes, receive: Any) -> Any:
+    """A ``receive`` that hands on the body already read, then what the client sends next."""
+    pending = [{"type": "http.request", "body": raw, "more_body": False}]
+
+    async def replayed() -> Any:
+        return pending.pop() if pending else await receive()
+
+    return replayed
+
+
+async def _send(send: Any, status: int, body: bytes, extra: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*_JSON_HEADERS, (b"content-length", str(len(body)).encode()), *extra]})
+    await send({"type": "http.response.body", "body": body})
