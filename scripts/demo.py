@@ -240,9 +240,41 @@ def support_bot(tmp: Path) -> None:
         expect(so["crm"] == "sandbox" and po["crm"] == "live",
                "staging calls the sandbox CRM, production the live one (same slug, two instances)")
         rf("executions", "list", "--env", "production", "--agent", "support", cwd=ws)
+        openai_clients(ws, base)
     finally:
         stop(server)
         stop(crm)
+
+
+def openai_clients(ws: Path, base: str) -> None:
+    """Part 3: the support bot through the `openai` client library, on each environment's /v1 URL."""
+    step("15. any OpenAI client: base_url = /staging/v1 or /production/v1, model = the agent's name")
+    try:
+        from openai import OpenAI
+    except ImportError:
+        raise SystemExit("demo failed: the openai package is not installed (pip install openai)") from None
+    executions: dict[str, str] = {}
+    for env, color in (("staging", AMBER), ("production", EMERALD)):
+        client = OpenAI(base_url=f"{base}/{env}/v1", api_key="unused-on-loopback", max_retries=0)
+        print(f'{DIM}>>> client = OpenAI(base_url="{base}/{env}/v1", api_key="...")\n'
+              f'>>> client.chat.completions.create(model="support", '
+              f'messages=[{{"role": "user", "content": "How do refunds work?"}}]){RESET}')
+        models = [m.id for m in client.models.list()]
+        reply = client.chat.completions.create(
+            model="support", messages=[{"role": "user", "content": "How do refunds work?"}])
+        print(f"  {color}{env.upper()}{RESET} models {models} → {reply.choices[0].message.content!r}")
+        expect(models == ["support"] and "Refunds" in (reply.choices[0].message.content or ""),
+               f"{env} answers the OpenAI client with the support bot's reply")
+        executions[env] = reply.id.removeprefix("chatcmpl-")
+    shown = {env: json.loads(rf("executions", "show", ex_id, "--env", env, "--json", cwd=ws, quiet=True).stdout)
+             for env, ex_id in executions.items()}
+    for env, ex in shown.items():
+        print(f"  {env}: execution {ex['id']} (source {ex['source']}): {json.dumps(ex['output'])}")
+    expect(all(ex["source"] == "openai" for ex in shown.values())
+           and shown["staging"]["output"]["prompt_version"] == 2 and shown["production"]["output"]["prompt_version"] == 1
+           and shown["staging"]["output"]["crm"] == "sandbox" and shown["production"]["output"]["crm"] == "live",
+           "the OpenAI door runs the same executions (source openai): staging's draft prompt and sandbox CRM, "
+           "production's published prompt and live CRM")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,9 @@ def test_demo_runs_the_whole_workflow() -> None:
         "staging renders draft v2, production the published v1",
         "production's connector still points at the live CRM",
         "staging calls the sandbox CRM, production the live one",
+        "staging answers the OpenAI client with the support bot's reply",
+        "production answers the OpenAI client with the support bot's reply",
+        "the OpenAI door runs the same executions (source openai)",
         "demo complete",
     ):
         assert expected in out, expected
