@@ -62,7 +62,7 @@ ROUTES: list[Route] = [
           summary="Delete an agent from staging at once (production's removal is a release item)"),
     Route("run_test", "POST", "/agents/{name}/test", models.Execution, binary=("files",), accepts_upload=True,
           summary="Run working-copy files in staging mode (rf test)"),
-    # `source` is the execution's provenance ("invoke", "endpoint", "openai", "trigger:ID", "test"):
+    # `source` is the execution's provenance ("invoke", "endpoint", "openai", "mcp", "trigger:ID", "test"):
     # the server records how a run started, a caller cannot claim another origin.
     Route("invoke", "POST", "/invoke/{env}/{name}", models.Execution, internal=("source",),
           summary="Run an environment's deployed agent and record the execution"),

@@ -98,9 +98,10 @@ RF_TOML_KEYS: dict[str, tuple[str, ...]] = {
 
 AGENT_TOML_KEYS: dict[str, tuple[str, ...]] = {
     "": ("description", "entrypoint", "timeout_s", "prompts", "connectors", "trace", "trace_max_chars",
-         "session", "env"),
+         "session", "env", "input"),
     "trace": ("staging", "production"),
     "session": ("input", "output"),
+    "input": ("schema",),  # rf.agent_input
 }
 
 
@@ -392,6 +393,8 @@ class AgentConfig:
     env_pass: list[str] = field(default_factory=list)
     #: ``[env] NAME = "value"``: variables set to the literal value.
     env_set: dict[str, str] = field(default_factory=dict)
+    #: ``[input] schema``: the JSON Schema the input must match (None: any input; rf.agent_input).
+    input_schema: dict[str, Any] | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
     def env_values(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -545,6 +548,11 @@ def parse_agent_toml(name: str, text: str, *, source: str = "agent.toml", strict
         raise InvalidAgent(f"{source}: trace_max_chars must be a whole number between 10 and 1000000")
     session_input, session_output = _parse_session(source, data.get("session", {}))
     env_pass, env_set = _parse_env(source, data.get("env", {}), strict=strict)
+    input_schema = None
+    if "input" in data:
+        from rf.agent_input import parse_input_table
+
+        input_schema = parse_input_table(source, data["input"])
     return AgentConfig(
         name=name,
         description=description,
@@ -558,6 +566,7 @@ def parse_agent_toml(name: str, text: str, *, source: str = "agent.toml", strict
         session_output=session_output,
         env_pass=env_pass,
         env_set=env_set,
+        input_schema=input_schema,
         raw=data,
     )
 

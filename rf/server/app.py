@@ -29,6 +29,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, Parameter, RequestBody, Schema
 from litestar.response import ServerSentEvent
+from litestar.response.base import ASGIResponse
 
 from rf import api
 from rf.errors import NotFound, PayloadTooLarge, RfError, Unauthorized, UsageError
@@ -146,7 +147,7 @@ def create_app(services: Services, token: str, *, max_body_bytes: int = 1024 * 1
         check_env(env)
         payload, session_id = invoke_params(await _json_body(request))
         if "text/event-stream" in request.headers.get("accept", ""):
-            await asyncio.to_thread(services.target, env, name)  # 404 before the stream starts
+            await asyncio.to_thread(services.check_invoke, env, name, payload)  # 404/400 before the stream starts
             return _stream(services, env, name, payload, session_id)
         ex = await services.ainvoke(env, name, payload, session_id, "endpoint")
         if ex.status == "succeeded":
@@ -165,7 +166,9 @@ def create_app(services: Services, token: str, *, max_body_bytes: int = 1024 * 1
         c = services.store.get_commit(commit)
         return {"name": agent.name, "description": agent.description, "env": env, "commit": commit,
                 "deployed_at": c.created_at if c else None, "message": c.message if c else None,
-                "url": f"/{env}/agents/{name}"}
+                "url": f"/{env}/agents/{name}",
+                # [input] schema of agent.toml (None: any input); also the MCP tool's input schema
+                "input_schema": services._commit_config(commit).get("input_schema")}
 
     @get("/{env:str}/agents/{name:str}/sessions/{session_id:str}", tags=["endpoints"],
          summary="A session (thread) of an agent in an environment: its messages, oldest first",
@@ -193,11 +196,26 @@ def create_app(services: Services, token: str, *, max_body_bytes: int = 1024 * 1
         out["error"] = ex.error
         return Response(out, status_code=500)
 
+    from rf.server.mcp_server import McpEndpoint  # (the MCP SDK itself: at the first MCP request)
+
+    mcp = McpEndpoint(services, max_body_bytes=max_body_bytes)
+
+    @route("/{env:str}/mcp", http_method=[HttpMethod.POST, HttpMethod.GET, HttpMethod.DELETE], tags=["endpoints"],
+           summary="MCP server (streamable HTTP): the environment's deployed agents as tools",
+           description="Model Context Protocol, stateless with JSON answers: POST one JSON-RPC message "
+                       "(initialize, tools/list, tools/call ...), get its JSON answer. Tool = agent (name, "
+                       "agent.toml description, [input] schema); a call runs the environment's commit "
+                       "(execution source: mcp). GET and DELETE answer 405 (no server stream, no session).",
+           operation_class=_operation_class(body=MCP_BODY), responses=_error_responses(body=True))
+    async def mcp_endpoint(env: str) -> _ASGIForward:
+        check_env(env)
+        return _ASGIForward(lambda scope, receive, send: mcp(env, scope, receive, send))
+
     @get("/api/health", summary="Liveness (no token needed)", tags=["management"])
     async def health() -> dict[str, Any]:
         return {"ok": True}
 
-    handlers: list[Any] = [invoke, describe, session, hook, health]
+    handlers: list[Any] = [invoke, describe, session, hook, health, mcp_endpoint]
     from rf.server import openai_api  # (imports this module)
 
     handlers += openai_api.routes(services)  # /{env}/v1/... (OpenAI-compatible)
@@ -231,7 +249,7 @@ def create_app(services: Services, token: str, *, max_body_bytes: int = 1024 * 1
     return Litestar(
         route_handlers=handlers,
         on_startup=[start_scheduler, start_retention, services.clear_uploads],  # (uploads of a past run)
-        on_shutdown=[stop_retention, stop_scheduler],
+        on_shutdown=[stop_retention, stop_scheduler, mcp.aclose],
         exception_handlers={Exception: _handle_exception},
         request_max_body_size=max_body_bytes,
         openapi_config=OpenAPIConfig(title="rf", version=_version(), path="/schema"),
@@ -439,6 +457,27 @@ INVOKE_BODY: dict[str, Any] = {
     "properties": {"input": {"description": "the agent's input (any JSON value)"},
                    "session_id": {"anyOf": [{"type": "string"}, {"type": "null"}]}},
 }
+
+
+#: The body of ``POST /{env}/mcp``: one JSON-RPC 2.0 message of the Model Context Protocol.
+MCP_BODY: dict[str, Any] = {
+    "type": "object", "required": ["jsonrpc"],
+    "properties": {"jsonrpc": {"type": "string", "enum": ["2.0"]},
+                   "id": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+                   "method": {"type": "string", "description": "e.g. initialize, tools/list, tools/call"},
+                   "params": {"type": "object"}},
+}
+
+
+class _ASGIForward(ASGIResponse):
+    """A route's answer that is another ASGI app, called with the request as it arrived
+    (its body unread): how ``/{env}/mcp`` hands the request to the MCP SDK."""
+
+    def __init__(self, app: Any) -> None:  # (nothing of ASGIResponse's own state is used)
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
 
 
 def _error_statuses() -> dict[int, list[str]]:

@@ -18,6 +18,9 @@ the OpenAPI pages), so no route can skip it. In order:
    that encoding percent-encodes ``{`` and ``"``, so it can never produce a
    JSON object, and the quick start's ``curl -d '{...}'`` keeps working.
    Webhooks (``/{env}/hooks/ID``) are exempt: they are signed, and may accept text.
+   ``/{env}/mcp`` takes exactly what the MCP streamable-HTTP transport sends: a POST
+   must say ``application/json`` (the form encoding is refused there); a GET or DELETE
+   carries no body (the route answers both 405: rf's MCP server is stateless).
 4. **Endpoint keys.** ``/{env}/...`` (except webhooks) needs a key of that
    environment, or the management token, when keys are required (``[server]
    require_keys``, forced on a non-loopback bind). Session reads
@@ -141,7 +144,8 @@ class Guard:
             first, _, rest = path[1:].partition("/")
             hook = first in _ENVS and rest.startswith("hooks/")
             if (has_body and not hook and scope.get("method", "GET") in _BODY_METHODS
-                    and ctype not in self._json_types and not self._is_json(ctype)):
+                    and ((ctype not in self._json_types and not self._is_json(ctype))
+                         or (rest == "mcp" and first in _ENVS and _is_form(ctype)))):
                 raise UnsupportedMediaType(
                     "request bodies must be JSON (Content-Type: application/json)",
                     "send the header, e.g. curl -H 'content-type: application/json' -d '{\"input\": ...}'")
@@ -205,6 +209,10 @@ def _is_json(ctype: bytes | None) -> bool:
     media = ctype.split(b";", 1)[0].strip().lower()
     return media == b"application/json" or media == b"application/x-www-form-urlencoded" or (
         media.startswith(b"application/") and media.endswith(b"+json"))
+
+
+def _is_form(ctype: bytes | None) -> bool:
+    return ctype is not None and ctype.split(b";", 1)[0].strip().lower() == b"application/x-www-form-urlencoded"
 
 
 async def _refuse(send: Send, exc: RfError, *, openai: bool = False) -> None:

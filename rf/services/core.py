@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rf.agent_input import check_input
 from rf.config import (
     DEFAULT_MESSAGE_FIELD,
     DEFAULT_TRACE,
@@ -191,6 +192,18 @@ class CoreServices:
                        for env, commit in (("staging", agent.staging_commit), ("production", agent.production_commit))
                        if commit is not None}
         return agent
+
+    def deployed_agents(self, env: str) -> list[tuple[Agent, str, dict[str, Any]]]:
+        """``(agent, commit, configuration)`` of every agent deployed in ``env``: what
+        ``/{env}/mcp`` lists as tools (the configuration's ``description`` and
+        ``input_schema`` are that commit's agent.toml)."""
+        check_env(env)
+        deployed = []
+        for agent in self.list_agents():
+            commit = agent.staging_commit if env == "staging" else agent.production_commit
+            if commit is not None:
+                deployed.append((agent, commit, self._commit_config(commit)))
+        return deployed
 
     def _unknown_agent(self, name: str) -> NotFound:
         # The hint never lists the other agents: an endpoint caller without a key must not
@@ -438,6 +451,8 @@ class CoreServices:
         """Run the commit ``env`` points at and record the execution."""
         commit_id = self.target(env, name)
         config = self._commit_config(commit_id)
+        if config.get("input_schema") is not None:  # [input] schema (none: nothing to pay)
+            check_input(config, input, env, name)
         return self._run(
             env=env, name=name, commit_label=commit_id, code_dir=self.code_dir(commit_id),
             entrypoint=config.get("entrypoint", "agent:handle"), timeout_s=float(config.get("timeout_s", 60.0)),
@@ -465,6 +480,16 @@ class CoreServices:
                     f"promote staging when it looks good: rf agents promote {name}",
                 )
             raise NotFound(f"agent {name!r} has no staging deployment", f"deploy it: rf agents deploy {name}")
+        return commit_id
+
+    def check_invoke(self, env: str, name: str, input: Any = None) -> str:
+        """What :meth:`invoke` checks before it runs: the commit ``env`` runs (NotFound if
+        none), and the input against its ``[input] schema`` (UsageError). For answers that
+        must fail before they start (a stream)."""
+        commit_id = self.target(env, name)
+        config = self._commit_config(commit_id)
+        if config.get("input_schema") is not None:
+            check_input(config, input, env, name)
         return commit_id
 
     def _commit_config(self, commit_id: str) -> dict[str, Any]:
@@ -499,6 +524,8 @@ class CoreServices:
             raise InvalidAgent(f"agent {name!r} has no agent.toml", 'add agent.toml with: entrypoint = "agent:handle"')
         config = parse_agent_toml(name, files["agent.toml"].decode("utf-8", errors="replace"),
                                   source=f"agents/{name}/agent.toml")
+        if config.input_schema is not None:
+            check_input({"input_schema": config.input_schema}, input, "staging", name)
         digest, code_dir = self.working_copy_dir(name, files)
         return self._run(
             env="staging", name=name, commit_label=WORKING_COPY, code_dir=code_dir,
@@ -549,6 +576,8 @@ class CoreServices:
         (see ``WorkerPool.arun``). Same records, same errors."""
         commit_id = self.target(env, name)
         config = self._commit_config(commit_id)
+        if config.get("input_schema") is not None:  # [input] schema (none: nothing to pay)
+            check_input(config, input, env, name)
         code_dir = self.code_dir(commit_id)
         prepared = self._prepare_run(env=env, name=name, commit_label=commit_id, input=input,
                                      session_id=session_id, source=source, stream=False,
@@ -698,6 +727,7 @@ def _config_dict(config: AgentConfig) -> dict[str, Any]:
         "trace": dict(config.trace),
         "trace_max_chars": config.trace_max_chars,
         "session": {"input": config.session_input, "output": config.session_output},
+        **({"input_schema": config.input_schema} if config.input_schema is not None else {}),
     }
 
 
