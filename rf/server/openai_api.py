@@ -221,13 +221,13 @@ def _chunk_text(chunk: Any) -> str | None:
 
 
 # ------------------------------------------------------------------ answers (documented)
-class AssistantMessage(msgspec.Struct):
+class ChatCompletionMessage(msgspec.Struct):
     content: str
     role: str = "assistant"
 
 
-class Choice(msgspec.Struct):
-    message: AssistantMessage
+class ChatCompletionChoice(msgspec.Struct):
+    message: ChatCompletionMessage
     index: int = 0
     finish_reason: str = "stop"
     logprobs: None = None
@@ -239,12 +239,12 @@ class ChatCompletion(msgspec.Struct):
     id: str  #: ``chatcmpl-`` + the execution id
     created: int
     model: str  #: the agent
-    choices: list[Choice]
+    choices: list[ChatCompletionChoice]
     system_fingerprint: str  #: the commit that ran
     object: str = "chat.completion"
 
 
-class Model(msgspec.Struct):
+class OpenAIModel(msgspec.Struct):
     """An agent deployed in the environment, as an OpenAI model."""
 
     id: str  #: the agent's name
@@ -254,8 +254,8 @@ class Model(msgspec.Struct):
     owned_by: str = "rf"
 
 
-class ModelList(msgspec.Struct):
-    data: list[Model]
+class OpenAIModelList(msgspec.Struct):
+    data: list[OpenAIModel]
     object: str = "list"
 
 
@@ -322,7 +322,7 @@ async def complete(services: Services, env: str, body: ChatCompletionRequest, se
     if ex.status != "succeeded":
         return 500, _failed_body(ex), ex.id
     answer = ChatCompletion(id=f"chatcmpl-{ex.id}", created=int(time.time()), model=body.model,
-                            choices=[Choice(message=AssistantMessage(content=reply_text(ex.output)))],
+                            choices=[ChatCompletionChoice(message=ChatCompletionMessage(content=reply_text(ex.output)))],
                             system_fingerprint=ex.commit)
     return 200, _encode(answer), ex.id
 
@@ -343,29 +343,29 @@ def _errors(*statuses: int) -> dict[int, ResponseSpec]:
 def routes(services: Services) -> list[HTTPRouteHandler]:
     """The route handlers of this API (mounted by :func:`rf.server.app.create_app`)."""
 
-    def deployed(env: str) -> list[Model]:
+    def deployed(env: str) -> list[OpenAIModel]:
         out = []
         for agent in services.list_agents():
             if (agent.staging_commit if env == "staging" else agent.production_commit) is not None:
-                out.append(Model(id=agent.name, created=_unix(agent.created_at), description=agent.description))
+                out.append(OpenAIModel(id=agent.name, created=_unix(agent.created_at), description=agent.description))
         return out
 
     @get("/{env:str}/v1/models", summary="OpenAI-compatible: the agents deployed in an environment, as models",
          tags=["openai"], exception_handlers={Exception: _handle_exception},
-         responses={200: ResponseSpec(ModelList, generate_examples=False), **_errors(401, 404)})
+         responses={200: ResponseSpec(OpenAIModelList, generate_examples=False), **_errors(401, 404)})
     async def list_models(env: str) -> Response[Any]:
         check_env(env)
         models = await asyncio.to_thread(deployed, env)
-        return Response(msgspec.json.encode(ModelList(data=models)), media_type=MediaType.JSON)
+        return Response(msgspec.json.encode(OpenAIModelList(data=models)), media_type=MediaType.JSON)
 
     @get("/{env:str}/v1/models/{model:str}", summary="OpenAI-compatible: one deployed agent, as a model",
          tags=["openai"], exception_handlers={Exception: _handle_exception},
-         responses={200: ResponseSpec(Model, generate_examples=False), **_errors(401, 404)})
+         responses={200: ResponseSpec(OpenAIModel, generate_examples=False), **_errors(401, 404)})
     async def retrieve_model(env: str, model: str) -> Response[Any]:
         check_env(env)
         await asyncio.to_thread(services.target, env, model)  # 404 (with the fix) unless deployed in env
         agent = await asyncio.to_thread(services.get_agent, model)
-        found = Model(id=agent.name, created=_unix(agent.created_at), description=agent.description)
+        found = OpenAIModel(id=agent.name, created=_unix(agent.created_at), description=agent.description)
         return Response(msgspec.json.encode(found), media_type=MediaType.JSON)
 
     schema = msgspec.json.schema(ChatCompletionRequest)
