@@ -152,6 +152,25 @@ def test_a_tool_call_runs_the_environments_commit_and_is_an_mcp_execution(site: 
     assert [e["source"] for e in listed] and {e["source"] for e in listed} == {"mcp"}
 
 
+def test_the_sdks_high_level_client_on_the_newest_protocol(site: tuple[Path, ServerProc]) -> None:
+    """``mcp.Client`` negotiates the newest protocol version (no initialize handshake): same tools."""
+    from mcp import Client
+
+    _root, server = site
+
+    async def main() -> Any:
+        async with Client(f"{server.url}/production/mcp") as client:
+            tools = await client.list_tools()
+            return client.protocol_version, tools, await client.call_tool("hello", {"name": "Flo"})
+
+    version, tools, result = anyio.run(main)
+    from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+    assert version in MODERN_PROTOCOL_VERSIONS  # (2026-07-28 with mcp 2.3)
+    assert {t.name for t in tools.tools} == {"hello", "greet"}
+    assert result.structured_content == {"message": "hello, Flo", "env": "production", "version": "v1"}
+
+
 def test_string_and_list_outputs(site: tuple[Path, ServerProc]) -> None:
     _root, server = site
 
