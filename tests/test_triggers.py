@@ -217,3 +217,19 @@ def test_cli_triggers(ws: Any) -> None:
     assert r.returncode == 2 and "exactly one" in r.stderr
     assert run_rf("triggers", "delete", tid, "--yes", cwd=root).returncode == 0
     assert json.loads(run_rf("triggers", "list", "--json", cwd=root).stdout) == []
+
+
+def test_the_schedulers_memory_of_fired_slots_is_bounded(b: Any) -> None:
+    """A server runs for months: the fired/skipped slots it remembers do not grow forever."""
+    from rf.services import scheduler
+
+    t = b.create_trigger("hello", "schedule", schedule="* * * * *")
+    sched = Scheduler(b.services)
+    start = parse_iso(t.created_at)
+    try:
+        for minute in range(1, scheduler.RECENT + 50):
+            sched.fired.append((t.id, start + dt.timedelta(minutes=minute)))
+        assert len(sched.fired) == scheduler.RECENT
+        assert sched.fired[-1][1] == start + dt.timedelta(minutes=scheduler.RECENT + 49)
+    finally:
+        sched.stop()

@@ -35,6 +35,7 @@ dashboard's Triggers view.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 import functools
@@ -215,6 +216,10 @@ def latest_slot(schedule: str, timezone: str | None, now: dt.datetime) -> dt.dat
     return prev.astimezone(dt.UTC).replace(tzinfo=None)
 
 
+#: How many fired and skipped slots a scheduler remembers.
+RECENT = 1000
+
+
 class Scheduler:
     """Fires the server's schedule and watch triggers; supervises their threads (see the module doc)."""
 
@@ -238,8 +243,9 @@ class Scheduler:
         self._watchers: dict[str, _Supervised] = {}
         self._watchers_lock = threading.Lock()
         self._debounce = watch_debounce_ms
-        self.fired: list[tuple[str, dt.datetime]] = []  #: (trigger id, slot) — for tests and `stats`
-        self.skipped: list[tuple[str, dt.datetime]] = []
+        #: (trigger id, slot), the latest :data:`RECENT` — for tests and `stats` (bounded: a server runs for months)
+        self.fired: collections.deque[tuple[str, dt.datetime]] = collections.deque(maxlen=RECENT)
+        self.skipped: collections.deque[tuple[str, dt.datetime]] = collections.deque(maxlen=RECENT)
 
     # ------------------------------------------------------------ schedule
     def _schedule_rows(self) -> list[dict[str, Any]]:
