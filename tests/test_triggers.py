@@ -131,11 +131,11 @@ def test_watch_trigger_passes_changed_paths(ws: Any, b: Any) -> None:
     sched = Scheduler(b.services, watch_debounce_ms=100)
     sched.sync_watchers()
     try:
-        time.sleep(0.5)
-        (inbox / "a.txt").write_text("hi")
+        # (until the watcher is up, a change may go unseen: write until one fires)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and not sched.fired:
-            time.sleep(0.1)
+            (inbox / "a.txt").write_text(f"hi {time.monotonic()}")
+            time.sleep(0.2)
         sched.wait_idle()
     finally:
         sched.stop()
