@@ -265,7 +265,8 @@ REPEAT_BURST = 5
 REPEAT_INTERVAL_S = 10.0
 #: Causes remembered at most (the oldest quiet ones are forgotten first).
 _REPEAT_MAX_CAUSES = 1000
-_NUMBERS = re.compile(r"0x[0-9a-fA-F]+|\d+")
+#: A token holding a digit (an id, a number, an address): blanked when telling causes apart.
+_TOKENS_WITH_DIGITS = re.compile(r"[\w.:-]*\d[\w.:-]*")
 
 
 class _Cause:
@@ -300,10 +301,16 @@ class RepeatFilter(logging.Filter):
 
     @staticmethod
     def cause(record: logging.LogRecord) -> tuple[Any, ...]:
-        msg = record.msg if isinstance(record.msg, str) else type(record.msg).__name__
+        """The logger, level, first line of the message as written (so two reasons logged
+        through one template stay two causes) with every token holding a digit blanked (an
+        id, a count, a port), and the exception type."""
+        try:
+            msg = record.getMessage()
+        except Exception:  # noqa: BLE001 - a record whose args do not fit its template
+            msg = record.msg if isinstance(record.msg, str) else type(record.msg).__name__
         first = msg.split("\n", 1)[0][:200]
         exc = record.exc_info[0].__name__ if record.exc_info and record.exc_info[0] else ""
-        return record.name, record.levelno, _NUMBERS.sub("#", first), exc
+        return record.name, record.levelno, _TOKENS_WITH_DIGITS.sub("#", first), exc
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "_rf_summary", False):

@@ -374,3 +374,20 @@ def test_repeat_filter_writes_due_summaries_when_another_record_passes() -> None
     handler.handle(_record("something else", created=now + 20, name="rf.server"))
     lines = out.getvalue().splitlines()
     assert lines[1:] == ["worker 17 crashed (repeated 49 more times in the last 10 s, not shown)", "something else"]
+
+
+def test_repeat_filter_keeps_two_reasons_logged_through_one_template_apart() -> None:
+    """`webhook %s %r refused: %s`: each reason is its own cause (the ids in it are not)."""
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.addFilter(RepeatFilter(handler, burst=2, interval_s=10))
+    now = time.time()
+    for i in range(10):
+        for reason in ("no such webhook trigger", "the trigger is disabled"):
+            record = logging.LogRecord("rf.services", logging.WARNING, __file__, 1, "webhook %s %r refused: %s",
+                                       ("staging", f"tr_{i}x{i * 7}", reason), None)
+            record.created = now + i * 0.01
+            handler.handle(record)
+    shown = out.getvalue()
+    assert shown.count("no such webhook trigger") == 2 and shown.count("the trigger is disabled") == 2, shown
