@@ -130,28 +130,28 @@ def test_a_failed_execution_leaves_the_session_untouched(local: Backend) -> None
     assert [c for _, c in contents(local, "s3", "staging")] == ["one", "staging heard 'one' after 0 messages"]
 
 
-def test_one_row_per_execution_and_older_rows_read_alike(local: Backend) -> None:
-    """An execution's messages are one `session_turns` row (v12); messages a store kept one
-    row each before v12 (`session_messages`) still read as the start of the same session."""
+def test_one_row_per_execution_and_earlier_rows_read_alike(local: Backend) -> None:
+    """An execution's messages are one `session_turns` row; the rows of earlier executions
+    read as the start of the same session (a store's older per-message rows are moved into
+    this layout when it is opened: tests/test_storage_format.py)."""
     import datetime as dt
 
+    from rf.ids import micros_of
     from rf.services.sessions import next_seq
 
     store = local.services.store
     at = dt.datetime(2026, 1, 2, 3, 4, 5, 678000)
     seq = next_seq(2)
-    store.writer.put_many("session_messages", [  # the layout before v12: one row per message
-        ("staging", "chat", "old", seq, "user", json.dumps("before v12"), "ex-old", at),
-        ("staging", "chat", "old", seq + 1, "assistant", json.dumps({"n": 1}), "ex-old", at),
-    ])
-    store.writer.put_many("session_messages", [("production", "chat", "old", next_seq(), "user", '"other env"',
-                                                 "ex-p", at)])
+    store.queue_session_turn(("staging", "chat", "old", seq, 2, "ex-old", at, at, json.dumps(
+        [["user", "before v12", micros_of(at)], ["assistant", {"n": 1}, micros_of(at)]])))
+    store.queue_session_turn(("production", "chat", "old", next_seq(), 1, "ex-p", at, at, json.dumps(
+        [["user", "other env", micros_of(at)]])))
     ex = local.invoke("staging", "chat", {"message": "after", "note": "ünïcode ✓"}, "old")
     assert ex.status == "succeeded", ex.error
     assert ex.output["seen"] == ["before v12", {"n": 1}, {"note": "ünïcode ✓"}]
     store.flush()
     turns = store.cursor().execute(
-        "SELECT env, session_id, count, execution_id FROM session_turns").fetchall()
+        "SELECT env, session_id, count, execution_id FROM session_turns WHERE execution_id = ?", [ex.id]).fetchall()
     assert turns == [("staging", "old", 3, ex.id)]
 
     thread = local.get_session("old", "staging")
@@ -162,7 +162,7 @@ def test_one_row_per_execution_and_older_rows_read_alike(local: Backend) -> None
     assert thread.messages[0].created_at == "2026-01-02T03:04:05.678Z"
     times = [m.created_at for m in thread.messages[2:]]
     assert times == sorted(times) and times[0] >= ex.started_at[:23]
-    # history(limit) cuts inside a row, across both layouts.
+    # history(limit) cuts inside a row, across rows.
     stored = store.session_messages("staging", "old", "chat", limit=4)
     assert [r[2] for r in stored] == [{"n": 1}, "after", {"note": "ünïcode ✓"},
                                       "staging heard 'after' after 2 messages"]

@@ -515,45 +515,6 @@ def test_otlp_export_and_the_traces_cli(services: FakeServices, ws: Any, tmp_pat
         assert " memory " in memory_row and " ms" in memory_row and "━" in rows[0]
 
 
-def test_traces_recorded_before_the_compact_layout_still_read(services: FakeServices) -> None:
-    """Stores written before schema v10/v11 keep every span as a row of `spans` (the root
-    too, with no root_span in the execution's row). Listing, reading and exporting see
-    those traces next to new ones."""
-    new = services.run_test("tree", files(TreeAgent), {"q": 1}, "t-1")
-    assert new.status == "succeeded", new.error
-    old_id = new_id_before(new.id)
-    t0 = services.get_trace(new.id).spans[0].start_ns - 5_000_000_000
-    con = services.store.cursor()
-    con.execute(
-        "INSERT INTO executions (id, env, agent, commit_id, source, status, input, output, started_at, ended_at,"
-        " duration_ms) VALUES (?, 'staging', 'tree', 'working-copy', 'test', 'succeeded', '{\"q\": 0}', 'null',"
-        " make_timestamp(?), make_timestamp(?), 2.0)",
-        [old_id, t0 // 1000, (t0 + 2_000_000) // 1000],
-    )
-    span_sql = "INSERT INTO spans VALUES ('staging', 'aa' || repeat('0', 30), ?, ?, ?, 'tree', ?, ?, ?, ?, 'ok', NULL, ?)"
-    con.execute(span_sql, ["1" * 16, None, old_id, "agent", "tree", t0, t0 + 2_000_000, '{"source": "test"}'])
-    con.execute(span_sql, ["2" * 16, "1" * 16, old_id, "custom", "plan", t0 + 10, t0 + 20, '{"step": 1}'])
-
-    listed = [t.execution_id for t in services.list_traces("staging")]
-    assert listed == [new.id, old_id]  # newest first, both layouts
-    old = services.get_trace(old_id, "staging")
-    assert [(s.name, s.parent_id) for s in old.spans] == [("tree", None), ("plan", "1" * 16)]
-    assert old.spans[1].attributes == {"step": 1}
-    exported = services.export_spans("staging")
-    assert [s.name for s in exported if s.execution_id == old_id] == ["tree", "plan"]
-    assert sum(s.execution_id == new.id for s in exported) == len(services.get_trace(new.id).spans)
-    assert [s.start_ns for s in exported] == sorted(s.start_ns for s in exported)
-
-
-def new_id_before(execution_id: str) -> str:
-    """An execution id that sorts (and was made) a few seconds before ``execution_id``."""
-    from rf.ids import _b32
-    from rf.services.traces import id_time_ns
-
-    ms = (id_time_ns(execution_id) or 0) // 1_000_000 - 5000
-    return f"ex_{_b32(ms, 9)}{'0' * 12}"
-
-
 def test_commits_deployed_before_per_environment_modes_keep_their_mode(services: FakeServices, ws: Any) -> None:
     """A commit stored by an older rf has one trace mode (``"trace": "minimal"`` in its
     config, and no [session]): both environments use it; a new commit stores one per

@@ -410,7 +410,7 @@ class ExecutionTrace:
     def finish(self, execution: Execution, end_ns: int | None = None) -> str:
         """Close open custom spans and the root span (at ``end_ns``, default now); scrub
         secrets from the execution record. Queues the child spans; returns the root span
-        for the execution's own row (``rf.store.traces.root_span_json``)."""
+        for the execution's own row (its layout: ``rf.store.traces._root_row``)."""
         end = end_ns or time.time_ns()
         while self.stack:
             self._end(self.stack.pop(), end, "error", "span was not ended (the execution ended first)")

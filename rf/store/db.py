@@ -165,9 +165,19 @@ class Store(
         con.execute("BEGIN TRANSACTION")
         try:
             for version in range(current, SCHEMA_VERSION):
+                # Statements run as written: a table that is already there (a step applied twice,
+                # or a file whose schema drifted from its recorded version) fails the upgrade.
                 for statement in MIGRATIONS[version]:
-                    con.execute(statement.replace("CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ", 1)
-                                if "IF NOT EXISTS" not in statement else statement)
+                    try:
+                        con.execute(statement)
+                    except duckdb.Error as exc:
+                        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                        raise StoreError(
+                            f"cannot upgrade the workspace database from schema v{current} to v{SCHEMA_VERSION}:"
+                            f" step v{version + 1} failed: {first}",
+                            "nothing was changed; its tables do not match the schema it records (v"
+                            f"{current}): restore the file from a backup, or report this message",
+                        ) from None
             con.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
             )

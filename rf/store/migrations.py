@@ -7,6 +7,12 @@ newer rf is refused (we cannot know what its new columns mean).
 
 from __future__ import annotations
 
+#: A legacy span's attributes (JSON text) as they go into a span batch or a root span: an
+#: empty text is the empty object (as the old readers showed it), other text that is not JSON is
+#: kept under ``unreadable``.
+_ATTRIBUTES = ("CASE WHEN {t}.attributes = '' THEN '{{}}' WHEN json_valid({t}.attributes) THEN {t}.attributes"
+               " ELSE json_object('unreadable', {t}.attributes)::VARCHAR END")
+
 MIGRATIONS: list[list[str]] = [
     # v1: the spine — agents, commits, blobs, per-env heads, executions, releases.
     [
@@ -421,6 +427,54 @@ MIGRATIONS: list[list[str]] = [
             marked_at TIMESTAMP NOT NULL,
             owner VARCHAR NOT NULL      -- the process that runs it (pid:random)
         )""",
+    ],
+    # v16: one storage format. The rows older rf kept in the layouts before v10-v12 move into the
+    # current ones, once, and the old tables go (each kind then has one reader and one writer).
+    # - `spans` (one row per span): a root span goes into its execution's `root_span` (when the
+    #   execution has a row and no root span yet); every other span (children, and a root whose
+    #   execution has no row any more, which only an export still showed) goes into
+    #   `span_batches`, one row per execution, in the layout the writer produces.
+    # - `session_messages` (one row per message): each run of consecutive seqs of one execution
+    #   becomes one `session_turns` row, in the layout the writer produces.
+    # JSON text is spliced in as stored; text that is not JSON (no rf wrote any; the old readers
+    # failed on it) is kept as a JSON string instead of being lost.
+    [
+        """CREATE TEMP TABLE legacy_roots AS
+           SELECT s.rowid AS rid, s.* FROM spans s
+           WHERE s.parent_id IS NULL AND EXISTS (
+               SELECT 1 FROM executions e WHERE e.id = s.execution_id AND e.env = s.env
+                                            AND e.agent = s.agent AND e.root_span IS NULL)
+           QUALIFY row_number() OVER (PARTITION BY s.execution_id ORDER BY s.start_ns, s.span_id) = 1""",
+        f"""UPDATE executions SET root_span =
+               '[' || to_json(r.trace_id) || ',' || to_json(r.span_id) || ',' || r.start_ns || ',' || r.end_ns
+               || ',' || to_json(r.status) || ',' || coalesce(to_json(r.error)::VARCHAR, 'null')
+               || ',' || {_ATTRIBUTES.format(t="r")} || ']'
+           FROM legacy_roots r
+           WHERE executions.id = r.execution_id AND executions.env = r.env AND executions.agent = r.agent
+             AND executions.root_span IS NULL""",
+        f"""INSERT INTO span_batches
+           SELECT env, trace_id, execution_id, agent, min(start_ns), max(end_ns), count(*),
+                  '[' || string_agg(
+                      '[' || to_json(s.span_id) || ',' || coalesce(to_json(s.parent_id)::VARCHAR, 'null')
+                      || ',' || to_json(s.kind) || ',' || to_json(s.name) || ',' || s.start_ns || ',' || s.end_ns
+                      || ',' || to_json(s.status) || ',' || coalesce(to_json(s.error)::VARCHAR, 'null')
+                      || ',' || {_ATTRIBUTES.format(t="s")} || ']',
+                      ',' ORDER BY s.start_ns, s.end_ns DESC, s.span_id) || ']'
+           FROM spans s WHERE s.rowid NOT IN (SELECT rid FROM legacy_roots)
+           GROUP BY env, trace_id, execution_id, agent""",
+        """INSERT INTO session_turns
+           SELECT env, agent, session_id, min(seq), count(*), execution_id, min(created_at), max(created_at),
+                  '[' || string_agg(
+                      '[' || to_json(role) || ','
+                      || CASE WHEN json_valid(content) THEN content ELSE to_json(content)::VARCHAR END
+                      || ',' || epoch_us(created_at) || ']', ',' ORDER BY seq) || ']'
+           FROM (SELECT *, seq - row_number() OVER (PARTITION BY env, agent, session_id, execution_id
+                                                    ORDER BY seq) AS run
+                 FROM session_messages)
+           GROUP BY env, agent, session_id, execution_id, run""",
+        "DROP TABLE legacy_roots",
+        "DROP TABLE spans",
+        "DROP TABLE session_messages",
     ],
 ]
 

@@ -41,7 +41,6 @@ _SLACK = _dt.timedelta(minutes=1)
 _EXECUTION_BYTES = ("coalesce(strlen(input), 0) + coalesce(strlen(output), 0) + coalesce(strlen(error), 0)"
                     " + coalesce(strlen(traceback), 0) + coalesce(strlen(logs), 0) + coalesce(strlen(root_span), 0)"
                     " + 120")
-_SPAN_BYTES = "strlen(attributes) + coalesce(strlen(error), 0) + strlen(name) + 150"
 
 
 def add(total: Tally, more: Tally) -> None:
@@ -119,10 +118,7 @@ class RetentionMixin:
             children = (
                 ("span_batches", "start_ns BETWEEN ? AND ?", (lo_ns, hi_ns), "sum(count)", "sum(strlen(spans) + 100)",
                  "spans"),
-                ("spans", "start_ns BETWEEN ? AND ?", (lo_ns, hi_ns), "count(*)", f"sum({_SPAN_BYTES})", "spans"),
                 ("session_turns", "started_at BETWEEN ? AND ?", (lo, hi), "sum(count)", "sum(strlen(messages) + 100)",
-                 "session_messages"),
-                ("session_messages", "created_at BETWEEN ? AND ?", (lo, hi), "count(*)", "sum(strlen(content) + 100)",
                  "session_messages"),
             )
             for table, when, bounds, count, size, kind in children:
@@ -145,10 +141,7 @@ class RetentionMixin:
         before_ns = micros_of(before) * 1000
         tables = (
             ("span_batches", "end_ns < ?", before_ns, "sum(count)", "sum(strlen(spans) + 100)", "spans"),
-            ("spans", "end_ns < ?", before_ns, "count(*)", f"sum({_SPAN_BYTES})", "spans"),
             ("session_turns", "ended_at < ?", before, "sum(count)", "sum(strlen(messages) + 100)", "session_messages"),
-            ("session_messages", "created_at < ?", before, "count(*)", "sum(strlen(content) + 100)",
-             "session_messages"),
         )
         tally: Tally = {}
         self.flush()

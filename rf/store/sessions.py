@@ -6,8 +6,9 @@ synchronous INSERT:
 
 - ``session_turns``: one row per execution (its input, what it appended,
   its output: a JSON array); a session is ``(env, agent, session_id)`` and
-  ``seq`` orders its messages. Stores made before v12 keep older messages in
-  ``session_messages``, one row each; the readers merge both.
+  ``seq`` orders its messages (older rf kept one row per message in
+  ``session_messages``: opening such a store moves them here once, see "One
+  storage format" in :mod:`rf.store.migrations`).
 - ``memory``: one row per write; the row with the highest ``seq`` of
   ``(env, key)`` holds the value, a NULL value means "deleted".
   :meth:`SessionsMixin.compact_memory` removes superseded rows now and then,
@@ -71,33 +72,25 @@ class SessionsMixin:
             return []
         self.flush()
         where = "env = ? AND session_id = ? AND agent = ?"
-        sql = f"""SELECT seq, count, messages, execution_id, NULL, NULL, NULL FROM session_turns WHERE {where}
-                  UNION ALL
-                  SELECT seq, 1, NULL, execution_id, role, content, created_at FROM session_messages
-                  WHERE {where}"""
-        params: list[Any] = [env, session_id, agent, env, session_id, agent]
+        sql = f"SELECT seq, count, messages, execution_id FROM session_turns WHERE {where}"
+        params: list[Any] = [env, session_id, agent]
         if limit is not None:
             # The newest rows that hold the newest `limit` messages.
-            sql = f"""SELECT * FROM ({sql}) QUALIFY
-                      sum(count) OVER (ORDER BY seq DESC ROWS UNBOUNDED PRECEDING) - count < ?"""
+            sql += " QUALIFY sum(count) OVER (ORDER BY seq DESC ROWS UNBOUNDED PRECEDING) - count < ?"
             params.append(limit)
         rows = self.cursor().execute(sql + " ORDER BY seq", params).fetchall()
         out: list[tuple[int, str, Any, str | None, _dt.datetime]] = []
-        for seq, _count, messages, execution_id, role, content, created_at in rows:
-            if messages is None:
-                out.append((seq, role, json.loads(content), execution_id, created_at))
-            else:
-                for i, (role, content, at_us) in enumerate(json.loads(messages)):
-                    out.append((seq + i, role, content, execution_id, datetime_of_micros(at_us)))
+        for seq, _count, messages, execution_id in rows:
+            for i, (role, content, at_us) in enumerate(json.loads(messages)):
+                out.append((seq + i, role, content, execution_id, datetime_of_micros(at_us)))
         return out[-limit:] if limit is not None else out
 
     def session_agents(self, env: str, session_id: str) -> list[str]:
         """The agents that have a session with this id in ``env``."""
         self.flush()
         rows = self.cursor().execute(
-            """SELECT agent FROM session_turns WHERE env = ? AND session_id = ?
-               UNION SELECT agent FROM session_messages WHERE env = ? AND session_id = ? ORDER BY agent""",
-            [env, session_id, env, session_id],
+            "SELECT DISTINCT agent FROM session_turns WHERE env = ? AND session_id = ? ORDER BY agent",
+            [env, session_id],
         ).fetchall()
         return [r[0] for r in rows]
 
@@ -112,18 +105,13 @@ class SessionsMixin:
             where += " AND agent = ?"
             params.append(agent)
         rows = self.cursor().execute(
-            f"""SELECT session_id, agent, sum(n), min(first_at), max(last_at), arg_max(last, last_seq)
-                FROM (SELECT session_id, agent, count AS n, started_at AS first_at, ended_at AS last_at,
-                             {{'turn': true, 'text': messages}} AS last, seq + count - 1 AS last_seq
-                      FROM session_turns WHERE {where}
-                      UNION ALL
-                      SELECT session_id, agent, 1, created_at, created_at, {{'turn': false, 'text': content}}, seq
-                      FROM session_messages WHERE {where})
-                GROUP BY session_id, agent ORDER BY max(last_seq) DESC LIMIT ?""",
-            params + params + [limit],
+            f"""SELECT session_id, agent, sum(count), min(started_at), max(ended_at), arg_max(messages, seq)
+                FROM session_turns WHERE {where}
+                GROUP BY session_id, agent ORDER BY max(seq + count - 1) DESC LIMIT ?""",
+            [*params, limit],
         ).fetchall()
-        return [(sid, ag, int(n), first, last_at, _dumps(json.loads(last["text"])[-1][1]) if last["turn"]
-                 else last["text"]) for sid, ag, n, first, last_at, last in rows]
+        return [(sid, ag, int(n), first, last_at, _dumps(json.loads(last)[-1][1]))
+                for sid, ag, n, first, last_at, last in rows]
 
     # ------------------------------------------------------------ memory
     def queue_memory(self, rows: Sequence[MemoryRow]) -> None:

@@ -1,17 +1,20 @@
 """SQL for trace spans (written through the batching writer).
 
-The ``spans`` table has no index: appends must stay cheap. Reads are made
-fast by bounding them in time. Spans arrive roughly in time order, so each
-DuckDB row group covers a narrow range of ``start_ns`` and its min/max
-statistics let a query such as "the spans of execution X, which started
-between t0 and t1" skip nearly every row group of a large table. An
-execution's id encodes its start time (:mod:`rf.ids`), which is where t0
-comes from.
+An execution's spans live in two places, each written once when it ends:
+its root span in its own ``executions`` row (``root_span``, JSON) and its
+child spans in one ``span_batches`` row (JSON). Neither table has an index:
+appends must stay cheap. Reads are made fast by bounding them in time. Rows
+arrive roughly in time order, so each DuckDB row group covers a narrow range
+of ``start_ns`` / ``started_at`` and its min/max statistics let a query such
+as "the spans of execution X, which started between t0 and t1" skip nearly
+every row group of a large table. An execution's id encodes its start time
+(:mod:`rf.ids`), which is where t0 comes from. (Stores written by older rf
+kept one row per span in a ``spans`` table: opening one moves those rows here
+once: "One storage format" in :mod:`rf.store.migrations`.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from rf.ids import datetime_of_ns
@@ -23,11 +26,8 @@ if TYPE_CHECKING:
 
     from rf.store.writer import BatchWriter
 
-SPAN_COLUMNS = (
-    "env, trace_id, span_id, parent_id, execution_id, agent, kind, name, start_ns, end_ns, status, error, attributes"
-)
-
-#: A span row in table column order.
+#: A span as the readers return it: ``(env, trace_id, span_id, parent_id, execution_id, agent,
+#: kind, name, start_ns, end_ns, status, error, attributes JSON)``.
 SpanRow = tuple[str, str, str, "str | None", str, str, str, str, int, int, str, "str | None", str]
 
 
@@ -42,12 +42,6 @@ class TracesMixin:
     def flush(self) -> None:  # provided by Store
         raise NotImplementedError
 
-    def queue_spans(self, rows: Sequence[SpanRow]) -> None:
-        """Queue spans; the caller never waits for the disk. UsageError, none of them queued, if
-        the table cannot hold one."""
-        self.writer.check("spans", rows)
-        self.writer.put_many("spans", rows)
-
     def queue_span_batch(self, env: str, trace_id: str, execution_id: str, agent: str, start_ns: int,
                          end_ns: int, count: int, spans_json: str) -> None:
         """Queue an execution's child spans as one row (``spans_json``: see :data:`BATCH_FIELDS`);
@@ -59,25 +53,13 @@ class TracesMixin:
     def root_span(self, execution_id: str, lo_ns: int, hi_ns: int) -> SpanRow | None:
         """The root span of an execution whose root started within [lo_ns, hi_ns]."""
         self.flush()
-        cur = self.cursor()
-        found = _root_of(cur, execution_id, lo_ns, hi_ns)
-        if found is not None:
-            return found
-        row = cur.execute(  # recorded before v11
-            f"SELECT {SPAN_COLUMNS} FROM spans WHERE execution_id = ? AND parent_id IS NULL"
-            " AND start_ns BETWEEN ? AND ? LIMIT 1",
-            [execution_id, lo_ns, hi_ns],
-        ).fetchone()
-        return row  # type: ignore[return-value]
+        return _root_of(self.cursor(), execution_id, lo_ns, hi_ns)
 
     def execution_spans(self, execution_id: str, lo_ns: int, hi_ns: int) -> list[SpanRow]:
         """Every span of an execution that started within [lo_ns, hi_ns], by start time."""
         self.flush()
         cur = self.cursor()
-        rows: list[SpanRow] = cur.execute(
-            f"SELECT {SPAN_COLUMNS} FROM spans WHERE execution_id = ? AND start_ns BETWEEN ? AND ?",
-            [execution_id, lo_ns, hi_ns],
-        ).fetchall()
+        rows: list[SpanRow] = []
         batches = cur.execute(
             "SELECT env, trace_id, execution_id, agent, spans FROM span_batches"
             " WHERE execution_id = ? AND start_ns BETWEEN ? AND ?",
@@ -97,34 +79,20 @@ class TracesMixin:
     ) -> list[SpanRow]:
         """Root spans (one per execution) of an environment, newest first."""
         self.flush()
-        where: list[str] = ["env = ?"]
+        where: list[str] = ["env = ?", "root_span IS NOT NULL"]
         params: list[Any] = [env]
         if agent is not None:
             where.append("agent = ?")
             params.append(agent)
-        cur = self.cursor()
-        ex_where = [*where, "root_span IS NOT NULL"]
-        ex_params = list(params)
         if since_ns is not None:
-            ex_where.append("started_at >= ?")
-            ex_params.append(datetime_of_ns(since_ns))
+            where.append("started_at >= ?")
+            params.append(datetime_of_ns(since_ns))
         if until_ns is not None:
-            ex_where.append("started_at < ?")
-            ex_params.append(datetime_of_ns(until_ns))
-        found = [_root_row(r) for r in cur.execute(
-            f"SELECT {_ROOT_COLUMNS} FROM executions WHERE {' AND '.join(ex_where)}"
-            " ORDER BY started_at DESC LIMIT ?", [*ex_params, limit]).fetchall()]
-        old_where, old_params = [*where, "parent_id IS NULL"], list(params)  # recorded before v11
-        if since_ns is not None:
-            old_where.append("start_ns >= ?")
-            old_params.append(since_ns)
-        if until_ns is not None:
-            old_where.append("start_ns < ?")
-            old_params.append(until_ns)
-        found += cur.execute(
-            f"SELECT {SPAN_COLUMNS} FROM spans WHERE {' AND '.join(old_where)} ORDER BY start_ns DESC LIMIT ?",
-            [*old_params, limit],
-        ).fetchall()
+            where.append("started_at < ?")
+            params.append(datetime_of_ns(until_ns))
+        found = [_root_row(r) for r in self.cursor().execute(
+            f"SELECT {_ROOT_COLUMNS} FROM executions WHERE {' AND '.join(where)}"
+            " ORDER BY started_at DESC LIMIT ?", [*params, limit]).fetchall()]
         found.sort(key=_time_order)
         return found[::-1][:limit]
 
@@ -142,11 +110,7 @@ class TracesMixin:
         def since(column: str, value: Any) -> tuple[str, list[Any]]:
             return ((f" AND {column} >= ?", [value]) if since_ns is not None else ("", []))
 
-        extra, extra_params = since("start_ns", since_ns)
-        rows: list[SpanRow] = cur.execute(  # child spans before v10, root spans before v11
-            f"SELECT {SPAN_COLUMNS} FROM spans WHERE {where}{extra} ORDER BY start_ns, end_ns DESC LIMIT ?",
-            [*params, *extra_params, limit],
-        ).fetchall()
+        rows: list[SpanRow] = []
         # A batch holds at least one span, so `limit` batches (by their first span) hold
         # at least the first `limit` child spans.
         extra, extra_params = since("end_ns", since_ns)
@@ -165,12 +129,13 @@ class TracesMixin:
         rows.sort(key=_time_order)
         return rows[:limit]
 
+
 #: The fields of each span in a ``span_batches.spans`` JSON array, in order.
 BATCH_FIELDS = ("span_id", "parent_id", "kind", "name", "start_ns", "end_ns", "status", "error", "attributes")
 
 
 def _expand(batch: tuple[Any, ...]) -> list[SpanRow]:
-    """A ``span_batches`` row as span rows (attributes as JSON text, like ``spans``)."""
+    """A ``span_batches`` row as span rows (attributes as JSON text)."""
     env, trace_id, execution_id, agent, text = batch
     return [
         (env, trace_id, s[0], s[1], execution_id, agent, s[2], s[3], s[4], s[5], s[6], s[7], _encode(s[8]))
@@ -182,7 +147,7 @@ _ROOT_COLUMNS = "env, agent, id, root_span"
 
 
 def _root_of(cur: duckdb.DuckDBPyConnection, execution_id: str, lo_ns: int, hi_ns: int) -> SpanRow | None:
-    """The root span kept in an execution's own row (schema v11), if it started within [lo_ns, hi_ns]."""
+    """The root span kept in an execution's own row, if it started within [lo_ns, hi_ns]."""
     found = cur.execute(
         f"SELECT {_ROOT_COLUMNS} FROM executions WHERE id = ? AND root_span IS NOT NULL"
         " AND started_at BETWEEN ? AND ? LIMIT 1",
@@ -193,7 +158,7 @@ def _root_of(cur: duckdb.DuckDBPyConnection, execution_id: str, lo_ns: int, hi_n
 
 def _root_row(row: tuple[Any, ...]) -> SpanRow:
     """An execution's ``root_span`` (JSON ``[trace_id, span_id, start_ns, end_ns, status, error,
-    attributes]``, v11 on) as a span row: kind ``agent``, named after the agent."""
+    attributes]``) as a span row: kind ``agent``, named after the agent."""
     env, agent, execution_id, text = row
     t = loads(text)
     return (env, t[0], t[1], None, execution_id, agent, "agent", agent, t[2], t[3], t[4], t[5], _encode(t[6]))
