@@ -66,6 +66,9 @@ ROUTES: list[Route] = [
     # the server records how a run started, a caller cannot claim another origin.
     Route("invoke", "POST", "/invoke/{env}/{name}", models.Execution, internal=("source",),
           summary="Run an environment's deployed agent and record the execution"),
+    Route("run_eval", "POST", "/agents/{name}/eval", models.EvalResult, binary=("files",), accepts_upload=True,
+          summary="Run an agent's eval suite against an environment's commit (or the working copy: files), "
+                  "each case an execution with source eval; the cases' scores"),
     Route("list_executions", "GET", "/executions", [models.Execution], summary="Executions of one environment"),
     Route("get_execution", "GET", "/executions/{execution_id}", models.Execution, summary="One execution"),
 ]

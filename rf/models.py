@@ -902,3 +902,63 @@ class GcResult:
     #: the retention applied: ``{"staging": {"days": 14, "max_executions": 50000}, ..., "plan_days": 30}``
     retention: dict[str, Any] = field(default_factory=dict)
     duration_ms: float = 0.0
+
+
+# ------------------------------------------------------------ evals (issue 18)
+
+
+@dataclass
+class EvalScore:
+    """One scorer's verdict on one attempt of an eval case (``expect: {scorer: argument}``)."""
+
+    scorer: str  #: equals | contains | not_contains | regex | json_schema | number | max_ms | calls | similar | judge | status
+    passed: bool
+    detail: str = ""  #: what was compared, or why it failed
+    score: float | None = None  #: a measured value where there is one (similarity, latency, judge score)
+
+
+@dataclass
+class EvalAttempt:
+    """One run of a case: every turn's execution, then each scorer on the last turn's output."""
+
+    passed: bool
+    execution_ids: list[str] = field(default_factory=list)  #: one per turn, in order (source ``eval``)
+    output: Any = None  #: the last turn's output
+    error: str | None = None  #: a failed execution's error, or why the case could not run
+    duration_ms: float = 0.0  #: the slowest turn's duration (what ``max_ms`` checks)
+    session_id: str | None = None  #: the session of a multi-turn case
+    scores: list[EvalScore] = field(default_factory=list)
+
+
+@dataclass
+class EvalCaseResult:
+    """One case of a suite: its attempts (``repeat``) and the rule that combines them (``pass``)."""
+
+    id: str
+    file: str  #: the suite file, relative to the agent directory (``evals/smoke.yaml``)
+    line: int  #: where the case starts in that file
+    passed: bool
+    pass_rule: str = "all"  #: all: every attempt must pass (all-k); any: one is enough (pass@k)
+    repeat: int = 1
+    passes: int = 0  #: attempts that passed
+    duration_ms: float = 0.0  #: the slowest attempt
+    attempts: list[EvalAttempt] = field(default_factory=list)
+
+
+@dataclass
+class EvalResult:
+    """``rf eval``: one run of an agent's eval suite against one environment's state."""
+
+    id: str  #: this eval run (its executions' sessions are named after it)
+    agent: str
+    env: str
+    commit: str  #: the commit the suite ran (``working-copy`` with ``--local``)
+    files: list[str] = field(default_factory=list)  #: the suite files read
+    cases: list[EvalCaseResult] = field(default_factory=list)
+    total: int = 0
+    passed: int = 0
+    failed: int = 0
+    pass_rate: float = 0.0  #: passed / total (a run always has at least one case)
+    started_at: str = ""
+    duration_ms: float = 0.0  #: wall time of the whole run
+    workers: int = 1  #: cases run at a time

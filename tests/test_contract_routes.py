@@ -86,6 +86,8 @@ def script(call: Recorder, root: Path) -> None:
     call("history", "hello")
     call("diff_agent", "hello")
     call("run_test", "hello", files, {"name": "t"})
+    call("run_eval", "hello", "staging", None, None, {  # the working copy with a one-case suite (rf eval --local)
+        **files, "evals/smoke.jsonl": b'{"id": "greets", "input": {"name": "t"}, "expect": {"contains": "hello, t"}}\n'})
     call("promote", "hello", "ada", "first", True)
     call("promote", "mem", "ada", "first", True)
     ex = call("invoke", "staging", "mem", {"name": "ada"}, "s-contract")

@@ -33,7 +33,7 @@ SHARED = {"set_credential", "delete_credential", "add_provider", "remove_provide
 #: Who may call the endpoints: access control, not production state (docs/security.md).
 ACCESS = {"create_key", "revoke_key"}
 #: Runs and reads sent as POST (they change no configuration).
-RUNS_AND_READS = {"invoke", "fire_trigger", "test_provider", "list_memory", "get_memory", "search_kb", "query_data",
+RUNS_AND_READS = {"invoke", "run_eval", "fire_trigger", "test_provider", "list_memory", "get_memory", "search_kb", "query_data",
                   "plan_release", "plan_rollback"}
 
 OPENAPI = '{"openapi": "3.0.0", "info": {"title": "x", "version": "1"}, "paths": {"/y": {"get": ' \

@@ -395,6 +395,9 @@ def register(app: typer.Typer) -> None:
     app.command(rich_help_panel="Workspace")(ui)
     app.command(rich_help_panel="Run")(test)
     app.command(rich_help_panel="Run")(invoke)
+    from rf.cli import eval as eval_cmd  # rf eval (its work is imported when it runs)
+
+    eval_cmd.register(app)
     from rf.cli import mcp  # rf mcp (the MCP SDK itself is imported when it runs)
 
     mcp.register(app)

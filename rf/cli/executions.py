@@ -29,7 +29,7 @@ def list_executions(
     agent: Annotated[str | None, typer.Option("--agent", "-a", help="Only this agent.")] = None,
     status: Annotated[str | None, typer.Option(
         "--status", help="succeeded, failed, running (in progress) or interrupted (the server stopped).")] = None,
-    source: Annotated[str | None, typer.Option("--source", help="endpoint, openai, mcp, test, invoke, trigger...")] = None,
+    source: Annotated[str | None, typer.Option("--source", help="endpoint, openai, mcp, test, eval, invoke, trigger...")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many (newest first).")] = 20,
     json_out: JsonOption = False,
 ) -> None:

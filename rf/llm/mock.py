@@ -8,7 +8,9 @@ It needs no network and no key, so a new workspace can run agents that call
 - otherwise the first rule of ``[[llm.mock.rules]]`` in ``rf.toml`` whose
   ``match`` occurs in the last user message answers (a ``reply`` text, or a
   scripted ``tool_call``);
-- otherwise it echoes: ``"mock reply: <last user message>"``.
+- otherwise it echoes: ``"mock reply: <last user message>"``;
+- an eval judge's request (the system message starts with :data:`JUDGE_MARKER`, see
+  rf.evals.judge) gets a deterministic verdict instead (:func:`judge_verdict`).
 
 A ``tool_call`` rule only fires when the request offers a tool of that name
 (a real model cannot call a tool it was not given); otherwise the next rule
@@ -32,6 +34,30 @@ from rf.llm.types import TOOL_NAME_RE, ChatResult, ToolCall, Usage, last_user_te
 
 DEFAULT_MODEL = "mock"
 PREFIX = "mock reply: "
+#: How an eval judge's request starts its system message (rf.evals.judge).
+JUDGE_MARKER = "rf eval judge"
+_QUOTED = re.compile(r'"([^"]+)"|“([^”]+)”|`([^`]+)`')
+
+
+def judge_verdict(request: str) -> str:
+    """The mock's verdict on a judge request (JSON ``{"rubric", "output", ...}``), as JSON
+    ``{"pass", "score", "reason"}``: it passes when every quoted term of the rubric
+    (``"..."``, ``“...”`` or ```...```) occurs in the output, ignoring case; a rubric without
+    quoted terms passes when the output is not empty."""
+    try:
+        data = json.loads(request)
+        rubric, output = str(data["rubric"]), str(data.get("output") or "")
+    except (ValueError, TypeError, KeyError):
+        return json.dumps({"pass": False, "score": 0, "reason": "mock judge: the request is not a judge's JSON"})
+    terms = [next(g for g in m.groups() if g) for m in _QUOTED.finditer(rubric)]
+    if not terms:
+        passed = bool(output.strip())
+        return json.dumps({"pass": passed, "score": 1 if passed else 0,
+                           "reason": "mock judge: the output is " + ("not empty" if passed else "empty")})
+    missing = [t for t in terms if t.lower() not in output.lower()]
+    reason = (f"mock judge: missing {', '.join(map(repr, missing))}" if missing
+              else f"mock judge: found {', '.join(map(repr, terms))}")
+    return json.dumps({"pass": not missing, "score": round(1 - len(missing) / len(terms), 3), "reason": reason})
 
 
 @dataclass
@@ -137,6 +163,8 @@ class MockClient:
         text, calls = "", []
         if messages[-1]["role"] == "tool":
             text = PREFIX + messages[-1]["content"]
+        elif messages[0]["role"] == "system" and str(messages[0]["content"]).startswith(JUDGE_MARKER):
+            text = judge_verdict(last_user_text(messages))
         else:
             question = last_user_text(messages)
             for rule in self.rules:

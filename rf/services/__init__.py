@@ -10,6 +10,7 @@ from rf.services.connectors import ConnectorsService
 from rf.services.core import CoreServices, require_staging
 from rf.services.credentials import CredentialsService
 from rf.services.datasources import DataSourcesService
+from rf.services.evals import EvalsService
 from rf.services.keys import KeysService
 from rf.services.knowledge import KnowledgeService
 from rf.services.prompts import PromptsService
@@ -36,6 +37,7 @@ class Services(
     KeysService,
     UploadsService,
     RetentionService,
+    EvalsService,
     CoreServices,
 ):
     """All of rf's domain operations over one store (see each mixin)."""

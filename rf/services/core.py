@@ -230,6 +230,10 @@ class CoreServices:
             raise InvalidAgent(f"agent {name!r} has no agent.toml", 'add agents/NAME/agent.toml with: entrypoint = "agent:handle"')
         config = parse_agent_toml(name, files["agent.toml"].decode("utf-8", errors="replace"),
                                   source=f"agents/{name}/agent.toml")
+        if any(path.startswith("evals/") for path in files):
+            from rf.evals import load_suite
+
+            load_suite(files, agent=name)  # a suite that does not load never reaches a commit (InvalidAgent)
         tree = tree_of(files)
         parent = self.store.get_head(name, "staging")
         if parent is not None:
@@ -519,6 +523,11 @@ class CoreServices:
         on_chunk: Callable[[Any], None] | None = None,
     ) -> Execution:
         """``rf test``: run working-copy files in **staging** mode (never production)."""
+        return self._run_working_copy(name, files, input, session_id, on_chunk)
+
+    def _run_working_copy(self, name: str, files: dict[str, bytes], input: Any = None, session_id: str | None = None,
+                          on_chunk: Callable[[Any], None] | None = None, source: str = "test") -> Execution:
+        """:meth:`run_test` with the execution's *source* (``eval`` for ``rf eval --local``)."""
         check_name("agent", name)
         if "agent.toml" not in files:
             raise InvalidAgent(f"agent {name!r} has no agent.toml", 'add agent.toml with: entrypoint = "agent:handle"')
@@ -530,7 +539,7 @@ class CoreServices:
         return self._run(
             env="staging", name=name, commit_label=WORKING_COPY, code_dir=code_dir,
             entrypoint=config.entrypoint, timeout_s=config.timeout_s, input=input, session_id=session_id,
-            source="test", on_chunk=on_chunk, pool_label=f"{WORKING_COPY}:{digest}",
+            source=source, on_chunk=on_chunk, pool_label=f"{WORKING_COPY}:{digest}",
             trace=config.trace["staging"], trace_max_chars=config.trace_max_chars,
             session_fields=run_config(_config_dict(config))["session"],
         )

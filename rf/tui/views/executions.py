@@ -23,7 +23,7 @@ from rf.tui.views.base import Command, View, restore_cursor, selected_key
 from rf.tui.widgets import Empty, Table
 
 PAGE = 100
-SOURCES = ("endpoint", "openai", "mcp", "invoke", "test", "trigger", "replay")
+SOURCES = ("endpoint", "openai", "mcp", "invoke", "test", "eval", "trigger", "replay")
 STATUSES = ("succeeded", "failed", "running", "interrupted")
 
 

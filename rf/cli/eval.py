@@ -1,0 +1,142 @@
+"""``rf eval AGENT``: run an agent's eval suite against an environment (CI-friendly)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from rf.cli.app import EnvOption, JsonOption, backend, check_env, workspace
+from rf.errors import UsageError
+
+if TYPE_CHECKING:
+    from rf.models import EvalCaseResult, EvalResult
+
+
+def eval_suite(
+    agent: Annotated[str | None, typer.Argument(help="Agent name (default: the agent directory you are in).")] = None,
+    env: EnvOption = "staging",
+    case: Annotated[str | None, typer.Option("--case", "-c", help="Run only the case with this id.")] = None,
+    repeat: Annotated[int | None, typer.Option("--repeat", "-r", min=1, max=100,
+                                               help="Run each case K times (default: each case's own repeat).")] = None,
+    junit: Annotated[Path | None, typer.Option("--junit", help="Also write the result as JUnit XML to FILE (CI).",
+                                               metavar="FILE")] = None,
+    local: Annotated[bool, typer.Option("--local", help="Run the working copy and its suite (staging mode, like "
+                                                        "rf test) instead of the deployed commit.")] = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Run the agent's eval suite (agents/NAME/evals/) against an environment: staging's deployed
+    commit (or the working copy with --local), or production's published one. Exit code 1 when
+    a case fails."""
+    check_env(env)
+    files = None
+    if local:
+        from rf.config import resolve_agent_dir, snapshot_dir
+
+        if env != "staging":
+            raise UsageError("--local runs the working copy, in staging only (like rf test)",
+                             "drop --local to evaluate production's published commit")
+        name, directory = resolve_agent_dir(workspace(), agent)
+        files = snapshot_dir(directory)
+    elif agent is None:
+        from rf.config import resolve_agent_dir
+
+        name, _ = resolve_agent_dir(workspace(), None)
+    else:
+        name = agent
+    with backend() as b:
+        # (files only when there are some: the HTTP backend sends a {path: bytes} map as base64)
+        result = b.run_eval(name, env, case, repeat) if files is None else b.run_eval(name, env, case, repeat, files)
+    if junit is not None:
+        write_junit(result, junit)
+    if json_out:
+        from rf.cli.output import print_json
+
+        print_json(result)
+    else:
+        print_result(result)
+    raise typer.Exit(0 if result.failed == 0 else 1)
+
+
+def _details(case: EvalCaseResult) -> str:
+    """Why a case failed (its first failing attempt's scores), or what passed."""
+    attempt = next((a for a in case.attempts if not a.passed), None)
+    if attempt is None:
+        names = [s.scorer for s in case.attempts[0].scores if s.scorer != "status"] if case.attempts else []
+        return ", ".join(names) or "succeeded"
+    failing = [f"{s.scorer}: {s.detail}" for s in attempt.scores if not s.passed]
+    if not failing and attempt.error:
+        failing = [attempt.error]
+    return "; ".join(failing)
+
+
+def print_result(result: EvalResult) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from rf.cli.output import duration, env_label, err, fit_table, out, short
+
+    err.print(f"eval [bold]{result.agent}[/bold] · {env_label(result.env)} · {short(result.commit)} · "
+              f"{', '.join(result.files)} · [dim]{result.id}[/dim]")
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("case")
+    table.add_column("result")
+    table.add_column("runs", justify="right")
+    table.add_column("ms", justify="right")
+    table.add_column("details", overflow="fold")
+    for case in result.cases:
+        mark = "[ok]✓ pass[/ok]" if case.passed else "[fail]✗ fail[/fail]"
+        runs = f"{case.passes}/{case.repeat} {case.pass_rule}" if case.repeat > 1 else ""
+        table.add_row(escape(case.id), mark, runs, f"{case.duration_ms:.1f}", escape(_details(case)))
+    out.print(fit_table(table, flex=("details",), optional=("runs",)))
+    for case in result.cases:  # in full: the table may have cut them
+        if not case.passed:
+            out.print(f"[fail]✗[/fail] {escape(case.id)} [dim]({escape(case.file)}:{case.line})[/dim]: "
+                      f"{escape(_details(case))}", soft_wrap=True)
+    style = "ok" if result.failed == 0 else "fail"
+    out.print(f"[{style}]{result.passed}/{result.total} passed[/{style}] ({result.pass_rate:.0%}) · "
+              f"{result.failed} failed · {duration(result.duration_ms)} · {result.workers} at a time")
+
+
+def write_junit(result: EvalResult, path: Path) -> None:
+    """The result as JUnit XML: one testsuite (the agent and environment), one testcase per
+    case (classname: the agent and suite file), a ``failure`` with each failing score."""
+    import xml.etree.ElementTree as ET
+
+    suite = ET.Element("testsuite", {
+        "name": f"rf eval {result.agent} ({result.env})", "tests": str(result.total),
+        "failures": str(result.failed), "errors": "0", "skipped": "0",
+        "time": f"{result.duration_ms / 1000:.3f}", "timestamp": result.started_at,
+    })
+    props = ET.SubElement(suite, "properties")
+    for key, value in (("env", result.env), ("commit", result.commit), ("eval_id", result.id)):
+        ET.SubElement(props, "property", {"name": key, "value": value})
+    for case in result.cases:
+        stem = Path(case.file).with_suffix("").as_posix().replace("/", ".")
+        element = ET.SubElement(suite, "testcase", {
+            "classname": f"{result.agent}.{stem}", "name": case.id, "time": f"{case.duration_ms / 1000:.3f}",
+            "file": case.file, "line": str(case.line),
+        })
+        if not case.passed:
+            lines = []
+            for k, attempt in enumerate(case.attempts, start=1):
+                status = "passed" if attempt.passed else "failed"
+                lines.append(f"run {k}: {status} (executions: {', '.join(attempt.execution_ids) or 'none'})")
+                lines += [f"  {s.scorer}: {'ok' if s.passed else 'FAIL'} {s.detail}" for s in attempt.scores]
+                if attempt.error and not attempt.scores:
+                    lines.append(f"  error: {attempt.error}")
+            failure = ET.SubElement(element, "failure", {"message": _details(case)[:500], "type": "eval"})
+            failure.text = "\n".join(lines)
+    root = ET.Element("testsuites", {"name": "rf eval", "tests": str(result.total), "failures": str(result.failed)})
+    root.append(suite)
+    ET.indent(root)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}", "give --junit a writable file path") from None
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="eval", rich_help_panel="Run")(eval_suite)

@@ -1,0 +1,133 @@
+"""``rf eval``: run an agent's eval suite against one environment's state.
+
+- **staging**: the deployed staging commit, its suite read from that commit; or, with
+  ``files`` (``rf eval --local``), the working copy and its suite, run like ``rf test``;
+- **production**: the published commit and its suite, in production (production's prompts,
+  connector instances and memory — like ``rf invoke --env production``; nothing of
+  production's configuration changes).
+
+Every turn of every case is one execution through the real runtime (``invoke`` /
+the working-copy run of ``rf test``), recorded with source ``eval``; attempts run a few
+at a time on a thread pool no wider than the environment's ``max_workers_per_agent`` (so an
+eval never queues behind itself, nor takes a worker the pool would not give an agent).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Any, cast
+
+from rf.config import check_name
+from rf.errors import NotFound, UsageError
+from rf.ids import iso, new_id, utcnow
+from rf.models import WORKING_COPY, EvalResult, Execution, check_env
+from rf.services.base import ServiceBase
+
+if TYPE_CHECKING:
+    from rf.services import Services
+
+#: Attempts run at a time, at most (and never more than the pool gives one agent).
+MAX_EVAL_WORKERS = 4
+
+
+class _Tools:
+    """The scorers' view of the host: trace spans, the offline embedder, the provider layer."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self._embedder: Any = None
+        self._lock = threading.Lock()
+
+    def calls(self, execution_ids: list[str]) -> tuple[set[str], int]:
+        names: set[str] = set()
+        unnamed = 0
+        for execution_id in execution_ids:
+            for span in self.services.get_trace(execution_id).spans:
+                if span.parent_id is None or span.kind == "runtime":
+                    continue  # the run itself, and the runtime's own (a cold start, a wait for a worker)
+                attrs = span.attributes or {}
+                if span.kind == "connector" and span.name == "connectors.call":
+                    if isinstance(attrs.get("connector"), str) and isinstance(attrs.get("resource"), str):
+                        names.add(f"{attrs['connector']}.{attrs['resource']}")
+                    else:
+                        unnamed += 1
+                names.add(span.name)
+        return names, unnamed
+
+    def similarity(self, a: str, b: str) -> float:
+        with self._lock:  # the embedder's word caches are plain dicts
+            if self._embedder is None:
+                from rf.kb.embed import HashingEmbedder
+
+                self._embedder = HashingEmbedder()
+            vectors = self._embedder.embed([a, b])
+        return float(vectors[0] @ vectors[1])
+
+    def chat(self, messages: list[dict[str, Any]], model: str | None) -> str:
+        provider, model_name = self.services.resolve_model(model)
+        client = self.services._client(provider)
+        return client.chat(messages, model=model_name, tools=[]).text
+
+
+class EvalsService(ServiceBase):
+    """``run_eval``: an agent's eval suite, run and scored (see the module docstring)."""
+
+    def run_eval(self, name: str, env: str = "staging", case: str | None = None, repeat: int | None = None,
+                 files: dict[str, bytes] | None = None) -> EvalResult:
+        """Run agent *name*'s eval suite (``evals/`` of the commit *env* runs, or of *files*:
+        the working copy, staging only) and score it: one case (*case*), each case *repeat*
+        times (default: the case's own ``repeat``). A failing case is a result, not an error;
+        an agent without a suite, an unknown case or a bad argument is an error."""
+        from rf.evals.runner import run_cases
+        from rf.evals.suite import SUITE_DIR, load_suite, suite_files
+
+        services = cast("Services", self)
+        check_env(env)
+        check_name("agent", name)
+        if repeat is not None and (isinstance(repeat, bool) or not isinstance(repeat, int) or not 1 <= repeat <= 100):
+            raise UsageError(f"repeat must be a whole number from 1 to 100, not {repeat!r}", "e.g. --repeat 5")
+        if files is not None:
+            if env != "staging":
+                raise UsageError("the working copy runs in staging only (like rf test)",
+                                 f"evaluate production's published commit without --local: rf eval {name} --env production")
+            if "agent.toml" not in files:
+                from rf.errors import InvalidAgent
+
+                raise InvalidAgent(f"agent {name!r} has no agent.toml",
+                                   'add agents/NAME/agent.toml with: entrypoint = "agent:handle"')
+            commit, source_files = WORKING_COPY, files
+            where = f"agents/{name}/{SUITE_DIR}/"
+        else:
+            commit = services.target(env, name)
+            tree = services._commit_tree(commit)
+            source_files = services._commit_files({p: s for p, s in tree.items() if p.startswith(SUITE_DIR + "/")})
+            where = f"{SUITE_DIR}/ of {env}'s commit {commit[:12]}"
+        suite = load_suite(source_files, agent=name)
+        if not suite.cases:
+            hint = (f"add agents/{name}/{SUITE_DIR}/smoke.yaml (a list of cases: id, input, expect), then "
+                    f"rf eval {name} --local, or deploy it: rf agents deploy {name}")
+            if not suite_files(source_files):
+                raise NotFound(f"agent {name!r} has no eval suite ({where} holds no .yaml, .yml or .jsonl file)", hint)
+            raise NotFound(f"the eval suite of agent {name!r} has no cases ({where})", hint)
+        cases = suite.select(case)
+
+        if files is not None:
+            def execute(input: Any, session_id: str | None) -> Execution:
+                return services._run_working_copy(name, files, input, session_id, source="eval")
+        else:
+            def execute(input: Any, session_id: str | None) -> Execution:
+                return services.invoke(env, name, input, session_id, source="eval")
+
+        limits = services.pool.limits_of(env)
+        workers = max(1, min(MAX_EVAL_WORKERS, limits.max_workers_per_agent))
+        run_id = new_id("ev")
+        started = utcnow()
+        clock = time.perf_counter()
+        results = run_cases(cases, execute, _Tools(services), run_id=run_id, workers=workers, repeat=repeat)
+        passed = sum(r.passed for r in results)
+        return EvalResult(
+            id=run_id, agent=name, env=env, commit=commit, files=suite.files, cases=results, total=len(results),
+            passed=passed, failed=len(results) - passed, pass_rate=round(passed / len(results), 4),
+            started_at=iso(started), duration_ms=round((time.perf_counter() - clock) * 1000, 3), workers=workers,
+        )
