@@ -1,7 +1,7 @@
 """rf — a local-first platform for building AI agents with staging and production.
 
-Agent code imports :class:`Context` (and the errors it may catch, :class:`RfError` and
-:class:`ConnectorError`) from here. Names are resolved lazily
+Agent code imports :class:`Context` (and the errors it may catch, :class:`RfError`,
+:class:`ConnectorError` and :class:`AgentCallError`) from here. Names are resolved lazily
 (PEP 562) so that ``import rf`` stays cheap: the CLI's start-up time and
 every worker's start-up time depend on it.
 """
@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 from rf._version import __version__
 
 if TYPE_CHECKING:
-    from rf.errors import ConnectorError, RfError
+    from rf.errors import AgentCallError, ConnectorError, RfError
     from rf.runtime.context import Context
 
-__all__ = ["ConnectorError", "Context", "RfError", "__version__"]
+__all__ = ["AgentCallError", "ConnectorError", "Context", "RfError", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -24,7 +24,7 @@ def __getattr__(name: str) -> Any:
         from rf.runtime.context import Context
 
         return Context
-    if name in ("RfError", "ConnectorError"):  # what agent code catches around ctx calls
+    if name in ("RfError", "ConnectorError", "AgentCallError"):  # what agent code catches around ctx calls
         from rf import errors
 
         return getattr(errors, name)

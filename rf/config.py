@@ -98,8 +98,9 @@ RF_TOML_KEYS: dict[str, tuple[str, ...]] = {
 
 AGENT_TOML_KEYS: dict[str, tuple[str, ...]] = {
     "": ("description", "entrypoint", "timeout_s", "prompts", "connectors", "trace", "trace_max_chars",
-         "session", "env", "input"),
+         "session", "env", "input", "uses"),
     "trace": ("staging", "production"),
+    "uses": ("agents",),  # the agents it calls (ctx.agents.invoke)
     "session": ("input", "output"),
     "input": ("schema",),  # rf.agent_input
 }
@@ -395,6 +396,8 @@ class AgentConfig:
     env_set: dict[str, str] = field(default_factory=dict)
     #: ``[input] schema``: the JSON Schema the input must match (None: any input; rf.agent_input).
     input_schema: dict[str, Any] | None = None
+    #: ``[uses] agents``: the agents it calls (``ctx.agents.invoke``), for the release dependency check.
+    uses_agents: list[str] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)
 
     def env_values(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -553,6 +556,13 @@ def parse_agent_toml(name: str, text: str, *, source: str = "agent.toml", strict
         from rf.agent_input import parse_input_table
 
         input_schema = parse_input_table(source, data["input"])
+    uses = data.get("uses", {})
+    uses_agents = uses.get("agents", []) if isinstance(uses, dict) else None
+    if not isinstance(uses_agents, list) or not all(isinstance(a, str) for a in uses_agents):
+        raise InvalidAgent(f"{source}: uses.agents must be a list of agent names", '[uses] agents = ["other-agent"]')
+    if strict:
+        for agent in uses_agents:
+            check_name("agent", agent, where=f"{source}: uses.agents: ", error=InvalidAgent)
     return AgentConfig(
         name=name,
         description=description,
@@ -567,6 +577,7 @@ def parse_agent_toml(name: str, text: str, *, source: str = "agent.toml", strict
         env_pass=env_pass,
         env_set=env_set,
         input_schema=input_schema,
+        uses_agents=uses_agents,
         raw=data,
     )
 

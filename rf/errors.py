@@ -151,6 +151,29 @@ class ConnectorError(RfError):
         return {**super().to_dict(), "status": self.status, "body": self.body}
 
 
+class AgentCallError(RfError):
+    """``ctx.agents.invoke`` did not get an answer from the other agent: its execution failed
+    (``execution_id`` and ``error`` say which and why), or the call was refused before any
+    ran (a cycle, the depth limit, no time left: ``execution_id`` is None). Agent code can
+    catch it: ``from rf import AgentCallError``."""
+
+    code = "agent_call"
+    http_status = 502
+
+    def __init__(self, message: str, hint: str | None = None, agent: str | None = None,
+                 execution_id: str | None = None, error: str | None = None,
+                 error_type: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.agent = agent  #: the agent called
+        self.execution_id = execution_id  #: the child execution (None: none ran)
+        self.error = error  #: the child execution's error
+        self.error_type = error_type  #: its ``error_type`` (exception, timeout, ...)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "agent": self.agent, "execution_id": self.execution_id, "error": self.error,
+                "error_type": self.error_type}
+
+
 class ExecutionFailed(RfError):
     """An agent execution failed (raised by callers that want an exception)."""
 
@@ -180,4 +203,8 @@ def from_dict(data: dict[str, Any]) -> RfError:
         status, body = data.get("status"), data.get("body")
         return ConnectorError(message, hint, status if isinstance(status, int) and not isinstance(status, bool)
                               else None, body if isinstance(body, str) else None)
+    if cls is AgentCallError:
+        fields = {key: value if isinstance(value, str) else None
+                  for key, value in ((k, data.get(k)) for k in ("agent", "execution_id", "error", "error_type"))}
+        return AgentCallError(message, hint, **fields)
     return cls(message, hint)

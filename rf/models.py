@@ -124,7 +124,7 @@ class Execution:
     env: str
     agent: str
     commit: str  #: commit id, or "working-copy" for ``rf test``
-    source: str  #: endpoint | openai | test | invoke | trigger:<id> | replay
+    source: str  #: endpoint | openai | test | invoke | trigger:<id> | replay | agent:<calling agent>
     #: succeeded | failed | running (still in progress) | interrupted (the server stopped during it)
     status: str
     input: Any = None
@@ -141,6 +141,8 @@ class Execution:
     session_id: str | None = None
     #: from its arrival to a worker starting it: waiting for a free worker, or for a new one to start
     queued_ms: float = 0.0
+    #: the execution whose agent called this one with ``ctx.agents.invoke`` (None: called from outside)
+    parent_id: str | None = None
 
 
 @dataclass

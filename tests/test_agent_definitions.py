@@ -59,12 +59,13 @@ def test_the_agent_toml_schema_is_what_parse_reads() -> None:
             'connectors = ["c"]\ntrace_max_chars = 100\n'
             '[trace]\nstaging = "full"\nproduction = "minimal"\n'
             '[session]\ninput = "question"\noutput = "reply"\n[env]\npass = ["HOME"]\n'
-            '[input.schema]\ntype = "object"\n')
+            '[input.schema]\ntype = "object"\n[uses]\nagents = ["other"]\n')
     config = parse_agent_toml("x", full)
     assert set(AGENT_TOML_KEYS[""]) == set(config.raw)
     assert config.input_schema == {"type": "object"}
     assert config.trace == {"staging": "full", "production": "minimal"}
     assert (config.session_input, config.session_output) == ("question", "reply")
+    assert config.uses_agents == ["other"]
     old = parse_agent_toml("x", 'entrypoint = "agent:handle"\ntimout_s = 1\n', strict=False)
     assert old.timeout_s == 60.0
 

@@ -29,7 +29,7 @@ def list_executions(
     agent: Annotated[str | None, typer.Option("--agent", "-a", help="Only this agent.")] = None,
     status: Annotated[str | None, typer.Option(
         "--status", help="succeeded, failed, running (in progress) or interrupted (the server stopped).")] = None,
-    source: Annotated[str | None, typer.Option("--source", help="endpoint, openai, mcp, test, eval, invoke, trigger...")] = None,
+    source: Annotated[str | None, typer.Option("--source", help="endpoint, openai, mcp, test, eval, invoke, trigger, agent (called by another agent)...")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many (newest first).")] = 20,
     json_out: JsonOption = False,
 ) -> None:
@@ -113,6 +113,8 @@ def show(
         ("session", ex.session_id or "—"), ("started", when(ex.started_at) + " UTC"),
         ("queued", queued), ("duration", took),
     ]
+    if ex.parent_id:  # called by another agent (ctx.agents.invoke)
+        rows.insert(3, ("parent", f"{ex.parent_id} (rf executions show {ex.parent_id})"))
     if ex.ended_at:
         rows.append(("ended", when(ex.ended_at) + " UTC"))
     if not running:

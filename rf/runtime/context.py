@@ -22,6 +22,7 @@ from rf.errors import RfError
 if TYPE_CHECKING:
     import logging
 
+    from rf.runtime.ctx_agents import Agents
     from rf.runtime.ctx_connectors import Connectors
     from rf.runtime.ctx_data import DataSource
     from rf.runtime.ctx_kb import KnowledgeBase
@@ -124,6 +125,14 @@ class Context:
         found = self._services.get("connectors")
         if found is None:
             found = self._services["connectors"] = _service_class("connectors")(self)
+        return found  # type: ignore[no-any-return]
+
+    @property
+    def agents(self) -> Agents:
+        """The other agents of this environment: ``ctx.agents.invoke("other", input)``."""
+        found = self._services.get("agents")
+        if found is None:
+            found = self._services["agents"] = _service_class("agents")(self)
         return found  # type: ignore[no-any-return]
 
     @property
@@ -230,6 +239,7 @@ _SERVICE_CLASSES = {
     "session": ("rf.runtime.ctx_session", "Session"),
     "memory": ("rf.runtime.ctx_memory", "Memory"),
     "trace": ("rf.runtime.ctx_trace", "Trace"),
+    "agents": ("rf.runtime.ctx_agents", "Agents"),
 }
 _loaded: dict[str, Any] = {}
 

@@ -9,6 +9,7 @@ import os
 import stat
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,7 @@ from rf.config import (
     check_name,
     parse_agent_toml,
 )
-from rf.errors import Conflict, InvalidAgent, NotFound, ProductionReadOnly, UsageError
+from rf.errors import AgentCallError, Conflict, InvalidAgent, NotFound, ProductionReadOnly, UsageError
 from rf.ids import datetime_of_ns, iso, iso_of_ns, new_id, now_ns, utcnow
 from rf.models import (
     WORKING_COPY,
@@ -43,7 +44,7 @@ from rf.models import (
     check_env,
 )
 from rf.services import diffs
-from rf.services.host import HostCall, collect
+from rf.services.host import HostCall, collect, host_method
 from rf.services.sessions import check_session_id, finish_execution
 from rf.services.traces import ExecutionTrace, _new_span_id, dispatch, replay_final
 
@@ -52,6 +53,15 @@ if TYPE_CHECKING:
     from rf.store import Store
 
 _log = logging.getLogger("rf.services")
+
+#: How deep agents may call agents by default (``ctx.agents.invoke``; see CoreServices.agent_call_depth).
+AGENT_CALL_DEPTH = 4
+#: Of the time a calling execution has left, the share kept back from the agent it calls (at
+#: most _CALL_RESERVE_S): the caller's time to handle the answer before its own timeout.
+_CALL_RESERVE_SHARE = 0.1
+_CALL_RESERVE_S = 1.0
+#: Less than this left for the agent called: the call is refused (it could not even start).
+_CALL_MIN_S = 0.05
 
 
 def require_staging(env: str, what: str, instead: str) -> None:
@@ -561,13 +571,16 @@ class CoreServices:
         trace: str = DEFAULT_TRACE,
         trace_max_chars: int = DEFAULT_TRACE_MAX_CHARS,
         session_fields: tuple[str, str] | None = None,
+        parent: HostCall | None = None,
     ) -> Execution:
         """Run one execution in a worker and record it: its trace (a root span around the
         run, a child span per host call, in the environment's trace mode), and, if it
-        succeeded, its session messages and memory writes (see rf.services.sessions)."""
+        succeeded, its session messages and memory writes (see rf.services.sessions).
+        *parent*: the execution whose agent called this one (``ctx.agents.invoke``)."""
         prepared = self._prepare_run(env=env, name=name, commit_label=commit_label, input=input,
                                      session_id=session_id, source=source, stream=on_chunk is not None,
-                                     trace=trace, trace_max_chars=trace_max_chars, session_fields=session_fields)
+                                     trace=trace, trace_max_chars=trace_max_chars, session_fields=session_fields,
+                                     parent=parent)
         call, tracer, request = prepared
         try:
             result = self.pool.run(
@@ -606,19 +619,27 @@ class CoreServices:
 
     def _prepare_run(self, *, env: str, name: str, commit_label: str, input: Any, session_id: str | None,
                      source: str, stream: bool, trace: str, trace_max_chars: int,
-                     session_fields: tuple[str, str] | None = None) -> Any:
+                     session_fields: tuple[str, str] | None = None, parent: HostCall | None = None) -> Any:
         """The execution's call, trace and run request. *trace* is the mode of *env* for
         this commit (``[trace]`` in agent.toml); *session_fields*, the input and output fields
-        its session keeps as messages (``[session]``; None: ``message`` for both)."""
+        its session keeps as messages (``[session]``; None: ``message`` for both); *parent*,
+        the calling execution of a child one (``ctx.agents.invoke``): the child records it as
+        its ``parent_id`` and joins its trace (same trace id)."""
         from rf.runtime.pool import RunRequest
 
         check_session_id(session_id)
         execution_id = new_id("ex")
         call = HostCall(env=env, agent=name, execution_id=execution_id, session_id=session_id,
                         commit=commit_label, source=source)
+        if parent is not None:
+            call.parent_id = parent.execution_id
+            call.chain = (*parent.chain, parent.agent)
         if session_fields is not None and session_id is not None:
             call.state["session_fields"] = session_fields  # read by rf.services.sessions.finish_execution
         tracer = ExecutionTrace.begin(self.store, call, trace, trace_max_chars, now_ns())  # timing starts
+        parent_trace = parent.state.get("trace") if parent is not None else None
+        if parent_trace is not None:  # one trace across the calling execution and this one
+            tracer.trace_id = parent_trace.trace_id
         tracer.input = input
         # In flight: shown as running if it lasts (rf.store.executions.RunningMarkers).
         self.store.running.track(execution_id, tracer)
@@ -654,6 +675,7 @@ class CoreServices:
             error_type=result.error_type, traceback=result.traceback, logs=result.logs,
             started_at=iso_of_ns(start_ns), ended_at=iso_of_ns(ended_ns), duration_ms=round(max(ended_ns - run_ns, 0) / 1e6, 3),
             session_id=call.session_id, queued_ms=round(max(run_ns - start_ns, 0) / 1e6, 3),
+            parent_id=call.parent_id,
         )
         store = self.store
         writer = store.writer
@@ -679,6 +701,66 @@ class CoreServices:
             return dispatch(self, table, call, method, params)
 
         return handle
+
+    # ------------------------------------------------------------ agents calling agents
+    #: How deep agents may call agents: A → B → C → D → E is depth 4; E calling on is refused.
+    agent_call_depth = AGENT_CALL_DEPTH
+
+    @host_method("agents.invoke")
+    def _host_agents_invoke(self, call: HostCall, name: Any = None, input: Any = None,
+                            session_id: Any = None) -> Any:
+        """``ctx.agents.invoke(name, input, session_id=None)``: run agent *name*'s commit of
+        the caller's environment (staging's under ``rf test``) as a child execution of *call*,
+        with at most the time *call* has left, and answer its output. Refused before anything
+        runs: a cycle (an agent already in the chain of calls), a chain deeper than
+        :attr:`agent_call_depth`. The child's failure is an :class:`AgentCallError` naming it.
+
+        The child runs in another worker (its own agent's key) while the caller's worker waits
+        for this answer; the refusals above are what keep a chain from holding every worker of
+        the environment (a call back into a busy agent could wait for itself)."""
+        if not isinstance(name, str) or not name:
+            raise UsageError("ctx.agents.invoke: name the agent to call",
+                             'e.g. ctx.agents.invoke("other", {"message": "hi"})')
+        if session_id is not None and not isinstance(session_id, str):
+            raise UsageError("ctx.agents.invoke: session_id must be a string (or None)")
+        chain = (*call.chain, call.agent)
+        shown = " → ".join((*chain, name))
+        if name in chain:
+            raise AgentCallError(f"agent call cycle refused: {shown}",
+                                 "an agent cannot call an agent that is already waiting on it (directly or "
+                                 "through others): break the cycle", agent=name)
+        if len(chain) > self.agent_call_depth:
+            raise AgentCallError(f"agent call depth limit ({self.agent_call_depth}) reached: {shown}",
+                                 "agents may call agents at most this deep: flatten the chain", agent=name)
+        commit_id = self.target(call.env, name)  # NotFound (with the fix) when it is not in this environment
+        config = self._commit_config(commit_id)
+        if config.get("input_schema") is not None:
+            check_input(config, input, call.env, name)
+        timeout_s = float(config.get("timeout_s", 60.0))
+        if call.deadline is not None:
+            # The child gets what the caller has left, minus a share for the caller to handle
+            # the answer (or the failure) before its own timeout.
+            left = call.deadline - time.monotonic()
+            budget = left - min(_CALL_RESERVE_S, left * _CALL_RESERVE_SHARE)
+            if budget < _CALL_MIN_S:
+                raise AgentCallError(f"no time left to call agent {name}: execution {call.execution_id} "
+                                     f"times out in {max(left, 0):.2f}s", "raise timeout_s in agent.toml of "
+                                     f"agent {call.agent}", agent=name)
+            timeout_s = min(timeout_s, budget)
+        execution = self._run(
+            env=call.env, name=name, commit_label=commit_id, code_dir=self.code_dir(commit_id),
+            entrypoint=config.get("entrypoint", "agent:handle"), timeout_s=timeout_s, input=input,
+            session_id=session_id, source=f"agent:{call.agent}", on_chunk=None, trace=config["trace"][call.env],
+            trace_max_chars=int(config.get("trace_max_chars", DEFAULT_TRACE_MAX_CHARS)),
+            session_fields=config["session"], parent=call,
+        )
+        call.annotate(child_execution_id=execution.id)  # on this call's span: the way down the trace
+        if execution.status != "succeeded":
+            raise AgentCallError(
+                f"agent {name} failed (execution {execution.id}): {execution.error or execution.status}",
+                f"see it: rf executions show {execution.id} --env {call.env}", agent=name,
+                execution_id=execution.id, error=execution.error, error_type=execution.error_type)
+        return execution.output
 
     def list_executions(
         self,
@@ -737,6 +819,7 @@ def _config_dict(config: AgentConfig) -> dict[str, Any]:
         "trace_max_chars": config.trace_max_chars,
         "session": {"input": config.session_input, "output": config.session_output},
         **({"input_schema": config.input_schema} if config.input_schema is not None else {}),
+        **({"agents": config.uses_agents} if config.uses_agents else {}),
     }
 
 

@@ -35,6 +35,11 @@ class HostCall:
     state: dict[str, Any] = field(default_factory=dict)
     #: when the execution times out (``time.monotonic()``), once its worker has started it
     deadline: float | None = None
+    #: the execution whose agent called this one (``ctx.agents.invoke``); None when called from outside
+    parent_id: str | None = None
+    #: the agents whose calls led here, outermost first (empty when called from outside): a call
+    #: back into one of them is a cycle, and their number is the depth
+    chain: tuple[str, ...] = ()
 
     def start(self, deadline: float) -> None:
         """The worker started the execution; it times out at ``deadline`` (``time.monotonic()``)."""

@@ -55,6 +55,8 @@ _CONNECTOR_REF = re.compile(r"\bconnectors\s*\.\s*(?:call|describe|tool)\(\s*" +
                             + r"(?:\s*,\s*" + _NAME.format(n=3) + ")?")
 _KB_REF = re.compile(r"\.\s*kb\(\s*" + _NAME.format(n=1) + r"\s*\)")
 _DATA_REF = re.compile(r"\.\s*data\(\s*" + _NAME.format(n=1) + r"\s*\)")
+#: ctx.agents.invoke("other", ...): the agents it calls.
+_AGENT_REF = re.compile(r"\bagents\s*\.\s*invoke\(\s*" + _NAME.format(n=1))
 
 
 @dataclass
@@ -66,6 +68,7 @@ class AgentUses:
     resources: set[tuple[str, str]] = field(default_factory=set)  #: (connector, resource) its code calls
     kbs: set[str] = field(default_factory=set)
     data: set[str] = field(default_factory=set)
+    agents: set[str] = field(default_factory=set)  #: other agents it calls (``[uses] agents``, ctx.agents.invoke)
 
 
 def code_uses(source: str, uses: AgentUses) -> AgentUses:
@@ -77,6 +80,7 @@ def code_uses(source: str, uses: AgentUses) -> AgentUses:
             uses.resources.add((m.group(2), m.group(4)))
     uses.kbs.update(m.group(2) for m in _KB_REF.finditer(source))
     uses.data.update(m.group(2) for m in _DATA_REF.finditer(source))
+    uses.agents.update(m.group(2) for m in _AGENT_REF.finditer(source))
     return uses
 
 
@@ -173,14 +177,15 @@ class ReleasesService(ServiceBase):
         return chosen
 
     def _agent_uses(self, commit_id: str) -> AgentUses:
-        """What a commit uses (agent.toml's prompts/connectors, and what its code names). Commits
-        are immutable: cached per commit id."""
+        """What a commit uses (agent.toml's prompts/connectors and ``[uses] agents``, and what its
+        code names). Commits are immutable: cached per commit id."""
         cache: dict[str, AgentUses] = self.__dict__.setdefault("_uses_cache", {})
         uses = cache.get(commit_id)
         if uses is None:
             config = self.store.get_commit_config(commit_id)
             uses = AgentUses(prompts={p for p in config.get("prompts", []) if isinstance(p, str)},
-                             connectors={c for c in config.get("connectors", []) if isinstance(c, str)})
+                             connectors={c for c in config.get("connectors", []) if isinstance(c, str)},
+                             agents={a for a in config.get("agents", []) if isinstance(a, str)})
             uses = cache[commit_id] = code_uses(self._python_source(commit_id), uses)
         return uses
 
@@ -188,11 +193,13 @@ class ReleasesService(ServiceBase):
                           ) -> tuple[list[ReleaseItem], list[str], list[str], list[str]]:
         """``(missing, warnings, unavailable, still_used)`` of a batch.
 
-        * missing: pending prompt/connector items that the batch's agents use (agent.toml, or
-          by name in their code, down to a connector's resources) but the batch lacks;
+        * missing: pending prompt/connector/agent items that the batch's agents use (agent.toml,
+          or by name in their code, down to a connector's resources; the agents they call with
+          ctx.agents.invoke) but the batch lacks;
         * unavailable: what they use that production lacks and no pending item provides —
           a prompt or connector nowhere, a resource no instance has, a knowledge base or data
-          source that does not exist (those are shared by both environments);
+          source that does not exist (those are shared by both environments), an agent that
+          neither production nor staging runs;
         * still_used: removals (``after`` None) that production still uses once the batch is
           published, naming each user; and resources a connector item drops that production
           agents call;
@@ -228,6 +235,7 @@ class ReleasesService(ServiceBase):
             warnings.append(f"agent {item.name} uses {what}, which production does not have ({fix})")
 
         if agents:
+            in_production = {r["name"] for r in self.store.agent_rows() if r["production_commit"] is not None}
             published = {r["name"] for r in self.store.prompt_rows() if r["published_version"] is not None}
             kbs = {r["name"] for r in self.store.kb_rows()}
             sources = {r["name"] for r in self.store.data_source_rows()}
@@ -256,6 +264,13 @@ class ReleasesService(ServiceBase):
                 elif publishing or slug in instances()["production"]:
                     lacks(item, f"connector {slug} resource {resource}",
                           f"add it in staging: rf connectors resources add {slug} {resource} ..., then publish it")
+            for name in sorted(uses.agents - {item.name}):
+                # Agents call agents of their own environment: production must run the callee.
+                dep = pending_by_key.get(("agent", name))
+                if dep is not None and dep.after is not None:
+                    need(item, dep, f"agent {name}")
+                elif name not in in_production or (dep is not None and ("agent", name) in in_batch):
+                    lacks(item, f"agent {name}", f"deploy it: rf agents deploy {name}, then promote it")
             for name in sorted(uses.kbs - kbs):
                 lacks(item, f"knowledge base {name}",
                       f"knowledge bases are shared by both environments: rf kb create {name}")
@@ -309,6 +324,8 @@ class ReleasesService(ServiceBase):
             users: list[str] = []
             if item.kind == "agent":
                 users = [f"trigger {t['name']} ({t['id']})" for t in triggers if t["agent"] == item.name]
+                users += [f"agent {agent}" for agent, commit in sorted(production.items())
+                          if agent != item.name and item.name in self._agent_uses(commit).agents]
             elif item.kind in ("prompt", "connector"):
                 for agent, commit in sorted(production.items()):
                     uses = self._agent_uses(commit)

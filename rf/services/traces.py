@@ -67,7 +67,7 @@ DEFERRABLE = frozenset({"trace.span", "trace.start", "trace.end", "memory.set", 
 #: Method prefix → span kind.
 KINDS = {
     "prompts": "prompt", "llm": "llm", "connectors": "connector", "memory": "memory", "session": "session",
-    "kb": "kb", "data": "data", "trace": "custom",
+    "kb": "kb", "data": "data", "trace": "custom", "agents": "agent",
 }
 TRACE_MODES = ("full", "standard", "minimal")
 DEFAULT_MAX_CHARS = 2000
@@ -423,6 +423,8 @@ class ExecutionTrace:
         attributes: dict[str, Any] = {"commit": execution.commit, "source": execution.source}
         if execution.session_id:
             attributes["session_id"] = execution.session_id
+        if execution.parent_id:  # called by another agent (ctx.agents.invoke): same trace id as its caller
+            attributes["parent_execution_id"] = execution.parent_id
         if execution.error_type:
             attributes["error_type"] = execution.error_type
         if self.child_errors:

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 _COLUMNS = (
     "id, env, agent, commit_id, source, status, input, output, error, error_type, traceback, logs,"
-    " started_at, ended_at, duration_ms, session_id, queued_ms"
+    " started_at, ended_at, duration_ms, session_id, queued_ms, parent_id"
 )
 _MARKER_COLUMNS = "id, env, agent, commit_id, source, session_id, input, started_at, run_started_at"
 #: The latest marker of each execution (one is written while it waits, another once it runs).
@@ -216,7 +216,7 @@ class ExecutionsMixin:
             ex.id, ex.env, ex.agent, ex.commit, ex.source, ex.status,
             _dump(ex.input), _dump(ex.output), ex.error, ex.error_type, ex.traceback, ex.logs,
             started or parse_iso(ex.started_at), ended or parse_iso(ex.ended_at), ex.duration_ms,
-            ex.session_id, root_span, ex.queued_ms,
+            ex.session_id, root_span, ex.queued_ms, ex.parent_id,
         )
         writer = self.writer
         writer.check("executions", (row,))
@@ -228,7 +228,7 @@ class ExecutionsMixin:
             id=row[0], env=row[1], agent=row[2], commit=row[3], source=row[4], status=row[5],
             input=_load(row[6]), output=_load(row[7]), error=row[8], error_type=row[9],
             traceback=row[10], logs=row[11] or "", started_at=iso(row[12]), ended_at=iso(row[13]),
-            duration_ms=row[14], session_id=row[15], queued_ms=row[16] or 0.0,
+            duration_ms=row[14], session_id=row[15], queued_ms=row[16] or 0.0, parent_id=row[17],
         )
 
     @staticmethod
@@ -308,7 +308,7 @@ class ExecutionsMixin:
         root = dumps_lenient([ids[:32], ids[32:], micros_of(started) * 1000, micros_of(now) * 1000, "error",
                               INTERRUPTED_ERROR, attributes])
         row = (ex.id, env, agent, commit, source, ex.status, input_text, None, ex.error, ex.error_type, None, "",
-               started, now, ex.duration_ms, session_id, root, ex.queued_ms)
+               started, now, ex.duration_ms, session_id, root, ex.queued_ms, None)
         self.writer.check("executions", (row,))
         self.writer.put("executions", row)
 
