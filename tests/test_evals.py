@@ -376,3 +376,25 @@ def test_rf_eval_with_a_real_server_staging_vs_production(tmp_path: Path) -> Non
         assert server.proc.poll() is None  # it ran in the server (which still owns the store)
     finally:
         server.stop()
+
+
+def test_calls_in_a_minimal_trace_and_an_agent_without_a_suite(tmp_path: Path) -> None:
+    """A minimal trace keeps no attributes: `calls` cannot name connector resources and says
+    how to fix it. An agent without a suite is a clear error naming the file to add."""
+    ws = init_workspace(tmp_path / "ws")
+    suite = '{"id": "c", "input": {"kind": "crm"}, "expect": {"calls": ["crm.get-customer"]}}\n'
+    write_agent(ws.root, "bot", AGENT_PY, AGENT_TOML + 'trace = "minimal"\n', extra={"evals/c.jsonl": suite})
+    write_agent(ws.root, "plain", AGENT_PY, AGENT_TOML)
+    b = open_local(ws)
+    try:
+        _setup_connector(b)
+        score = _score(b.run_eval("bot", files=snapshot_dir(ws.root / "agents" / "bot")).cases[0], "calls")
+        assert not score.passed and "trace mode is minimal" in score.detail and "connectors.call" in score.detail
+        b.deploy("plain", snapshot_dir(ws.root / "agents" / "plain"), "v1", "ada")
+        with pytest.raises(NotFound) as info:
+            b.run_eval("plain", "staging")
+        assert "has no eval suite" in info.value.message and "agents/plain/evals/" in (info.value.hint or "")
+        with pytest.raises(NotFound, match="not in production yet"):
+            b.run_eval("plain", "production")
+    finally:
+        b.close()

@@ -26,9 +26,10 @@ def eval_suite(
                                                         "rf test) instead of the deployed commit.")] = False,
     json_out: JsonOption = False,
 ) -> None:
-    """Run the agent's eval suite (agents/NAME/evals/) against an environment: staging's deployed
-    commit (or the working copy with --local), or production's published one. Exit code 1 when
-    a case fails."""
+    """Run the agent's eval suite (agents/NAME/evals/); exit code 1 when a case fails.
+
+    Staging runs its deployed commit (or the working copy with --local), production its
+    published one; each run is an execution with source eval."""
     check_env(env)
     files = None
     if local:
