@@ -79,7 +79,7 @@ class Site:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """One server: ``echo`` "one" in production and "two" in staging; ``caller`` in both (the
-    same code); ``boom``, ``slow``, ``hasty`` (the caller with a 2-second timeout) and
+    same code); ``boom``, ``slow``, ``hasty`` (the caller with a 2.5-second timeout) and
     ``c1``..``c6`` (CHAIN) in staging."""
     from rf.config import init_workspace
 
@@ -98,7 +98,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         site.commits["echo@staging"] = deploy(b, ws.root, "echo", ECHO.format(version="two"))
         deploy(b, ws.root, "boom", BOOM)
         deploy(b, ws.root, "slow", SLOW, timeout=60)
-        deploy(b, ws.root, "hasty", CALLER, timeout=2)
+        deploy(b, ws.root, "hasty", CALLER, timeout=2.5)
         for n in range(1, 7):
             deploy(b, ws.root, f"c{n}", CHAIN)
         yield site
@@ -210,14 +210,14 @@ def test_a_cycle_is_refused_naming_the_chain(site: Site) -> None:
 
 
 def test_the_child_gets_at_most_the_time_the_caller_has_left(site: Site) -> None:
-    # hasty times out after 2 s; slow (60 s) would loop for ever: it is stopped within hasty's
-    # time, early enough for hasty to catch the failure and answer.
+    # hasty times out after 2.5 s; slow (60 s) would loop for ever: it is stopped within hasty's
+    # time (80% of what hasty had left), early enough for hasty to catch the failure and answer.
     parent = site.b.invoke("staging", "hasty", {"call": "slow"}, None)
     assert parent.status == "succeeded", parent.error
     assert parent.output["error_type"] == "timeout", parent.output
     child = site.b.get_execution(parent.output["child"], "staging")
     assert child.status == "failed" and child.error_type == "timeout" and child.parent_id == parent.id
-    assert child.duration_ms < 2000 and parent.duration_ms < 2000
+    assert child.duration_ms < 2500 and parent.duration_ms < 2500
 
 
 # ---------------------------------------------------------------- releases

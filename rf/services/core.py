@@ -58,7 +58,7 @@ _log = logging.getLogger("rf.services")
 AGENT_CALL_DEPTH = 4
 #: Of the time a calling execution has left, the share kept back from the agent it calls (at
 #: most _CALL_RESERVE_S): the caller's time to handle the answer before its own timeout.
-_CALL_RESERVE_SHARE = 0.1
+_CALL_RESERVE_SHARE = 0.2
 _CALL_RESERVE_S = 1.0
 #: Less than this left for the agent called: the call is refused (it could not even start).
 _CALL_MIN_S = 0.05
