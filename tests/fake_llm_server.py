@@ -15,7 +15,13 @@ messages). A bad request gets a 400 with the reason, like the real APIs.
 
 Answers come from ``script`` (a queue of :class:`Reply`), or by default echo
 the last user text as ``"echo: <text>"``. Every request is recorded in
-``received`` so tests can assert the exact wire shape rf sent.
+``received`` (path, headers, parsed body, arrival time) so tests can assert
+the exact wire shape rf sent. :meth:`FakeLLMServer.fail` queues error answers
+(429 with ``Retry-After``, 500...) a given number of times.
+
+Connections are HTTP/1.1 keep-alive (JSON answers carry a Content-Length;
+event streams close their connection), and ``connections`` counts the TCP
+connections accepted, so a test can tell a reused client from a new one per call.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ class Reply:
     hold_after: int | None = None
     gate: threading.Event | None = None
     opened: bool | None = None
+    headers: dict[str, str] = field(default_factory=dict)  #: extra response headers (e.g. Retry-After)
 
 
 @dataclass
@@ -53,6 +60,7 @@ class Received:
     path: str
     headers: dict[str, str]  #: lower-cased names
     body: dict[str, Any]
+    at: float = 0.0  #: time.monotonic() when it arrived
 
 
 class BadRequest(Exception):
@@ -77,6 +85,9 @@ class FakeLLMServer:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self._counter = 0
         self._lock = threading.Lock()
+        #: TCP connections accepted so far (one per client when keep-alive works)
+        self.connections = 0
+        self._sockets: list[Any] = []
 
     # ------------------------------------------------------------ lifecycle
     @property
@@ -98,6 +109,15 @@ class FakeLLMServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        import socket
+
+        with self._lock:  # kept-alive connections too: a stopped server answers nothing
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def __enter__(self) -> FakeLLMServer:
         return self.start()
@@ -107,6 +127,12 @@ class FakeLLMServer:
 
     def add(self, *replies: Reply) -> None:
         self.script.extend(replies)
+
+    def fail(self, status: int, times: int = 1, retry_after: str | None = None, body: str = "") -> None:
+        """Answer the next ``times`` requests with HTTP ``status`` (and ``Retry-After``, if given)."""
+        headers = {"Retry-After": retry_after} if retry_after is not None else {}
+        for _ in range(times):
+            self.add(Reply(status=status, error_body=body or f"fake error {status}", headers=dict(headers)))
 
     def _next_id(self, prefix: str) -> str:
         with self._lock:
@@ -118,6 +144,14 @@ class FakeLLMServer:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, like the real APIs
+
+            def setup(self) -> None:
+                super().setup()
+                with fake._lock:
+                    fake.connections += 1
+                    fake._sockets.append(self.connection)
+
             def log_message(self, format: str, *args: Any) -> None:  # quiet
                 pass
 
@@ -130,7 +164,7 @@ class FakeLLMServer:
                 except ValueError:
                     self._json(400, {"error": {"message": "body is not JSON"}})
                     return
-                fake.received.append(Received(self.path, headers, body))
+                fake.received.append(Received(self.path, headers, body, time.monotonic()))
                 if self.path == "/v1/chat/completions":
                     fake._openai(self, headers, body)
                 elif self.path == "/v1/messages":
@@ -146,11 +180,13 @@ class FakeLLMServer:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            def _raw(self, status: int, text: str) -> None:
+            def _raw(self, status: int, text: str, headers: dict[str, str] | None = None) -> None:
                 payload = text.encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "text/plain")
                 self.send_header("Content-Length", str(len(payload)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(payload)
 
@@ -158,6 +194,8 @@ class FakeLLMServer:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Cache-Control", "no-cache")
+                self.send_header("Connection", "close")  # no length: the end of the stream is the end of the body
+                self.close_connection = True
                 self.end_headers()
 
             def _sse(self, data: Any, event: str | None = None) -> None:
@@ -189,7 +227,7 @@ class FakeLLMServer:
         reply = self._reply(last_user)
         time.sleep(reply.delay_s)
         if reply.status != 200:
-            h._raw(reply.status, reply.error_body)
+            h._raw(reply.status, reply.error_body, reply.headers)
             return
         model = reply.model or body["model"]
         calls = [{"id": self._next_id("call"), "type": "function",
@@ -254,7 +292,23 @@ class FakeLLMServer:
                     json.loads(c["function"]["arguments"])
                     pending.add(c["id"])
             if role == "user":
-                last_user = m.get("content") or ""
+                content = m.get("content") or ""
+                if isinstance(content, list):
+                    for j, part in enumerate(content):
+                        if part.get("type") == "image_url":
+                            if not isinstance((part.get("image_url") or {}).get("url"), str):
+                                raise BadRequest(f"messages[{i}].content[{j}].image_url.url is required")
+                        elif part.get("type") != "text" or not isinstance(part.get("text"), str):
+                            raise BadRequest(f"messages[{i}].content[{j}]: unknown part type {part.get('type')!r}")
+                    content = "".join(p.get("text", "") for p in content)
+                last_user = content
+        if "max_tokens" in body and "max_completion_tokens" in body:
+            raise BadRequest("max_tokens and max_completion_tokens cannot both be set")
+        fmt = body.get("response_format")
+        if fmt is not None and not (fmt.get("type") in ("text", "json_object") or (
+                fmt.get("type") == "json_schema" and isinstance((fmt.get("json_schema") or {}).get("schema"), dict)
+                and isinstance(fmt["json_schema"].get("name"), str))):
+            raise BadRequest("response_format: invalid shape")
         for t in body.get("tools") or []:
             if t.get("type") != "function" or "name" not in t.get("function", {}):
                 raise BadRequest("tools must be {type: function, function: {name, description, parameters}}")
@@ -277,7 +331,7 @@ class FakeLLMServer:
         reply = self._reply(last_user)
         time.sleep(reply.delay_s)
         if reply.status != 200:
-            h._raw(reply.status, reply.error_body)
+            h._raw(reply.status, reply.error_body, reply.headers)
             return
         model = reply.model or body["model"]
         blocks: list[dict[str, Any]] = []
@@ -355,6 +409,12 @@ class FakeLLMServer:
                     if role != "assistant" or not isinstance(b.get("input"), dict):
                         raise BadRequest(f"messages.{i}: bad tool_use block")
                     pending.add(b["id"])
+                elif b.get("type") == "image":
+                    source = b.get("source") or {}
+                    if role != "user" or source.get("type") not in ("base64", "url") or (
+                            source["type"] == "base64" and not (source.get("media_type") and source.get("data"))) or (
+                            source["type"] == "url" and not source.get("url")):
+                        raise BadRequest(f"messages.{i}: bad image block")
                 elif b.get("type") == "tool_result":
                     if role != "user" or b.get("tool_use_id") not in pending:
                         raise BadRequest(f"messages.{i}: tool_result block(s) without a matching tool_use")
@@ -368,4 +428,10 @@ class FakeLLMServer:
         for t in body.get("tools") or []:
             if "name" not in t or "input_schema" not in t:
                 raise BadRequest("tools: each tool needs name and input_schema")
+        choice = body.get("tool_choice")
+        if choice is not None and (choice.get("type") not in ("auto", "any", "tool", "none") or (
+                choice["type"] == "tool" and choice.get("name") not in {t["name"] for t in body.get("tools") or []})):
+            raise BadRequest("tool_choice: must name one of the tools")
+        if "stop_sequences" in body and not isinstance(body["stop_sequences"], list):
+            raise BadRequest("stop_sequences: must be a list of strings")
         return last_user

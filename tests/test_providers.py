@@ -379,10 +379,11 @@ def test_http_errors_timeouts_and_unreachable(ws: Any, svc: Services, fake: Fake
                                               kind: Literal["openai", "anthropic"]) -> None:
     url = fake.openai_url if kind == "openai" else fake.anthropic_url
     svc.add_provider("p", kind, url, keyed, "m")
-    fake.add(Reply(status=500, error_body="upstream exploded " + "x" * 1000 + f" {KEY}"))
+    # (a 4xx other than 429 is not retried; 429 and 5xx retries: tests/test_llm_params.py)
+    fake.add(Reply(status=400, error_body="upstream exploded " + "x" * 1000 + f" {KEY}"))
     with pytest.raises(ProviderError) as info:
         svc.llm_chat(host_call(), "hi", model="p:")
-    assert "HTTP 500" in info.value.message and "upstream exploded" in info.value.message
+    assert "HTTP 400" in info.value.message and "upstream exploded" in info.value.message
     assert len(info.value.message) < 400 and KEY not in str(info.value)
 
     add_rules(ws, "[llm]\ntimeout_s = 0.3\n")
@@ -551,7 +552,7 @@ def test_real_agent_execution_uses_ctx_llm(ws: Any, local: LocalBackend, fake: F
         tool_call = { name = "lookup_customer", arguments = { id = "42" } }
     """)
     local.add_provider("oai", "openai", fake.openai_url, keyed, "gpt-test")
-    fake.add(Reply(status=503, error_body="overloaded, try later"))
+    fake.add(Reply(status=403, error_body="model not allowed"))  # not retried (a 503 is: test_llm_params.py)
     write_agent(ws.root, "support", LLM_AGENT)
     local.deploy("support", snapshot_dir(ws.root / "agents" / "support"), "llm", "ada")
     ex = local.invoke("staging", "support", {"message": "how do I get a refund?"})
@@ -561,7 +562,7 @@ def test_real_agent_execution_uses_ctx_llm(ws: Any, local: LocalBackend, fake: F
         "loop": 'mock reply: {"id": "42", "plan": "gold"}',
         "chunks": ["mock reply: ", "stream me ", "please now"],
         "missing": "unknown provider 'ghost' in model 'ghost:model'",
-        "failed": "provider 'oai' answered HTTP 503: overloaded, try later", "env": "staging",
+        "failed": "provider 'oai' answered HTTP 403: model not allowed", "env": "staging",
     }
     assert KEY not in json.dumps(ex.output) + ex.logs
     mock, oai = local.list_providers()

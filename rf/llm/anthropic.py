@@ -9,7 +9,18 @@ separate ``system`` field; an assistant's tool calls become ``tool_use``
 content blocks; tool results become ``tool_result`` blocks of a *user*
 message; consecutive messages of one role are merged into one turn (the API
 wants user and assistant turns to alternate). ``max_tokens`` is required by
-the API: 4096 unless the caller gives one.
+the API: 4096 unless the caller gives one. ``temperature`` and ``top_p`` go as
+given, ``stop`` as ``stop_sequences``. Image parts (OpenAI's ``image_url``)
+become ``{"type": "image", "source": ...}`` blocks: ``base64`` for a data URL,
+``url`` otherwise.
+
+Structured output: the Messages API has no ``response_format``; the schema
+becomes the ``input_schema`` of one extra tool (named as the format) that the
+model is forced to call (``tool_choice: {"type": "tool", "name": ...}``). That
+call's input is the answer: ``ChatResult.parsed``, with its JSON as ``text``
+(and as the only chunk when streaming), and not a tool call. A request that
+also offers tools is refused: forcing the answer tool would keep the model
+from calling them (run the tool loop first, then ask for the structured answer).
 
 Streaming reads the server-sent events ``message_start`` (model, input
 tokens), ``content_block_start``/``content_block_delta`` (``text_delta`` or
@@ -25,7 +36,7 @@ from typing import Any
 
 from rf.errors import UsageError
 from rf.llm._http import HttpChat
-from rf.llm.types import ChatResult, ToolCall, Usage, parse_arguments
+from rf.llm.types import ChatResult, ToolCall, Usage, parse_arguments, parse_data_url
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
@@ -48,6 +59,8 @@ def to_wire(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
         if role == "tool":
             role = "user"
             blocks.append({"type": "tool_result", "tool_use_id": m["tool_call_id"], "content": m["content"]})
+        elif isinstance(m["content"], list):  # text and image parts (user messages only)
+            blocks.extend(_wire_part(part) for part in m["content"] if part.get("type") != "text" or part["text"])
         else:
             if m["content"]:
                 blocks.append({"type": "text", "text": m["content"]})
@@ -62,6 +75,16 @@ def to_wire(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     if not turns:
         raise UsageError("the conversation has no user message", "Anthropic models need at least one user message")
     return "\n\n".join(system_parts), turns
+
+
+def _wire_part(part: dict[str, Any]) -> dict[str, Any]:
+    if part["type"] == "text":
+        return {"type": "text", "text": part["text"]}
+    url = part["image_url"]["url"]
+    data = parse_data_url(url)
+    if data is not None:
+        return {"type": "image", "source": {"type": "base64", "media_type": data[0], "data": data[1]}}
+    return {"type": "image", "source": {"type": "url", "url": url}}
 
 
 def to_wire_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -93,18 +116,60 @@ class AnthropicClient(HttpChat):
         tools: list[dict[str, Any]],
         max_tokens: int | None = None,
         on_chunk: Callable[[str], None] | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        stop: list[str] | None = None,
+        response_format: dict[str, Any] | None = None,
     ) -> ChatResult:
         url = f"{self.base_url}/v1/messages"
         system, turns = to_wire(messages)
         body: dict[str, Any] = {"model": model, "max_tokens": max_tokens or DEFAULT_MAX_TOKENS, "messages": turns}
         if system:
             body["system"] = system
+        if tools and response_format is not None:
+            raise UsageError("an Anthropic provider cannot take tools and response_format in one call",
+                             "its structured output is a forced tool call: run the tools first, then ask for "
+                             "the structured answer in a call without tools")
         if tools:
             body["tools"] = to_wire_tools(tools)
+        if temperature is not None:
+            body["temperature"] = temperature
+        if top_p is not None:
+            body["top_p"] = top_p
+        if stop:
+            body["stop_sequences"] = stop
+        answer_tool = None
+        if response_format is not None:
+            answer_tool = response_format["name"]
+            schema = response_format["schema"] or {"type": "object"}
+            body["tools"] = [{"name": answer_tool, "description": "Give your answer by calling this tool: its "
+                              "input is the answer, in the requested JSON schema.", "input_schema": schema}]
+            body["tool_choice"] = {"type": "tool", "name": answer_tool}
         if on_chunk is None:
-            return self._parse(self.post_json(url, self._headers(), body), model)
-        body["stream"] = True
-        return self._stream(url, body, model, on_chunk)
+            result = self._parse(self.post_json(url, self._headers(), body), model)
+        else:
+            body["stream"] = True
+            # the answer tool's input is sent once it is whole (see _structured)
+            result = self._stream(url, body, model, on_chunk if answer_tool is None else lambda _piece: None)
+        if answer_tool is not None:
+            self._structured(result, answer_tool, on_chunk)
+        result.retries = self.retries
+        return result
+
+    def _structured(self, result: ChatResult, answer_tool: str, on_chunk: Callable[[str], None] | None) -> None:
+        """The forced answer tool's input → ``parsed`` (and ``text``, the one chunk when streaming)."""
+        answer = next((c for c in result.tool_calls if c.name == answer_tool), None)
+        if answer is None:
+            raise self._error(f"provider {self.provider!r} did not call the structured-output tool "
+                              f"{answer_tool!r} it was forced to call (finish: {result.finish_reason})",
+                              "raise max_tokens (the answer may be cut short) or try again")
+        result.tool_calls = [c for c in result.tool_calls if c is not answer]
+        result.parsed = answer.arguments
+        result.text = json.dumps(answer.arguments, ensure_ascii=False)
+        if result.finish_reason == "tool_calls":
+            result.finish_reason = "stop"
+        if on_chunk is not None:
+            on_chunk(result.text)
 
     def _parse(self, data: dict[str, Any], model: str) -> ChatResult:
         if data.get("type") == "error":

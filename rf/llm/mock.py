@@ -16,7 +16,16 @@ A ``tool_call`` rule only fires when the request offers a tool of that name
 (a real model cannot call a tool it was not given); otherwise the next rule
 is tried. Token usage counts whitespace-separated words: prompt = every
 message's content, completion = the reply (or the tool call's name and JSON
-arguments). Streaming splits the reply into at most three word-aligned chunks.
+arguments; an image counts as one word). Streaming splits the reply into at
+most three word-aligned chunks.
+
+It takes the parameters the real providers take: ``stop`` cuts the reply
+before the first stop sequence, ``max_tokens`` after that many words;
+``temperature`` and ``top_p`` are accepted and change nothing (it is
+deterministic). With a ``response_format`` the answer is JSON: a rule's
+``reply`` when it is a JSON object, else a minimal valid instance of the
+schema (:func:`instance_of`: every listed property, strings ``"mock"``,
+numbers their minimum or 0, the first ``enum``/``anyOf`` choice...).
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ from typing import Any
 
 from rf.config import RF_TOML_KEYS, check_keys
 from rf.errors import WorkspaceError
-from rf.llm.types import TOOL_NAME_RE, ChatResult, ToolCall, Usage, last_user_text
+from rf.llm.types import TOOL_NAME_RE, ChatResult, ToolCall, Usage, content_images, content_text, last_user_text
 
 DEFAULT_MODEL = "mock"
 PREFIX = "mock reply: "
@@ -140,6 +149,55 @@ def chunks_of(text: str, parts: int = 3) -> list[str]:
     return ["".join(tokens[i:i + size]) for i in range(0, len(tokens), size)]
 
 
+def instance_of(schema: Any, root: Any = None, depth: int = 0) -> Any:
+    """A small, deterministic value valid for the JSON Schema ``schema`` (common keywords)."""
+    root = schema if root is None else root
+    if not isinstance(schema, dict) or depth > 20:
+        return None
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target: Any = root
+        for key in ref[2:].split("/"):
+            target = target.get(key) if isinstance(target, dict) else None
+        return instance_of(target, root, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if isinstance(schema.get(key), list) and schema[key]:
+            return instance_of(schema[key][0], root, depth + 1)
+    kind = schema.get("type", "object" if "properties" in schema else "string")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object":
+        props = schema.get("properties")
+        return {name: instance_of(sub, root, depth + 1) for name, sub in props.items()} if isinstance(props, dict) else {}
+    if kind == "array":
+        count = int(schema.get("minItems") or 0)
+        return [instance_of(schema.get("items"), root, depth + 1) for _ in range(count)]
+    if kind in ("integer", "number"):
+        low = schema.get("minimum", schema.get("exclusiveMinimum"))
+        value = low if isinstance(low, int | float) and not isinstance(low, bool) else 0
+        if "exclusiveMinimum" in schema and value == schema["exclusiveMinimum"]:
+            value += 1
+        return int(value) if kind == "integer" else value
+    if kind == "boolean":
+        return False
+    if kind == "null":
+        return None
+    text = "mock"
+    size = int(schema.get("minLength") or 0)
+    return text + "k" * max(size - len(text), 0)
+
+
+def _cut_at_stop(text: str, stop: list[str] | None) -> tuple[str, bool]:
+    if not stop:
+        return text, False
+    cuts = [i for i in (text.find(s) for s in stop) if i >= 0]
+    return (text[:min(cuts)], True) if cuts else (text, False)
+
+
 class MockClient:
     """The mock provider (see the module docstring for its behaviour)."""
 
@@ -155,14 +213,18 @@ class MockClient:
         tools: list[dict[str, Any]],
         max_tokens: int | None = None,
         on_chunk: Callable[[str], None] | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        stop: list[str] | None = None,
+        response_format: dict[str, Any] | None = None,
     ) -> ChatResult:
-        prompt_tokens = sum(words(m["content"]) + sum(words(json.dumps(t["arguments"])) + 1
-                                                      for t in m.get("tool_calls", []))
+        prompt_tokens = sum(words(content_text(m["content"])) + len(content_images(m["content"]))
+                            + sum(words(json.dumps(t["arguments"])) + 1 for t in m.get("tool_calls", []))
                             for m in messages)
         offered = {t["name"] for t in tools}
         text, calls = "", []
         if messages[-1]["role"] == "tool":
-            text = PREFIX + messages[-1]["content"]
+            text = PREFIX + content_text(messages[-1]["content"])
         elif messages[0]["role"] == "system" and str(messages[0]["content"]).startswith(JUDGE_MARKER):
             text = judge_verdict(last_user_text(messages))
         else:
@@ -181,6 +243,13 @@ class MockClient:
                     break
             else:
                 text = PREFIX + question
+        parsed = None
+        if response_format is not None and not calls:
+            parsed = _json_object(text)
+            if parsed is None:
+                parsed = instance_of(response_format["schema"]) if response_format["schema"] is not None else {}
+            text = json.dumps(parsed, ensure_ascii=False)
+        text, stopped = _cut_at_stop(text, stop) if parsed is None else (text, False)
         if max_tokens is not None and words(text) > max_tokens:
             text = " ".join(text.split()[:max_tokens])
             finish = "length"
@@ -190,5 +259,16 @@ class MockClient:
         if on_chunk is not None:
             for piece in chunks_of(text):
                 on_chunk(piece)
+        if stopped and finish == "tool_calls":
+            finish = "stop"
         return ChatResult(text=text, tool_calls=calls, usage=Usage.of(prompt_tokens, completion), model=model,
-                          provider=self.provider, finish_reason=finish)
+                          provider=self.provider, finish_reason=finish,
+                          parsed=parsed if finish != "length" else None)
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

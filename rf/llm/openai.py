@@ -8,6 +8,17 @@ Streaming (``stream: true``) reads server-sent ``data:`` lines carrying
 ``choices[0].delta`` (text in ``content``, tool calls as ``tool_calls``
 deltas keyed by ``index``) until ``data: [DONE]``; usage arrives in a final
 chunk because we ask for ``stream_options.include_usage``.
+
+Parameters: ``temperature``, ``top_p`` and ``stop`` are sent as given;
+``response_format`` as ``{"type": "json_schema", "json_schema": {name, schema,
+strict}}`` (or ``{"type": "json_object"}``), the answer's text parsed as JSON
+into ``ChatResult.parsed``; image parts of user messages go as they are
+(``{"type": "image_url", ...}``). ``max_tokens`` is sent as
+``max_completion_tokens`` to the official API (``api.openai.com``, where
+``max_tokens`` is deprecated and refused by reasoning models) and to any
+server for the reasoning families (``o1``, ``o3``, ``o4``, ``gpt-5``…); other
+OpenAI-compatible servers (Ollama, vLLM, LM Studio...) get ``max_tokens``,
+which they all understand (:func:`max_tokens_field`).
 """
 
 from __future__ import annotations
@@ -17,9 +28,33 @@ from collections.abc import Callable
 from typing import Any
 
 from rf.llm._http import HttpChat
-from rf.llm.types import ChatResult, ToolCall, Usage, parse_arguments
+from rf.llm.types import ChatResult, ToolCall, Usage, parse_arguments, parse_structured
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+#: Model families that refuse ``max_tokens`` (reasoning models): they need ``max_completion_tokens``.
+_COMPLETION_TOKENS_MODELS = ("o1", "o3", "o4", "gpt-5")
+
+
+def max_tokens_field(base_url: str, model: str) -> str:
+    """The body field that caps the reply: ``max_completion_tokens`` for the official API and
+    the reasoning families, ``max_tokens`` for other OpenAI-compatible servers."""
+    from urllib.parse import urlsplit
+
+    if (urlsplit(base_url).hostname or "").endswith("api.openai.com"):
+        return "max_completion_tokens"
+    family = model.rsplit("/", 1)[-1].lower()
+    if any(family == f or family.startswith(f + "-") or family.startswith(f + ".") for f in _COMPLETION_TOKENS_MODELS):
+        return "max_completion_tokens"
+    return "max_tokens"
+
+
+def to_wire_response_format(fmt: dict[str, Any]) -> dict[str, Any]:
+    if fmt["schema"] is None:
+        return {"type": "json_object"}
+    spec: dict[str, Any] = {"name": fmt["name"], "schema": fmt["schema"]}
+    if fmt["strict"]:
+        spec["strict"] = True
+    return {"type": "json_schema", "json_schema": spec}
 
 _FINISH = {"stop": "stop", "tool_calls": "tool_calls", "function_call": "tool_calls", "length": "length"}
 
@@ -67,24 +102,44 @@ class OpenAIClient(HttpChat):
         tools: list[dict[str, Any]],
         max_tokens: int | None = None,
         on_chunk: Callable[[str], None] | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        stop: list[str] | None = None,
+        response_format: dict[str, Any] | None = None,
     ) -> ChatResult:
         url = f"{self.base_url}/chat/completions"
         body: dict[str, Any] = {"model": model, "messages": to_wire_messages(messages)}
         if tools:
             body["tools"] = to_wire_tools(tools)
         if max_tokens is not None:
-            body["max_tokens"] = max_tokens
+            body[max_tokens_field(self.base_url, model)] = max_tokens
+        if temperature is not None:
+            body["temperature"] = temperature
+        if top_p is not None:
+            body["top_p"] = top_p
+        if stop:
+            body["stop"] = stop
+        if response_format is not None:
+            body["response_format"] = to_wire_response_format(response_format)
         if on_chunk is None:
-            return self._parse(self.post_json(url, self._headers(), body), model)
-        body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
-        return self._stream(url, body, model, on_chunk)
+            result = self._parse(self.post_json(url, self._headers(), body), model)
+        else:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+            result = self._stream(url, body, model, on_chunk)
+        if response_format is not None and not result.tool_calls:
+            result.parsed = parse_structured(result.text, f"provider {self.provider!r}")
+        result.retries = self.retries
+        return result
 
     def _parse(self, data: dict[str, Any], model: str) -> ChatResult:
         choices = data.get("choices")
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
             raise self._error(f"provider {self.provider!r} answered without choices: {json.dumps(data)[:300]}")
         message = choices[0].get("message") or {}
+        if message.get("refusal") and not message.get("content"):
+            raise self._error(f"model {data.get('model') or model!r} of provider {self.provider!r} refused: "
+                              f"{str(message['refusal'])[:300]}", "rephrase the request")
         calls = [
             ToolCall(str(c.get("id") or f"call_{i}"), str((c.get("function") or {}).get("name") or ""),
                      parse_arguments((c.get("function") or {}).get("arguments"),

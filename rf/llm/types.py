@@ -14,7 +14,14 @@ A **message** is a dict::
   is accepted too);
 - a tool message answers one call: ``{"role": "tool", "tool_call_id": "...", "content": "..."}``
   (``"name"`` optional);
-- ``content`` may also be a list of ``{"type": "text", "text": ...}`` parts; they are joined.
+- ``content`` may also be a list of ``{"type": "text", "text": ...}`` parts; they are joined —
+  unless a *user* message has image parts ``{"type": "image_url", "image_url": {"url": ...}}``
+  (the OpenAI shape; ``url`` is ``https://...`` or a ``data:image/...;base64,...`` URL): its
+  content then stays a list of text and image parts (see :func:`content_text`).
+
+A **response format** (structured output) is ``{"name", "schema": <JSON Schema object> | None,
+"strict": bool}`` (see :func:`normalize_response_format`): the answer is JSON, parsed into
+:attr:`ChatResult.parsed`.
 
 A **tool spec** is ``{"name", "description", "parameters": <JSON Schema object>}``
 (the OpenAI ``{"type": "function", "function": {...}}`` and Anthropic
@@ -116,6 +123,9 @@ class ChatResult:
         finish_reason: ``stop``, ``tool_calls`` or ``length`` (normalised across providers).
         messages: for ``run_tools``, the whole conversation including tool
             calls and results (empty for a single ``chat``).
+        parsed: with a ``response_format``, the structured answer (the JSON
+            value of ``text``); None otherwise.
+        retries: how many times the provider was asked again (HTTP 429 / 5xx).
     """
 
     text: str = ""
@@ -125,6 +135,9 @@ class ChatResult:
     provider: str = ""
     finish_reason: str = "stop"
     messages: list[dict[str, Any]] = field(default_factory=list)
+    parsed: Any = None
+    #: How many times the call was retried (HTTP 429 / 5xx) before this answer.
+    retries: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -137,6 +150,10 @@ class ChatResult:
         }
         if self.messages:
             out["messages"] = self.messages
+        if self.parsed is not None:
+            out["parsed"] = self.parsed
+        if self.retries:
+            out["retries"] = self.retries
         return out
 
     @classmethod
@@ -150,6 +167,8 @@ class ChatResult:
             provider=str(data.get("provider") or ""),
             finish_reason=str(data.get("finish_reason") or "stop"),
             messages=list(data.get("messages") or []),
+            parsed=data.get("parsed"),
+            retries=int(data.get("retries") or 0),
         )
 
     def as_message(self) -> dict[str, Any]:
@@ -188,23 +207,70 @@ def tool_result(call_id: str, content: str, name: str | None = None) -> dict[str
 # ------------------------------------------------------------------ validation
 
 
-def _text_of(content: Any, where: str) -> str:
+_IMAGE_HINT = ('an image part is {"type": "image_url", "image_url": {"url": "https://..."}} or a base64 '
+               '"data:image/png;base64,..." URL')
+_DATA_URL = re.compile(r"^data:(image/[A-Za-z0-9.+-]+);base64,([A-Za-z0-9+/=\s]+)$")
+
+
+def parse_data_url(url: str) -> tuple[str, str] | None:
+    """``data:image/png;base64,XXXX`` → (``image/png``, ``XXXX``); None for any other URL."""
+    m = _DATA_URL.match(url)
+    return (m.group(1), "".join(m.group(2).split())) if m else None
+
+
+def _image_part(part: dict[str, Any], where: str) -> dict[str, Any]:
+    image = part.get("image_url")
+    if isinstance(image, str):
+        image = {"url": image}
+    url = image.get("url") if isinstance(image, dict) else None
+    if not isinstance(url, str) or not (url.startswith(("https://", "http://")) or parse_data_url(url)):
+        raise UsageError(f"{where} is not a valid image part", _IMAGE_HINT)
+    out: dict[str, Any] = {"url": url}
+    if isinstance(image, dict) and isinstance(image.get("detail"), str):
+        out["detail"] = image["detail"]
+    return {"type": "image_url", "image_url": out}
+
+
+def _content_of(content: Any, where: str, role: str) -> str | list[dict[str, Any]]:
+    """A message's content: a string, or (a user message with images) a list of text/image parts."""
     if content is None:
         return ""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        parts = []
+        parts: list[dict[str, Any]] = []
         for i, part in enumerate(content):
             if isinstance(part, str):
-                parts.append(part)
+                parts.append({"type": "text", "text": part})
+            elif isinstance(part, dict) and part.get("type") in ("image_url", "image"):
+                if role != "user":
+                    raise UsageError(f"{where}.content[{i}]: only user messages may hold images")
+                if part.get("type") == "image":
+                    raise UsageError(f"{where}.content[{i}] uses Anthropic's image shape", _IMAGE_HINT)
+                parts.append(_image_part(part, f"{where}.content[{i}]"))
             elif isinstance(part, dict) and isinstance(part.get("text"), str):
-                parts.append(part["text"])
+                parts.append({"type": "text", "text": part["text"]})
             else:
-                raise UsageError(f"{where}.content[{i}] is not a text part",
-                                 'use a string, or parts like {"type": "text", "text": "..."}')
-        return "".join(parts)
+                raise UsageError(f"{where}.content[{i}] is not a text or image part",
+                                 'use a string, or parts like {"type": "text", "text": "..."}; ' + _IMAGE_HINT)
+        if any(p["type"] == "image_url" for p in parts):
+            return parts
+        return "".join(p["text"] for p in parts)
     raise UsageError(f"{where}.content must be a string (got {type(content).__name__})")
+
+
+def content_text(content: Any) -> str:
+    """The text of a normalized message's content (image parts left out)."""
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return str(content or "")
+
+
+def content_images(content: Any) -> list[str]:
+    """The image URLs of a normalized message's content."""
+    if not isinstance(content, list):
+        return []
+    return [p["image_url"]["url"] for p in content if isinstance(p, dict) and p.get("type") == "image_url"]
 
 
 def parse_arguments(raw: Any, where: str = "tool call") -> dict[str, Any]:
@@ -254,7 +320,7 @@ def normalize_messages(messages: Any) -> list[dict[str, Any]]:
         role = raw.get("role")
         if role not in ROLES:
             raise UsageError(f"{where}.role is {role!r}", f"use one of: {', '.join(ROLES)}")
-        message: dict[str, Any] = {"role": role, "content": _text_of(raw.get("content"), where)}
+        message: dict[str, Any] = {"role": role, "content": _content_of(raw.get("content"), where, role)}
         if role == "assistant" and raw.get("tool_calls"):
             calls = raw["tool_calls"]
             if not isinstance(calls, list):
@@ -309,8 +375,79 @@ def normalize_tools(tools: Any) -> list[dict[str, Any]]:
 def last_user_text(messages: list[dict[str, Any]]) -> str:
     for message in reversed(messages):
         if message["role"] == "user":
-            return str(message["content"])
+            return content_text(message["content"])
     return ""
+
+
+# ------------------------------------------------------------------ sampling and structured output
+
+def normalize_response_format(value: Any) -> dict[str, Any] | None:
+    """``response_format`` → ``{"name", "schema", "strict"}`` (None for plain text).
+
+    Accepted: OpenAI's ``{"type": "json_schema", "json_schema": {"name", "schema", "strict"?}}``,
+    ``{"type": "json_object"}`` (any JSON object: ``schema`` None), ``{"type": "text"}``, or a
+    bare JSON Schema of an object (``{"type": "object", "properties": {...}}``; named ``answer``).
+    """
+    if value is None:
+        return None
+    hint = ('e.g. {"type": "json_schema", "json_schema": {"name": "answer", "schema": {"type": "object", '
+            '"properties": {"city": {"type": "string"}}, "required": ["city"]}}}, or the bare schema')
+    if not isinstance(value, dict):
+        raise UsageError("response_format must be an object", hint)
+    kind = value.get("type")
+    if kind == "text" and len(value) == 1:
+        return None
+    if kind == "json_object":
+        return {"name": "answer", "schema": None, "strict": False}
+    if kind == "json_schema":
+        spec = value.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
+            raise UsageError("response_format.json_schema must be an object with a schema", hint)
+        name, schema, strict = spec.get("name", "answer"), spec["schema"], spec.get("strict", False)
+    elif kind == "object" or "properties" in value:
+        name, schema, strict = "answer", value, False
+    else:
+        raise UsageError(f"response_format has an unknown type {kind!r}", hint)
+    if not isinstance(name, str) or not TOOL_NAME_RE.match(name):
+        raise UsageError(f"response_format name {name!r} is invalid",
+                         "use letters, digits, '_' and '-' (at most 64 characters)")
+    if schema.get("type", "object") != "object":
+        raise UsageError("response_format schema must describe a JSON object (\"type\": \"object\")",
+                         "wrap other values in an object property")
+    if not isinstance(strict, bool):
+        raise UsageError("response_format.json_schema.strict must be true or false")
+    return {"name": name, "schema": schema, "strict": strict}
+
+
+def normalize_sampling(temperature: Any = None, top_p: Any = None, stop: Any = None,
+                       max_tokens: Any = None) -> dict[str, Any]:
+    """Validate the sampling parameters; the ones given, as ``{name: value}`` (stop as a list)."""
+    out: dict[str, Any] = {}
+    for name, value, high in (("temperature", temperature, 2.0), ("top_p", top_p, 1.0)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not (0 <= value <= high):
+            raise UsageError(f"{name} must be a number between 0 and {high:g} (got {value!r})")
+        out[name] = value
+    if stop is not None:
+        stops = [stop] if isinstance(stop, str) else stop
+        if not isinstance(stops, list) or not stops or not all(isinstance(x, str) and x for x in stops):
+            raise UsageError("stop must be a non-empty string or a list of them", 'e.g. stop=["\\n\\n", "END"]')
+        out["stop"] = stops
+    if max_tokens is not None:
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= 0:
+            raise UsageError("max_tokens must be a positive integer")
+        out["max_tokens"] = max_tokens
+    return out
+
+
+def parse_structured(text: str, where: str) -> Any:
+    """The JSON answer of a structured-output call (ProviderError when the model sent no JSON)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise ProviderError(f"{where} did not answer with JSON as response_format asked: {text[:200]!r}",
+                            "check the schema, raise max_tokens (the answer may be cut short) or try again") from None
 
 
 def split_model(model: str | None) -> tuple[str | None, str | None]:

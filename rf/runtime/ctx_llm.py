@@ -83,29 +83,47 @@ class LLM:
 
     @overload
     def chat(self, messages: list[dict[str, Any]] | str, model: str | None = ..., tools: list[Any] | None = ...,
-             stream: Literal[False] = ..., max_tokens: int | None = ...) -> ChatResult: ...
+             stream: Literal[False] = ..., max_tokens: int | None = ..., *, temperature: float | None = ...,
+             top_p: float | None = ..., stop: str | list[str] | None = ...,
+             response_format: dict[str, Any] | None = ...) -> ChatResult: ...
 
     @overload
     def chat(self, messages: list[dict[str, Any]] | str, model: str | None = ..., tools: list[Any] | None = ...,
-             *, stream: Literal[True], max_tokens: int | None = ...) -> ChatStream: ...
+             *, stream: Literal[True], max_tokens: int | None = ..., temperature: float | None = ...,
+             top_p: float | None = ..., stop: str | list[str] | None = ...,
+             response_format: dict[str, Any] | None = ...) -> ChatStream: ...
 
     def chat(self, messages: list[dict[str, Any]] | str, model: str | None = None, tools: list[Any] | None = None,
-             stream: bool = False, max_tokens: int | None = None) -> ChatResult | ChatStream:
+             stream: bool = False, max_tokens: int | None = None, *, temperature: float | None = None,
+             top_p: float | None = None, stop: str | list[str] | None = None,
+             response_format: dict[str, Any] | None = None) -> ChatResult | ChatStream:
         """One chat call.
 
         Args:
             messages: ``[{"role": "system"|"user"|"assistant"|"tool", "content": ...}]``
-                (a plain string is one user message).
+                (a plain string is one user message). A user message's content may
+                be a list of parts, text and images:
+                ``{"type": "image_url", "image_url": {"url": "https://..." | "data:image/png;base64,..."}}``.
             model: ``"provider:model"``, ``"model"`` or None (see the class docs).
             tools: tool specs ``{"name", "description", "parameters"}``, or
                 Python functions / tool objects (their specs are derived; they
                 are *not* run — use :meth:`run_tools` for that).
             stream: return a :class:`ChatStream` of text chunks instead.
-            max_tokens: cap on the reply's tokens.
+            max_tokens: cap on the reply's tokens (OpenAI: sent as
+                ``max_completion_tokens`` where the API wants it).
+            temperature: sampling temperature, 0–2 (Anthropic: 0–1).
+            top_p: nucleus sampling, 0–1.
+            stop: a stop sequence or a list of them.
+            response_format: structured output — a JSON Schema of an object, or
+                OpenAI's ``{"type": "json_schema", "json_schema": {"name", "schema"}}``
+                / ``{"type": "json_object"}``. The answer is in ``result.parsed``.
+
+        Provider errors HTTP 429 / 5xx are retried (honouring ``Retry-After``)
+        within the execution's time.
 
         Returns:
             A :class:`~rf.llm.types.ChatResult`: ``text``, ``tool_calls``,
-            ``usage``, ``model``, ``provider``.
+            ``usage``, ``model``, ``provider``, ``parsed``.
         """
         specs = None
         if tools is not None:
@@ -113,8 +131,10 @@ class LLM:
 
             specs = tool_specs(tools)
         params: dict[str, Any] = {"messages": messages, "model": model, "tools": specs, "stream": stream}
-        if max_tokens is not None:
-            params["max_tokens"] = max_tokens
+        for name, value in (("max_tokens", max_tokens), ("temperature", temperature), ("top_p", top_p),
+                            ("stop", stop), ("response_format", response_format)):
+            if value is not None:
+                params[name] = value
         data = self._ctx.call_host("llm.chat", **params)
         if stream and not isinstance(data, dict):
             return ChatStream(data)  # the worker's live stream of pieces

@@ -13,6 +13,14 @@ affects production immediately, so every change returns warnings that say so
   mock rules needs no server restart.
 - ``[llm] timeout_s`` (default 60) bounds each HTTP call to a provider (or
   the time the calling execution has left, when that is shorter).
+- One HTTP client (connection pool) per provider, made at its first call and
+  reused by every call, on every thread; closed when the provider is removed
+  or its kind/base URL changes, and when the Services close.
+- 429 / 5xx answers are retried with backoff that honours ``Retry-After``,
+  never past the execution's deadline (rf.llm._http, with tenacity).
+- Each ``llm.chat`` span carries ``llm.tokens.prompt/completion/total`` (and
+  ``llm.retries`` when there were retries); the execution's root span carries
+  the sums over all its LLM calls under the same names.
 - API keys are credential *names*; the value is read in the host at call
   time (``credential_secret``), registered with the execution as a secret
   (scrubbed from spans and logs) and never stored, logged or put in errors.
@@ -39,7 +47,16 @@ from rf.config import RF_TOML_KEYS, WORKSPACE_FILE, check_keys, check_name
 from rf.errors import Conflict, NotFound, RfError, UsageError, WorkspaceError
 from rf.ids import utcnow
 from rf.llm import mock
-from rf.llm.types import ChatResult, normalize_messages, normalize_tools, split_model, user
+from rf.llm.types import (
+    ChatResult,
+    Usage,
+    normalize_messages,
+    normalize_response_format,
+    normalize_sampling,
+    normalize_tools,
+    split_model,
+    user,
+)
 from rf.models import Provider, ProviderChange, ProviderTest, ProviderUse
 from rf.runtime.protocol import PIECE_SINK
 from rf.services.base import ServiceBase
@@ -47,6 +64,8 @@ from rf.services.host import HostCall, host_method
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    import httpx
 
     from rf.llm._http import HttpChat
 
@@ -66,7 +85,9 @@ class ChatClient(Protocol):
     """What every provider client offers (see rf.llm.mock/openai/anthropic)."""
 
     def chat(self, messages: list[dict[str, Any]], *, model: str, tools: list[dict[str, Any]],
-             max_tokens: int | None = None, on_chunk: Callable[[str], None] | None = None) -> ChatResult: ...
+             max_tokens: int | None = None, on_chunk: Callable[[str], None] | None = None,
+             temperature: float | None = None, top_p: float | None = None, stop: list[str] | None = None,
+             response_format: dict[str, Any] | None = None) -> ChatResult: ...
 
 
 @dataclass
@@ -219,6 +240,7 @@ class ProvidersService(ServiceBase):
                            f"to remove it anyway: rf providers remove {name} --yes")
         with self.store.transaction() as cur:
             self.store.delete_provider(cur, name)
+        self._drop_http_client(name)
         return ProviderChange("removed", provider, warnings)
 
     def set_default_provider(self, name: str) -> ProviderChange:
@@ -270,21 +292,64 @@ class ProvidersService(ServiceBase):
         base_url = provider.base_url or _DEFAULT_URLS[provider.kind]
         # [llm] timeout_s, or less: the calling execution's own timeout comes first.
         timeout, cut_short = call.time_left(settings.timeout_s) if call is not None else (settings.timeout_s, False)
+        # Retries stop at the execution's deadline (or, outside an execution, timeout_s after the first attempt).
+        deadline = call.deadline if call is not None else None
         client: HttpChat
         if provider.kind == "openai":
             from rf.llm.openai import OpenAIClient
 
-            client = OpenAIClient(provider.name, base_url, key, timeout_s=timeout)
+            client = OpenAIClient(provider.name, base_url, key, timeout_s=timeout, deadline=deadline,
+                                  http=self._http_client_for(provider, base_url))
         elif provider.kind == "anthropic":
             from rf.llm.anthropic import AnthropicClient
 
-            client = AnthropicClient(provider.name, base_url, key, timeout_s=timeout)
+            client = AnthropicClient(provider.name, base_url, key, timeout_s=timeout, deadline=deadline,
+                                     http=self._http_client_for(provider, base_url))
         else:
             raise RfError(f"provider {provider.name!r} has an unknown kind {provider.kind!r}",
                           f"remove it and add it again: rf providers remove {provider.name}")
         if cut_short and call is not None:
             client.out_of_time_hint = f"raise timeout_s in agents/{call.agent}/agent.toml, or ask for less (max_tokens)"
         return client
+
+    def _http_client_for(self, provider: Provider, base_url: str) -> httpx.Client:
+        """The provider's one HTTP client (made once, then shared by every call and thread).
+
+        Keyed by name; a provider removed and added again with another kind or base URL (or
+        created at another time) gets a new client, and the old one is closed."""
+        from rf.llm._http import new_http_client
+
+        clients: dict[str, tuple[tuple[str, str, str], httpx.Client]] = self.__dict__.setdefault(
+            "_llm_http_clients", {})
+        lock: threading.Lock = self.__dict__.setdefault("_llm_http_lock", threading.Lock())
+        identity = (provider.kind, base_url, str(provider.created_at))
+        stale = None
+        with lock:
+            entry = clients.get(provider.name)
+            if entry is not None and entry[0] == identity:
+                return entry[1]
+            if entry is not None:
+                stale = entry[1]
+            client = new_http_client()
+            clients[provider.name] = (identity, client)
+        if stale is not None:
+            stale.close()  # calls still using it fail like a dropped connection (and are retried on the new one)
+        return client
+
+    def _drop_http_client(self, name: str) -> None:
+        lock: threading.Lock = self.__dict__.setdefault("_llm_http_lock", threading.Lock())
+        with lock:
+            entry = self.__dict__.get("_llm_http_clients", {}).pop(name, None)
+        if entry is not None:
+            entry[1].close()
+
+    def close(self) -> None:
+        """Close the providers' HTTP clients (then the next service's ``close``)."""
+        for name in list(self.__dict__.get("_llm_http_clients", {})):
+            self._drop_http_client(name)
+        parent = getattr(super(), "close", None)
+        if parent is not None:
+            parent()
 
     def resolve_model(self, model: str | None) -> tuple[Provider, str]:
         """``"provider:model"`` | ``"model"`` (default provider) | None (default provider and model)."""
@@ -322,24 +387,27 @@ class ProvidersService(ServiceBase):
 
     @host_method("llm.chat")
     def llm_chat(self, call: HostCall, messages: Any, model: str | None = None, tools: Any = None,
-                 stream: bool = False, max_tokens: int | None = None) -> dict[str, Any]:
+                 stream: bool = False, max_tokens: int | None = None, temperature: float | None = None,
+                 top_p: float | None = None, stop: Any = None, response_format: Any = None) -> dict[str, Any]:
         """``ctx.llm.chat``: one chat call for agent code, in the host.
 
         Returns :meth:`ChatResult.to_dict`; with ``stream`` the provider is
         called in streaming mode and each text piece goes to the worker as it
         arrives (``PIECE_SINK``, set by the pool), or, when nobody listens, the
-        pieces are returned in ``chunks``.
+        pieces are returned in ``chunks``. The span gets the token usage (and
+        the retries); the execution's root span the sums (:func:`add_tokens`).
         """
         msgs = normalize_messages(messages)
         specs = normalize_tools(tools)
         if not isinstance(stream, bool):
             raise UsageError("stream must be true or false")
-        if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)
-                                       or max_tokens <= 0):
-            raise UsageError("max_tokens must be a positive integer")
+        sampling = normalize_sampling(temperature=temperature, top_p=top_p, stop=stop, max_tokens=max_tokens)
+        fmt = normalize_response_format(response_format)
         provider, model_name = self.resolve_model(model)
         call.annotate(provider=provider.name, provider_kind=provider.kind, model=model_name, input_messages=msgs,
-                      stream=stream)
+                      stream=stream, **{k: v for k, v in sampling.items() if k != "max_tokens"})
+        if fmt is not None:
+            call.annotate(response_format=fmt["name"])
         self._note_use(provider.name, call)  # before calling: a failing provider is still one agents depend on
         client = self._client(provider, call)
         chunks: list[str] = []
@@ -351,9 +419,19 @@ class ProvidersService(ServiceBase):
                 sink(piece)
         elif stream:
             on_chunk = chunks.append
-        result = client.chat(msgs, model=model_name, tools=specs, max_tokens=max_tokens, on_chunk=on_chunk)
-        call.annotate(model=result.model, output_text=result.text, usage=result.usage.to_dict(),
-                      tool_calls=[t.to_dict() for t in result.tool_calls], finish_reason=result.finish_reason)
+        try:
+            result = client.chat(msgs, model=model_name, tools=specs, on_chunk=on_chunk, response_format=fmt,
+                                 **sampling)
+        finally:
+            retries = getattr(client, "retries", 0)
+            if retries:
+                call.annotate(**{"llm.retries": retries})
+        usage = result.usage
+        call.annotate(model=result.model, output_text=result.text, usage=usage.to_dict(),
+                      tool_calls=[t.to_dict() for t in result.tool_calls], finish_reason=result.finish_reason,
+                      **{"llm.tokens.prompt": usage.prompt_tokens, "llm.tokens.completion": usage.completion_tokens,
+                         "llm.tokens.total": usage.total_tokens})
+        add_tokens(call, usage)
         out = result.to_dict()
         if stream and sink is None:
             out["chunks"] = chunks
@@ -377,6 +455,22 @@ class ProvidersService(ServiceBase):
                 state.pop(key, None)
             log.warning("could not record that %s/%s used provider %s", call.env, call.agent, provider,
                         exc_info=True)
+
+
+_TOKENS_LOCK = threading.Lock()
+
+
+def add_tokens(call: HostCall, usage: Usage) -> None:
+    """Add one call's tokens to its execution's sums: ``call.state["root_attributes"]``, which
+    the execution's root span takes as its attributes (rf.services.traces). Host calls of one
+    execution may run on several threads, hence the lock."""
+    with _TOKENS_LOCK:
+        sums = call.state.setdefault("root_attributes", {})
+        for name, value in (("llm.tokens.prompt", usage.prompt_tokens),
+                            ("llm.tokens.completion", usage.completion_tokens),
+                            ("llm.tokens.total", usage.total_tokens)):
+            sums[name] = int(sums.get(name, 0)) + value
+        sums["llm.calls"] = int(sums.get("llm.calls", 0)) + 1
 
 
 _LLM_HEADER = re.compile(r"^\s*\[\s*llm\s*\]\s*(#.*)?$")

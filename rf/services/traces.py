@@ -429,6 +429,8 @@ class ExecutionTrace:
             attributes["error_type"] = execution.error_type
         if self.child_errors:
             attributes["child_errors"] = self.child_errors
+        # What host methods summed over the execution (e.g. llm.tokens.* from rf.services.providers)
+        attributes.update(self.call.state.get("root_attributes") or {})
         self._io(attributes, execution.input, execution.output, execution.status == "succeeded")
         ok = execution.status == "succeeded"
         root = self._root(end_ns=max(end, self.start_ns), status="ok" if ok else "error",
