@@ -266,7 +266,7 @@ def test_retries_stop_at_the_execution_deadline(svc: Services, fake: FakeLLMServ
     assert time.monotonic() - started < 2
     message = info.value.message
     assert "HTTP 429: slow down" in message and "not retried: the next attempt (in 30 s)" in message
-    assert "execution's time runs out" in message
+    assert "execution's time runs out" in message and "timeout_s in agent.toml" in (info.value.hint or "")
     fake.script.clear()
     # One retry fits, the next does not.
     fake.fail(429, times=5, retry_after="1")

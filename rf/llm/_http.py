@@ -109,6 +109,8 @@ class HttpChat:
         #: ``time.monotonic()`` after which no attempt starts and no retry waits (the calling
         #: execution's deadline); None: ``timeout_s`` from the first attempt.
         self.deadline = deadline
+        #: whether ``deadline`` is the calling execution's (errors say so)
+        self.execution_deadline = deadline is not None
         self.max_attempts = max_attempts
         #: Retries made by the last request (the trace shows them).
         self.retries = 0
@@ -180,7 +182,8 @@ class HttpChat:
         left = self._time_left()
         if left is not None and state.upcoming_sleep >= left:
             self._gave_up = (f"not retried: the next attempt (in {state.upcoming_sleep:.3g} s) would start after "
-                             + ("the execution's time runs out" if self.out_of_time_hint else "the call's time runs out")
+                             + ("the execution's time runs out" if self.execution_deadline
+                                else "the call's time ([llm] timeout_s) runs out")
                              + f" ({max(left, 0):.3g} s left)")
             return True
         return False
@@ -220,9 +223,11 @@ class HttpChat:
         except RetryableError as exc:
             if self._gave_up:
                 retried = f"; retried {self.retries} time{'s' if self.retries != 1 else ''}" if self.retries else ""
-                raise ProviderError(f"{exc.message} ({self._gave_up}{retried})",
-                                    self.out_of_time_hint if self.out_of_time_hint and "time" in self._gave_up
-                                    else exc.hint) from None
+                hint = exc.hint
+                if self._gave_up.startswith("not retried"):
+                    hint = ("the provider asks to wait longer than the call may take: try again later"
+                            + (", or raise the agent's timeout_s in agent.toml" if self.execution_deadline else ""))
+                raise ProviderError(f"{exc.message} ({self._gave_up}{retried})", hint) from None
             raise
 
     # ------------------------------------------------------------ requests
