@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from rf import models
@@ -31,6 +31,12 @@ class Route:
     #: The body may be sent ahead in chunks (``upload_chunk``, ``POST /api/uploads``) and the route
     #: called with ``{"upload": ID}`` instead: for bodies larger than ``[server] max_body_bytes``.
     accepts_upload: bool = False
+    #: The least role that may call it (viewer < developer < publisher < admin), checked in the
+    #: service layer (rf.services.users.guard_routes). Filled from the tables at the end of this
+    #: module; a route none of them names is admin-only (fail closed) and fails a test.
+    role: str = ""
+    #: A successful call is recorded in the audit log with its actor (``rf audit``).
+    audit: bool = False
 
     def path_params(self) -> tuple[str, ...]:
         """The ``{name}`` parameters of the path, in order."""
@@ -44,7 +50,8 @@ class Route:
 #: Parameters of Services methods that no request may set, on any route: Python
 #: objects of the server process (a chunk callback, an agent's host call), never
 #: JSON values. A route adds its own in ``Route.internal``.
-INTERNAL_PARAMS: frozenset[str] = frozenset({"on_chunk", "call"})
+INTERNAL_PARAMS: frozenset[str] = frozenset({"on_chunk", "call", "author"})
+#: (``author`` is the authenticated caller's name: the server sets it from the token.)
 
 
 ROUTES: list[Route] = [
@@ -249,6 +256,71 @@ UPLOAD_ROUTES: list[Route] = [
                   "route that accepts {\"upload\": ID}; answers {upload, received, total, complete}"),
 ]
 ROUTES += UPLOAD_ROUTES
+
+#: Users, roles, personal tokens, approvals and the audit log (rf.services.users).
+USER_ROUTES: list[Route] = [
+    Route("whoami", "GET", "/whoami", models.Whoami, summary="The caller: the name its changes are recorded "
+          "under, and its role"),
+    Route("list_users", "GET", "/users", [models.User], summary="Users and their roles (the owner first)"),
+    Route("add_user", "POST", "/users", models.UserCreated,
+          summary="Add a user with a role; the answer holds their first personal token (shown once)"),
+    Route("remove_user", "DELETE", "/users/{name}", models.User,
+          summary="Remove a user (their tokens stop working at once)"),
+    Route("set_user_role", "POST", "/users/{name}/role", models.User, summary="Change a user's role"),
+    Route("list_tokens", "GET", "/tokens", [models.UserToken],
+          summary="Personal tokens (metadata only): yours, a user's or everyone's (admins)"),
+    Route("create_token", "POST", "/tokens", models.TokenCreated,
+          summary="Create a personal token (the token is in this answer only)"),
+    Route("revoke_token", "POST", "/tokens/{token}/revoke", models.UserToken,
+          summary="Revoke a personal token by id (or by name, among your own)"),
+    Route("list_audit", "GET", "/audit", [models.AuditEntry],
+          summary="The audit log, newest first: deploys, releases, approvals, credentials, users, tokens"),
+    Route("plan_approvals", "GET", "/releases/plans/{plan_id}/approvals", models.PlanApprovals,
+          summary="A release plan's approvals and how many a publish needs ([releases] approvals)"),
+    Route("approve_plan", "POST", "/releases/plans/{plan_id}/approve", models.PlanApprovals,
+          summary="Approve a release plan (publishers other than its author)"),
+]
+ROUTES += USER_ROUTES
+
+#: Who may call what. viewer: reads. developer: every staging edit, deploy, test, eval, runs.
+#: publisher: plans, approvals, publishes, promotes, rollbacks (and a trigger change --now).
+#: admin: users, credentials, providers, data sources, endpoint keys, maintenance.
+#: Every GET route is a viewer's; the POST/PATCH/DELETE routes are named here.
+READ_BODY_ROUTES = frozenset({"list_memory", "get_memory", "search_kb", "query_data", "create_token", "revoke_token"})
+DEVELOPER_ROUTES = frozenset({
+    "deploy", "delete_agent", "run_test", "invoke", "run_eval",
+    "create_prompt", "set_prompt", "delete_prompt",
+    "create_connector", "edit_connector", "delete_connector", "add_resource", "edit_resource", "remove_resource",
+    "import_openapi", "delete_memory", "clear_memory",
+    "create_trigger", "duplicate_trigger", "set_trigger_enabled", "delete_trigger", "fire_trigger", "edit_trigger",
+    "create_kb", "delete_kb", "kb_upload", "kb_upload_piece", "kb_commit", "kb_abort", "kb_remove_document",
+    "set_kb_embedder", "test_provider", "upload_chunk",
+})
+PUBLISHER_ROUTES = frozenset({"promote", "publish_prompt", "publish_connector", "plan_release", "publish_release",
+                              "plan_rollback", "rollback_release", "approve_plan"})
+ADMIN_ROUTES = frozenset({"set_credential", "delete_credential", "add_provider", "remove_provider",
+                          "set_default_provider", "add_data_source", "remove_data_source", "create_key",
+                          "revoke_key", "gc", "add_user", "remove_user", "set_user_role"})
+#: Recorded in the audit log with their actor.
+AUDITED = frozenset({"deploy", "delete_agent", "promote", "publish_prompt", "publish_connector", "publish_release",
+                     "rollback_release", "approve_plan", "set_credential", "delete_credential", "add_provider",
+                     "remove_provider", "set_default_provider", "add_data_source", "remove_data_source",
+                     "create_key", "revoke_key", "gc", "add_user", "remove_user", "set_user_role", "create_token",
+                     "revoke_token"})
+
+
+def _role_of(r: Route) -> str:
+    if r.role:
+        return r.role
+    if r.method == "GET" or r.name in READ_BODY_ROUTES:
+        return "viewer"
+    for role, names in (("developer", DEVELOPER_ROUTES), ("publisher", PUBLISHER_ROUTES), ("admin", ADMIN_ROUTES)):
+        if r.name in names:
+            return role
+    return "admin"  # (unclassified: fail closed; tests/test_users_roles.py names it)
+
+
+ROUTES[:] = [replace(r, role=_role_of(r), audit=r.name in AUDITED) for r in ROUTES]
 
 BY_NAME = {r.name: r for r in ROUTES}
 

@@ -226,8 +226,9 @@ class HttpBackend:
             params = {k: v for k, v in params.items() if not callable(v)}
             # The server sets its own parameters (an execution's source...) and refuses a
             # request that names one: one given at its default value is simply not sent.
+            # `author` never is: the server records the name the token belongs to.
             for key in route.server_params() & params.keys():
-                if params[key] == signature.parameters[key].default:
+                if key == "author" or params[key] == signature.parameters[key].default:
                     del params[key]
             result = self.call(name, **params)
             if name == "status":
@@ -257,12 +258,82 @@ def open_local(ws: Workspace, *, wait_s: float = 3.0) -> LocalBackend:
     return LocalBackend(Services(store, ws))
 
 
+# ---------------------------------------------------------------- rf login: a server and its token
+#: Keyring service of the personal tokens saved by ``rf login`` (username: the server URL).
+LOGIN_SERVICE = "login"
+
+
+def normalize_url(url: str) -> str:
+    parsed = urllib.parse.urlsplit(url.strip())
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ServerError(f"invalid server URL {url!r}", "use http://HOST:PORT")
+    return url.strip().rstrip("/")
+
+
+def login_file(ws: Workspace) -> Any:
+    """``.rf/login.json``: the server ``rf login`` chose for this workspace (the URL only; the
+    token is in the keyring, or rf's 0600 secrets file where there is none)."""
+    return ws.state_dir / "login.json"
+
+
+def login_url(ws: Workspace) -> str | None:
+    try:
+        data = json.loads(login_file(ws).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    url = data.get("url") if isinstance(data, dict) else None
+    return url if isinstance(url, str) and url else None
+
+
+def stored_token(url: str) -> str | None:
+    """The token ``rf login`` saved for ``url`` (None: none saved)."""
+    from rf.secrets import SecretStore
+
+    return SecretStore(LOGIN_SERVICE).stored(normalize_url(url))
+
+
+def save_login(ws: Workspace, url: str, token: str) -> None:
+    """Keep ``token`` for ``url`` (keyring) and make ``url`` this workspace's server."""
+    from rf.secrets import SecretStore
+
+    url = normalize_url(url)
+    SecretStore(LOGIN_SERVICE).set(url, token)
+    path = login_file(ws)
+    ws.ensure_state_dir()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump({"url": url}, f)
+
+
+def forget_login(ws: Workspace) -> str | None:
+    """Undo ``rf login`` for this workspace (the saved token goes too); the URL it named."""
+    from rf.secrets import SecretStore
+
+    url = login_url(ws)
+    if url is not None:
+        SecretStore(LOGIN_SERVICE).delete(url)
+    try:
+        login_file(ws).unlink()
+    except FileNotFoundError:
+        pass
+    return url
+
+
 def connect(workspace: Workspace | str | None = None, *, wait_s: float | None = None) -> Backend:
-    """The running server if there is one, else the store in-process."""
+    """The server to use if there is one, else the store in-process.
+
+    In order: ``RF_SERVER_URL`` (with ``RF_TOKEN``, else the token ``rf login`` saved for it),
+    the server ``rf login`` chose for this workspace, the workspace's own running server
+    (``.rf/server.json``: its owner's token), else the store in-process (as the owner).
+    """
     ws = workspace if isinstance(workspace, Workspace) else find_workspace(workspace)
     url = os.environ.get("RF_SERVER_URL")
     if url:
-        return cast("Backend", HttpBackend(url, os.environ.get("RF_SERVER_TOKEN", ""), ws))
+        token = os.environ.get("RF_TOKEN") or os.environ.get("RF_SERVER_TOKEN") or stored_token(url) or ""
+        return cast("Backend", HttpBackend(url, token, ws))
+    remote = login_url(ws)
+    if remote is not None:
+        return cast("Backend", HttpBackend(remote, stored_token(remote) or "", ws))
     info = serverinfo.read(ws.server_file)
     if info is not None:
         return cast("Backend", HttpBackend(info.url, info.token, ws))

@@ -79,7 +79,8 @@ RETENTION_KEYS = ("staging", "production", "interval_minutes", "plan_days")
 RETENTION_ENV_KEYS = ("days", "max_executions")
 
 RF_TOML_KEYS: dict[str, tuple[str, ...]] = {
-    "": ("workspace", "server", "llm", "runtime", "retention"),
+    "": ("workspace", "server", "llm", "runtime", "retention", "releases"),
+    "releases": ("approvals",),  # approvals of a release plan a publish needs (rf.services.users)
     "workspace": ("name", "id"),
     "server": ("host", "port", "max_body_bytes", "max_upload_bytes", "allowed_hosts", "require_keys",
                # read (and checked) by rf.server.connections when the server starts
@@ -182,6 +183,8 @@ class Workspace:
     #: ``[retention]`` as set (checked): ``{"interval_minutes": 10, "staging": {"days": 14}, ...}``;
     #: rf.services.retention fills in the defaults.
     retention: dict[str, Any] = field(default_factory=dict)
+    #: ``[releases] approvals``: approvals of a plan (by publishers other than its author) a publish needs.
+    release_approvals: int = 0
 
     @property
     def state_dir(self) -> Path:
@@ -264,6 +267,9 @@ def load_workspace(root: Path) -> Workspace:
                                      "fix rf.toml")
         runtime[env] = dict(table)
     retention = check_retention(data.get("retention", {}), str(path))
+    approvals = (data.get("releases") or {}).get("approvals", 0)
+    if not isinstance(approvals, int) or isinstance(approvals, bool) or approvals < 0:
+        raise WorkspaceError(f"{path}: [releases] approvals must be a whole number of at least 0", "fix rf.toml")
     ws_id = str(ws.get("id") or hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16])
     return Workspace(
         root=root.resolve(),
@@ -277,6 +283,7 @@ def load_workspace(root: Path) -> Workspace:
         raw=data,
         runtime=runtime,
         retention=retention,
+        release_approvals=approvals,
     )
 
 

@@ -964,3 +964,94 @@ class EvalResult:
     started_at: str = ""
     duration_ms: float = 0.0  #: wall time of the whole run
     workers: int = 1  #: cases run at a time
+
+
+# ---------------------------------------------------------------- users, roles, audit (rf users / tokens / audit)
+#: Roles, least to most: each may do what the ones before it may.
+ROLES: tuple[str, ...] = ("viewer", "developer", "publisher", "admin")
+
+
+@dataclass
+class User:
+    """A person who may use this rf server (``rf users``); the workspace owner is listed with ``owner``."""
+
+    name: str
+    role: str  #: viewer | developer | publisher | admin
+    created_at: str = ""
+    created_by: str = ""
+    tokens: int = 0  #: live personal tokens
+    owner: bool = False  #: the workspace owner (the server's own token, or in-process): always admin
+
+
+@dataclass
+class UserToken:
+    """A personal token's metadata. The token itself is shown once, at creation; rf keeps its SHA-256."""
+
+    id: str
+    user: str
+    name: str
+    prefix: str = ""  #: the token's first characters, to recognise it
+    created_at: str = ""
+    created_by: str = ""
+    revoked_at: str = ""
+
+
+@dataclass
+class TokenCreated:
+    """A new personal token: its metadata and the token itself (never stored, never shown again)."""
+
+    token: UserToken
+    secret: str
+
+
+@dataclass
+class UserCreated:
+    """``rf users add``: the new user and their first token (shown once)."""
+
+    name: str
+    role: str
+    token: str
+
+
+@dataclass
+class Whoami:
+    """Who the caller is to this server: the name its changes are recorded under, and its role."""
+
+    name: str
+    role: str
+    owner: bool = False
+    token_id: str = ""  #: the personal token used ("" for the owner)
+
+
+@dataclass
+class AuditEntry:
+    """One recorded change (append-only): who (from the token, never the request), what, when."""
+
+    id: str
+    at: str
+    actor: str
+    role: str
+    action: str  #: the operation, e.g. deploy, publish_release, set_credential, add_user
+    target: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Approval:
+    """One publisher's approval of a release plan (``rf releases approve``)."""
+
+    plan_id: str
+    approver: str
+    message: str = ""
+    created_at: str = ""
+
+
+@dataclass
+class PlanApprovals:
+    """The approvals of a release plan, and how many a publish needs (``[releases] approvals``)."""
+
+    plan_id: str
+    author: str = ""
+    required: int = 0
+    approvals: list[Approval] = field(default_factory=list)
+    stale: bool = False  #: staging or production moved since the plan: its approvals no longer count

@@ -30,8 +30,10 @@ STAGING_ONLY = {"deploy", "run_test"}
 SHARED = {"set_credential", "delete_credential", "add_provider", "remove_provider", "set_default_provider",
           "create_kb", "delete_kb", "kb_upload", "kb_upload_piece", "kb_commit", "kb_abort",
           "kb_remove_document", "set_kb_embedder", "add_data_source", "remove_data_source"}
-#: Who may call the endpoints: access control, not production state (docs/security.md).
-ACCESS = {"create_key", "revoke_key"}
+#: Who may call the endpoints or the management API, and who approved a plan: access control and
+#: review records, not production state (docs/security.md).
+ACCESS = {"create_key", "revoke_key", "add_user", "remove_user", "set_user_role", "create_token", "revoke_token",
+          "approve_plan"}
 #: Runs and reads sent as POST (they change no configuration).
 RUNS_AND_READS = {"invoke", "run_eval", "fire_trigger", "test_provider", "list_memory", "get_memory", "search_kb", "query_data",
                   "plan_release", "plan_rollback"}

@@ -156,6 +156,8 @@ GROUPS: list[tuple[str, str, str]] = [
     ("data", "Shared by both environments",
      "Data sources: files, DuckDB and PostgreSQL databases, queried with SQL (shared)."),
     ("keys", "Access", "Endpoint keys: who may call an environment's agents."),
+    ("users", "Access", "Users and roles: who may use this server (viewer, developer, publisher, admin)."),
+    ("tokens", "Access", "Personal tokens: sign in to an rf server as yourself."),
     ("executions", "Observe (per environment)", "Executions of one environment."),
     ("sessions", "Observe (per environment)", "Sessions (threads), per environment."),
     ("memory", "Observe (per environment)", "Agent memory, per environment (production is read-only)."),
@@ -206,11 +208,12 @@ def _register(argv: list[str] | None = None) -> None:
     """
     import importlib
 
-    from rf.cli import commands, gc
+    from rf.cli import commands, gc, login
 
     args = sys.argv[1:] if argv is None else argv
     commands.register(app)
     gc.register(app)
+    login.register(app)
     wanted = _requested_group(args)
     completing = any(k.endswith("_COMPLETE") for k in os.environ)
     # `rf --help` lists the groups, not their commands: an empty stand-in per group (with the

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import re
@@ -36,7 +35,9 @@ from rf.errors import NotFound, PayloadTooLarge, RfError, Unauthorized, UsageErr
 from rf.jsonfast import TooDeep, dumpb, loads_limited
 from rf.models import ENVIRONMENTS, to_dict
 from rf.runtime.pool import blocking_run_executor, in_executor
+from rf.server.guard import resolve_actor
 from rf.services import Services
+from rf.services.users import call_as
 
 log = logging.getLogger("rf.server")
 
@@ -128,12 +129,18 @@ def create_app(services: Services, token: str, *, max_body_bytes: int = 1024 * 1
                scheduler: bool = True) -> Litestar:
     """Build the app around one Services (the server owns the store)."""
 
-    def check_token(request: Request[Any, Any, Any]) -> None:
-        header = request.headers.get("authorization", "")
-        given = header[7:] if header.lower().startswith("bearer ") else request.headers.get("x-rf-token", "")
-        if not given or not hmac.compare_digest(given.encode(), token.encode()):
-            raise Unauthorized("missing or wrong API token",
-                               "use the token in .rf/server.json (Authorization: Bearer TOKEN)")
+    def check_token(request: Request[Any, Any, Any]) -> Any:
+        """The caller (rf.services.users.Actor): set by the guard from the request's token."""
+        actor = request.scope.get("rf.actor")  # type: ignore[typeddict-item]
+        if actor is None and "rf.actor" not in request.scope:  # (an app without the guard in front: tests)
+            header = request.headers.get("authorization", "")
+            given = header[7:] if header.lower().startswith("bearer ") else request.headers.get("x-rf-token", "")
+            actor = resolve_actor(services, token.encode(), given.encode())
+        if actor is None:
+            raise Unauthorized("missing, wrong or revoked API token",
+                               "use the token in .rf/server.json, or your personal token: rf login URL "
+                               "(Authorization: Bearer TOKEN)")
+        return actor
 
     # ------------------------------------------------------------ env endpoints
     @post("/{env:str}/agents/{name:str}", summary="Invoke an agent in an environment", tags=["endpoints"],
@@ -373,7 +380,7 @@ def _management_handler(services: Services, r: api.Route, check_token: Any) -> H
     spec = RequestSpec(r, getattr(type(services), r.name))
 
     async def handler(request: Request[Any, Any, Any]) -> Response[Any]:
-        check_token(request)
+        actor = check_token(request)
         query = list(request.query_params.multi_items())
         uploaded = None
         if spec.in_body:
@@ -395,8 +402,8 @@ def _management_handler(services: Services, r: api.Route, check_token: Any) -> H
         params: dict[str, Any] = dict(request.path_params)
         params.update(spec.parse(body) if uploaded is None else uploaded)
         if r.name == "run_test" and "text/event-stream" in request.headers.get("accept", ""):
-            return _stream_call(lambda on_chunk: method(**params, on_chunk=on_chunk))
-        result = await in_executor(blocking_run_executor(), method, **params)
+            return _stream_call(lambda on_chunk: call_as(actor, method, **params, on_chunk=on_chunk))
+        result = await in_executor(blocking_run_executor(), call_as, actor, method, **params)
         if r.name == "status":
             result.backend = "http"
         # (A Response, so that the server-sent events above keep their own media type.)

@@ -25,7 +25,12 @@ the OpenAPI pages), so no route can skip it. In order:
    environment, or the management token, when keys are required (``[server]
    require_keys``, forced on a non-loopback bind). Session reads
    (``/{env}/agents/NAME/sessions/ID``) always need one.
-5. **Agent code.** ``/api/...`` (except ``/api/health``; the token itself is
+5. **Who is calling.** On ``/api/...`` the token (``Authorization: Bearer``) names the actor:
+   the per-start token of ``.rf/server.json`` is the workspace owner (admin), a personal
+   token (``rf tokens``) is its user with their role. The actor goes to the route in the
+   ASGI scope (``scope["rf.actor"]``); the route answers 401 when there is none and runs the
+   Services call as that actor, which checks the role (rf.services.users).
+6. **Agent code.** ``/api/...`` (except ``/api/health``; the token itself is
    checked by the routes) is refused when the client end of the connection is
    held by a process the server started — a worker or anything it spawned
    (see :mod:`rf.server.peer`).
@@ -153,19 +158,27 @@ class Guard:
                 session = "/sessions/" in rest
                 if session or self.require_keys:
                     self._check_key(first, auth, session)
-            elif (first == "api" and rest != "health" and self.peer_check is not None
-                  and await asyncio.to_thread(self.peer_check, scope.get("client"), scope.get("server"))):
-                raise Forbidden(
-                    "the management API does not answer agent code (this connection comes from a "
-                    "process an rf worker started)",
-                    "agents use ctx (prompts, connectors, memory, sessions); production changes are "
-                    "published by a person: rf releases publish")
+            elif first == "api" and rest != "health":
+                if auth:
+                    scope["rf.actor"] = self.actor(auth)
+                if self.peer_check is not None and await asyncio.to_thread(
+                        self.peer_check, scope.get("client"), scope.get("server")):
+                    raise Forbidden(
+                        "the management API does not answer agent code (this connection comes from a "
+                        "process an rf worker started)",
+                        "agents use ctx (prompts, connectors, memory, sessions); production changes are "
+                        "published by a person: rf releases publish")
         except RfError as exc:
             parts = scope["path"].split("/", 3)  # "/staging/v1/models" -> ["", "staging", "v1", "models"]
             return await _refuse(send, exc, openai=len(parts) > 2 and parts[1] in _ENVS and parts[2] == "v1")
         return await self.app(scope, receive, send)
 
     # ------------------------------------------------------------------ checks
+    def actor(self, presented: bytes) -> Any:
+        """The actor a management token names (None: no such live token): the owner for the
+        per-start token, the user for a personal one (one hash and one dict lookup)."""
+        return resolve_actor(self.services, self._token, presented)
+
     def _check_host(self, raw: bytes | None) -> tuple[str, str]:
         if raw is None:
             raise HostNotAllowed("the request has no Host header", "send Host: 127.0.0.1:PORT (any HTTP/1.1 client does)")
@@ -201,6 +214,17 @@ class Guard:
             f"this key does not open {env} (unknown, revoked, or another environment's)" if presented
             else f"{what} an endpoint key of {env} (or the management token)",
             f"create one: rf keys create --env {env} --name NAME; send it as Authorization: Bearer KEY")
+
+
+def resolve_actor(services: Any, token: bytes, presented: bytes) -> Any:
+    """:class:`rf.services.users.Actor` of a presented management token, or None."""
+    from rf.services.users import owner
+
+    if not presented:
+        return None
+    if hmac.compare_digest(presented, token):
+        return owner()
+    return services.actor_for_token(presented.decode("latin-1"))
 
 
 def _is_json(ctype: bytes | None) -> bool:

@@ -21,6 +21,7 @@ from rf.services.sessions import SessionsService
 from rf.services.traces import TracesService
 from rf.services.triggers import TriggersService
 from rf.services.uploads import UploadsService
+from rf.services.users import UsersService, guard_routes
 
 
 class Services(
@@ -38,9 +39,14 @@ class Services(
     UploadsService,
     RetentionService,
     EvalsService,
+    UsersService,
     CoreServices,
 ):
     """All of rf's domain operations over one store (see each mixin)."""
+
+
+# Every method that is a management route checks the caller's role (rf.services.users).
+guard_routes(Services)
 
 
 __all__ = ["Services", "require_staging"]

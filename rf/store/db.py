@@ -30,6 +30,7 @@ from rf.store.retention import RetentionMixin
 from rf.store.sessions import SessionsMixin
 from rf.store.traces import TracesMixin
 from rf.store.triggers import TriggersMixin
+from rf.store.users import UsersMixin
 from rf.store.writer import BatchWriter
 
 BUSY_HINT = (
@@ -99,6 +100,7 @@ class Store(
     DataSourcesMixin,
     KeysMixin,
     RetentionMixin,
+    UsersMixin,
 ):
     """One open DuckDB file. Thread-safe: cursors are per thread."""
 

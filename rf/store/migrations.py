@@ -481,6 +481,47 @@ MIGRATIONS: list[list[str]] = [
     [
         "ALTER TABLE executions ADD COLUMN parent_id VARCHAR",
     ],
+    # Users, roles and personal tokens (SHA-256 only); approvals of release plans; the audit
+    # log (append-only: who deployed, published, approved, changed a credential, a user, a token).
+    [
+        """CREATE TABLE users (
+            name VARCHAR PRIMARY KEY,
+            role VARCHAR NOT NULL,       -- viewer | developer | publisher | admin
+            created_at TIMESTAMP NOT NULL,
+            created_by VARCHAR NOT NULL
+        )""",
+        """CREATE TABLE user_tokens (
+            id VARCHAR PRIMARY KEY,
+            user_name VARCHAR NOT NULL,
+            name VARCHAR NOT NULL,
+            prefix VARCHAR NOT NULL,     -- the token's first characters, to recognise it in a list
+            token_hash VARCHAR NOT NULL, -- sha256 hex of the whole token (256-bit random)
+            created_at TIMESTAMP NOT NULL,
+            created_by VARCHAR NOT NULL,
+            revoked_at TIMESTAMP
+        )""",
+        """CREATE TABLE plan_authors (
+            plan_id VARCHAR PRIMARY KEY,  -- a plan id is a content hash: its first maker is its author
+            author VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL
+        )""",
+        """CREATE TABLE plan_approvals (
+            plan_id VARCHAR NOT NULL,
+            approver VARCHAR NOT NULL,
+            message VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (plan_id, approver)
+        )""",
+        """CREATE TABLE audit_log (
+            id VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            actor VARCHAR NOT NULL,
+            role VARCHAR NOT NULL,
+            action VARCHAR NOT NULL,     -- the Services method, e.g. deploy, publish_release, add_user
+            target VARCHAR NOT NULL,
+            detail VARCHAR NOT NULL      -- JSON: the call's non-secret arguments and its result's ids
+        )""",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
