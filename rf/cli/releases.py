@@ -162,10 +162,20 @@ def plan(
     strict: Strict = False,
     json_out: JsonOption = False,
 ) -> None:
-    """The exact changes a publish would make, with a plan id to publish them by."""
+    """The exact changes a publish would make, with a plan id to publish them by.
+
+    [bold]rf releases plan show ID[/bold]: a plan's approvals, and how many a publish needs ([releases] approvals).
+    """
     from rf.cli.output import info, print_json
     from rf.models import to_dict
 
+    if items and items[0] == "show":  # (never an item: items are NAME or KIND:NAME of staged changes)
+        if len(items) != 2:
+            from rf.errors import UsageError
+
+            raise UsageError("rf releases plan show takes one plan id", "rf releases plan show PLAN_ID")
+        _show_approvals(items[1], json_out)
+        return
     with backend() as b:
         # A plan changes nothing: with no items named it previews every pending item.
         p = b.plan_release(items or None, all_items or not items, with_deps, strict)
@@ -176,6 +186,39 @@ def plan(
         return
     _print_plan(p)
     info(f"publish exactly this with: rf releases publish --plan {p.id}" + (" --all" if not items else " " + " ".join(items)))
+
+
+def _show_approvals(plan_id: str, json_out: bool) -> None:
+    from rf.cli.output import out, print_json, when
+
+    with backend() as b:
+        approvals = b.plan_approvals(plan_id)
+    if json_out:
+        print_json(approvals)
+        return
+    got = len(approvals.approvals)
+    out.print(f"plan [bold]{approvals.plan_id}[/bold] by {approvals.author or '?'}: {got} approval(s)"
+              + (f" of the {approvals.required} a publish needs" if approvals.required else " (none needed)"))
+    for a in approvals.approvals:
+        out.print(f"  {a.approver}  {when(a.created_at)}" + (f"  {a.message}" if a.message else ""))
+
+
+@app.command("approve")
+def approve(
+    plan_id: Annotated[str, typer.Argument(help="The plan id (rf releases plan).")],
+    message: Annotated[str, typer.Option("--message", "-m", help="Why it looks right.")] = "",
+    json_out: JsonOption = False,
+) -> None:
+    """Approve a release plan (publishers other than its author); a stale plan's approvals no longer count."""
+    from rf.cli.output import print_json, success
+
+    with backend() as b:
+        approvals = b.approve_plan(plan_id, message)
+    if json_out:
+        print_json(approvals)
+        return
+    needed = f" of {approvals.required}" if approvals.required else ""
+    success(f"approved plan [bold]{approvals.plan_id}[/bold] ({len(approvals.approvals)}{needed} approval(s))")
 
 
 @app.command("publish")
