@@ -197,3 +197,32 @@ def test_runtime_table_is_checked(ws: Any) -> None:
     (root / "rf.toml").write_text(toml + "\n[runtime.staging]\nmax_waiting = -1\n")
     r = run_rf("status", cwd=root)
     assert r.returncode != 0 and "max_waiting must be a whole number of at least 0" in r.stderr
+
+
+def test_a_wait_for_a_worker_ends_with_the_runs_timeout(code: Path, tmp_path: Path) -> None:
+    """Every worker of an agent busy for a run's whole timeout (callers waiting on children,
+    say): the waiting run fails as a timeout instead of waiting for ever — on a thread and
+    on the event loop — and the pool counts it out of the waiting requests."""
+    flag = tmp_path / "go"
+    pool = WorkerPool(max_workers_per_key=1)
+    key = ("staging", "demo", "gate")
+
+    async def scenario() -> None:
+        holder = asyncio.ensure_future(pool.arun(key, code, "agent:gate", req("staging", str(flag)), timeout_s=30))
+        while pool.stats()["busy"] < 1:
+            await asyncio.sleep(0.005)
+        waited = await pool.arun(key, code, "agent:gate", req("staging", str(flag)), timeout_s=0.3)
+        assert (waited.status, waited.error_type) == ("failed", "timeout")
+        assert "no worker of agent demo was free within 0.3 s" in (waited.error or "")
+        assert waited.queue_wait is not None
+        threaded = await asyncio.to_thread(pool.run, key, code, "agent:gate", req("staging", str(flag)),
+                                           timeout_s=0.3)
+        assert (threaded.status, threaded.error_type) == ("failed", "timeout")
+        assert pool._waiting.get("staging", 0) == 0
+        flag.touch()
+        assert (await holder).output == "released"
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        pool.close()

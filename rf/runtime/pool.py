@@ -547,6 +547,17 @@ class _LoopDeadlines:
 DEADLINE_TICK_S = 0.1
 
 
+class _WaitTimedOut(Exception):
+    """No worker of the key became free within the run's timeout."""
+
+
+def _no_worker_in_time(key: WorkerKey, timeout_s: float) -> RunResult:
+    """A run that never started: every worker of its agent stayed busy for its whole timeout
+    (e.g. agents calling agents until the environment's workers are all waiting callers)."""
+    return _failed(f"no worker of agent {key[1]} was free within {timeout_s:g} s (timeout_s): every one stayed busy",
+                   "timeout")
+
+
 class _Exchange:
     """One run's messages from its worker, read the same way by :meth:`WorkerPool._execute`
     (a thread, blocking reads) and :meth:`WorkerPool._aexecute` (the event loop): what each
@@ -726,9 +737,13 @@ class WorkerPool:
         waited_from = time.time_ns()
         queue_wait: list[int] = []
         try:
-            worker = self._acquire(key, os.fspath(code_dir), entrypoint, queue_wait)
+            worker = self._acquire(key, os.fspath(code_dir), entrypoint, queue_wait, wait_s=timeout_s)
         except _PoolClosed:
             return _failed("the worker pool is closed", "crash")
+        except _WaitTimedOut:
+            failed = _no_worker_in_time(key, timeout_s)
+            failed.queue_wait = (queue_wait[0], queue_wait[1]) if queue_wait else None
+            return failed
         except TooBusy:  # refused before it ran: not an execution, the caller answers 429
             raise
         except RfError as exc:  # the code directory or the agent's [env] (see prepare)
@@ -804,6 +819,7 @@ class WorkerPool:
             return await in_thread()
         loop = asyncio.get_running_loop()
         waited_from = 0  # when this request began waiting for a free worker (0: it did not wait)
+        wait_until = 0.0  # a wait for a worker ends with the run's timeout
         try:
             while True:
                 victims: list[WorkerProcess] = []
@@ -832,10 +848,19 @@ class WorkerPool:
                     raise refused
                 if waiter is None:
                     break
+                if not wait_until:
+                    wait_until = time.monotonic() + timeout_s
+                # (the loop's deadline timer fails the waiter: a hand-over and a timeout exclude each other)
+                deadlines = _LoopDeadlines.of(loop)
+                deadlines.add(waiter, wait_until)
                 try:
                     handed = await waiter
+                except TimeoutError:  # every worker stayed busy for the run's whole timeout
+                    failed = _no_worker_in_time(key, timeout_s)
+                    failed.queue_wait = (waited_from, time.time_ns())
+                    return failed
                 except asyncio.CancelledError:
-                    if waiter.done() and not waiter.cancelled():  # woken, then cancelled: pass it on
+                    if waiter.done() and not waiter.cancelled() and waiter.exception() is None:  # woken, then cancelled
                         handed = waiter.result()
                         if handed is not None:
                             self._release(handed, reusable=True)
@@ -843,6 +868,8 @@ class WorkerPool:
                             with self._cond:
                                 self._wake_async_waiters(key)
                     raise
+                finally:
+                    deadlines.discard(waiter)
                 if handed is not None:  # a released worker handed over directly (see _release)
                     worker = handed
                     break
@@ -1286,13 +1313,15 @@ class WorkerPool:
         return worker
 
     def _acquire(
-        self, key: WorkerKey, code_dir: str, entrypoint: str, queue_wait: list[int] | None = None
+        self, key: WorkerKey, code_dir: str, entrypoint: str, queue_wait: list[int] | None = None,
+        wait_s: float | None = None,
     ) -> WorkerProcess:
         """A worker of *key*: an idle one, a new one, or, when there is no room for one, the
-        next one freed. If it had to wait, ``(start_ns, end_ns)`` of the wait go into
-        *queue_wait*."""
+        next one freed — within *wait_s* (else :class:`_WaitTimedOut`). If it had to wait,
+        ``(start_ns, end_ns)`` of the wait go into *queue_wait*."""
         victims: list[WorkerProcess] = []
         waited_from = 0
+        wait_until = None if wait_s is None else time.monotonic() + wait_s
         try:
             with self._cond:
                 while True:
@@ -1308,7 +1337,11 @@ class WorkerPool:
                     if not waited_from:
                         self._start_waiting(key)  # or TooBusy: too many already wait
                         waited_from = time.time_ns()
-                    self._cond.wait()
+                    if wait_until is None:
+                        self._cond.wait()
+                    elif not self._cond.wait(max(0.0, wait_until - time.monotonic())) and \
+                            time.monotonic() >= wait_until:
+                        raise _WaitTimedOut
         finally:
             if waited_from:
                 with self._cond:
