@@ -22,8 +22,6 @@ from typing import Annotated, Any
 
 import typer
 
-from rf.models import ENVIRONMENTS
-
 
 def mcp(
     env: Annotated[str | None, typer.Option("--env", "-e", help="Environment whose agents are the tools: "
@@ -37,6 +35,8 @@ def mcp(
 
     ws = workspace()
     if print_config:
+        from rf.models import ENVIRONMENTS
+
         envs = [check_env(env)] if env is not None else list(ENVIRONMENTS)
         typer.echo(json.dumps(client_config(ws.root, ws.name, envs), indent=2))
         return
