@@ -410,3 +410,24 @@ def test_rf_serve_retries_429_and_converts_images_for_anthropic(ws: Any, fake: F
         assert KEY not in json.dumps([s.attributes for s in spans])
     finally:
         srv.stop()
+
+
+RUN_TOOLS_AGENT = """
+def handle(input, ctx):
+    def lookup(city: str) -> str:
+        \"\"\"Look a city up.\"\"\"
+        return city.upper()
+    result = ctx.llm.run_tools("hi", tools=[lookup], model="oai:", temperature=0.3, top_p=0.7, stop="END")
+    return result.text
+"""
+
+
+def test_run_tools_passes_the_sampling_parameters_on(ws: Any, local: LocalBackend, fake: FakeLLMServer) -> None:
+    local.add_provider("oai", "openai", fake.openai_url, "llm-key", "gpt-test")
+    fake.add(Reply(text="done"))
+    write_agent(ws.root, "tooler", RUN_TOOLS_AGENT)
+    local.deploy("tooler", snapshot_dir(ws.root / "agents" / "tooler"), "tools", "ada")
+    ex = local.invoke("staging", "tooler", {})
+    assert ex.status == "succeeded" and ex.output == "done", (ex.error, ex.traceback)
+    body = fake.received[-1].body
+    assert (body["temperature"], body["top_p"], body["stop"]) == (0.3, 0.7, ["END"]) and body["tools"]

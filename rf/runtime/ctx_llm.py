@@ -144,9 +144,10 @@ class LLM:
         return result
 
     def run_tools(self, messages: list[dict[str, Any]] | str, tools: list[Any], model: str | None = None,
-                  max_iterations: int = 5, max_tokens: int | None = None) -> ChatResult:
+                  max_iterations: int = 5, max_tokens: int | None = None, *, temperature: float | None = None,
+                  top_p: float | None = None, stop: str | list[str] | None = None) -> ChatResult:
         """Chat, running the tools the model asks for, until it answers (see :func:`rf.runtime.tools.run_tools`)."""
         from rf.runtime.tools import run_tools
 
         return run_tools(self._ctx, messages, tools, model=model, max_iterations=max_iterations,
-                         max_tokens=max_tokens)
+                         max_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=stop)

@@ -237,8 +237,10 @@ def _run_one(ctx: Context, runners: dict[str, Callable[..., Any]], call: ToolCal
 
 
 def run_tools(ctx: Context, messages: list[dict[str, Any]] | str, tools: list[Any], model: str | None = None,
-              max_iterations: int = 5, max_tokens: int | None = None) -> ChatResult:
+              max_iterations: int = 5, max_tokens: int | None = None, *, temperature: float | None = None,
+              top_p: float | None = None, stop: str | list[str] | None = None) -> ChatResult:
     """Chat and run the tools the model asks for, until it answers without tool calls.
+    ``temperature``, ``top_p`` and ``stop`` go with every chat call of the loop.
 
     See the module docstring for the rules (errors, ``max_iterations``).
     """
@@ -249,7 +251,8 @@ def run_tools(ctx: Context, messages: list[dict[str, Any]] | str, tools: list[An
     usage = Usage()
     result = ChatResult()
     for _ in range(max_iterations):
-        result = ctx.llm.chat(conversation, model=model, tools=specs, max_tokens=max_tokens)
+        result = ctx.llm.chat(conversation, model=model, tools=specs, max_tokens=max_tokens, temperature=temperature,
+                              top_p=top_p, stop=stop)
         usage = usage + result.usage
         conversation.append(result.as_message())
         if not result.tool_calls:
