@@ -365,3 +365,17 @@ def test_the_fast_path_answers_like_the_litestar_route(site: Site) -> None:
                          json={"model": "broken", "messages": msgs}) for end in ("", "/")]
     assert [r.status_code for r in failed] == [500, 500]
     assert [set(r.json()["error"]) for r in failed] == [{"message", "type", "code", "param", "hint", "execution_id"}] * 2
+
+
+def test_rf_serve_says_where_the_openai_and_mcp_doors_are(tmp_path: Path) -> None:
+    from rf.config import init_workspace
+
+    ws = init_workspace(tmp_path / "banner")
+    srv = start_server(ws.root)
+    try:
+        srv.stop()
+        assert srv.proc.stdout is not None
+        printed = srv.proc.stdout.read()
+    finally:
+        srv.stop()
+    assert f"{srv.url}/staging/v1" in printed and f"{srv.url}/production/mcp" in printed

@@ -135,6 +135,8 @@ def serve(
     info(f"[bold]rf[/bold] serving workspace [bold]{ws.name}[/bold] at {running.url}")
     info(f"  [staging]staging[/staging]     {running.url}/staging/agents/NAME")
     info(f"  [production]production[/production]  {running.url}/production/agents/NAME")
+    info(f"  openai      {running.url}/staging/v1  ·  {running.url}/production/v1   [dim](model = agent name)[/dim]")
+    info(f"  mcp         {running.url}/staging/mcp  ·  {running.url}/production/mcp")
     info(f"  api docs    {running.url}/schema   [dim](management API token in .rf/server.json)[/dim]")
     if running.require_keys:
         why = "listening beyond this machine" if running.host not in ("127.0.0.1", "localhost", "::1") else \
