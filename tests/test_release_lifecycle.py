@@ -9,17 +9,29 @@ while production still uses it; rollback brings a removed item back."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
-from conftest import ServerProc, run_rf, write_agent
+from conftest import ServerProc, run_rf, start_server, write_agent
 
 ACTOR = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "user.name", "GIT_CONFIG_VALUE_0": "Ada Lovelace"}
 
 GREETER_TOML = 'description = "Greets"\nentrypoint = "agent:handle"\nprompts = ["greet"]\n'
 GREETER_PY = "def handle(input, ctx):\n    return {'text': ctx.prompts.render('greet')}\n"
+
+
+@pytest.fixture
+def server(ws: Any) -> Iterator[ServerProc]:
+    """The workspace's server, run by Ada: a release made with its token is recorded as hers."""
+    s = start_server(ws.root, extra_env=ACTOR)
+    try:
+        yield s
+    finally:
+        s.stop()
 
 
 def rf(*args: str, cwd: Path, code: int = 0) -> str:
