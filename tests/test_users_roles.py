@@ -280,3 +280,17 @@ def test_workspace_without_a_server_acts_as_the_owner(ws: Any) -> None:
     assert [u["name"] for u in users[1:]] == ["zoe"]
     audit = json.loads(run_rf("audit", "--json", cwd=ws.root).stdout)
     assert audit[0]["action"] == "add_user" and audit[0]["actor"] == users[0]["name"]
+
+
+def test_releases_approvals_setting_is_checked(ws: Any) -> None:
+    from rf.config import find_workspace
+    from rf.errors import WorkspaceError
+
+    toml = ws.root / "rf.toml"
+    base = toml.read_text()
+    toml.write_text(base + "\n[releases]\napprovals = 2\n")
+    assert find_workspace(str(ws.root)).release_approvals == 2
+    for bad in ("-1", "true", '"two"'):
+        toml.write_text(base + f"\n[releases]\napprovals = {bad}\n")
+        with pytest.raises(WorkspaceError, match=r"\[releases\] approvals must be a whole number"):
+            find_workspace(str(ws.root))

@@ -369,7 +369,7 @@ class UsersService(ServiceBase):
                 when = parse_iso(since)
             except ValueError:
                 raise UsageError(f"--since {since!r} is not a time", "use ISO 8601, e.g. 2026-01-31 or "
-                                 "2026-01-31T09:00:00Z") from None
+                                 "2026-01-31T09:00:00Z (rf audit also takes a span ago: 30m, 12h, 7d)") from None
         return [AuditEntry(**r) for r in self.store.audit_rows(when, limit)]
 
     def _audit(self, actor: Actor, action: str, route: Any, fn: Callable[..., Any], args: tuple[Any, ...],
