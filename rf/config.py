@@ -80,7 +80,9 @@ RETENTION_ENV_KEYS = ("days", "max_executions")
 
 RF_TOML_KEYS: dict[str, tuple[str, ...]] = {
     "": ("workspace", "server", "llm", "runtime", "retention", "releases"),
-    "releases": ("approvals",),  # approvals of a release plan a publish needs (rf.services.users)
+    # approvals of a release plan a publish needs (rf.services.users); require_evals: every agent a
+    # release changes must have an eval suite (rf.services.releases, the eval gate)
+    "releases": ("approvals", "require_evals"),
     "workspace": ("name", "id"),
     "server": ("host", "port", "max_body_bytes", "max_upload_bytes", "allowed_hosts", "require_keys",
                # read (and checked) by rf.server.connections when the server starts
@@ -185,6 +187,8 @@ class Workspace:
     retention: dict[str, Any] = field(default_factory=dict)
     #: ``[releases] approvals``: approvals of a plan (by publishers other than its author) a publish needs.
     release_approvals: int = 0
+    #: ``[releases] require_evals``: an agent a release changes must have an eval suite (the eval gate).
+    release_require_evals: bool = False
 
     @property
     def state_dir(self) -> Path:
@@ -270,6 +274,9 @@ def load_workspace(root: Path) -> Workspace:
     approvals = (data.get("releases") or {}).get("approvals", 0)
     if not isinstance(approvals, int) or isinstance(approvals, bool) or approvals < 0:
         raise WorkspaceError(f"{path}: [releases] approvals must be a whole number of at least 0", "fix rf.toml")
+    require_evals = (data.get("releases") or {}).get("require_evals", False)
+    if not isinstance(require_evals, bool):
+        raise WorkspaceError(f"{path}: [releases] require_evals must be true or false", "fix rf.toml")
     ws_id = str(ws.get("id") or hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16])
     return Workspace(
         root=root.resolve(),
@@ -284,6 +291,7 @@ def load_workspace(root: Path) -> Workspace:
         runtime=runtime,
         retention=retention,
         release_approvals=approvals,
+        release_require_evals=require_evals,
     )
 
 

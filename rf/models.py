@@ -359,6 +359,19 @@ class OpenAPIImportResult:
     unchanged: list[str] = field(default_factory=list)
 
 
+@dataclass
+class ConnectorRefreshResult:
+    """What ``refresh_connector`` did to the staging instance of an MCP connector: its resources
+    made the tools its (staging) MCP server lists now."""
+
+    slug: str
+    env: str
+    added: list[str] = field(default_factory=list)  #: resource slugs
+    updated: list[str] = field(default_factory=list)  #: description or input schema changed
+    removed: list[str] = field(default_factory=list)  #: tools the server no longer lists
+    unchanged: list[str] = field(default_factory=list)
+
+
 # ------------------------------------------------------------ credentials (issue 3)
 
 
@@ -816,6 +829,11 @@ class ReleasePlan:
     unavailable: list[str] = field(default_factory=list)
     #: removals that production still uses after this release, each naming its users
     still_used: list[str] = field(default_factory=list)
+    #: eval evidence per agent the plan changes (directly, or through a prompt/connector it uses);
+    #: empty when no such agent has a suite. A publish refuses regressions unless accepted.
+    evals: list[AgentEvalEvidence] = field(default_factory=list)
+    #: agents the plan changes that have no eval suite while ``[releases] require_evals = true``
+    missing_suites: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -830,6 +848,10 @@ class Release:
     kind: str  #: publish | rollback
     items: list[ReleaseItem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: the plan's eval evidence, as reviewed (see ReleasePlan.evals)
+    evals: list[AgentEvalEvidence] = field(default_factory=list)
+    #: why regressions were published anyway (``--accept-regressions -m WHY``); None: none were
+    accepted_regressions: str | None = None
 
 
 # ------------------------------------------------------------ conversion
@@ -964,6 +986,32 @@ class EvalResult:
     started_at: str = ""
     duration_ms: float = 0.0  #: wall time of the whole run
     workers: int = 1  #: cases run at a time
+
+
+@dataclass
+class AgentEvalEvidence:
+    """A release plan's eval evidence for one agent it changes: the agent's suite on staging's
+    state (the commit the release publishes) against the same on production's state (the commit
+    production runs now, with its own suite). Case ids compare the two runs."""
+
+    agent: str
+    after_commit: str  #: staging's commit (what the release publishes)
+    before_commit: str | None = None  #: production's commit (None: the agent is new in production)
+    #: evaluated | no-suite (staging's commit has none: no gate) | not-evaluated (see ``note``)
+    status: str = "evaluated"
+    after_passed: int = 0
+    after_total: int = 0
+    #: production's run; None when production has no commit or its commit has no suite
+    before_passed: int | None = None
+    before_total: int | None = None
+    regressions: list[str] = field(default_factory=list)  #: case ids passing in production, failing in staging
+    new_failures: list[str] = field(default_factory=list)  #: failing case ids production's suite lacks
+    still_failing: list[str] = field(default_factory=list)  #: failing in both
+    fixed: list[str] = field(default_factory=list)  #: failing in production, passing in staging
+    after_run: str | None = None  #: the eval run ids (their executions have source ``eval``)
+    before_run: str | None = None
+    #: why the evidence is what it is, e.g. "affected through prompt greeting" or why it was not run
+    note: str = ""
 
 
 # ---------------------------------------------------------------- users, roles, audit (rf users / tokens / audit)

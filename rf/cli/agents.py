@@ -223,10 +223,13 @@ def promote(
     message: Annotated[str, typer.Option("--message", "-m", help="Release message.")] = "",
     with_deps: Annotated[bool, typer.Option("--with-deps", help="Also publish the unpublished prompts/connectors it uses.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Refuse when production lacks something it uses.")] = False,
+    accept_regressions: Annotated[bool, typer.Option(
+        "--accept-regressions", help='Promote although eval cases regress; the reason goes in -m "why".')] = False,
     json_out: JsonOption = False,
 ) -> None:
     """Point [bold #10b981]production[/] at staging's commit: the release of [bold]agent:NAME[/]
-    (same plan as `rf releases publish agent:NAME`: diff, dependency warnings, recorded release)."""
+    (same plan as `rf releases publish agent:NAME`: diff, dependency warnings, the eval gate,
+    recorded release)."""
     from rf.cli.output import info, print_json, short, success
     from rf.config import git_author
 
@@ -236,19 +239,23 @@ def promote(
         if agent.staging_commit is not None and agent.staging_commit != agent.production_commit:
             plan = b.plan_release([f"agent:{name}"], with_deps=with_deps, strict=strict)
             if not json_out:
-                from rf.cli.releases import print_plan_notes, render_item_diff
+                from rf.cli.releases import print_plan_evals, print_plan_notes, render_item_diff
 
                 render_diff(b.diff_agent(name))
                 for item in plan.items:
                     if (item.kind, item.name) != ("agent", name):
                         render_item_diff(b, item)
+                print_plan_evals(plan.evals)
                 print_plan_notes(plan)
             extra = len(plan.items) - 1
-            confirm(f"Promote {name} to production ({short(agent.production_commit)} → {short(agent.staging_commit)})"
-                    + (f" with {extra} dependenc{'y' if extra == 1 else 'ies'}" if extra else "") + "?", yes)
+            from rf.cli.releases import gate_passes
+
+            if gate_passes(plan, accept_regressions):  # (else the promote below says why it is refused)
+                confirm(f"Promote {name} to production ({short(agent.production_commit)} → {short(agent.staging_commit)})"
+                        + (f" with {extra} dependenc{'y' if extra == 1 else 'ies'}" if extra else "") + "?", yes)
             plan_id = plan.id
         # Exactly the plan shown: refused if anything moved since.
-        result = b.promote(name, git_author(), message, with_deps, strict, plan_id)
+        result = b.promote(name, git_author(), message, with_deps, strict, plan_id, accept_regressions)
         base = endpoint_base(b)
     if json_out:
         print_json(result)

@@ -12,7 +12,7 @@ from rf.cli.app import JsonOption, backend, confirm
 
 if TYPE_CHECKING:
     from rf.client import Backend
-    from rf.models import Release, ReleaseItem, ReleasePlan
+    from rf.models import AgentEvalEvidence, Release, ReleaseItem, ReleasePlan
 
 app = typer.Typer(rich_markup_mode="rich", invoke_without_command=True,
                   help="Review staging → production differences; publish them in batches; roll back.")
@@ -22,6 +22,9 @@ AllOption = Annotated[bool, typer.Option("--all", help="Every pending item.")]
 WithDeps = Annotated[bool, typer.Option("--with-deps", help="Add unpublished prompts/connectors the agents need.")]
 Strict = Annotated[bool, typer.Option("--strict", help="Refuse when the agents need what production lacks, "
                                                        "or a removal is still used in production.")]
+
+AcceptRegressions = Annotated[bool, typer.Option(
+    "--accept-regressions", help='Publish although eval cases regress; the reason goes in -m "why".')]
 
 KIND_STYLE = {"agent": "bold", "prompt": "magenta", "connector": "cyan", "trigger": "blue"}
 
@@ -112,7 +115,7 @@ def diff(items: ItemsArg = None, json_out: JsonOption = False) -> None:
     from rf.cli.output import out, print_json
 
     with backend() as b:
-        plan = b.plan_release(items or None, all=not items)
+        plan = b.plan_release(items or None, all=not items, evals=False)
         if json_out:
             print_json(plan.items)
             return
@@ -134,7 +137,51 @@ def _print_plan(plan: ReleasePlan, to_stderr: bool = False) -> None:
     out.print(f"[bold]plan {plan.id}[/bold] — {len(plan.items)} item{'s' if len(plan.items) != 1 else ''} "
               "to publish to [production]production[/production]:")
     out.print(_items_table(plan.items))
+    print_plan_evals(plan.evals, to_stderr)
     print_plan_notes(plan)
+
+
+def _evals_table(evals: list[AgentEvalEvidence]) -> Any:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from rf.cli.output import fit_table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("agent")
+    table.add_column("production", no_wrap=True)
+    table.add_column("staging", no_wrap=True)
+    table.add_column("regressions")
+    table.add_column("new failures")
+    table.add_column("note")
+    for e in evals:
+        before = "—" if e.before_total is None else f"{e.before_passed}/{e.before_total}"
+        after = f"{e.after_passed}/{e.after_total}" if e.status == "evaluated" else "—"
+        regressions = ", ".join(e.regressions)
+        table.add_row(escape(e.agent), before, after,
+                      f"[red]{escape(regressions)}[/red]" if regressions else "",
+                      escape(", ".join(e.new_failures)),
+                      escape(e.note or ("fixed: " + ", ".join(e.fixed) if e.fixed else "")))
+    return fit_table(table, flex=("note", "regressions", "new failures"))
+
+
+def print_plan_evals(evals: list[AgentEvalEvidence], to_stderr: bool = False) -> None:
+    """The eval evidence of a plan (cases passed in production → on staging's state), and the gate."""
+    from rich.markup import escape
+
+    from rf.cli.output import err, out, warn
+
+    if to_stderr:
+        out = err
+    if not evals:
+        return
+    out.print("eval suites (cases passed: production → staging):")
+    out.print(_evals_table(evals))
+    regressed = [e for e in evals if e.regressions]
+    if regressed:
+        what = "; ".join(f"agent {e.agent}: {', '.join(e.regressions)}" for e in regressed)
+        warn(escape(f"regressions ({what}): a publish refuses this plan unless "
+                    '--accept-regressions -m "why"'))
 
 
 def print_plan_notes(plan: ReleasePlan) -> None:
@@ -230,9 +277,13 @@ def publish(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     with_deps: WithDeps = False,
     strict: Strict = False,
+    accept_regressions: AcceptRegressions = False,
     json_out: JsonOption = False,
 ) -> None:
-    """Publish items to [bold #10b981]production[/] atomically (all or none) and record a release."""
+    """Publish items to [bold #10b981]production[/] atomically (all or none) and record a release.
+
+    Refused when eval cases that pass in production fail on staging's state (the plan's eval
+    suites), unless [bold]--accept-regressions -m "why"[/bold]: the release records both."""
     from rf.cli.output import print_json, success
     from rf.config import git_author
 
@@ -245,10 +296,12 @@ def publish(
             p = b.plan_release(items or None, all_items, with_deps, strict)
             if not json_out:
                 _print_plan(p, to_stderr=True)
-            confirm(f"Publish these {len(p.items)} change(s) to production?", yes)
+            if gate_passes(p, accept_regressions):  # (else the publish below says why it is refused)
+                confirm(f"Publish these {len(p.items)} change(s) to production?", yes)
             plan_id = p.id
         # --plan alone publishes exactly that plan's items; --all is every pending item.
-        release = b.publish_release(items or None, all_items, plan_id, message, git_author(), with_deps, strict)
+        release = b.publish_release(items or None, all_items, plan_id, message, git_author(), with_deps, strict,
+                                    accept_regressions)
     if json_out:
         print_json(release)
         return
@@ -256,6 +309,17 @@ def publish(
             f"{len(release.items)} item{'s' if len(release.items) != 1 else ''}")
     for item in release.items:
         success(f"  {item.kind} {item.name}: {item.summary}")
+    if release.accepted_regressions is not None:
+        from rich.markup import escape
+
+        from rf.cli.output import warn
+
+        warn(f"published with eval regressions, accepted: {escape(release.accepted_regressions)}")
+
+
+def gate_passes(plan: ReleasePlan, accept_regressions: bool) -> bool:
+    """Would the eval gate let this plan through (no regressions, or accepted; no missing suite)?"""
+    return not plan.missing_suites and (accept_regressions or not any(e.regressions for e in plan.evals))
 
 
 def _release_table(releases: list[Release]) -> Any:
@@ -310,6 +374,9 @@ def show(release_id: Annotated[str, typer.Argument(help="Release id (or a prefix
     for i in r.items:
         out.print(f"  {i.kind} [bold]{escape(i.name)}[/bold]: {escape(_state(i.before))} → {escape(_state(i.after))}"
                   + (f"  [dim]{escape(i.summary)}[/dim]" if i.summary else ""))
+    print_plan_evals(r.evals)
+    if r.accepted_regressions is not None:
+        out.print(f"  [yellow]regressions accepted:[/yellow] {escape(r.accepted_regressions)}")
 
 
 def _state(value: Any) -> str:

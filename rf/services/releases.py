@@ -27,7 +27,16 @@ from typing import TYPE_CHECKING, Any
 
 from rf.errors import Conflict, NotFound, UsageError
 from rf.ids import new_id, utcnow
-from rf.models import PromoteResult, Release, ReleaseItem, ReleasePlan, to_dict
+from rf.models import (
+    AgentEvalEvidence,
+    EvalResult,
+    PromoteResult,
+    Release,
+    ReleaseItem,
+    ReleasePlan,
+    from_dict,
+    to_dict,
+)
 from rf.services.base import ServiceBase
 
 if TYPE_CHECKING:
@@ -354,9 +363,20 @@ class ReleasesService(ServiceBase):
         return "\n".join(b.decode("utf-8", errors="replace") for b in blobs.values())
 
     def plan_release(self, items: list[str] | None = None, all: bool = False, with_deps: bool = False,
-                     strict: bool = False) -> ReleasePlan:
+                     strict: bool = False, evals: bool = True) -> ReleasePlan:
         """The exact set of changes a publish would make, with its plan id: the items named,
-        or every pending item with ``all=True`` (nothing named is a UsageError)."""
+        or every pending item with ``all=True`` (nothing named is a UsageError).
+
+        With ``evals`` (the default) it is also the release gate's evidence: the eval suite of
+        every agent the plan changes, on staging's state against production's (see
+        :meth:`_gate_evidence`); stored with the plan, so ``publish --plan ID`` checks exactly the
+        evidence reviewed. ``evals=False`` lists the changes only (``rf releases diff``)."""
+        plan = self._plan_items(items, all, with_deps, strict)
+        if evals:
+            self._gate_evidence(plan, reuse=False)
+        return plan
+
+    def _plan_items(self, items: list[str] | None, all: bool, with_deps: bool, strict: bool) -> ReleasePlan:
         pending = self.release_items()
         if not pending:
             raise Conflict("nothing to publish: staging and production are the same")
@@ -395,19 +415,163 @@ class ReleasesService(ServiceBase):
 
     def publish_release(self, items: list[str] | None = None, all: bool = False, plan_id: str | None = None,
                         message: str = "", author: str = "unknown", with_deps: bool = False,
-                        strict: bool = False) -> Release:
+                        strict: bool = False, accept_regressions: bool = False) -> Release:
         """Publish atomically: every item or none, in one transaction, recorded as a release.
 
         What to publish is explicit: ``items``, or ``all=True``, or a ``plan_id`` alone
-        (exactly the items of that plan, refused if any of them changed since)."""
+        (exactly the items of that plan, refused if any of them changed since).
+
+        The eval gate: a plan whose agents regress eval cases (passing in production, failing
+        on staging's state) is refused unless ``accept_regressions`` with the reason in
+        ``message``; the release records the evidence and the reason."""
+        _check_acceptance(accept_regressions, message)
+        if plan_id is not None and not items and not all:
+            items = self._plan_item_names(plan_id)
+        # The evidence first, outside the write lock: its eval runs record executions. A plan id's
+        # stored evidence is reused (same id, same state: the stale-plan rule).
+        plan = self._plan_items(items, all, with_deps, strict)
+        if plan_id is not None and plan.id != plan_id:
+            raise Conflict(self._stale_plan_message(plan_id, plan), "re-run rf releases plan and review again")
+        self._gate_evidence(plan, reuse=True)
+        accepted = self._check_gate(plan, accept_regressions, message)
         with self.store.write_lock:
-            if plan_id is not None and not items and not all:
-                items = self._plan_item_names(plan_id)
-            plan = self.plan_release(items, all, with_deps, strict)
-            if plan_id is not None and plan.id != plan_id:
-                raise Conflict(self._stale_plan_message(plan_id, plan), "re-run rf releases plan and review again")
-            return self._apply(plan.items, plan.id, "publish", message or self._default_message(plan.items),
-                               author, plan.warnings)
+            again = self._plan_items(items, all, with_deps, strict)
+            if again.id != plan.id:
+                raise Conflict(self._stale_plan_message(plan.id, again) + " (while the eval suites ran)",
+                               "re-run rf releases plan and review again")
+            evidence = {"evals": to_dict(plan.evals), "accepted_regressions": accepted} if plan.evals else None
+            return self._apply(again.items, again.id, "publish", message or self._default_message(again.items),
+                               author, again.warnings, evidence)
+
+    # ------------------------------------------------------------ the eval gate
+    def _has_suite(self, commit_id: str) -> bool:
+        """Does this commit hold an eval suite? (Its tree only: no suite, no eval work.)"""
+        from rf.evals.suite import SUITE_DIR, SUITE_EXTENSIONS
+
+        return any(p.startswith(SUITE_DIR + "/") and p.endswith(SUITE_EXTENSIONS) for p in self._tree(commit_id))
+
+    def _gate_evidence(self, plan: ReleasePlan, reuse: bool) -> None:
+        """Fill ``plan.evals`` (and ``plan.missing_suites``): for every agent the plan changes,
+        its suite on staging's state against production's; for agents the plan changes only
+        through a prompt or connector they use, the same when staging runs production's commit.
+        ``reuse``: the evidence stored with this plan id, when there is some."""
+        stored = self.store.get_plan_evals(plan.id) if reuse else None
+        if stored is not None:
+            plan.evals = [from_dict(AgentEvalEvidence, e) for e in stored]
+        else:
+            plan.evals = self._run_gate(plan)
+            if plan.evals:
+                self.store.save_plan_evals(plan.id, to_dict(plan.evals))
+        workspace = getattr(self, "workspace", None)
+        if workspace is not None and workspace.release_require_evals:
+            plan.missing_suites = [e.agent for e in plan.evals if e.status == "no-suite"]
+            plan.warnings = plan.warnings + [
+                f"agent {name} has no eval suite, which [releases] require_evals = true requires: "
+                "a publish refuses this plan" for name in plan.missing_suites]
+
+    def _run_gate(self, plan: ReleasePlan) -> list[AgentEvalEvidence]:
+        evidence: list[AgentEvalEvidence] = []
+        direct = {i.name for i in plan.items if i.kind == "agent"}
+        for item in plan.items:
+            if item.kind != "agent" or item.after is None:
+                continue  # (a removal runs nothing)
+            after = str(item.after)
+            if not self._has_suite(after):
+                evidence.append(AgentEvalEvidence(agent=item.name, after_commit=after, before_commit=item.before,
+                                                  status="no-suite",
+                                                  note=f"no eval suite (agents/{item.name}/evals/): no gate"))
+                continue
+            evidence.append(self._compare_suites(item.name, after, item.before))
+        changed = {(i.kind, i.name) for i in plan.items if i.kind in ("prompt", "connector") and i.after is not None}
+        if not changed:
+            return evidence
+        for row in self.store.agent_rows():
+            name, staging, production = row["name"], row["staging_commit"], row["production_commit"]
+            if name in direct or staging is None or production is None or not self._has_suite(staging):
+                continue
+            uses = self._agent_uses(staging)
+            via = sorted([f"prompt {p}" for p in uses.prompts if ("prompt", p) in changed]
+                         + [f"connector {c}" for c in uses.connectors if ("connector", c) in changed])
+            if not via:
+                continue
+            note = "affected through " + ", ".join(via)
+            if staging != production:
+                # Staging's run would mix in the agent's own unpublished code: not this plan's effect.
+                evidence.append(AgentEvalEvidence(
+                    agent=name, after_commit=staging, before_commit=production, status="not-evaluated",
+                    note=note + f"; not evaluated: staging runs another commit of {name} (add agent:{name} "
+                                "to the release to gate it)"))
+                continue
+            found = self._compare_suites(name, staging, production)
+            found.note = note + " (staging's prompts and connectors against production's)"
+            evidence.append(found)
+        return evidence
+
+    def _compare_suites(self, name: str, after: str, before: str | None) -> AgentEvalEvidence:
+        """Run the suite on staging (``after``) and on production (``before``), case by case."""
+        staged = self._suite_run(name, "staging", after)
+        found = AgentEvalEvidence(agent=name, after_commit=after, before_commit=before)
+        if staged is None:
+            found.status, found.note = "no-suite", f"the eval suite of {name} has no cases: no gate"
+            return found
+        found.after_passed, found.after_total, found.after_run = staged.passed, staged.total, staged.id
+        was: dict[str, bool] = {}
+        if before is None:
+            found.note = "new in production: every failing case is a new failure"
+        elif not self._has_suite(before):
+            found.note = "production's commit has no eval suite: every failing case is a new failure"
+        else:
+            # Production's commit runs its own suite in production (source eval): its connector
+            # instances and published prompts, as `rf eval NAME --env production` does.
+            produced = self._suite_run(name, "production", before)
+            if produced is not None:
+                found.before_passed, found.before_total, found.before_run = (produced.passed, produced.total,
+                                                                             produced.id)
+                was = {c.id: c.passed for c in produced.cases}
+        for case in staged.cases:
+            before_passed = was.get(case.id)
+            if case.passed:
+                if before_passed is False:
+                    found.fixed.append(case.id)
+            elif before_passed is True:
+                found.regressions.append(case.id)
+            elif before_passed is False:
+                found.still_failing.append(case.id)
+            else:
+                found.new_failures.append(case.id)
+        return found
+
+    def _suite_run(self, name: str, env: str, commit: str) -> EvalResult | None:
+        """``run_eval`` of *env*'s commit (None: a suite with no cases), refused if it moved."""
+        try:
+            result: EvalResult = self.run_eval(name, env)  # type: ignore[attr-defined]
+        except NotFound:
+            if self._has_suite(commit):
+                return None  # suite files without cases
+            raise
+        if result.commit != commit:
+            raise Conflict(f"agent {name} changed in {env} while its eval suite ran",
+                           "re-run rf releases plan and review again")
+        return result
+
+    def _check_gate(self, plan: ReleasePlan, accept_regressions: bool, reason: str) -> str | None:
+        """Refuse a plan the gate stops; the accepted reason (or None: nothing to accept)."""
+        if plan.missing_suites:
+            first = plan.missing_suites[0]
+            raise Conflict("refused: [releases] require_evals = true and agent"
+                           f"{'s' if len(plan.missing_suites) > 1 else ''} {', '.join(plan.missing_suites)} "
+                           "ha" + ("ve" if len(plan.missing_suites) > 1 else "s") + " no eval suite",
+                           f"add agents/{first}/evals/smoke.yaml (a list of cases: id, input, expect), deploy it "
+                           f"(rf agents deploy {first}), then plan again")
+        regressed = [e for e in plan.evals if e.regressions]
+        if not regressed:
+            return None
+        if not accept_regressions:
+            what = "; ".join(f"agent {e.agent}: {', '.join(e.regressions)}" for e in regressed)
+            raise Conflict(f"refused: eval cases that pass in production fail on staging's state ({what})",
+                           f"fix them in staging (see rf eval {regressed[0].agent}), or publish anyway with "
+                           '--accept-regressions -m "why" (rf releases publish, rf agents promote)')
+        return reason.strip()
 
     def _plan_item_names(self, plan_id: str) -> list[str]:
         """``kind:name`` of a saved plan's items that are still pending."""
@@ -447,7 +611,7 @@ class ReleasesService(ServiceBase):
         return f"publish {len(items)} items"
 
     def _apply(self, items: list[ReleaseItem], plan_id: str, kind: str, message: str, author: str,
-               warnings: list[str]) -> Release:
+               warnings: list[str], evidence: dict[str, Any] | None = None) -> Release:
         release_id = new_id("rel")
         now = utcnow()
         with self.store.transaction() as cur:
@@ -462,6 +626,7 @@ class ReleasesService(ServiceBase):
                 kind=kind,
                 items=[{"kind": i.kind, "name": i.name, "before": i.before, "after": i.after,
                         "summary": i.summary} for i in items],
+                evidence=evidence,
             )
         self._after_release_commit(release_id)
         self._release_applied()
@@ -484,9 +649,11 @@ class ReleasesService(ServiceBase):
 
     # ------------------------------------------------------------ one-item shortcut
     def promote(self, name: str, author: str = "unknown", message: str = "", with_deps: bool = False,
-                strict: bool = False, plan_id: str | None = None) -> PromoteResult:
+                strict: bool = False, plan_id: str | None = None, accept_regressions: bool = False) -> PromoteResult:
         """Point production at staging's commit: ``publish_release(["agent:NAME"])``, the same plan
-        (dependency warnings, ``with_deps``, ``strict``, a reviewed ``plan_id``) and the same record."""
+        (dependency warnings, ``with_deps``, ``strict``, a reviewed ``plan_id``), the same eval
+        gate (``accept_regressions`` with the reason in ``message``) and the same record."""
+        _check_acceptance(accept_regressions, message)
         agent = self.get_agent(name)  # type: ignore[attr-defined]
         if agent.staging_commit is None:
             if agent.production_commit is not None:
@@ -498,7 +665,8 @@ class ReleasesService(ServiceBase):
             return PromoteResult(agent=name, before=agent.production_commit, after=agent.staging_commit,
                                  changed=False)
         release = self.publish_release([f"agent:{name}"], plan_id=plan_id, message=message or f"promote {name}",
-                                       author=author, with_deps=with_deps, strict=strict)
+                                       author=author, with_deps=with_deps, strict=strict,
+                                       accept_regressions=accept_regressions)
         item = next(i for i in release.items if i.kind == "agent" and i.name == name)
         return PromoteResult(agent=name, before=item.before, after=str(item.after), changed=True,
                              release_id=release.id, warnings=list(release.warnings), items=list(release.items))
@@ -522,8 +690,11 @@ class ReleasesService(ServiceBase):
     def _release(row: dict[str, Any]) -> Release:
         items = [ReleaseItem(kind=i["kind"], name=i["name"], summary=i.get("summary", ""), before=i["before"],
                              after=i["after"]) for i in row["items"]]
+        evidence = row.get("evidence") or {}
         return Release(id=row["id"], created_at=row["created_at"], author=row["author"], message=row["message"],
-                       plan_id=row["plan_id"], kind=row["kind"], items=items)
+                       plan_id=row["plan_id"], kind=row["kind"], items=items,
+                       evals=[from_dict(AgentEvalEvidence, e) for e in evidence.get("evals", [])],
+                       accepted_regressions=evidence.get("accepted_regressions"))
 
     def _production_state(self) -> dict[tuple[str, str], Any]:
         """Production's state per item, from the release history (newest wins)."""
@@ -568,6 +739,12 @@ class ReleasesService(ServiceBase):
             target = self.get_release(release_id)
             return self._apply(plan.items, plan.id, "rollback", message or f"roll back {target.id} ({target.message})",
                                author, plan.warnings)
+
+
+def _check_acceptance(accept_regressions: bool, message: str) -> None:
+    if accept_regressions and not message.strip():
+        raise UsageError("accepting regressions needs the reason, recorded with the release",
+                         '--accept-regressions -m "why they are acceptable"')
 
 
 def _short(state: Any) -> str:

@@ -522,6 +522,12 @@ MIGRATIONS: list[list[str]] = [
             detail VARCHAR NOT NULL      -- JSON: the call's non-secret arguments and its result's ids
         )""",
     ],
+    # The release gate: a plan's latest eval evidence (what `publish --plan ID` checks), and the
+    # evidence a release was published with, with the reason regressions were accepted.
+    [
+        "ALTER TABLE release_plans ADD COLUMN evals VARCHAR",  # JSON [AgentEvalEvidence]; NULL: not evaluated
+        "ALTER TABLE releases ADD COLUMN evidence VARCHAR",  # JSON {evals, accepted_regressions}; NULL: none
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -27,10 +27,13 @@ class ReleasesMixin:
         plan_id: str,
         kind: str,
         items: list[dict[str, Any]],
+        evidence: dict[str, Any] | None = None,
     ) -> None:
         cur.execute(
-            "INSERT INTO releases VALUES (?, ?, ?, ?, ?, ?)",
-            [release_id, created_at, author, message, plan_id, kind],
+            "INSERT INTO releases (id, created_at, author, message, plan_id, kind, evidence)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [release_id, created_at, author, message, plan_id, kind,
+             json.dumps(evidence, default=str) if evidence else None],
         )
         cur.executemany(
             "INSERT INTO release_items VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -47,12 +50,13 @@ class ReleasesMixin:
         if id_prefix is not None:
             where, params = "WHERE starts_with(id, ?)", [id_prefix, limit]
         rows = self.cursor().execute(
-            f"SELECT id, created_at, author, message, plan_id, kind FROM releases {where} ORDER BY id DESC LIMIT ?",
+            f"SELECT id, created_at, author, message, plan_id, kind, evidence FROM releases {where}"
+            " ORDER BY id DESC LIMIT ?",
             params,
         ).fetchall()
         releases = [
             {"id": r[0], "created_at": iso(r[1]), "author": r[2], "message": r[3], "plan_id": r[4],
-             "kind": r[5], "items": []}
+             "kind": r[5], "items": [], "evidence": json.loads(r[6]) if r[6] else {}}
             for r in rows
         ]
         if releases:
@@ -71,10 +75,20 @@ class ReleasesMixin:
 
     def save_plan(self, plan_id: str, items: list[dict[str, Any]], created_at: dt.datetime) -> None:
         self.cursor().execute(
-            "INSERT INTO release_plans VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO release_plans (id, created_at, items) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
             [plan_id, created_at, json.dumps(items, default=str)],
         )
 
     def get_plan(self, plan_id: str) -> list[dict[str, Any]] | None:
         row = self.cursor().execute("SELECT items FROM release_plans WHERE id = ?", [plan_id]).fetchone()
         return json.loads(row[0]) if row else None
+
+    def save_plan_evals(self, plan_id: str, evals: list[dict[str, Any]]) -> None:
+        """A plan's latest eval evidence (the release gate), what ``publish --plan ID`` checks."""
+        self.cursor().execute("UPDATE release_plans SET evals = ? WHERE id = ?",
+                              [json.dumps(evals, default=str), plan_id])
+
+    def get_plan_evals(self, plan_id: str) -> list[dict[str, Any]] | None:
+        """The evidence :meth:`save_plan_evals` stored, or None (never evaluated)."""
+        row = self.cursor().execute("SELECT evals FROM release_plans WHERE id = ?", [plan_id]).fetchone()
+        return json.loads(row[0]) if row and row[0] is not None else None
