@@ -467,7 +467,7 @@ def configure() -> None:
     litestar.handlers = []
     litestar.propagate = True
     logging.getLogger("rf").setLevel(level)
-    for name in ("httpx", "httpcore"):  # they log every outbound URL at INFO, headers at DEBUG
+    for name in ("httpx", "httpx2", "httpcore"):  # they log every outbound URL at INFO, headers at DEBUG
         logging.getLogger(name).setLevel(logging.WARNING)
     for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access"):  # keep uvicorn's handlers; redact there too
         for handler in logging.getLogger(name).handlers:

@@ -30,6 +30,9 @@ MEMORY_AGENT = (
 OPENAPI = ('{"openapi": "3.0.0", "info": {"title": "t", "version": "1"}, "paths": {"/items": {"get": '
            '{"operationId": "list-items", "responses": {"200": {"description": "ok"}}}}}}')
 
+#: The MCP endpoint (tests/mcp_tool_server.py) the script's MCP connector lists tools from.
+MCP_SERVER: list[str] = []
+
 _TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z?$")
 _ID = re.compile(r"^[a-z]{1,6}[_-][0-9A-Za-z_-]{6,}$")
 _HEX = re.compile(r"^[0-9a-f]{12,}$")
@@ -120,6 +123,9 @@ def script(call: Recorder, root: Path) -> None:
     call("edit_resource", "crm", "get-item", description="one item")
     call("import_openapi", "crm", OPENAPI)
     call("remove_resource", "crm", "list-items")
+    call("create_connector", "tools", MCP_SERVER[0], kind="mcp")  # an MCP server: its tools are the resources
+    call("refresh_connector", "tools")
+    call("delete_connector", "tools")
     call("list_connectors", "staging")
     call("get_connector", "crm")
     call("diff_connector", "crm")
@@ -229,14 +235,18 @@ def test_every_route_answers_the_same_through_both_backends(tmp_path: Path) -> N
         return ws.root
 
     local_root, http_root = workspace("local"), workspace("http")
+    from mcp_tool_server import serve
+
     from rf.config import find_workspace
 
-    local = transcript(lambda root: open_local(find_workspace(str(root))), local_root)
-    srv = start_server(http_root)
-    try:
-        http = transcript(lambda root: HttpBackend(srv.url, srv.token, find_workspace(str(root))), http_root)
-    finally:
-        srv.stop()
+    with serve("contract") as mcp_url:
+        MCP_SERVER[:] = [mcp_url]
+        local = transcript(lambda root: open_local(find_workspace(str(root))), local_root)
+        srv = start_server(http_root)
+        try:
+            http = transcript(lambda root: HttpBackend(srv.url, srv.token, find_workspace(str(root))), http_root)
+        finally:
+            srv.stop()
     routes = {r.name for r in api.ROUTES}
     assert routes - local.called == set(), "give these routes a step in script()"
     assert len(local.transcript) == len(http.transcript)

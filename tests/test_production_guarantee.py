@@ -57,6 +57,7 @@ def attempts(prod_trigger: str, staging_trigger: str) -> dict[str, list[dict[str
         "edit_resource": [{"slug": "crm", "resource": "get", "env": "production", "path": "/other"}],
         "remove_resource": [{"slug": "crm", "resource": "get", "env": "production"}],
         "import_openapi": [{"slug": "crm", "spec_text": OPENAPI, "env": "production"}],
+        "refresh_connector": [{"slug": "crm", "env": "production"}],
         "delete_memory": [{"key": "k", "env": "production"}],
         "clear_memory": [{"env": "production"}],
         "create_trigger": [{"agent": "hello", "kind": "schedule", "schedule": "0 3 * * *", "env": "production"}],

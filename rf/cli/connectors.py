@@ -1,4 +1,7 @@
-"""``rf connectors``: HTTP APIs for agents, one instance per environment.
+"""``rf connectors``: HTTP APIs and MCP servers for agents, one instance per environment.
+
+``rf connectors create SLUG --mcp URL`` makes an MCP server's tools the resources (``rf
+connectors refresh SLUG`` lists them again); the URL is a per-environment setting like a base URL.
 
 Resources are shared: edited in staging, ``rf connectors publish SLUG``
 copies them to production after showing the diff. Settings (base URL, auth,
@@ -88,7 +91,10 @@ def _value(v: Any, limit: int = 100) -> str:
 @app.command("create")
 def create(
     slug: SlugArg,
-    base_url: Annotated[str, typer.Option("--base-url", help="http(s) URL the resource paths are appended to.")],
+    base_url: Annotated[str | None, typer.Option("--base-url", help="http(s) URL the resource paths are appended to.")] = None,
+    mcp: Annotated[str | None, typer.Option(
+        "--mcp", help="An MCP server's streamable-HTTP endpoint (e.g. http://127.0.0.1:8000/mcp): its tools "
+                      "become the resources.")] = None,
     auth: AuthOption = None,
     credential: CredentialOption = None,
     header: HeaderOption = None,
@@ -100,18 +106,31 @@ def create(
     env: EnvOption = "staging",
     json_out: JsonOption = False,
 ) -> None:
-    """Create the [bold #f59e0b]staging[/] instance of a connector."""
+    """Create the [bold #f59e0b]staging[/] instance of a connector: an HTTP API (--base-url) or an
+    MCP server (--mcp URL; its tools become the resources)."""
+    from rich.markup import escape
+
     from rf.cli.output import info, print_json, success
 
+    if (base_url is None) == (mcp is None):
+        raise UsageError("give either --base-url URL (an HTTP API) or --mcp URL (an MCP server)",
+                         f"e.g. rf connectors create {slug} --mcp http://127.0.0.1:8000/mcp")
     with backend() as b:
-        c = b.create_connector(slug, base_url, auth=auth or "none", credential=credential,
+        c = b.create_connector(slug, mcp or base_url or "", auth=auth or "none", credential=credential,
                                headers=parse_headers(header), timeout_s=30 if timeout is None else timeout,
                                retries=2 if retries is None else retries, env=env, api_key_header=api_key_header,
-                               api_key_query=api_key_query, mock=bool(mock))
+                               api_key_query=api_key_query, mock=bool(mock), kind="http" if mcp is None else "mcp")
     if json_out:
         print_json(c)
         return
-    success(f"created connector [bold]{slug}[/bold] in [staging]staging[/staging] → {c.base_url}")
+    success(f"created connector [bold]{slug}[/bold] in [staging]staging[/staging] → {escape(c.base_url)}")
+    if c.kind == "mcp":
+        tools = ", ".join(r.slug for r in c.resources) or "none"
+        info(f"  {len(c.resources)} tool(s) as resources: {escape(tools)}")
+        info(f"[dim]  call one: ctx.connectors.call({slug!r}, TOOL, **args); when the server's tools change: "
+             f"rf connectors refresh {slug}; production's server: rf connectors edit {slug} --for production "
+             "--base-url URL[/dim]")
+        return
     info(f"[dim]  add resources: rf connectors resources add {slug} RESOURCE --method GET --path /...  "
          f"(or rf connectors import-openapi {slug} openapi.yaml)[/dim]")
 
@@ -253,7 +272,8 @@ def list_connectors(env: EnvOption = "staging", json_out: JsonOption = False) ->
     table.add_column("")
     for c in items:
         auth = c.auth + (f" ({c.credential})" if c.credential else "")
-        table.add_row(c.slug, escape(c.base_url), escape(auth), str(len(c.resources)), "mock" if c.mock else "")
+        marks = " ".join(m for m in ("MCP" if c.kind == "mcp" else "", "mock" if c.mock else "") if m)
+        table.add_row(c.slug, escape(c.base_url), escape(auth), str(len(c.resources)), marks)
     out.print(fit_table(table, flex=("base URL", "auth")))
 
 
@@ -271,6 +291,9 @@ def render_connector(c: Connector) -> None:
         auth += f" (header {c.api_key_header})" if c.api_key_header else f" (query parameter {c.api_key_query})"
     rows = [("base URL", c.base_url), ("auth", auth), ("timeout", f"{c.timeout_s:g} s"),
             ("retries", f"{c.retries} (idempotent methods)"), ("mock mode", "on" if c.mock else "off")]
+    if c.kind == "mcp":
+        rows[0] = ("MCP server", c.base_url)
+        rows.pop(3)  # a tool call is never retried (it may not be idempotent)
     for name, value in sorted(c.headers.items()):
         rows.append(("header", f"{name}: {value}"))
     for label, value in rows:
@@ -278,7 +301,9 @@ def render_connector(c: Connector) -> None:
     if c.settings is not None:
         render_settings(c.settings)
     if not c.resources:
-        out.print(f"  [dim]no resources — rf connectors resources add {c.slug} RESOURCE --method GET --path /...[/dim]")
+        out.print(f"  [dim]no tools — after adding some to the server: rf connectors refresh {c.slug}[/dim]"
+                  if c.kind == "mcp" else
+                  f"  [dim]no resources — rf connectors resources add {c.slug} RESOURCE --method GET --path /...[/dim]")
         return
     table = Table(box=None, pad_edge=False, header_style="bold")
     table.add_column("resource")
@@ -411,9 +436,32 @@ def render_diff(d: ConnectorDiff, *, with_settings: bool = True) -> None:
             out.print(_change_line("~", "yellow", f"resource {r.slug}"))
             for ch in r.changes:
                 name = {"params_schema": "schema", "mock_response": "mock"}.get(ch.name, ch.name)
-                out.print("    " + _change_line("~", "yellow", name, ch))
+                if ch.name == "params_schema":
+                    out.print("    [yellow]~ schema:[/yellow]")
+                    for line in schema_diff(ch.before, ch.after):
+                        out.print("      " + line)
+                else:
+                    out.print("    " + _change_line("~", "yellow", name, ch))
     if with_settings and d.settings is not None:
         render_settings(d.settings)
+
+
+def schema_diff(before: Any, after: Any) -> list[str]:
+    """A parameters schema change as the changed lines of its indented JSON (Rich markup)."""
+    import difflib
+
+    from rich.markup import escape
+
+    def lines(schema: Any) -> list[str]:
+        return json.dumps(schema, indent=2, sort_keys=True).splitlines() if schema is not None else []
+
+    out = []
+    for line in difflib.unified_diff(lines(before), lines(after), lineterm="", n=1):
+        if line.startswith(("---", "+++")):
+            continue
+        style = {"+": "green", "-": "red", "@": "dim"}.get(line[:1])
+        out.append(f"[{style}]{escape(line)}[/{style}]" if style else escape(line))
+    return out
 
 
 def render_release_diff(b: Backend, slug: str) -> None:
@@ -495,6 +543,30 @@ def import_openapi(
         info(f"  [green]+ {name}[/green]")
     for name in result.updated:
         info(f"  [yellow]~ {name}[/yellow]")
+
+
+@app.command("refresh")
+def refresh(slug: SlugArg, env: EnvOption = "staging", json_out: JsonOption = False) -> None:
+    """MCP connector: make the staging resources the tools its staging server lists now
+    (production changes when you publish)."""
+    from rich.markup import escape
+
+    from rf.cli.output import info, print_json, success
+
+    with backend() as b:
+        result = b.refresh_connector(slug, env=env)
+        pending, _ = _production_side(b, slug) if (result.added or result.updated or result.removed) else (False, [])
+    if json_out:
+        print_json(result)
+        return
+    success(f"refreshed connector [bold]{slug}[/bold] ([staging]staging[/staging]): {len(result.added)} added, "
+            f"{len(result.updated)} updated, {len(result.removed)} removed, {len(result.unchanged)} unchanged")
+    for sign, style, names in (("+", "green", result.added), ("~", "yellow", result.updated),
+                               ("-", "red", result.removed)):
+        for name in names:
+            info(f"  [{style}]{sign} {escape(name)}[/{style}]")
+    if pending:
+        info(f"[dim]  review and publish: rf connectors diff {slug} && rf connectors publish {slug}[/dim]")
 
 
 # ------------------------------------------------------------ resources

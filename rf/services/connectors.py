@@ -29,6 +29,17 @@ sandbox API while production points at the real one:
   masked), the error's detail and the API's answer go to the call's trace span
   (attributes ``url``, ``error_detail``, ``response_body``).
 
+A connector of kind ``mcp`` is an MCP server (streamable HTTP) instead of an HTTP API: its
+"base URL" is the server's MCP endpoint (a per-environment setting like any base URL) and its
+resources are the server's tools (slug from the tool name, description, input schema as the
+parameters schema; the tool's own name in ``path``, ``MCP`` as the method), discovered by
+``create_connector(kind="mcp")`` and ``refresh_connector`` from the *staging* server, stored,
+diffed and published like any resources. A call opens an MCP session with the same
+credential binding (bearer → ``Authorization: Bearer ...``), calls the tool and returns its
+structured content, else its text (JSON-decoded when it parses); a tool's ``isError`` answer
+raises :class:`~rf.errors.ConnectorError`. The client side is in
+:mod:`rf.services.connectors_mcp`.
+
 Content hashes identify states (resources; settings; a new instance's
 resources + settings), never timestamps. Every published state is also kept
 as a snapshot (``connector_snapshots``), so a rollback can put an older
@@ -59,6 +70,7 @@ from rf.models import (
     Connector,
     ConnectorDiff,
     ConnectorPublishResult,
+    ConnectorRefreshResult,
     ConnectorResource,
     ConnectorSettings,
     FieldChange,
@@ -67,6 +79,7 @@ from rf.models import (
     ResourceChange,
     check_env,
 )
+from rf.services import connectors_mcp
 from rf.services.core import require_staging
 from rf.services.credentials import CredentialsService
 from rf.services.host import HostCall, host_method
@@ -75,6 +88,8 @@ if TYPE_CHECKING:
     import httpx
 
 AUTH_KINDS = ("none", "api-key", "bearer", "basic")
+#: ``http``: an HTTP API (resources are method + path); ``mcp``: an MCP server (resources are its tools).
+KINDS = ("http", "mcp")
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 #: Methods that may be sent twice without changing the outcome: only these are retried.
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
@@ -245,6 +260,21 @@ def _check_schema(schema: Any, what: str) -> dict[str, Any] | None:
     return schema
 
 
+def tool_slug(name: str) -> str:
+    """The resource slug of an MCP tool: ``getWeather`` → ``getweather``, ``files.read`` →
+    ``files-read`` (lower case; anything but letters, digits, ``_`` and ``-`` becomes ``-``)."""
+    slug = re.sub(r"[^a-z0-9_-]", "-", name.lower()).lstrip("_-")[:63]
+    return slug
+
+
+def _not_for_mcp(c: Connector, what: str) -> None:
+    if c.kind == "mcp":
+        raise UsageError(f"connector {c.slug!r} is an MCP server: its resources are the server's tools, "
+                         f"so rf cannot {what}",
+                         f"change the tools on the server, then: rf connectors refresh {c.slug} "
+                         f"(a tool's mock answer: rf connectors resources edit {c.slug} TOOL --mock-file F.json)")
+
+
 def _check_json(value: Any, what: str) -> Any:
     try:
         json.dumps(value)
@@ -332,9 +362,14 @@ class ConnectorsService(CredentialsService):
         for r in c.resources:
             if r.slug == resource:
                 return r
+        if c.kind == "mcp":  # a tool may also be named as its server names it (e.g. getWeather)
+            for r in c.resources:
+                if r.path == resource:
+                    return r
         known = ", ".join(r.slug for r in c.resources)
         hint = f"known resources: {known}" if known else (
-            f"add one: rf connectors resources add {c.slug} RESOURCE --method GET --path /...")
+            f"the MCP server lists no tools; after adding some: rf connectors refresh {c.slug}" if c.kind == "mcp"
+            else f"add one: rf connectors resources add {c.slug} RESOURCE --method GET --path /...")
         raise NotFound(f"connector {c.slug!r} has no resource {resource!r} in {c.env}", hint)
 
     # ------------------------------------------------------------ validation
@@ -398,6 +433,11 @@ class ConnectorsService(CredentialsService):
             raise UsageError(f"retries must be an integer between 0 and {MAX_RETRIES}")
         if not isinstance(c.mock, bool):
             raise UsageError("mock must be true or false")
+        if c.kind not in KINDS:
+            raise UsageError(f"unknown connector kind {c.kind!r}", f"use one of: {', '.join(KINDS)}")
+        if c.kind == "mcp" and c.api_key_query:
+            raise UsageError("an MCP server takes its API key in a header, not a query parameter",
+                             "use --api-key-header NAME (default X-API-Key), or --auth bearer")
 
     @staticmethod
     def _validated_resource(connector: str, r: ConnectorResource) -> ConnectorResource:
@@ -449,8 +489,12 @@ class ConnectorsService(CredentialsService):
         api_key_header: str | None = None,
         api_key_query: str | None = None,
         mock: bool = False,
+        kind: str = "http",
     ) -> Connector:
-        """Create the **staging** instance of ``slug`` (production gets it by publishing)."""
+        """Create the **staging** instance of ``slug`` (production gets it by publishing).
+
+        ``kind="mcp"``: ``base_url`` is an MCP server's streamable-HTTP endpoint; its tools,
+        listed now (with the credential), become the resources."""
         check_name("connector", slug)
         require_staging(env, f"create connector {slug!r} in production",
                         f"create it in staging, then publish: rf connectors publish {slug}")
@@ -459,10 +503,15 @@ class ConnectorsService(CredentialsService):
                            f"change it with: rf connectors edit {slug} ...")
         c = Connector(slug=slug, env="staging", base_url=base_url, auth=auth, credential=credential or None,
                       headers=dict(headers or {}), timeout_s=timeout_s, retries=retries,
-                      api_key_header=api_key_header or None, api_key_query=api_key_query or None, mock=mock)
+                      api_key_header=api_key_header or None, api_key_query=api_key_query or None, mock=mock,
+                      kind=kind)
         self._validated_config(c)
+        if c.kind == "mcp":
+            c.resources = self._discover_tools(c, {})
         with self.store.transaction() as cur:
             self.store.upsert_connector(cur, "staging", slug, content_of(c), utcnow())
+            for row in content_of(c)["resources"]:
+                self.store.upsert_resource(cur, "staging", slug, row)
         return self.get_connector(slug)
 
     def edit_connector(
@@ -583,6 +632,7 @@ class ConnectorsService(CredentialsService):
         name: str = "",
     ) -> Connector:
         c = self._staging(slug, env, f"add a resource to connector {slug!r} in production")
+        _not_for_mcp(c, "add resources")
         if any(r.slug == resource for r in c.resources):
             raise Conflict(f"connector {slug!r} already has a resource {resource!r}",
                            f"change it with: rf connectors resources edit {slug} {resource} ...")
@@ -609,6 +659,15 @@ class ConnectorsService(CredentialsService):
         """Change a staging resource; arguments left None stay (``clear_*`` removes schema/mock)."""
         c = self._staging(slug, env, f"edit a resource of connector {slug!r} in production")
         r = copy.deepcopy(self._resource(c, resource))
+        if c.kind == "mcp":  # the server defines its tools; only the mock answer is rf's own
+            if any(v is not None for v in (method, path, params_schema, description, name)) or clear_schema:
+                _not_for_mcp(c, "edit a tool's method, path, schema, description or name")
+            if clear_mock:
+                r.mock_response = None
+            elif mock_response is not None:
+                r.mock_response = _check_json(mock_response, f"the mock response of {slug}.{resource}")
+            self._save_resources(slug, [r])
+            return self.get_connector(slug)
         if method is not None:
             r.method = method
         if path is not None:
@@ -631,6 +690,7 @@ class ConnectorsService(CredentialsService):
     def remove_resource(self, slug: str, resource: str, env: str = "staging") -> Connector:
         c = self._staging(slug, env, f"remove a resource of connector {slug!r} in production")
         self._resource(c, resource)
+        _not_for_mcp(c, "remove resources")
         with self.store.transaction() as cur:
             self.store.delete_resource_row(cur, "staging", slug, resource)
             self.store.touch_connector(cur, "staging", slug, utcnow())
@@ -658,6 +718,8 @@ class ConnectorsService(CredentialsService):
         parsed = openapi.parse(spec_text)
         resources = [self._validated_resource(slug, r) for r in parsed.resources]
         existing = self._find(slug, "staging")
+        if existing is not None:
+            _not_for_mcp(existing, "import an OpenAPI document")
         created = existing is None
         if existing is None:
             if parsed.base_url is None:
@@ -689,6 +751,130 @@ class ConnectorsService(CredentialsService):
             if changed and not created:
                 self.store.touch_connector(cur, "staging", slug, now)
         return result
+
+    # ------------------------------------------------------------ MCP connectors
+    def refresh_connector(self, slug: str, env: str = "staging") -> ConnectorRefreshResult:
+        """Make the staging resources of MCP connector ``slug`` the tools its staging server
+        lists now: new tools are added, changed ones (description, input schema) updated, gone
+        ones removed; each tool keeps its mock response. Production changes by publishing."""
+        c = self._staging(slug, env, f"refresh connector {slug!r} in production",
+                          f"refresh it in staging (from staging's MCP server), then publish: "
+                          f"rf connectors publish {slug}")
+        if c.kind != "mcp":
+            raise UsageError(f"connector {slug!r} is an HTTP API: only an MCP connector's resources are "
+                             "discovered from its server",
+                             f"import an OpenAPI document instead: rf connectors import-openapi {slug} FILE")
+        current = {r.slug: r for r in c.resources}
+        tools = self._discover_tools(c, current)
+        result = ConnectorRefreshResult(slug=slug, env="staging")
+        fresh = {r.slug: r for r in tools}
+        for r in tools:
+            old = current.get(r.slug)
+            (result.added if old is None else result.updated if old != r else result.unchanged).append(r.slug)
+        result.removed = sorted(set(current) - set(fresh))
+        if result.added or result.updated or result.removed:
+            with self.store.transaction() as cur:
+                for name in result.removed:
+                    self.store.delete_resource_row(cur, "staging", slug, name)
+                for r in tools:
+                    if r.slug in result.added or r.slug in result.updated:
+                        self.store.upsert_resource(cur, "staging", slug, content_of(
+                            Connector(slug=slug, env="staging", base_url="", resources=[r]))["resources"][0])
+                self.store.touch_connector(cur, "staging", slug, utcnow())
+        return result
+
+    def _mcp_headers(self, c: Connector, secret: Any = None) -> tuple[dict[str, str], list[str]]:
+        """The headers of an MCP connector's requests: its default headers and its credential
+        bound as for HTTP (bearer → ``Authorization: Bearer ...``, basic, api-key header); and
+        the secret values to scrub. ``secret`` registers a value with the execution (HostCall.secret)."""
+        headers = dict(c.headers)
+        secrets: list[str] = []
+        if c.auth != "none" and c.credential:
+            value = self.credential_secret(c.credential)
+            if secret is not None:
+                secret(value)
+            secrets.append(value)
+            if c.auth == "bearer":
+                headers["Authorization"] = f"Bearer {value}"
+            elif c.auth == "basic":
+                if ":" not in value:
+                    raise UsageError(f"credential {c.credential!r} used for basic auth must be 'user:password'",
+                                     f"set it again: rf credentials set {c.credential}")
+                token = base64.b64encode(value.encode()).decode()
+                if secret is not None:
+                    secret(token)
+                secrets.append(token)
+                headers["Authorization"] = f"Basic {token}"
+            else:
+                headers[c.api_key_header or "X-API-Key"] = value
+        return headers, secrets
+
+    def _discover_tools(self, c: Connector, current: dict[str, ConnectorResource]) -> list[ConnectorResource]:
+        """The tools of ``c``'s MCP server as resources (keeping the mock responses in ``current``)."""
+        headers, secrets = self._mcp_headers(c)
+        try:
+            tools = connectors_mcp.list_tools(c.base_url, headers, c.timeout_s)
+        except connectors_mcp.McpFailure as exc:
+            if exc.status in (401, 403):
+                hint = (f"check credential {c.credential!r}: rf credentials set {c.credential}" if c.credential
+                        else f"the server wants authentication: rf connectors edit {c.slug} --auth bearer "
+                             "--credential NAME")
+            else:
+                hint = f"is the MCP server running at {c.base_url}? (the endpoint of a streamable-HTTP server, e.g. /mcp)"
+            raise UsageError(f"could not list the tools of MCP server {c.base_url} (connector {c.slug!r}, "
+                             f"{c.env}): {_scrub(exc.reason, secrets)}", hint) from None
+        resources: list[ConnectorResource] = []
+        seen: dict[str, str] = {}
+        for tool in tools:
+            what = f"tool {tool.name!r} of MCP server {c.base_url}"
+            slug = tool_slug(tool.name)
+            if not slug or "{" in tool.name or "}" in tool.name:
+                raise UsageError(f"{what}: rf cannot name a resource after it",
+                                 "tool names use letters, digits, '_', '-' and '.'")
+            if slug in seen:
+                raise Conflict(f"{what} and tool {seen[slug]!r} both become resource {slug!r}",
+                               "rename one of the tools on the server")
+            seen[slug] = tool.name
+            old = current.get(slug)
+            resources.append(ConnectorResource(
+                slug=slug, name=tool.title or tool.name, description=tool.description,
+                method=connectors_mcp.MCP_METHOD, path=tool.name,
+                params_schema=_check_schema(tool.input_schema or {"type": "object"}, what),
+                mock_response=old.mock_response if old is not None else None))
+        return sorted(resources, key=lambda r: r.slug)
+
+    def _call_tool(self, call: HostCall, c: Connector, r: ConnectorResource, params: dict[str, Any]) -> Any:
+        """Call the MCP tool behind ``r`` (the instance of the execution's environment)."""
+        headers, secrets = self._mcp_headers(c, call.secret)
+        call.annotate(url=c.base_url, tool=r.path, mock=False)
+        label = f"connector {c.slug}.{r.slug}"
+        timeout, cut_short = call.time_left(c.timeout_s)
+        try:
+            outcome = connectors_mcp.call_tool(c.base_url, headers, timeout, r.path, params)
+        except connectors_mcp.McpFailure as exc:
+            if cut_short and exc.timed_out:
+                raise _out_of_time(call, label, f"MCP tools/call {r.path} on {c.base_url}") from None
+            if exc.status is not None:
+                call.annotate(status=exc.status)
+            if exc.status in (401, 403):
+                hint = (f"check credential {c.credential!r}: rf credentials set {c.credential}" if c.credential
+                        else f"the server wants authentication: rf connectors edit {c.slug} --auth bearer "
+                             "--credential NAME")
+            elif exc.timed_out:
+                hint = f"raise it in staging: rf connectors edit {c.slug} --timeout SECONDS"
+            else:
+                hint = f"check the MCP server URL of {c.slug} in {c.env}: rf connectors show {c.slug} --env {c.env}"
+            raise _failed(call, label, exc.reason, f"MCP tools/call {r.path} on {c.base_url}: "
+                          f"{_scrub(exc.detail, secrets)[:300]}", hint, exc.status) from None
+        if outcome.is_error:
+            text = _scrub(outcome.text, secrets)
+            if len(text) > MAX_ERROR_BODY:
+                text = text[:MAX_ERROR_BODY] + "…"
+            call.annotate(response_body=text)
+            raise _failed(call, label, "the tool answered an error",
+                          f"MCP tools/call {r.path} on {c.base_url} answered isError: {text[:300]}",
+                          "the tool's message is in ConnectorError.body", None, text)
+        return outcome.value
 
     # ------------------------------------------------------------ diff and publish
     def diff_connector(self, slug: str) -> ConnectorDiff:
@@ -897,7 +1083,8 @@ class ConnectorsService(CredentialsService):
         r = self._resource(c, resource)
         return {
             "connector": slug, "resource": r.slug, "name": r.name, "method": r.method, "path": r.path,
-            "description": r.description or f"{r.name}: {r.method} {r.path} on connector {slug}",
+            "description": r.description or (f"{r.name}: tool {r.path} of MCP connector {slug}" if c.kind == "mcp"
+                                             else f"{r.name}: {r.method} {r.path} on connector {slug}"),
             "parameters": effective_schema(r),
         }
 
@@ -919,8 +1106,11 @@ class ConnectorsService(CredentialsService):
             if r.mock_response is None:
                 raise NotFound(f"{what} has no mock response",
                                f"add one: rf connectors resources edit {slug} {resource} --mock-file F.json")
-            call.annotate(mock=True, url=c.base_url.rstrip("/") + r.path, status=None)
+            call.annotate(mock=True, url=c.base_url if c.kind == "mcp" else c.base_url.rstrip("/") + r.path,
+                          status=None)
             return copy.deepcopy(r.mock_response)
+        if c.kind == "mcp":
+            return self._call_tool(call, c, r, params)
         return self._send(call, c, r, params)
 
     def _validate_params(self, what: str, r: ConnectorResource, params: dict[str, Any]) -> None:
