@@ -30,8 +30,8 @@ the OpenAPI pages), so no route can skip it. In order:
    token (``rf tokens``) is its user with their role. The actor goes to the route in the
    ASGI scope (``scope["rf.actor"]``); the route answers 401 when there is none and runs the
    Services call as that actor, which checks the role (rf.services.users).
-6. **Agent code.** ``/api/...`` (except ``/api/health``; the token itself is
-   checked by the routes) is refused when the client end of the connection is
+6. **Agent code.** ``/api/...`` (except ``/api/health``; a missing or unknown token
+   is answered 401 by the route) is refused when the client end of the connection is
    held by a process the server started — a worker or anything it spawned
    (see :mod:`rf.server.peer`).
 
