@@ -6,6 +6,7 @@ Tools (``variant`` v1; v2 changes ``lookup_order``'s input schema):
 - ``lookup_order(order_id)`` (v2: also ``include_items``) → text content, a JSON object that
   names the server's ``label`` (so a test sees which server, staging's or production's, answered);
 - ``getWeather(city)`` → plain text (a name that is no rf slug: the resource is ``getweather``);
+- ``slow(seconds)`` → answers "done" after that long;
 - ``explode(reason)`` → always fails: an ``isError`` result naming the reason.
 
 Served over streamable HTTP on 127.0.0.1 in a thread (:func:`serve`), with the MCP endpoint at
@@ -51,6 +52,14 @@ def build(label: str, variant: str = "v1") -> Any:
     def get_weather(city: str) -> str:
         """The weather in a city (a tool name that is not an rf resource slug)."""
         return f"sunny in {city}"
+
+    @server.tool(structured_output=False)
+    async def slow(seconds: float) -> str:
+        """Answers after ``seconds``."""
+        import anyio
+
+        await anyio.sleep(seconds)
+        return "done"
 
     @server.tool(structured_output=False)
     def explode(reason: str) -> str:

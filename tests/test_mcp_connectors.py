@@ -28,6 +28,8 @@ from rf import ConnectorError
 
 
 def handle(input, ctx):
+    if "steps" in input:  # several calls in one run
+        return [handle(step, ctx) for step in input["steps"]]
     if input.get("op") == "describe":
         tool = ctx.connectors.tool("tools", input["tool"])
         return {"name": tool.name, "description": tool.description, "parameters": tool.parameters,
@@ -81,7 +83,7 @@ def test_tools_become_resources_and_rf_test_calls_them(ws: Any, staging_server: 
                       "--credential", "mcp-token", cwd=root)
     assert created["kind"] == "mcp" and created["base_url"] == staging_server
     resources = {r["slug"]: r for r in created["resources"]}
-    assert sorted(resources) == ["add", "explode", "getweather", "lookup_order"]
+    assert sorted(resources) == ["add", "explode", "getweather", "lookup_order", "slow"]
     assert resources["add"]["description"] == "Add two integers."
     assert resources["add"]["params_schema"]["required"] == ["a", "b"]
     assert resources["add"]["params_schema"]["properties"]["a"]["type"] == "integer"
@@ -90,15 +92,18 @@ def test_tools_become_resources_and_rf_test_calls_them(ws: Any, staging_server: 
     write_agent(root, "caller", CALLER_PY, CALLER_TOML)
     # structured content as is; text content JSON-decoded (the bearer credential got through: the
     # server refuses any request without it)
-    assert run_test(root, {"tool": "add", "args": {"a": 2, "b": 3}}) == {"value": {"result": 5}}
-    assert run_test(root, {"tool": "lookup_order", "args": {"order_id": "A7"}}) == {
-        "value": {"order": "A7", "status": "shipped", "server": "staging"}}
+    added, looked_up, failed, described = run_test(root, {"steps": [
+        {"tool": "add", "args": {"a": 2, "b": 3}},
+        {"tool": "lookup_order", "args": {"order_id": "A7"}},
+        {"tool": "explode", "args": {"reason": "on purpose"}},
+        {"op": "describe", "tool": "add", "args": {"a": 1, "b": 1}},
+    ]})
+    assert added == {"value": {"result": 5}}
+    assert looked_up == {"value": {"order": "A7", "status": "shipped", "server": "staging"}}
     # a tool's isError answer is a ConnectorError that agent code catches; its text is the body
-    failed = run_test(root, {"tool": "explode", "args": {"reason": "on purpose"}})
     assert failed["caught"].startswith("connector tools.explode failed: the tool answered an error")
     assert "exploded: on purpose" in failed["body"]
     # ctx.connectors.tool: the LLM tool spec comes from the tool's description and input schema
-    described = run_test(root, {"op": "describe", "tool": "add", "args": {"a": 1, "b": 1}})
     assert described["name"] == "tools__add" and described["description"] == "Add two integers."
     assert described["parameters"]["required"] == ["a", "b"] and described["result"] == {"result": 2}
     # arguments are checked against the tool's schema before any call
@@ -142,7 +147,7 @@ def test_each_environment_calls_its_own_mcp_server_through_rf_serve(ws: Any) -> 
             # production's instance has the same tools, its own server and credential
             prod = b.get_connector("tools", "production")
             assert prod.kind == "mcp" and prod.base_url == production_url and prod.credential == "prod-mcp"
-            assert [r.slug for r in prod.resources] == ["add", "explode", "getweather", "lookup_order"]
+            assert [r.slug for r in prod.resources] == ["add", "explode", "getweather", "lookup_order", "slow"]
         finally:
             server.stop()
 
@@ -156,13 +161,13 @@ def test_refresh_shows_a_changed_tool_schema_as_a_release_item(ws: Any) -> None:
         rf_ok("connectors", "resources", "edit", "tools", "lookup_order", "--mock-file", str(mock), cwd=root)
         rf_ok("connectors", "publish", "tools", "--yes", cwd=root)
         unchanged = rf_json("connectors", "refresh", "tools", cwd=root)["unchanged"]
-        assert unchanged == ["add", "explode", "getweather", "lookup_order"]
+        assert unchanged == ["add", "explode", "getweather", "lookup_order", "slow"]
         assert not [i for i in rf_json("releases", cwd=root) if i["name"] == "tools"]
 
         # staging's server now has a new version of lookup_order
         rf_ok("connectors", "edit", "tools", "--base-url", v2_url, cwd=root)
         text = rf_ok("connectors", "refresh", "tools", cwd=root)
-        assert "0 added, 1 updated, 0 removed, 3 unchanged" in text and "~ lookup_order" in text
+        assert "0 added, 1 updated, 0 removed, 4 unchanged" in text and "~ lookup_order" in text
         items = {f"{i['kind']}:{i['name']}": i for i in rf_json("releases", cwd=root)}
         assert items["connector:tools"]["summary"] == "1 resource modified"
         diff = rf_ok("releases", "diff", "connector:tools", cwd=root)
@@ -235,3 +240,18 @@ def test_a_tool_named_like_no_slug_is_still_called(local: LocalBackend, ws: Any)
         for name in ("getweather", "getWeather"):
             ex = b.invoke("staging", "caller", {"tool": name, "args": {"city": "Oslo"}})
             assert ex.status == "succeeded" and ex.output == {"value": "sunny in Oslo"}, ex.error
+
+
+def test_a_slow_tool_times_out_with_the_connector_timeout(local: LocalBackend, ws: Any) -> None:
+    b = local
+    with serve("staging") as url:
+        b.create_connector("tools", url, kind="mcp", timeout_s=0.5)
+        write_agent(ws.root, "caller", CALLER_PY, CALLER_TOML)
+        b.deploy("caller", snapshot_dir(ws.root / "agents" / "caller"), "v1", "ada")
+        ex = b.invoke("staging", "caller", {"tool": "slow", "args": {"seconds": 5}})
+        assert ex.status == "succeeded", ex.error
+        assert ex.output["caught"].startswith("connector tools.slow failed: timed out after 0.5 s")
+        assert "rf connectors edit tools --timeout SECONDS" in ex.output["caught"]
+        assert ex.duration_ms < 4000  # the call was abandoned, not waited out
+        ok = b.invoke("staging", "caller", {"tool": "slow", "args": {"seconds": 0.01}})
+        assert ok.output == {"value": "done"}, ok.error
