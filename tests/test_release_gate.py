@@ -175,6 +175,9 @@ def test_an_agent_affected_through_a_prompt_is_gated(tmp_path: Path, monkeypatch
     assert "affected through prompt greeting" in evidence[0]["note"]
     code, out, err = _cli(monkeypatch, capsys, ws.root, "releases", "publish", "prompt:greeting", "--yes")
     assert code == 1 and "prompted" in err
+    # `rf prompts publish` is the same release (it holds the store's write lock meanwhile: no deadlock)
+    done = run_rf("prompts", "publish", "greeting", "--yes", cwd=ws.root, timeout=30)
+    assert done.returncode == 1 and "prompted" in done.stderr and "--accept-regressions" in done.stderr
 
 
 def test_require_evals_refuses_an_agent_without_a_suite_and_no_suite_means_no_eval_work(

@@ -15,6 +15,21 @@ store's write lock: all or nothing, and two publishes serialize.
 Production only changes through releases, so production's state for any item
 is the ``after`` of the newest release item that touched it. Rollback uses
 that: it publishes each item's ``before`` as a new release.
+
+**The eval gate.** A plan runs the eval suite (``agents/NAME/evals/``, in the commit) of every
+agent it changes on staging's state (``run_eval(NAME, "staging")``: the commit the release
+publishes, draft prompts, staging connectors) and production's commit's own suite in production
+(source ``eval``: production's connector instances are called, like ``rf eval --env
+production``), and compares them case by case: regressions (passing in production, failing on
+staging), new failures (failing cases production's suite lacks), fixed. An agent the plan changes
+only through a prompt or connector it uses is evaluated the same way when staging runs
+production's commit (otherwise its own unpublished code would be in the comparison: it is listed
+as not evaluated). The evidence is stored with the plan id (a plan id is the state: the
+stale-plan rule covers the evidence too), so ``publish --plan ID`` checks what was reviewed
+without running anything again; a publish refuses regressions unless ``accept_regressions``
+with a reason, and the release records the evidence and the reason. No suite, no eval work
+(``[releases] require_evals = true`` refuses agents without one). A rollback is not gated: it
+is the way back.
 """
 
 from __future__ import annotations
@@ -485,7 +500,11 @@ class ReleasesService(ServiceBase):
         changed = {(i.kind, i.name) for i in plan.items if i.kind in ("prompt", "connector") and i.after is not None}
         if not changed:
             return evidence
-        for row in self.store.agent_rows():
+        rows = self.store.agent_rows()
+        cache: dict[str, dict[str, str]] = self.__dict__.setdefault("_tree_cache", {})
+        cache.update(self.store.get_commit_trees([r["staging_commit"] for r in rows if r["staging_commit"] is not None
+                                                  and r["staging_commit"] not in cache]))
+        for row in rows:
             name, staging, production = row["name"], row["staging_commit"], row["production_commit"]
             if name in direct or staging is None or production is None or not self._has_suite(staging):
                 continue
