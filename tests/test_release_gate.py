@@ -227,3 +227,25 @@ def test_gate_through_a_real_server(tmp_path: Path) -> None:
         assert server.proc.poll() is None
     finally:
         server.stop()
+
+
+def test_evidence_belongs_to_the_state_a_fix_makes_the_old_plan_stale(
+        ws: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Caught, fixed, published: the regressing plan's evidence does not outlive its state."""
+    root = ws.root
+    _bot(root, greeting="howdy")
+    assert _cli(monkeypatch, capsys, root, "agents", "deploy", "bot")[0] == 0
+    code, out, err = _cli(monkeypatch, capsys, root, "releases", "plan", "agent:bot", "--json")
+    old = json.loads(out)
+    assert old["evals"][0]["regressions"] == ["greets"]
+    _bot(root, greeting="hello", suite=SUITE + NEW_PASSING)  # the fix
+    assert _cli(monkeypatch, capsys, root, "agents", "deploy", "bot")[0] == 0
+    code, out, err = _cli(monkeypatch, capsys, root, "releases", "publish", "--plan", old["id"], "--yes",
+                          "--accept-regressions", "-m", "too late")
+    assert code == 1 and "changed since you reviewed" in err
+    code, out, err = _cli(monkeypatch, capsys, root, "releases", "plan", "agent:bot", "--json")
+    new = json.loads(out)
+    assert new["id"] != old["id"] and new["evals"][0]["regressions"] == []
+    assert new["evals"][0]["after_passed"] == new["evals"][0]["after_total"] == 3
+    code, out, err = _cli(monkeypatch, capsys, root, "releases", "publish", "--plan", new["id"], "--yes")
+    assert code == 0, err
