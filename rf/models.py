@@ -372,19 +372,6 @@ class ConnectorRefreshResult:
     unchanged: list[str] = field(default_factory=list)
 
 
-@dataclass
-class ConnectorRefreshResult:
-    """What ``refresh_connector`` did to the staging instance of an MCP connector: its resources
-    made the tools its (staging) MCP server lists now."""
-
-    slug: str
-    env: str
-    added: list[str] = field(default_factory=list)  #: resource slugs
-    updated: list[str] = field(default_factory=list)  #: description or input schema changed
-    removed: list[str] = field(default_factory=list)  #: tools the server no longer lists
-    unchanged: list[str] = field(default_factory=list)
-
-
 # ------------------------------------------------------------ credentials (issue 3)
 
 
