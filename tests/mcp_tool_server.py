@@ -11,7 +11,8 @@ Tools (``variant`` v1; v2 changes ``lookup_order``'s input schema):
 
 Served over streamable HTTP on 127.0.0.1 in a thread (:func:`serve`), with the MCP endpoint at
 ``/mcp``. With a ``token``, every request must carry ``Authorization: Bearer TOKEN`` (else 401).
-``python tests/mcp_tool_server.py [--label L] [--token T] [--variant v2]`` serves one by hand.
+``python tests/mcp_tool_server.py [--label L] [--token T] [--variant v2]`` serves one by hand;
+``--stdio`` serves over standard input and output instead (an MCP connector's ``--mcp-command``).
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def serve(label: str, token: str | None = None, variant: str = "v1") -> Iterator
         sock.close()
 
 
-if __name__ == "__main__":  # pragma: no cover - by hand
+if __name__ == "__main__":  # by hand, and as the --mcp-command of a test
     import argparse
     import time
 
@@ -122,7 +123,11 @@ if __name__ == "__main__":  # pragma: no cover - by hand
     parser.add_argument("--label", default="by-hand")
     parser.add_argument("--token")
     parser.add_argument("--variant", default="v1")
+    parser.add_argument("--stdio", action="store_true", help="serve over stdin/stdout instead")
     args = parser.parse_args()
+    if args.stdio:
+        build(args.label, args.variant).run("stdio")
+        raise SystemExit(0)
     with serve(args.label, args.token, args.variant) as url:
         print(url, flush=True)
         while True:

@@ -224,7 +224,7 @@ def test_mcp_connector_errors_are_clear(local: LocalBackend, ws: Any) -> None:
         b.create_connector("other", "http://127.0.0.1:9/x", kind="grpc")
     # the CLI: one of --base-url / --mcp, never a traceback
     r = run_rf("connectors", "create", "x", cwd=ws.root)
-    assert r.returncode != 0 and "--base-url URL (an HTTP API) or --mcp URL" in r.stderr
+    assert r.returncode != 0 and "give one of --base-url URL (an HTTP API), --mcp URL" in r.stderr
     assert "Traceback" not in r.stderr
 
 
@@ -255,3 +255,31 @@ def test_a_slow_tool_times_out_with_the_connector_timeout(local: LocalBackend, w
         assert ex.duration_ms < 4000  # the call was abandoned, not waited out
         ok = b.invoke("staging", "caller", {"tool": "slow", "args": {"seconds": 0.01}})
         assert ok.output == {"value": "done"}, ok.error
+
+
+def test_an_mcp_server_started_as_a_command_over_stdio(ws: Any, local: LocalBackend) -> None:
+    import shlex
+    import sys
+
+    server = Path(__file__).with_name("mcp_tool_server.py")
+    command = shlex.join([sys.executable, str(server), "--stdio", "--label", "stdio"])
+    b = local
+    c = b.create_connector("tools", "stdio:" + command, kind="mcp")
+    assert [r.slug for r in c.resources] == ["add", "explode", "getweather", "lookup_order", "slow"]
+    write_agent(ws.root, "caller", CALLER_PY, CALLER_TOML)
+    b.deploy("caller", snapshot_dir(ws.root / "agents" / "caller"), "v1", "ada")
+    ex = b.invoke("staging", "caller", {"steps": [{"tool": "lookup_order", "args": {"order_id": "5"}},
+                                                  {"tool": "explode", "args": {"reason": "stdio"}}]})
+    assert ex.status == "succeeded", ex.error
+    looked_up, failed = ex.output
+    assert looked_up == {"value": {"order": "5", "status": "shipped", "server": "stdio"}}
+    assert failed["caught"].startswith("connector tools.explode failed: the tool answered an error")
+    # HTTP-only settings are refused; a command that does not exist says so
+    with pytest.raises(UsageError, match="takes no auth, credential or headers"):
+        b.edit_connector("tools", headers={"X-A": "1"})
+    with pytest.raises(UsageError, match="could not start the server command"):
+        b.create_connector("gone", "stdio:/nonexistent/mcp-server --flag", kind="mcp")
+    b.close()
+    # the CLI: --mcp-command
+    out = rf_ok("connectors", "create", "cli-tools", "--mcp-command", command, cwd=ws.root)
+    assert "5 tool(s) as resources" in out

@@ -51,6 +51,11 @@ SchemaFileOption = Annotated[Path | None, typer.Option("--schema-file", help="JS
 MockFileOption = Annotated[Path | None, typer.Option("--mock-file", help="JSON mock response ('-' for stdin).")]
 DescriptionOption = Annotated[str | None, typer.Option("--description", "-d", help="What the resource does (shown to LLMs as the tool description).")]
 NameOption = Annotated[str | None, typer.Option("--name", help="Human name (default: the slug).")]
+McpCommandOption = Annotated[str | None, typer.Option(
+    "--mcp-command", help="A command that serves MCP over stdio, started in the workspace directory for each "
+                          "call (stored and shown as is: no secrets in it).")]
+#: (rf.services.connectors_mcp.STDIO_PREFIX, without importing the services here)
+STDIO_PREFIX = "stdio:"
 
 
 def parse_headers(pairs: list[str] | None) -> dict[str, str]:
@@ -95,6 +100,7 @@ def create(
     mcp: Annotated[str | None, typer.Option(
         "--mcp", help="An MCP server's streamable-HTTP endpoint (e.g. http://127.0.0.1:8000/mcp): its tools "
                       "become the resources.")] = None,
+    mcp_command: McpCommandOption = None,
     auth: AuthOption = None,
     credential: CredentialOption = None,
     header: HeaderOption = None,
@@ -112,9 +118,13 @@ def create(
 
     from rf.cli.output import info, print_json, success
 
-    if (base_url is None) == (mcp is None):
-        raise UsageError("give either --base-url URL (an HTTP API) or --mcp URL (an MCP server)",
+    given = [x for x in (base_url, mcp, mcp_command) if x is not None]
+    if len(given) != 1:
+        raise UsageError("give one of --base-url URL (an HTTP API), --mcp URL (an MCP server) or "
+                         "--mcp-command COMMAND (an MCP server over stdio)",
                          f"e.g. rf connectors create {slug} --mcp http://127.0.0.1:8000/mcp")
+    if mcp_command is not None:
+        mcp = STDIO_PREFIX + mcp_command
     with backend() as b:
         c = b.create_connector(slug, mcp or base_url or "", auth=auth or "none", credential=credential,
                                headers=parse_headers(header), timeout_s=30 if timeout is None else timeout,
@@ -138,7 +148,8 @@ def create(
 @app.command("edit")
 def edit(
     slug: SlugArg,
-    base_url: Annotated[str | None, typer.Option("--base-url", help="New base URL.")] = None,
+    base_url: Annotated[str | None, typer.Option("--base-url", help="New base URL (an MCP connector: its endpoint).")] = None,
+    mcp_command: McpCommandOption = None,
     auth: AuthOption = None,
     credential: CredentialOption = None,
     header: HeaderOption = None,
@@ -160,6 +171,10 @@ def edit(
     from rf.models import check_env
 
     check_env(for_env)
+    if mcp_command is not None:
+        if base_url is not None:
+            raise UsageError("give either --base-url or --mcp-command")
+        base_url = STDIO_PREFIX + mcp_command
     with backend() as b:
         headers = None
         if header or remove_header:

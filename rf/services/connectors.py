@@ -378,6 +378,9 @@ class ConnectorsService(CredentialsService):
         if not isinstance(c.base_url, str):
             raise UsageError("base URL must be a string")
         c.base_url = c.base_url.strip()
+        if c.kind == "mcp" and c.base_url.startswith(connectors_mcp.STDIO_PREFIX):
+            self._validated_stdio(c)
+            return
         parsed = urllib.parse.urlsplit(c.base_url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise UsageError(f"base URL {c.base_url!r} is not an http(s) URL",
@@ -425,6 +428,11 @@ class ConnectorsService(CredentialsService):
             if name.lower() in SECRET_HEADERS:
                 raise UsageError(f"header {name!r} would store a secret in the workspace database",
                                  "put the secret in a credential and use --auth bearer/api-key/basic --credential NAME")
+        self._validated_config_numbers(c)
+
+    @staticmethod
+    def _validated_config_numbers(c: Connector) -> None:
+        """Timeout, retries, mock mode and kind (what every kind of connector has)."""
         if isinstance(c.timeout_s, bool) or not isinstance(c.timeout_s, int | float) or not (
                 0 < c.timeout_s <= MAX_TIMEOUT_S):
             raise UsageError(f"timeout must be a number of seconds between 0 and {MAX_TIMEOUT_S:g}")
@@ -438,6 +446,22 @@ class ConnectorsService(CredentialsService):
         if c.kind == "mcp" and c.api_key_query:
             raise UsageError("an MCP server takes its API key in a header, not a query parameter",
                              "use --api-key-header NAME (default X-API-Key), or --auth bearer")
+
+    def _validated_stdio(self, c: Connector) -> None:
+        """An MCP server started as a command (``stdio:COMMAND``): no URL, no HTTP auth or headers."""
+        try:
+            argv = connectors_mcp.stdio_command(c.base_url)
+        except ValueError as exc:
+            raise UsageError(f"the MCP server command {c.base_url!r} cannot be parsed: {exc}",
+                             "quote it as a shell would: --mcp-command \"python server.py --flag\"") from None
+        if not argv:
+            raise UsageError("the MCP server command is empty", 'e.g. --mcp-command "python server.py"')
+        if c.auth != "none" or c.credential or c.headers:
+            raise UsageError("an MCP server started as a command takes no auth, credential or headers "
+                             "(those are sent over HTTP)",
+                             "drop --auth/--credential/--header, or serve it over streamable HTTP: --mcp URL")
+        c.api_key_header = c.api_key_query = None
+        self._validated_config_numbers(c)
 
     @staticmethod
     def _validated_resource(connector: str, r: ConnectorResource) -> ConnectorResource:
@@ -606,6 +630,8 @@ class ConnectorsService(CredentialsService):
             assert staging is not None
             base = settings_of(staging)
         c = Connector(slug=slug, env="production", **copy.deepcopy(base))
+        existing = staging or production
+        c.kind = existing.kind if existing is not None else "http"  # (its settings are validated for its kind)
         self._change_settings(c, changes)
         self._validated_config(c)
         with self.store.transaction() as cur:
@@ -783,6 +809,11 @@ class ConnectorsService(CredentialsService):
                 self.store.touch_connector(cur, "staging", slug, utcnow())
         return result
 
+    def _mcp_cwd(self) -> str | None:
+        """Where a ``stdio:`` MCP server command starts: the workspace directory."""
+        workspace = getattr(self, "workspace", None)
+        return str(workspace.root) if workspace is not None else None
+
     def _mcp_headers(self, c: Connector, secret: Any = None) -> tuple[dict[str, str], list[str]]:
         """The headers of an MCP connector's requests: its default headers and its credential
         bound as for HTTP (bearer → ``Authorization: Bearer ...``, basic, api-key header); and
@@ -813,14 +844,16 @@ class ConnectorsService(CredentialsService):
         """The tools of ``c``'s MCP server as resources (keeping the mock responses in ``current``)."""
         headers, secrets = self._mcp_headers(c)
         try:
-            tools = connectors_mcp.list_tools(c.base_url, headers, c.timeout_s)
+            tools = connectors_mcp.list_tools(c.base_url, headers, c.timeout_s, self._mcp_cwd())
         except connectors_mcp.McpFailure as exc:
             if exc.status in (401, 403):
                 hint = (f"check credential {c.credential!r}: rf credentials set {c.credential}" if c.credential
                         else f"the server wants authentication: rf connectors edit {c.slug} --auth bearer "
                              "--credential NAME")
             else:
-                hint = f"is the MCP server running at {c.base_url}? (the endpoint of a streamable-HTTP server, e.g. /mcp)"
+                hint = (f"check the command: rf connectors show {c.slug}" if c.base_url.startswith(
+                    connectors_mcp.STDIO_PREFIX) else
+                    f"is the MCP server running at {c.base_url}? (the endpoint of a streamable-HTTP server, e.g. /mcp)")
             raise UsageError(f"could not list the tools of MCP server {c.base_url} (connector {c.slug!r}, "
                              f"{c.env}): {_scrub(exc.reason, secrets)}", hint) from None
         resources: list[ConnectorResource] = []
@@ -850,7 +883,7 @@ class ConnectorsService(CredentialsService):
         label = f"connector {c.slug}.{r.slug}"
         timeout, cut_short = call.time_left(c.timeout_s)
         try:
-            outcome = connectors_mcp.call_tool(c.base_url, headers, timeout, r.path, params)
+            outcome = connectors_mcp.call_tool(c.base_url, headers, timeout, r.path, params, self._mcp_cwd())
         except connectors_mcp.McpFailure as exc:
             if cut_short and exc.timed_out:
                 raise _out_of_time(call, label, f"MCP tools/call {r.path} on {c.base_url}") from None

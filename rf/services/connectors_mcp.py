@@ -1,7 +1,9 @@
 """MCP servers as connectors: the client side, with the official ``mcp`` SDK.
 
 A connector of kind ``mcp`` points (per environment, like an HTTP connector's base URL) at a
-streamable-HTTP MCP endpoint; its resources are the server's tools. The host uses two
+streamable-HTTP MCP endpoint, or (``stdio:COMMAND`` in place of the URL) at a command that
+serves MCP over its standard input and output, started in the workspace directory for each
+session; its resources are the server's tools. The host uses two
 operations, both synchronous (host methods run in the pool's threads):
 
 - :func:`list_tools` — at ``rf connectors create --mcp`` and ``rf connectors refresh``;
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,6 +33,15 @@ T = TypeVar("T")
 
 #: The method shown for an MCP connector's resources (where an HTTP resource shows GET, POST...).
 MCP_METHOD = "MCP"
+#: A connector's base URL that names a command instead: an MCP server spoken to over stdio.
+STDIO_PREFIX = "stdio:"
+
+
+def stdio_command(target: str) -> list[str] | None:
+    """``stdio:python server.py --flag`` → its argv; None for a URL. ValueError: unbalanced quotes."""
+    if not target.startswith(STDIO_PREFIX):
+        return None
+    return shlex.split(target[len(STDIO_PREFIX):])
 
 
 @dataclass
@@ -83,10 +95,24 @@ def _run(fn: Callable[[], Awaitable[T]]) -> T:
 
 
 def _session(url: str, headers: dict[str, str], timeout_s: float,
-             work: Callable[[Any], Awaitable[T]]) -> T:
-    """Open an MCP session on ``url`` with ``headers``, run ``work(session)``, close it; the
-    whole exchange within ``timeout_s`` seconds."""
+             work: Callable[[Any], Awaitable[T]], cwd: str | None = None) -> T:
+    """Open an MCP session on ``url`` with ``headers`` (or start the ``stdio:`` command in
+    ``cwd``), run ``work(session)``, close it; the whole exchange within ``timeout_s`` seconds."""
     statuses: list[int] = []
+    argv = stdio_command(url)
+
+    async def over_stdio() -> T:
+        import anyio
+        from mcp import ClientSession, StdioServerParameters
+        from mcp.client.stdio import stdio_client
+
+        assert argv
+        with anyio.fail_after(timeout_s):
+            async with (stdio_client(StdioServerParameters(command=argv[0], args=argv[1:], cwd=cwd))
+                        as (read, write),
+                        ClientSession(read, write) as session):
+                await session.initialize()
+                return await work(session)
 
     async def main() -> T:
         import anyio
@@ -107,7 +133,7 @@ def _session(url: str, headers: dict[str, str], timeout_s: float,
                 return await work(session)
 
     try:
-        return _run(main)
+        return _run(over_stdio if argv else main)
     except Exception as exc:  # noqa: BLE001 - every transport failure becomes one McpFailure
         raise _failure(exc, statuses, timeout_s) from None
 
@@ -123,6 +149,8 @@ def _failure(exc: BaseException, statuses: list[int], timeout_s: float) -> McpFa
     if statuses:
         return McpFailure(f"HTTP {statuses[0]}", f"the MCP server answered HTTP {statuses[0]}", status=statuses[0])
     first = leaves[0] if leaves else exc
+    if isinstance(first, OSError):  # the stdio command could not be started
+        return McpFailure("could not start the server command", f"{type(first).__name__}: {first}")
     if isinstance(first, httpx2.ConnectError):
         return McpFailure("could not connect", f"could not connect: {first}")
     if isinstance(first, httpx2.HTTPError):
@@ -130,7 +158,7 @@ def _failure(exc: BaseException, statuses: list[int], timeout_s: float) -> McpFa
     return McpFailure("MCP protocol error", f"{type(first).__name__}: {first}")
 
 
-def list_tools(url: str, headers: dict[str, str], timeout_s: float) -> list[McpTool]:
+def list_tools(url: str, headers: dict[str, str], timeout_s: float, cwd: str | None = None) -> list[McpTool]:
     """Every tool the server lists (all pages)."""
 
     async def work(session: Any) -> list[McpTool]:
@@ -147,17 +175,17 @@ def list_tools(url: str, headers: dict[str, str], timeout_s: float) -> list[McpT
             if not cursor:
                 return tools
 
-    return _session(url, headers, timeout_s, work)
+    return _session(url, headers, timeout_s, work, cwd)
 
 
 def call_tool(url: str, headers: dict[str, str], timeout_s: float, name: str,
-              arguments: dict[str, Any]) -> ToolOutcome:
+              arguments: dict[str, Any], cwd: str | None = None) -> ToolOutcome:
     """Call tool ``name`` with ``arguments``."""
 
     async def work(session: Any) -> ToolOutcome:
         return outcome_of(await session.call_tool(name, arguments))
 
-    return _session(url, headers, timeout_s, work)
+    return _session(url, headers, timeout_s, work, cwd)
 
 
 def outcome_of(result: Any) -> ToolOutcome:
