@@ -166,6 +166,11 @@ def test_one_trace_across_the_caller_and_the_child(site: Site) -> None:
     child_root = next(s for s in child_trace.spans if s.parent_id is None)
     assert call.start_ns <= child_root.start_ns and child_root.end_ns <= call.end_ns
     assert child_root.attributes["parent_execution_id"] == parent.id
+    # The caller's trace is the whole tree: the child's spans hang under the call span.
+    in_parent = {s.span_id: s for s in parent_trace.spans}
+    assert child_root.span_id in in_parent and in_parent[child_root.span_id].parent_id == call.span_id
+    assert {s.span_id for s in child_trace.spans} <= set(in_parent)
+    assert sum(1 for s in parent_trace.spans if s.parent_id is None) == 1
 
 
 def test_child_failure_is_an_agent_call_error_the_caller_catches(site: Site) -> None:

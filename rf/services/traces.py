@@ -752,9 +752,32 @@ class TracesService(ServiceBase):
                            "list traces: rf traces list --env ENV")
         rows = self.store.execution_spans(execution_id, int(root[8]) - _MARGIN_NS, int(root[9]) + _MARGIN_NS)
         spans = [span_of(r) for r in rows]
+        spans += self._child_spans(spans, {execution_id}, depth=1)
         spans.sort(key=lambda s: (s.parent_id is not None, s.start_ns))
         return Trace(execution_id=execution_id, trace_id=root[1], env=root[0], agent=root[5], status=root[10],
                      spans=spans)
+
+    def _child_spans(self, spans: list[Span], seen: set[str], depth: int) -> list[Span]:
+        """The spans of the executions these spans called (``ctx.agents.invoke``), each child's
+        root under the caller's call span: one tree across agents (bounded like the calls)."""
+        found: list[Span] = []
+        if depth > 8:
+            return found
+        for span in spans:
+            child = (span.attributes or {}).get("child_execution_id")
+            if not isinstance(child, str) or child in seen:
+                continue
+            seen.add(child)
+            root = self._find_root(child)
+            if root is None:
+                continue
+            rows = self.store.execution_spans(child, int(root[8]) - _MARGIN_NS, int(root[9]) + _MARGIN_NS)
+            child_spans = [span_of(r) for r in rows]
+            for c in child_spans:
+                if c.parent_id is None:
+                    c.parent_id = span.span_id
+            found += child_spans + self._child_spans(child_spans, seen, depth + 1)
+        return found
 
     def _find_root(self, execution_id: str) -> SpanRow | None:
         t = id_time_ns(execution_id)
