@@ -236,6 +236,22 @@ def test_the_light_help_path_prints_the_same_help(tmp_path: Path, args: tuple[st
     assert "Usage: rf" in light.stdout
 
 
+def test_importing_the_cli_in_process_registers_every_group(tmp_path: Path) -> None:
+    """Only `rf --help` itself lists stand-ins: a process that imports rf.cli.app to run
+    commands (tests, tools) gets every group, whatever its own argv looks like."""
+    code = ("import sys; sys.argv = ['pytest']; import rf.cli.app as a; "
+            "print(sorted(g.name for g in a.app.registered_groups))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    from rf.cli.app import GROUPS
+
+    assert out.strip() == str(sorted(name for name, _, _ in GROUPS))
+    code = ("import sys; sys.argv = ['pytest']; import rf.cli.app as a; "
+            "print(all(g.typer_instance.registered_commands or g.typer_instance.registered_groups "
+            "for g in a.app.registered_groups))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "True"
+
+
 def test_each_groups_help_line_is_its_modules_own() -> None:
     import importlib
 

@@ -19,9 +19,34 @@ def main() -> None:
         return
     if not argv or "--help" in argv or "-h" in argv:
         _light_help()
+        global HELP_SUMMARY
+        HELP_SUMMARY = _top_level_help(argv)
     from rf.cli.app import run
 
     run()
+
+
+#: Set by :func:`main` when the command line asks for the top-level help only: rf.cli.app then
+#: lists the command groups without importing them. (Never at a plain import of rf.cli.app: a
+#: process that runs commands in-process must get every group.)
+HELP_SUMMARY = False
+
+
+def _top_level_help(argv: list[str]) -> bool:
+    """Does the command line ask for the top-level help (``rf``, ``rf --help``, ``rf -w DIR -h``)?"""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--workspace", "-w"):
+            skip = True
+            continue
+        if arg in ("--help", "-h"):
+            return True
+        if not arg.startswith("-") or arg in ("--version", "-V"):
+            return False
+    return True
 
 
 def _light_help() -> None:

@@ -165,23 +165,6 @@ GROUPS: list[tuple[str, str, str]] = [
 ]
 
 
-def _top_level_help(argv: list[str]) -> bool:
-    """Does the command line ask for the top-level help (``rf``, ``rf --help``, ``rf -w DIR -h``)?"""
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        if arg in ("--workspace", "-w"):
-            skip = True
-            continue
-        if arg in ("--help", "-h"):
-            return True
-        if not arg.startswith("-") or arg in ("--version", "-V"):
-            return False
-    return True
-
-
 def _requested_group(argv: list[str]) -> str | None:
     """The command group named on the command line, if any (skipping global options)."""
     names = {g[0] for g in GROUPS}
@@ -218,7 +201,9 @@ def _register(argv: list[str] | None = None) -> None:
     completing = any(k.endswith("_COMPLETE") for k in os.environ)
     # `rf --help` lists the groups, not their commands: an empty stand-in per group (with the
     # same help line) spares importing 14 modules and building ~90 commands' options.
-    summary_only = not completing and _top_level_help(args) and not os.environ.get("RF_FULL_HELP")
+    import rf.cli
+
+    summary_only = not completing and rf.cli.HELP_SUMMARY and not os.environ.get("RF_FULL_HELP")
     for name, panel, help_text in GROUPS:
         if wanted is not None and name != wanted and not completing:
             continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rf.tui.views.agents import AgentsView
+from rf.tui.views.audit import AuditView
 from rf.tui.views.base import View
 from rf.tui.views.connectors import ConnectorsView
 from rf.tui.views.credentials import CredentialsView
@@ -30,6 +31,7 @@ VIEW_CLASSES: list[type[View]] = [
     ProvidersView,
     KnowledgeView,
     DataSourcesView,
+    AuditView,
 ]
 
 __all__ = ["VIEW_CLASSES", "View"]
