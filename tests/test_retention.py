@@ -202,6 +202,9 @@ def test_rf_gc_collects_what_nothing_uses_and_keeps_what_releases_and_environmen
         with store.transaction() as cur:
             cur.execute("UPDATE commits SET created_at = ?", [old])
             cur.execute("UPDATE release_plans SET created_at = ?", [old])
+            # an approval of each plan (rf releases approve): the unpublished plan's goes with it
+            for (plan_id,) in cur.execute("SELECT id FROM release_plans").fetchall():
+                cur.execute("INSERT INTO plan_approvals VALUES (?, 'ben', 'ok', ?)", [plan_id, old])
         assert store.query_one("SELECT count(*) FROM release_plans") == (3,)
     finally:
         b.close()
@@ -233,6 +236,7 @@ def test_rf_gc_collects_what_nothing_uses_and_keeps_what_releases_and_environmen
         only_scratch = set(scratch.tree.values()) - used  # (its agent.toml is hello's too: kept)
         assert only_scratch and store.get_blobs(list(only_scratch)) == {}
         assert store.query_one("SELECT count(*) FROM release_plans") == (2,)
+        assert store.query_one("SELECT count(*) FROM plan_approvals") == (2,)  # the published plans' stay
         assert [r.id for r in b.list_releases()] == [r.id for r in releases]
     finally:
         b.close()

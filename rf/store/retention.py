@@ -181,6 +181,9 @@ class RetentionMixin:
                 return {}
             if not dry_run:
                 cur.execute(f"DELETE FROM release_plans WHERE {where}", [before])
+                # a deleted plan's author and approvals go with it
+                for table in ("plan_approvals", "plan_authors"):
+                    cur.execute(f"DELETE FROM {table} WHERE plan_id NOT IN (SELECT id FROM release_plans)")
         return {"release_plans": (int(found[0]), int(found[1]))}
 
     # ------------------------------------------------------------ commits and blobs
