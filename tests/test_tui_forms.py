@@ -375,3 +375,46 @@ async def test_connector_delete_asks_then_deletes_staging_and_stages_production(
         await pilot.press("e")  # production: the action is not offered
         await settle(pilot)
         assert app.env == "production" and view.check_action("delete_connector", ()) is not True
+
+
+async def test_releases_screen_shows_a_plans_approvals_and_approves_it(template: Path, tmp_path: Path) -> None:
+    """[releases] approvals = 1: the Releases screen's publish shows who approved the plan and lets
+    a publisher other than its author approve it; once approved, p publishes as usual."""
+    import shutil
+
+    from textual.widgets import Button, Static
+
+    from rf.client import open_local
+    from rf.config import load_workspace
+    from rf.services.users import Actor, call_as
+    from rf.tui.modals import ChoiceModal, ConfirmModal
+
+    root = tmp_path / "ws"
+    shutil.copytree(template, root, ignore=shutil.ignore_patterns("cache"))
+    (root / "rf.toml").write_text((root / "rf.toml").read_text() + "\n[releases]\napprovals = 1\n")
+    b = open_local(load_workspace(root))
+    try:
+        ann = Actor("ann", "publisher")
+        plan = call_as(ann, b.services.plan_release, None, all=True)  # ann made this plan: she cannot approve it
+        app = make_app(b, start_view="releases")
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await pilot.press("p")
+            await settle(pilot)
+            dialog = app.screen
+            assert isinstance(dialog, ChoiceModal), type(dialog)
+            title = str(dialog.query_one("#dialog-title", Static).render())
+            assert title == f"Plan {plan.id} needs 1 approval(s)"
+            assert "Approvals: 0 of 1 (nobody yet)" in screen_text(app) and "made by ann" in screen_text(app)
+            dialog.query_one("#choice-approve", Button).press()  # the owner (admin) is not its author
+            await settle(pilot)
+            assert [a.approver for a in b.plan_approvals(plan.id).approvals] != []
+            assert any(f"Approved plan {plan.id}: 1 of 1" in n for n in notifications(app))
+            await pilot.press("p")  # approved: the usual confirmation, then the publish
+            await settle(pilot)
+            assert isinstance(app.screen, ConfirmModal)
+            await pilot.press("y")
+            await settle(pilot)
+            assert b.release_items() == [] and b.list_releases()[0].plan_id == plan.id
+    finally:
+        b.close()

@@ -27,7 +27,7 @@ from rf.errors import Conflict
 from rf.models import Release, ReleaseItem, ReleasePlan
 from rf.tui import render
 from rf.tui.format import ago, one_line, plural, state_label, when
-from rf.tui.modals import ConfirmModal
+from rf.tui.modals import ChoiceModal, ConfirmModal
 from rf.tui.views.base import Command, View, restore_cursor, selected_key
 from rf.tui.widgets import Empty, Table
 
@@ -329,13 +329,23 @@ class ReleasesView(View):
         names = None if every else [item_key(i) for i in chosen]
         backend = self.backend
 
-        def plan() -> ReleasePlan:
-            return backend.plan_release(names, all=every)
+        def plan() -> tuple[ReleasePlan, Any, Any]:
+            p = backend.plan_release(names, all=every)
+            approvals = me = None
+            if hasattr(backend, "plan_approvals"):  # [releases] approvals: the review of this plan id
+                approvals = backend.plan_approvals(p.id)
+                if approvals.required:
+                    me = backend.whoami()
+            return p, approvals, me
 
-        self.call(plan, lambda p: self.confirm_publish(p, names, every), group="publish")
+        self.call(plan, lambda got: self.confirm_publish(got[0], names, every, got[1], got[2]), group="publish")
 
-    def confirm_publish(self, plan: ReleasePlan, names: list[str] | None, every: bool) -> None:
+    def confirm_publish(self, plan: ReleasePlan, names: list[str] | None, every: bool,
+                        approvals: Any = None, me: Any = None) -> None:
         backend = self.backend
+        if approvals is not None and approvals.required and len(approvals.approvals) < approvals.required:
+            self.ask_approval(plan, approvals, me)
+            return
 
         def confirmed(ok: bool | None) -> None:
             if not ok:
@@ -357,6 +367,36 @@ class ReleasesView(View):
                 "or production before you confirm, the publish is refused.",
             ),
             confirmed,
+        )
+
+    def ask_approval(self, plan: ReleasePlan, approvals: Any, me: Any) -> None:
+        """``[releases] approvals = N`` and this plan has fewer: show who approved it; a publisher
+        other than its author may approve it here (the author publishes once it has enough)."""
+        backend = self.backend
+        who = ", ".join(a.approver for a in approvals.approvals) or "nobody yet"
+        status = Text(f"\nApprovals: {len(approvals.approvals)} of {approvals.required} ({who}); plan "
+                      f"{plan.id} made by {approvals.author}.", style="bold")
+        can_approve = me is not None and me.name != approvals.author and me.role in ("publisher", "admin")
+        choices = [("approve", "Approve", "primary")] if can_approve else []
+        note = ("Approving records your name on this plan id; its author publishes it once it has "
+                f"{approvals.required} approval(s)." if can_approve else
+                "Another publisher approves it (here, or rf releases approve PLAN_ID); then publish again.")
+
+        def chosen(choice: str | None) -> None:
+            if choice != "approve":
+                return
+
+            def approve() -> Any:
+                return backend.approve_plan(plan.id, "approved in the dashboard")
+
+            self.call(approve, lambda result: self.rf.notify(
+                f"Approved plan {plan.id}: {len(result.approvals)} of {result.required}.", title="Approved",
+                markup=False), group="publish")
+
+        self.app.push_screen(
+            ChoiceModal(f"Plan {plan.id} needs {approvals.required} approval(s)",
+                        Group(render.release_plan(plan), status), choices, note=note),
+            chosen,
         )
 
     def published(self, release: Release) -> None:
