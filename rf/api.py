@@ -76,6 +76,9 @@ ROUTES: list[Route] = [
     Route("run_eval", "POST", "/agents/{name}/eval", models.EvalResult, binary=("files",), accepts_upload=True,
           summary="Run an agent's eval suite against an environment's commit (or the working copy: files), "
                   "each case an execution with source eval; the cases' scores"),
+    Route("list_eval_runs", "GET", "/evals", [models.EvalResult],
+          summary="Stored eval runs, newest first (totals without cases; filter by agent and env)"),
+    Route("get_eval_run", "GET", "/evals/{run_id}", models.EvalResult, summary="One stored eval run, every case"),
     Route("list_executions", "GET", "/executions", [models.Execution], summary="Executions of one environment"),
     Route("get_execution", "GET", "/executions/{execution_id}", models.Execution, summary="One execution"),
 ]

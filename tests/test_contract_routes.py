@@ -94,8 +94,10 @@ def script(call: Recorder, root: Path) -> None:
     call("history", "hello")
     call("diff_agent", "hello")
     call("run_test", "hello", files, {"name": "t"})
-    call("run_eval", "hello", "staging", None, None, {  # the working copy with a one-case suite (rf eval --local)
+    evaluated = call("run_eval", "hello", "staging", None, None, {  # the working copy with a one-case suite
         **files, "evals/smoke.jsonl": b'{"id": "greets", "input": {"name": "t"}, "expect": {"contains": "hello, t"}}\n'})
+    call("list_eval_runs", "hello")
+    call("get_eval_run", evaluated.id if evaluated else "missing")
     call("promote", "hello", ME, "first", True)
     call("promote", "mem", ME, "first", True)
     ex = call("invoke", "staging", "mem", {"name": "ada"}, "s-contract")

@@ -398,3 +398,31 @@ def test_calls_in_a_minimal_trace_and_an_agent_without_a_suite(tmp_path: Path) -
             b.run_eval("plain", "production")
     finally:
         b.close()
+
+
+def test_eval_runs_are_stored_and_listed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Every rf eval is kept: rf evals list shows its totals, rf evals show the cases as rf eval printed them."""
+    ws = _make_ws(tmp_path)
+    b = open_local(ws)
+    try:
+        _setup_connector(b)
+    finally:
+        b.close()
+    root = ws.root
+    code, out, _ = _cli(monkeypatch, capsys, root, "evals", "list")
+    assert code == 0 and "no eval runs yet" in out
+    _cli(monkeypatch, capsys, root, "eval", "bot", "--local", "--case", "ok-equals")
+    _cli(monkeypatch, capsys, root, "eval", "bot", "--local")
+    code, out, _ = _cli(monkeypatch, capsys, root, "evals", "list", "bot", "--json")
+    runs = json.loads(out)
+    assert code == 0 and len(runs) == 2 and [r["total"] for r in runs][1] == 1  # newest first
+    assert runs[0]["failed"] > 0 and runs[0]["cases"] == [] and runs[0]["commit"] == "working-copy"
+    code, out, _ = _cli(monkeypatch, capsys, root, "evals", "show", runs[0]["id"], "--json")
+    shown = json.loads(out)
+    assert code == 1 and shown["id"] == runs[0]["id"] and len(shown["cases"]) == runs[0]["total"]
+    assert {c["id"] for c in shown["cases"]} >= {"ok-equals", "bad-equals"}
+    code, out, err = _cli(monkeypatch, capsys, root, "evals", "show", "ev_missing")
+    assert code == 1 and "no eval run 'ev_missing'" in err
+    code, out, _ = _cli(monkeypatch, capsys, root, "evals", "list", "--env", "production", "--json")
+    assert json.loads(out) == []

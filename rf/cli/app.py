@@ -162,6 +162,8 @@ GROUPS: list[tuple[str, str, str]] = [
     ("sessions", "Observe (per environment)", "Sessions (threads), per environment."),
     ("memory", "Observe (per environment)", "Agent memory, per environment (production is read-only)."),
     ("traces", "Observe (per environment)", "Traces: span trees per execution."),
+    ("evals", "Observe (per environment)",
+     "Stored eval runs (rf eval, and the release gate's): list them, show one case by case."),
 ]
 
 

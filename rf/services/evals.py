@@ -126,8 +126,39 @@ class EvalsService(ServiceBase):
         clock = time.perf_counter()
         results = run_cases(cases, execute, _Tools(services), run_id=run_id, workers=workers, repeat=repeat)
         passed = sum(r.passed for r in results)
-        return EvalResult(
+        result = EvalResult(
             id=run_id, agent=name, env=env, commit=commit, files=suite.files, cases=results, total=len(results),
             passed=passed, failed=len(results) - passed, pass_rate=round(passed / len(results), 4),
             started_at=iso(started), duration_ms=round((time.perf_counter() - clock) * 1000, 3), workers=workers,
         )
+        from rf.models import to_dict
+
+        with services.store.transaction() as cur:  # kept for rf evals list|show
+            services.store.insert_eval_run(cur, run_id, env, name, commit, started, result.total, passed,
+                                           to_dict(result))
+        return result
+
+    def list_eval_runs(self, agent: str | None = None, env: str | None = None, limit: int = 50) -> list[EvalResult]:
+        """Stored eval runs, newest first (``rf evals list``): each run's totals, without its cases."""
+        from rf.config import check_limit
+        from rf.models import from_dict
+
+        if agent is not None:
+            check_name("agent", agent)
+        if env is not None:
+            check_env(env)
+        rows = self.store.eval_run_results(agent, env, check_limit(limit, 10_000))
+        return [from_dict(EvalResult, {**row, "cases": []}) for row in rows]
+
+    def get_eval_run(self, run_id: str) -> EvalResult:
+        """One stored eval run with every case and score (``rf evals show ID``; a unique prefix will do)."""
+        from rf.models import from_dict
+
+        if not isinstance(run_id, str) or not run_id.strip() or len(run_id) > 64:
+            raise UsageError("give an eval run id", "list them: rf evals list")
+        rows = self.store.eval_run_results(run_id=run_id.strip(), limit=2)
+        if len(rows) > 1:
+            raise UsageError(f"eval run id prefix {run_id!r} is ambiguous", "type more of the id")
+        if not rows:
+            raise NotFound(f"no eval run {run_id!r}", "list them: rf evals list")
+        return from_dict(EvalResult, rows[0])

@@ -19,6 +19,7 @@ from rf.store.agents import AgentsMixin
 from rf.store.connectors import ConnectorsMixin
 from rf.store.credentials import CredentialsMixin
 from rf.store.datasources import DataSourcesMixin
+from rf.store.evals import EvalsMixin
 from rf.store.executions import ExecutionsMixin
 from rf.store.keys import KeysMixin
 from rf.store.knowledge import KnowledgeMixin
@@ -101,6 +102,7 @@ class Store(
     KeysMixin,
     RetentionMixin,
     UsersMixin,
+    EvalsMixin,
 ):
     """One open DuckDB file. Thread-safe: cursors are per thread."""
 

@@ -528,6 +528,19 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE release_plans ADD COLUMN evals VARCHAR",  # JSON [AgentEvalEvidence]; NULL: not evaluated
         "ALTER TABLE releases ADD COLUMN evidence VARCHAR",  # JSON {evals, accepted_regressions}; NULL: none
     ],
+    # Eval runs (rf eval, the release gate): each run's whole result, for rf evals list|show.
+    [
+        """CREATE TABLE eval_runs (
+            id VARCHAR PRIMARY KEY,
+            env VARCHAR NOT NULL,
+            agent VARCHAR NOT NULL,
+            commit_id VARCHAR NOT NULL,   -- the commit the suite ran, or working-copy
+            created_at TIMESTAMP NOT NULL,
+            total INTEGER NOT NULL,
+            passed INTEGER NOT NULL,
+            result VARCHAR NOT NULL       -- JSON: the EvalResult, cases and scores included
+        )""",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
