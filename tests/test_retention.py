@@ -205,6 +205,9 @@ def test_rf_gc_collects_what_nothing_uses_and_keeps_what_releases_and_environmen
             # an approval of each plan (rf releases approve): the unpublished plan's goes with it
             for (plan_id,) in cur.execute("SELECT id FROM release_plans").fetchall():
                 cur.execute("INSERT INTO plan_approvals VALUES (?, 'ben', 'ok', ?)", [plan_id, old])
+            # a stored eval run from long ago, and a recent one
+            for run_id, at in (("ev_old", old), ("ev_new", utcnow())):
+                cur.execute("INSERT INTO eval_runs VALUES (?, 'staging', 'hello', 'c', ?, 1, 1, '{}')", [run_id, at])
         assert store.query_one("SELECT count(*) FROM release_plans") == (3,)
     finally:
         b.close()
@@ -218,7 +221,7 @@ def test_rf_gc_collects_what_nothing_uses_and_keeps_what_releases_and_environmen
     report = json.loads(ok("gc", "--json"))
     counts = {f["kind"]: f["count"] for f in report["freed"]}
     assert counts["commits"] == 1, "scratch's: hello's are used by staging, production or a release"
-    assert counts["blobs"] >= 1 and counts["release_plans"] == 1
+    assert counts["blobs"] >= 1 and counts["release_plans"] == 1 and counts["eval_runs"] == 1
     assert counts["working_copies"] == 1 and list((cache / "working-copy" / "hello").iterdir()) == [copies[1]]
     assert counts["commit_dirs"] == 1 and not (cache / "commits" / v1).exists()
 
@@ -237,6 +240,7 @@ def test_rf_gc_collects_what_nothing_uses_and_keeps_what_releases_and_environmen
         assert only_scratch and store.get_blobs(list(only_scratch)) == {}
         assert store.query_one("SELECT count(*) FROM release_plans") == (2,)
         assert store.query_one("SELECT count(*) FROM plan_approvals") == (2,)  # the published plans' stay
+        assert store.query_one("SELECT id FROM eval_runs") == ("ev_new",)
         assert [r.id for r in b.list_releases()] == [r.id for r in releases]
     finally:
         b.close()

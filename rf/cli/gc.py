@@ -14,6 +14,7 @@ LABELS = {
     "spans": "spans",
     "session_messages": "session messages",
     "release_plans": "unpublished release plans",
+    "eval_runs": "stored eval runs",
     "commits": "unreachable commits",
     "blobs": "unused blobs",
     "working_copies": "rf test working copies",

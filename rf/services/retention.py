@@ -69,7 +69,7 @@ INTERVAL_ENV = "RF_RETENTION_INTERVAL_S"
 
 #: Every kind ``rf gc`` reports, in order; the background pass reports the first three.
 HISTORY_KINDS = ("executions", "spans", "session_messages")
-KINDS = (*HISTORY_KINDS, "release_plans", "commits", "blobs", "working_copies", "commit_dirs")
+KINDS = (*HISTORY_KINDS, "release_plans", "eval_runs", "commits", "blobs", "working_copies", "commit_dirs")
 
 
 def retention_policy(workspace: Workspace | None) -> dict[str, Any]:
@@ -105,6 +105,7 @@ class RetentionService(ServiceBase):
         store = self.store
         if policy["plan_days"]:
             _add(tally, store.collect_plans(now - _dt.timedelta(days=policy["plan_days"]), dry_run=dry_run))
+            _add(tally, store.collect_eval_runs(now - _dt.timedelta(days=policy["plan_days"]), dry_run=dry_run))
         in_use = self._labels_in_use()
         staging_days = policy["staging"]["days"]
         # (staging's days: unreachable commits are staging history, e.g. of an agent deleted there)

@@ -186,6 +186,17 @@ class RetentionMixin:
                     cur.execute(f"DELETE FROM {table} WHERE plan_id NOT IN (SELECT id FROM release_plans)")
         return {"release_plans": (int(found[0]), int(found[1]))}
 
+    def collect_eval_runs(self, before: _dt.datetime, *, dry_run: bool) -> Tally:
+        """Stored eval runs made before *before* (a release keeps its own gate evidence)."""
+        with self._deleting(dry_run) as cur:
+            found = cur.execute("SELECT count(*), coalesce(sum(strlen(result) + 80), 0) FROM eval_runs "
+                                "WHERE created_at < ?", [before]).fetchone()
+            if not found or not found[0]:
+                return {}
+            if not dry_run:
+                cur.execute("DELETE FROM eval_runs WHERE created_at < ?", [before])
+        return {"eval_runs": (int(found[0]), int(found[1]))}
+
     # ------------------------------------------------------------ commits and blobs
     def collect_commits(self, before: _dt.datetime, keep: Iterable[str], *, dry_run: bool) -> tuple[Tally, set[str]]:
         """Commits made before *before* that nothing can reach, then blobs no commit uses.
