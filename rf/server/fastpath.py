@@ -36,8 +36,26 @@ log = logging.getLogger("rf.server")
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
-class _Disconnected(Exception):
+class Disconnected(Exception):
     """The client went away before sending the whole body."""
+
+
+async def read_body(receive: Receive, max_bytes: int) -> bytes:
+    """A request's whole body from ASGI ``receive``, at most *max_bytes* (else PayloadTooLarge);
+    :class:`Disconnected` when the client goes away first (the fast paths of rf and OpenAI)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise Disconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(*BODY_TOO_LARGE)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class FastInvoke:
@@ -70,9 +88,9 @@ class FastInvoke:
             env = check_env(parts[1])
             if length is not None and length > self.max_body_bytes:
                 raise PayloadTooLarge(*BODY_TOO_LARGE)
-            payload, session_id = invoke_params(parse_json_body(await self._body(receive)))
+            payload, session_id = invoke_params(parse_json_body(await read_body(receive, self.max_body_bytes)))
             ex = await self.services.ainvoke(env, parts[3], payload, session_id, "endpoint")
-        except _Disconnected:
+        except Disconnected:
             return None
         except Exception as exc:  # noqa: BLE001 - every failure becomes rf's JSON error answer
             status, body = error_payload("POST", scope["path"], exc)
@@ -81,22 +99,6 @@ class FastInvoke:
         if ex.status == "succeeded":
             return await _respond(send, 200, {"execution_id": ex.id, "status": ex.status, "output": ex.output})
         return await _respond(send, 500, {"execution_id": ex.id, "status": ex.status, "error": ex.error})
-
-    async def _body(self, receive: Receive) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _Disconnected
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise PayloadTooLarge(*BODY_TOO_LARGE)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
 
 async def _respond(send: Send, status: int, content: Any, extra: Any = ()) -> None:
     body = dumpb(content)

@@ -64,6 +64,7 @@ from rf.server.app import (
     error_payload,
     parse_json_body,
 )
+from rf.server.fastpath import Disconnected, read_body
 from rf.services import Services
 
 log = logging.getLogger("rf.server")
@@ -482,10 +483,6 @@ def _new_ident() -> str:
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
-class _Disconnected(Exception):
-    """The client went away before sending the whole body."""
-
-
 class FastChat:
     """ASGI app: ``POST /{env}/v1/chat/completions`` not streamed, then ``app`` for the rest.
 
@@ -518,12 +515,12 @@ class FastChat:
             env = check_env(path[1:path.index("/", 1)])
             if length is not None and length > self.max_body_bytes:
                 raise PayloadTooLarge(*BODY_TOO_LARGE)
-            raw = await self._body(receive)
+            raw = await read_body(receive, self.max_body_bytes)
             body = parse_request(raw)
             if body.stream:
                 return await self.app(scope, _replay(raw, receive), send)
             status, answer, execution_id = await complete(self.services, env, body, session_id or body.user)
-        except _Disconnected:
+        except Disconnected:
             return None
         except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI-shaped error answer
             status, rf_body = error_payload("POST", path, exc)
@@ -531,22 +528,6 @@ class FastChat:
             return await _send(send, status, dumpb(openai_error(status, rf_body["error"])),
                                [(k.encode(), v.encode()) for k, v in extra.items()])
         return await _send(send, status, answer, [(b"x-rf-execution-id", execution_id.encode())])
-
-    async def _body(self, receive: Any) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _Disconnected
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise PayloadTooLarge(*BODY_TOO_LARGE)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
 
 def _replay(raw: bytes, receive: Any) -> Any:
     """A ``receive`` that hands on the body already read, then what the client sends next."""
