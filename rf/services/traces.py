@@ -425,6 +425,10 @@ class ExecutionTrace:
             attributes["session_id"] = execution.session_id
         if execution.parent_id:  # called by another agent (ctx.agents.invoke): same trace id as its caller
             attributes["parent_execution_id"] = execution.parent_id
+        if execution.release_id:  # production: the release it ran, and its arm while a canary runs
+            attributes["release_id"] = execution.release_id
+        if execution.arm:
+            attributes["arm"] = execution.arm
         if execution.error_type:
             attributes["error_type"] = execution.error_type
         if self.child_errors:
