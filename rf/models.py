@@ -512,6 +512,9 @@ class SessionSummary:
     started_at: str
     updated_at: str
     last_message: str = ""  #: a one-line preview of the newest message
+    #: production: the release and arm of its latest execution (a session keeps its arm while a canary runs)
+    release_id: str | None = None
+    arm: str | None = None
 
 
 @dataclass
@@ -584,6 +587,9 @@ class TraceSummary:
     started_at: str  #: ISO-8601 UTC
     duration_ms: float
     error: str | None = None
+    #: production: the release it ran, and its arm while a canary ran
+    release_id: str | None = None
+    arm: str | None = None
 
 
 @dataclass

@@ -134,6 +134,20 @@ def check_percent(percent: Any, what: str, *, lowest: float, highest: float) -> 
     return float(percent)
 
 
+ARMS = ("stable", "canary")
+
+
+def arm_filters(services: Any, release: Any, arm: Any) -> tuple[str | None, str | None]:
+    """``(release id, arm)`` of a list's filters: a release id prefix resolved to its id (NotFound,
+    with the fix, for none), an arm checked (stable or canary)."""
+    if arm is not None and arm not in ARMS:
+        raise UsageError(f"unknown arm {arm!r}", "use stable or canary (the arms of a canary release)")
+    release_id = None
+    if release is not None:
+        release_id = services.get_release(str(release)).id
+    return release_id, arm
+
+
 class CanaryService(ServiceBase):
     """Mixed into :class:`rf.services.Services`."""
 
@@ -489,6 +503,6 @@ class CanaryWatch:
                 return
             try:
                 self.services.check_canary()
-            except Exception:  # a failed check must not end the thread: it runs again
+            except Exception:  # noqa: BLE001 - a failed check must not end the thread: it runs again
                 _log.exception("canary check failed")
             self._stop.wait(self.interval_s)

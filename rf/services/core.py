@@ -811,13 +811,20 @@ class CoreServices:
         source: str | None = None,
         limit: int = 50,
         before: str | None = None,
+        release: str | None = None,
+        arm: str | None = None,
     ) -> list[Execution]:
+        """Executions of one environment, newest first; ``release`` (an id or prefix) and ``arm``
+        (stable, canary): production's executions of that release / canary arm."""
+        from rf.services.canary import arm_filters
+
         check_env(env)
         if status is not None and status not in EXECUTION_STATUSES:
             raise UsageError(f"unknown status {status!r}", "use one of: " + ", ".join(EXECUTION_STATUSES))
         check_limit(limit, 10_000)
+        release_id, arm = arm_filters(self, release, arm)
         return self.store.list_executions(env, agent=agent, status=status, source=source, limit=limit,
-                                          before=before)
+                                          before=before, release_id=release_id, arm=arm)
 
     def get_execution(self, execution_id: str, env: str | None = None) -> Execution:
         """One execution; with ``env`` given, one of another environment is 'not found'."""

@@ -44,9 +44,9 @@ from typing import TYPE_CHECKING, Any
 from rf.errors import Conflict, NotFound, UsageError
 from rf.ids import new_id, utcnow
 from rf.models import (
+    PRODUCTION_RELEASE_KINDS,
     AgentEvalEvidence,
     EvalResult,
-    PRODUCTION_RELEASE_KINDS,
     PromoteResult,
     Release,
     ReleaseItem,
