@@ -221,7 +221,7 @@ class CanaryService(ServiceBase):
                 plan_id=plan.id, kind="canary",
                 items=[{"kind": i.kind, "name": i.name, "before": i.before, "after": i.after, "summary": i.summary}
                        for i in items],
-                evidence={**(evidence or {}), "weight": percent})
+                evidence={**(evidence or {}), "canary": release_id, "weight": percent})
             self.store.insert_canary(cur, canary_id=release_id, weight=percent, stable_release_id=stable_release,
                                      state=state, started_at=now, started_by=author)
         self._release_applied()  # type: ignore[attr-defined]
