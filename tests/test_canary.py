@@ -67,7 +67,7 @@ class Site:
         """Abort a canary a test left running (so the next test starts clean)."""
         try:
             self.b.abort_canary("test cleanup", "tester")
-        except Exception:  # noqa: BLE001 - none running
+        except Exception:
             pass
 
 
@@ -140,10 +140,9 @@ def test_sticky_sessions_and_one_arm_per_execution(canary_site: Site) -> None:
 
 
 def test_per_request_routing_without_sessions_and_every_surface(canary_site: Site) -> None:
+    import anyio
     from mcp import Client
     from openai import OpenAI
-
-    import anyio
 
     s = canary_site
     stable = s.call()["output"]["v"]
