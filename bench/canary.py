@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return orchestrate(args)
-    except Exception as exc:  # noqa: BLE001 - a benchmark that cannot run says why
+    except Exception as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
