@@ -240,6 +240,8 @@ RELEASE_ROUTES: list[Route] = [
     Route("canary_status", "GET", "/releases/canary", models.Canary,
           summary="The running canary (else the newest): per arm executions, failures, failure rate, p50/p95 "
                   "duration; the failure-rate difference with its 95 % interval and a verdict"),
+    Route("canary_running", "GET", "/releases/canary/running", models.CanaryRunning,
+          summary="The running canary's id, weight and start, or null: cheap (no figures), for a badge"),
     Route("set_canary_weight", "POST", "/releases/canary/weight", models.Canary,
           summary="Change the running canary's share of production traffic (recorded in the history)"),
     Route("promote_canary", "POST", "/releases/canary/promote", models.Release,
@@ -361,7 +363,7 @@ def decode_files(files: Any, name: str = "files") -> dict[str, bytes]:
 
 
 def decode_result(route: Route, data: Any) -> Any:
-    if route.returns is None:
+    if route.returns is None or data is None:  # (None: e.g. canary_running with no canary)
         return data
     if isinstance(route.returns, list):
         return [models.from_dict(route.returns[0], item) for item in data]

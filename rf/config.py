@@ -84,7 +84,9 @@ RF_TOML_KEYS: dict[str, tuple[str, ...]] = {
     # release changes must have an eval suite (rf.services.releases, the eval gate)
     "releases": ("approvals", "require_evals", "canary"),
     # a running canary: the server aborts it by itself on a worse failure rate (rf.services.canary)
-    "releases.canary": ("auto_abort", "max_failure_rate_delta", "min_executions"),
+    "releases.canary": ("auto_abort", "max_failure_rate_delta", "min_executions",
+                        # live eval scoring of a sample of both arms' executions (rf.services.canary_scoring)
+                        "score_sample"),
     "workspace": ("name", "id"),
     "server": ("host", "port", "max_body_bytes", "max_upload_bytes", "allowed_hosts", "require_keys",
                # read (and checked) by rf.server.connections when the server starts
@@ -310,6 +312,9 @@ class CanaryConfig:
     auto_abort: bool = False
     max_failure_rate_delta: float = 0.05
     min_executions: int = 20
+    #: the fraction (0 to 1) of both arms' succeeded executions scored by the live entry of the
+    #: agent's eval suite while a canary runs (0: no live scoring)
+    score_sample: float = 0.0
 
 
 def check_canary(table: Any, source: str) -> CanaryConfig:
@@ -328,7 +333,13 @@ def check_canary(table: Any, source: str) -> CanaryConfig:
     if isinstance(least, bool) or not isinstance(least, int) or least < 1:
         raise WorkspaceError(f"{source}: [releases.canary] min_executions must be a whole number of at least 1",
                              "fix rf.toml, e.g. min_executions = 20")
-    return CanaryConfig(auto_abort=auto_abort, max_failure_rate_delta=float(delta), min_executions=least)
+    sample = table.get("score_sample", 0.0)
+    if isinstance(sample, bool) or not isinstance(sample, int | float) or not 0 <= sample <= 1:
+        raise WorkspaceError(f"{source}: [releases.canary] score_sample must be a number from 0 to 1 (the "
+                             "fraction of a canary's executions scored by the live entry of the agent's eval "
+                             "suite; 0: none)", "fix rf.toml, e.g. score_sample = 0.1")
+    return CanaryConfig(auto_abort=auto_abort, max_failure_rate_delta=float(delta), min_executions=least,
+                        score_sample=float(sample))
 
 
 def check_retention(table: Any, source: str) -> dict[str, Any]:

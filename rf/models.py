@@ -891,6 +891,13 @@ class CanaryArm:
     failure_rate_high: float = 0.0
     p50_ms: float | None = None  #: median duration
     p95_ms: float | None = None
+    #: executions scored by the live entry of their agent's eval suite ([releases.canary] score_sample)
+    scored: int = 0
+    score_mean: float | None = None  #: their mean score (0 to 1: the share of live scorers passed)
+    #: 95 % interval of the mean score
+    score_low: float | None = None
+    score_high: float | None = None
+    score_passed: int = 0  #: scored executions that passed every live scorer
 
 
 @dataclass
@@ -919,6 +926,27 @@ class Canary:
     #: the figures recorded when it ended (an auto-abort's cause)
     figures: dict[str, Any] | None = None
     message: str = ""
+    #: ``[releases.canary] score_sample``: the fraction of executions scored live (0: none)
+    score_sample: float = 0.0
+    #: canary's mean live score minus stable's, with its 95 % interval (None: not both arms scored)
+    score_delta: float | None = None
+    score_delta_low: float | None = None
+    score_delta_high: float | None = None
+    #: sampled for scoring but dropped (the scoring queue was full)
+    score_dropped: int = 0
+    #: what the verdict rests on, one line per measure (failure rate, live score)
+    reasons: list[str] = field(default_factory=list)
+    #: the newest scored executions that missed a live scorer: execution_id, arm, agent, score, scores
+    score_misses: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class CanaryRunning:
+    """The running canary at a glance (the dashboard's production badge): no figures."""
+
+    id: str  #: the canary's release
+    weight: float  #: percentage of production traffic on the canary arm
+    started_at: str
 
 
 # ------------------------------------------------------------ conversion

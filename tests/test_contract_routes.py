@@ -182,6 +182,7 @@ def script(call: Recorder, root: Path) -> None:
     call("set_canary_weight", 100, "all of it", ME)  # (every request on the canary: the same arm both runs)
     call("invoke", "production", "hello", {"name": "c"}, "s-canary")
     call("canary_status")
+    call("canary_running")
     call("abort_canary", "enough", ME)
     call("publish_release", ["agent:hello"], False, None, "canary again", ME, False, False, False, 10)
     call("promote_canary", "good", ME)

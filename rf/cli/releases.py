@@ -445,12 +445,20 @@ def _arm_table(canary: Any) -> Any:
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("arm", "release", "executions", "failures", "failure rate (95 % interval)", "p50 ms", "p95 ms"):
+    scored = canary.score_sample > 0 or any(a.scored for a in canary.arms)
+    columns = ["arm", "release", "executions", "failures", "failure rate (95 % interval)", "p50 ms", "p95 ms"]
+    if scored:
+        columns += ["scored", "live score (95 % interval)"]
+    for column in columns:
         table.add_column(column, justify="right" if column not in ("arm", "release") else "left")
     for a in canary.arms:
         rate = f"{a.failure_rate:.1%} ({a.failure_rate_low:.1%}–{a.failure_rate_high:.1%})" if a.executions else "–"
-        table.add_row(a.arm, a.release_id or "–", str(a.executions), str(a.failures), rate,
-                      "–" if a.p50_ms is None else f"{a.p50_ms:.1f}", "–" if a.p95_ms is None else f"{a.p95_ms:.1f}")
+        row = [a.arm, a.release_id or "–", str(a.executions), str(a.failures), rate,
+               "–" if a.p50_ms is None else f"{a.p50_ms:.1f}", "–" if a.p95_ms is None else f"{a.p95_ms:.1f}"]
+        if scored:
+            row += [str(a.scored), "–" if a.score_mean is None else
+                    f"{a.score_mean:.2f} ({a.score_low or 0:.2f}–{a.score_high or 0:.2f})"]
+        table.add_row(*row)
     return table
 
 
@@ -468,7 +476,20 @@ def print_canary(canary: Any) -> None:
     out.print(_arm_table(canary))
     verdict_style = {"canary worse": "red", "canary better": "green"}.get(canary.verdict, "yellow")
     out.print(f"failure rate canary − stable: {canary.failure_rate_delta:+.1%} (95 % interval "
-              f"{canary.delta_low:+.1%} to {canary.delta_high:+.1%}): [{verdict_style}]{canary.verdict}[/{verdict_style}]")
+              f"{canary.delta_low:+.1%} to {canary.delta_high:+.1%})")
+    if canary.score_delta is not None:
+        out.print(f"live score canary − stable: {canary.score_delta:+.2f} (95 % interval "
+                  f"{canary.score_delta_low:+.2f} to {canary.score_delta_high:+.2f})")
+    elif canary.score_sample > 0:
+        out.print(f"[dim]live scoring: {canary.score_sample:.0%} of executions; no score on both arms yet "
+                  "(an agent is scored when its eval suite has a live: entry)[/dim]")
+    if canary.score_dropped:
+        out.print(f"[dim]{canary.score_dropped} sampled execution(s) not scored: the scoring queue was full[/dim]")
+    out.print(f"verdict: [{verdict_style}]{canary.verdict}[/{verdict_style}]")
+    for miss in canary.score_misses[:3]:
+        failed = "; ".join(f"{x['scorer']}: {x['detail']}" for x in miss["scores"] if not x["passed"])
+        out.print(f"[dim]  {miss['arm']} {miss['execution_id']} ({escape(miss['agent'])}) scored "
+                  f"{miss['score']:.2f}: {escape(failed)}[/dim]")
     rule = canary.auto_abort
     if rule.get("auto_abort"):
         out.print(f"[dim]auto-abort: canary failure rate above stable's by more than "

@@ -29,6 +29,12 @@ judge          a rubric, or ``{rubric: ..., model: "provider:model"}``: an LLM p
                not empty — deterministic, so judged suites run offline
 status         ``succeeded`` (the default of every case) or ``failed``: what the run must end as
 =============  =======================================================================
+
+**Live scorers** (:data:`LIVE_SCORERS`) need nothing from a case — no input, no expected value
+of its own — so a suite's ``live:`` entry (rf.evals.suite) may apply them to any output: a
+sample of production's executions while a canary runs (rf.services.canary_scoring). ``equals``
+and ``similar`` compare with a case's expected answer and ``status`` is the failure rate's
+business: they are not live scorers.
 """
 
 from __future__ import annotations
@@ -366,6 +372,11 @@ SCORERS: dict[str, Scorer] = {
 }
 
 
+#: The scorers a suite's ``live:`` entry may use: those that read the output (and its duration,
+#: trace or input) against a fixed rule, with no expected value that belongs to one case.
+LIVE_SCORERS = ("contains", "not_contains", "regex", "json_schema", "number", "max_ms", "calls", "judge")
+
+
 def check_argument(scorer: str, argument: Any) -> Any:
     """The checked form of a scorer's argument (ValueError saying what is wrong)."""
     return SCORERS[scorer].check(argument)
@@ -381,3 +392,9 @@ def score_attempt(expect: dict[str, Any], seen: Observed, tools: Tools) -> list[
         elif name in expect:
             results.append(scorer.score(expect[name], seen, tools))
     return results
+
+
+def score_live(expect: dict[str, Any], seen: Observed, tools: Tools) -> list[EvalScore]:
+    """The scorers of a ``live:`` entry on one live output (a succeeded execution), in
+    :data:`SCORERS` order; nothing implied."""
+    return [scorer.score(expect[name], seen, tools) for name, scorer in SCORERS.items() if name in expect]

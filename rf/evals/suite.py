@@ -17,6 +17,19 @@ A **case** is an object with these keys (JSONL: one object per line; YAML: a lis
     description: ...           # optional, shown nowhere but the file
 
 The scorers and their arguments are in :mod:`rf.evals.scorers`.
+
+One entry of the suite (in any of its files) may instead be a **live** entry: expectations of
+every output, applied to a sample of production's executions while a canary runs (``[releases.
+canary] score_sample`` in rf.toml; see rf.services.canary_scoring)::
+
+    - live:                    # only the live scorers: contains, not_contains, regex,
+        json_schema: {type: object, required: [message]}   # json_schema, number, max_ms,
+        max_ms: 2000           #   calls, judge (no expected value of a case)
+        judge: "answers politely"
+      description: ...         # optional
+
+It is checked like a case (a bad one fails ``rf agents deploy``) and is not a case: ``rf eval``
+does not run it.
 """
 
 from __future__ import annotations
@@ -32,6 +45,7 @@ from rf.errors import InvalidAgent
 SUITE_DIR = "evals"
 SUITE_EXTENSIONS = (".yaml", ".yml", ".jsonl")
 CASE_KEYS = ("id", "input", "inputs", "expect", "repeat", "pass", "description")
+LIVE_KEYS = ("live", "description")
 CASE_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 MAX_REPEAT = 100
 PASS_RULES = ("all", "any")
@@ -60,6 +74,10 @@ class Suite:
 
     files: list[str] = field(default_factory=list)
     cases: list[Case] = field(default_factory=list)
+    #: the ``live:`` entry's expectations (checked arguments), scored on production's outputs
+    #: while a canary runs; None: the suite has none
+    live: dict[str, Any] | None = None
+    live_at: str = ""  #: where the live entry is (FILE:LINE)
 
     def select(self, case_id: str | None) -> list[Case]:
         """Every case, or the one named ``case_id`` (NotFound, listing the ids, if none)."""
@@ -97,8 +115,14 @@ def load_suite(files: dict[str, bytes], agent: str | None = None) -> Suite:
         raw = _read_jsonl(text, shown) if path.endswith(".jsonl") else _read_yaml(text, shown)
         suite.files.append(path)
         for obj, line, lines in raw:
-            case = _case(obj, path, shown, line, lines)
             where = f"{shown}:{line}"
+            if isinstance(obj, dict) and "live" in obj:
+                if suite.live is not None:
+                    raise InvalidAgent(f"{where}: a second live entry (the first is at {suite.live_at})",
+                                       "a suite has one live entry: put every live expectation in it")
+                suite.live, suite.live_at = _live(obj, shown, line, lines), where
+                continue
+            case = _case(obj, path, shown, line, lines)
             if case.id in seen:
                 raise InvalidAgent(f"{where}: case id {case.id!r} is already used at {seen[case.id]}",
                                    "give each case of the suite its own id")
@@ -149,11 +173,47 @@ def _read_yaml(text: str, shown: str) -> list[_Raw]:
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 lines[str(key.value)] = key.start_mark.line + 1
-                if key.value == "expect" and isinstance(value, yaml.MappingNode):
+                if key.value in ("expect", "live") and isinstance(value, yaml.MappingNode):
                     for scorer, _ in value.value:
-                        lines[f"expect.{scorer.value}"] = scorer.start_mark.line + 1
+                        lines[f"{key.value}.{scorer.value}"] = scorer.start_mark.line + 1
         cases.append((obj, node.start_mark.line + 1, lines))
     return cases
+
+
+def _live(obj: dict[str, Any], shown: str, line: int, lines: dict[str, int]) -> dict[str, Any]:
+    """A ``live:`` entry's expectations, checked: live scorers only (rf.evals.scorers.LIVE_SCORERS)."""
+    from rf.evals.scorers import LIVE_SCORERS, SCORERS, check_argument
+
+    example = "e.g. - live: {json_schema: {type: object, required: [message]}, max_ms: 2000}"
+
+    def fail(message: str, hint: str, key: str | None = None) -> InvalidAgent:
+        return InvalidAgent(f"{shown}:{lines.get(key, line) if key else line}: {message}", hint)
+
+    unknown = [k for k in obj if k not in LIVE_KEYS]
+    if unknown:
+        raise fail(f"the live entry: unknown key {unknown[0]!r}",
+                   "a live entry holds only live: (scorer: argument) and description; cases are separate "
+                   "entries", str(unknown[0]))
+    expect = obj["live"]
+    if not isinstance(expect, dict) or not expect:
+        raise fail("live must be an object of scorer: argument, with at least one", example, "live")
+    checked: dict[str, Any] = {}
+    for scorer, argument in expect.items():
+        key = f"live.{scorer}"
+        if scorer not in LIVE_SCORERS:
+            if scorer in SCORERS:
+                raise fail(f"the live entry: {scorer} does not apply to live output (it needs what one case "
+                           "expects)", f"live scorers: {', '.join(LIVE_SCORERS)}; keep {scorer} in a case's "
+                           "expect", key)
+            raise fail(f"the live entry: unknown scorer {scorer!r}", f"live scorers: {', '.join(LIVE_SCORERS)}", key)
+        try:
+            checked[scorer] = check_argument(scorer, argument)
+        except ValueError as exc:
+            raise fail(f"the live entry: {scorer}: {exc}", SCORERS[scorer].usage, key) from None
+    if not isinstance(obj.get("description", ""), str):
+        raise fail("the live entry: description must be text", "e.g. description: what every answer must be",
+                   "description")
+    return checked
 
 
 def _case(obj: Any, path: str, shown: str, line: int, lines: dict[str, int]) -> Case:

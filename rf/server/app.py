@@ -154,8 +154,9 @@ def create_app(services: Services, token: str, *, max_body_bytes: int = 1024 * 1
         check_env(env)
         payload, session_id = invoke_params(await _json_body(request))
         if "text/event-stream" in request.headers.get("accept", ""):
-            await asyncio.to_thread(services.check_invoke, env, name, payload)  # 404/400 before the stream starts
-            return _stream(services, env, name, payload, session_id)
+            # 404/400 before the stream starts; routed now, so the run takes the arm the check saw
+            arm = await asyncio.to_thread(services.check_invoke, env, name, payload, session_id, "endpoint")
+            return _stream(services, env, name, payload, session_id, arm)
         ex = await services.ainvoke(env, name, payload, session_id, "endpoint")
         if ex.status == "succeeded":
             return _json_response({"execution_id": ex.id, "status": ex.status, "output": ex.output}, 200)
@@ -167,6 +168,8 @@ def create_app(services: Services, token: str, *, max_body_bytes: int = 1024 * 1
         check_env(env)
         agent = await asyncio.to_thread(services.get_agent, name)
         commit = agent.staging_commit if env == "staging" else agent.production_commit
+        if commit is None and env == "production":  # (an agent a running canary brings: its commit)
+            commit = await asyncio.to_thread(services.reachable_commit, env, name)
         if commit is None:
             hint = f"rf agents promote {name}" if env == "production" else f"rf agents deploy {name}"
             raise NotFound(f"agent {name!r} is not deployed in {env}", hint)
@@ -606,7 +609,8 @@ def _stream_call(run: Any, done: Any = to_dict) -> ServerSentEvent:
     return ServerSentEvent(events())  # type: ignore[arg-type]
 
 
-def _stream(services: Services, env: str, name: str, payload: Any, session_id: str | None) -> ServerSentEvent:
+def _stream(services: Services, env: str, name: str, payload: Any, session_id: str | None,
+            arm: Any = None) -> ServerSentEvent:
     """An endpoint call with ``Accept: text/event-stream``: the agent's chunks as they come,
     then ``done`` with the execution id and status (and error)."""
 
@@ -616,4 +620,5 @@ def _stream(services: Services, env: str, name: str, payload: Any, session_id: s
             out["error"] = ex.error
         return out
 
-    return _stream_call(lambda on_chunk: services.invoke(env, name, payload, session_id, "endpoint", on_chunk), done)
+    return _stream_call(lambda on_chunk: services.invoke_routed(arm, env, name, payload, session_id, "endpoint",
+                                                                on_chunk), done)

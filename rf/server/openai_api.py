@@ -345,11 +345,14 @@ def routes(services: Services) -> list[HTTPRouteHandler]:
     """The route handlers of this API (mounted by :func:`rf.server.app.create_app`)."""
 
     def deployed(env: str) -> list[OpenAIModel]:
-        out = []
-        for agent in services.list_agents():
-            if (agent.staging_commit if env == "staging" else agent.production_commit) is not None:
-                out.append(OpenAIModel(id=agent.name, created=_unix(agent.created_at), description=agent.description))
-        return out
+        # (in production: on some arm — an agent a running canary brings too)
+        return [OpenAIModel(id=agent.name, created=_unix(agent.created_at), description=agent.description)
+                for agent, _commit, _config in services.deployed_agents(env)]
+
+    def check_deployed(env: str, model: str) -> None:
+        """404 (with the fix) unless *model* is deployed in *env* (in production: on some arm)."""
+        if services.reachable_commit(env, model) is None:
+            services.target(env, model)
 
     @get("/{env:str}/v1/models", summary="OpenAI-compatible: the agents deployed in an environment, as models",
          tags=["openai"], exception_handlers={Exception: _handle_exception},
@@ -364,7 +367,7 @@ def routes(services: Services) -> list[HTTPRouteHandler]:
          responses={200: ResponseSpec(OpenAIModel, generate_examples=False), **_errors(401, 404)})
     async def retrieve_model(env: str, model: str) -> Response[Any]:
         check_env(env)
-        await asyncio.to_thread(services.target, env, model)  # 404 (with the fix) unless deployed in env
+        await asyncio.to_thread(check_deployed, env, model)
         agent = await asyncio.to_thread(services.get_agent, model)
         found = OpenAIModel(id=agent.name, created=_unix(agent.created_at), description=agent.description)
         return Response(msgspec.json.encode(found), media_type=MediaType.JSON)
@@ -412,7 +415,9 @@ async def _stream(services: Services, env: str, model: str, value: dict[str, Any
                   session_id: str | None) -> Response[Any]:
     """Run in a thread with ``on_chunk``; answer once the first chunk (or the end) is there,
     so a run that fails before its first chunk gets a real error status."""
-    await asyncio.to_thread(services.target, env, model)  # 404 before anything runs
+    # Routed now, so the 404 (an agent only the canary arm has, on stable) comes before anything
+    # runs, and the run takes the arm the check saw.
+    arm = await asyncio.to_thread(services.check_invoke, env, model, value, session_id, SOURCE)
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
 
@@ -421,7 +426,7 @@ async def _stream(services: Services, env: str, model: str, value: dict[str, Any
 
     def work() -> None:
         try:
-            ex = services.invoke(env, model, value, session_id, SOURCE, on_chunk)
+            ex = services.invoke_routed(arm, env, model, value, session_id, SOURCE, on_chunk)
             loop.call_soon_threadsafe(queue.put_nowait, ("done", ex))
         except Exception as exc:  # noqa: BLE001 - becomes the answer (or the stream's error event)
             loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))

@@ -42,7 +42,17 @@ from typing import TYPE_CHECKING, Any
 
 from rf.errors import Conflict, NotFound, UsageError
 from rf.ids import new_id, utcnow
-from rf.models import Canary, CanaryArm, Connector, ConnectorResource, Release, ReleaseItem, from_dict, to_dict
+from rf.models import (
+    Canary,
+    CanaryArm,
+    CanaryRunning,
+    Connector,
+    ConnectorResource,
+    Release,
+    ReleaseItem,
+    from_dict,
+    to_dict,
+)
 from rf.services.base import ServiceBase
 
 if TYPE_CHECKING:
@@ -78,6 +88,7 @@ class Routing:
     canary: Arm | None = None
     canary_id: str = ""
     weight: float = 0.0
+    started_at: str = ""
     #: a session whose 64-bit hash is below this takes the canary arm
     threshold: int = 0
 
@@ -171,7 +182,8 @@ class CanaryService(ServiceBase):
                 connectors={slug: _connector(c) for slug, c in state.get("connectors", {}).items()})
             weight = float(row["weight"])
             routing = Routing(stable=Arm(release_id=stable.release_id, arm="stable"), canary=canary,
-                              canary_id=row["id"], weight=weight, threshold=int(weight / 100.0 * 2.0 ** 64))
+                              canary_id=row["id"], weight=weight, threshold=int(weight / 100.0 * 2.0 ** 64),
+                              started_at=row["started_at"])
         if generation == self._routing_generation:
             self._routing = routing
         return routing
@@ -299,6 +311,16 @@ class CanaryService(ServiceBase):
         return list(row["items"]) if row else []
 
     # ------------------------------------------------------------ watching
+    def canary_running(self) -> CanaryRunning | None:
+        """The running canary's id, weight and start, or None (no error): cheap enough for a
+        badge — the cached routing, no store read once it is loaded."""
+        routing = self._routing
+        if routing is None:
+            routing = self._load_routing()
+        if routing.canary is None:
+            return None
+        return CanaryRunning(id=routing.canary_id, weight=routing.weight, started_at=routing.started_at)
+
     def canary_status(self, canary_id: str | None = None) -> Canary:
         """The running canary (else the newest one, or the one named) with, per arm, its
         executions, failures and failure rate, p50/p95 duration; the difference of failure rates
@@ -336,8 +358,45 @@ class CanaryService(ServiceBase):
         stable, on_canary = canary.arms
         d, low, high = newcombe(on_canary.failures, on_canary.executions, stable.failures, stable.executions)
         canary.failure_rate_delta, canary.delta_low, canary.delta_high = round(d, 6), round(low, 6), round(high, 6)
-        canary.verdict = verdict(low, high, stable.executions, on_canary.executions)
+        readings = [verdict(low, high, stable.executions, on_canary.executions)]
+        if stable.executions and on_canary.executions:
+            canary.reasons.append(
+                f"failure rate: canary {on_canary.failure_rate:.1%} vs stable {stable.failure_rate:.1%} "
+                f"({d * 100:+.1f} points, 95 % interval {low * 100:+.1f} to {high * 100:+.1f}): {readings[0]}")
+        readings.append(self._canary_scores(canary, row))
+        canary.verdict = ("canary worse" if "canary worse" in readings else
+                          "canary better" if "canary better" in readings else "no difference yet")
         return canary
+
+    def _canary_scores(self, canary: Canary, row: dict[str, Any]) -> str:
+        """The live scores of both arms (rf.services.canary_scoring) on *canary*: their reading."""
+        from rf.services.canary_scoring import difference, mean_interval
+
+        canary.score_sample = self._canary_config().score_sample
+        canary.score_dropped = int(row.get("score_dropped") or 0)
+        figures = self.store.canary_score_figures(row["id"])
+        sums = {}
+        for a in canary.arms:
+            got = figures.get(a.arm)
+            if not got:
+                continue
+            n, total, squares = got["scored"], got["sum"], got["sum_squares"]
+            sums[a.arm] = (n, total, squares)
+            low, high = mean_interval(n, total, squares)
+            a.scored, a.score_passed = n, got["passed"]
+            a.score_mean, a.score_low, a.score_high = round(total / n, 6), round(low, 6), round(high, 6)
+        if sums:
+            canary.score_misses = self.store.canary_scores(row["id"], 5)
+        if len(sums) < 2:
+            return "no difference yet"
+        d, low, high = difference(sums["canary"], sums["stable"])
+        canary.score_delta, canary.score_delta_low, canary.score_delta_high = round(d, 6), round(low, 6), round(high, 6)
+        reading = "canary worse" if high < 0 else "canary better" if low > 0 else "no difference yet"
+        stable, on_canary = canary.arms
+        canary.reasons.append(
+            f"live score: canary {on_canary.score_mean:.2f} vs stable {stable.score_mean:.2f} ({d:+.2f}, 95 % "
+            f"interval {low:+.2f} to {high:+.2f}; {on_canary.scored} and {stable.scored} scored): {reading}")
+        return reading
 
     def _canary_config(self) -> Any:
         from rf.config import CanaryConfig
@@ -419,6 +478,9 @@ class CanaryService(ServiceBase):
         figures = {"arms": to_dict(canary.arms), "failure_rate_delta": canary.failure_rate_delta,
                    "delta_low": canary.delta_low, "delta_high": canary.delta_high, "verdict": canary.verdict,
                    "weight": canary.weight}
+        if canary.score_delta is not None:
+            figures.update(score_delta=canary.score_delta, score_delta_low=canary.score_delta_low,
+                           score_delta_high=canary.score_delta_high)
         with self.store.write_lock:
             row = self.store.running_canary()
             if row is None or row["id"] != canary_id:
@@ -469,11 +531,15 @@ def _connector(data: dict[str, Any]) -> Connector:
 
 class CanaryWatch:
     """The server's canary check (:meth:`CanaryService.check_canary`): woken when canary
-    executions end (``note()``, an event set: nothing else per execution), at most once every
-    ``interval_s``; also every ``refresh_s`` whatever happens, so a canary another replica
-    started, changed or ended reaches this one's routing."""
+    executions end (:meth:`ended`: an event set, and the live scorer's sampling — nothing else
+    per execution), at most once every ``interval_s``; also every ``refresh_s`` whatever
+    happens, so a canary another replica started, changed or ended reaches this one's routing.
+    Its :class:`~rf.services.canary_scoring.LiveScorer` scores a sample of both arms on a thread
+    of its own (a judge's call never delays the check)."""
 
     def __init__(self, services: Any, *, interval_s: float = 1.0, refresh_s: float = 5.0) -> None:
+        from rf.services.canary_scoring import LiveScorer
+
         self.services = services
         self.interval_s = interval_s
         self.refresh_s = refresh_s
@@ -481,17 +547,25 @@ class CanaryWatch:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.note: Callable[[], None] = self._event.set
+        self.scorer = LiveScorer(services, sample=services._canary_config().score_sample)
+
+    def ended(self, execution: Any) -> None:
+        """An execution on an arm ended (the request path: cheap)."""
+        self._event.set()
+        self.scorer.offer(execution)
 
     def start(self) -> None:
         self.services._canary_watch = self
         self._thread = threading.Thread(target=self._loop, name="rf-canary-watch", daemon=True)
         self._thread.start()
+        self.scorer.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._event.set()
         if self.services._canary_watch is self:
             self.services._canary_watch = None
+        self.scorer.stop()
         if self._thread is not None:
             self._thread.join(timeout=5)
 

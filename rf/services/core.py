@@ -211,11 +211,17 @@ class CoreServices:
     def deployed_agents(self, env: str) -> list[tuple[Agent, str, dict[str, Any]]]:
         """``(agent, commit, configuration)`` of every agent deployed in ``env``: what
         ``/{env}/mcp`` lists as tools (the configuration's ``description`` and
-        ``input_schema`` are that commit's agent.toml)."""
+        ``input_schema`` are that commit's agent.toml). In production, an agent a running canary
+        brings (on its arm only) is listed with the canary's commit."""
         check_env(env)
         deployed = []
+        canary_agents: dict[str, str] = {}
+        if env == "production":
+            routing = self._routing or self._load_routing()
+            canary_agents = routing.canary.agents if routing.canary is not None else {}
         for agent in self.list_agents():
-            commit = agent.staging_commit if env == "staging" else agent.production_commit
+            commit = agent.staging_commit if env == "staging" else (agent.production_commit
+                                                                    or canary_agents.get(agent.name))
             if commit is not None:
                 deployed.append((agent, commit, self._commit_config(commit)))
         return deployed
@@ -469,7 +475,13 @@ class CoreServices:
     ) -> Execution:
         """Run the commit ``env`` points at and record the execution (in production, the
         commit of the arm the request is routed to: see rf.services.canary)."""
-        arm = self._arm(env, session_id, source)
+        return self.invoke_routed(self._arm(env, session_id, source), env, name, input, session_id, source,
+                                  on_chunk)
+
+    def invoke_routed(self, arm: Any, env: str, name: str, input: Any = None, session_id: str | None = None,
+                      source: str = "invoke", on_chunk: Callable[[Any], None] | None = None) -> Execution:
+        """:meth:`invoke` on the arm :meth:`check_invoke` routed the request to (a stream checks
+        before it answers, then runs: one routing decision for both)."""
         commit_id = self._arm_target(env, name, arm)
         config = self._commit_config(commit_id)
         if config.get("input_schema") is not None:  # [input] schema (none: nothing to pay)
@@ -493,12 +505,37 @@ class CoreServices:
         return routing.pick(session_id if isinstance(session_id, str) else None, source)
 
     def _arm_target(self, env: str, name: str, arm: Any) -> str:
-        """The commit agent ``name`` runs on *arm*: the canary's, else the environment's head."""
+        """The commit agent ``name`` runs on *arm*: the canary's, else the environment's head.
+        An agent production has only on the canary arm is NotFound on stable, saying so."""
         if arm is not None and arm.agents:
             commit_id = arm.agents.get(name)
             if commit_id is not None:
                 return str(commit_id)
-        return self.target(env, name)
+        try:
+            return self.target(env, name)
+        except NotFound:
+            routing = self._routing if arm is not None and arm.arm == "stable" else None
+            if routing is None or routing.canary is None or name not in routing.canary.agents:
+                raise
+            raise NotFound(
+                f"agent {name!r} is in production only on the canary arm (canary {routing.canary_id} at "
+                f"{routing.weight:g} %), and this request was routed to stable",
+                "a session keeps its arm: another session id may reach it; or give the canary all of "
+                "production: rf releases canary weight 100, or promote it: rf releases canary promote") from None
+
+    def reachable_commit(self, env: str, name: str) -> str | None:
+        """The commit agent *name* runs in *env* on some arm — in production, stable's, else a
+        running canary's (an agent the canary brings): what a surface that lists or describes
+        an environment's agents shows. None (no error) when there is none."""
+        try:
+            return self.target(env, name)
+        except NotFound:
+            if env != "production":
+                return None
+        routing = self._routing
+        if routing is None:
+            routing = self._load_routing()
+        return routing.canary.agents.get(name) if routing.canary is not None else None
 
     def _load_routing(self) -> Any:
         """Production's arms (rf.services.canary.CanaryService)."""
@@ -525,15 +562,19 @@ class CoreServices:
             raise NotFound(f"agent {name!r} has no staging deployment", f"deploy it: rf agents deploy {name}")
         return commit_id
 
-    def check_invoke(self, env: str, name: str, input: Any = None) -> str:
-        """What :meth:`invoke` checks before it runs: the commit ``env`` runs (NotFound if
-        none), and the input against its ``[input] schema`` (UsageError). For answers that
-        must fail before they start (a stream)."""
-        commit_id = self.target(env, name)
+    def check_invoke(self, env: str, name: str, input: Any = None, session_id: str | None = None,
+                     source: str = "endpoint") -> Any:
+        """What :meth:`invoke` checks before it runs, for answers that must fail before they
+        start (a stream): the request routed to its production arm, the commit it runs there
+        (NotFound if none: on stable, an agent only the canary has says so), and the input
+        against its ``[input] schema`` (UsageError). The arm (None in staging): run it with
+        :meth:`invoke_routed`, so the check and the run see the same arm."""
+        arm = self._arm(env, session_id, source)
+        commit_id = self._arm_target(env, name, arm)
         config = self._commit_config(commit_id)
         if config.get("input_schema") is not None:
             check_input(config, input, env, name)
-        return commit_id
+        return arm
 
     def _commit_config(self, commit_id: str) -> dict[str, Any]:
         """The commit's stored configuration (``_config_dict``), with ``trace`` as
@@ -677,7 +718,7 @@ class CoreServices:
             tracer.trace_id = parent_trace.trace_id
         tracer.input = input
         # In flight: shown as running if it lasts (rf.store.executions.RunningMarkers).
-        self.store.running.track(execution_id, tracer)
+        self.store.running.track(execution_id, tracer, None if arm is None else (arm.release_id, arm.arm))
         request = RunRequest(execution_id=execution_id, env=env, agent=name, input=input,
                              session_id=session_id, stream=stream, trace_root=tracer.root_id)
         return call, tracer, request
@@ -729,7 +770,7 @@ class CoreServices:
             # leave a reference cycle for the garbage collector to find.
             call.state.pop("trace", None)
         if execution.arm is not None and self._canary_watch is not None:
-            self._canary_watch.note()  # the server's canary check (auto-abort) looks soon
+            self._canary_watch.ended(execution)  # the canary check (auto-abort) looks soon; live scoring samples
         return execution
 
     def host_handler(self, call: HostCall) -> Callable[[str, dict[str, Any]], Any]:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import duckdb
 
 _COLUMNS = ("id, status, weight, stable_release_id, state, started_at, started_by, ended_at, ended_by,"
-            " end_release_id, figures")
+            " end_release_id, figures, score_dropped")
 
 
 def _canary(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -25,7 +25,7 @@ def _canary(row: tuple[Any, ...]) -> dict[str, Any]:
             "state": json.loads(row[4]), "started_at": iso(row[5]), "started_by": row[6],
             "ended_at": iso(row[7]) if row[7] is not None else None, "ended_by": row[8],
             "end_release_id": row[9], "figures": json.loads(row[10]) if row[10] else None,
-            "started": row[5], "ended": row[7]}
+            "started": row[5], "ended": row[7], "score_dropped": int(row[11] or 0)}
 
 
 class CanaryMixin:
@@ -84,7 +84,8 @@ class CanaryMixin:
         """Per arm (``stable``, ``canary``) of the production executions that arrived in
         [since, until]: ended executions, failures (anything but succeeded), p50/p95 duration."""
         self.flush()
-        where, params = ["env = 'production'", "arm IS NOT NULL", "started_at >= ?"], [since]
+        # (eval runs on production's state always take stable: they are not production's traffic)
+        where, params = ["env = 'production'", "arm IS NOT NULL", "started_at >= ?", "source <> 'eval'"], [since]
         if until is not None:
             where.append("started_at <= ?")
             params.append(until)
@@ -99,3 +100,32 @@ class CanaryMixin:
                       "p50_ms": None if p50 is None else round(float(p50), 3),
                       "p95_ms": None if p95 is None else round(float(p95), 3)}
                 for arm, release_id, count, failures, p50, p95 in rows}
+
+    # ------------------------------------------------------------ live scoring
+    def insert_canary_score(self, cur: duckdb.DuckDBPyConnection, *, canary_id: str, execution_id: str, arm: str,
+                            agent: str, score: float, scores: list[dict[str, Any]], scored_at: dt.datetime) -> None:
+        cur.execute("INSERT INTO canary_scores VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [canary_id, execution_id, arm, agent, score, json.dumps(scores), scored_at])
+
+    def add_canary_dropped(self, cur: duckdb.DuckDBPyConnection, canary_id: str, dropped: int) -> None:
+        """Count executions sampled for scoring but dropped (the scoring queue was full)."""
+        cur.execute("UPDATE canaries SET score_dropped = coalesce(score_dropped, 0) + ? WHERE id = ?",
+                    [dropped, canary_id])
+
+    def canary_score_figures(self, canary_id: str) -> dict[str, dict[str, Any]]:
+        """Per arm of a canary's scored executions: how many, the sum of their scores and of
+        their squares (the mean and variance follow), how many passed every scorer."""
+        rows = self.cursor().execute(
+            """SELECT arm, count(*), sum(score), sum(score * score), count(*) FILTER (WHERE score >= 1)
+               FROM canary_scores WHERE canary_id = ? GROUP BY arm""", [canary_id]).fetchall()
+        return {arm: {"scored": int(n), "sum": float(total or 0.0), "sum_squares": float(squares or 0.0),
+                      "passed": int(passed)} for arm, n, total, squares, passed in rows}
+
+    def canary_scores(self, canary_id: str, limit: int = 20, *, failed_only: bool = True) -> list[dict[str, Any]]:
+        """A canary's newest scored executions (by default those that missed a scorer)."""
+        where = "canary_id = ?" + (" AND score < 1" if failed_only else "")
+        rows = self.cursor().execute(
+            f"SELECT execution_id, arm, agent, score, scores, scored_at FROM canary_scores WHERE {where}"
+            " ORDER BY scored_at DESC LIMIT ?", [canary_id, limit]).fetchall()
+        return [{"execution_id": r[0], "arm": r[1], "agent": r[2], "score": float(r[3]), "scores": json.loads(r[4]),
+                 "scored_at": iso(r[5])} for r in rows]

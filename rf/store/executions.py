@@ -39,7 +39,7 @@ _COLUMNS = (
     "id, env, agent, commit_id, source, status, input, output, error, error_type, traceback, logs,"
     " started_at, ended_at, duration_ms, session_id, queued_ms, parent_id, release_id, arm"
 )
-_MARKER_COLUMNS = "id, env, agent, commit_id, source, session_id, input, started_at, run_started_at"
+_MARKER_COLUMNS = "id, env, agent, commit_id, source, session_id, input, started_at, run_started_at, release_id, arm"
 #: The latest marker of each execution (one is written while it waits, another once it runs).
 _LATEST = "QUALIFY row_number() OVER (PARTITION BY id ORDER BY marked_at DESC) = 1"
 
@@ -108,12 +108,18 @@ class RunningMarkers:
         self._after_ns = int(after_s * 1e9)
         self._tick_s = tick_s
         self._inflight: dict[str, InFlight] = {}
+        #: the release and arm of production executions in flight (what their markers record)
+        self._releases: dict[str, tuple[str | None, str | None]] = {}
         self._lock = threading.Lock()
         self._ticking = False
         #: markers written for executions still in flight (none: readers skip the table)
         self.live = 0
 
-    def track(self, execution_id: str, entry: InFlight) -> None:
+    def track(self, execution_id: str, entry: InFlight, release: tuple[str | None, str | None] | None = None
+              ) -> None:
+        """An execution started; *release*: the ``(release id, arm)`` it runs (production)."""
+        if release is not None:
+            self._releases[execution_id] = release
         self._inflight[execution_id] = entry
         if not self._ticking:
             self._start()
@@ -124,6 +130,8 @@ class RunningMarkers:
         lock = self._lock
         lock.acquire()
         entry = self._inflight.pop(execution_id, None)
+        if self._releases:
+            self._releases.pop(execution_id, None)
         marked = entry is not None and entry.marked
         if marked:
             self.live -= 1
@@ -173,7 +181,7 @@ class RunningMarkers:
             for execution_id, entry, row in rows:
                 if self._inflight.get(execution_id) is not entry:
                     continue  # it ended meanwhile: no marker
-                self._writer.put("running_executions", (*row, *tail))
+                self._writer.put("running_executions", (*row, *tail, *self._releases.get(execution_id, _NO_RELEASE)))
                 if not entry.marked:
                     self.live += 1
                 entry.marked = 1 if row[8] is None else 2
@@ -182,6 +190,7 @@ class RunningMarkers:
             self._writer.hurry()  # visible and durable now, not after the writer's linger
 
 
+_NO_RELEASE: tuple[None, None] = (None, None)
 _registry_lock = threading.Lock()
 _recover_lock = threading.RLock()
 
@@ -244,6 +253,7 @@ class ExecutionsMixin:
         return Execution(
             id=row[0], env=row[1], agent=row[2], commit=row[3], source=row[4], status="running",
             input=_load(row[6]), started_at=iso(started), duration_ms=ran, queued_ms=queued, session_id=row[5],
+            release_id=row[9], arm=row[10],
         )
 
     # ------------------------------------------------------------ interrupted executions
@@ -294,13 +304,13 @@ class ExecutionsMixin:
         return len(rows) - len(ended)
 
     def _record_interrupted(self, row: tuple[Any, ...], now: _dt.datetime) -> None:
-        execution_id, env, agent, commit, source, session_id, input_text, started, run_started = row
+        execution_id, env, agent, commit, source, session_id, input_text, started, run_started, release_id, arm = row
         queued = _ms((run_started or started) - started)
         ran = _ms(now - (run_started or started))
         ex = Execution(
             id=execution_id, env=env, agent=agent, commit=commit, source=source, status="interrupted",
             error=INTERRUPTED_ERROR, error_type="interrupted", started_at=iso(started), ended_at=iso(now),
-            duration_ms=ran, queued_ms=queued, session_id=session_id,
+            duration_ms=ran, queued_ms=queued, session_id=session_id, release_id=release_id, arm=arm,
         )
         attributes: dict[str, Any] = {"commit": commit, "source": source, "error_type": "interrupted"}
         if session_id:
@@ -309,7 +319,7 @@ class ExecutionsMixin:
         root = dumps_lenient([ids[:32], ids[32:], micros_of(started) * 1000, micros_of(now) * 1000, "error",
                               INTERRUPTED_ERROR, attributes])
         row = (ex.id, env, agent, commit, source, ex.status, input_text, None, ex.error, ex.error_type, None, "",
-               started, now, ex.duration_ms, session_id, root, ex.queued_ms, None, None, None)
+               started, now, ex.duration_ms, session_id, root, ex.queued_ms, None, release_id, arm)
         self.writer.check("executions", (row,))
         self.writer.put("executions", row)
 
@@ -329,14 +339,13 @@ class ExecutionsMixin:
         arm: str | None = None,
     ) -> list[Execution]:
         """Executions of one environment, newest first (ids sort by time); those still
-        running (status ``running``) among them (not when filtered by release or arm: a
-        marker does not record them)."""
+        running (status ``running``) among them (a marker records the release and arm too)."""
         self.flush()
-        markers = (self._markers_checked() and status in (None, "running") and release_id is None
-                   and arm is None)
+        markers = self._markers_checked() and status in (None, "running")
         where = ["env = ?"]
         params: list[Any] = [env]
-        for column, value in (("agent", agent), ("session_id", session_id)):
+        for column, value in (("agent", agent), ("session_id", session_id), ("release_id", release_id),
+                              ("arm", arm)):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
@@ -351,7 +360,7 @@ class ExecutionsMixin:
         if status != "running":
             cols = _COLUMNS if full else _COLUMNS.replace("traceback, logs", "NULL, NULL")
             final_where, final_params = list(where), list(params)
-            for column, value in (("status", status), ("release_id", release_id), ("arm", arm)):
+            for column, value in (("status", status),):
                 if value is not None:
                     final_where.append(f"{column} = ?")
                     final_params.append(value)

@@ -561,6 +561,22 @@ MIGRATIONS: list[list[str]] = [
             figures VARCHAR                -- JSON: the per-arm figures when it ended (auto-abort's cause)
         )""",
     ],
+    # A canary's live scoring (a sample of both arms' executions scored by the live entry of the
+    # agent's eval suite), and the release and arm of executions still running (their markers).
+    [
+        "ALTER TABLE running_executions ADD COLUMN release_id VARCHAR",  # as executions.release_id
+        "ALTER TABLE running_executions ADD COLUMN arm VARCHAR",  # as executions.arm
+        "ALTER TABLE canaries ADD COLUMN score_dropped BIGINT DEFAULT 0",  # sampled, not scored: the queue was full
+        """CREATE TABLE canary_scores (
+            canary_id VARCHAR NOT NULL,    -- the canary running when the execution was scored
+            execution_id VARCHAR NOT NULL,
+            arm VARCHAR NOT NULL,          -- stable | canary
+            agent VARCHAR NOT NULL,
+            score DOUBLE NOT NULL,         -- the share of the live scorers that passed (0 to 1)
+            scores VARCHAR NOT NULL,       -- JSON [EvalScore]: each scorer's verdict and detail
+            scored_at TIMESTAMP NOT NULL
+        )""",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
