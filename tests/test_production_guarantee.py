@@ -72,6 +72,8 @@ def attempts(prod_trigger: str, staging_trigger: str) -> dict[str, list[dict[str
         "upload_chunk": [{"upload": "p" * 20, "offset": 0, "total": 3, "data": b"abc"}],
         # maintenance: deletes history beyond the retention, never what production runs or published
         "gc": [{}],
+        # production's recorded executions run again, on staging's state only
+        "replay": [{"name": "hello", "against": "production"}],
     }
 
 
