@@ -46,6 +46,9 @@ class HostCall:
     #: recorded connector answers this execution is served from (a replay, a replay-only eval:
     #: rf.evals.tape.Tape); None: connector calls go out as configured
     tape: Tape | None = None
+    #: production: the release and arm it runs (``rf.services.canary.Arm``: a running canary's
+    #: agents, prompts and connectors over production's on its canary arm); None in staging
+    arm: Any = None
 
     def start(self, deadline: float) -> None:
         """The worker started the execution; it times out at ``deadline`` (``time.monotonic()``)."""
