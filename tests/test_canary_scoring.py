@@ -200,6 +200,17 @@ def test_scoring_never_blocks_a_full_queue_drops_and_counts() -> None:
     off = LiveScorer(None, sample=0.0)
     off.offer(ex(1))
     assert off._queue.qsize() == 0 and off._dropped == 0
+    # An agent without a live entry is skipped while that canary runs, looked at again under the next.
+    from types import SimpleNamespace
+
+    services = SimpleNamespace(_routing=SimpleNamespace(canary_id="rel_a"))
+    skip = LiveScorer(services, sample=1.0)
+    skip._unscored = ("rel_a", frozenset({"bot"}))
+    skip.offer(ex(1))
+    assert skip._queue.qsize() == 0
+    services._routing.canary_id = "rel_b"
+    skip.offer(ex(2))
+    assert skip._queue.qsize() == 1
 
 
 def test_the_score_interval_needs_evidence() -> None:

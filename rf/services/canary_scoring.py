@@ -84,8 +84,8 @@ class LiveScorer:
         self._queue: queue.Queue[Execution] = queue.Queue(maxsize)
         self._lock = threading.Lock()
         self._dropped = 0  #: dropped since the last count written to the store
-        #: agents with no live entry under the running canary (read by offer: replaced, never changed)
-        self._unscored: frozenset[str] = frozenset()
+        #: (canary id, agents with no live entry under it): read by offer, replaced, never changed
+        self._unscored: tuple[str, frozenset[str]] = ("", frozenset())
         self._specs: dict[str, dict[str, Any] | None] = {}  #: commit → its suite's live entry
         self._canary_id = ""
         self._tools: Any = None
@@ -98,8 +98,13 @@ class LiveScorer:
         """An execution on an arm ended: maybe queue it for scoring (never blocks)."""
         sample = self.sample
         if (sample <= 0 or execution.status != "succeeded" or execution.source in _NOT_TRAFFIC
-                or execution.agent in self._unscored or (sample < 1 and random.random() >= sample)):
+                or (sample < 1 and random.random() >= sample)):
             return
+        canary_id, unscored = self._unscored
+        if execution.agent in unscored:
+            routing = self.services._routing
+            if routing is not None and routing.canary_id == canary_id:
+                return  # (under another canary its suite may have a live entry: look again)
         try:
             self._queue.put_nowait(execution)
         except queue.Full:
@@ -158,10 +163,12 @@ class LiveScorer:
         if execution.arm == "canary" and execution.release_id != routing.canary_id:
             return None  # an earlier canary's
         if routing.canary_id != self._canary_id:
-            self._canary_id, self._specs, self._unscored = routing.canary_id, {}, frozenset()
+            self._canary_id, self._specs = routing.canary_id, {}
         spec = self._spec(execution.agent, routing)
         if spec is None:
-            self._unscored = self._unscored | {execution.agent}
+            canary_id, unscored = self._unscored
+            self._unscored = (routing.canary_id, (unscored if canary_id == routing.canary_id else frozenset())
+                              | {execution.agent})
             return None
         if self._tools is None:
             from rf.services.evals import _Tools
