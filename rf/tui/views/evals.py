@@ -55,6 +55,11 @@ def eval_evidence(evals: list[AgentEvalEvidence]) -> RenderableType:
     failures, and the note (why an agent was not evaluated, what it was affected through)."""
     if not evals:
         return Text("No eval suite covers these changes: nothing to compare.", style="dim")
+    without = [e.agent for e in evals if e.status == "no-suite"]
+    evals = [e for e in evals if e.status != "no-suite"]
+    if not evals:
+        return Text(f"No eval suite (no gate): {', '.join(without)} — add cases in agents/NAME/evals/.",
+                    style="dim")
     table = render.grid(header=True)
     table.add_column("agent", style="bold", no_wrap=True)
     table.add_column("production", no_wrap=True)
@@ -74,6 +79,8 @@ def eval_evidence(evals: list[AgentEvalEvidence]) -> RenderableType:
         table.add_row(e.agent, before, "→", after, Text(", ".join(e.regressions), style=f"bold {FAIL}"),
                       Text(", ".join(e.new_failures), style="yellow"), note)
     parts: list[RenderableType] = [table]
+    if without:
+        parts.append(Text(f"no eval suite (no gate): {', '.join(without)}", style="dim"))
     regressed = [e for e in evals if e.regressions]
     if regressed:
         count = sum(len(e.regressions) for e in regressed)

@@ -79,6 +79,8 @@ def plan_with_evidence(plan: ReleasePlan) -> RenderableType:
     changes), then the items, warnings and missing dependencies."""
     if not plan.evals:
         return render.release_plan(plan)
+    if all(e.status == "no-suite" for e in plan.evals):  # nothing to compare: a line after the items
+        return Group(render.release_plan(plan), eval_evidence(plan.evals))
     return Group(Text("eval suites (cases passed: production → staging)", style="bold"), eval_evidence(plan.evals),
                  Text(""), render.release_plan(plan))
 
