@@ -408,7 +408,7 @@ class EvalsView(View):
         head.update(Text.assemble(
             (run.agent, "bold"), "  ", render.env_text(run.env), f" commit {short(run.commit, 12)}  ",
             passed_text(run.passed, run.total), " passed", f"  · {duration(run.duration_ms)}",
-            f" · {run.workers} at a time · {when(run.started_at)} UTC",
+            f" · {run.workers} at a time · connectors: {run.connectors} · {when(run.started_at)} UTC",
             (f" · {', '.join(run.files)}" if run.files else "", "dim"),
             ("  · failed only (f)" if self.failed_only else "", "yellow")))
         keep = self.case_place
