@@ -306,7 +306,8 @@ class ConnectorsService(CredentialsService):
 
     def _find(self, slug: str, env: str, tx: Repositories | None = None) -> Connector | None:
         """The instance or None. ``tx``: the repositories of an open unit of work, if any."""
-        row = (tx or self.store).connectors.connector_row(env, slug)
+        repos = self.store if tx is None else tx
+        row = repos.connectors.connector_row(env, slug)
         return self._instance(row) if row is not None else None
 
     def list_connectors(self, env: str = "staging") -> list[Connector]:
