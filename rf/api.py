@@ -236,6 +236,16 @@ RELEASE_ROUTES: list[Route] = [
           summary="What rolling a release back would publish"),
     Route("rollback_release", "POST", "/releases/{release_id}/rollback", models.Release,
           summary="Return production to its state before a release (a new release)"),
+    # A canary release (publish_release with canary=PERCENT starts one): see rf.services.canary.
+    Route("canary_status", "GET", "/releases/canary", models.Canary,
+          summary="The running canary (else the newest): per arm executions, failures, failure rate, p50/p95 "
+                  "duration; the failure-rate difference with its 95 % interval and a verdict"),
+    Route("set_canary_weight", "POST", "/releases/canary/weight", models.Canary,
+          summary="Change the running canary's share of production traffic (recorded in the history)"),
+    Route("promote_canary", "POST", "/releases/canary/promote", models.Release,
+          summary="Make the running canary the whole of production (a release of kind canary-promote)"),
+    Route("abort_canary", "POST", "/releases/canary/abort", models.Release,
+          summary="Send all production traffic back to stable at once (recorded, with the per-arm figures)"),
 ]
 
 KEY_ROUTES: list[Route] = [
@@ -303,13 +313,14 @@ DEVELOPER_ROUTES = frozenset({
     "set_kb_embedder", "test_provider", "upload_chunk",
 })
 PUBLISHER_ROUTES = frozenset({"promote", "publish_prompt", "publish_connector", "plan_release", "publish_release",
-                              "plan_rollback", "rollback_release", "approve_plan"})
+                              "plan_rollback", "rollback_release", "approve_plan",
+                              "set_canary_weight", "promote_canary", "abort_canary"})
 ADMIN_ROUTES = frozenset({"set_credential", "delete_credential", "add_provider", "remove_provider",
                           "set_default_provider", "add_data_source", "remove_data_source", "create_key",
                           "revoke_key", "gc", "add_user", "remove_user", "set_user_role"})
 #: Recorded in the audit log with their actor.
 AUDITED = frozenset({"deploy", "delete_agent", "promote", "publish_prompt", "publish_connector", "publish_release",
-                     "rollback_release", "approve_plan", "set_credential", "delete_credential", "add_provider",
+                     "rollback_release", "approve_plan", "set_canary_weight", "promote_canary", "abort_canary", "set_credential", "delete_credential", "add_provider",
                      "remove_provider", "set_default_provider", "add_data_source", "remove_data_source",
                      "create_key", "revoke_key", "gc", "add_user", "remove_user", "set_user_role", "create_token",
                      "revoke_token"})

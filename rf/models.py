@@ -143,6 +143,11 @@ class Execution:
     queued_ms: float = 0.0
     #: the execution whose agent called this one with ``ctx.agents.invoke`` (None: called from outside)
     parent_id: str | None = None
+    #: production: the release whose state it ran (a running canary's own release on its canary arm);
+    #: None in staging (and for production executions recorded before releases were recorded on them)
+    release_id: str | None = None
+    #: ``stable`` or ``canary`` when it ran while a canary release ran in production; None otherwise
+    arm: str | None = None
 
 
 @dataclass
@@ -507,6 +512,9 @@ class SessionSummary:
     started_at: str
     updated_at: str
     last_message: str = ""  #: a one-line preview of the newest message
+    #: production: the release and arm of its latest execution (a session keeps its arm while a canary runs)
+    release_id: str | None = None
+    arm: str | None = None
 
 
 @dataclass
@@ -579,6 +587,9 @@ class TraceSummary:
     started_at: str  #: ISO-8601 UTC
     duration_ms: float
     error: str | None = None
+    #: production: the release it ran, and its arm while a canary ran
+    release_id: str | None = None
+    arm: str | None = None
 
 
 @dataclass
@@ -845,13 +856,69 @@ class Release:
     author: str
     message: str
     plan_id: str
-    kind: str  #: publish | rollback
+    #: publish | rollback | canary (started as a canary: production unchanged) | canary-promote
+    #: (the canary became production) | canary-weight | canary-abort (no items: production unchanged)
+    kind: str
     items: list[ReleaseItem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     #: the plan's eval evidence, as reviewed (see ReleasePlan.evals)
     evals: list[AgentEvalEvidence] = field(default_factory=list)
     #: why regressions were published anyway (``--accept-regressions -m WHY``); None: none were
     accepted_regressions: str | None = None
+    #: the canary release it started, changed or ended (kinds canary, canary-*); None otherwise
+    canary: str | None = None
+    #: a canary's share of production traffic (percent) it set (kinds canary, canary-weight)
+    weight: float | None = None
+    #: the canary's per-arm figures when it was promoted or aborted (an auto-abort's cause)
+    figures: dict[str, Any] | None = None
+
+
+#: Release kinds that change production; the others record a canary's life (production unchanged).
+PRODUCTION_RELEASE_KINDS = ("publish", "rollback", "canary-promote")
+
+
+@dataclass
+class CanaryArm:
+    """One arm of a running canary: what its executions did since the canary started."""
+
+    arm: str  #: stable | canary
+    release_id: str | None  #: the release it runs
+    executions: int = 0  #: ended executions (those still running are not counted)
+    failures: int = 0  #: executions that did not succeed (failed, interrupted)
+    failure_rate: float = 0.0
+    #: Wilson 95 % interval of the failure rate
+    failure_rate_low: float = 0.0
+    failure_rate_high: float = 0.0
+    p50_ms: float | None = None  #: median duration
+    p95_ms: float | None = None
+
+
+@dataclass
+class Canary:
+    """A canary release: a share of production traffic on release N+1 beside release N."""
+
+    id: str  #: the canary's release (kind ``canary``); its arm's executions record it
+    status: str  #: running | promoted | aborted
+    weight: float  #: percentage of production traffic on the canary arm
+    stable_release_id: str | None
+    started_at: str
+    started_by: str
+    items: list[ReleaseItem] = field(default_factory=list)
+    ended_at: str | None = None
+    ended_by: str | None = None
+    end_release_id: str | None = None  #: the canary-promote or canary-abort release
+    arms: list[CanaryArm] = field(default_factory=list)  #: stable first
+    #: canary's failure rate minus stable's, with its 95 % interval (Newcombe's hybrid score method)
+    failure_rate_delta: float = 0.0
+    delta_low: float = 0.0
+    delta_high: float = 0.0
+    #: canary worse | no difference yet | canary better
+    verdict: str = "no difference yet"
+    #: ``[releases.canary]`` as in effect: auto_abort, max_failure_rate_delta, min_executions
+    auto_abort: dict[str, Any] = field(default_factory=dict)
+    #: the figures recorded when it ended (an auto-abort's cause)
+    figures: dict[str, Any] | None = None
+    message: str = ""
 
 
 # ------------------------------------------------------------ conversion
@@ -908,7 +975,8 @@ def _convert(hint: Any, value: Any) -> Any:
 class GcFreed:
     """What ``rf gc`` (or the server's retention) freed of one kind, or would free (dry run)."""
 
-    #: executions, spans, session_messages, release_plans, commits, blobs, working_copies, commit_dirs
+    #: executions, spans, session_messages, release_plans, eval_runs, commits, blobs, working_copies,
+    #: commit_dirs, upload_spools
     kind: str
     count: int  #: items of that kind (spans and session messages: each one, not rows)
     bytes: int  #: their stored size: row text and blob sizes inside the database, file sizes on disk

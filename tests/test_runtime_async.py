@@ -115,9 +115,12 @@ def test_waiting_calls_are_woken_one_per_free_worker_and_none_is_lost(tmp_path: 
         pool.close()
 
 
-def test_a_worker_handed_to_a_waiting_call_that_is_cancelled_goes_back_to_the_pool(tmp_path: Path) -> None:
-    """A finishing run hands its worker straight to the next call waiting on the loop; if
-    that call is cancelled before it resumes, the worker is released again, not lost."""
+def test_a_worker_handed_to_a_waiting_call_that_is_cancelled_is_not_lost(tmp_path: Path) -> None:
+    """A finishing run hands its worker straight to the next call waiting on the loop and, for
+    a small request, writes that request to the worker at once (it starts without waiting for
+    the call's task to be scheduled). If that call is cancelled before it resumes, the worker is
+    already running a request nobody will read: it is stopped, never handed its answer to the
+    next call, and room is made for a new worker. A large request is not written ahead."""
     code = tmp_path / "code"
     code.mkdir()
     (code / "agent.py").write_text(SLOW)
@@ -132,13 +135,25 @@ def test_a_worker_handed_to_a_waiting_call_that_is_cancelled_goes_back_to_the_po
         waiting = asyncio.ensure_future(pool.arun(key, code, "agent:slow", req(1)))
         await asyncio.sleep(0.01)
         assert pool._async_waiters.get(key)  # it waits for the busy worker
-        pool._release(worker, reusable=True)  # handed over to the waiting call...
-        assert worker.busy and not pool._async_waiters
+        pool._release(worker, reusable=True)  # handed over to the waiting call, request written...
+        assert worker.busy and not pool._async_waiters and worker.presend is not None
         waiting.cancel()  # ...which goes away before it runs
         assert (await asyncio.gather(waiting, return_exceptions=True))[0].__class__ is asyncio.CancelledError
-        assert not worker.busy and worker in pool._idle
         again = await asyncio.wait_for(pool.arun(key, code, "agent:slow", req(2)), 30)
-        assert again.status == "succeeded" and again.output == 2 and again.worker_pid == worker.pid
+        assert again.status == "succeeded" and again.output == 2 and again.worker_pid != worker.pid
+        assert worker not in pool._idle and worker.proc.wait(10) is not None
+
+        # A request larger than a pipe's atomic write waits for its own task to send it.
+        with pool._cond:
+            second = pool._take_idle(key, str(code), "agent:slow", [])
+        assert second is not None
+        big = "x" * 10_000
+        waiting = asyncio.ensure_future(pool.arun(key, code, "agent:slow", req(big)))
+        await asyncio.sleep(0.01)
+        pool._release(second, reusable=True)
+        assert second.busy and second.presend is None
+        result = await asyncio.wait_for(waiting, 30)
+        assert result.status == "succeeded" and result.output == big and result.worker_pid == second.pid
 
     try:
         asyncio.run(scenario())

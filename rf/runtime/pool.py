@@ -31,6 +31,7 @@ import functools
 import logging
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -347,6 +348,9 @@ class WorkerProcess:
         self.busy = False
         self.dead = False
         self.retiring = False
+        #: ``(started, deadline)`` when the next run's request was written to the pipe as this
+        #: worker was handed over (WorkerPool._hand_over); the run then only reads its answer.
+        self.presend: tuple[float, float] | None = None
         self.stop_reason: str | None = None
         #: ``(start_ns, end_ns, what differed)`` when the pool's ``prepare`` hook found the
         #: code directory not matching its commit and re-created it before this worker started.
@@ -356,6 +360,11 @@ class WorkerProcess:
 
     def __repr__(self) -> str:
         return f"<WorkerProcess pid={self.pid} key={self.key} ready={self.ready} busy={self.busy}>"
+
+    @property
+    def write_fd(self) -> int:
+        """The non-blocking end of the worker's stdin (requests and host-call replies)."""
+        return self._write_fd
 
     def send(self, data: bytes, deadline: float | None) -> None:
         write_all(self._write_fd, data, deadline)
@@ -628,6 +637,27 @@ class PoolLimits:
     max_waiting: int = 256
 
 
+#: requests up to this size are written to a worker as it is handed over to them; a pipe
+#: write of at most PIPE_BUF bytes is atomic (all or nothing), so it never needs a retry
+_PRESEND_MAX = min(select.PIPE_BUF, 4096)
+
+
+def _presend(worker: WorkerProcess, payload: bytes, timeout_s: float) -> tuple[float, float] | None:
+    """Write a waiting run's request to a worker just handed over to it, so the worker starts
+    at once instead of idling until that run's task is scheduled: ``(started, deadline)``, or
+    None when the pipe does not take it now (the run then sends it as usual)."""
+    started = time.perf_counter()
+    deadline = time.monotonic() + timeout_s
+    try:
+        written = os.write(worker.write_fd, payload)
+    except OSError:  # full (BlockingIOError) or gone: the run's own send sees it
+        return None
+    if written != len(payload):  # cannot happen for <= PIPE_BUF bytes; never leave half a frame
+        worker.dead = True
+        return started, deadline
+    return started, deadline
+
+
 def _executor(name: str, size: int) -> Any:
     from concurrent.futures import ThreadPoolExecutor
 
@@ -841,6 +871,9 @@ class WorkerPool:
                             waiter = loop.create_future()
                             waiter.rf_key = key  # type: ignore[attr-defined]
                             waiter.rf_code = (os.fspath(code_dir), entrypoint)  # type: ignore[attr-defined]
+                            # a small request is written to the worker as it is handed over
+                            waiter.rf_payload = payload if len(payload) <= _PRESEND_MAX else None  # type: ignore[attr-defined]
+                            waiter.rf_timeout = timeout_s  # type: ignore[attr-defined]
                             self._async_waiters.setdefault(key, collections.deque()).append((loop, waiter))
                 if victims:
                     await in_executor(blocking_run_executor(), self._kill_all, victims)
@@ -862,7 +895,12 @@ class WorkerPool:
                 except asyncio.CancelledError:
                     if waiter.done() and not waiter.cancelled() and waiter.exception() is None:  # woken, then cancelled
                         handed = waiter.result()
-                        if handed is not None:
+                        if handed is not None and handed.presend is not None:
+                            # it already runs this request: its answer would reach the next one
+                            handed.presend = None
+                            self._unwatch(handed)
+                            blocking_run_executor().submit(self._release, handed, reusable=False)
+                        elif handed is not None:
                             self._release(handed, reusable=True)
                         else:
                             with self._cond:
@@ -878,9 +916,9 @@ class WorkerPool:
                 with self._cond:
                     self._stop_waiting(key)
         waited = (waited_from, time.time_ns()) if waited_from else None
-        if worker is None or not worker.ready:
+        if worker is None or not worker.ready or (worker.presend is not None and worker.dead):
             if worker is not None:
-                self._release(worker, reusable=True)
+                self._release(worker, reusable=worker.presend is None)
             result = await in_thread()
             if waited is not None:  # the wait on the loop, then any in run()
                 result.queue_wait = (waited[0], result.queue_wait[1] if result.queue_wait else waited[1])
@@ -910,8 +948,13 @@ class WorkerPool:
         import asyncio
 
         loop = asyncio.get_running_loop()
-        started = time.perf_counter()
-        deadline = time.monotonic() + timeout_s
+        presend = worker.presend
+        if presend is not None:  # written as the worker was handed over (see _hand_over)
+            worker.presend = None
+            started, deadline = presend
+        else:
+            started = time.perf_counter()
+            deadline = time.monotonic() + timeout_s
         if on_start is not None:
             on_start(deadline)
         worker.runs += 1
@@ -933,8 +976,10 @@ class WorkerPool:
 
         exchange = _Exchange(worker, started, self.max_message_bytes, on_chunk)
         try:
-            worker.send(payload, deadline)
-            wait = True  # the answer cannot be there yet: wait before trying to read
+            if presend is None:
+                worker.send(payload, deadline)
+            # a request just written cannot have its answer yet: wait before trying to read
+            wait = presend is None
             while True:
                 if wait:
                     await readable()
@@ -1170,6 +1215,8 @@ class WorkerPool:
             if future is not None:
                 if not future.done():
                     future.set_result(None)
+            elif worker.presend is not None:  # its run is about to read (it was handed over)
+                return
             elif worker.watched_by is loop:  # nobody waits (e.g. it died between runs): stop watching
                 WorkerPool._unwatch(worker)
 
@@ -1219,6 +1266,9 @@ class WorkerPool:
         if not queue:
             del self._async_waiters[worker.key]
         worker.last_used = time.monotonic()
+        payload = getattr(future, "rf_payload", None)
+        if payload is not None:
+            worker.presend = _presend(worker, payload, getattr(future, "rf_timeout", 60.0))
         future.set_result(worker)
         return True
 

@@ -6,6 +6,7 @@ enforced here — whatever the surface, a mutation aimed at production that is
 not a release is refused by :func:`require_staging`.
 """
 
+from rf.services.canary import CanaryService
 from rf.services.connectors import ConnectorsService
 from rf.services.core import CoreServices, require_staging
 from rf.services.credentials import CredentialsService
@@ -32,6 +33,7 @@ class Services(
     SessionsService,
     TracesService,
     TriggersService,
+    CanaryService,
     ReleasesService,
     KnowledgeService,
     DataSourcesService,

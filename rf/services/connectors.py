@@ -310,6 +310,15 @@ class ConnectorsService(CredentialsService):
         row = repos.connectors.connector_row(env, slug)
         return self._instance(row) if row is not None else None
 
+    def _instance_for(self, call: HostCall, slug: str) -> Connector | None:
+        """The instance an execution sees: a running canary's on its canary arm, else its environment's."""
+        arm = call.arm
+        if arm is not None and arm.connectors:
+            found: Connector | None = arm.connectors.get(slug)
+            if found is not None:
+                return found
+        return self._find(slug, call.env)
+
     def list_connectors(self, env: str = "staging") -> list[Connector]:
         """The instances of one environment, with their resources and both environments' settings."""
         check_env(env)
@@ -1113,7 +1122,7 @@ class ConnectorsService(CredentialsService):
     @host_method("connectors.describe")
     def _host_connectors_describe(self, call: HostCall, slug: str, resource: str) -> dict[str, Any]:
         """Name, description and parameter schema of a resource (for LLM tool use)."""
-        c = self._find(slug, call.env)
+        c = self._instance_for(call, slug)
         if c is None:
             raise self._missing_instance(slug, call.env)
         r = self._resource(c, resource)
@@ -1130,7 +1139,7 @@ class ConnectorsService(CredentialsService):
         """Call ``resource`` of the instance of ``slug`` in the execution's environment."""
         if not isinstance(slug, str) or not isinstance(resource, str):
             raise UsageError("ctx.connectors.call(slug, resource, **params): slug and resource must be strings")
-        c = self._find(slug, call.env)
+        c = self._instance_for(call, slug)
         if c is None:
             raise self._missing_instance(slug, call.env)
         r = self._resource(c, resource)

@@ -40,6 +40,9 @@ class HostCall:
     #: the agents whose calls led here, outermost first (empty when called from outside): a call
     #: back into one of them is a cycle, and their number is the depth
     chain: tuple[str, ...] = ()
+    #: production: the release and arm it runs (``rf.services.canary.Arm``: a running canary's
+    #: agents, prompts and connectors over production's on its canary arm); None in staging
+    arm: Any = None
 
     def start(self, deadline: float) -> None:
         """The worker started the execution; it times out at ``deadline`` (``time.monotonic()``)."""

@@ -376,13 +376,19 @@ class SessionsService(ServiceBase):
     """Mixed into :class:`rf.services.Services`."""
 
     # ------------------------------------------------------------ sessions
-    def list_sessions(self, env: str = "staging", agent: str | None = None, limit: int = 50) -> list[SessionSummary]:
-        """Sessions of one environment, most recently active first."""
+    def list_sessions(self, env: str = "staging", agent: str | None = None, limit: int = 50,
+                      release: str | None = None, arm: str | None = None) -> list[SessionSummary]:
+        """Sessions of one environment, most recently active first; in production with the release
+        and arm of each one's latest execution (``release``, ``arm``: only those)."""
+        from rf.services.canary import arm_filters
+
         check_env(env)
         limit = _limit(limit, 10_000)
-        rows = self.store.list_sessions(env, agent=_text_param(agent), limit=limit)
+        release_id, arm = arm_filters(self, _text_param(release), arm)
+        rows = self.store.list_sessions(env, agent=_text_param(agent), limit=limit, release_id=release_id, arm=arm)
         return [SessionSummary(id=r[0], env=env, agent=r[1], messages=int(r[2]), started_at=iso(r[3]),
-                               updated_at=iso(r[4]), last_message=_preview(r[5])) for r in rows]
+                               updated_at=iso(r[4]), last_message=_preview(r[5]), release_id=r[6], arm=r[7])
+                for r in rows]
 
     def get_session(self, session_id: str, env: str = "staging", agent: str | None = None) -> SessionThread:
         """One session's messages, oldest first. Without ``agent``, the id must be used by one agent only."""

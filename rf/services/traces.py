@@ -425,6 +425,10 @@ class ExecutionTrace:
             attributes["session_id"] = execution.session_id
         if execution.parent_id:  # called by another agent (ctx.agents.invoke): same trace id as its caller
             attributes["parent_execution_id"] = execution.parent_id
+        if execution.release_id:  # production: the release it ran, and its arm while a canary runs
+            attributes["release_id"] = execution.release_id
+        if execution.arm:
+            attributes["arm"] = execution.arm
         if execution.error_type:
             attributes["error_type"] = execution.error_type
         if self.child_errors:
@@ -675,9 +679,14 @@ def span_of(row: SpanRow) -> Span:
 
 
 def _summary(row: SpanRow) -> TraceSummary:
-    return TraceSummary(execution_id=row[4], trace_id=row[1], env=row[0], agent=row[5], status=row[10],
-                        started_at=_iso_ns(int(row[8])), duration_ms=round((int(row[9]) - int(row[8])) / 1e6, 3),
-                        error=row[11])
+    summary = TraceSummary(execution_id=row[4], trace_id=row[1], env=row[0], agent=row[5], status=row[10],
+                           started_at=_iso_ns(int(row[8])),
+                           duration_ms=round((int(row[9]) - int(row[8])) / 1e6, 3), error=row[11])
+    attributes = row[12]
+    if row[0] == "production" and isinstance(attributes, str) and '"release_id"' in attributes:
+        found = json.loads(attributes)  # (a production root span names its release and arm)
+        summary.release_id, summary.arm = found.get("release_id"), found.get("arm")
+    return summary
 
 
 def _text_param(value: Any) -> Any:
@@ -700,19 +709,24 @@ class TracesService(ServiceBase):
 
     # ------------------------------------------------------------ reading
     def list_traces(self, env: str = "staging", agent: str | None = None, since: str | None = None,
-                    limit: int = 50) -> list[TraceSummary]:
-        """Traces (root spans) of one environment, newest first."""
+                    limit: int = 50, release: str | None = None, arm: str | None = None) -> list[TraceSummary]:
+        """Traces (root spans) of one environment, newest first (``release``, ``arm``: production's
+        of that release / canary arm only)."""
+        from rf.services.canary import arm_filters
+
         check_env(env)
         limit = _limit(limit, 10_000)
         since_ns = parse_since(since)
         agent = _text_param(agent)
+        release_id, arm = arm_filters(self, _text_param(release), arm)
+        only: dict[str, Any] = {"release_id": release_id, "arm": arm} if release_id is not None or arm is not None else {}
         if since_ns is not None:
-            rows = self.store.root_spans(env, agent=agent, since_ns=since_ns, limit=limit)
+            rows = self.store.root_spans(env, agent=agent, since_ns=since_ns, limit=limit, **only)
         else:
-            rows = self._recent_roots(env, agent, limit)
+            rows = self._recent_roots(env, agent, limit, **only)
         return [_summary(r) for r in rows]
 
-    def _recent_roots(self, env: str, agent: str | None, limit: int) -> list[SpanRow]:
+    def _recent_roots(self, env: str, agent: str | None, limit: int, **only: Any) -> list[SpanRow]:
         """The newest root spans, looking back in growing windows.
 
         Each window is a time-bounded scan that skips the row groups outside
@@ -725,12 +739,12 @@ class TracesService(ServiceBase):
         for _ in range(7):  # 1 h, 8 h, 64 h, 21 d, 170 d, 3.7 y, 30 y
             since = now - window
             found += self.store.root_spans(env, agent=agent, since_ns=since, until_ns=until,
-                                           limit=limit - len(found))
+                                           limit=limit - len(found), **only)
             if len(found) >= limit:
                 return found
             until = since
             window *= 8
-        return found + self.store.root_spans(env, agent=agent, until_ns=until, limit=limit - len(found))
+        return found + self.store.root_spans(env, agent=agent, until_ns=until, limit=limit - len(found), **only)
 
     def get_trace(self, execution_id: str, env: str | None = None) -> Trace:
         """The span tree of one execution (``env`` given: another environment's is 'not found')."""
