@@ -645,9 +645,9 @@ class ReleasesService(ServiceBase):
 
     def _apply(self, items: list[ReleaseItem], plan_id: str, kind: str, message: str, author: str,
                warnings: list[str], evidence: dict[str, Any] | None = None,
-               also: Callable[[Any, str], None] | None = None) -> Release:
+               also: Callable[[Repositories, str], None] | None = None) -> Release:
         """Apply *items* and record the release in one transaction (*also*: more writes of that
-        transaction, given its cursor and the release id: a canary's end with its promote)."""
+        unit of work, given its repositories and the release id: a canary's end with its promote)."""
         release_id = new_id("rel")
         now = utcnow()
         with self.store.unit_of_work() as tx:
@@ -665,7 +665,7 @@ class ReleasesService(ServiceBase):
                 evidence=evidence,
             )
             if also is not None:
-                also(cur, release_id)
+                also(tx, release_id)
         self._after_release_commit(release_id)
         self._release_applied()
         release = self.get_release(release_id)
