@@ -50,8 +50,9 @@ class Route:
 #: Parameters of Services methods that no request may set, on any route: Python
 #: objects of the server process (a chunk callback, an agent's host call), never
 #: JSON values. A route adds its own in ``Route.internal``.
-INTERNAL_PARAMS: frozenset[str] = frozenset({"on_chunk", "call", "author"})
-#: (``author`` is the authenticated caller's name: the server sets it from the token.)
+INTERNAL_PARAMS: frozenset[str] = frozenset({"on_chunk", "call", "author", "tape"})
+#: (``author`` is the authenticated caller's name: the server sets it from the token; ``tape``,
+#: recorded connector answers, rf.evals.tape, is set by the replay and eval services only.)
 
 
 ROUTES: list[Route] = [
@@ -76,6 +77,10 @@ ROUTES: list[Route] = [
     Route("run_eval", "POST", "/agents/{name}/eval", models.EvalResult, binary=("files",), accepts_upload=True,
           summary="Run an agent's eval suite against an environment's commit (or the working copy: files), "
                   "each case an execution with source eval; the cases' scores"),
+    Route("replay", "POST", "/agents/{name}/replay", models.ReplayResult,
+          summary="Run an agent's recorded production executions again on staging's state (source replay), "
+                  "connector calls answered from their recordings; per execution the status and output "
+                  "changes, and a summary (same / changed / newly failing / fixed)"),
     Route("list_eval_runs", "GET", "/evals", [models.EvalResult],
           summary="Stored eval runs, newest first (totals without cases; filter by agent and env)"),
     Route("get_eval_run", "GET", "/evals/{run_id}", models.EvalResult, summary="One stored eval run, every case"),
@@ -304,7 +309,7 @@ ROUTES += USER_ROUTES
 #: Every GET route is a viewer's; the POST/PATCH/DELETE routes are named here.
 READ_BODY_ROUTES = frozenset({"list_memory", "get_memory", "search_kb", "query_data", "create_token", "revoke_token"})
 DEVELOPER_ROUTES = frozenset({
-    "deploy", "delete_agent", "run_test", "invoke", "run_eval",
+    "deploy", "delete_agent", "run_test", "invoke", "run_eval", "replay",
     "create_prompt", "set_prompt", "delete_prompt",
     "create_connector", "edit_connector", "delete_connector", "add_resource", "edit_resource", "remove_resource",
     "import_openapi", "refresh_connector", "delete_memory", "clear_memory",

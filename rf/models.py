@@ -1054,6 +1054,72 @@ class EvalResult:
     started_at: str = ""
     duration_ms: float = 0.0  #: wall time of the whole run
     workers: int = 1  #: cases run at a time
+    #: how connector calls were answered: replay (from each case's recording; an unrecorded call
+    #: fails its case), live (unrecorded calls reach the instances), record (``rf eval --record``)
+    connectors: str = "replay"
+    #: ``--record``: what each case's calls answered, by recordings file
+    #: (``{"evals/x.recordings.json": {case id: [call, ...]}}``; see rf.evals.tape)
+    recordings: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+
+
+@dataclass
+class OutputChange:
+    """One difference between a recorded output and its replay, at a JSON path."""
+
+    path: str  #: where, e.g. ``message``, ``items[2]``, ``total.amount`` ("" : the whole output)
+    kind: str  #: changed | added | removed
+    before: Any = None
+    after: Any = None
+
+
+@dataclass
+class ReplayedExecution:
+    """One recorded execution run again (``rf replay``): what it did then, what it does now."""
+
+    execution_id: str  #: the recorded execution (production's)
+    #: same | changed (both succeeded, other output; or both failed, other error) |
+    #: newly_failing (succeeded then, fails now) | fixed (failed then, succeeds now)
+    outcome: str
+    before_status: str
+    after_status: str  #: succeeded | failed (failed too when it was refused before it ran)
+    replay_execution_id: str | None = None  #: the new execution (source replay), None if it never ran
+    input: Any = None
+    session_id: str | None = None  #: the recorded execution's session (its history up to that turn was replayed)
+    before_output: Any = None
+    after_output: Any = None
+    before_error: str | None = None
+    after_error: str | None = None
+    before_ms: float = 0.0
+    after_ms: float = 0.0
+    delta_ms: float = 0.0  #: after_ms - before_ms
+    changes: list[OutputChange] = field(default_factory=list)  #: output differences (JSON-aware)
+    replayed_calls: int = 0  #: connector calls answered from the recording
+    live_calls: int = 0  #: connector calls that reached staging's instances (--live-connectors)
+    unmatched: list[str] = field(default_factory=list)  #: calls the recording did not hold (they fail the run)
+    not_recorded: list[str] = field(default_factory=list)  #: recorded calls the trace kept too little of
+
+
+@dataclass
+class ReplayResult:
+    """``rf replay``: recorded executions of one environment run again on staging's state."""
+
+    id: str  #: this replay (its executions' sessions are named after it)
+    agent: str
+    from_env: str  #: whose recorded executions (production)
+    against: str  #: the state they ran on (staging)
+    commit: str  #: the commit they ran
+    llm: str = "configured"  #: configured (the providers as set up) | mock (the built-in mock)
+    live_connectors: bool = False
+    executions: list[ReplayedExecution] = field(default_factory=list)  #: oldest first
+    total: int = 0
+    same: int = 0
+    changed: int = 0
+    newly_failing: int = 0
+    fixed: int = 0
+    unmatched: int = 0  #: executions with at least one unmatched connector call
+    started_at: str = ""
+    duration_ms: float = 0.0
+    workers: int = 1
 
 
 @dataclass

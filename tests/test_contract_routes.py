@@ -102,6 +102,7 @@ def script(call: Recorder, root: Path) -> None:
     call("promote", "mem", ME, "first", True)
     ex = call("invoke", "staging", "mem", {"name": "ada"}, "s-contract")
     call("invoke", "production", "hello", {"name": "p"})
+    call("replay", "hello", "production", "staging", 1)  # that execution, again on staging's state
     call("list_executions", "staging")
     call("get_execution", ex.id if ex else "missing")
     # prompts

@@ -17,6 +17,7 @@ from rf.services.knowledge import KnowledgeService
 from rf.services.prompts import PromptsService
 from rf.services.providers import ProvidersService
 from rf.services.releases import ReleasesService
+from rf.services.replay import ReplayService
 from rf.services.retention import RetentionService
 from rf.services.sessions import SessionsService
 from rf.services.traces import TracesService
@@ -41,6 +42,7 @@ class Services(
     UploadsService,
     RetentionService,
     EvalsService,
+    ReplayService,
     UsersService,
     CoreServices,
 ):

@@ -87,6 +87,7 @@ from rf.services.host import HostCall, host_method
 if TYPE_CHECKING:
     import httpx
 
+    from rf.evals.tape import Tape
     from rf.store.interfaces import Repositories
 
 AUTH_KINDS = ("none", "api-key", "bearer", "basic")
@@ -1143,10 +1144,17 @@ class ConnectorsService(CredentialsService):
         if c is None:
             raise self._missing_instance(slug, call.env)
         r = self._resource(c, resource)
-        params = dict(params or {})
+        asked = params or {}
+        params = dict(asked)
         what = f"connector {slug!r} resource {resource!r} ({call.env})"
         self._validate_params(what, r, params)
         call.annotate(connector=slug, resource=resource, method=r.method)
+        tape = call.tape
+        if tape is not None:  # a replay or a replay-only eval: the recording answers first (rf.evals.tape)
+            recorded = tape.answer(slug, resource, r.method, asked)
+            if recorded is not None:
+                call.annotate(replayed=True, mock=False)
+                return recorded.answer()
         if mock or c.mock or os.environ.get("RF_CONNECTOR_MOCK", "").lower() in ("1", "true", "yes"):
             if r.mock_response is None:
                 raise NotFound(f"{what} has no mock response",
@@ -1154,9 +1162,42 @@ class ConnectorsService(CredentialsService):
             call.annotate(mock=True, url=c.base_url if c.kind == "mcp" else c.base_url.rstrip("/") + r.path,
                           status=None)
             return copy.deepcopy(r.mock_response)
+        if tape is not None:
+            if not tape.live:
+                return self._unmatched(call, tape, what, slug, resource, r.method, asked)
+            return self._call_live(call, c, r, params, tape, asked)
         if c.kind == "mcp":
             return self._call_tool(call, c, r, params)
         return self._send(call, c, r, params)
+
+    def _unmatched(self, call: HostCall, tape: Tape, what: str, slug: str, resource: str, method: str,
+                   asked: dict[str, Any]) -> Any:
+        """A request the recording does not hold, with live calls off: listed on the tape, and
+        the execution fails even if agent code catches the error (nothing went out)."""
+        shown = tape.miss(slug, resource, method, asked)
+        call.annotate(replayed=False, unmatched=True)
+        message = f"{what}: no recorded answer for {shown} in {tape.source}"
+        # The execution fails whatever agent code does with the error (see finish_execution).
+        call.state.setdefault("deferred_errors", []).append(f"ctx.connectors.call: {message}")
+        raise ConnectorError(message, "record it (rf eval AGENT --record), or let unrecorded calls reach staging's "
+                                      "instances: --live (rf eval) / --live-connectors (rf replay)")
+
+    def _call_live(self, call: HostCall, c: Connector, r: ConnectorResource, params: dict[str, Any], tape: Tape,
+                   asked: dict[str, Any]) -> Any:
+        """An unrecorded call sent to the instance (``--live``); when recording, its answer is kept,
+        redacted like a span (the execution's secrets and every known credential value)."""
+        from rf.evals.tape import Recorded
+        from rf.services.traces import redacted
+
+        try:
+            result = self._call_tool(call, c, r, params) if c.kind == "mcp" else self._send(call, c, r, params)
+        except ConnectorError as exc:
+            tape.went_live(Recorded(c.slug, r.slug, r.method, redacted(call, asked), error=redacted(call, {
+                "message": exc.message, "status": exc.status, "body": exc.body})) if tape.recording else None)
+            raise
+        tape.went_live(Recorded(c.slug, r.slug, r.method, redacted(call, asked), response=redacted(call, result))
+                       if tape.recording else None)
+        return result
 
     def _validate_params(self, what: str, r: ConnectorResource, params: dict[str, Any]) -> None:
         from jsonschema import Draft202012Validator

@@ -29,6 +29,7 @@ from rf.config import (
     parse_agent_toml,
 )
 from rf.errors import AgentCallError, Conflict, InvalidAgent, NotFound, ProductionReadOnly, UsageError
+from rf.evals.tape import Tape  # (at run time: the server reads invoke's annotations)
 from rf.ids import datetime_of_ns, iso, iso_of_ns, new_id, now_ns, utcnow
 from rf.models import (
     WORKING_COPY,
@@ -466,9 +467,11 @@ class CoreServices:
         session_id: str | None = None,
         source: str = "invoke",
         on_chunk: Callable[[Any], None] | None = None,
+        tape: Tape | None = None,
     ) -> Execution:
         """Run the commit ``env`` points at and record the execution (in production, the
-        commit of the arm the request is routed to: see rf.services.canary)."""
+        commit of the arm the request is routed to: see rf.services.canary; *tape*: recorded
+        connector answers, for a replay or a replay-only eval: see rf.evals.tape)."""
         arm = self._arm(env, session_id, source)
         commit_id = self._arm_target(env, name, arm)
         config = self._commit_config(commit_id)
@@ -479,7 +482,7 @@ class CoreServices:
             entrypoint=config.get("entrypoint", "agent:handle"), timeout_s=float(config.get("timeout_s", 60.0)),
             input=input, session_id=session_id, source=source, on_chunk=on_chunk,
             trace=config["trace"][env], trace_max_chars=int(config.get("trace_max_chars", DEFAULT_TRACE_MAX_CHARS)),
-            session_fields=config["session"], arm=arm,
+            session_fields=config["session"], arm=arm, tape=tape,
         )
 
     def _arm(self, env: str, session_id: str | None, source: str) -> Any:
@@ -567,7 +570,8 @@ class CoreServices:
         return self._run_working_copy(name, files, input, session_id, on_chunk)
 
     def _run_working_copy(self, name: str, files: dict[str, bytes], input: Any = None, session_id: str | None = None,
-                          on_chunk: Callable[[Any], None] | None = None, source: str = "test") -> Execution:
+                          on_chunk: Callable[[Any], None] | None = None, source: str = "test",
+                          tape: Tape | None = None) -> Execution:
         """:meth:`run_test` with the execution's *source* (``eval`` for ``rf eval --local``)."""
         check_name("agent", name)
         if "agent.toml" not in files:
@@ -582,7 +586,7 @@ class CoreServices:
             entrypoint=config.entrypoint, timeout_s=config.timeout_s, input=input, session_id=session_id,
             source=source, on_chunk=on_chunk, pool_label=f"{WORKING_COPY}:{digest}",
             trace=config.trace["staging"], trace_max_chars=config.trace_max_chars,
-            session_fields=run_config(_config_dict(config))["session"],
+            session_fields=run_config(_config_dict(config))["session"], tape=tape,
         )
 
     def _run(
@@ -604,6 +608,7 @@ class CoreServices:
         session_fields: tuple[str, str] | None = None,
         parent: HostCall | None = None,
         arm: Any = None,
+        tape: Tape | None = None,
     ) -> Execution:
         """Run one execution in a worker and record it: its trace (a root span around the
         run, a child span per host call, in the environment's trace mode), and, if it
@@ -613,7 +618,7 @@ class CoreServices:
         prepared = self._prepare_run(env=env, name=name, commit_label=commit_label, input=input,
                                      session_id=session_id, source=source, stream=on_chunk is not None,
                                      trace=trace, trace_max_chars=trace_max_chars, session_fields=session_fields,
-                                     parent=parent, arm=arm)
+                                     parent=parent, arm=arm, tape=tape)
         call, tracer, request = prepared
         try:
             result = self.pool.run(
@@ -654,7 +659,7 @@ class CoreServices:
     def _prepare_run(self, *, env: str, name: str, commit_label: str, input: Any, session_id: str | None,
                      source: str, stream: bool, trace: str, trace_max_chars: int,
                      session_fields: tuple[str, str] | None = None, parent: HostCall | None = None,
-                     arm: Any = None) -> Any:
+                     arm: Any = None, tape: Tape | None = None) -> Any:
         """The execution's call, trace and run request. *trace* is the mode of *env* for
         this commit (``[trace]`` in agent.toml); *session_fields*, the input and output fields
         its session keeps as messages (``[session]``; None: ``message`` for both); *parent*,
@@ -665,10 +670,12 @@ class CoreServices:
         check_session_id(session_id)
         execution_id = new_id("ex")
         call = HostCall(env=env, agent=name, execution_id=execution_id, session_id=session_id,
-                        commit=commit_label, source=source, arm=arm)
+                        commit=commit_label, source=source, arm=arm, tape=tape)
         if parent is not None:
             call.parent_id = parent.execution_id
             call.chain = (*parent.chain, parent.agent)
+            if parent.tape is not None:  # a replayed execution's calls to other agents replay too
+                call.tape = parent.tape
         if session_fields is not None and session_id is not None:
             call.state["session_fields"] = session_fields  # read by rf.services.sessions.finish_execution
         tracer = ExecutionTrace.begin(self.store, call, trace, trace_max_chars, now_ns())  # timing starts

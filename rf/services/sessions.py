@@ -465,10 +465,17 @@ class SessionsService(ServiceBase):
         """This execution's session, oldest first, including what it appended itself."""
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
             raise UsageError("ctx.session.history: limit must be a whole number ≥ 0")
-        if call.session_id is None or limit == 0:
+        tape = call.tape
+        if tape is not None and tape.history is not None and call.parent_id is None:
+            # a replayed turn: the recorded session before it (not its calls to other agents)
+            messages = [dict(m) for m in tape.history]
+        elif call.session_id is None or limit == 0:
             return []
-        stored = self.store.session_messages(call.env, call.session_id, call.agent, limit=limit)
-        messages = [{"role": r[1], "content": r[2]} for r in stored]
+        else:
+            stored = self.store.session_messages(call.env, call.session_id, call.agent, limit=limit)
+            messages = [{"role": r[1], "content": r[2]} for r in stored]
+        if limit == 0:
+            return []
         messages += [{"role": role, "content": json.loads(content)} for role, content, _ in call.state.get("session", ())]
         return messages[-limit:] if limit is not None else messages
 

@@ -47,6 +47,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rf.errors import NotFound, RfError, UsageError
+from rf.evals.tape import BODY_MAX
 from rf.ids import datetime_of_ns, iso
 from rf.jsonfast import dumps_lenient
 from rf.logsetup import KNOWN, REDACTED
@@ -70,6 +71,9 @@ KINDS = {
     "kb": "kb", "data": "data", "trace": "custom", "agents": "agent",
 }
 TRACE_MODES = ("full", "standard", "minimal")
+#: Host calls whose request and response a replay needs (rf.evals.tape): standard mode keeps
+#: their bodies up to BODY_MAX characters each, not ``trace_max_chars``.
+BODY_METHODS = frozenset({"connectors.call", "llm.chat"})
 DEFAULT_MAX_CHARS = 2000
 _SPAN_ID = re.compile(r"[0-9a-f]{16}")
 _NAME_MAX = 200
@@ -186,6 +190,20 @@ class ExecutionTrace:
             return value
         return f"{text[: self.max_chars]}… [{len(text) - self.max_chars} more characters]"
 
+    def _body(self, value: Any, attributes: dict[str, Any]) -> Any:
+        """A connector or LLM request/response body in standard mode: kept whole up to
+        :data:`BODY_MAX` characters of JSON (or ``max_chars``, if larger), so that a replay can
+        answer from it; a longer one is cut like any attribute and the span marked
+        ``body_truncated`` (that call cannot be replayed)."""
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        limit = max(self.max_chars, BODY_MAX)
+        text = value if isinstance(value, str) else _encode(value)
+        if len(text) <= limit:
+            return value
+        attributes["body_truncated"] = True
+        return f"{text[:limit]}… [{len(text) - limit} more characters]"
+
     def _attribute(self, value: Any) -> Any:
         """A custom or annotated attribute in standard mode."""
         if value is None or isinstance(value, bool | int | float):
@@ -297,10 +315,19 @@ class ExecutionTrace:
             attributes.update(extra)
         elif extra and self.mode == "standard":  # e.g. an LLM call's messages: truncated like inputs
             attributes.update({k: self._attribute(v) for k, v in extra.items()})
-        if self.mode != "minimal":
-            attributes["input"] = self._attribute(params) if self.mode == "standard" else params
+        if self.mode == "full":
+            attributes["input"] = params
             if has_output:
-                attributes["output"] = self._attribute(result) if self.mode == "standard" else result
+                attributes["output"] = result
+        elif self.mode == "standard":
+            if method in BODY_METHODS:  # what a replay answers from: whole bodies, up to BODY_MAX each
+                attributes["input"] = self._body(params, attributes)
+                if has_output:
+                    attributes["output"] = self._body(result, attributes)
+            else:
+                attributes["input"] = self._attribute(params)
+                if has_output:
+                    attributes["output"] = self._attribute(result)
         kind = KINDS.get(method.split(".", 1)[0], "custom")
         self._child(_new_span_id(), self._parent(parent), kind, method, start, end, status, error, attributes)
 
@@ -456,6 +483,22 @@ class ExecutionTrace:
             self.store.queue_span_batch(call.env, self.trace_id, call.execution_id, call.agent, min(starts),
                                         max(ends), len(rows) + self.raw_count, text)
         return root
+
+
+def redacted(call: HostCall, value: Any) -> Any:
+    """*value* as a span would keep it: every secret the execution registered and every known
+    credential value (rf.logsetup.KNOWN) replaced by ``[REDACTED]`` (for what is stored
+    outside the trace, e.g. the connector answers ``rf eval --record`` writes to a file)."""
+    secrets: set[str] | None = call.state.get("secrets")
+    if secrets:
+        value = _scrub(value, _secret_forms(secrets))
+    if KNOWN.active:
+        KNOWN.load()
+        text = _encode(value)
+        clean = KNOWN.json_text(text)
+        if clean != text:
+            value = json.loads(clean)
+    return value
 
 
 def _secret_forms(secrets: set[str]) -> list[str]:
