@@ -375,7 +375,7 @@ class CanaryService(ServiceBase):
 
         canary.score_sample = self._canary_config().score_sample
         canary.score_dropped = int(row.get("score_dropped") or 0)
-        figures = self.store.canary_score_figures(row["id"])
+        figures = self.store.releases.canary_score_figures(row["id"])
         sums = {}
         for a in canary.arms:
             got = figures.get(a.arm)
@@ -387,7 +387,7 @@ class CanaryService(ServiceBase):
             a.scored, a.score_passed = n, got["passed"]
             a.score_mean, a.score_low, a.score_high = round(total / n, 6), round(low, 6), round(high, 6)
         if sums:
-            canary.score_misses = self.store.canary_scores(row["id"], 5)
+            canary.score_misses = self.store.releases.canary_scores(row["id"], 5)
         if len(sums) < 2:
             return "no difference yet"
         d, low, high = difference(sums["canary"], sums["stable"])

@@ -145,8 +145,8 @@ class LiveScorer:
             return
         routing = self.services._routing or self.services._load_routing()
         if routing.canary is not None:
-            with self.services.store.transaction() as cur:
-                self.services.store.add_canary_dropped(cur, routing.canary_id, dropped)
+            with self.services.store.unit_of_work() as tx:
+                tx.releases.add_canary_dropped(routing.canary_id, dropped)
 
     def score(self, execution: Execution) -> float | None:
         """Score one execution by its agent's live entry and record it (None: not scored — the
@@ -182,9 +182,9 @@ class LiveScorer:
             for s in scores:
                 s.detail = KNOWN.text(s.detail)
         value = sum(1 for s in scores if s.passed) / len(scores)
-        with services.store.transaction() as cur:
-            services.store.insert_canary_score(
-                cur, canary_id=routing.canary_id, execution_id=execution.id, arm=execution.arm,
+        with services.store.unit_of_work() as tx:
+            tx.releases.insert_canary_score(
+                canary_id=routing.canary_id, execution_id=execution.id, arm=execution.arm,
                 agent=execution.agent, score=value, scores=to_dict(scores), scored_at=utcnow())
         self.scored += 1
         return value

@@ -108,14 +108,14 @@ class CanaryMixin:
                 for arm, release_id, count, failures, p50, p95 in rows}
 
     # ------------------------------------------------------------ live scoring
-    def insert_canary_score(self, cur: duckdb.DuckDBPyConnection, *, canary_id: str, execution_id: str, arm: str,
-                            agent: str, score: float, scores: list[dict[str, Any]], scored_at: dt.datetime) -> None:
-        cur.execute("INSERT INTO canary_scores VALUES (?, ?, ?, ?, ?, ?, ?)",
+    def insert_canary_score(self, *, canary_id: str, execution_id: str, arm: str, agent: str, score: float,
+                            scores: list[dict[str, Any]], scored_at: dt.datetime) -> None:
+        self._write_cursor().execute("INSERT INTO canary_scores VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [canary_id, execution_id, arm, agent, score, json.dumps(scores), scored_at])
 
-    def add_canary_dropped(self, cur: duckdb.DuckDBPyConnection, canary_id: str, dropped: int) -> None:
+    def add_canary_dropped(self, canary_id: str, dropped: int) -> None:
         """Count executions sampled for scoring but dropped (the scoring queue was full)."""
-        cur.execute("UPDATE canaries SET score_dropped = coalesce(score_dropped, 0) + ? WHERE id = ?",
+        self._write_cursor().execute("UPDATE canaries SET score_dropped = coalesce(score_dropped, 0) + ? WHERE id = ?",
                     [dropped, canary_id])
 
     def canary_score_figures(self, canary_id: str) -> dict[str, dict[str, Any]]:
