@@ -102,6 +102,7 @@ class PgDatabases:
 
     def __init__(self, server: dict[str, Any]) -> None:
         self.server = server
+        os.environ[PASSWORD_ENV] = PASSWORD  # inherited by the `rf` subprocesses of the tests
         self._count = 0
         self._template_ready = False
 
@@ -120,7 +121,6 @@ class PgDatabases:
             from rf.store.pg import PgStore
 
             self._admin(f"CREATE DATABASE {self.TEMPLATE}")
-            os.environ[PASSWORD_ENV] = PASSWORD
             PgStore.open(self.url(self.TEMPLATE), password_env=PASSWORD_ENV).close()
             self._template_ready = True
         self._count += 1

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from conftest import write_agent
 from rf import api
 from rf.client import Backend, HttpBackend, open_local
@@ -39,7 +40,7 @@ _ID = re.compile(r"^[a-z]{1,6}[_-][0-9A-Za-z_-]{6,}$")
 _HEX = re.compile(r"^[0-9a-f]{12,}$")
 #: Values that differ from run to run by nature (clocks, process ids, sizes of a database file).
 _VOLATILE = re.compile(r"(_ms|_ns|_at|pid|_s|bytes|size|_mb|url|path|location|root|workspace|secret|token|key"
-                       r"|prefix|started|ended|when|since|server|version|storage|backend|seconds)$")
+                       r"|prefix|started|ended|when|since|server|version|storage|store|backend|seconds)$")
 
 
 def normalize(value: Any, key: str = "") -> Any:

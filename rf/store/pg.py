@@ -94,6 +94,7 @@ def translate_pg_error(exc: BaseException, url: str = "") -> RfError | None:
 def _connect(url: str, password_env: str | None) -> Any:
     import psycopg
     from psycopg.adapt import Loader
+    from psycopg.types.string import StrDumper
 
     kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": _CONNECT_TIMEOUT_S}
     if password_env:
@@ -113,6 +114,9 @@ def _connect(url: str, password_env: str | None) -> Any:
             return int(value) if value == value.to_integral_value() else float(value)
 
     con.adapters.register_loader("numeric", _Numeric)
+    # Python text as `text`, not psycopg's default "unknown": DuckDB's `unnest(?)` of a list and
+    # `? || ':'` need a type to resolve.
+    con.adapters.register_dumper(str, StrDumper)
     con.execute("SET TimeZone = 'UTC'")
     return con
 
@@ -242,6 +246,8 @@ class PgStore(
         return con
 
     def _migrate(self, con: Any) -> None:
+        import psycopg
+
         cur = PgCursor(con.cursor(), self.url)
         with con.transaction():
             cur.execute("SELECT pg_advisory_xact_lock(?)", [_MIGRATE_LOCK])
@@ -258,7 +264,7 @@ class PgStore(
                     try:
                         with con.transaction():  # a savepoint: the error names the step
                             con.execute(statement)
-                    except Exception as exc:
+                    except psycopg.Error as exc:
                         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                         raise StoreError(
                             f"cannot upgrade the PostgreSQL store at {self.shown_url} from schema v{current} to"

@@ -68,7 +68,7 @@ class PgOverrides:
     def list_sessions(
         self, env: str, *, agent: str | None = None, limit: int = 50
     ) -> list[tuple[str, str, int, _dt.datetime, _dt.datetime, str]]:
-        from rf.store.sessions import _dumps
+        from rf.jsonfast import dumps as _dumps
 
         self.flush()
         where = "env = ?"
@@ -138,7 +138,7 @@ class PgOverrides:
         """Nothing to do: PostgreSQL's autovacuum reuses the space of deleted rows."""
 
     # ------------------------------------------------------------ knowledge bases
-    def insert_kb(self, cur: PgCursor, *, name: str, embedder: str, chunk_size: int, overlap: int,
+    def insert_kb(self, cur: Any, *, name: str, embedder: str, chunk_size: int, overlap: int,
                   description: str, now: _dt.datetime) -> int:
         from rf.store.knowledge import KnowledgeMixin
 
@@ -152,7 +152,7 @@ class PgOverrides:
     def _vector_column(self, dim: int) -> str:
         return f"vector({int(dim)})" if self.vector_mode == "pgvector" else "bytea"
 
-    def _ensure_vectors(self, cur: PgCursor, kb_id: int, dim: int) -> str:
+    def _ensure_vectors(self, cur: Any, kb_id: int, dim: int) -> str:
         row = cur.execute("SELECT dim, vectors, generation FROM kbs WHERE id = ?", [kb_id]).fetchone()
         if row is None:
             from rf.errors import NotFound
@@ -171,7 +171,7 @@ class PgOverrides:
         cur.execute("UPDATE kbs SET dim = ?, vectors = ? WHERE id = ?", [dim, table, kb_id])
         return table
 
-    def _create_vectors(self, cur: PgCursor, table: str, dim: int) -> None:
+    def _create_vectors(self, cur: Any, table: str, dim: int) -> None:
         cur.execute(f"CREATE TABLE {table} (chunk_id BIGINT NOT NULL, doc_id BIGINT NOT NULL, "
                     f"tokens INTEGER NOT NULL, embedding {self._vector_column(dim)} NOT NULL)")
         cur.execute(f"CREATE INDEX {table}_doc ON {table} (doc_id)")
@@ -184,7 +184,7 @@ class PgOverrides:
         return table
 
     @staticmethod
-    def _register_insert(cur: PgCursor, table: str, columns: dict[str, Any], select: str) -> None:
+    def _register_insert(cur: Any, table: str, columns: dict[str, Any], select: str) -> None:
         """The rows of numpy *columns* into *table* through COPY. *select* is the DuckDB statement's
         ``SELECT a, b, 'literal', ... FROM {src}``: its column names and literals, in order."""
         items = _select_items(select)
@@ -202,7 +202,7 @@ class PgOverrides:
                 copy.write_row([s[i] if isinstance(s, list) else s for s in sources])
         del names
 
-    def insert_vectors(self, cur: PgCursor, table: str, chunk_ids: npt.NDArray[np.int64],
+    def insert_vectors(self, cur: Any, table: str, chunk_ids: npt.NDArray[np.int64],
                        doc_ids: npt.NDArray[np.int64], tokens: npt.NDArray[np.int32],
                        vectors: npt.NDArray[np.float32]) -> None:
         import numpy as np
@@ -281,8 +281,8 @@ class PgOverrides:
             for _, term, _tf in live_hits:
                 df[term] = df.get(term, 0) + 1
             for i, term, tf in live_hits:
-                d = float(df[term])
-                idf = np.log(1 + (n - d + 0.5) / (d + 0.5))
+                freq = float(df[term])
+                idf = np.log(1 + (n - freq + 0.5) / (freq + 0.5))
                 ls[i] += idf * tf * (BM25_K1 + 1) / (tf + BM25_K1 * (1 - BM25_B + BM25_B * tokens[i] / avgdl))
         best = float(ls.max()) if len(ls) else 0.0
         ln = ls / best if best else np.zeros(len(ids), dtype=np.float64)
