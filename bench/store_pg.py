@@ -80,7 +80,7 @@ def endpoint(args: argparse.Namespace, dbs: Any, tmp: Path, env: dict[str, str])
         print(f"postgresql/duckdb: {u.median(ratios):.0%} (median of rounds: "
               + ", ".join(f"{r:.0%}" for r in ratios) + ")")
         for t in targets:
-            total, succeeded = inv.count_executions(t.server, inv.AGENT)
+            _total, succeeded = inv.count_executions(t.server, inv.AGENT)
             verdict = "ok" if succeeded == t.ok_total else "WARN: differs"
             print(f"{t.name}: {succeeded} executions recorded for {t.ok_total} successful requests ({verdict})")
     finally:
@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         server_cm = postgres_server()
         server = server_cm.__enter__()
-    except BaseException as exc:  # noqa: BLE001 - pytest's skip/fail outside pytest
+    except BaseException as exc:  # pytest.skip/fail outside pytest are BaseExceptions
         print(f"bench: cannot start PostgreSQL: {exc}", file=sys.stderr)
         return 1
     try:
