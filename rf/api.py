@@ -50,8 +50,9 @@ class Route:
 #: Parameters of Services methods that no request may set, on any route: Python
 #: objects of the server process (a chunk callback, an agent's host call), never
 #: JSON values. A route adds its own in ``Route.internal``.
-INTERNAL_PARAMS: frozenset[str] = frozenset({"on_chunk", "call", "author"})
-#: (``author`` is the authenticated caller's name: the server sets it from the token.)
+INTERNAL_PARAMS: frozenset[str] = frozenset({"on_chunk", "call", "author", "tape"})
+#: (``author`` is the authenticated caller's name: the server sets it from the token; ``tape``,
+#: recorded connector answers, rf.evals.tape, is set by the replay and eval services only.)
 
 
 ROUTES: list[Route] = [
@@ -76,6 +77,10 @@ ROUTES: list[Route] = [
     Route("run_eval", "POST", "/agents/{name}/eval", models.EvalResult, binary=("files",), accepts_upload=True,
           summary="Run an agent's eval suite against an environment's commit (or the working copy: files), "
                   "each case an execution with source eval; the cases' scores"),
+    Route("replay", "POST", "/agents/{name}/replay", models.ReplayResult,
+          summary="Run an agent's recorded production executions again on staging's state (source replay), "
+                  "connector calls answered from their recordings; per execution the status and output "
+                  "changes, and a summary (same / changed / newly failing / fixed)"),
     Route("list_eval_runs", "GET", "/evals", [models.EvalResult],
           summary="Stored eval runs, newest first (totals without cases; filter by agent and env)"),
     Route("get_eval_run", "GET", "/evals/{run_id}", models.EvalResult, summary="One stored eval run, every case"),
@@ -236,6 +241,16 @@ RELEASE_ROUTES: list[Route] = [
           summary="What rolling a release back would publish"),
     Route("rollback_release", "POST", "/releases/{release_id}/rollback", models.Release,
           summary="Return production to its state before a release (a new release)"),
+    # A canary release (publish_release with canary=PERCENT starts one): see rf.services.canary.
+    Route("canary_status", "GET", "/releases/canary", models.Canary,
+          summary="The running canary (else the newest): per arm executions, failures, failure rate, p50/p95 "
+                  "duration; the failure-rate difference with its 95 % interval and a verdict"),
+    Route("set_canary_weight", "POST", "/releases/canary/weight", models.Canary,
+          summary="Change the running canary's share of production traffic (recorded in the history)"),
+    Route("promote_canary", "POST", "/releases/canary/promote", models.Release,
+          summary="Make the running canary the whole of production (a release of kind canary-promote)"),
+    Route("abort_canary", "POST", "/releases/canary/abort", models.Release,
+          summary="Send all production traffic back to stable at once (recorded, with the per-arm figures)"),
 ]
 
 KEY_ROUTES: list[Route] = [
@@ -294,7 +309,7 @@ ROUTES += USER_ROUTES
 #: Every GET route is a viewer's; the POST/PATCH/DELETE routes are named here.
 READ_BODY_ROUTES = frozenset({"list_memory", "get_memory", "search_kb", "query_data", "create_token", "revoke_token"})
 DEVELOPER_ROUTES = frozenset({
-    "deploy", "delete_agent", "run_test", "invoke", "run_eval",
+    "deploy", "delete_agent", "run_test", "invoke", "run_eval", "replay",
     "create_prompt", "set_prompt", "delete_prompt",
     "create_connector", "edit_connector", "delete_connector", "add_resource", "edit_resource", "remove_resource",
     "import_openapi", "refresh_connector", "delete_memory", "clear_memory",
@@ -303,13 +318,14 @@ DEVELOPER_ROUTES = frozenset({
     "set_kb_embedder", "test_provider", "upload_chunk",
 })
 PUBLISHER_ROUTES = frozenset({"promote", "publish_prompt", "publish_connector", "plan_release", "publish_release",
-                              "plan_rollback", "rollback_release", "approve_plan"})
+                              "plan_rollback", "rollback_release", "approve_plan",
+                              "set_canary_weight", "promote_canary", "abort_canary"})
 ADMIN_ROUTES = frozenset({"set_credential", "delete_credential", "add_provider", "remove_provider",
                           "set_default_provider", "add_data_source", "remove_data_source", "create_key",
                           "revoke_key", "gc", "add_user", "remove_user", "set_user_role"})
 #: Recorded in the audit log with their actor.
 AUDITED = frozenset({"deploy", "delete_agent", "promote", "publish_prompt", "publish_connector", "publish_release",
-                     "rollback_release", "approve_plan", "set_credential", "delete_credential", "add_provider",
+                     "rollback_release", "approve_plan", "set_canary_weight", "promote_canary", "abort_canary", "set_credential", "delete_credential", "add_provider",
                      "remove_provider", "set_default_provider", "add_data_source", "remove_data_source",
                      "create_key", "revoke_key", "gc", "add_user", "remove_user", "set_user_role", "create_token",
                      "revoke_token"})

@@ -84,7 +84,9 @@ RF_TOML_KEYS: dict[str, tuple[str, ...]] = {
     "store": ("url", "password_env"),
     # approvals of a release plan a publish needs (rf.services.users); require_evals: every agent a
     # release changes must have an eval suite (rf.services.releases, the eval gate)
-    "releases": ("approvals", "require_evals"),
+    "releases": ("approvals", "require_evals", "canary"),
+    # a running canary: the server aborts it by itself on a worse failure rate (rf.services.canary)
+    "releases.canary": ("auto_abort", "max_failure_rate_delta", "min_executions"),
     "workspace": ("name", "id"),
     "server": ("host", "port", "max_body_bytes", "max_upload_bytes", "allowed_hosts", "require_keys",
                # read (and checked) by rf.server.connections when the server starts
@@ -191,6 +193,8 @@ class Workspace:
     release_approvals: int = 0
     #: ``[releases] require_evals``: an agent a release changes must have an eval suite (the eval gate).
     release_require_evals: bool = False
+    #: ``[releases.canary]``: when the server aborts a running canary by itself.
+    canary: CanaryConfig = field(default_factory=lambda: CanaryConfig())
     #: ``[store] url`` (or ``RF_STORE_URL``): a PostgreSQL store; None: the DuckDB file ``.rf/rf.duckdb``.
     store_url: str | None = None
     #: ``[store] password_env``: the environment variable holding the PostgreSQL password (else libpq's own:
@@ -284,6 +288,7 @@ def load_workspace(root: Path) -> Workspace:
     require_evals = (data.get("releases") or {}).get("require_evals", False)
     if not isinstance(require_evals, bool):
         raise WorkspaceError(f"{path}: [releases] require_evals must be true or false", "fix rf.toml")
+    canary = check_canary((data.get("releases") or {}).get("canary", {}), str(path))
     store_url, store_password_env = store_settings(data, str(path))
     ws_id = str(ws.get("id") or hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16])
     return Workspace(
@@ -300,9 +305,40 @@ def load_workspace(root: Path) -> Workspace:
         retention=retention,
         release_approvals=approvals,
         release_require_evals=require_evals,
+        canary=canary,
         store_url=store_url,
         store_password_env=store_password_env,
     )
+
+
+@dataclass(frozen=True)
+class CanaryConfig:
+    """``[releases.canary]`` in rf.toml: the server aborts a running canary by itself
+    (``auto_abort``) once its arm has ``min_executions`` ended executions and its failure rate
+    exceeds stable's by more than ``max_failure_rate_delta`` (0.05: five percentage points)."""
+
+    auto_abort: bool = False
+    max_failure_rate_delta: float = 0.05
+    min_executions: int = 20
+
+
+def check_canary(table: Any, source: str) -> CanaryConfig:
+    """``[releases.canary]`` checked (keys by :func:`check_keys`, values here)."""
+    if not isinstance(table, dict):
+        raise WorkspaceError(f"{source}: [releases] canary must be a table: [releases.canary]", "fix rf.toml")
+    auto_abort = table.get("auto_abort", False)
+    if not isinstance(auto_abort, bool):
+        raise WorkspaceError(f"{source}: [releases.canary] auto_abort must be true or false", "fix rf.toml")
+    delta = table.get("max_failure_rate_delta", 0.05)
+    if isinstance(delta, bool) or not isinstance(delta, int | float) or not 0 <= delta < 1:
+        raise WorkspaceError(f"{source}: [releases.canary] max_failure_rate_delta must be a number from 0 to "
+                             "below 1 (a difference of failure rates: 0.05 is five percentage points)",
+                             "fix rf.toml, e.g. max_failure_rate_delta = 0.05")
+    least = table.get("min_executions", 20)
+    if isinstance(least, bool) or not isinstance(least, int) or least < 1:
+        raise WorkspaceError(f"{source}: [releases.canary] min_executions must be a whole number of at least 1",
+                             "fix rf.toml, e.g. min_executions = 20")
+    return CanaryConfig(auto_abort=auto_abort, max_failure_rate_delta=float(delta), min_executions=least)
 
 
 # ---------------------------------------------------------------- [store]

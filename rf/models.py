@@ -143,6 +143,11 @@ class Execution:
     queued_ms: float = 0.0
     #: the execution whose agent called this one with ``ctx.agents.invoke`` (None: called from outside)
     parent_id: str | None = None
+    #: production: the release whose state it ran (a running canary's own release on its canary arm);
+    #: None in staging (and for production executions recorded before releases were recorded on them)
+    release_id: str | None = None
+    #: ``stable`` or ``canary`` when it ran while a canary release ran in production; None otherwise
+    arm: str | None = None
 
 
 @dataclass
@@ -509,6 +514,9 @@ class SessionSummary:
     started_at: str
     updated_at: str
     last_message: str = ""  #: a one-line preview of the newest message
+    #: production: the release and arm of its latest execution (a session keeps its arm while a canary runs)
+    release_id: str | None = None
+    arm: str | None = None
 
 
 @dataclass
@@ -581,6 +589,9 @@ class TraceSummary:
     started_at: str  #: ISO-8601 UTC
     duration_ms: float
     error: str | None = None
+    #: production: the release it ran, and its arm while a canary ran
+    release_id: str | None = None
+    arm: str | None = None
 
 
 @dataclass
@@ -847,13 +858,69 @@ class Release:
     author: str
     message: str
     plan_id: str
-    kind: str  #: publish | rollback
+    #: publish | rollback | canary (started as a canary: production unchanged) | canary-promote
+    #: (the canary became production) | canary-weight | canary-abort (no items: production unchanged)
+    kind: str
     items: list[ReleaseItem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     #: the plan's eval evidence, as reviewed (see ReleasePlan.evals)
     evals: list[AgentEvalEvidence] = field(default_factory=list)
     #: why regressions were published anyway (``--accept-regressions -m WHY``); None: none were
     accepted_regressions: str | None = None
+    #: the canary release it started, changed or ended (kinds canary, canary-*); None otherwise
+    canary: str | None = None
+    #: a canary's share of production traffic (percent) it set (kinds canary, canary-weight)
+    weight: float | None = None
+    #: the canary's per-arm figures when it was promoted or aborted (an auto-abort's cause)
+    figures: dict[str, Any] | None = None
+
+
+#: Release kinds that change production; the others record a canary's life (production unchanged).
+PRODUCTION_RELEASE_KINDS = ("publish", "rollback", "canary-promote")
+
+
+@dataclass
+class CanaryArm:
+    """One arm of a running canary: what its executions did since the canary started."""
+
+    arm: str  #: stable | canary
+    release_id: str | None  #: the release it runs
+    executions: int = 0  #: ended executions (those still running are not counted)
+    failures: int = 0  #: executions that did not succeed (failed, interrupted)
+    failure_rate: float = 0.0
+    #: Wilson 95 % interval of the failure rate
+    failure_rate_low: float = 0.0
+    failure_rate_high: float = 0.0
+    p50_ms: float | None = None  #: median duration
+    p95_ms: float | None = None
+
+
+@dataclass
+class Canary:
+    """A canary release: a share of production traffic on release N+1 beside release N."""
+
+    id: str  #: the canary's release (kind ``canary``); its arm's executions record it
+    status: str  #: running | promoted | aborted
+    weight: float  #: percentage of production traffic on the canary arm
+    stable_release_id: str | None
+    started_at: str
+    started_by: str
+    items: list[ReleaseItem] = field(default_factory=list)
+    ended_at: str | None = None
+    ended_by: str | None = None
+    end_release_id: str | None = None  #: the canary-promote or canary-abort release
+    arms: list[CanaryArm] = field(default_factory=list)  #: stable first
+    #: canary's failure rate minus stable's, with its 95 % interval (Newcombe's hybrid score method)
+    failure_rate_delta: float = 0.0
+    delta_low: float = 0.0
+    delta_high: float = 0.0
+    #: canary worse | no difference yet | canary better
+    verdict: str = "no difference yet"
+    #: ``[releases.canary]`` as in effect: auto_abort, max_failure_rate_delta, min_executions
+    auto_abort: dict[str, Any] = field(default_factory=dict)
+    #: the figures recorded when it ended (an auto-abort's cause)
+    figures: dict[str, Any] | None = None
+    message: str = ""
 
 
 # ------------------------------------------------------------ conversion
@@ -910,7 +977,8 @@ def _convert(hint: Any, value: Any) -> Any:
 class GcFreed:
     """What ``rf gc`` (or the server's retention) freed of one kind, or would free (dry run)."""
 
-    #: executions, spans, session_messages, release_plans, commits, blobs, working_copies, commit_dirs
+    #: executions, spans, session_messages, release_plans, eval_runs, commits, blobs, working_copies,
+    #: commit_dirs, upload_spools
     kind: str
     count: int  #: items of that kind (spans and session messages: each one, not rows)
     bytes: int  #: their stored size: row text and blob sizes inside the database, file sizes on disk
@@ -988,6 +1056,72 @@ class EvalResult:
     started_at: str = ""
     duration_ms: float = 0.0  #: wall time of the whole run
     workers: int = 1  #: cases run at a time
+    #: how connector calls were answered: replay (from each case's recording; an unrecorded call
+    #: fails its case), live (unrecorded calls reach the instances), record (``rf eval --record``)
+    connectors: str = "replay"
+    #: ``--record``: what each case's calls answered, by recordings file
+    #: (``{"evals/x.recordings.json": {case id: [call, ...]}}``; see rf.evals.tape)
+    recordings: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+
+
+@dataclass
+class OutputChange:
+    """One difference between a recorded output and its replay, at a JSON path."""
+
+    path: str  #: where, e.g. ``message``, ``items[2]``, ``total.amount`` ("" : the whole output)
+    kind: str  #: changed | added | removed
+    before: Any = None
+    after: Any = None
+
+
+@dataclass
+class ReplayedExecution:
+    """One recorded execution run again (``rf replay``): what it did then, what it does now."""
+
+    execution_id: str  #: the recorded execution (production's)
+    #: same | changed (both succeeded, other output; or both failed, other error) |
+    #: newly_failing (succeeded then, fails now) | fixed (failed then, succeeds now)
+    outcome: str
+    before_status: str
+    after_status: str  #: succeeded | failed (failed too when it was refused before it ran)
+    replay_execution_id: str | None = None  #: the new execution (source replay), None if it never ran
+    input: Any = None
+    session_id: str | None = None  #: the recorded execution's session (its history up to that turn was replayed)
+    before_output: Any = None
+    after_output: Any = None
+    before_error: str | None = None
+    after_error: str | None = None
+    before_ms: float = 0.0
+    after_ms: float = 0.0
+    delta_ms: float = 0.0  #: after_ms - before_ms
+    changes: list[OutputChange] = field(default_factory=list)  #: output differences (JSON-aware)
+    replayed_calls: int = 0  #: connector calls answered from the recording
+    live_calls: int = 0  #: connector calls that reached staging's instances (--live-connectors)
+    unmatched: list[str] = field(default_factory=list)  #: calls the recording did not hold (they fail the run)
+    not_recorded: list[str] = field(default_factory=list)  #: recorded calls the trace kept too little of
+
+
+@dataclass
+class ReplayResult:
+    """``rf replay``: recorded executions of one environment run again on staging's state."""
+
+    id: str  #: this replay (its executions' sessions are named after it)
+    agent: str
+    from_env: str  #: whose recorded executions (production)
+    against: str  #: the state they ran on (staging)
+    commit: str  #: the commit they ran
+    llm: str = "configured"  #: configured (the providers as set up) | mock (the built-in mock)
+    live_connectors: bool = False
+    executions: list[ReplayedExecution] = field(default_factory=list)  #: oldest first
+    total: int = 0
+    same: int = 0
+    changed: int = 0
+    newly_failing: int = 0
+    fixed: int = 0
+    unmatched: int = 0  #: executions with at least one unmatched connector call
+    started_at: str = ""
+    duration_ms: float = 0.0
+    workers: int = 1
 
 
 @dataclass

@@ -104,6 +104,7 @@ def script(call: Recorder, root: Path) -> None:
     call("promote", "mem", ME, "first", True)
     ex = call("invoke", "staging", "mem", {"name": "ada"}, "s-contract")
     call("invoke", "production", "hello", {"name": "p"})
+    call("replay", "hello", "production", "staging", 1)  # that execution, again on staging's state
     call("list_executions", "staging")
     call("get_execution", ex.id if ex else "missing")
     # prompts
@@ -179,6 +180,14 @@ def script(call: Recorder, root: Path) -> None:
     call("plan_rollback", release.id if release else "missing")
     call("rollback_release", release.id if release else "missing", False, "undo", ME)
     call("deploy", "hello", files, "v2", ME)
+    # a canary release: started, weighted, aborted; started again and promoted
+    call("publish_release", ["agent:hello"], False, None, "canary", ME, False, False, False, 10)
+    call("set_canary_weight", 100, "all of it", ME)  # (every request on the canary: the same arm both runs)
+    call("invoke", "production", "hello", {"name": "c"}, "s-canary")
+    call("canary_status")
+    call("abort_canary", "enough", ME)
+    call("publish_release", ["agent:hello"], False, None, "canary again", ME, False, False, False, 10)
+    call("promote_canary", "good", ME)
     # knowledge and data
     call("create_kb", "docs")
     call("list_kbs")

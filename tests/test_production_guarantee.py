@@ -23,7 +23,8 @@ from rf.errors import RfError
 from rf.models import to_dict
 
 #: Routes that are the release path itself: each call that succeeds records a release.
-RELEASES = {"promote", "publish_prompt", "publish_connector", "publish_release", "rollback_release"}
+RELEASES = {"promote", "publish_prompt", "publish_connector", "publish_release", "rollback_release",
+            "set_canary_weight", "promote_canary", "abort_canary"}  # each a recorded release
 #: Routes that can only touch staging (no environment parameter; they edit or run staging).
 STAGING_ONLY = {"deploy", "run_test"}
 #: Shared by both environments by design (the tools say so before changing them).
@@ -72,6 +73,8 @@ def attempts(prod_trigger: str, staging_trigger: str) -> dict[str, list[dict[str
         "upload_chunk": [{"upload": "p" * 20, "offset": 0, "total": 3, "data": b"abc"}],
         # maintenance: deletes history beyond the retention, never what production runs or published
         "gc": [{}],
+        # production's recorded executions run again, on staging's state only
+        "replay": [{"name": "hello", "against": "production"}],
     }
 
 

@@ -22,6 +22,7 @@ from rf.errors import NotFound
 from rf.ids import id_at, iso, micros_of, new_id, utcnow
 from rf.models import Execution, GcResult
 from rf.services.retention import CACHE_GRACE_S, KINDS
+from rf.services.uploads import UPLOAD_IDLE_S
 from rf.store.executions import owner
 
 DAY = dt.timedelta(days=1)
@@ -217,6 +218,20 @@ def test_rf_gc_collects_what_nothing_uses_and_keeps_what_releases_and_environmen
     _age(copies[0], CACHE_GRACE_S * 3)
     _age(copies[1], CACHE_GRACE_S * 2)  # over the grace too, but its agent's newest: kept
     _age(cache / "commits" / v1, CACHE_GRACE_S * 2)
+    # uploads whose client went away: knowledge-base pieces (an hour untouched) and deploy
+    # chunks (idle past UPLOAD_IDLE_S); fresh ones are someone's upload in progress
+    spools = cache / "kb-uploads"
+    for batch, age in (("gone", CACHE_GRACE_S * 2), ("live", 0)):
+        (spools / batch).mkdir(parents=True)
+        (spools / batch / "0.piece").write_bytes(b"x" * 100)
+        _age(spools / batch / "0.piece", age)
+        _age(spools / batch, age)
+    uploads = root / ".rf" / "uploads"
+    uploads.mkdir(exist_ok=True)
+    stale, fresh = uploads / f"{'a' * 20}.300.part", uploads / f"{'b' * 20}.300.part"
+    for f, age in ((stale, UPLOAD_IDLE_S + 60), (fresh, 0)):
+        f.write_bytes(b"y" * 200)
+        _age(f, age)
 
     report = json.loads(ok("gc", "--json"))
     counts = {f["kind"]: f["count"] for f in report["freed"]}
@@ -224,6 +239,8 @@ def test_rf_gc_collects_what_nothing_uses_and_keeps_what_releases_and_environmen
     assert counts["blobs"] >= 1 and counts["release_plans"] == 1 and counts["eval_runs"] == 1
     assert counts["working_copies"] == 1 and list((cache / "working-copy" / "hello").iterdir()) == [copies[1]]
     assert counts["commit_dirs"] == 1 and not (cache / "commits" / v1).exists()
+    assert counts["upload_spools"] == 2, report
+    assert {d.name for d in spools.iterdir()} == {"live"} and not stale.exists() and fresh.exists()
 
     b = open_local(load_workspace(root))
     try:

@@ -58,6 +58,12 @@ def test_both_stores_have_the_same_schema_versions() -> None:
         assert not any(w in s for s in statements for w in ("QUALIFY", " BLOB", "DOUBLE NOT", "json_valid"))
 
 
+def test_the_postgresql_store_has_every_mixin_of_the_duckdb_one() -> None:
+    """PgStore lists its bases (PgOverrides first): a mixin added to Store must be added there too."""
+    assert set(Store.__bases__) - set(PgStore.__mro__) == set()
+    assert PgStore.__mro__[1].__name__ == "PgOverrides"
+
+
 def test_translate_placeholders_literals_and_upserts() -> None:
     assert translate("SELECT ? , 'a?b''%' , \"q?\" , x % 2 FROM t WHERE y = $name") == \
         "SELECT %s , 'a?b''%%' , \"q?\" , x %% 2 FROM t WHERE y = %(name)s"

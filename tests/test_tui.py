@@ -796,3 +796,37 @@ def test_every_execution_status_is_styled_the_same_on_every_screen() -> None:
         text = render.status_text(status)
         assert text.style and status in text.plain, status
         assert executions.status_text(status) == text
+
+
+def test_the_dashboards_server_log_is_bounded_and_summarises_floods(tmp_path: Path) -> None:
+    """``rf ui`` sends uvicorn's and rf's server logs to ``.rf/ui-server.log``: a flood of one
+    cause is summarised (RepeatFilter) and the file rolls over at UI_LOG_BYTES (one older kept)."""
+    import logging
+
+    from rf.tui import launch
+
+    root = tmp_path / "w"
+    init_workspace(root)
+    ws = load_workspace(root)
+    saved = {name: (logging.getLogger(name).handlers, logging.getLogger(name).propagate)
+             for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "rf.server", "litestar")}
+    try:
+        launch._quiet_server_logs(ws)
+        log = logging.getLogger("uvicorn.error")
+        for _ in range(5000):
+            log.error("accept failed: [Errno 24] Too many open files")
+        path = ws.state_dir / "ui-server.log"
+        text = path.read_text()
+        assert text.count("Too many open files") < 50, "a flood is summarised, not written 5000 times"
+        big = "x" * 2000
+        for i in range(launch.UI_LOG_BYTES // 2000 + 200):
+            log.warning("distinct %d %s", i, big)  # digits are blanked: one cause, so vary the text
+            log.warning(f"cause-{chr(65 + i % 26)}{chr(65 + i // 26 % 26)}{chr(65 + i // 676 % 26)} {big}")
+        files = sorted(p.name for p in ws.state_dir.iterdir() if p.name.startswith("ui-server.log"))
+        assert files == ["ui-server.log", "ui-server.log.1"]
+        assert path.stat().st_size <= launch.UI_LOG_BYTES + 10_000
+    finally:
+        for name, (handlers, propagate) in saved.items():
+            for h in logging.getLogger(name).handlers:
+                h.close()
+            logging.getLogger(name).handlers, logging.getLogger(name).propagate = handlers, propagate

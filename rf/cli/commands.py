@@ -403,6 +403,9 @@ def register(app: typer.Typer) -> None:
     from rf.cli import eval as eval_cmd  # rf eval (its work is imported when it runs)
 
     eval_cmd.register(app)
+    from rf.cli import replay as replay_cmd  # rf replay
+
+    replay_cmd.register(app)
     from rf.cli import mcp  # rf mcp (the MCP SDK itself is imported when it runs)
 
     mcp.register(app)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -24,14 +24,25 @@ def eval_suite(
                                                metavar="FILE")] = None,
     local: Annotated[bool, typer.Option("--local", help="Run the working copy and its suite (staging mode, like "
                                                         "rf test) instead of the deployed commit.")] = False,
+    live: Annotated[bool, typer.Option("--live", help="Let connector calls a case's recording does not hold reach "
+                                                      "the instances (default: they fail the case).")] = False,
+    record: Annotated[bool, typer.Option("--record", help="Run each case once against staging's connector "
+                                                          "instances and write what they answered to "
+                                                          "evals/NAME.recordings.json (review and commit it).")] = False,
     json_out: JsonOption = False,
 ) -> None:
     """Run the agent's eval suite (agents/NAME/evals/); exit code 1 when a case fails.
 
     Staging runs its deployed commit (or the working copy with --local), production its
-    published one; each run is an execution with source eval."""
+    published one; each run is an execution with source eval. Connector calls are answered
+    from the cases' recordings (rf eval --record makes them); an unrecorded call fails its
+    case unless --live."""
     check_env(env)
+    if record and env != "staging":
+        raise UsageError("--record calls the connectors' staging instances: it runs in staging only",
+                         "drop --env production")
     files = None
+    directory: Path | None = None
     if local:
         from rf.config import resolve_agent_dir, snapshot_dir
 
@@ -43,12 +54,18 @@ def eval_suite(
     elif agent is None:
         from rf.config import resolve_agent_dir
 
-        name, _ = resolve_agent_dir(workspace(), None)
+        name, directory = resolve_agent_dir(workspace(), None)
     else:
         name = agent
+        if record:  # the recordings go into the working copy, next to its suite
+            from rf.config import resolve_agent_dir
+
+            name, directory = resolve_agent_dir(workspace(), agent)
     with backend() as b:
         # (files only when there are some: the HTTP backend sends a {path: bytes} map as base64)
-        result = b.run_eval(name, env, case, repeat) if files is None else b.run_eval(name, env, case, repeat, files)
+        extra: dict[str, Any] = {"files": files} if files is not None else {}
+        result = b.run_eval(name, env, case, repeat, live=live, record=record, **extra)
+    written = write_recordings(result, directory) if record and directory is not None else []
     if junit is not None:
         write_junit(result, junit)
     if json_out:
@@ -57,7 +74,40 @@ def eval_suite(
         print_json(result)
     else:
         print_result(result)
+        if record:
+            from rf.cli.output import info
+
+            calls = sum(len(c) for cases in result.recordings.values() for c in cases.values())
+            for path in written:
+                info(f"recorded {path} — review it and commit it with the agent (rf agents deploy {name})")
+            if not written:
+                info(f"no recordings written: the cases made {calls} connector calls")
     raise typer.Exit(0 if result.failed == 0 else 1)
+
+
+def write_recordings(result: EvalResult, directory: Path) -> list[str]:
+    """``rf eval --record``: each recordings file merged into the working copy (cases not run
+    keep theirs); the files written, as paths from the workspace."""
+    from rf.evals.tape import check_recordings, dump_recordings
+
+    written: list[str] = []
+    for rel, cases in sorted(result.recordings.items()):
+        target = directory / rel
+        if not rel.startswith("evals/") or ".." in Path(rel).parts:
+            raise UsageError(f"the server named a recordings file outside evals/: {rel!r}")
+        if not any(cases.values()) and not target.exists():
+            continue  # no connector calls and no file yet: nothing to keep
+        recorded = check_recordings(cases, f"agents/{result.agent}/{rel}", result.agent)
+        previous = target.read_bytes() if target.exists() else None
+        text = dump_recordings(recorded, agent=result.agent, commit=result.commit, recorded_at=result.started_at,
+                               previous=previous)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot write {target}: {exc.strerror or exc}") from None
+        written.append(f"agents/{result.agent}/{rel}")
+    return written
 
 
 def _details(case: EvalCaseResult) -> str:

@@ -23,6 +23,10 @@ def status_markup(status: str) -> str:
     return STATUS_MARKUP.get(status, status)
 
 
+def _arm_markup(arm: str | None) -> str:
+    return {"canary": "[yellow]canary[/yellow]", "stable": "stable"}.get(arm or "", "")
+
+
 @app.command("list")
 def list_executions(
     env: EnvOption = "staging",
@@ -31,6 +35,10 @@ def list_executions(
         "--status", help="succeeded, failed, running (in progress) or interrupted (the server stopped).")] = None,
     source: Annotated[str | None, typer.Option("--source", help="endpoint, openai, mcp, test, eval, invoke, trigger, agent (called by another agent)...")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many (newest first).")] = 20,
+    release: Annotated[str | None, typer.Option("--release", help="Only production's executions of this release "
+                                                                  "(an id or prefix).")] = None,
+    arm: Annotated[str | None, typer.Option("--arm", help="Only those on this arm of a canary release: stable or "
+                                                          "canary.")] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Executions of one environment, newest first."""
@@ -41,7 +49,7 @@ def list_executions(
 
     check_env(env)
     with backend() as b:
-        rows = b.list_executions(env, agent, status, source, limit)
+        rows = b.list_executions(env, agent, status, source, limit, None, release, arm)
     if json_out:
         print_json(rows)
         return
@@ -55,13 +63,17 @@ def list_executions(
     table.add_column("status")
     table.add_column("source")
     table.add_column("commit", style="yellow")
+    arms = any(ex.arm for ex in rows)  # (a canary ran: which arm each execution took)
+    if arms:
+        table.add_column("arm")
     table.add_column("started (UTC)", style="dim")
     table.add_column("queued", justify="right")
     table.add_column("duration", justify="right")
     table.add_column("error", overflow="ellipsis", max_width=40, no_wrap=True)
     for ex in rows:
         # queued: the wait for a worker, when there was one to speak of (a busy pool, a cold start)
-        table.add_row(ex.id, ex.agent, status_markup(ex.status), ex.source, short(ex.commit), when(ex.started_at),
+        table.add_row(ex.id, ex.agent, status_markup(ex.status), ex.source, short(ex.commit),
+                      *([_arm_markup(ex.arm)] if arms else []), when(ex.started_at),
                       duration(ex.queued_ms) if ex.queued_ms >= 1 else "",
                       duration(ex.duration_ms) + (" so far" if ex.status == "running" else ""),
                       escape(ex.error or ""))
@@ -113,6 +125,8 @@ def show(
         ("session", ex.session_id or "—"), ("started", when(ex.started_at) + " UTC"),
         ("queued", queued), ("duration", took),
     ]
+    if ex.release_id:  # production: the release it ran (and the arm, while a canary ran)
+        rows.insert(3, ("release", ex.release_id + (f" ({ex.arm} arm)" if ex.arm else "")))
     if ex.parent_id:  # called by another agent (ctx.agents.invoke)
         rows.insert(3, ("parent", f"{ex.parent_id} (rf executions show {ex.parent_id})"))
     if ex.ended_at:

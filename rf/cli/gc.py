@@ -19,6 +19,7 @@ LABELS = {
     "blobs": "unused blobs",
     "working_copies": "rf test working copies",
     "commit_dirs": "commit directories (cache)",
+    "upload_spools": "abandoned uploads",
 }
 
 

@@ -278,12 +278,17 @@ def publish(
     with_deps: WithDeps = False,
     strict: Strict = False,
     accept_regressions: AcceptRegressions = False,
+    canary: Annotated[float | None, typer.Option(
+        "--canary", metavar="PERCENT", help="Start it as a canary on PERCENT % of production traffic beside the "
+                                            "current release (watch it: rf releases canary).")] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Publish items to [bold #10b981]production[/] atomically (all or none) and record a release.
 
     Refused when eval cases that pass in production fail on staging's state (the plan's eval
-    suites), unless [bold]--accept-regressions -m "why"[/bold]: the release records both."""
+    suites), unless [bold]--accept-regressions -m "why"[/bold]: the release records both.
+    With [bold]--canary PERCENT[/bold] the release runs beside production's on that share of its
+    traffic (sticky per session) until promoted or aborted: [bold]rf releases canary[/bold]."""
     from rf.cli.output import print_json, success
     from rf.config import git_author
 
@@ -297,13 +302,24 @@ def publish(
             if not json_out:
                 _print_plan(p, to_stderr=True)
             if gate_passes(p, accept_regressions):  # (else the publish below says why it is refused)
-                confirm(f"Publish these {len(p.items)} change(s) to production?", yes)
+                confirm(f"Publish these {len(p.items)} change(s) to production?" if canary is None else
+                        f"Start these {len(p.items)} change(s) as a canary on {canary:g} % of production?", yes)
             plan_id = p.id
+        elif canary is not None:
+            confirm(f"Start plan {plan_id} as a canary on {canary:g} % of production traffic?", yes)
         # --plan alone publishes exactly that plan's items; --all is every pending item.
         release = b.publish_release(items or None, all_items, plan_id, message, git_author(), with_deps, strict,
-                                    accept_regressions)
+                                    accept_regressions, canary)
     if json_out:
         print_json(release)
+        return
+    if release.kind == "canary":
+        success(f"started canary release [bold]{release.id}[/bold] on {release.weight or 0:g} % of "
+                f"[production]production[/production] traffic: {len(release.items)} item"
+                f"{'s' if len(release.items) != 1 else ''}")
+        for item in release.items:
+            success(f"  {item.kind} {item.name}: {item.summary}")
+        success("watch it: rf releases canary; then rf releases canary promote (or abort)")
         return
     success(f"published release [bold]{release.id}[/bold] to [production]production[/production]: "
             f"{len(release.items)} item{'s' if len(release.items) != 1 else ''}")
@@ -336,7 +352,7 @@ def _release_table(releases: list[Release]) -> Any:
     table.add_column("items", ratio=1, overflow="fold")
     for r in releases:
         items = ", ".join(f"{i.kind} {i.name}" for i in r.items)
-        label = escape(r.message) + (" [yellow](rollback)[/yellow]" if r.kind == "rollback" else "")
+        label = escape(r.message) + (f" [yellow]({r.kind})[/yellow]" if r.kind != "publish" else "")
         table.add_row(r.id, when(r.created_at)[5:16], escape(r.author), label, escape(items))
     return table
 
@@ -416,3 +432,129 @@ def rollback(
         print_json(release)
         return
     success(f"rolled back: new release [bold]{release.id}[/bold] restores the state before {release_id}")
+
+
+# ------------------------------------------------------------ canary releases
+canary_app = typer.Typer(rich_markup_mode="rich", invoke_without_command=True,
+                         help="A canary release: watch it, change its weight, promote or abort it.")
+app.add_typer(canary_app, name="canary")
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+
+
+def _arm_table(canary: Any) -> Any:
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("arm", "release", "executions", "failures", "failure rate (95 % interval)", "p50 ms", "p95 ms"):
+        table.add_column(column, justify="right" if column not in ("arm", "release") else "left")
+    for a in canary.arms:
+        rate = f"{a.failure_rate:.1%} ({a.failure_rate_low:.1%}–{a.failure_rate_high:.1%})" if a.executions else "–"
+        table.add_row(a.arm, a.release_id or "–", str(a.executions), str(a.failures), rate,
+                      "–" if a.p50_ms is None else f"{a.p50_ms:.1f}", "–" if a.p95_ms is None else f"{a.p95_ms:.1f}")
+    return table
+
+
+def print_canary(canary: Any) -> None:
+    from rich.markup import escape
+
+    from rf.cli.output import out, when
+
+    state = {"running": "[yellow]running[/yellow]", "promoted": "[green]promoted[/green]",
+             "aborted": "[red]aborted[/red]"}.get(canary.status, canary.status)
+    out.print(f"canary [bold]{canary.id}[/bold]  {state}  {canary.weight:g} % of production  "
+              f"since {when(canary.started_at)} UTC by {escape(canary.started_by)}")
+    for i in canary.items:
+        out.print(f"  {i.kind} [bold]{escape(i.name)}[/bold]: {escape(_state(i.before))} → {escape(_state(i.after))}")
+    out.print(_arm_table(canary))
+    verdict_style = {"canary worse": "red", "canary better": "green"}.get(canary.verdict, "yellow")
+    out.print(f"failure rate canary − stable: {canary.failure_rate_delta:+.1%} (95 % interval "
+              f"{canary.delta_low:+.1%} to {canary.delta_high:+.1%}): [{verdict_style}]{canary.verdict}[/{verdict_style}]")
+    rule = canary.auto_abort
+    if rule.get("auto_abort"):
+        out.print(f"[dim]auto-abort: canary failure rate above stable's by more than "
+                  f"{rule['max_failure_rate_delta']:.1%} after {rule['min_executions']} executions[/dim]")
+    if canary.status != "running":
+        out.print(f"[dim]ended {when(canary.ended_at or '')} UTC by {escape(canary.ended_by or '')} "
+                  f"(release {canary.end_release_id})[/dim]")
+
+
+@canary_app.callback()
+def canary_status(
+    ctx: typer.Context,
+    canary_id: Annotated[str | None, typer.Option("--id", help="A past canary (its release id).")] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """The running canary (else the last one): per arm executions, failures, failure rate, p50/p95
+    duration, and the difference with its confidence interval and a verdict."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rf.cli.output import print_json
+
+    with backend() as b:
+        canary = b.canary_status(canary_id)
+    if json_out:
+        print_json(canary)
+        return
+    print_canary(canary)
+
+
+@canary_app.command("weight")
+def canary_weight(
+    percent: Annotated[float, typer.Argument(help="Share of production traffic on the canary (0-100).")],
+    message: Annotated[str, typer.Option("--message", "-m", help="Why (recorded in the history).")] = "",
+    yes: YesOption = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Change the running canary's share of production traffic (recorded in the history)."""
+    from rf.cli.output import print_json, success
+    from rf.config import git_author
+
+    confirm(f"Route {percent:g} % of production traffic to the canary?", yes)
+    with backend() as b:
+        canary = b.set_canary_weight(percent, message, git_author())
+    if json_out:
+        print_json(canary)
+        return
+    success(f"canary {canary.id} now takes {canary.weight:g} % of [production]production[/production] traffic")
+
+
+@canary_app.command("promote")
+def canary_promote(
+    message: Annotated[str, typer.Option("--message", "-m", help="Release message.")] = "",
+    yes: YesOption = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Make the canary the whole of production (a recorded release; roll it back like any other)."""
+    from rf.cli.output import print_json, success
+    from rf.config import git_author
+
+    with backend() as b:
+        if not json_out:
+            print_canary(b.canary_status())
+        confirm("Promote the canary to all of production?", yes)
+        release = b.promote_canary(message, git_author())
+    if json_out:
+        print_json(release)
+        return
+    success(f"promoted: release [bold]{release.id}[/bold] is all of [production]production[/production] "
+            f"({len(release.items)} item{'s' if len(release.items) != 1 else ''})")
+
+
+@canary_app.command("abort")
+def canary_abort(
+    message: Annotated[str, typer.Option("--message", "-m", help="Why (recorded in the history).")] = "",
+    yes: YesOption = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Send every production request back to stable at once (recorded, with the per-arm figures)."""
+    from rf.cli.output import print_json, success
+    from rf.config import git_author
+
+    confirm("Abort the canary (all production traffic back on stable)?", yes)
+    with backend() as b:
+        release = b.abort_canary(message, git_author())
+    if json_out:
+        print_json(release)
+        return
+    success(f"aborted: all [production]production[/production] traffic is on stable again (recorded as "
+            f"release {release.id})")

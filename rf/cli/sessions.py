@@ -23,6 +23,10 @@ def list_sessions(
     env: EnvOption = "staging",
     agent: Annotated[str | None, typer.Option("--agent", "-a", help="Only this agent's sessions.")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many (most recently active first).")] = 20,
+    release: Annotated[str | None, typer.Option("--release", help="Only production's of this release (an id or "
+                                                                  "prefix).")] = None,
+    arm: Annotated[str | None, typer.Option("--arm", help="Only those on this arm of a canary release: stable or "
+                                                          "canary.")] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Sessions of one environment, most recently active first."""
@@ -33,7 +37,7 @@ def list_sessions(
 
     check_env(env)
     with backend() as b:
-        rows = b.list_sessions(env, agent, limit)
+        rows = b.list_sessions(env, agent, limit, release, arm)
     if json_out:
         print_json(rows)
         return
@@ -45,11 +49,15 @@ def list_sessions(
     table.add_column("session", no_wrap=True)
     table.add_column("agent")
     table.add_column("messages", justify="right")
+    arms = any(s.arm for s in rows)  # (a canary ran: the arm of each session's latest execution)
+    if arms:
+        table.add_column("arm")
     table.add_column("started (UTC)", style="dim")
     table.add_column("last active (UTC)", style="dim")
     table.add_column("last message", overflow="ellipsis", max_width=50, no_wrap=True)
     for s in rows:
-        table.add_row(escape(s.id), s.agent, str(s.messages), when(s.started_at), when(s.updated_at),
+        table.add_row(escape(s.id), s.agent, str(s.messages), *([s.arm or ""] if arms else []),
+                      when(s.started_at), when(s.updated_at),
                       escape(s.last_message))
     out.print(fit_table(table, optional=("started (UTC)",), last_resort=("last active (UTC)",)))
 

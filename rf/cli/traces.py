@@ -26,6 +26,10 @@ def list_traces(
     agent: Annotated[str | None, typer.Option("--agent", "-a", help="Only this agent.")] = None,
     since: SinceOption = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many (newest first).")] = 20,
+    release: Annotated[str | None, typer.Option("--release", help="Only production's of this release (an id or "
+                                                                  "prefix).")] = None,
+    arm: Annotated[str | None, typer.Option("--arm", help="Only those on this arm of a canary release: stable or "
+                                                          "canary.")] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Traces of one environment, newest first (one per execution)."""
@@ -36,7 +40,7 @@ def list_traces(
 
     check_env(env)
     with backend() as b:
-        rows = b.list_traces(env, agent, since, limit)
+        rows = b.list_traces(env, agent, since, limit, release, arm)
     if json_out:
         print_json(rows)
         return
@@ -48,12 +52,16 @@ def list_traces(
     table.add_column("execution", style="dim", no_wrap=True)
     table.add_column("agent")
     table.add_column("status")
+    arms = any(t.arm for t in rows)  # (a canary ran: which arm each execution took)
+    if arms:
+        table.add_column("arm")
     table.add_column("started (UTC)", style="dim")
     table.add_column("duration", justify="right")
     table.add_column("error", overflow="ellipsis", max_width=50, no_wrap=True)
     for t in rows:
         st = "[ok]ok[/ok]" if t.status == "ok" else "[fail]error[/fail]"
-        table.add_row(t.execution_id, t.agent, st, when(t.started_at), duration(t.duration_ms), escape(t.error or ""))
+        table.add_row(t.execution_id, t.agent, st, *([t.arm or ""] if arms else []), when(t.started_at),
+                      duration(t.duration_ms), escape(t.error or ""))
     out.print(fit_table(table, last_resort=("started (UTC)",)))
 
 

@@ -23,14 +23,19 @@ from rf.models import EvalAttempt, EvalCaseResult, Execution
 Execute = Callable[[Any, "str | None"], Execution]
 
 
-def run_cases(cases: list[Case], execute: Execute, tools: Tools, *, run_id: str, workers: int = 2,
-              repeat: int | None = None) -> list[EvalCaseResult]:
-    """Run and score *cases* (each ``repeat`` times: the case's own unless given)."""
+def run_cases(cases: list[Case], execute: Execute | None, tools: Tools, *, run_id: str, workers: int = 2,
+              repeat: int | None = None,
+              execute_for: Callable[[Case, int], Execute] | None = None) -> list[EvalCaseResult]:
+    """Run and score *cases* (each ``repeat`` times: the case's own unless given).
+    *execute_for(case, k)*, when given, makes the ``execute`` of attempt *k* of *case* (e.g. one
+    that answers connector calls from that case's recording, rf.evals.tape)."""
     jobs = [(case, k) for case in cases for k in range(repeat or case.repeat)]
 
     def one(job: tuple[Case, int]) -> EvalAttempt:
         case, k = job
-        return run_attempt(case, k, execute, tools, run_id)
+        run = execute_for(case, k) if execute_for is not None else execute
+        assert run is not None, "run_cases needs execute or execute_for"
+        return run_attempt(case, k, run, tools, run_id)
 
     if workers <= 1 or len(jobs) <= 1:
         attempts = [one(job) for job in jobs]

@@ -1,7 +1,8 @@
 """Eval suites: ``agents/NAME/evals/*.yaml`` / ``*.yml`` / ``*.jsonl``, read and checked.
 
 A suite is versioned with the code it checks: its files are part of the agent's commit, and
-``rf agents deploy`` refuses a commit whose suite does not load (:func:`load_suite` raises
+``rf agents deploy`` refuses a commit whose suite (or a recordings file beside it,
+rf.evals.tape) does not load (:func:`load_suite` raises
 :class:`~rf.errors.InvalidAgent` naming the file, the line and the fix).
 
 A **case** is an object with these keys (JSONL: one object per line; YAML: a list of them)::
@@ -104,6 +105,9 @@ def load_suite(files: dict[str, bytes], agent: str | None = None) -> Suite:
                                    "give each case of the suite its own id")
             seen[case.id] = where
             suite.cases.append(case)
+    from rf.evals.tape import load_recordings
+
+    load_recordings(files, agent)  # its recordings files (rf eval --record) must read too
     return suite
 
 

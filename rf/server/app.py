@@ -253,10 +253,23 @@ def create_app(services: Services, token: str, *, max_body_bytes: int = 1024 * 1
         if retention is not None:
             retention.stop()
 
+    from rf.services.canary import CanaryWatch
+
+    canary_watch = CanaryWatch(services) if scheduler else None  # a canary's auto-abort, replicas' routing
+
+    def start_canary_watch() -> None:
+        if canary_watch is not None:
+            canary_watch.start()
+
+    def stop_canary_watch() -> None:
+        if canary_watch is not None:
+            canary_watch.stop()
+
     return Litestar(
         route_handlers=handlers,
-        on_startup=[start_scheduler, start_retention, services.clear_uploads],  # (uploads of a past run)
-        on_shutdown=[stop_retention, stop_scheduler, mcp.aclose],
+        on_startup=[start_scheduler, start_retention, start_canary_watch,
+                    services.clear_uploads],  # (uploads of a past run)
+        on_shutdown=[stop_canary_watch, stop_retention, stop_scheduler, mcp.aclose],
         exception_handlers={Exception: _handle_exception},
         request_max_body_size=max_body_bytes,
         openapi_config=OpenAPIConfig(title="rf", version=_version(), path="/schema"),

@@ -6,6 +6,7 @@ enforced here — whatever the surface, a mutation aimed at production that is
 not a release is refused by :func:`require_staging`.
 """
 
+from rf.services.canary import CanaryService
 from rf.services.connectors import ConnectorsService
 from rf.services.core import CoreServices, require_staging
 from rf.services.credentials import CredentialsService
@@ -16,6 +17,7 @@ from rf.services.knowledge import KnowledgeService
 from rf.services.prompts import PromptsService
 from rf.services.providers import ProvidersService
 from rf.services.releases import ReleasesService
+from rf.services.replay import ReplayService
 from rf.services.retention import RetentionService
 from rf.services.sessions import SessionsService
 from rf.services.traces import TracesService
@@ -32,6 +34,7 @@ class Services(
     SessionsService,
     TracesService,
     TriggersService,
+    CanaryService,
     ReleasesService,
     KnowledgeService,
     DataSourcesService,
@@ -39,6 +42,7 @@ class Services(
     UploadsService,
     RetentionService,
     EvalsService,
+    ReplayService,
     UsersService,
     CoreServices,
 ):

@@ -87,6 +87,8 @@ from rf.services.host import HostCall, host_method
 if TYPE_CHECKING:
     import httpx
 
+    from rf.evals.tape import Tape
+
 AUTH_KINDS = ("none", "api-key", "bearer", "basic")
 #: ``http``: an HTTP API (resources are method + path); ``mcp``: an MCP server (resources are its tools).
 KINDS = ("http", "mcp")
@@ -306,6 +308,15 @@ class ConnectorsService(CredentialsService):
         """The instance or None. ``cur``: an open transaction's cursor (Any: only rf/store sees duckdb)."""
         row = self.store.connector_row(env, slug, cur)
         return self._instance(row) if row is not None else None
+
+    def _instance_for(self, call: HostCall, slug: str) -> Connector | None:
+        """The instance an execution sees: a running canary's on its canary arm, else its environment's."""
+        arm = call.arm
+        if arm is not None and arm.connectors:
+            found: Connector | None = arm.connectors.get(slug)
+            if found is not None:
+                return found
+        return self._find(slug, call.env)
 
     def list_connectors(self, env: str = "staging") -> list[Connector]:
         """The instances of one environment, with their resources and both environments' settings."""
@@ -1110,7 +1121,7 @@ class ConnectorsService(CredentialsService):
     @host_method("connectors.describe")
     def _host_connectors_describe(self, call: HostCall, slug: str, resource: str) -> dict[str, Any]:
         """Name, description and parameter schema of a resource (for LLM tool use)."""
-        c = self._find(slug, call.env)
+        c = self._instance_for(call, slug)
         if c is None:
             raise self._missing_instance(slug, call.env)
         r = self._resource(c, resource)
@@ -1127,14 +1138,21 @@ class ConnectorsService(CredentialsService):
         """Call ``resource`` of the instance of ``slug`` in the execution's environment."""
         if not isinstance(slug, str) or not isinstance(resource, str):
             raise UsageError("ctx.connectors.call(slug, resource, **params): slug and resource must be strings")
-        c = self._find(slug, call.env)
+        c = self._instance_for(call, slug)
         if c is None:
             raise self._missing_instance(slug, call.env)
         r = self._resource(c, resource)
-        params = dict(params or {})
+        asked = params or {}
+        params = dict(asked)
         what = f"connector {slug!r} resource {resource!r} ({call.env})"
         self._validate_params(what, r, params)
         call.annotate(connector=slug, resource=resource, method=r.method)
+        tape = call.tape
+        if tape is not None:  # a replay or a replay-only eval: the recording answers first (rf.evals.tape)
+            recorded = tape.answer(slug, resource, r.method, asked)
+            if recorded is not None:
+                call.annotate(replayed=True, mock=False)
+                return recorded.answer()
         if mock or c.mock or os.environ.get("RF_CONNECTOR_MOCK", "").lower() in ("1", "true", "yes"):
             if r.mock_response is None:
                 raise NotFound(f"{what} has no mock response",
@@ -1142,9 +1160,42 @@ class ConnectorsService(CredentialsService):
             call.annotate(mock=True, url=c.base_url if c.kind == "mcp" else c.base_url.rstrip("/") + r.path,
                           status=None)
             return copy.deepcopy(r.mock_response)
+        if tape is not None:
+            if not tape.live:
+                return self._unmatched(call, tape, what, slug, resource, r.method, asked)
+            return self._call_live(call, c, r, params, tape, asked)
         if c.kind == "mcp":
             return self._call_tool(call, c, r, params)
         return self._send(call, c, r, params)
+
+    def _unmatched(self, call: HostCall, tape: Tape, what: str, slug: str, resource: str, method: str,
+                   asked: dict[str, Any]) -> Any:
+        """A request the recording does not hold, with live calls off: listed on the tape, and
+        the execution fails even if agent code catches the error (nothing went out)."""
+        shown = tape.miss(slug, resource, method, asked)
+        call.annotate(replayed=False, unmatched=True)
+        message = f"{what}: no recorded answer for {shown} in {tape.source}"
+        # The execution fails whatever agent code does with the error (see finish_execution).
+        call.state.setdefault("deferred_errors", []).append(f"ctx.connectors.call: {message}")
+        raise ConnectorError(message, "record it (rf eval AGENT --record), or let unrecorded calls reach staging's "
+                                      "instances: --live (rf eval) / --live-connectors (rf replay)")
+
+    def _call_live(self, call: HostCall, c: Connector, r: ConnectorResource, params: dict[str, Any], tape: Tape,
+                   asked: dict[str, Any]) -> Any:
+        """An unrecorded call sent to the instance (``--live``); when recording, its answer is kept,
+        redacted like a span (the execution's secrets and every known credential value)."""
+        from rf.evals.tape import Recorded
+        from rf.services.traces import redacted
+
+        try:
+            result = self._call_tool(call, c, r, params) if c.kind == "mcp" else self._send(call, c, r, params)
+        except ConnectorError as exc:
+            tape.went_live(Recorded(c.slug, r.slug, r.method, redacted(call, asked), error=redacted(call, {
+                "message": exc.message, "status": exc.status, "body": exc.body})) if tape.recording else None)
+            raise
+        tape.went_live(Recorded(c.slug, r.slug, r.method, redacted(call, asked), response=redacted(call, result))
+                       if tape.recording else None)
+        return result
 
     def _validate_params(self, what: str, r: ConnectorResource, params: dict[str, Any]) -> None:
         from jsonschema import Draft202012Validator

@@ -29,6 +29,7 @@ from rf.config import (
     parse_agent_toml,
 )
 from rf.errors import AgentCallError, Conflict, InvalidAgent, NotFound, ProductionReadOnly, UsageError
+from rf.evals.tape import Tape  # (at run time: the server reads invoke's annotations)
 from rf.ids import datetime_of_ns, iso, iso_of_ns, new_id, now_ns, utcnow
 from rf.models import (
     WORKING_COPY,
@@ -96,6 +97,11 @@ class CoreServices:
     """
 
     kind = "local"  #: which backend serves these calls ("http" on the client side of a server)
+    #: production's arms (``rf.services.canary.Routing``), cached like the heads; None: load it
+    _routing: Any = None
+    _routing_generation = 0
+    #: the server's canary check (``rf.services.canary.CanaryWatch``), told when canary executions end
+    _canary_watch: Any = None
 
     def __init__(self, store: Store, workspace: Workspace | None, *, pool: WorkerPool | None = None,
                  server_url: str | None = None) -> None:
@@ -464,9 +470,13 @@ class CoreServices:
         session_id: str | None = None,
         source: str = "invoke",
         on_chunk: Callable[[Any], None] | None = None,
+        tape: Tape | None = None,
     ) -> Execution:
-        """Run the commit ``env`` points at and record the execution."""
-        commit_id = self.target(env, name)
+        """Run the commit ``env`` points at and record the execution (in production, the
+        commit of the arm the request is routed to: see rf.services.canary; *tape*: recorded
+        connector answers, for a replay or a replay-only eval: see rf.evals.tape)."""
+        arm = self._arm(env, session_id, source)
+        commit_id = self._arm_target(env, name, arm)
         config = self._commit_config(commit_id)
         if config.get("input_schema") is not None:  # [input] schema (none: nothing to pay)
             check_input(config, input, env, name)
@@ -475,8 +485,30 @@ class CoreServices:
             entrypoint=config.get("entrypoint", "agent:handle"), timeout_s=float(config.get("timeout_s", 60.0)),
             input=input, session_id=session_id, source=source, on_chunk=on_chunk,
             trace=config["trace"][env], trace_max_chars=int(config.get("trace_max_chars", DEFAULT_TRACE_MAX_CHARS)),
-            session_fields=config["session"],
+            session_fields=config["session"], arm=arm, tape=tape,
         )
+
+    def _arm(self, env: str, session_id: str | None, source: str) -> Any:
+        """The arm a production execution runs (``rf.services.canary.Arm``; None in staging):
+        decided here once for every surface, from the cached routing (no store read)."""
+        if env != "production":
+            return None
+        routing = self._routing
+        if routing is None:
+            routing = self._load_routing()
+        return routing.pick(session_id if isinstance(session_id, str) else None, source)
+
+    def _arm_target(self, env: str, name: str, arm: Any) -> str:
+        """The commit agent ``name`` runs on *arm*: the canary's, else the environment's head."""
+        if arm is not None and arm.agents:
+            commit_id = arm.agents.get(name)
+            if commit_id is not None:
+                return str(commit_id)
+        return self.target(env, name)
+
+    def _load_routing(self) -> Any:
+        """Production's arms (rf.services.canary.CanaryService)."""
+        raise NotImplementedError
 
     def target(self, env: str, name: str) -> str:
         """The commit ``env`` runs for agent ``name`` (NotFound, with the fix, if none)."""
@@ -526,6 +558,8 @@ class CoreServices:
         """
         self._heads_generation += 1
         self._heads.clear()
+        self._routing_generation += 1  # production's arms name the release production runs
+        self._routing = None
 
     def run_test(
         self,
@@ -539,7 +573,8 @@ class CoreServices:
         return self._run_working_copy(name, files, input, session_id, on_chunk)
 
     def _run_working_copy(self, name: str, files: dict[str, bytes], input: Any = None, session_id: str | None = None,
-                          on_chunk: Callable[[Any], None] | None = None, source: str = "test") -> Execution:
+                          on_chunk: Callable[[Any], None] | None = None, source: str = "test",
+                          tape: Tape | None = None) -> Execution:
         """:meth:`run_test` with the execution's *source* (``eval`` for ``rf eval --local``)."""
         check_name("agent", name)
         if "agent.toml" not in files:
@@ -554,7 +589,7 @@ class CoreServices:
             entrypoint=config.entrypoint, timeout_s=config.timeout_s, input=input, session_id=session_id,
             source=source, on_chunk=on_chunk, pool_label=f"{WORKING_COPY}:{digest}",
             trace=config.trace["staging"], trace_max_chars=config.trace_max_chars,
-            session_fields=run_config(_config_dict(config))["session"],
+            session_fields=run_config(_config_dict(config))["session"], tape=tape,
         )
 
     def _run(
@@ -575,15 +610,18 @@ class CoreServices:
         trace_max_chars: int = DEFAULT_TRACE_MAX_CHARS,
         session_fields: tuple[str, str] | None = None,
         parent: HostCall | None = None,
+        arm: Any = None,
+        tape: Tape | None = None,
     ) -> Execution:
         """Run one execution in a worker and record it: its trace (a root span around the
         run, a child span per host call, in the environment's trace mode), and, if it
         succeeded, its session messages and memory writes (see rf.services.sessions).
-        *parent*: the execution whose agent called this one (``ctx.agents.invoke``)."""
+        *parent*: the execution whose agent called this one (``ctx.agents.invoke``); *arm*:
+        the production arm it runs (rf.services.canary)."""
         prepared = self._prepare_run(env=env, name=name, commit_label=commit_label, input=input,
                                      session_id=session_id, source=source, stream=on_chunk is not None,
                                      trace=trace, trace_max_chars=trace_max_chars, session_fields=session_fields,
-                                     parent=parent)
+                                     parent=parent, arm=arm, tape=tape)
         call, tracer, request = prepared
         try:
             result = self.pool.run(
@@ -599,7 +637,8 @@ class CoreServices:
                       source: str = "endpoint") -> Execution:
         """:meth:`invoke` for the server's event loop: no thread hop when a warm worker is idle
         (see ``WorkerPool.arun``). Same records, same errors."""
-        commit_id = self.target(env, name)
+        arm = self._arm(env, session_id, source)
+        commit_id = self._arm_target(env, name, arm)
         config = self._commit_config(commit_id)
         if config.get("input_schema") is not None:  # [input] schema (none: nothing to pay)
             check_input(config, input, env, name)
@@ -608,7 +647,7 @@ class CoreServices:
                                      session_id=session_id, source=source, stream=False,
                                      trace=config["trace"][env],
                                      trace_max_chars=int(config.get("trace_max_chars", DEFAULT_TRACE_MAX_CHARS)),
-                                     session_fields=config["session"])
+                                     session_fields=config["session"], arm=arm)
         call, tracer, request = prepared
         try:
             result = await self.pool.arun(
@@ -622,7 +661,8 @@ class CoreServices:
 
     def _prepare_run(self, *, env: str, name: str, commit_label: str, input: Any, session_id: str | None,
                      source: str, stream: bool, trace: str, trace_max_chars: int,
-                     session_fields: tuple[str, str] | None = None, parent: HostCall | None = None) -> Any:
+                     session_fields: tuple[str, str] | None = None, parent: HostCall | None = None,
+                     arm: Any = None, tape: Tape | None = None) -> Any:
         """The execution's call, trace and run request. *trace* is the mode of *env* for
         this commit (``[trace]`` in agent.toml); *session_fields*, the input and output fields
         its session keeps as messages (``[session]``; None: ``message`` for both); *parent*,
@@ -633,10 +673,12 @@ class CoreServices:
         check_session_id(session_id)
         execution_id = new_id("ex")
         call = HostCall(env=env, agent=name, execution_id=execution_id, session_id=session_id,
-                        commit=commit_label, source=source)
+                        commit=commit_label, source=source, arm=arm, tape=tape)
         if parent is not None:
             call.parent_id = parent.execution_id
             call.chain = (*parent.chain, parent.agent)
+            if parent.tape is not None:  # a replayed execution's calls to other agents replay too
+                call.tape = parent.tape
         if session_fields is not None and session_id is not None:
             call.state["session_fields"] = session_fields  # read by rf.services.sessions.finish_execution
         tracer = ExecutionTrace.begin(self.store, call, trace, trace_max_chars, now_ns())  # timing starts
@@ -680,6 +722,9 @@ class CoreServices:
             session_id=call.session_id, queued_ms=round(max(run_ns - start_ns, 0) / 1e6, 3),
             parent_id=call.parent_id,
         )
+        arm = call.arm
+        if arm is not None:  # production: the release it ran, and its arm while a canary runs
+            execution.release_id, execution.arm = arm.release_id, arm.arm
         store = self.store
         writer = store.writer
         writer.begin_group()  # the record and what the execution wrote: one commit
@@ -693,6 +738,8 @@ class CoreServices:
             # The trace points back at the call: without this, every execution would
             # leave a reference cycle for the garbage collector to find.
             call.state.pop("trace", None)
+        if execution.arm is not None and self._canary_watch is not None:
+            self._canary_watch.note()  # the server's canary check (auto-abort) looks soon
         return execution
 
     def host_handler(self, call: HostCall) -> Callable[[str, dict[str, Any]], Any]:
@@ -735,7 +782,8 @@ class CoreServices:
         if len(chain) > self.agent_call_depth:
             raise AgentCallError(f"agent call depth limit ({self.agent_call_depth}) reached: {shown}",
                                  "agents may call agents at most this deep: flatten the chain", agent=name)
-        commit_id = self.target(call.env, name)  # NotFound (with the fix) when it is not in this environment
+        # The caller's arm (a canary's agents too): NotFound (with the fix) when it is not in this environment.
+        commit_id = self._arm_target(call.env, name, call.arm)
         config = self._commit_config(commit_id)
         if config.get("input_schema") is not None:
             check_input(config, input, call.env, name)
@@ -755,7 +803,7 @@ class CoreServices:
             entrypoint=config.get("entrypoint", "agent:handle"), timeout_s=timeout_s, input=input,
             session_id=session_id, source=f"agent:{call.agent}", on_chunk=None, trace=config["trace"][call.env],
             trace_max_chars=int(config.get("trace_max_chars", DEFAULT_TRACE_MAX_CHARS)),
-            session_fields=config["session"], parent=call,
+            session_fields=config["session"], parent=call, arm=call.arm,
         )
         call.annotate(child_execution_id=execution.id)  # on this call's span: the way down the trace
         if execution.status != "succeeded":
@@ -773,13 +821,20 @@ class CoreServices:
         source: str | None = None,
         limit: int = 50,
         before: str | None = None,
+        release: str | None = None,
+        arm: str | None = None,
     ) -> list[Execution]:
+        """Executions of one environment, newest first; ``release`` (an id or prefix) and ``arm``
+        (stable, canary): production's executions of that release / canary arm."""
+        from rf.services.canary import arm_filters
+
         check_env(env)
         if status is not None and status not in EXECUTION_STATUSES:
             raise UsageError(f"unknown status {status!r}", "use one of: " + ", ".join(EXECUTION_STATUSES))
         check_limit(limit, 10_000)
+        release_id, arm = arm_filters(self, release, arm)
         return self.store.list_executions(env, agent=agent, status=status, source=source, limit=limit,
-                                          before=before)
+                                          before=before, release_id=release_id, arm=arm)
 
     def get_execution(self, execution_id: str, env: str | None = None) -> Execution:
         """One execution; with ``env`` given, one of another environment is 'not found'."""

@@ -74,17 +74,31 @@ class EvalsService(ServiceBase):
     """``run_eval``: an agent's eval suite, run and scored (see the module docstring)."""
 
     def run_eval(self, name: str, env: str = "staging", case: str | None = None, repeat: int | None = None,
-                 files: dict[str, bytes] | None = None) -> EvalResult:
+                 files: dict[str, bytes] | None = None, live: bool = False, record: bool = False) -> EvalResult:
         """Run agent *name*'s eval suite (``evals/`` of the commit *env* runs, or of *files*:
         the working copy, staging only) and score it: one case (*case*), each case *repeat*
         times (default: the case's own ``repeat``). A failing case is a result, not an error;
-        an agent without a suite, an unknown case or a bad argument is an error."""
+        an agent without a suite, an unknown case or a bad argument is an error.
+
+        Connector calls are answered from each case's recording (``evals/NAME.recordings.json``,
+        rf.evals.tape); a call it does not hold fails its case, unless *live* (then it reaches the
+        environment's instance). *record* (staging only) runs each case once against staging's
+        instances and returns what they answered in ``recordings`` (``rf eval --record`` writes
+        them next to the suite files)."""
         from rf.evals.runner import run_cases
         from rf.evals.suite import SUITE_DIR, load_suite, suite_files
+        from rf.evals.tape import Tape, load_recordings, recordings_path
 
         services = cast("Services", self)
         check_env(env)
         check_name("agent", name)
+        if not isinstance(live, bool) or not isinstance(record, bool):
+            raise UsageError("live and record must be true or false")
+        if record and env != "staging":
+            raise UsageError("--record calls the connectors' staging instances: it runs in staging only",
+                             f"record in staging: rf eval {name} --record")
+        if record and repeat not in (None, 1):
+            raise UsageError("--record runs each case once", "drop --repeat")
         if repeat is not None and (isinstance(repeat, bool) or not isinstance(repeat, int) or not 1 <= repeat <= 100):
             raise UsageError(f"repeat must be a whole number from 1 to 100, not {repeat!r}", "e.g. --repeat 5")
         if files is not None:
@@ -111,25 +125,43 @@ class EvalsService(ServiceBase):
                 raise NotFound(f"agent {name!r} has no eval suite ({where} holds no .yaml, .yml or .jsonl file)", hint)
             raise NotFound(f"the eval suite of agent {name!r} has no cases ({where})", hint)
         cases = suite.select(case)
+        recordings = load_recordings(source_files, agent=name)
+        tapes: dict[str, Tape] = {}  # when recording: each case's (one attempt each)
 
-        if files is not None:
-            def execute(input: Any, session_id: str | None) -> Execution:
-                return services._run_working_copy(name, files, input, session_id, source="eval")
-        else:
-            def execute(input: Any, session_id: str | None) -> Execution:
-                return services.invoke(env, name, input, session_id, source="eval")
+        def execute_for(c: Any, k: int) -> Any:
+            where = recordings_path(c.file)
+            tape = Tape([] if record else recordings.get(c.id, []), live=live, recording=record,
+                        source=f"{where} (case {c.id})")
+            if record:
+                tapes[c.id] = tape
+            if files is not None:
+                def run_local(input: Any, session_id: str | None) -> Execution:
+                    return services._run_working_copy(name, files, input, session_id, source="eval", tape=tape)
+                return run_local
+
+            def run(input: Any, session_id: str | None) -> Execution:
+                return services.invoke(env, name, input, session_id, source="eval", tape=tape)
+            return run
 
         limits = services.pool.limits_of(env)
         workers = max(1, min(MAX_EVAL_WORKERS, limits.max_workers_per_agent))
         run_id = new_id("ev")
         started = utcnow()
         clock = time.perf_counter()
-        results = run_cases(cases, execute, _Tools(services), run_id=run_id, workers=workers, repeat=repeat)
+        results = run_cases(cases, None, _Tools(services), run_id=run_id, workers=workers,
+                            repeat=1 if record else repeat, execute_for=execute_for)
         passed = sum(r.passed for r in results)
+        recorded: dict[str, dict[str, list[Any]]] = {}
+        if record:  # each case's calls, in the order they were made, by recordings file
+            for c in cases:
+                tape = tapes.get(c.id)
+                recorded.setdefault(recordings_path(c.file), {})[c.id] = [
+                    r.to_json() for r in (tape.recorded if tape is not None else [])]
         result = EvalResult(
             id=run_id, agent=name, env=env, commit=commit, files=suite.files, cases=results, total=len(results),
             passed=passed, failed=len(results) - passed, pass_rate=round(passed / len(results), 4),
             started_at=iso(started), duration_ms=round((time.perf_counter() - clock) * 1000, 3), workers=workers,
+            connectors="record" if record else "live" if live else "replay", recordings=recorded,
         )
         from rf.models import to_dict
 

@@ -14,7 +14,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from rf.evals.tape import Tape
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -40,6 +43,12 @@ class HostCall:
     #: the agents whose calls led here, outermost first (empty when called from outside): a call
     #: back into one of them is a cycle, and their number is the depth
     chain: tuple[str, ...] = ()
+    #: recorded connector answers this execution is served from (a replay, a replay-only eval:
+    #: rf.evals.tape.Tape); None: connector calls go out as configured
+    tape: Tape | None = None
+    #: production: the release and arm it runs (``rf.services.canary.Arm``: a running canary's
+    #: agents, prompts and connectors over production's on its canary arm); None in staging
+    arm: Any = None
 
     def start(self, deadline: float) -> None:
         """The worker started the execution; it times out at ``deadline`` (``time.monotonic()``)."""

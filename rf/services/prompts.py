@@ -379,7 +379,10 @@ class PromptsService(ServiceBase):
         if not isinstance(name, str):
             raise UsageError("ctx.prompts: the prompt name must be a string")
         check_name("prompt", name)
-        v = self.store.resolve_prompt(name, call.env)
+        arm = call.arm  # production: a running canary's version on its canary arm
+        canaried = arm.prompts.get(name) if arm is not None and arm.prompts else None
+        v = (self.store.resolve_prompt(name, call.env) if canaried is None
+             else self.store.get_prompt_version(name, canaried))
         if v is None:
             if not self.store.prompt_exists(name):
                 raise NotFound(f"prompt {name!r} does not exist (create it: rf prompts create {name})",

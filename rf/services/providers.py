@@ -403,12 +403,14 @@ class ProvidersService(ServiceBase):
             raise UsageError("stream must be true or false")
         sampling = normalize_sampling(temperature=temperature, top_p=top_p, stop=stop, max_tokens=max_tokens)
         fmt = normalize_response_format(response_format)
-        provider, model_name = self.resolve_model(model)
+        mocked = call.tape is not None and call.tape.llm_mock  # rf replay --llm mock: the built-in mock answers
+        provider, model_name = (_builtin(), mock.DEFAULT_MODEL) if mocked else self.resolve_model(model)
         call.annotate(provider=provider.name, provider_kind=provider.kind, model=model_name, input_messages=msgs,
                       stream=stream, **{k: v for k, v in sampling.items() if k != "max_tokens"})
         if fmt is not None:
             call.annotate(response_format=fmt["name"])
-        self._note_use(provider.name, call)  # before calling: a failing provider is still one agents depend on
+        if not mocked:
+            self._note_use(provider.name, call)  # before calling: a failing provider is still one agents depend on
         client = self._client(provider, call)
         chunks: list[str] = []
         on_chunk: Callable[[str], None] | None = None

@@ -37,12 +37,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rf.errors import Conflict, NotFound, UsageError
 from rf.ids import new_id, utcnow
 from rf.models import (
+    PRODUCTION_RELEASE_KINDS,
     AgentEvalEvidence,
     EvalResult,
     PromoteResult,
@@ -430,7 +432,8 @@ class ReleasesService(ServiceBase):
 
     def publish_release(self, items: list[str] | None = None, all: bool = False, plan_id: str | None = None,
                         message: str = "", author: str = "unknown", with_deps: bool = False,
-                        strict: bool = False, accept_regressions: bool = False) -> Release:
+                        strict: bool = False, accept_regressions: bool = False,
+                        canary: float | None = None) -> Release:
         """Publish atomically: every item or none, in one transaction, recorded as a release.
 
         What to publish is explicit: ``items``, or ``all=True``, or a ``plan_id`` alone
@@ -438,8 +441,16 @@ class ReleasesService(ServiceBase):
 
         The eval gate: a plan whose agents regress eval cases (passing in production, failing
         on staging's state) is refused unless ``accept_regressions`` with the reason in
-        ``message``; the release records the evidence and the reason."""
+        ``message``; the release records the evidence and the reason.
+
+        ``canary``: a percentage of production traffic (above 0, below 100): the plan starts as a
+        canary release beside production's instead (rf.services.canary) — the same plan, gate and
+        approvals; triggers and removals are refused, and so is a second canary."""
         _check_acceptance(accept_regressions, message)
+        if canary is not None:
+            from rf.services.canary import check_percent
+
+            canary = check_percent(canary, "--canary", lowest=1e-9, highest=100 - 1e-9)
         if plan_id is not None and not items and not all:
             items = self._plan_item_names(plan_id)
         # The evidence first, outside the write lock: its eval runs record executions. A plan id's
@@ -447,6 +458,8 @@ class ReleasesService(ServiceBase):
         plan = self._plan_items(items, all, with_deps, strict)
         if plan_id is not None and plan.id != plan_id:
             raise Conflict(self._stale_plan_message(plan_id, plan), "re-run rf releases plan and review again")
+        if canary is not None:
+            self._check_canary_plan(plan)  # type: ignore[attr-defined]  # (before any eval work)
         self._gate_evidence(plan, reuse=True)
         accepted = self._check_gate(plan, accept_regressions, message)
         with self.store.write_lock:
@@ -455,6 +468,9 @@ class ReleasesService(ServiceBase):
                 raise Conflict(self._stale_plan_message(plan.id, again) + " (while the eval suites ran)",
                                "re-run rf releases plan and review again")
             evidence = {"evals": to_dict(plan.evals), "accepted_regressions": accepted} if plan.evals else None
+            if canary is not None:
+                return self._start_canary(again, canary, message, author, evidence)  # type: ignore[attr-defined,no-any-return]
+            self._refuse_canaried(again.items)  # type: ignore[attr-defined]
             return self._apply(again.items, again.id, "publish", message or self._default_message(again.items),
                                author, again.warnings, evidence)
 
@@ -630,7 +646,10 @@ class ReleasesService(ServiceBase):
         return f"publish {len(items)} items"
 
     def _apply(self, items: list[ReleaseItem], plan_id: str, kind: str, message: str, author: str,
-               warnings: list[str], evidence: dict[str, Any] | None = None) -> Release:
+               warnings: list[str], evidence: dict[str, Any] | None = None,
+               also: Callable[[Any, str], None] | None = None) -> Release:
+        """Apply *items* and record the release in one transaction (*also*: more writes of that
+        transaction, given its cursor and the release id: a canary's end with its promote)."""
         release_id = new_id("rel")
         now = utcnow()
         with self.store.transaction() as cur:
@@ -647,6 +666,8 @@ class ReleasesService(ServiceBase):
                         "summary": i.summary} for i in items],
                 evidence=evidence,
             )
+            if also is not None:
+                also(cur, release_id)
         self._after_release_commit(release_id)
         self._release_applied()
         release = self.get_release(release_id)
@@ -713,12 +734,16 @@ class ReleasesService(ServiceBase):
         return Release(id=row["id"], created_at=row["created_at"], author=row["author"], message=row["message"],
                        plan_id=row["plan_id"], kind=row["kind"], items=items,
                        evals=[from_dict(AgentEvalEvidence, e) for e in evidence.get("evals", [])],
-                       accepted_regressions=evidence.get("accepted_regressions"))
+                       accepted_regressions=evidence.get("accepted_regressions"),
+                       canary=evidence.get("canary"), weight=evidence.get("weight"), figures=evidence.get("figures"))
 
     def _production_state(self) -> dict[tuple[str, str], Any]:
-        """Production's state per item, from the release history (newest wins)."""
+        """Production's state per item, from the release history (newest wins; a canary's own
+        releases never changed production)."""
         state: dict[tuple[str, str], Any] = {}
         for release in reversed(self.store.list_releases(1_000_000)):
+            if release["kind"] not in PRODUCTION_RELEASE_KINDS:
+                continue
             for item in release["items"]:
                 state[(item["kind"], item["name"])] = item["after"]
         return state
@@ -726,7 +751,12 @@ class ReleasesService(ServiceBase):
     def plan_rollback(self, release_id: str, force: bool = False) -> ReleasePlan:
         """What rolling back a release would publish (each item back to its `before`)."""
         target = self.get_release(release_id)
-        later = [r for r in (self._release(row) for row in self.store.list_releases(1_000_000)) if r.id > target.id]
+        if target.kind not in PRODUCTION_RELEASE_KINDS:
+            raise Conflict(f"release {target.id} ({target.kind}) never changed production: nothing to roll back",
+                           "a running canary is ended with: rf releases canary abort" if target.kind == "canary"
+                           else "roll back a release that changed production (rf releases history)")
+        later = [r for r in (self._release(row) for row in self.store.list_releases(1_000_000))
+                 if r.id > target.id and r.kind in PRODUCTION_RELEASE_KINDS]
         touched = {(i.kind, i.name) for i in target.items}
         conflicts = [(r, i) for r in later for i in r.items if (i.kind, i.name) in touched]
         warnings = []

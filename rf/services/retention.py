@@ -19,7 +19,10 @@ request never waits for more than one chunk.
 - stale directories in ``.rf/cache``: ``rf test`` working copies (one per edit) and
   commit directories written for workers, when no live worker runs them, they are over an
   hour old, and (working copies) they are not their agent's newest. Commit directories
-  are a cache: one needed again is written again from the store.
+  are a cache: one needed again is written again from the store;
+- abandoned uploads: pieces of a knowledge-base upload (``.rf/cache/kb-uploads/BATCH``)
+  untouched for over an hour, and chunks of a deploy upload (``.rf/uploads``) idle for
+  longer than an upload may be (``UPLOAD_IDLE_S``) — a client that went away mid-upload.
 
 Never collected: memory (it is state, not history), release history, credentials,
 configuration of any kind. ``rf gc`` deletes history, never configuration: it is
@@ -69,7 +72,8 @@ INTERVAL_ENV = "RF_RETENTION_INTERVAL_S"
 
 #: Every kind ``rf gc`` reports, in order; the background pass reports the first three.
 HISTORY_KINDS = ("executions", "spans", "session_messages")
-KINDS = (*HISTORY_KINDS, "release_plans", "eval_runs", "commits", "blobs", "working_copies", "commit_dirs")
+KINDS = (*HISTORY_KINDS, "release_plans", "eval_runs", "commits", "blobs", "working_copies", "commit_dirs",
+         "upload_spools")
 
 
 def retention_policy(workspace: Workspace | None) -> dict[str, Any]:
@@ -189,6 +193,18 @@ class RetentionService(ServiceBase):
         for d in _subdirs(self.cache_dir / "commits"):
             if d.name not in heads and d.name not in labels and _mtime(d) < old:
                 doomed.append(("commit_dirs", d))
+        # Pieces of a knowledge-base upload whose client went away (a live one touches its
+        # directory with every piece), and chunks of a deploy upload past the idle limit.
+        for d in _subdirs(self.cache_dir / "kb-uploads"):
+            if _tree_mtime(d) < old:
+                doomed.append(("upload_spools", d))
+        uploads = self.workspace.state_dir / "uploads" if self.workspace is not None else None
+        if uploads is not None and uploads.is_dir():
+            from rf.services.uploads import UPLOAD_IDLE_S
+
+            idle = time.time() - UPLOAD_IDLE_S
+            doomed += [("upload_spools", f) for f in uploads.iterdir()
+                       if f.is_file() and not f.is_symlink() and _mtime(f) < idle]
         if not doomed:
             return tally
         from rf.runtime.pool import remove_tree
@@ -196,10 +212,13 @@ class RetentionService(ServiceBase):
         # One at a time with the check-and-repair of code directories (CoreServices._ensure_code).
         lock = getattr(self, "_code_lock", None) or threading.Lock()
         for kind, d in doomed:
-            size = _tree_bytes(d)
+            size = _tree_bytes(d) if d.is_dir() else _size(d)
             if not dry_run:
                 with lock:
-                    remove_tree(d)
+                    if d.is_dir():
+                        remove_tree(d)
+                    else:
+                        d.unlink(missing_ok=True)
                 if d.exists():
                     continue  # could not be removed: not counted
             _add(tally, {kind: (1, size)})
@@ -208,6 +227,24 @@ class RetentionService(ServiceBase):
                 if not any(agent_dir.iterdir()):
                     agent_dir.rmdir()
         return tally
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _tree_mtime(path: Path) -> float:
+    """The newest modification time in a directory and what it directly holds."""
+    newest = _mtime(path)
+    try:
+        for p in path.iterdir():
+            newest = max(newest, _mtime(p))
+    except OSError:
+        pass
+    return newest
 
 
 def _subdirs(path: Path) -> list[Path]:

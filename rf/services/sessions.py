@@ -376,13 +376,19 @@ class SessionsService(ServiceBase):
     """Mixed into :class:`rf.services.Services`."""
 
     # ------------------------------------------------------------ sessions
-    def list_sessions(self, env: str = "staging", agent: str | None = None, limit: int = 50) -> list[SessionSummary]:
-        """Sessions of one environment, most recently active first."""
+    def list_sessions(self, env: str = "staging", agent: str | None = None, limit: int = 50,
+                      release: str | None = None, arm: str | None = None) -> list[SessionSummary]:
+        """Sessions of one environment, most recently active first; in production with the release
+        and arm of each one's latest execution (``release``, ``arm``: only those)."""
+        from rf.services.canary import arm_filters
+
         check_env(env)
         limit = _limit(limit, 10_000)
-        rows = self.store.list_sessions(env, agent=_text_param(agent), limit=limit)
+        release_id, arm = arm_filters(self, _text_param(release), arm)
+        rows = self.store.list_sessions(env, agent=_text_param(agent), limit=limit, release_id=release_id, arm=arm)
         return [SessionSummary(id=r[0], env=env, agent=r[1], messages=int(r[2]), started_at=iso(r[3]),
-                               updated_at=iso(r[4]), last_message=_preview(r[5])) for r in rows]
+                               updated_at=iso(r[4]), last_message=_preview(r[5]), release_id=r[6], arm=r[7])
+                for r in rows]
 
     def get_session(self, session_id: str, env: str = "staging", agent: str | None = None) -> SessionThread:
         """One session's messages, oldest first. Without ``agent``, the id must be used by one agent only."""
@@ -459,10 +465,17 @@ class SessionsService(ServiceBase):
         """This execution's session, oldest first, including what it appended itself."""
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
             raise UsageError("ctx.session.history: limit must be a whole number ≥ 0")
-        if call.session_id is None or limit == 0:
+        tape = call.tape
+        if tape is not None and tape.history is not None and call.parent_id is None:
+            # a replayed turn: the recorded session before it (not its calls to other agents)
+            messages = [dict(m) for m in tape.history]
+        elif call.session_id is None or limit == 0:
             return []
-        stored = self.store.session_messages(call.env, call.session_id, call.agent, limit=limit)
-        messages = [{"role": r[1], "content": r[2]} for r in stored]
+        else:
+            stored = self.store.session_messages(call.env, call.session_id, call.agent, limit=limit)
+            messages = [{"role": r[1], "content": r[2]} for r in stored]
+        if limit == 0:
+            return []
         messages += [{"role": role, "content": json.loads(content)} for role, content, _ in call.state.get("session", ())]
         return messages[-limit:] if limit is not None else messages
 

@@ -47,6 +47,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rf.errors import NotFound, RfError, UsageError
+from rf.evals.tape import BODY_MAX
 from rf.ids import datetime_of_ns, iso
 from rf.jsonfast import dumps_lenient
 from rf.logsetup import KNOWN, REDACTED
@@ -70,6 +71,9 @@ KINDS = {
     "kb": "kb", "data": "data", "trace": "custom", "agents": "agent",
 }
 TRACE_MODES = ("full", "standard", "minimal")
+#: Host calls whose request and response a replay needs (rf.evals.tape): standard mode keeps
+#: their bodies up to BODY_MAX characters each, not ``trace_max_chars``.
+BODY_METHODS = frozenset({"connectors.call", "llm.chat"})
 DEFAULT_MAX_CHARS = 2000
 _SPAN_ID = re.compile(r"[0-9a-f]{16}")
 _NAME_MAX = 200
@@ -186,6 +190,20 @@ class ExecutionTrace:
             return value
         return f"{text[: self.max_chars]}… [{len(text) - self.max_chars} more characters]"
 
+    def _body(self, value: Any, attributes: dict[str, Any]) -> Any:
+        """A connector or LLM request/response body in standard mode: kept whole up to
+        :data:`BODY_MAX` characters of JSON (or ``max_chars``, if larger), so that a replay can
+        answer from it; a longer one is cut like any attribute and the span marked
+        ``body_truncated`` (that call cannot be replayed)."""
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        limit = max(self.max_chars, BODY_MAX)
+        text = value if isinstance(value, str) else _encode(value)
+        if len(text) <= limit:
+            return value
+        attributes["body_truncated"] = True
+        return f"{text[:limit]}… [{len(text) - limit} more characters]"
+
     def _attribute(self, value: Any) -> Any:
         """A custom or annotated attribute in standard mode."""
         if value is None or isinstance(value, bool | int | float):
@@ -297,10 +315,19 @@ class ExecutionTrace:
             attributes.update(extra)
         elif extra and self.mode == "standard":  # e.g. an LLM call's messages: truncated like inputs
             attributes.update({k: self._attribute(v) for k, v in extra.items()})
-        if self.mode != "minimal":
-            attributes["input"] = self._attribute(params) if self.mode == "standard" else params
+        if self.mode == "full":
+            attributes["input"] = params
             if has_output:
-                attributes["output"] = self._attribute(result) if self.mode == "standard" else result
+                attributes["output"] = result
+        elif self.mode == "standard":
+            if method in BODY_METHODS:  # what a replay answers from: whole bodies, up to BODY_MAX each
+                attributes["input"] = self._body(params, attributes)
+                if has_output:
+                    attributes["output"] = self._body(result, attributes)
+            else:
+                attributes["input"] = self._attribute(params)
+                if has_output:
+                    attributes["output"] = self._attribute(result)
         kind = KINDS.get(method.split(".", 1)[0], "custom")
         self._child(_new_span_id(), self._parent(parent), kind, method, start, end, status, error, attributes)
 
@@ -425,6 +452,10 @@ class ExecutionTrace:
             attributes["session_id"] = execution.session_id
         if execution.parent_id:  # called by another agent (ctx.agents.invoke): same trace id as its caller
             attributes["parent_execution_id"] = execution.parent_id
+        if execution.release_id:  # production: the release it ran, and its arm while a canary runs
+            attributes["release_id"] = execution.release_id
+        if execution.arm:
+            attributes["arm"] = execution.arm
         if execution.error_type:
             attributes["error_type"] = execution.error_type
         if self.child_errors:
@@ -452,6 +483,22 @@ class ExecutionTrace:
             self.store.queue_span_batch(call.env, self.trace_id, call.execution_id, call.agent, min(starts),
                                         max(ends), len(rows) + self.raw_count, text)
         return root
+
+
+def redacted(call: HostCall, value: Any) -> Any:
+    """*value* as a span would keep it: every secret the execution registered and every known
+    credential value (rf.logsetup.KNOWN) replaced by ``[REDACTED]`` (for what is stored
+    outside the trace, e.g. the connector answers ``rf eval --record`` writes to a file)."""
+    secrets: set[str] | None = call.state.get("secrets")
+    if secrets:
+        value = _scrub(value, _secret_forms(secrets))
+    if KNOWN.active:
+        KNOWN.load()
+        text = _encode(value)
+        clean = KNOWN.json_text(text)
+        if clean != text:
+            value = json.loads(clean)
+    return value
 
 
 def _secret_forms(secrets: set[str]) -> list[str]:
@@ -675,9 +722,14 @@ def span_of(row: SpanRow) -> Span:
 
 
 def _summary(row: SpanRow) -> TraceSummary:
-    return TraceSummary(execution_id=row[4], trace_id=row[1], env=row[0], agent=row[5], status=row[10],
-                        started_at=_iso_ns(int(row[8])), duration_ms=round((int(row[9]) - int(row[8])) / 1e6, 3),
-                        error=row[11])
+    summary = TraceSummary(execution_id=row[4], trace_id=row[1], env=row[0], agent=row[5], status=row[10],
+                           started_at=_iso_ns(int(row[8])),
+                           duration_ms=round((int(row[9]) - int(row[8])) / 1e6, 3), error=row[11])
+    attributes = row[12]
+    if row[0] == "production" and isinstance(attributes, str) and '"release_id"' in attributes:
+        found = json.loads(attributes)  # (a production root span names its release and arm)
+        summary.release_id, summary.arm = found.get("release_id"), found.get("arm")
+    return summary
 
 
 def _text_param(value: Any) -> Any:
@@ -700,19 +752,24 @@ class TracesService(ServiceBase):
 
     # ------------------------------------------------------------ reading
     def list_traces(self, env: str = "staging", agent: str | None = None, since: str | None = None,
-                    limit: int = 50) -> list[TraceSummary]:
-        """Traces (root spans) of one environment, newest first."""
+                    limit: int = 50, release: str | None = None, arm: str | None = None) -> list[TraceSummary]:
+        """Traces (root spans) of one environment, newest first (``release``, ``arm``: production's
+        of that release / canary arm only)."""
+        from rf.services.canary import arm_filters
+
         check_env(env)
         limit = _limit(limit, 10_000)
         since_ns = parse_since(since)
         agent = _text_param(agent)
+        release_id, arm = arm_filters(self, _text_param(release), arm)
+        only: dict[str, Any] = {"release_id": release_id, "arm": arm} if release_id is not None or arm is not None else {}
         if since_ns is not None:
-            rows = self.store.root_spans(env, agent=agent, since_ns=since_ns, limit=limit)
+            rows = self.store.root_spans(env, agent=agent, since_ns=since_ns, limit=limit, **only)
         else:
-            rows = self._recent_roots(env, agent, limit)
+            rows = self._recent_roots(env, agent, limit, **only)
         return [_summary(r) for r in rows]
 
-    def _recent_roots(self, env: str, agent: str | None, limit: int) -> list[SpanRow]:
+    def _recent_roots(self, env: str, agent: str | None, limit: int, **only: Any) -> list[SpanRow]:
         """The newest root spans, looking back in growing windows.
 
         Each window is a time-bounded scan that skips the row groups outside
@@ -725,12 +782,12 @@ class TracesService(ServiceBase):
         for _ in range(7):  # 1 h, 8 h, 64 h, 21 d, 170 d, 3.7 y, 30 y
             since = now - window
             found += self.store.root_spans(env, agent=agent, since_ns=since, until_ns=until,
-                                           limit=limit - len(found))
+                                           limit=limit - len(found), **only)
             if len(found) >= limit:
                 return found
             until = since
             window *= 8
-        return found + self.store.root_spans(env, agent=agent, until_ns=until, limit=limit - len(found))
+        return found + self.store.root_spans(env, agent=agent, until_ns=until, limit=limit - len(found), **only)
 
     def get_trace(self, execution_id: str, env: str | None = None) -> Trace:
         """The span tree of one execution (``env`` given: another environment's is 'not found')."""

@@ -113,7 +113,8 @@ def require(role: str, what: str) -> Actor:
 
 #: Arguments an audit row may carry (never a credential value, a DSN, a token, a file).
 _AUDIT_ARGS = frozenset({"env", "items", "all", "plan_id", "message", "role", "force", "with_deps", "strict",
-                         "dry_run", "target", "kind", "user", "name", "now", "accept_regressions"})
+                         "dry_run", "target", "kind", "user", "name", "now", "accept_regressions", "canary",
+                         "percent"})
 #: Routes that publish to production without a reviewed plan of their own: with ``[releases]
 #: approvals = N`` each needs a plan id with N approvals (a rollback does not: it is the way back).
 _PUBLISHING = frozenset({"publish_release", "promote", "publish_prompt", "publish_connector"})

@@ -16,6 +16,7 @@ import duckdb
 
 from rf.errors import RfError, StoreError
 from rf.store.agents import AgentsMixin
+from rf.store.canary import CanaryMixin
 from rf.store.connectors import ConnectorsMixin
 from rf.store.credentials import CredentialsMixin
 from rf.store.datasources import DataSourcesMixin
@@ -103,6 +104,7 @@ class Store(
     RetentionMixin,
     UsersMixin,
     EvalsMixin,
+    CanaryMixin,
 ):
     """One open DuckDB file. Thread-safe: cursors are per thread."""
 

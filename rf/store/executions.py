@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 _COLUMNS = (
     "id, env, agent, commit_id, source, status, input, output, error, error_type, traceback, logs,"
-    " started_at, ended_at, duration_ms, session_id, queued_ms, parent_id"
+    " started_at, ended_at, duration_ms, session_id, queued_ms, parent_id, release_id, arm"
 )
 _MARKER_COLUMNS = "id, env, agent, commit_id, source, session_id, input, started_at, run_started_at"
 #: The latest marker of each execution (one is written while it waits, another once it runs).
@@ -216,7 +216,7 @@ class ExecutionsMixin:
             ex.id, ex.env, ex.agent, ex.commit, ex.source, ex.status,
             _dump(ex.input), _dump(ex.output), ex.error, ex.error_type, ex.traceback, ex.logs,
             started or parse_iso(ex.started_at), ended or parse_iso(ex.ended_at), ex.duration_ms,
-            ex.session_id, root_span, ex.queued_ms, ex.parent_id,
+            ex.session_id, root_span, ex.queued_ms, ex.parent_id, ex.release_id, ex.arm,
         )
         writer = self.writer
         writer.check("executions", (row,))
@@ -229,6 +229,7 @@ class ExecutionsMixin:
             input=_load(row[6]), output=_load(row[7]), error=row[8], error_type=row[9],
             traceback=row[10], logs=row[11] or "", started_at=iso(row[12]), ended_at=iso(row[13]),
             duration_ms=row[14], session_id=row[15], queued_ms=row[16] or 0.0, parent_id=row[17],
+            release_id=row[18], arm=row[19],
         )
 
     @staticmethod
@@ -308,7 +309,7 @@ class ExecutionsMixin:
         root = dumps_lenient([ids[:32], ids[32:], micros_of(started) * 1000, micros_of(now) * 1000, "error",
                               INTERRUPTED_ERROR, attributes])
         row = (ex.id, env, agent, commit, source, ex.status, input_text, None, ex.error, ex.error_type, None, "",
-               started, now, ex.duration_ms, session_id, root, ex.queued_ms, None)
+               started, now, ex.duration_ms, session_id, root, ex.queued_ms, None, None, None)
         self.writer.check("executions", (row,))
         self.writer.put("executions", row)
 
@@ -324,11 +325,15 @@ class ExecutionsMixin:
         limit: int = 50,
         before: str | None = None,
         full: bool = False,
+        release_id: str | None = None,
+        arm: str | None = None,
     ) -> list[Execution]:
         """Executions of one environment, newest first (ids sort by time); those still
-        running (status ``running``) among them."""
+        running (status ``running``) among them (not when filtered by release or arm: a
+        marker does not record them)."""
         self.flush()
-        markers = self._markers_checked() and status in (None, "running")
+        markers = (self._markers_checked() and status in (None, "running") and release_id is None
+                   and arm is None)
         where = ["env = ?"]
         params: list[Any] = [env]
         for column, value in (("agent", agent), ("session_id", session_id)):
@@ -345,8 +350,11 @@ class ExecutionsMixin:
         found: list[Execution] = []
         if status != "running":
             cols = _COLUMNS if full else _COLUMNS.replace("traceback, logs", "NULL, NULL")
-            final_where = [*where, "status = ?"] if status is not None else where
-            final_params = [*params, status] if status is not None else params
+            final_where, final_params = list(where), list(params)
+            for column, value in (("status", status), ("release_id", release_id), ("arm", arm)):
+                if value is not None:
+                    final_where.append(f"{column} = ?")
+                    final_params.append(value)
             rows = cur.execute(
                 f"SELECT {cols} FROM executions WHERE {' AND '.join(final_where)} ORDER BY id DESC LIMIT ?",
                 [*final_params, limit],

@@ -541,6 +541,26 @@ MIGRATIONS: list[list[str]] = [
             result VARCHAR NOT NULL       -- JSON: the EvalResult, cases and scores included
         )""",
     ],
+    # Canary releases: a release run beside production's on a share of its traffic. Every
+    # production execution records the release it ran and, while a canary runs, its arm. The
+    # canary's state lives here (not in a server's memory), so replicas on one database agree.
+    [
+        "ALTER TABLE executions ADD COLUMN release_id VARCHAR",  # production's release it ran (NULL: staging)
+        "ALTER TABLE executions ADD COLUMN arm VARCHAR",  # stable | canary while a canary runs, else NULL
+        """CREATE TABLE canaries (
+            id VARCHAR PRIMARY KEY,        -- the canary's release (kind canary), what its arm records
+            status VARCHAR NOT NULL,       -- running | promoted | aborted
+            weight DOUBLE NOT NULL,        -- the percentage of production traffic on the canary arm
+            stable_release_id VARCHAR,     -- production's release when it started (NULL: none yet)
+            state VARCHAR NOT NULL,        -- JSON: what the canary arm runs (agents, prompts, connectors)
+            started_at TIMESTAMP NOT NULL,
+            started_by VARCHAR NOT NULL,
+            ended_at TIMESTAMP,
+            ended_by VARCHAR,
+            end_release_id VARCHAR,        -- the release that ended it (canary-promote or canary-abort)
+            figures VARCHAR                -- JSON: the per-arm figures when it ended (auto-abort's cause)
+        )""",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -34,6 +34,7 @@ from typing import Any
 from rf.config import shown_store_url as shown_url
 from rf.errors import RfError, StoreError
 from rf.store.agents import AgentsMixin
+from rf.store.canary import CanaryMixin
 from rf.store.connectors import ConnectorsMixin
 from rf.store.credentials import CredentialsMixin
 from rf.store.datasources import DataSourcesMixin
@@ -43,7 +44,7 @@ from rf.store.keys import KeysMixin
 from rf.store.knowledge import KnowledgeMixin
 from rf.store.migrations import SCHEMA_VERSION
 from rf.store.pg_overrides import PgOverrides
-from rf.store.pg_sql import PG_INDEXES, pg_statements, translate
+from rf.store.pg_sql import PG_FUNCTIONS, PG_INDEXES, pg_statements, translate
 from rf.store.prompts import PromptsMixin
 from rf.store.providers import ProvidersMixin
 from rf.store.releases import ReleasesMixin
@@ -199,6 +200,7 @@ class PgStore(
     RetentionMixin,
     UsersMixin,
     EvalsMixin,
+    CanaryMixin,
 ):
     """One PostgreSQL database. Thread-safe: a connection per thread."""
 
@@ -270,7 +272,7 @@ class PgStore(
                             f"cannot upgrade the PostgreSQL store at {self.shown_url} from schema v{current} to"
                             f" v{SCHEMA_VERSION}: step v{version} failed: {first}",
                             "nothing was changed; report this message") from None
-            for statement in PG_INDEXES:
+            for statement in (*PG_FUNCTIONS, *PG_INDEXES):
                 con.execute(statement)
             if current != SCHEMA_VERSION:
                 cur.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",

@@ -4,8 +4,8 @@
 replaces the mixin method of the same name (same signature, same result). Everything else runs
 the mixins' own SQL through rf.store.pg_sql.translate.
 
-- sessions: ``QUALIFY`` (newest turns, latest memory row per key) and ``arg_max`` /
-  ``arg_max_null`` → window functions and ``DISTINCT ON``;
+- sessions: ``QUALIFY`` (newest turns, latest memory row per key) → window functions and
+  ``DISTINCT ON`` (``arg_max`` is defined in the database: rf.store.pg_sql.PG_FUNCTIONS);
 - the file: no file to measure (``pg_database_size``), no ``CHECKPOINT`` to run;
 - knowledge bases: numpy registrations → ``COPY``; ``FLOAT[dim]`` vectors → pgvector's
   ``vector(dim)`` or float4 ``bytea``; ``GLOB`` and ``json_extract_string`` filters →
@@ -65,27 +65,6 @@ class PgOverrides:
                 out.append((seq + i, role, content, execution_id, datetime_of_micros(at_us)))
         return out[-limit:] if limit is not None else out
 
-    def list_sessions(
-        self, env: str, *, agent: str | None = None, limit: int = 50
-    ) -> list[tuple[str, str, int, _dt.datetime, _dt.datetime, str]]:
-        from rf.jsonfast import dumps as _dumps
-
-        self.flush()
-        where = "env = ?"
-        params: list[Any] = [env]
-        if agent is not None:
-            where += " AND agent = ?"
-            params.append(agent)
-        rows = self.cursor().execute(
-            f"""SELECT session_id, agent, sum(count), min(started_at), max(ended_at),
-                       (array_agg(messages ORDER BY seq DESC))[1]
-                FROM session_turns WHERE {where}
-                GROUP BY session_id, agent ORDER BY max(seq + count - 1) DESC LIMIT ?""",
-            [*params, limit],
-        ).fetchall()
-        return [(sid, ag, int(n), first, last_at, _dumps(json.loads(last)[-1][1]))
-                for sid, ag, n, first, last_at, last in rows]
-
     def memory_items(
         self, env: str, prefix: str = "", *, limit: int | None = None, values: bool = True
     ) -> list[tuple[str, str | None, int, _dt.datetime, str | None, str | None]]:
@@ -115,18 +94,6 @@ class PgOverrides:
             ).fetchall()
             cur.execute(f"DELETE FROM memory WHERE env = ? AND {cond}", [env, param])
         return [r[0] for r in live]
-
-    def compact_memory(self) -> int:
-        with self.transaction() as cur:
-            before = cur.execute("SELECT count(*) FROM memory").fetchone()
-            cur.execute(
-                """DELETE FROM memory USING (
-                       SELECT DISTINCT ON (env, key) env, key, seq AS top, value IS NULL AS gone
-                       FROM memory ORDER BY env, key, seq DESC) AS t
-                   WHERE memory.env = t.env AND memory.key = t.key AND (memory.seq < t.top OR t.gone)"""
-            )
-            after = cur.execute("SELECT count(*) FROM memory").fetchone()
-        return int(before[0] if before else 0) - int(after[0] if after else 0)
 
     # ------------------------------------------------------------ the file
     def store_bytes(self) -> int:

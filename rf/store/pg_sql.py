@@ -57,6 +57,7 @@ PG_MIGRATIONS: list[list[str] | None] = [
     None,  # v18 users, tokens, approvals, audit log
     None,  # v19 release gate evidence
     None,  # v20 eval runs
+    None,  # v21 canary releases
 ]
 
 #: Indexes PostgreSQL gets on top of the DuckDB schema (DuckDB relies on zone maps where a row store
@@ -72,6 +73,26 @@ PG_INDEXES = (
     "CREATE INDEX IF NOT EXISTS kb_chunks_chunk ON kb_chunks (kb_id, chunk_id)",
     "CREATE INDEX IF NOT EXISTS kb_documents_kb ON kb_documents (kb_id, state, path)",
     "CREATE INDEX IF NOT EXISTS audit_log_created ON audit_log (created_at)",
+)
+
+#: DuckDB functions rf's SQL uses that PostgreSQL lacks, defined in the database at every open (idempotent,
+#: under the migration lock): ``arg_max(text, bigint)`` (the text at the largest key, NULL texts and keys
+#: skipped) and ``arg_max_null`` (NULL texts kept), as DuckDB's.
+PG_FUNCTIONS = (
+    """DO $$ BEGIN CREATE TYPE rf_text_at AS (v text, k bigint, set boolean);
+       EXCEPTION WHEN duplicate_object THEN NULL; END $$""",
+    """CREATE OR REPLACE FUNCTION rf_arg_max_step(s rf_text_at, v text, k bigint) RETURNS rf_text_at
+       LANGUAGE sql IMMUTABLE AS $$ SELECT CASE WHEN v IS NULL OR k IS NULL THEN s
+           WHEN s IS NULL OR NOT (s).set OR k > (s).k THEN ROW(v, k, true)::rf_text_at ELSE s END $$""",
+    """CREATE OR REPLACE FUNCTION rf_arg_max_null_step(s rf_text_at, v text, k bigint) RETURNS rf_text_at
+       LANGUAGE sql IMMUTABLE AS $$ SELECT CASE WHEN k IS NULL THEN s
+           WHEN s IS NULL OR NOT (s).set OR k > (s).k THEN ROW(v, k, true)::rf_text_at ELSE s END $$""",
+    """CREATE OR REPLACE FUNCTION rf_arg_max_final(s rf_text_at) RETURNS text
+       LANGUAGE sql IMMUTABLE AS $$ SELECT (s).v $$""",
+    """CREATE OR REPLACE AGGREGATE arg_max(text, bigint)
+       (SFUNC = rf_arg_max_step, STYPE = rf_text_at, FINALFUNC = rf_arg_max_final)""",
+    """CREATE OR REPLACE AGGREGATE arg_max_null(text, bigint)
+       (SFUNC = rf_arg_max_null_step, STYPE = rf_text_at, FINALFUNC = rf_arg_max_final)""",
 )
 
 _TYPES = ((re.compile(r"\bDOUBLE\b"), "DOUBLE PRECISION"), (re.compile(r"\bBLOB\b"), "BYTEA"))

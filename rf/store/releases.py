@@ -35,6 +35,8 @@ class ReleasesMixin:
             [release_id, created_at, author, message, plan_id, kind,
              json.dumps(evidence, default=str) if evidence else None],
         )
+        if not items:  # (a canary's weight change or abort: recorded, production unchanged)
+            return
         cur.executemany(
             "INSERT INTO release_items VALUES (?, ?, ?, ?, ?, ?, ?)",
             [

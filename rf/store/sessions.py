@@ -95,23 +95,47 @@ class SessionsMixin:
         return [r[0] for r in rows]
 
     def list_sessions(
-        self, env: str, *, agent: str | None = None, limit: int = 50
-    ) -> list[tuple[str, str, int, _dt.datetime, _dt.datetime, str]]:
-        """``(session_id, agent, messages, started_at, updated_at, last content JSON)``, newest first."""
+        self, env: str, *, agent: str | None = None, limit: int = 50, release_id: str | None = None,
+        arm: str | None = None,
+    ) -> list[tuple[str, str, int, _dt.datetime, _dt.datetime, str, str | None, str | None]]:
+        """``(session_id, agent, messages, started_at, updated_at, last content JSON, release id,
+        arm)``, newest first; the release and arm are those of the session's latest execution
+        (production only: staging has neither), and filter the list when given."""
         self.flush()
         where = "env = ?"
         params: list[Any] = [env]
         if agent is not None:
             where += " AND agent = ?"
             params.append(agent)
-        rows = self.cursor().execute(
-            f"""SELECT session_id, agent, sum(count), min(started_at), max(ended_at), arg_max(messages, seq)
-                FROM session_turns WHERE {where}
-                GROUP BY session_id, agent ORDER BY max(seq + count - 1) DESC LIMIT ?""",
-            [*params, limit],
-        ).fetchall()
-        return [(sid, ag, int(n), first, last_at, _dumps(json.loads(last)[-1][1]))
-                for sid, ag, n, first, last_at, last in rows]
+        if env != "production":
+            if release_id is not None or arm is not None:
+                return []
+            rows = self.cursor().execute(
+                f"""SELECT session_id, agent, sum(count), min(started_at), max(ended_at), arg_max(messages, seq),
+                           NULL, NULL
+                    FROM session_turns WHERE {where}
+                    GROUP BY session_id, agent ORDER BY max(seq + count - 1) DESC LIMIT ?""",
+                [*params, limit],
+            ).fetchall()
+        else:
+            outer, outer_params = [], []
+            for column, value in (("release_id", release_id), ("arm", arm)):
+                if value is not None:
+                    outer.append(f"e.{column} = ?")
+                    outer_params.append(value)
+            rows = self.cursor().execute(
+                f"""SELECT t.session_id, t.agent, t.n, t.first_at, t.last_at, t.last, e.release_id, e.arm
+                    FROM (SELECT session_id, agent, sum(count) AS n, min(started_at) AS first_at,
+                                 max(ended_at) AS last_at, arg_max(messages, seq) AS last,
+                                 arg_max(execution_id, seq) AS last_execution, max(seq + count - 1) AS latest
+                          FROM session_turns WHERE {where} GROUP BY session_id, agent) t
+                    LEFT JOIN executions e ON e.id = t.last_execution AND e.env = 'production'
+                    {'WHERE ' + ' AND '.join(outer) if outer else ''}
+                    ORDER BY t.latest DESC LIMIT ?""",
+                [*params, *outer_params, limit],
+            ).fetchall()
+        return [(sid, ag, int(n), first, last_at, _dumps(json.loads(last)[-1][1]), rel, which)
+                for sid, ag, n, first, last_at, last, rel, which in rows]
 
     # ------------------------------------------------------------ memory
     def queue_memory(self, rows: Sequence[MemoryRow]) -> None:

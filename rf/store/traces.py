@@ -75,15 +75,17 @@ class TracesMixin:
 
     def root_spans(
         self, env: str, *, agent: str | None = None, since_ns: int | None = None, until_ns: int | None = None,
-        limit: int = 50,
+        limit: int = 50, release_id: str | None = None, arm: str | None = None,
     ) -> list[SpanRow]:
-        """Root spans (one per execution) of an environment, newest first."""
+        """Root spans (one per execution) of an environment, newest first (``release_id``, ``arm``:
+        of production's executions of that release / canary arm only)."""
         self.flush()
         where: list[str] = ["env = ?", "root_span IS NOT NULL"]
         params: list[Any] = [env]
-        if agent is not None:
-            where.append("agent = ?")
-            params.append(agent)
+        for column, value in (("agent", agent), ("release_id", release_id), ("arm", arm)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
         if since_ns is not None:
             where.append("started_at >= ?")
             params.append(datetime_of_ns(since_ns))

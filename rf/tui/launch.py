@@ -35,11 +35,22 @@ def mark(what: str) -> None:
             fh.write(json.dumps({"event": "mark", "what": what, "t": time.time(), "cpu": time.process_time()}) + "\n")
 
 
+#: The dashboard's server log (``.rf/ui-server.log``) rolls over at this size (one older file kept).
+UI_LOG_BYTES = 5 * 1024 * 1024
+
+
 def _quiet_server_logs(ws: Workspace) -> None:
-    """uvicorn logs to stderr, which would scribble over the full-screen app: send them to a file."""
+    """uvicorn logs to stderr, which would scribble over the full-screen app: send them to a file
+    (at most ``UI_LOG_BYTES`` and one older file; a flood of one cause is summarised)."""
+    from logging.handlers import RotatingFileHandler
+
+    from rf.logsetup import add_repeat_filter
+
     log_dir = ws.ensure_state_dir()
-    handler = logging.FileHandler(Path(log_dir) / "ui-server.log", encoding="utf-8")
+    handler = RotatingFileHandler(Path(log_dir) / "ui-server.log", maxBytes=UI_LOG_BYTES, backupCount=1,
+                                  encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    add_repeat_filter(handler)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "rf.server", "litestar"):
         logger = logging.getLogger(name)
         logger.handlers = [handler]

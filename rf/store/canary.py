@@ -1,0 +1,101 @@
+"""SQL for canary releases (table ``canaries``) and the per-arm figures of a running one.
+
+Plain SQL on purpose (``percentile_cont … WITHIN GROUP``, ``count(*) FILTER``): a PostgreSQL
+store must hold the same state, so replicas on one database agree on the canary.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import TYPE_CHECKING, Any
+
+from rf.ids import iso
+from rf.models import PRODUCTION_RELEASE_KINDS
+
+if TYPE_CHECKING:
+    import duckdb
+
+_COLUMNS = ("id, status, weight, stable_release_id, state, started_at, started_by, ended_at, ended_by,"
+            " end_release_id, figures")
+
+
+def _canary(row: tuple[Any, ...]) -> dict[str, Any]:
+    return {"id": row[0], "status": row[1], "weight": float(row[2]), "stable_release_id": row[3],
+            "state": json.loads(row[4]), "started_at": iso(row[5]), "started_by": row[6],
+            "ended_at": iso(row[7]) if row[7] is not None else None, "ended_by": row[8],
+            "end_release_id": row[9], "figures": json.loads(row[10]) if row[10] else None,
+            "started": row[5], "ended": row[7]}
+
+
+class CanaryMixin:
+    def cursor(self) -> duckdb.DuckDBPyConnection:  # provided by Store
+        raise NotImplementedError
+
+    def flush(self) -> None:  # provided by Store
+        raise NotImplementedError
+
+    def insert_canary(self, cur: duckdb.DuckDBPyConnection, *, canary_id: str, weight: float,
+                      stable_release_id: str | None, state: dict[str, Any], started_at: dt.datetime,
+                      started_by: str) -> None:
+        cur.execute(
+            "INSERT INTO canaries (id, status, weight, stable_release_id, state, started_at, started_by)"
+            " VALUES (?, 'running', ?, ?, ?, ?, ?)",
+            [canary_id, weight, stable_release_id, json.dumps(state), started_at, started_by],
+        )
+
+    def running_canary(self, cur: duckdb.DuckDBPyConnection | None = None) -> dict[str, Any] | None:
+        """The running canary (at most one), or None."""
+        row = (cur or self.cursor()).execute(
+            f"SELECT {_COLUMNS} FROM canaries WHERE status = 'running' ORDER BY id DESC LIMIT 1").fetchone()
+        return _canary(row) if row else None
+
+    def get_canary(self, canary_id: str | None = None) -> dict[str, Any] | None:
+        """One canary by id (a prefix of at least 6 characters), or the newest one."""
+        if canary_id is None:
+            row = self.cursor().execute(f"SELECT {_COLUMNS} FROM canaries ORDER BY id DESC LIMIT 1").fetchone()
+        else:
+            row = self.cursor().execute(
+                f"SELECT {_COLUMNS} FROM canaries WHERE id = ? OR starts_with(id, ?) ORDER BY id DESC LIMIT 1",
+                [canary_id, canary_id]).fetchone()
+        return _canary(row) if row else None
+
+    def set_canary_weight(self, cur: duckdb.DuckDBPyConnection, canary_id: str, weight: float) -> None:
+        cur.execute("UPDATE canaries SET weight = ? WHERE id = ? AND status = 'running'", [weight, canary_id])
+
+    def end_canary(self, cur: duckdb.DuckDBPyConnection, canary_id: str, *, status: str, ended_at: dt.datetime,
+                   ended_by: str, end_release_id: str, figures: dict[str, Any] | None) -> None:
+        cur.execute(
+            "UPDATE canaries SET status = ?, ended_at = ?, ended_by = ?, end_release_id = ?, figures = ?"
+            " WHERE id = ? AND status = 'running'",
+            [status, ended_at, ended_by, end_release_id, json.dumps(figures) if figures is not None else None,
+             canary_id],
+        )
+
+    def production_release_id(self, cur: duckdb.DuckDBPyConnection | None = None) -> str | None:
+        """The newest release that changed production (publish, rollback, canary-promote)."""
+        row = (cur or self.cursor()).execute(
+            "SELECT id FROM releases WHERE kind IN (?, ?, ?) ORDER BY id DESC LIMIT 1", list(PRODUCTION_RELEASE_KINDS),
+        ).fetchone()
+        return row[0] if row else None
+
+    def canary_arm_figures(self, since: dt.datetime, until: dt.datetime | None = None
+                           ) -> dict[str, dict[str, Any]]:
+        """Per arm (``stable``, ``canary``) of the production executions that arrived in
+        [since, until]: ended executions, failures (anything but succeeded), p50/p95 duration."""
+        self.flush()
+        where, params = ["env = 'production'", "arm IS NOT NULL", "started_at >= ?"], [since]
+        if until is not None:
+            where.append("started_at <= ?")
+            params.append(until)
+        rows = self.cursor().execute(
+            f"""SELECT arm, max(release_id), count(*), count(*) FILTER (WHERE status <> 'succeeded'),
+                       percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms),
+                       percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms)
+                FROM executions WHERE {' AND '.join(where)} GROUP BY arm""",
+            params,
+        ).fetchall()
+        return {arm: {"release_id": release_id, "executions": int(count), "failures": int(failures),
+                      "p50_ms": None if p50 is None else round(float(p50), 3),
+                      "p95_ms": None if p95 is None else round(float(p95), 3)}
+                for arm, release_id, count, failures, p50, p95 in rows}
