@@ -116,6 +116,17 @@ class PgOverrides:
         cur.execute(f"CREATE INDEX {table}_term ON {table} (term)")
         return kb_id
 
+    def _vector_kind(self, cur: Any, table: str) -> str:
+        """How *table* holds its vectors: ``pgvector`` or ``float4-bytea`` (a KB keeps the kind it was made
+        with, whatever the store chose at this start: the extension may have come or gone since)."""
+        kinds: dict[str, str] = self.__dict__.setdefault("_vector_kinds", {})
+        found = kinds.get(table)
+        if found is None:
+            row = cur.execute("SELECT data_type FROM information_schema.columns WHERE table_schema = current_schema()"
+                              " AND table_name = ? AND column_name = 'embedding'", [table]).fetchone()
+            found = kinds[table] = "float4-bytea" if row is None or row[0] == "bytea" else "pgvector"
+        return found
+
     def _vector_column(self, dim: int) -> str:
         return f"vector({int(dim)})" if self.vector_mode == "pgvector" else "bytea"
 
@@ -139,6 +150,7 @@ class PgOverrides:
         return table
 
     def _create_vectors(self, cur: Any, table: str, dim: int) -> None:
+        self.__dict__.setdefault("_vector_kinds", {}).pop(table, None)
         cur.execute(f"CREATE TABLE {table} (chunk_id BIGINT NOT NULL, doc_id BIGINT NOT NULL, "
                     f"tokens INTEGER NOT NULL, embedding {self._vector_column(dim)} NOT NULL)")
         cur.execute(f"CREATE INDEX {table}_doc ON {table} (doc_id)")
@@ -175,7 +187,7 @@ class PgOverrides:
         import numpy as np
 
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if self.vector_mode == "pgvector":
+        if self._vector_kind(cur, table) == "pgvector":
             values: list[Any] = ["[" + ",".join(map(repr, row.tolist())) + "]" for row in vectors]
         else:
             values = [row.astype("<f4").tobytes() for row in vectors]
@@ -213,7 +225,7 @@ class PgOverrides:
         doc_where, doc_params = _filter_sql(filters)
         docs_sql = f"SELECT doc_id FROM kb_documents WHERE kb_id = ? AND state = 'live'{doc_where}"
         cur = self.cursor()
-        if self.vector_mode == "pgvector":
+        if self._vector_kind(cur, table) == "pgvector":
             query = "[" + ",".join(map(repr, [float(x) for x in query_vector])) + "]"
             rows = cur.execute(
                 f"SELECT v.chunk_id, v.tokens, 1 - (v.embedding <=> ?::vector) FROM {table} v"
