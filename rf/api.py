@@ -84,6 +84,9 @@ ROUTES: list[Route] = [
     Route("list_eval_runs", "GET", "/evals", [models.EvalResult],
           summary="Stored eval runs, newest first (totals without cases; filter by agent and env)"),
     Route("get_eval_run", "GET", "/evals/{run_id}", models.EvalResult, summary="One stored eval run, every case"),
+    Route("eval_suite", "GET", "/agents/{name}/evals", models.EvalSuite,
+          summary="An agent's eval suite as a commit holds it (the environment's, or a given commit's): "
+                  "each case's inputs and expectations"),
     Route("list_executions", "GET", "/executions", [models.Execution], summary="Executions of one environment"),
     Route("get_execution", "GET", "/executions/{execution_id}", models.Execution, summary="One execution"),
 ]

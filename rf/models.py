@@ -1125,6 +1125,34 @@ class ReplayResult:
 
 
 @dataclass
+class EvalCaseSpec:
+    """One case of a suite as written (``rf.evals.suite.Case``): what the dashboard shows next
+    to a run's output. ``expect`` holds each scorer's checked argument as JSON (a regex as its
+    pattern, ``number`` with every key)."""
+
+    id: str
+    file: str  #: the suite file, relative to the agent directory
+    line: int
+    inputs: list[Any] = field(default_factory=list)  #: one input per turn
+    expect: dict[str, Any] = field(default_factory=dict)
+    repeat: int = 1
+    pass_rule: str = "all"
+    multi_turn: bool = False
+    description: str = ""
+
+
+@dataclass
+class EvalSuite:
+    """An agent's eval suite in one commit (``GET /api/agents/{name}/evals``; the Evals screen)."""
+
+    agent: str
+    env: str
+    commit: str  #: the commit the suite was read from
+    files: list[str] = field(default_factory=list)
+    cases: list[EvalCaseSpec] = field(default_factory=list)
+
+
+@dataclass
 class AgentEvalEvidence:
     """A release plan's eval evidence for one agent it changes: the agent's suite on staging's
     state (the commit the release publishes) against the same on production's state (the commit

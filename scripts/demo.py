@@ -174,12 +174,13 @@ def start_server(ws: Path) -> tuple[subprocess.Popen[str], str]:
 
 
 def support_bot(tmp: Path) -> None:
-    """Part 2: a prompt, a connector with a credential, the mock LLM — all resolved per environment."""
+    """Part 2: prompts, a connector with a credential, the mock LLM — all resolved per environment;
+    then its eval suite gating a prompt change (part 4)."""
     ws = tmp / "support"
     crm: subprocess.Popen[str] | None = None
     server: subprocess.Popen[str] | None = None
     try:
-        step("10. the support-bot example: a prompt, a CRM connector with a credential, the offline mock LLM")
+        step("10. the support-bot example: prompts, a CRM connector with a credential, the offline mock LLM")
         rf("init", str(ws), "--example", "support-bot", cwd=tmp, quiet=True)
         crm = subprocess.Popen([sys.executable, str(ws / "crm" / "fake_crm.py"), "--port", "0", "--token", "s3cret"],
                                text=True, stdout=subprocess.PIPE)
@@ -195,6 +196,7 @@ def support_bot(tmp: Path) -> None:
         rf("connectors", "resources", "add", "crm", "get-customer", "--method", "GET", "--path", "/customers/{id}",
            cwd=ws)
         rf("prompts", "create", "support-system", "--file", "prompts/support-system.txt", cwd=ws)
+        rf("prompts", "create", "support-greeting", "--file", "prompts/support-greeting.txt", cwd=ws)
 
         step("11. test locally in staging: draft prompt v1, staging CRM instance")
         out = json.loads(rf("test", "support", "--input", '{"customer_id": "42", "message": "How do refunds work?"}',
@@ -202,7 +204,7 @@ def support_bot(tmp: Path) -> None:
         print(f"  {AMBER}STAGING{RESET} {json.dumps(out)}")
         expect(out["prompt_version"] == 1 and out["crm"] == "live", "rf test resolved the draft prompt and staging CRM")
 
-        step("12. release everything together: agent, prompt and connector in one batch")
+        step("12. release everything together: agent, prompts and connector in one batch")
         rf("agents", "deploy", "support", "-m", "support bot v1", cwd=ws)
         rf("releases", cwd=ws)
         rf("releases", "publish", "--all", "--yes", "-m", "launch support bot", cwd=ws)
@@ -241,6 +243,7 @@ def support_bot(tmp: Path) -> None:
                "staging calls the sandbox CRM, production the live one (same slug, two instances)")
         rf("executions", "list", "--env", "production", "--agent", "support", cwd=ws)
         openai_clients(ws, base)
+        eval_gate(ws)
     finally:
         stop(server)
         stop(crm)
@@ -275,6 +278,37 @@ def openai_clients(ws: Path, base: str) -> None:
            and shown["staging"]["output"]["crm"] == "sandbox" and shown["production"]["output"]["crm"] == "live",
            "the OpenAI door runs the same executions (source openai): staging's draft prompt and sandbox CRM, "
            "production's published prompt and live CRM")
+
+
+def plan_id(proc: subprocess.CompletedProcess[str]) -> str:
+    """The id `rf releases plan` printed ("plan ID ...")."""
+    for line in proc.stdout.splitlines():
+        if line.startswith("plan "):
+            return line.split()[1]
+    raise SystemExit("demo failed: rf releases plan printed no plan id")
+
+
+def eval_gate(ws: Path) -> None:
+    """Part 4: the support bot's eval suite (agents/support/evals/) gates a prompt change."""
+    step("16. evidence before production: a greeting edit that loses the customer's name")
+    bad = ws / "prompts" / "support-greeting-v2.txt"
+    bad.write_text("Hello there!\n")
+    rf("prompts", "set", "support-greeting", "--file", str(bad), "-m", "shorter greeting", cwd=ws)
+    proc = rf("releases", "plan", "prompt:support-greeting", cwd=ws)
+    expect("greets-by-name" in proc.stdout + proc.stderr and "regressions" in proc.stderr,
+           "the plan ran the support bot's eval suite on both states: greets-by-name regresses")
+    proc = rf("releases", "publish", "--plan", plan_id(proc), "--yes", cwd=ws, check=False)
+    expect(proc.returncode == 1 and "refused" in proc.stderr, "the publish is refused (nothing changed in production)")
+
+    step("17. fix the greeting in staging: the suite passes again, the publish goes through")
+    good = ws / "prompts" / "support-greeting-v3.txt"
+    good.write_text("Hi {{customer}}, thanks for writing!\n")
+    rf("prompts", "set", "support-greeting", "--file", str(good), "-m", "greet by name again", cwd=ws)
+    proc = rf("releases", "publish", "prompt:support-greeting", "--yes", "-m", "greet by name, warmer", cwd=ws)
+    shown = proc.stdout + proc.stderr
+    expect("5/5" in shown and "regressions" not in shown and "published release" in shown,
+           "no regressions: the suite passes on staging's state as in production's, and the fix is published "
+           "(every eval run is kept: rf evals list, the dashboard's Evals screen)")
 
 
 if __name__ == "__main__":

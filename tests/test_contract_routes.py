@@ -100,6 +100,8 @@ def script(call: Recorder, root: Path) -> None:
         **files, "evals/smoke.jsonl": b'{"id": "greets", "input": {"name": "t"}, "expect": {"contains": "hello, t"}}\n'})
     call("list_eval_runs", "hello")
     call("get_eval_run", evaluated.id if evaluated else "missing")
+    call("eval_suite", "hello")  # the deployed commit holds no suite: an empty one
+    call("eval_suite", "hello", "production", deployed.commit.id if deployed and deployed.commit else None)
     call("promote", "hello", ME, "first", True)
     call("promote", "mem", ME, "first", True)
     ex = call("invoke", "staging", "mem", {"name": "ada"}, "s-contract")

@@ -31,6 +31,9 @@ def test_demo_runs_the_whole_workflow() -> None:
         "staging answers the OpenAI client with the support bot's reply",
         "production answers the OpenAI client with the support bot's reply",
         "the OpenAI door runs the same executions (source openai)",
+        "greets-by-name regresses",
+        "the publish is refused (nothing changed in production)",
+        "no regressions: the suite passes on staging's state",
         "demo complete",
     ):
         assert expected in out, expected

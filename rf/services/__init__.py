@@ -11,6 +11,7 @@ from rf.services.connectors import ConnectorsService
 from rf.services.core import CoreServices, require_staging
 from rf.services.credentials import CredentialsService
 from rf.services.datasources import DataSourcesService
+from rf.services.eval_suites import EvalSuitesService
 from rf.services.evals import EvalsService
 from rf.services.keys import KeysService
 from rf.services.knowledge import KnowledgeService
@@ -42,6 +43,7 @@ class Services(
     UploadsService,
     RetentionService,
     EvalsService,
+    EvalSuitesService,
     ReplayService,
     UsersService,
     CoreServices,

@@ -7,6 +7,7 @@ from rf.tui.views.audit import AuditView
 from rf.tui.views.base import View
 from rf.tui.views.connectors import ConnectorsView
 from rf.tui.views.credentials import CredentialsView
+from rf.tui.views.evals import EvalsView
 from rf.tui.views.executions import ExecutionsView
 from rf.tui.views.memory import MemoryView
 from rf.tui.views.others import DataSourcesView, KnowledgeView, TriggersView
@@ -27,6 +28,7 @@ VIEW_CLASSES: list[type[View]] = [
     SessionsView,
     TracesView,
     MemoryView,
+    EvalsView,  # key 0: after the first nine, whose keys people (and scripts) know
     CredentialsView,
     ProvidersView,
     KnowledgeView,

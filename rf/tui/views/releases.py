@@ -5,6 +5,12 @@ production changes. The confirmation shows the plan (items, warnings,
 missing dependencies) and publishes with that plan's id, so anything that
 moved in between makes the service refuse instead of shipping unreviewed
 changes.
+
+The plan carries the release gate's eval evidence (per agent: cases passed in production →
+on staging's state, regressions, new failures): ``v`` shows it for the selected changes without
+publishing, and the publish dialog shows it above the items. A plan with regressions opens
+:class:`PublishModal` instead of a plain confirmation: it publishes only with a reason (the
+dashboard's ``--accept-regressions -m "why"``), which the release records with the evidence.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
-from textual.widgets import DataTable, SelectionList, Static, TabbedContent, TabPane
+from textual.widgets import Button, DataTable, Input, Label, SelectionList, Static, TabbedContent, TabPane
 from textual.widgets.selection_list import Selection
 
 from rf import api
@@ -27,8 +33,9 @@ from rf.errors import Conflict
 from rf.models import Release, ReleaseItem, ReleasePlan
 from rf.tui import render
 from rf.tui.format import ago, one_line, plural, state_label, when
-from rf.tui.modals import ChoiceModal, ConfirmModal
+from rf.tui.modals import ChoiceModal, ConfirmModal, FormModal
 from rf.tui.views.base import Command, View, restore_cursor, selected_key
+from rf.tui.views.evals import eval_evidence
 from rf.tui.widgets import Empty, Table
 
 
@@ -67,6 +74,61 @@ def fetch_item_diff(backend: Any, item: ReleaseItem, now: _dt.datetime) -> ItemD
     return ItemDiff(key, Group(header, table))
 
 
+def plan_with_evidence(plan: ReleasePlan) -> RenderableType:
+    """A plan as the publish dialogs show it: the eval evidence first (when a suite covers the
+    changes), then the items, warnings and missing dependencies."""
+    if not plan.evals:
+        return render.release_plan(plan)
+    if all(e.status == "no-suite" for e in plan.evals):  # nothing to compare: a line after the items
+        return Group(render.release_plan(plan), eval_evidence(plan.evals))
+    return Group(Text("eval suites (cases passed: production → staging)", style="bold"), eval_evidence(plan.evals),
+                 Text(""), render.release_plan(plan))
+
+
+def regressions_of(plan: ReleasePlan) -> list[str]:
+    """``agent: case`` of every regression in the plan."""
+    return [f"{e.agent}: {case}" for e in plan.evals for case in e.regressions]
+
+
+class PublishModal(FormModal):
+    """Publish a plan whose eval cases regress: the evidence, then a reason, which is required
+    (the dashboard's ``--accept-regressions -m "why"``). Dismisses with the reason, or None."""
+
+    SUBMIT_LABEL = "Publish with regressions"
+
+    def __init__(self, plan: ReleasePlan) -> None:
+        super().__init__(classes="form")
+        self.plan = plan
+        count = len(regressions_of(plan))
+        self.TITLE_TEXT = (f"Publish {plural(len(plan.items), 'change')} to production? "
+                           f"{plural(count, 'eval case')} regress")
+
+    def compose_form(self) -> ComposeResult:
+        yield Static(plan_with_evidence(self.plan))
+        what = "; ".join(f"agent {e.agent}: {', '.join(e.regressions)}" for e in self.plan.evals if e.regressions)
+        yield Static(f"{what} pass in production and fail on staging's state. Publish anyway only if you "
+                     "mean it: your reason is recorded with the release, next to this evidence.",
+                     classes="warning", markup=False)
+        yield Label("Why publish these regressions? (required)", classes="field-label")
+        yield Input(placeholder="e.g. the greeting copy changes on purpose; cases updated next", id="reason")
+        yield self.field_error("reason")
+
+    def on_mount(self) -> None:
+        self.query_one("#submit", Button).variant = "error"
+        self.query_one("#reason", Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.action_submit()
+
+    def submit(self) -> None:
+        reason = self.query_one("#reason", Input).value.strip()
+        if not reason:
+            self.show_error("reason", 'A reason is required to publish regressions (as rf releases publish '
+                                      '--accept-regressions -m "why").')
+            return
+        self.dismiss(reason)
+
+
 class ReleasesView(View):
     TITLE = "Releases"
     KEY = "releases"
@@ -76,6 +138,7 @@ class ReleasesView(View):
     BANNER = "Production is read-only; publishing reviewed changes here (p) is how it changes. Press e for staging."
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("p", "publish", "Publish"),
+        Binding("v", "evals", "Eval evidence"),
         Binding("a", "toggle_all", "All/none"),
         Binding("h", "toggle_tab", "History/pending"),
         Binding("b", "rollback", "Roll back"),
@@ -89,6 +152,9 @@ class ReleasesView(View):
         self.releases: list[Release] = []
         self.release_place: str | None = None
         self._diff_for: tuple[str, Any, Any] | None = None
+        #: the eval evidence shown, and the selection it belongs to (see selection_marker)
+        self.evidence: ReleasePlan | None = None
+        self._evidence_for: Any = None
 
     def compose_view(self) -> ComposeResult:
         with TabbedContent(initial="releases-pending", id="releases-tabs"):
@@ -96,6 +162,7 @@ class ReleasesView(View):
                 with Vertical(id="releases-pending-body"):
                     yield SelectionList[str](id="release-items")
                     yield Static("", id="release-selection-info")
+                    yield Static("", id="release-evals")
                     with VerticalScroll(id="release-diff"):
                         yield Static("", id="release-diff-body")
                 yield Empty(
@@ -171,11 +238,31 @@ class ReleasesView(View):
         if changed:
             self.load_diff(force=True)
 
+    def selection_marker(self) -> Any:
+        """What the eval evidence depends on: the chosen items and their states."""
+        return tuple((i.kind, i.name, repr(i.before), repr(i.after)) for i in self.chosen())
+
+    def show_evidence(self) -> None:
+        body = self.query_one("#release-evals", Static)
+        plan = self.evidence
+        if plan is None or self._evidence_for != self.selection_marker():
+            self.evidence = None
+            body.update(Text("Eval evidence: v runs the eval suites of the agents these changes touch, on "
+                             "staging's state and production's (publishing runs them too).", style="dim")
+                        if self.items else "")
+            return
+        if not plan.evals:
+            body.update(Text(f"Eval evidence (plan {plan.id}): no eval suite covers these changes.", style="dim"))
+            return
+        body.update(Group(Text(f"Eval evidence (plan {plan.id}) — cases passed: production → staging", style="bold"),
+                          eval_evidence(plan.evals)))
+
     def update_selection_info(self) -> None:
         chosen = len(self.chosen())
         info = f"{chosen} of {plural(len(self.items), 'change')} selected"
-        info += " · space toggles · a all/none · p publish" if self.items else ""
+        info += " · space toggles · a all/none · v eval evidence · p publish" if self.items else ""
         self.query_one("#release-selection-info", Static).update(Text(info, style="dim"))
+        self.show_evidence()
         self.set_subtitle(
             f"{plural(len(self.items), 'change')} waiting in staging · "
             f"{plural(len(self.releases), 'release')} in history"
@@ -276,11 +363,18 @@ class ReleasesView(View):
             (r.message, "italic"),
             (f"   plan {r.plan_id}", "dim"),
         )
+        evidence: list[RenderableType] = []
+        if r.evals:
+            evidence += [Text("\neval suites (cases passed: production → staging)", style="bold"),
+                         eval_evidence(r.evals)]
+        if r.accepted_regressions is not None:
+            evidence.append(Text(f"regressions accepted: {r.accepted_regressions}", style="bold yellow"))
         body.update(
             Group(
                 head,
                 Text(""),
                 table,
+                *evidence,
                 Text(
                     "\nb rolls production back to its state before this release "
                     "(as a new release; staging is untouched).",
@@ -294,7 +388,7 @@ class ReleasesView(View):
         if not self.is_mounted or self.missing():
             return super().check_action(action, parameters)
         history = self.tab == "releases-history"
-        if action in ("publish", "toggle_all"):
+        if action in ("publish", "toggle_all", "evals"):
             return not history
         if action == "rollback":
             return history
@@ -338,7 +432,31 @@ class ReleasesView(View):
                     me = backend.whoami()
             return p, approvals, me
 
-        self.call(plan, lambda got: self.confirm_publish(got[0], names, every, got[1], got[2]), group="publish")
+        marker = self.selection_marker()
+
+        def planned(got: tuple[ReleasePlan, Any, Any]) -> None:
+            self.got_evidence(got[0], marker)  # the evidence panel keeps what was reviewed
+            self.confirm_publish(got[0], names, every, got[1], got[2])
+
+        self.call(plan, planned, group="publish")
+
+    def action_evals(self) -> None:
+        """The eval evidence of the selected changes: their plan, without publishing."""
+        chosen = self.chosen()
+        if not chosen:
+            self.rf.notify("Select at least one change (space toggles, a selects all).", severity="warning")
+            return
+        every = len(chosen) == len(self.items)
+        names = None if every else [item_key(i) for i in chosen]
+        backend, marker = self.backend, self.selection_marker()
+        self.query_one("#release-evals", Static).update(
+            Text("Running the eval suites of these changes (staging's state and production's)…", style="dim"))
+        self.call(lambda: backend.plan_release(names, all=every), lambda plan: self.got_evidence(plan, marker),
+                  group="evals")
+
+    def got_evidence(self, plan: ReleasePlan, marker: Any) -> None:
+        self.evidence, self._evidence_for = plan, marker
+        self.show_evidence()
 
     def confirm_publish(self, plan: ReleasePlan, names: list[str] | None, every: bool,
                         approvals: Any = None, me: Any = None) -> None:
@@ -346,22 +464,42 @@ class ReleasesView(View):
         if approvals is not None and approvals.required and len(approvals.approvals) < approvals.required:
             self.ask_approval(plan, approvals, me)
             return
+        if plan.missing_suites:
+            first = plan.missing_suites[0]
+            self.app.push_screen(ChoiceModal(
+                f"Plan {plan.id} cannot be published: {', '.join(plan.missing_suites)} without an eval suite",
+                plan_with_evidence(plan), [],
+                note=f"[releases] require_evals = true: add agents/{first}/evals/smoke.yaml (a list of cases: "
+                     f"id, input, expect), deploy it, then publish again."))
+            return
 
-        def confirmed(ok: bool | None) -> None:
-            if not ok:
-                return
-
-            def publish() -> Release:
+        def publish(reason: str | None) -> None:
+            def run() -> Release:
                 from rf.config import git_author
 
-                return backend.publish_release(names, all=every, plan_id=plan.id, author=git_author())
+                if reason is None:
+                    return backend.publish_release(names, all=every, plan_id=plan.id, author=git_author())
+                return backend.publish_release(names, all=every, plan_id=plan.id, author=git_author(),
+                                               message=reason, accept_regressions=True)
 
-            self.call(publish, self.published, failed=self.publish_failed, group="publish")
+            self.call(run, self.published, failed=self.publish_failed, group="publish")
+
+        if regressions_of(plan):
+            def accepted(reason: str | None) -> None:
+                if reason:
+                    publish(reason)
+
+            self.app.push_screen(PublishModal(plan), accepted)
+            return
+
+        def confirmed(ok: bool | None) -> None:
+            if ok:
+                publish(None)
 
         self.app.push_screen(
             ConfirmModal(
                 f"Publish {plural(len(plan.items), 'change')} to production?",
-                render.release_plan(plan),
+                plan_with_evidence(plan),
                 confirm="Publish",
                 note="Production changes at once for every caller. If anything moves in staging "
                 "or production before you confirm, the publish is refused.",
@@ -400,8 +538,10 @@ class ReleasesView(View):
         )
 
     def published(self, release: Release) -> None:
+        accepted = (f"\nEval regressions accepted: {release.accepted_regressions}"
+                    if release.accepted_regressions is not None else "")
         self.rf.notify(
-            f"Published release {release.id}: {plural(len(release.items), 'item')} now in production.",
+            f"Published release {release.id}: {plural(len(release.items), 'item')} now in production.{accepted}",
             title="Published",
             markup=False,
         )
