@@ -159,9 +159,11 @@ def test_transactions_roll_back_and_reads_see_commits(store: PgStore) -> None:
         cur.execute("INSERT INTO agents VALUES ('x', '', ?, ?)", [utcnow(), utcnow()])
         raise RuntimeError("boom")
     assert store.agent_rows("x") == []
-    with store.transaction() as cur:
-        store.upsert_agent(cur, "x", "first", utcnow())
-        store.upsert_agent(cur, "x", "second", utcnow())  # ON CONFLICT ... DO UPDATE
+    with pytest.raises(RuntimeError, match="outside a unit of work"):
+        store.upsert_agent("x", "first", utcnow())
+    with store.unit_of_work() as repos:
+        repos.agents.upsert_agent("x", "first", utcnow())
+        repos.agents.upsert_agent("x", "second", utcnow())  # ON CONFLICT ... DO UPDATE
     seen: list[Any] = []
     t = threading.Thread(target=lambda: seen.append(store.agent_rows("x")))  # another thread, its own connection
     t.start()

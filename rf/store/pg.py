@@ -29,7 +29,7 @@ import threading
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rf.config import shown_store_url as shown_url
 from rf.errors import RfError, StoreError
@@ -53,6 +53,26 @@ from rf.store.sessions import SessionsMixin
 from rf.store.traces import TracesMixin
 from rf.store.triggers import TriggersMixin
 from rf.store.users import UsersMixin
+
+if TYPE_CHECKING:
+    from rf.store.interfaces import (
+        AgentsRepository,
+        ConnectorsRepository,
+        CredentialsRepository,
+        DataSourcesRepository,
+        EvalsRepository,
+        ExecutionsRepository,
+        KeysRepository,
+        KnowledgeRepository,
+        PromptsRepository,
+        ProvidersRepository,
+        ReleasesRepository,
+        Repositories,
+        RetentionRepository,
+        SessionsRepository,
+        TriggersRepository,
+        UsersRepository,
+    )
 
 #: An advisory lock key held while migrating (two processes opening a fresh database at once).
 _MIGRATE_LOCK = 0x7266_6D69  # "rfmi"
@@ -320,10 +340,12 @@ class PgStore(
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[PgCursor]:  # type: ignore[override]
-        """Run writes atomically. Writers of this process are serialized by ``write_lock``."""
+        """Run writes atomically. Writers of this process are serialized by ``write_lock``. Inside
+        the store only: services use :meth:`unit_of_work`."""
         with self.write_lock:
             cur = self.cursor()
             con = self._local.con
+            self._local.in_transaction = True
             try:
                 with con.transaction():
                     yield cur
@@ -332,6 +354,82 @@ class PgStore(
                 if err is None or err is exc:
                     raise
                 raise err from exc
+            finally:
+                self._local.in_transaction = False
+
+    def _write_cursor(self) -> PgCursor:  # type: ignore[override]
+        """This thread's cursor inside its open transaction (the repositories' writes use it)."""
+        if not getattr(self._local, "in_transaction", False):
+            raise RuntimeError("a store write outside a unit of work: wrap it in `with store.unit_of_work():`")
+        return self.cursor()
+
+    @contextlib.contextmanager
+    def unit_of_work(self) -> Iterator[Repositories]:
+        """Several repository writes as one transaction (rolled back if the block raises)."""
+        with self.transaction():
+            yield self
+
+    # ------------------------------------------------------------ repositories (rf.store.interfaces)
+    # As rf.store.db.Store: each view is this store; mypy checks that it satisfies the Protocol.
+    @property
+    def agents(self) -> AgentsRepository:
+        return self
+
+    @property
+    def prompts(self) -> PromptsRepository:
+        return self
+
+    @property
+    def connectors(self) -> ConnectorsRepository:
+        return self
+
+    @property
+    def triggers(self) -> TriggersRepository:
+        return self
+
+    @property
+    def releases(self) -> ReleasesRepository:
+        return self
+
+    @property
+    def executions(self) -> ExecutionsRepository:
+        return self
+
+    @property
+    def sessions(self) -> SessionsRepository:
+        return self
+
+    @property
+    def knowledge(self) -> KnowledgeRepository:
+        return self
+
+    @property
+    def users(self) -> UsersRepository:
+        return self
+
+    @property
+    def credentials(self) -> CredentialsRepository:
+        return self
+
+    @property
+    def providers(self) -> ProvidersRepository:
+        return self
+
+    @property
+    def keys(self) -> KeysRepository:
+        return self
+
+    @property
+    def datasources(self) -> DataSourcesRepository:
+        return self
+
+    @property
+    def evals(self) -> EvalsRepository:
+        return self
+
+    @property
+    def retention(self) -> RetentionRepository:
+        return self
 
     def flush(self) -> None:
         """Make every queued high-volume row visible to reads."""

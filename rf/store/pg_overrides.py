@@ -41,6 +41,7 @@ class PgOverrides:
         def flush(self) -> None: ...
         def transaction(self) -> Any: ...
         def _kb_vectors_changed(self, kb_id: int) -> None: ...
+        def _write_cursor(self) -> PgCursor: ...
 
     # ------------------------------------------------------------ sessions
     def session_messages(
@@ -105,15 +106,15 @@ class PgOverrides:
         """Nothing to do: PostgreSQL's autovacuum reuses the space of deleted rows."""
 
     # ------------------------------------------------------------ knowledge bases
-    def insert_kb(self, cur: Any, *, name: str, embedder: str, chunk_size: int, overlap: int,
+    def insert_kb(self, *, name: str, embedder: str, chunk_size: int, overlap: int,
                   description: str, now: _dt.datetime) -> int:
         from rf.store.knowledge import KnowledgeMixin
 
-        kb_id: int = KnowledgeMixin.insert_kb(self, cur, name=name, embedder=embedder,  # type: ignore[arg-type]
+        kb_id: int = KnowledgeMixin.insert_kb(self, name=name, embedder=embedder,  # type: ignore[arg-type]
                                               chunk_size=chunk_size, overlap=overlap, description=description,
                                               now=now)
         table = terms_table(kb_id)
-        cur.execute(f"CREATE INDEX {table}_term ON {table} (term)")
+        self._write_cursor().execute(f"CREATE INDEX {table}_term ON {table} (term)")
         return kb_id
 
     def _vector_kind(self, cur: Any, table: str) -> str:
