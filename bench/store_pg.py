@@ -10,9 +10,11 @@ as an upper bound of what the same machine would give with durable commits).
 1. **Endpoint throughput** — two ``rf serve`` in the same run, one per store, each with the
    trivial ``echo`` agent deployed and promoted; the load generator of bench/invoke.py (its
    ``--load`` mode: C keep-alive connections, every answer checked) runs against each in
-   turn, D U U D …; prints requests/s, p50, p99 per store and the ratio PostgreSQL/DuckDB
+   turn, D P P D …; prints requests/s, p50, p99 per store and the ratio PostgreSQL/DuckDB
    (median of the rounds' ratios), then checks that each server recorded one production
-   execution per successful request.
+   execution per successful request. "server cpu s" is the rf process only: with PostgreSQL,
+   part of the store's work runs in the PostgreSQL server's own processes (not counted), on
+   the same 2 cores.
 2. **Writer rows/s** — in this process: N execution rows queued on each store's batching
    writer (rf.store.writer.BatchWriter on DuckDB: JSON text parsed by DuckDB; on PostgreSQL
    rf.store.pg_writer.PgBatchWriter: ``COPY``), timed from the first queued row until
@@ -70,8 +72,8 @@ def endpoint(args: argparse.Namespace, dbs: Any, tmp: Path, env: dict[str, str])
                 inv.load_once(target, env, args.concurrency, args.warmup, args.duration)
         rows = []
         for t in targets:
-            p50 = u.percentile(t.latencies, 0.5) if t.latencies else 0.0
-            p99 = u.percentile(t.latencies, 0.99) if t.latencies else 0.0
+            p50 = u.percentile(t.latencies, 50) if t.latencies else 0.0
+            p99 = u.percentile(t.latencies, 99) if t.latencies else 0.0
             rows.append([t.name, f"{t.rps:.0f}", inv.fmt_ms(p50), inv.fmt_ms(p99), str(t.errors),
                          f"{t.server_cpu_s:.1f}"])
         print(u.table(["store", "req/s", "p50 ms", "p99 ms", "errors", "server cpu s"], rows))
@@ -88,10 +90,12 @@ def endpoint(args: argparse.Namespace, dbs: Any, tmp: Path, env: dict[str, str])
             server.stop()
 
 
-def _execution_row(i: int, now: dt.datetime) -> tuple[Any, ...]:
+def _execution_row(i: int, now: dt.datetime, width: int) -> tuple[Any, ...]:
+    """An executions row as rf.store.executions records one; columns added later (NULL) up to *width*."""
     root = json.dumps(["0" * 32, "1" * 16, 0, 1000, "ok", None, {"commit": "c1"}])
-    return (f"ex_bench{i:012d}", "production", "echo", "c1", "http", "succeeded", '{"n": 42}', '{"n": 42}', None,
-            None, None, "", now, now, 1.5, None, root, 0.1, None)
+    row = (f"ex_bench{i:012d}", "production", "echo", "c1", "http", "succeeded", '{"n": 42}', '{"n": 42}', None,
+           None, None, "", now, now, 1.5, None, root, 0.1, None)
+    return row + (None,) * (width - len(row))
 
 
 def _span_row(i: int) -> tuple[Any, ...]:
@@ -105,7 +109,9 @@ def writer_rows(args: argparse.Namespace, dbs: Any, tmp: Path) -> None:
     from rf.store.pg import PgStore
 
     now = dt.datetime(2026, 12, 1, 12, 0, 0)
-    executions = [_execution_row(i, now) for i in range(args.rows)]
+    with Store.open(None) as probe:
+        width = len(probe.cursor().execute("SELECT * FROM executions LIMIT 0").description or ())
+    executions = [_execution_row(i, now, width) for i in range(args.rows)]
     spans = [_span_row(i) for i in range(args.rows)]
     out = []
     stores = (("duckdb", lambda: Store.open(tmp / "writer.duckdb")),
