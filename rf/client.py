@@ -252,9 +252,9 @@ def _signature(name: str) -> inspect.Signature:
 def open_local(ws: Workspace, *, wait_s: float = 3.0) -> LocalBackend:
     """Open the workspace's store in this process."""
     from rf.services import Services
-    from rf.store import Store
+    from rf.store import open_store
 
-    store = Store.open(ws.db_path, wait_s=wait_s)
+    store = open_store(ws, wait_s=wait_s)
     return LocalBackend(Services(store, ws))
 
 

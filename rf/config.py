@@ -79,7 +79,9 @@ RETENTION_KEYS = ("staging", "production", "interval_minutes", "plan_days")
 RETENTION_ENV_KEYS = ("days", "max_executions")
 
 RF_TOML_KEYS: dict[str, tuple[str, ...]] = {
-    "": ("workspace", "server", "llm", "runtime", "retention", "releases"),
+    "": ("workspace", "server", "llm", "runtime", "retention", "releases", "store"),
+    # the PostgreSQL store instead of the workspace's DuckDB file (rf.store.pg; see store_settings)
+    "store": ("url", "password_env"),
     # approvals of a release plan a publish needs (rf.services.users); require_evals: every agent a
     # release changes must have an eval suite (rf.services.releases, the eval gate)
     "releases": ("approvals", "require_evals", "canary"),
@@ -195,6 +197,11 @@ class Workspace:
     release_require_evals: bool = False
     #: ``[releases.canary]``: when the server aborts a running canary by itself.
     canary: CanaryConfig = field(default_factory=lambda: CanaryConfig())
+    #: ``[store] url`` (or ``RF_STORE_URL``): a PostgreSQL store; None: the DuckDB file ``.rf/rf.duckdb``.
+    store_url: str | None = None
+    #: ``[store] password_env``: the environment variable holding the PostgreSQL password (else libpq's own:
+    #: PGPASSWORD, ~/.pgpass).
+    store_password_env: str | None = None
 
     @property
     def state_dir(self) -> Path:
@@ -284,6 +291,7 @@ def load_workspace(root: Path) -> Workspace:
     if not isinstance(require_evals, bool):
         raise WorkspaceError(f"{path}: [releases] require_evals must be true or false", "fix rf.toml")
     canary = check_canary((data.get("releases") or {}).get("canary", {}), str(path))
+    store_url, store_password_env = store_settings(data, str(path))
     ws_id = str(ws.get("id") or hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16])
     return Workspace(
         root=root.resolve(),
@@ -300,6 +308,8 @@ def load_workspace(root: Path) -> Workspace:
         release_approvals=approvals,
         release_require_evals=require_evals,
         canary=canary,
+        store_url=store_url,
+        store_password_env=store_password_env,
     )
 
 
@@ -340,6 +350,79 @@ def check_canary(table: Any, source: str) -> CanaryConfig:
                              "suite; 0: none)", "fix rf.toml, e.g. score_sample = 0.1")
     return CanaryConfig(auto_abort=auto_abort, max_failure_rate_delta=float(delta), min_executions=least,
                         score_sample=float(sample))
+
+
+# ---------------------------------------------------------------- [store]
+#: The environment variable that overrides ``[store] url`` (CI, a container's settings).
+STORE_URL_ENV = "RF_STORE_URL"
+STORE_SCHEMES = ("postgresql", "postgres")
+
+
+def check_store_url(url: Any, source: str) -> str:
+    """*url* if it is a PostgreSQL url; WorkspaceError naming *source* otherwise (never showing a password)."""
+    if not isinstance(url, str) or not url.strip():
+        raise WorkspaceError(f'{source}: [store] url must be text, e.g. "postgresql://rf@localhost:5432/rf"',
+                             "fix it, or remove [store] to keep the workspace's DuckDB file")
+    url = url.strip()
+    import urllib.parse
+
+    try:
+        parsed = urllib.parse.urlsplit(url)
+        parsed.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise WorkspaceError(f"{source}: [store] url is not a valid url: {shown_store_url(url)}",
+                             'write url = "postgresql://USER@HOST:PORT/DATABASE"') from None
+    if parsed.scheme not in STORE_SCHEMES:
+        shown = parsed.scheme or url.split(":", 1)[0][:20]
+        raise WorkspaceError(f"{source}: [store] url must start with postgresql:// (not {shown!r}): PostgreSQL is"
+                             " the only other store; without a url rf uses the workspace's DuckDB file",
+                             'write url = "postgresql://USER@HOST:PORT/DATABASE", or remove [store] for DuckDB')
+    if not parsed.hostname and "host=" not in parsed.query:
+        raise WorkspaceError(f"{source}: [store] url names no host: {shown_store_url(url)}",
+                             'write url = "postgresql://USER@HOST:PORT/DATABASE"')
+    return url
+
+
+def shown_store_url(url: str) -> str:
+    """*url* without its password (``postgresql://ada:***@host/db``): what messages and ``rf status`` show."""
+    import urllib.parse
+
+    try:
+        parsed = urllib.parse.urlsplit(url)
+        password = parsed.password
+    except ValueError:
+        return "(an invalid url)"
+    netloc = parsed.netloc
+    if password:
+        user, _, host = netloc.rpartition("@")
+        netloc = user.split(":", 1)[0] + ":***@" + host
+    query = [(k, "***" if k == "password" else v) for k, v in urllib.parse.parse_qsl(parsed.query, True)]
+    return urllib.parse.urlunsplit(parsed._replace(netloc=netloc, query=urllib.parse.urlencode(query, safe="*")))
+
+
+def store_settings(data: Mapping[str, Any], source: str,
+                   environ: Mapping[str, str] | None = None) -> tuple[str | None, str | None]:
+    """``(url, password_env)`` of rf.toml's ``[store]`` (checked), ``RF_STORE_URL`` winning over its url;
+    ``(None, None)``: the DuckDB file. The password is never read from rf.toml: libpq takes
+    PGPASSWORD or ~/.pgpass, or ``password_env`` names the variable that holds it."""
+    environ = os.environ if environ is None else environ
+    table = data.get("store", {})
+    if not isinstance(table, dict):
+        raise WorkspaceError(f"{source}: store must be a table ([store])", "fix rf.toml")
+    password_env = table.get("password_env")
+    if password_env is not None and (not isinstance(password_env, str)
+                                     or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", password_env)):
+        raise WorkspaceError(f"{source}: [store] password_env must be the name of an environment variable",
+                             'e.g. password_env = "RF_PG_PASSWORD" (or leave it out and set PGPASSWORD)')
+    url = environ.get(STORE_URL_ENV) or None
+    if url is not None:
+        return check_store_url(url, STORE_URL_ENV), password_env
+    if "url" not in table:
+        if password_env is not None:
+            raise WorkspaceError(f"{source}: [store] password_env is set but there is no url",
+                                 'add url = "postgresql://USER@HOST:PORT/DATABASE", or remove [store]')
+        return None, None
+    return check_store_url(table["url"], source), password_env
 
 
 def check_retention(table: Any, source: str) -> dict[str, Any]:

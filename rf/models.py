@@ -167,6 +167,8 @@ class Status:
     backend: str  #: "local" or "http"
     agents: list[AgentStatus] = field(default_factory=list)
     schema_version: int = 0
+    #: The store: ``duckdb PATH`` or ``postgresql URL (vectors: pgvector|float4-bytea)``, never a password.
+    store: str = ""
 
 
 # ------------------------------------------------------------ prompts (issue 3)

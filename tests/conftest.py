@@ -129,3 +129,23 @@ def server(ws: Any) -> Iterator[ServerProc]:
         yield s
     finally:
         s.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_databases() -> Iterator[Any]:
+    """One real PostgreSQL server per test session (per xdist worker), started on first use;
+    ``.new()`` makes a migrated database for a test or module (tests/pgserver.py)."""
+    from pgserver import PgDatabases, postgres_server
+
+    with postgres_server() as server:
+        yield PgDatabases(server)
+
+
+def use_store(root: Path, kind: str, pg_databases: Any | None) -> None:
+    """Point the workspace at *root* to its store: ``duckdb`` (the default file) or ``postgresql``
+    (a fresh database of the test session's server, in rf.toml's ``[store]``)."""
+    if kind == "duckdb":
+        return
+    assert pg_databases is not None
+    toml = root / "rf.toml"
+    toml.write_text(toml.read_text() + pg_databases.toml(pg_databases.new()))

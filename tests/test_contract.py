@@ -1,5 +1,6 @@
 """The Backend contract: the same tests against the store in-process and the
-real server over HTTP (``rf serve`` in a subprocess). Neither may drift."""
+real server over HTTP (``rf serve`` in a subprocess), each on both stores (the
+DuckDB file and a real PostgreSQL server). Neither may drift."""
 
 from __future__ import annotations
 
@@ -8,11 +9,20 @@ from typing import Any
 
 import pytest
 
-from conftest import HELLO_PY, HELLO_TOML, start_server
+from conftest import HELLO_PY, HELLO_TOML, start_server, use_store
 from rf.client import Backend, HttpBackend, open_local
-from rf.config import snapshot_dir
+from rf.config import load_workspace, snapshot_dir
 from rf.errors import InvalidAgent, NotFound, UsageError
 from rf.services.users import owner
+
+
+@pytest.fixture(params=["duckdb", "postgresql"])
+def ws(request: pytest.FixtureRequest, ws: Any) -> Any:
+    """conftest's workspace, on each store (PostgreSQL: a fresh database of the session's server)."""
+    if request.param == "duckdb":
+        return ws
+    use_store(ws.root, "postgresql", request.getfixturevalue("pg_databases"))
+    return load_workspace(ws.root)
 
 
 @pytest.fixture(params=["local", "http"])

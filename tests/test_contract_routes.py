@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from conftest import write_agent
 from rf import api
 from rf.client import Backend, HttpBackend, open_local
@@ -38,7 +40,7 @@ _ID = re.compile(r"^[a-z]{1,6}[_-][0-9A-Za-z_-]{6,}$")
 _HEX = re.compile(r"^[0-9a-f]{12,}$")
 #: Values that differ from run to run by nature (clocks, process ids, sizes of a database file).
 _VOLATILE = re.compile(r"(_ms|_ns|_at|pid|_s|bytes|size|_mb|url|path|location|root|workspace|secret|token|key"
-                       r"|prefix|started|ended|when|since|server|version|storage|backend|seconds)$")
+                       r"|prefix|started|ended|when|since|server|version|storage|store|backend|seconds)$")
 
 
 def normalize(value: Any, key: str = "") -> Any:
@@ -239,11 +241,18 @@ def transcript(backend_factory: Callable[[Path], Backend], root: Path) -> Record
     return call
 
 
-def test_every_route_answers_the_same_through_both_backends(tmp_path: Path) -> None:
-    from conftest import start_server
+@pytest.mark.parametrize("store", ["duckdb", "postgresql"])
+def test_every_route_answers_the_same_through_both_backends(tmp_path: Path, store: str,
+                                                             request: pytest.FixtureRequest) -> None:
+    """On each store: the DuckDB file; a real PostgreSQL server (tests/pgserver.py) behind the HTTP
+    backend, compared with the in-process backend on DuckDB, so both stores answer the same."""
+    from conftest import start_server, use_store
+
+    pg = request.getfixturevalue("pg_databases") if store == "postgresql" else None
 
     def workspace(name: str) -> Path:
         ws = init_workspace(tmp_path / name)
+        use_store(ws.root, store if name == "http" else "duckdb", pg)
         write_agent(ws.root, "hello")
         write_agent(ws.root, "mem", code=MEMORY_AGENT)
         return ws.root
@@ -266,6 +275,9 @@ def test_every_route_answers_the_same_through_both_backends(tmp_path: Path) -> N
     assert len(local.transcript) == len(http.transcript)
     for (method, a), (_, b) in zip(local.transcript, http.transcript, strict=True):
         assert a == b, f"{method}: the two backends answer differently\nlocal: {a}\nhttp:  {b}"
+    # each ran on the store it was given (no DuckDB file next to a PostgreSQL store)
+    assert (local_root / ".rf" / "rf.duckdb").exists()
+    assert (http_root / ".rf" / "rf.duckdb").exists() is (store == "duckdb")
     # the script succeeded where it should (an error here is a bug the transcript hides)
     errors = [(m, r) for m, r in local.transcript if isinstance(r, dict) and set(r) == {"error"}]
     assert errors == [("approve_plan", {"error": "usage"})], errors

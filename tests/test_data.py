@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import pgserver
 import pytest
 
 from conftest import run_rf
@@ -166,27 +162,6 @@ def test_cli_flow(ws: Any, files: dict[str, Path]) -> None:
 
 # ---------------------------------------------------------------- PostgreSQL (real server when installed)
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _pg_binaries() -> tuple[str | None, str | None]:
-    """``pg_ctl`` and ``initdb``: on PATH, else where Debian/Ubuntu (``/usr/lib/postgresql/N/bin``) and
-    the PGDG RPMs (``/usr/pgsql-N/bin``) put them — neither is on PATH there — newest version first."""
-    found = shutil.which("pg_ctl"), shutil.which("initdb")
-    if all(found):
-        return found
-    dirs = sorted((*Path("/usr/lib/postgresql").glob("*/bin"), *Path("/usr").glob("pgsql-*/bin")),
-                  key=lambda d: [int(x) for x in "".join(c if c.isdigit() else " " for c in str(d)).split()],
-                  reverse=True)
-    for d in dirs:
-        if (d / "pg_ctl").is_file() and (d / "initdb").is_file():
-            return str(d / "pg_ctl"), str(d / "initdb")
-    return None, None
-
-
 @pytest.fixture
 def postgres() -> Iterator[dict[str, Any]]:
     with postgres_server() as server:
@@ -195,52 +170,20 @@ def postgres() -> Iterator[dict[str, Any]]:
 
 @contextlib.contextmanager
 def postgres_server() -> Iterator[dict[str, Any]]:
-    """A real PostgreSQL server (``initdb`` + ``pg_ctl``, as the ``postgres`` user when running as root) with
-    user ``ada`` / ``s3cret-pw``, a ``sales`` table and a ``counter`` sequence; skips when not installed."""
-    pg_ctl, initdb = _pg_binaries()
-    if not pg_ctl or not initdb:
-        if os.environ.get("CI") or os.environ.get("RF_TEST_REQUIRE_POSTGRES"):  # in CI a missing server fails
-            pytest.fail("CI (or RF_TEST_REQUIRE_POSTGRES) is set but pg_ctl / initdb were not found")
-        pytest.skip("PostgreSQL (pg_ctl, initdb) is not installed")
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        if not shutil.which("runuser"):
-            (pytest.fail if os.environ.get("CI") else pytest.skip)("running as root without runuser")
-        try:
-            import pwd
-
-            owner = pwd.getpwnam("postgres")
-        except KeyError:
-            (pytest.fail if os.environ.get("CI") else pytest.skip)("running as root and there is no postgres user")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    base = Path(tempfile.mkdtemp(prefix="rf-pg-"))
-    data, pwfile, log = base / "data", base / "pw", base / "log"
-    pwfile.write_text("s3cret-pw\n")
-    if as_user:
-        os.chown(base, owner.pw_uid, owner.pw_gid)
-        os.chown(pwfile, owner.pw_uid, owner.pw_gid)
-    port = _free_port()
-    try:
-        subprocess.run([*as_user, initdb, "-D", str(data), "-U", "ada", "--auth=scram-sha-256",
-                        f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync"], check=True, capture_output=True, timeout=120)
-        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o",
-                        f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
-                       check=True, capture_output=True, timeout=120)
+    """A real PostgreSQL server (tests/pgserver.py) with user ``ada`` / ``s3cret-pw``, a ``sales`` table
+    and a ``counter`` sequence; skips when not installed (fails in CI)."""
+    with pgserver.postgres_server() as server:
         import pg8000.dbapi
 
-        con = pg8000.dbapi.connect(user="ada", password="s3cret-pw", host="127.0.0.1", port=port,
-                                   database="postgres")
+        con = pg8000.dbapi.connect(user=server["user"], password=server["password"], host=server["host"],
+                                   port=server["port"], database="postgres")
         cur = con.cursor()
         cur.execute("CREATE TABLE sales (region text, amount int)")
         cur.execute("INSERT INTO sales VALUES ('eu', 10), ('us', 20), ('eu', 5)")
         cur.execute("CREATE SEQUENCE counter")
         con.commit()
         con.close()
-        yield {"dsn": f"postgresql://ada@127.0.0.1:{port}/postgres", "password": "s3cret-pw"}
-    finally:
-        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True,
-                       timeout=60)
-        shutil.rmtree(base, ignore_errors=True)
+        yield {"dsn": server["dsn"], "password": server["password"]}
 
 
 def test_postgres_source(b: Any, postgres: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -85,6 +85,7 @@ def init(
 
 def status(json_out: JsonOption = False) -> None:
     """Workspace, server, and each agent's staging and production commits."""
+    from rich.markup import escape
     from rich.table import Table
 
     from rf.cli.output import out, print_json, short
@@ -100,6 +101,8 @@ def status(json_out: JsonOption = False) -> None:
             out.print(f"[bold]server[/bold]     [ok]running[/ok] at {st.server_url}")
         else:
             out.print("[bold]server[/bold]     [dim]not running (commands open the store directly; start one with `rf serve`)[/dim]")
+        if st.store:
+            out.print(f"[bold]store[/bold]      {escape(st.store)}")
         # Agents in agents/ that were never deployed are listed too, with what to run.
         deployed = {a.name for a in st.agents}
         local = [name for name in list_agent_dirs(workspace()) if name not in deployed]

@@ -77,7 +77,7 @@ def prepare(ws: Workspace, *, host: str | None = None, port: int | None = None,
     from rf.server.fastpath import FastInvoke
     from rf.server.guard import Guard, is_loopback
     from rf.services import Services
-    from rf.store import Store
+    from rf.store import open_store
 
     existing = serverinfo.read(ws.server_file)
     if existing is not None:
@@ -94,7 +94,7 @@ def prepare(ws: Workspace, *, host: str | None = None, port: int | None = None,
     url = f"http://{shown_host}:{actual_port}"
     if services is None:
         try:
-            store = Store.open(ws.db_path, wait_s=5.0)
+            store = open_store(ws, wait_s=5.0)
         except RfError:
             sock.close()
             raise

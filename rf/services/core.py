@@ -149,6 +149,8 @@ class CoreServices:
 
     # ------------------------------------------------------------ status
     def status(self) -> Status:
+        from rf.store import describe_store
+
         ws = self.workspace
         return Status(
             workspace=ws.name if ws else "(in-memory)",
@@ -160,6 +162,7 @@ class CoreServices:
                 for a in self.list_agents()
             ],
             schema_version=self.store.schema_version,
+            store=describe_store(self.store),
         )
 
     # ------------------------------------------------------------ agents

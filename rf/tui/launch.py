@@ -101,9 +101,9 @@ class EmbeddedServer:
         try:
             if _accepts_services():
                 from rf.services import Services
-                from rf.store import Store
+                from rf.store import open_store
 
-                store = Store.open(self.workspace.db_path, wait_s=5.0)
+                store = open_store(self.workspace, wait_s=5.0)
                 services = Services(store, self.workspace)
                 self._backend = LocalBackend(services)
                 self._ready.set()

@@ -1,0 +1,453 @@
+"""The PostgreSQL store: the same public API as :class:`rf.store.Store`, over psycopg 3.
+
+Chosen by ``[store] url = "postgresql://USER@HOST:PORT/DB"`` in rf.toml (or ``RF_STORE_URL``);
+DuckDB stays the default. The password is never in rf.toml: libpq reads ``PGPASSWORD`` (or
+``~/.pgpass``), or ``[store] password_env = "NAME"`` names the environment variable that holds
+it (see rf.config.store_settings). A url that carries a password still works, but nothing rf
+prints shows it (:func:`shown_url`).
+
+- **Connections.** One psycopg connection per thread (autocommit), made on first use, like
+  DuckDB's per-thread cursors; :meth:`PgStore.close` closes them all. Writes in
+  :meth:`PgStore.transaction` are serialized in this process by ``write_lock``, as in DuckDB.
+- **SQL.** The mixins' DuckDB SQL runs through one translation (rf.store.pg_sql.translate:
+  placeholders, upserts, a few fragments), done in :class:`PgCursor`; the methods whose SQL
+  has no translation are rewritten in rf.store.pg_overrides.PgOverrides, first in the bases.
+- **Writer.** High-volume rows go through rf.store.pg_writer.PgBatchWriter (COPY), with the
+  semantics of rf.store.writer.BatchWriter.
+- **Errors.** psycopg errors become StoreError (:func:`translate_pg_error`): unreachable
+  server, refused password, missing database, schema newer than this rf.
+- **Vectors.** pgvector's ``vector`` type when ``CREATE EXTENSION vector`` works, otherwise
+  float4 arrays in ``bytea`` with the cosine computed by numpy over the live candidates
+  (:attr:`PgStore.vector_mode`, shown by ``rf status``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from rf.config import shown_store_url as shown_url
+from rf.errors import RfError, StoreError
+from rf.store.agents import AgentsMixin
+from rf.store.canary import CanaryMixin
+from rf.store.connectors import ConnectorsMixin
+from rf.store.credentials import CredentialsMixin
+from rf.store.datasources import DataSourcesMixin
+from rf.store.evals import EvalsMixin
+from rf.store.executions import ExecutionsMixin
+from rf.store.keys import KeysMixin
+from rf.store.knowledge import KnowledgeMixin
+from rf.store.migrations import SCHEMA_VERSION
+from rf.store.pg_overrides import PgOverrides
+from rf.store.pg_sql import PG_FUNCTIONS, PG_INDEXES, pg_statements, translate
+from rf.store.prompts import PromptsMixin
+from rf.store.providers import ProvidersMixin
+from rf.store.releases import ReleasesMixin
+from rf.store.retention import RetentionMixin
+from rf.store.sessions import SessionsMixin
+from rf.store.traces import TracesMixin
+from rf.store.triggers import TriggersMixin
+from rf.store.users import UsersMixin
+
+if TYPE_CHECKING:
+    from rf.store.interfaces import (
+        AgentsRepository,
+        ConnectorsRepository,
+        CredentialsRepository,
+        DataSourcesRepository,
+        EvalsRepository,
+        ExecutionsRepository,
+        KeysRepository,
+        KnowledgeRepository,
+        PromptsRepository,
+        ProvidersRepository,
+        ReleasesRepository,
+        Repositories,
+        RetentionRepository,
+        SessionsRepository,
+        TriggersRepository,
+        UsersRepository,
+    )
+
+#: An advisory lock key held while migrating (two processes opening a fresh database at once).
+_MIGRATE_LOCK = 0x7266_6D69  # "rfmi"
+_CONNECT_TIMEOUT_S = 10
+
+
+# ---------------------------------------------------------------- errors
+def translate_pg_error(exc: BaseException, url: str = "") -> RfError | None:
+    """A psycopg exception as a StoreError (None if it is not psycopg's)."""
+    if isinstance(exc, RfError):
+        return exc
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - only called once psycopg is in use
+        return None
+    if not isinstance(exc, psycopg.Error):
+        return None
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    where = f" at {shown_url(url)}" if url else ""
+    state = getattr(exc, "sqlstate", None) or ""
+    if isinstance(exc, psycopg.OperationalError) and not state:
+        lowered = text.lower()
+        if "password authentication failed" in lowered or "no password supplied" in lowered:
+            return StoreError(f"the PostgreSQL server{where} refused the password: {first}",
+                              "set PGPASSWORD (or [store] password_env in rf.toml) to the role's password")
+        if "does not exist" in lowered and "database" in lowered:
+            return StoreError(f"the PostgreSQL database{where} does not exist: {first}",
+                              "create it (createdb NAME, or CREATE DATABASE NAME) and run the command again")
+        return StoreError(f"cannot reach the PostgreSQL store{where}: {first}",
+                          "check that the server runs and that [store] url (or RF_STORE_URL) names it")
+    if state in ("40001", "40P01"):
+        return StoreError("a concurrent change got in the way; nothing was changed", "run the command again")
+    if state.startswith("08") or isinstance(exc, psycopg.OperationalError):
+        return StoreError(f"the connection to the PostgreSQL store{where} failed: {first}",
+                          "check that the server runs, then run the command again")
+    return StoreError(f"database error: {first}", "if this persists, report it with the command you ran")
+
+
+def _connect(url: str, password_env: str | None) -> Any:
+    import psycopg
+    from psycopg.adapt import Loader
+    from psycopg.types.string import StrDumper
+
+    kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": _CONNECT_TIMEOUT_S}
+    if password_env:
+        password = os.environ.get(password_env)
+        if password is None:
+            raise StoreError(f"[store] password_env names {password_env}, which is not set",
+                             f"export {password_env}=... (the PostgreSQL role's password) and run the command again")
+        kwargs["password"] = password
+    try:
+        con = psycopg.connect(url, **kwargs)
+    except psycopg.Error as exc:
+        raise translate_pg_error(exc, url) or exc from None
+    # DuckDB's sum() of integers is an integer; PostgreSQL's is numeric. Read numeric as int (or float).
+    class _Numeric(Loader):
+        def load(self, data: Any) -> Any:
+            value = Decimal(bytes(data).decode())
+            return int(value) if value == value.to_integral_value() else float(value)
+
+    con.adapters.register_loader("numeric", _Numeric)
+    # Python text as `text`, not psycopg's default "unknown": DuckDB's `unnest(?)` of a list and
+    # `? || ':'` need a type to resolve.
+    con.adapters.register_dumper(str, StrDumper)
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+# ---------------------------------------------------------------- cursor
+class PgCursor:
+    """A psycopg cursor that takes DuckDB SQL (translated once per text) and raises StoreError."""
+
+    __slots__ = ("_cur", "_url")
+
+    def __init__(self, cur: Any, url: str) -> None:
+        self._cur = cur
+        self._url = url
+
+    def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> PgCursor:
+        try:
+            self._cur.execute(translate(sql), params if params is not None else ())
+        except Exception as exc:
+            err = translate_pg_error(exc, self._url)
+            if err is None:
+                raise
+            raise err from exc
+        return self
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> PgCursor:
+        try:
+            self._cur.executemany(translate(sql), rows)
+        except Exception as exc:
+            err = translate_pg_error(exc, self._url)
+            if err is None:
+                raise
+            raise err from exc
+        return self
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = self._cur.fetchone()
+        return row
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = self._cur.fetchall()
+        return rows
+
+    def fetchmany(self, size: int) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = self._cur.fetchmany(size)
+        return rows
+
+    @property
+    def description(self) -> Any:
+        return self._cur.description
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._cur.rowcount)
+
+    @property
+    def connection(self) -> Any:
+        """The psycopg connection (COPY, in rf.store.pg_overrides)."""
+        return self._cur.connection
+
+    def close(self) -> None:
+        self._cur.close()
+
+
+# ---------------------------------------------------------------- the store
+class PgStore(
+    PgOverrides,
+    AgentsMixin,
+    ExecutionsMixin,
+    ReleasesMixin,
+    PromptsMixin,
+    ConnectorsMixin,
+    CredentialsMixin,
+    ProvidersMixin,
+    SessionsMixin,
+    TracesMixin,
+    TriggersMixin,
+    KnowledgeMixin,
+    DataSourcesMixin,
+    KeysMixin,
+    RetentionMixin,
+    UsersMixin,
+    EvalsMixin,
+    CanaryMixin,
+):
+    """One PostgreSQL database. Thread-safe: a connection per thread."""
+
+    kind = "postgresql"
+
+    def __init__(self, url: str, password_env: str | None = None) -> None:
+        from rf.store.pg_writer import PgBatchWriter
+
+        self.url = url
+        self.path = None  # no file (rf gc, data sources compare against it)
+        self._password_env = password_env
+        self._local = threading.local()
+        self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._connections_lock = threading.Lock()
+        self.write_lock = threading.RLock()
+        self._closed = False
+        first = self._connection()
+        self._migrate(first)
+        self.vector_mode = self._choose_vectors(first)
+        self.writer = PgBatchWriter(lambda: _connect(url, password_env), columns=self._writer_columns)
+
+    @classmethod
+    def open(cls, url: str, *, password_env: str | None = None) -> PgStore:
+        return cls(url, password_env)
+
+    @property
+    def shown_url(self) -> str:
+        return shown_url(self.url)
+
+    def describe(self) -> str:
+        """``postgresql postgresql://rf@host/db (vectors: pgvector)`` for ``rf status``."""
+        return f"postgresql {self.shown_url} (vectors: {self.vector_mode})"
+
+    # ------------------------------------------------------------ connections
+    def _connection(self) -> Any:
+        con = getattr(self._local, "con", None)
+        if con is None or con.closed:
+            if self._closed:
+                raise StoreError("the store is closed", "this is a bug in rf: report it with the command you ran")
+            con = _connect(self.url, self._password_env)
+            self._local.con = con
+            self._local.cursor = PgCursor(con.cursor(), self.url)
+            with self._connections_lock:
+                self._connections.add(con)
+        return con
+
+    def _migrate(self, con: Any) -> None:
+        import psycopg
+
+        cur = PgCursor(con.cursor(), self.url)
+        with con.transaction():
+            cur.execute("SELECT pg_advisory_xact_lock(?)", [_MIGRATE_LOCK])
+            cur.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+            row = cur.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            current = int(row[0]) if row else 0
+            if current > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the PostgreSQL store at {self.shown_url} was written by a newer rf (schema v{current}; this rf"
+                    f" knows v{SCHEMA_VERSION})",
+                    "upgrade rf (pip install -U rf) on this machine to use this database")
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in pg_statements(version):
+                    try:
+                        with con.transaction():  # a savepoint: the error names the step
+                            con.execute(statement)
+                    except psycopg.Error as exc:
+                        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                        raise StoreError(
+                            f"cannot upgrade the PostgreSQL store at {self.shown_url} from schema v{current} to"
+                            f" v{SCHEMA_VERSION}: step v{version} failed: {first}",
+                            "nothing was changed; report this message") from None
+            for statement in (*PG_FUNCTIONS, *PG_INDEXES):
+                con.execute(statement)
+            if current != SCHEMA_VERSION:
+                cur.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                            [str(SCHEMA_VERSION)])
+
+    def _choose_vectors(self, con: Any) -> str:
+        """``pgvector`` when the extension is (or can be) installed in this database, else ``float4-bytea``."""
+        import psycopg
+
+        if os.environ.get("RF_STORE_VECTORS") == "portable":  # tests: the fallback on a server with pgvector
+            return "float4-bytea"
+        try:
+            with con.transaction():
+                con.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        except psycopg.Error:
+            return "float4-bytea"
+        return "pgvector"
+
+    def _writer_columns(self, table: str) -> list[tuple[str, str, bool]]:
+        rows = self.cursor().execute(
+            "SELECT column_name, data_type, is_nullable = 'YES' FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = ? ORDER BY ordinal_position", [table]).fetchall()
+        return [(r[0], r[1], bool(r[2])) for r in rows]
+
+    @property
+    def schema_version(self) -> int:
+        row = self.cursor().execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    # ------------------------------------------------------------ access
+    def cursor(self) -> PgCursor:  # type: ignore[override]
+        """This thread's cursor (on this thread's connection)."""
+        cur: PgCursor | None = getattr(self._local, "cursor", None)
+        con = getattr(self._local, "con", None)
+        if cur is None or con is None or con.closed:
+            self._connection()
+            cur = self._local.cursor
+        return cur
+
+    def query(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return self.cursor().execute(sql, params).fetchall()
+
+    def query_one(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
+        return self.cursor().execute(sql, params).fetchone()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[PgCursor]:  # type: ignore[override]
+        """Run writes atomically. Writers of this process are serialized by ``write_lock``. Inside
+        the store only: services use :meth:`unit_of_work`."""
+        with self.write_lock:
+            cur = self.cursor()
+            con = self._local.con
+            self._local.in_transaction = True
+            try:
+                with con.transaction():
+                    yield cur
+            except Exception as exc:
+                err = translate_pg_error(exc, self.url)
+                if err is None or err is exc:
+                    raise
+                raise err from exc
+            finally:
+                self._local.in_transaction = False
+
+    def _write_cursor(self) -> PgCursor:  # type: ignore[override]
+        """This thread's cursor inside its open transaction (the repositories' writes use it)."""
+        if not getattr(self._local, "in_transaction", False):
+            raise RuntimeError("a store write outside a unit of work: wrap it in `with store.unit_of_work():`")
+        return self.cursor()
+
+    @contextlib.contextmanager
+    def unit_of_work(self) -> Iterator[Repositories]:
+        """Several repository writes as one transaction (rolled back if the block raises)."""
+        with self.transaction():
+            yield self
+
+    # ------------------------------------------------------------ repositories (rf.store.interfaces)
+    # As rf.store.db.Store: each view is this store; mypy checks that it satisfies the Protocol.
+    @property
+    def agents(self) -> AgentsRepository:
+        return self
+
+    @property
+    def prompts(self) -> PromptsRepository:
+        return self
+
+    @property
+    def connectors(self) -> ConnectorsRepository:
+        return self
+
+    @property
+    def triggers(self) -> TriggersRepository:
+        return self
+
+    @property
+    def releases(self) -> ReleasesRepository:
+        return self
+
+    @property
+    def executions(self) -> ExecutionsRepository:
+        return self
+
+    @property
+    def sessions(self) -> SessionsRepository:
+        return self
+
+    @property
+    def knowledge(self) -> KnowledgeRepository:
+        return self
+
+    @property
+    def users(self) -> UsersRepository:
+        return self
+
+    @property
+    def credentials(self) -> CredentialsRepository:
+        return self
+
+    @property
+    def providers(self) -> ProvidersRepository:
+        return self
+
+    @property
+    def keys(self) -> KeysRepository:
+        return self
+
+    @property
+    def datasources(self) -> DataSourcesRepository:
+        return self
+
+    @property
+    def evals(self) -> EvalsRepository:
+        return self
+
+    @property
+    def retention(self) -> RetentionRepository:
+        return self
+
+    def flush(self) -> None:
+        """Make every queued high-volume row visible to reads."""
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.writer.close()
+        with self._connections_lock:
+            connections = list(self._connections)
+        for con in connections:
+            with contextlib.suppress(Exception):
+                con.close()
+
+    def __enter__(self) -> PgStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
