@@ -101,6 +101,21 @@ async def test_publish_dialog_starts_a_canary_and_the_badge_says_so(backend: Loc
         await settle(pilot)
         view = app.query_one(ReleasesView)
         assert [f"{i.kind}:{i.name}" for i in view.items] == ["agent:bot", "agent:old"]
+        # Both items: old's removal cannot be canaried, and the dialog shows the service's refusal.
+        await pilot.press("p")
+        await settle(pilot)
+        dialog = app.screen
+        assert isinstance(dialog, PublishConfirmModal)
+        dialog.query_one("#canary", Input).value = "10"
+        dialog.query_one("#canary", Input).focus()
+        await pilot.press("enter")
+        await settle(pilot)
+        refusal = [n for n in notifications(app) if "not canaried" in n]
+        assert refusal and "agent old" in refusal[0] and "publish them separately" in refusal[0]
+        assert "Nothing was published" in refusal[0]
+        with pytest.raises(NotFound):
+            backend.canary_status()
+        assert len(view.items) == 2
         items = app.query_one("#release-items", SelectionList)
         items.deselect("agent:old")  # the removal cannot be canaried: publish bot alone
         await settle(pilot)
@@ -130,40 +145,6 @@ async def test_publish_dialog_starts_a_canary_and_the_badge_says_so(backend: Loc
         await settle(pilot)
         assert badge(app) == "PRODUCTION · canary 10 %"
         assert "PRODUCTION · canary 10 %" in screen_text(app)
-
-
-async def test_badge_polls_at_most_every_few_seconds(backend: LocalBackend, monkeypatch: pytest.MonkeyPatch) -> None:
-    """On a screen that does not fetch the canary (Agents), the badge asks at most once every
-    CANARY_POLL_S while production is shown, and sees a canary end."""
-    release = start_canary(backend, 20)
-    name = "canary_running" if "canary_running" in api.BY_NAME else "canary_status"
-    calls: list[str] = []
-    real = getattr(backend, name)
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        calls.append(name)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(backend, name, counted)
-    app = make_app(backend, env="production")
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        assert badge(app) == "PRODUCTION · canary 20 %" and len(calls) == 1
-        for _ in range(3):  # the 2-second poll, three times within CANARY_POLL_S: no question
-            app._poll()
-            await settle(pilot)
-        assert len(calls) == 1
-        backend.abort_canary("done", "ada")
-        app._canary_checked -= app_module.CANARY_POLL_S  # time passes
-        app._poll()
-        await settle(pilot)
-        assert len(calls) == 2 and badge(app) == "PRODUCTION" and app.canary is None
-        await pilot.press("e")  # staging: never asks
-        app._canary_checked -= app_module.CANARY_POLL_S
-        app._poll()
-        await settle(pilot)
-        assert len(calls) == 2 and badge(app) == "STAGING"
-    assert release.kind == "canary"
 
 
 async def test_canary_tab_shows_both_arms_then_weight_and_promote(backend: LocalBackend) -> None:
@@ -233,10 +214,35 @@ async def test_canary_tab_shows_both_arms_then_weight_and_promote(backend: Local
         assert "set to 50 %" in detail and "nothing to roll back" in detail
 
 
-async def test_abort_asks_for_a_reason(backend: LocalBackend) -> None:
-    release = start_canary(backend, 10)
-    app = make_app(backend)
+async def test_the_badge_polls_at_most_every_few_seconds_and_abort_asks_for_a_reason(
+        backend: LocalBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a screen that does not fetch the canary (Agents), the badge asks at most once every
+    CANARY_POLL_S while production is shown, and sees the weight change; then an abort from the
+    Canary tab, which needs a reason."""
+    release = start_canary(backend, 20)
+    name = "canary_running" if "canary_running" in api.BY_NAME else "canary_status"
+    calls: list[str] = []
+    real = getattr(backend, name)
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(backend, name, counted)
+    app = make_app(backend, env="production")
     async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert badge(app) == "PRODUCTION · canary 20 %" and len(calls) == 1
+        for _ in range(3):  # the 2-second poll, three times within CANARY_POLL_S: no question
+            app._poll()
+            await settle(pilot)
+        assert len(calls) == 1
+        backend.set_canary_weight(30, "more", "ada")  # (as another dashboard or the CLI would)
+        app._canary_checked -= app_module.CANARY_POLL_S  # time passes
+        app._poll()
+        await settle(pilot)
+        assert len(calls) == 2 and badge(app) == "PRODUCTION · canary 30 %"
+
         await pilot.press("5")
         await settle(pilot)
         await pilot.press("c")
@@ -258,27 +264,13 @@ async def test_abort_asks_for_a_reason(backend: LocalBackend) -> None:
         assert latest.kind == "canary-abort" and "timeouts on the canary" in latest.message
         assert any("Aborted canary" in n for n in notifications(app))
         assert not app.query_one("#release-canary-line").display
-
-
-async def test_a_plan_with_a_removal_shows_the_services_refusal(backend: LocalBackend) -> None:
-    app = make_app(backend)
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("5")
+        assert badge(app) == "PRODUCTION" and app.canary is None  # the Releases screen's own fetch told it
+        await pilot.press("1", "e")  # staging: the badge never asks
+        asked = len(calls)
+        app._canary_checked -= app_module.CANARY_POLL_S
+        app._poll()
         await settle(pilot)
-        await pilot.press("p")  # both items: bot, and old's removal
-        await settle(pilot)
-        dialog = app.screen
-        assert isinstance(dialog, PublishConfirmModal)
-        dialog.query_one("#canary", Input).value = "10"
-        dialog.query_one("#canary", Input).focus()
-        await pilot.press("enter")
-        await settle(pilot)
-        refusal = [n for n in notifications(app) if "not canaried" in n]
-        assert refusal and "agent old" in refusal[0] and "publish them separately" in refusal[0]
-        assert "Nothing was published" in refusal[0]
-        with pytest.raises(NotFound):
-            backend.canary_status()
-        assert len(app.query_one(ReleasesView).items) == 2
+        assert len(calls) == asked and badge(app) == "STAGING"
 
 
 async def test_executions_sessions_and_traces_show_the_arm(backend: LocalBackend) -> None:

@@ -174,10 +174,10 @@ def canary_renderable(canary: Canary, now: Any) -> RenderableType:
 def canary_line(canary: Canary) -> Text:
     """The one line above the Releases tabs while a canary runs."""
     on = next((a for a in canary.arms if a.arm == "canary"), None)
-    runs = f" · {plural(on.executions, 'execution')} on it" if on is not None else ""
+    runs = f" · {plural(on.executions, 'execution')}" if on is not None else ""
     return Text.assemble(("● canary ", f"bold {CANARY}"), (canary.id, "bold"),
-                         f" runs on {canary.weight:g} % of production{runs} · ", verdict_text(canary),
-                         ("  (c: the Canary tab)", "dim"))
+                         f" on {canary.weight:g} % of production{runs} · ", verdict_text(canary),
+                         ("  (c)", "dim"))
 
 
 def release_note(r: Release) -> RenderableType | None:

@@ -446,7 +446,7 @@ class ReleasesView(View):
             (r.id, "bold"),
             f"  {r.kind} · {when(r.created_at)} UTC · by {r.author}\n",
             (r.message, "italic"),
-            (f"   plan {r.plan_id}", "dim"),
+            (f"   plan {r.plan_id}" if r.plan_id else "", "dim"),
         )
         evidence: list[RenderableType] = []
         note = release_note(r)
@@ -460,8 +460,7 @@ class ReleasesView(View):
         body.update(
             Group(
                 head,
-                Text(""),
-                table,
+                *((Text(""), table) if r.items else ()),  # (a canary's weight or abort has no items)
                 *evidence,
                 Text(rollback_hint(r), style="dim"),
             )

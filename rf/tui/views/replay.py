@@ -167,13 +167,16 @@ class ReplayView(View):
             yield Label("last", classes="replay-label")
             yield Input(value=str(DEFAULT_LAST), id="replay-last", compact=True, restrict=r"\d*")
             yield Label("or since", classes="replay-label")
-            yield Input(placeholder="2h, 7d, 2026-01-31", id="replay-since", compact=True)
+            yield Input(placeholder="2h · 7d · a date", id="replay-since", compact=True)
             yield Button("Replay", id="replay-run", variant="primary", compact=True)
         with Horizontal(id="replay-options"):
             yield Select[str]([("LLM as configured", "configured"), ("LLM: built-in mock", "mock")],
                               value="configured", allow_blank=False, id="replay-llm", compact=True)
-            yield Checkbox("live connectors (calls the recording lacks reach staging's instances)",
-                           id="replay-live", compact=True)
+            live = Checkbox("live connectors", id="replay-live", compact=True)
+            live.tooltip = ("Connector calls the recording does not hold reach staging's instances "
+                            "(default: they fail the replayed run)")
+            yield live
+            yield Static("enter or g replays · / back to the form", id="replay-hint")
         yield Label("", id="replay-form-error", classes="field-error", markup=False)
         yield Static("", id="replay-status")
         table: DataTable[str | Text] = Table(id="replay-table", cursor_type="row", zebra_stripes=True)
