@@ -43,11 +43,11 @@ def make_commit(services: Services, agent: str, parent: str | None, files: dict[
     cid = hashlib.sha256(json.dumps([agent, parent, tree, msg, iso(now)]).encode()).hexdigest()
     commit = Commit(id=cid, agent=agent, parent=parent, message=msg, author="bench", created_at=iso(now), tree=tree)
     store = services.store
-    with store.transaction() as cur:
-        store.put_blobs(cur, {tree[p]: d for p, d in files.items()})
-        store.upsert_agent(cur, agent, "bench agent", now)
-        store.insert_commit(cur, commit, now, {"entrypoint": "agent:handle", "prompts": [], "connectors": []})
-        store.set_head(cur, agent, "staging", cid, now)
+    with store.unit_of_work():
+        store.put_blobs({tree[p]: d for p, d in files.items()})
+        store.upsert_agent(agent, "bench agent", now)
+        store.insert_commit(commit, now, {"entrypoint": "agent:handle", "prompts": [], "connectors": []})
+        store.set_head(agent, "staging", cid, now)
     return cid
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ast
+import inspect
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -100,3 +102,121 @@ def test_help_does_not_import_the_store_or_server() -> None:
     code = "import sys; sys.argv = ['rf', '--help']\nfrom rf.cli.app import app\ntry:\n    app()\nexcept SystemExit:\n    pass"
     loaded = _loaded_after(code)
     assert "duckdb" not in loaded and "litestar" not in loaded and "textual" not in loaded
+
+
+# ------------------------------------------------------------ services see repositories, never the database
+SERVICES = RF / "services"
+#: Store calls that hand out the database itself (a cursor, a transaction, raw query results).
+DATABASE_CALLS = {"cursor", "query", "query_one", "transaction", "execute", "executemany", "fetchone", "fetchall"}
+SQL = re.compile(r"\s*(SELECT|INSERT|UPDATE|DELETE|WITH|CREATE)\s")
+#: What services may use on the store besides the repositories' methods (not part of any one domain).
+STORE_LEVEL = {"unit_of_work", "write_lock", "writer", "path", "schema_version"}
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    out: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            out.add(id(node.value))
+    return out
+
+
+def test_services_never_touch_cursors_or_sql() -> None:
+    """rf/services reads and writes through rf/store/interfaces.py: no duckdb (not even for a type),
+    no cursor or transaction of the store's, no SQL text."""
+    offenders = []
+    for path in sorted(SERVICES.rglob("*.py")):
+        rel = path.relative_to(RF.parent).as_posix()
+        tree = ast.parse(path.read_text(), str(path))
+        docstrings = _docstrings(tree)
+        for node in ast.walk(tree):  # type-only imports included: a service must not name duckdb at all
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                if any(m.split(".")[0] == "duckdb" for m in modules):
+                    offenders.append(f"{rel}:{node.lineno} imports duckdb")
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                if node.func.attr in DATABASE_CALLS:  # on the store, or on a cursor it handed out
+                    offenders.append(f"{rel}:{node.lineno} calls {ast.unparse(node.func.value)}.{node.func.attr}()")
+            elif (isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+                  and SQL.match(node.value)):
+                offenders.append(f"{rel}:{node.lineno} passes SQL: {node.value[:40]!r}")
+    assert offenders == [], "move it into a repository method in rf/store/<domain>.py:\n" + "\n".join(offenders)
+
+
+def _service_store_uses() -> dict[str, set[str]]:
+    """``{member: {service file, ...}}`` of what services use on the store and its repositories
+    (``self.store.X``, ``store.X``, ``self.store.prompts.X``, ``tx.prompts.X``, ``repos.prompts.X``)."""
+    from rf.store.interfaces import DOMAINS
+
+    domains = "|".join(DOMAINS)
+    pattern = re.compile(rf"(?:^|\.)(?:store|tx|repos)\.(?:(?:{domains})\.)?([a-z_]+)$")
+    uses: dict[str, set[str]] = {}
+    for path in sorted(SERVICES.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):  # code only: docstrings and comments name modules like rf.store.traces
+            if isinstance(node, ast.Attribute):
+                match = pattern.search(ast.unparse(node))
+                if match and match.group(1) not in DOMAINS:
+                    uses.setdefault(match.group(1), set()).add(path.name)
+    return uses
+
+
+def test_repository_protocols_list_exactly_what_services_use() -> None:
+    from rf.store.interfaces import DOMAINS
+
+    declared = {name for proto in DOMAINS.values() for name in _members(proto)}
+    uses = _service_store_uses()
+    undeclared = sorted(f"{m} (used in {', '.join(sorted(files))})" for m, files in uses.items()
+                        if m not in declared and m not in STORE_LEVEL)
+    assert undeclared == [], "declare these in a Protocol of rf/store/interfaces.py: " + "; ".join(undeclared)
+    unused = sorted(declared - set(uses))
+    assert unused == [], "no service uses these: remove them from rf/store/interfaces.py: " + ", ".join(unused)
+
+
+def _members(proto: type) -> list[str]:
+    return [n for n in vars(proto) if not n.startswith("_")]
+
+
+def test_the_duckdb_store_satisfies_every_repository_protocol() -> None:
+    """Each ``store.<domain>`` is its Protocol (names at runtime; ``mypy`` checks the types, since
+    each property is annotated with its Protocol), with parameters a caller of the Protocol can pass."""
+    from rf.store import Store
+    from rf.store.interfaces import DOMAINS, Repositories
+
+    with Store.open(None) as store:
+        assert isinstance(store, Repositories)
+        problems = []
+        for attr, proto in DOMAINS.items():
+            repo = getattr(store, attr)
+            assert isinstance(repo, proto), f"store.{attr} is not a {proto.__name__}"
+            for name in _members(proto):
+                declared = inspect.getattr_static(proto, name)
+                if isinstance(declared, property):
+                    continue
+                wanted = list(inspect.signature(declared).parameters.values())[1:]  # without self
+                given = inspect.signature(getattr(repo, name)).parameters
+                for p in wanted:
+                    have = given.get(p.name)
+                    if have is None or have.kind != p.kind or (p.default is not p.empty and have.default is have.empty):
+                        problems.append(f"{proto.__name__}.{name}: parameter {p}")
+                extra = [p for n, p in given.items() if n not in {w.name for w in wanted}
+                         and p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+                problems += [f"{proto.__name__}.{name}: the store also requires {p}" for p in extra]
+        assert problems == []
+
+
+def test_a_unit_of_work_is_all_or_nothing_and_writes_need_one() -> None:
+    from rf.ids import utcnow
+    from rf.store import Store
+
+    with Store.open(None) as store:
+        with pytest.raises(RuntimeError, match="outside a unit of work"):
+            store.credentials.upsert_credential("loose", None, utcnow())
+        with pytest.raises(ValueError), store.unit_of_work() as tx:
+            tx.credentials.upsert_credential("first", None, utcnow())
+            tx.credentials.upsert_credential("second", None, utcnow())
+            raise ValueError("half-way")
+        assert store.credentials.credential_rows() == []
+        with store.unit_of_work() as tx:
+            tx.credentials.upsert_credential("first", "kept", utcnow())
+        assert [r["name"] for r in store.credentials.credential_rows()] == ["first"]

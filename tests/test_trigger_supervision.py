@@ -181,8 +181,8 @@ def test_one_failing_schedule_trigger_does_not_hold_up_the_others(ws: Any, b: An
     good = b.create_trigger("hello", "schedule", schedule="* * * * *")
     bad = b.create_trigger("hello", "schedule", schedule="* * * * *", timezone="Europe/Paris")
     store = b.services.store
-    with store.transaction() as cur:  # a time zone this machine's tz database lacks
-        store.update_trigger(cur, bad.id, utcnow(), timezone="Mars/Olympus_Mons")
+    with store.unit_of_work():  # a time zone this machine's tz database lacks
+        store.update_trigger(bad.id, utcnow(), timezone="Mars/Olympus_Mons")
     sched = Scheduler(b.services, backoff=FAST)
     try:
         sched.arm(utcnow())  # at start, too

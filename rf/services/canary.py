@@ -47,6 +47,7 @@ from rf.services.base import ServiceBase
 
 if TYPE_CHECKING:
     from rf.models import ReleasePlan
+    from rf.store.interfaces import Repositories
 
 _log = logging.getLogger("rf.services.canary")
 
@@ -212,17 +213,17 @@ class CanaryService(ServiceBase):
         }
         release_id = new_id("rel")
         now = utcnow()
-        with self.store.transaction() as cur:
-            stable_release = self.store.production_release_id(cur)
-            self._snapshot_connector_items(cur, [i for i in items if i.kind == "connector"])
-            self.store.insert_release(
-                cur, release_id=release_id, created_at=now, author=author,
+        with self.store.unit_of_work() as tx:
+            stable_release = tx.releases.production_release_id()
+            self._snapshot_connector_items(tx, [i for i in items if i.kind == "connector"])
+            tx.releases.insert_release(
+                release_id=release_id, created_at=now, author=author,
                 message=message or f"canary at {percent:g} %: " + self._default_message(items),  # type: ignore[attr-defined]
                 plan_id=plan.id, kind="canary",
                 items=[{"kind": i.kind, "name": i.name, "before": i.before, "after": i.after, "summary": i.summary}
                        for i in items],
                 evidence={**(evidence or {}), "canary": release_id, "weight": percent})
-            self.store.insert_canary(cur, canary_id=release_id, weight=percent, stable_release_id=stable_release,
+            tx.releases.insert_canary(canary_id=release_id, weight=percent, stable_release_id=stable_release,
                                      state=state, started_at=now, started_by=author)
         self._release_applied()  # type: ignore[attr-defined]
         release: Release = self.get_release(release_id)  # type: ignore[attr-defined]
@@ -240,11 +241,11 @@ class CanaryService(ServiceBase):
 
         found: dict[str, Connector] = {}
         try:
-            with self.store.transaction() as cur:
+            with self.store.unit_of_work() as tx:
                 for item in items:
-                    self._release_apply_connector(cur, item.name, item.before, item.after)  # type: ignore[attr-defined]
+                    self._release_apply_connector(tx, item.name, item.before, item.after)  # type: ignore[attr-defined]
                 for slug in {i.name.partition("@")[0] for i in items}:
-                    c = self._find(slug, "production", cur)  # type: ignore[attr-defined]
+                    c = self._find(slug, "production", tx)  # type: ignore[attr-defined]
                     if c is not None:
                         found[slug] = c
                 raise _Undo
@@ -252,7 +253,7 @@ class CanaryService(ServiceBase):
             pass
         return found
 
-    def _snapshot_connector_items(self, cur: Any, items: list[ReleaseItem]) -> None:
+    def _snapshot_connector_items(self, tx: Repositories, items: list[ReleaseItem]) -> None:
         """Keep each connector item's ``after`` content as a snapshot, so a promote applies what
         the canary ran even once staging has moved on (the apply falls back to snapshots)."""
         from rf.services.connectors import (
@@ -266,18 +267,18 @@ class CanaryService(ServiceBase):
 
         for item in items:
             slug = item.name.partition("@")[0]
-            prepared = self.store.prepared_settings(slug, cur).get(slug)
+            prepared = tx.connectors.prepared_settings(slug).get(slug)
             if item.name.endswith(SETTINGS_ITEM):
                 if prepared is not None and settings_hash(prepared) == item.after:
-                    self.store.put_connector_snapshot(cur, str(item.after), {"settings": prepared})
+                    tx.connectors.put_connector_snapshot(str(item.after), {"settings": prepared})
                 continue
-            staging = self._find(slug, "staging", cur)  # type: ignore[attr-defined]
+            staging = self._find(slug, "staging", tx)  # type: ignore[attr-defined]
             if staging is None:
                 continue
             chosen = prepared if prepared is not None else settings_of(staging)
             for candidate in (shared_of(staging), creation_content(staging, chosen)):
                 if hash_content(candidate) == item.after:
-                    self.store.put_connector_snapshot(cur, str(item.after), candidate)
+                    tx.connectors.put_connector_snapshot(str(item.after), candidate)
 
     def _refuse_canaried(self, items: list[ReleaseItem]) -> None:
         """A publish may not change what a running canary holds (its promote would then not
@@ -377,8 +378,8 @@ class CanaryService(ServiceBase):
         return release
 
     # ------------------------------------------------------------ deciding
-    def _running(self, cur: Any = None) -> dict[str, Any]:
-        row = self.store.running_canary(cur)
+    def _running(self) -> dict[str, Any]:
+        row = self.store.releases.running_canary()
         if row is None:
             raise NotFound("no canary is running", "see the last one: rf releases canary; start one: "
                                                    "rf releases publish --plan ID --canary 10")
@@ -392,9 +393,9 @@ class CanaryService(ServiceBase):
             row = self._running()
             text = f"canary {row['id']}: weight {row['weight']:g} % → {weight:g} %" + (
                 f" ({message.strip()})" if message.strip() else "")
-            with self.store.transaction() as cur:
-                self.store.set_canary_weight(cur, row["id"], weight)
-                self.store.insert_release(cur, release_id=new_id("rel"), created_at=utcnow(), author=author,
+            with self.store.unit_of_work() as tx:
+                tx.releases.set_canary_weight(row["id"], weight)
+                tx.releases.insert_release(release_id=new_id("rel"), created_at=utcnow(), author=author,
                                           message=text, plan_id="", kind="canary-weight", items=[],
                                           evidence={"canary": row["id"], "weight": weight, "was": row["weight"]})
             self._routing_changed()
@@ -428,8 +429,8 @@ class CanaryService(ServiceBase):
             if status == "promoted":
                 text = f"promote canary {canary_id}" + (f": {message.strip()}" if message.strip() else "")
 
-                def end(cur: Any, release_id: str) -> None:
-                    self.store.end_canary(cur, canary_id, status=status, ended_at=utcnow(), ended_by=author,
+                def end(tx: Repositories, release_id: str) -> None:
+                    tx.releases.end_canary(canary_id, status=status, ended_at=utcnow(), ended_by=author,
                                           end_release_id=release_id, figures=figures)
 
                 try:
@@ -444,11 +445,11 @@ class CanaryService(ServiceBase):
                 return release
             text = f"abort canary {canary_id}" + (f": {message.strip()}" if message.strip() else "")
             release_id = new_id("rel")
-            with self.store.transaction() as cur:
-                self.store.insert_release(cur, release_id=release_id, created_at=utcnow(), author=author,
+            with self.store.unit_of_work() as tx:
+                tx.releases.insert_release(release_id=release_id, created_at=utcnow(), author=author,
                                           message=text, plan_id="", kind="canary-abort", items=[],
                                           evidence={"canary": canary_id, "figures": figures})
-                self.store.end_canary(cur, canary_id, status=status, ended_at=utcnow(), ended_by=author,
+                tx.releases.end_canary(canary_id, status=status, ended_at=utcnow(), ended_by=author,
                                       end_release_id=release_id, figures=figures)
             self._routing_changed()
             aborted: Release = self.get_release(release_id)  # type: ignore[attr-defined]

@@ -88,6 +88,7 @@ if TYPE_CHECKING:
     import httpx
 
     from rf.evals.tape import Tape
+    from rf.store.interfaces import Repositories
 
 AUTH_KINDS = ("none", "api-key", "bearer", "basic")
 #: ``http``: an HTTP API (resources are method + path); ``mcp``: an MCP server (resources are its tools).
@@ -304,9 +305,10 @@ class ConnectorsService(CredentialsService):
         c.content_hash = hash_content(content_of(c))
         return c
 
-    def _find(self, slug: str, env: str, cur: Any = None) -> Connector | None:
-        """The instance or None. ``cur``: an open transaction's cursor (Any: only rf/store sees duckdb)."""
-        row = self.store.connector_row(env, slug, cur)
+    def _find(self, slug: str, env: str, tx: Repositories | None = None) -> Connector | None:
+        """The instance or None. ``tx``: the repositories of an open unit of work, if any."""
+        repos = self.store if tx is None else tx
+        row = repos.connectors.connector_row(env, slug)
         return self._instance(row) if row is not None else None
 
     def _instance_for(self, call: HostCall, slug: str) -> Connector | None:
@@ -543,10 +545,10 @@ class ConnectorsService(CredentialsService):
         self._validated_config(c)
         if c.kind == "mcp":
             c.resources = self._discover_tools(c, {})
-        with self.store.transaction() as cur:
-            self.store.upsert_connector(cur, "staging", slug, content_of(c), utcnow())
+        with self.store.unit_of_work() as tx:
+            tx.connectors.upsert_connector("staging", slug, content_of(c), utcnow())
             for row in content_of(c)["resources"]:
-                self.store.upsert_resource(cur, "staging", slug, row)
+                tx.connectors.upsert_resource("staging", slug, row)
         return self.get_connector(slug)
 
     def edit_connector(
@@ -588,8 +590,8 @@ class ConnectorsService(CredentialsService):
                           f"then rf connectors publish {slug}")
         self._change_settings(c, changes)
         self._validated_config(c)
-        with self.store.transaction() as cur:
-            self.store.upsert_connector(cur, "staging", slug, content_of(c), utcnow())
+        with self.store.unit_of_work() as tx:
+            tx.connectors.upsert_connector("staging", slug, content_of(c), utcnow())
         return self.get_connector(slug)
 
     @staticmethod
@@ -645,15 +647,15 @@ class ConnectorsService(CredentialsService):
         c.kind = existing.kind if existing is not None else "http"  # (its settings are validated for its kind)
         self._change_settings(c, changes)
         self._validated_config(c)
-        with self.store.transaction() as cur:
-            self.store.put_prepared_settings(cur, slug, settings_of(c), utcnow())
+        with self.store.unit_of_work() as tx:
+            tx.connectors.put_prepared_settings(slug, settings_of(c), utcnow())
         return self.get_connector(slug, "staging" if staging is not None else "production")
 
     def delete_connector(self, slug: str, env: str = "staging") -> Connector:
         """Delete the staging instance. Production keeps its instance until a publish removes it."""
         c = self._staging(slug, env, f"delete connector {slug!r} from production")
-        with self.store.transaction() as cur:
-            self.store.delete_connector_rows(cur, "staging", slug)
+        with self.store.unit_of_work() as tx:
+            tx.connectors.delete_connector_rows("staging", slug)
         return c
 
     def add_resource(
@@ -728,17 +730,17 @@ class ConnectorsService(CredentialsService):
         c = self._staging(slug, env, f"remove a resource of connector {slug!r} in production")
         self._resource(c, resource)
         _not_for_mcp(c, "remove resources")
-        with self.store.transaction() as cur:
-            self.store.delete_resource_row(cur, "staging", slug, resource)
-            self.store.touch_connector(cur, "staging", slug, utcnow())
+        with self.store.unit_of_work() as tx:
+            tx.connectors.delete_resource_row("staging", slug, resource)
+            tx.connectors.touch_connector("staging", slug, utcnow())
         return self.get_connector(slug)
 
     def _save_resources(self, slug: str, resources: list[ConnectorResource]) -> None:
-        with self.store.transaction() as cur:
+        with self.store.unit_of_work() as tx:
             for r in resources:
-                self.store.upsert_resource(cur, "staging", slug, content_of(
+                tx.connectors.upsert_resource("staging", slug, content_of(
                     Connector(slug=slug, env="staging", base_url="", resources=[r]))["resources"][0])
-            self.store.touch_connector(cur, "staging", slug, utcnow())
+            tx.connectors.touch_connector("staging", slug, utcnow())
 
     def import_openapi(self, slug: str, spec_text: str, env: str = "staging") -> OpenAPIImportResult:
         """Add (or update) resources from an OpenAPI 3 document; create the connector if missing.
@@ -779,14 +781,14 @@ class ConnectorsService(CredentialsService):
             else:
                 result.unchanged.append(r.slug)
         now = utcnow()
-        with self.store.transaction() as cur:
+        with self.store.unit_of_work() as tx:
             if created:
-                self.store.upsert_connector(cur, "staging", slug, content_of(existing), now)
+                tx.connectors.upsert_connector("staging", slug, content_of(existing), now)
             for r in changed:
-                self.store.upsert_resource(cur, "staging", slug, content_of(
+                tx.connectors.upsert_resource("staging", slug, content_of(
                     Connector(slug=slug, env="staging", base_url="", resources=[r]))["resources"][0])
             if changed and not created:
-                self.store.touch_connector(cur, "staging", slug, now)
+                tx.connectors.touch_connector("staging", slug, now)
         return result
 
     # ------------------------------------------------------------ MCP connectors
@@ -810,14 +812,14 @@ class ConnectorsService(CredentialsService):
             (result.added if old is None else result.updated if old != r else result.unchanged).append(r.slug)
         result.removed = sorted(set(current) - set(fresh))
         if result.added or result.updated or result.removed:
-            with self.store.transaction() as cur:
+            with self.store.unit_of_work() as tx:
                 for name in result.removed:
-                    self.store.delete_resource_row(cur, "staging", slug, name)
+                    tx.connectors.delete_resource_row("staging", slug, name)
                 for r in tools:
                     if r.slug in result.added or r.slug in result.updated:
-                        self.store.upsert_resource(cur, "staging", slug, content_of(
+                        tx.connectors.upsert_resource("staging", slug, content_of(
                             Connector(slug=slug, env="staging", base_url="", resources=[r]))["resources"][0])
-                self.store.touch_connector(cur, "staging", slug, utcnow())
+                tx.connectors.touch_connector("staging", slug, utcnow())
         return result
 
     def _mcp_cwd(self) -> str | None:
@@ -970,9 +972,9 @@ class ConnectorsService(CredentialsService):
         item_dict = {"kind": "connector", "name": slug, "before": d.production, "after": d.staging,
                      "summary": d.summary}
         plan_id = hashlib.sha256(json.dumps([item_dict], sort_keys=True).encode()).hexdigest()[:16]
-        with self.store.transaction() as cur:
-            self._release_apply_connector(cur, slug, d.production, d.staging)
-            self.store.insert_release(cur, release_id=release_id, created_at=utcnow(), author=author,
+        with self.store.unit_of_work() as tx:
+            self._release_apply_connector(tx, slug, d.production, d.staging)
+            tx.releases.insert_release(release_id=release_id, created_at=utcnow(), author=author,
                                       message=message, plan_id=plan_id, kind="publish", items=[item_dict])
         return ConnectorPublishResult(slug=slug, before=d.production, after=d.staging, changed=True,
                                       summary=d.summary, release_id=release_id)
@@ -998,7 +1000,7 @@ class ConnectorsService(CredentialsService):
                                          before=settings_hash(settings_of(live)), after=settings_hash(ready)))
         return items
 
-    def _state_matches(self, cur: Any, state: Any, current: Connector | None) -> bool:
+    def _state_matches(self, tx: Repositories, state: Any, current: Connector | None) -> bool:
         """Whether production's instance ``current`` is the item state ``state``: a hash of its
         resources, of a new instance's content, or (releases before per-environment settings)
         of config + resources; only the resources are compared."""
@@ -1006,33 +1008,33 @@ class ConnectorsService(CredentialsService):
             return state is None and current is None
         if state in (shared_hash(current), current.content_hash):
             return True
-        snapshot = self.store.get_connector_snapshot(str(state), cur)
+        snapshot = tx.connectors.get_connector_snapshot(str(state))
         if snapshot is None or "resources" not in snapshot:
             return False
         return hash_content({"kind": snapshot.get("kind", "http"), "resources": snapshot["resources"]}) == (
             shared_hash(current))
 
-    def _release_apply_connector(self, cur: Any, name: str, before: Any, after: Any) -> None:
+    def _release_apply_connector(self, tx: Repositories, name: str, before: Any, after: Any) -> None:
         """Inside the release transaction: ``SLUG`` makes production's resources the state ``after``
         (creating or removing the instance); ``SLUG@production`` makes its settings ``after``."""
         if name.endswith(SETTINGS_ITEM):
-            self._apply_settings(cur, name[: -len(SETTINGS_ITEM)], before, after)
+            self._apply_settings(tx, name[: -len(SETTINGS_ITEM)], before, after)
             return
         slug = name
-        current = self._find(slug, "production", cur)
-        if not self._state_matches(cur, before, current):
+        current = self._find(slug, "production", tx)
+        if not self._state_matches(tx, before, current):
             raise Conflict(f"production changed since the plan: connector {slug} is now at "
                            f"{shared_hash(current)[:12] if current else 'nothing'}", "review again and re-run")
         now = utcnow()
-        prepared = self.store.prepared_settings(slug, cur).get(slug)
+        prepared = tx.connectors.prepared_settings(slug).get(slug)
         if current is not None:  # keep production's state restorable (rollback)
-            self.store.put_connector_snapshot(cur, shared_hash(current), shared_of(current))
+            tx.connectors.put_connector_snapshot(shared_hash(current), shared_of(current))
         if after is None:
             if prepared is None and current is not None:  # a re-creation (or a rollback) gets them back
-                self.store.put_prepared_settings(cur, slug, settings_of(current), now)
-            self.store.delete_connector_rows(cur, "production", slug)
+                tx.connectors.put_prepared_settings(slug, settings_of(current), now)
+            tx.connectors.delete_connector_rows("production", slug)
             return
-        staging = self._find(slug, "staging", cur)
+        staging = self._find(slug, "staging", tx)
         content: dict[str, Any] | None = None
         if staging is not None:
             chosen = prepared if prepared is not None else settings_of(staging)
@@ -1040,11 +1042,11 @@ class ConnectorsService(CredentialsService):
             if hash_content(candidate) == after:
                 content = candidate
         if content is None:
-            content = self.store.get_connector_snapshot(str(after), cur)
+            content = tx.connectors.get_connector_snapshot(str(after))
             if content is None or "resources" not in content:
                 raise Conflict(f"staging changed since the plan: connector {slug} is no longer at {str(after)[:12]}",
                                "review again and re-run")
-        self.store.put_connector_snapshot(cur, str(after), content)
+        tx.connectors.put_connector_snapshot(str(after), content)
         if current is not None:
             settings = settings_of(current)  # a publish of resources never touches production's settings
         elif prepared is not None:
@@ -1058,32 +1060,32 @@ class ConnectorsService(CredentialsService):
         else:
             raise Conflict(f"connector {slug}: no settings to create its production instance with",
                            f"prepare them: rf connectors edit {slug} --for production --base-url URL")
-        self.store.replace_connector(
-            cur, "production", slug,
+        tx.connectors.replace_connector(
+            "production", slug,
             {**settings, "kind": content.get("kind", "http"), "resources": content["resources"]}, now)
         if prepared is None:  # from now on production's settings are prepared (and published) on their own
-            self.store.put_prepared_settings(cur, slug, settings, now)
+            tx.connectors.put_prepared_settings(slug, settings, now)
 
-    def _apply_settings(self, cur: Any, slug: str, before: Any, after: Any) -> None:
-        current = self._find(slug, "production", cur)
+    def _apply_settings(self, tx: Repositories, slug: str, before: Any, after: Any) -> None:
+        current = self._find(slug, "production", tx)
         if current is None:
             raise Conflict(f"connector {slug} has no production instance any more", "review again and re-run")
         live = settings_of(current)
         if settings_hash(live) != before:
             raise Conflict(f"production changed since the plan: the settings of connector {slug}",
                            "review again and re-run")
-        self.store.put_connector_snapshot(cur, settings_hash(live), {"settings": live})
-        prepared = self.store.prepared_settings(slug, cur).get(slug)
+        tx.connectors.put_connector_snapshot(settings_hash(live), {"settings": live})
+        prepared = tx.connectors.prepared_settings(slug).get(slug)
         if prepared is not None and settings_hash(prepared) == after:
             settings = prepared
         else:
-            snapshot = self.store.get_connector_snapshot(str(after), cur)
+            snapshot = tx.connectors.get_connector_snapshot(str(after))
             if snapshot is None or not isinstance(snapshot.get("settings"), dict):
                 raise Conflict(f"the prepared production settings of connector {slug} changed since the plan",
                                "review again and re-run")
             settings = snapshot["settings"]
-        self.store.put_connector_snapshot(cur, str(after), {"settings": settings})
-        self.store.set_connector_settings(cur, "production", slug, settings, utcnow())
+        tx.connectors.put_connector_snapshot(str(after), {"settings": settings})
+        tx.connectors.set_connector_settings("production", slug, settings, utcnow())
 
     # ------------------------------------------------------------ deploy hook
     def _deploy_warnings(self, config: AgentConfig) -> list[str]:

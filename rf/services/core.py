@@ -267,11 +267,11 @@ class CoreServices:
         commit = Commit(id=commit_id, agent=name, parent=parent, message=message, author=author,
                         created_at=created_at, tree=tree)
         blobs = {sha: files[path] for path, sha in tree.items()}
-        with self.store.transaction() as cur:
-            self.store.put_blobs(cur, blobs)
-            self.store.upsert_agent(cur, name, config.description, now)
-            self.store.insert_commit(cur, commit, now, _config_dict(config))
-            self.store.set_head(cur, name, "staging", commit_id, now)
+        with self.store.unit_of_work() as tx:
+            tx.agents.put_blobs(blobs)
+            tx.agents.upsert_agent(name, config.description, now)
+            tx.agents.insert_commit(commit, now, _config_dict(config))
+            tx.agents.set_head(name, "staging", commit_id, now)
         self._heads_changed()
         return DeployResult(agent=name, commit=commit, created=True, warnings=warnings)
 
@@ -310,8 +310,8 @@ class CoreServices:
         if agent.staging_commit is None:
             raise Conflict(f"agent {name!r} is already deleted in staging; production still runs it",
                            f"remove it from production: rf releases publish agent:{name}")
-        with self.store.transaction() as cur:
-            self.store.set_head(cur, name, "staging", None, utcnow())
+        with self.store.unit_of_work() as tx:
+            tx.agents.set_head(name, "staging", None, utcnow())
         self._heads_changed()
         warnings = [f"staging trigger {t['name']} ({t['id']}) runs agent {name}: it fails until you delete it "
                     f"(rf triggers delete {t['id']}) or deploy the agent again"

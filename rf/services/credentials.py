@@ -110,8 +110,8 @@ class CredentialsService(ServiceBase):
         if description is not None and not isinstance(description, str):
             raise UsageError("description must be a string")
         secrets = self._secrets()
-        with self.store.transaction() as cur:
-            self.store.upsert_credential(cur, name, description, utcnow())
+        with self.store.unit_of_work() as tx:
+            tx.credentials.upsert_credential(name, description, utcnow())
             secrets.set(name, value)  # raises (and rolls the metadata back) when the keyring refuses
         self._register_known_secrets()  # the new value is redacted from the next execution on
         return self.get_credential(name)
@@ -130,8 +130,8 @@ class CredentialsService(ServiceBase):
         """Remove the metadata and the stored value. Users of it fail from now on (with a clear error)."""
         credential = self.get_credential(name)
         secrets = self._secrets()
-        with self.store.transaction() as cur:
-            self.store.delete_credential_row(cur, name)
+        with self.store.unit_of_work() as tx:
+            tx.credentials.delete_credential_row(name)
             secrets.delete(name)
         self._register_known_secrets()  # the old value is no longer redacted
         credential.storage = "deleted"

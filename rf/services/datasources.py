@@ -90,7 +90,7 @@ class DataSourcesService(ServiceBase):
         read-only) or ``postgres`` (``location`` is a DSN without password,
         ``credential`` names the credential holding the password).
         """
-        from rf.store.datasources import parse_postgres_dsn, probe_file, run_postgres_query
+        from rf.store.datasources import check_postgres_source, parse_postgres_dsn, probe_file
 
         check_name("data source", name)
         if not isinstance(location, str) or not location.strip():
@@ -107,7 +107,7 @@ class DataSourcesService(ServiceBase):
                                  "store it first: rf credentials set NAME")
             check_name("credential", credential)
             password = self._data_password(credential, name)
-            run_postgres_query(name, location, password, "SELECT 1", limit=1, timeout_s=15)
+            check_postgres_source(name, location, password, timeout_s=15)
             location = location.strip()
         else:
             if credential:

@@ -165,8 +165,8 @@ class EvalsService(ServiceBase):
         )
         from rf.models import to_dict
 
-        with services.store.transaction() as cur:  # kept for rf evals list|show
-            services.store.insert_eval_run(cur, run_id, env, name, commit, started, result.total, passed,
+        with services.store.unit_of_work() as tx:  # kept for rf evals list|show
+            tx.evals.insert_eval_run(run_id, env, name, commit, started, result.total, passed,
                                            to_dict(result))
         return result
 

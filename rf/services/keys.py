@@ -48,8 +48,8 @@ class KeysService(ServiceBase):
                              f"pick another --name, or revoke it first: rf keys revoke {name} --env {env}")
         secret = f"rf_{_ENV_TAG[env]}_{secrets.token_urlsafe(32)}"
         key_id = new_id("key")
-        with self.store.transaction() as cur:
-            self.store.insert_key(cur, key_id=key_id, env=env, name=name, prefix=secret[:11],
+        with self.store.unit_of_work() as tx:
+            tx.keys.insert_key(key_id=key_id, env=env, name=name, prefix=secret[:11],
                                   key_hash=key_hash(secret), created_by=author, now=utcnow())
         self._key_cache = None
         row = next(r for r in self.store.key_rows(env) if r["id"] == key_id)
@@ -71,8 +71,8 @@ class KeysService(ServiceBase):
             raise NotFound(f"no live endpoint key {key!r}{where}", "see them with: rf keys list")
         if len(rows) > 1:
             raise UsageError(f"both environments have a key named {key!r}", "say which with --env")
-        with self.store.transaction() as cur:
-            self.store.revoke_key_row(cur, rows[0]["id"], utcnow())
+        with self.store.unit_of_work() as tx:
+            tx.keys.revoke_key_row(rows[0]["id"], utcnow())
         self._key_cache = None
         return EndpointKey(**next(r for r in self.store.key_rows(include_revoked=True) if r["id"] == rows[0]["id"]))
 

@@ -195,8 +195,8 @@ class KnowledgeService(ServiceBase):
         if self.store.kb_rows(name):
             raise Conflict(f"knowledge base {name!r} already exists",
                            f"upload into it (rf kb upload {name} PATH...) or delete it first (rf kb delete {name})")
-        with self.store.transaction() as cur:
-            self.store.insert_kb(cur, name=name, embedder=spec, chunk_size=chunk_size, overlap=overlap,
+        with self.store.unit_of_work() as tx:
+            tx.knowledge.insert_kb(name=name, embedder=spec, chunk_size=chunk_size, overlap=overlap,
                                  description=description.strip(), now=utcnow())
         return KBChange("created", self.get_kb(name), [
             f"knowledge bases are shared: staging and production agents can search {name!r} as soon as it has "
@@ -209,8 +209,8 @@ class KnowledgeService(ServiceBase):
         prod = self._production_users(kb)
         warnings = [f"production agents {', '.join(prod)} searched it; their ctx.kb({name!r}) calls now fail"] if prod \
             else []
-        with self._kb_lock(row["id"]), self.store.transaction() as cur:
-            self.store.delete_kb(cur, row)
+        with self._kb_lock(row["id"]), self.store.unit_of_work() as tx:
+            tx.knowledge.delete_kb(row)
         self.store.kb_drop_cache(row["id"])
         self.store.forget_resource_uses("kb", name)
         return KBChange("deleted", kb, warnings)

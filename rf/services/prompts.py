@@ -38,6 +38,7 @@ from rf.services.host import HostCall, host_method
 
 if TYPE_CHECKING:
     from rf.config import AgentConfig
+    from rf.store.interfaces import Repositories
 
 #: Larger texts are refused: a prompt is sent with every model call, and the
 #: HTTP API caps request bodies at 1 MiB anyway.
@@ -114,19 +115,19 @@ class PromptsService(ServiceBase):
         version = PromptVersion(name=name, version=1, text=text, variables=variables, author=author,
                                 message=message)
         published = None
-        with self.store.transaction() as cur:
-            if self.store.prompt_exists(name, cur):
-                if self.store.get_prompt_pointer(name, "staging", cur) is not None:
+        with self.store.unit_of_work() as tx:
+            if tx.prompts.prompt_exists(name):
+                if tx.prompts.get_prompt_pointer(name, "staging") is not None:
                     raise Conflict(f"prompt {name!r} already exists",
                                    f"make a new draft version: rf prompts set {name} --file FILE (or rf prompts edit {name})")
                 # Deleted in staging (archived): created again as its next version; history stays.
-                version.version = self.store.next_prompt_version(cur, name)
-                published = self.store.get_prompt_pointer(name, "production", cur)
-                self.store.touch_prompt(cur, name, now)
+                version.version = tx.prompts.next_prompt_version(name)
+                published = tx.prompts.get_prompt_pointer(name, "production")
+                tx.prompts.touch_prompt(name, now)
             else:
-                self.store.insert_prompt(cur, name, now)
-            self.store.insert_prompt_version(cur, version, now)
-            self.store.set_prompt_pointer(cur, name, "staging", version.version, now)
+                tx.prompts.insert_prompt(name, now)
+            tx.prompts.insert_prompt_version(version, now)
+            tx.prompts.set_prompt_pointer(name, "staging", version.version, now)
         version.created_at, version.draft, version.env = iso(now), True, "staging"
         version.published = published == version.version
         return PromptSaveResult(name=name, version=version, created=True, published_version=published)
@@ -143,26 +144,26 @@ class PromptsService(ServiceBase):
         self._check_meta(author, message)
         variables = self._check_text(name, text)
         now = utcnow()
-        with self.store.transaction() as cur:
-            if not self.store.prompt_exists(name, cur):
+        with self.store.unit_of_work() as tx:
+            if not tx.prompts.prompt_exists(name):
                 raise NotFound(f"prompt {name!r} does not exist",
                                f"create it first: rf prompts create {name} --file FILE")
-            draft = self.store.get_prompt_pointer(name, "staging", cur)
+            draft = tx.prompts.get_prompt_pointer(name, "staging")
             if draft is None:
                 raise NotFound(f"prompt {name!r} was deleted in staging (archived)",
                                f"create it again: rf prompts create {name} --file FILE (its versions stay: "
                                f"rf prompts history {name})")
-            published = self.store.get_prompt_pointer(name, "production", cur)
-            current = self.store.get_prompt_version(name, draft, cur) if draft is not None else None
+            published = tx.prompts.get_prompt_pointer(name, "production")
+            current = tx.prompts.get_prompt_version(name, draft) if draft is not None else None
             if current is not None and current.text == text:
                 version, created = current, False
             else:
-                number = self.store.next_prompt_version(cur, name)
+                number = tx.prompts.next_prompt_version(name)
                 version = PromptVersion(name=name, version=number, text=text, variables=variables,
                                         author=author, message=message, created_at=iso(now))
-                self.store.insert_prompt_version(cur, version, now)
-                self.store.set_prompt_pointer(cur, name, "staging", number, now)
-                self.store.touch_prompt(cur, name, now)
+                tx.prompts.insert_prompt_version(version, now)
+                tx.prompts.set_prompt_pointer(name, "staging", number, now)
+                tx.prompts.touch_prompt(name, now)
                 created = True
         version.env = "staging"
         return PromptSaveResult(name=name, version=self._mark(version, version.version, published),
@@ -199,9 +200,9 @@ class PromptsService(ServiceBase):
                                f"remove it from production: rf releases publish prompt:{name}"
                                if row["published_version"] is not None else f"see: rf prompts history {name}")
             now = utcnow()
-            with self.store.transaction() as cur:
-                self.store.set_prompt_pointer(cur, name, "staging", None, now)
-                self.store.touch_prompt(cur, name, now)
+            with self.store.unit_of_work() as tx:
+                tx.prompts.set_prompt_pointer(name, "staging", None, now)
+                tx.prompts.touch_prompt(name, now)
         warnings = []
         uses = getattr(self, "_agent_uses", None)
         if uses is not None:
@@ -301,9 +302,9 @@ class PromptsService(ServiceBase):
                     "summary": f"published v{after}"}
             plan_id = hashlib.sha256(json.dumps([item], sort_keys=True).encode()).hexdigest()[:16]
             release_id = new_id("rel")
-            with self.store.transaction() as cur:
-                self._release_apply_prompt(cur, name, before, after)
-                self.store.insert_release(cur, release_id=release_id, created_at=utcnow(), author=author,
+            with self.store.unit_of_work() as tx:
+                self._release_apply_prompt(tx, name, before, after)
+                tx.releases.insert_release(release_id=release_id, created_at=utcnow(), author=author,
                                           message=message, plan_id=plan_id, kind="publish", items=[item])
         return PromptPublishResult(name=name, before=before, after=after, changed=True, release_id=release_id)
 
@@ -336,24 +337,21 @@ class PromptsService(ServiceBase):
         old = set(published.variables) if published else set()
         return [v for v in (draft.variables if draft else []) if v not in old]
 
-    def _release_apply_prompt(self, cur: Any, name: str, before: Any, after: Any) -> None:
-        """Inside ``cur``'s transaction: point production at version ``after`` (None: unpublish).
-
-        ``cur`` is the store's open transaction, typed ``Any`` because only
-        ``rf/store`` may name duckdb.
+    def _release_apply_prompt(self, tx: Repositories, name: str, before: Any, after: Any) -> None:
+        """Inside the unit of work ``tx``: point production at version ``after`` (None: unpublish).
 
         Refuses (Conflict) when production no longer points at ``before`` —
         someone published meanwhile — or ``after`` is not a stored version.
         """
-        current = self.store.get_prompt_pointer(name, "production", cur)
+        current = tx.prompts.get_prompt_pointer(name, "production")
         if current != before:
             raise Conflict(f"production's version of prompt {name!r} changed meanwhile "
                            f"(expected {_v(before)}, found {_v(current)})", "review the change again and re-run")
-        if after is not None and self.store.get_prompt_version(name, int(after), cur) is None:
+        if after is not None and tx.prompts.get_prompt_version(name, int(after)) is None:
             raise Conflict(f"prompt {name!r} has no version {after} to publish", f"see: rf prompts history {name}")
         now = utcnow()
-        self.store.set_prompt_pointer(cur, name, "production", None if after is None else int(after), now)
-        self.store.touch_prompt(cur, name, now)
+        tx.prompts.set_prompt_pointer(name, "production", None if after is None else int(after), now)
+        tx.prompts.touch_prompt(name, now)
 
     # ------------------------------------------------------------ deploy hook
     def _deploy_warnings(self, config: AgentConfig) -> list[str]:

@@ -212,10 +212,10 @@ class ProvidersService(ServiceBase):
                                  f"store it first (rf credentials set NAME), then: rf providers add {name} "
                                  f"--kind {kind} --credential NAME")
         now = utcnow()
-        with self.store.transaction() as cur:  # checked under the write lock: two concurrent adds cannot both pass
-            if self.store.provider_exists(cur, name):
+        with self.store.unit_of_work() as tx:  # checked under the write lock: two concurrent adds cannot both pass
+            if tx.providers.provider_exists(name):
                 raise Conflict(f"provider {name!r} already exists", f"remove it first: rf providers remove {name}")
-            self.store.insert_provider(cur, name=name, kind=kind, base_url=base_url, credential=credential,
+            tx.providers.insert_provider(name=name, kind=kind, base_url=base_url, credential=credential,
                                        model=model.strip() if model else None, now=now)
         provider = self.get_provider(name)
         return ProviderChange("added", provider, [
@@ -238,8 +238,8 @@ class ProvidersService(ServiceBase):
             raise Conflict(f"provider {name!r} is in use by {where}; removing it breaks their LLM calls immediately "
                            "(providers are shared by both environments)",
                            f"to remove it anyway: rf providers remove {name} --yes")
-        with self.store.transaction() as cur:
-            self.store.delete_provider(cur, name)
+        with self.store.unit_of_work() as tx:
+            tx.providers.delete_provider(name)
         self._drop_http_client(name)
         return ProviderChange("removed", provider, warnings)
 

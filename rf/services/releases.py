@@ -5,7 +5,8 @@ whose staging commit is not production's, a prompt whose draft is not
 published, a connector whose instances differ, a trigger staged for
 production). Each capability plugs its kind in with two methods (see
 ``releases_contract.md``): ``_release_pending_<kind>()`` and
-``_release_apply_<kind>(cur, name, before, after)``.
+``_release_apply_<kind>(tx, name, before, after)`` (``tx``: the repositories of the
+publish's unit of work).
 
 A *plan* is a set of items with their before → after states; its id hashes
 them all, so ``publish(plan_id=...)`` publishes exactly what was reviewed or
@@ -57,7 +58,7 @@ from rf.models import (
 from rf.services.base import ServiceBase
 
 if TYPE_CHECKING:
-    import duckdb
+    from rf.store.interfaces import Repositories
 
 #: Item kinds, in the order they are applied and listed.
 KINDS = ("prompt", "connector", "agent", "trigger")
@@ -155,17 +156,14 @@ class ReleasesService(ServiceBase):
             tree = cache[commit_id] = commit.tree if commit else {}
         return tree
 
-    def _release_apply_agent(self, cur: duckdb.DuckDBPyConnection, name: str, before: Any, after: Any) -> None:
-        row = cur.execute(
-            "SELECT commit_id FROM agent_heads WHERE agent = ? AND env = 'production'", [name]
-        ).fetchone()
-        current = row[0] if row else None
+    def _release_apply_agent(self, tx: Repositories, name: str, before: Any, after: Any) -> None:
+        current = tx.agents.get_head(name, "production")
         if current != before:
             raise Conflict(f"production changed since the plan: agent {name} now runs {str(current)[:8]}",
                            "re-run rf releases plan")
-        if after is not None and cur.execute("SELECT 1 FROM commits WHERE id = ?", [after]).fetchone() is None:
+        if after is not None and not tx.agents.commit_exists(after):
             raise NotFound(f"commit {after} of agent {name} is missing")
-        self.store.set_head(cur, name, "production", after, utcnow())
+        tx.agents.set_head(name, "production", after, utcnow())
 
     # ------------------------------------------------------------ listing and planning
     def release_items(self) -> list[ReleaseItem]:
@@ -647,27 +645,27 @@ class ReleasesService(ServiceBase):
 
     def _apply(self, items: list[ReleaseItem], plan_id: str, kind: str, message: str, author: str,
                warnings: list[str], evidence: dict[str, Any] | None = None,
-               also: Callable[[Any, str], None] | None = None) -> Release:
+               also: Callable[[Repositories, str], None] | None = None) -> Release:
         """Apply *items* and record the release in one transaction (*also*: more writes of that
-        transaction, given its cursor and the release id: a canary's end with its promote)."""
+        unit of work, given its repositories and the release id: a canary's end with its promote)."""
         release_id = new_id("rel")
         now = utcnow()
-        with self.store.transaction() as cur:
+        with self.store.unit_of_work() as tx:
             for n, item in enumerate(items):
                 apply = getattr(self, f"_release_apply_{item.kind}", None)
                 if apply is None:
                     raise UsageError(f"this rf cannot publish {item.kind} items")
-                apply(cur, item.name, item.before, item.after)
+                apply(tx, item.name, item.before, item.after)
                 self._after_release_item(n)
-            self.store.insert_release(
-                cur, release_id=release_id, created_at=now, author=author, message=message, plan_id=plan_id,
+            tx.releases.insert_release(
+                release_id=release_id, created_at=now, author=author, message=message, plan_id=plan_id,
                 kind=kind,
                 items=[{"kind": i.kind, "name": i.name, "before": i.before, "after": i.after,
                         "summary": i.summary} for i in items],
                 evidence=evidence,
             )
             if also is not None:
-                also(cur, release_id)
+                also(tx, release_id)
         self._after_release_commit(release_id)
         self._release_applied()
         release = self.get_release(release_id)

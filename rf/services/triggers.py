@@ -53,9 +53,8 @@ from rf.services.base import ServiceBase
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    import duckdb
-
     from rf.services.scheduler import TriggerHealth
+    from rf.store.interfaces import Repositories
 
 KINDS = ("schedule", "webhook", "watch")
 #: Fields that define what a trigger does (a published copy must match them).
@@ -441,8 +440,8 @@ class TriggersService(ServiceBase):
             "catch_up": catch_up, "enabled": True, "live": True, **fields,
         }
         secret = self._new_webhook_secret(trigger_id) if kind == "webhook" else None
-        with self._forget_secret_on_error(trigger_id if secret else None), self.store.transaction() as cur:
-            self.store.insert_trigger(cur, row, utcnow())
+        with self._forget_secret_on_error(trigger_id if secret else None), self.store.unit_of_work() as tx:
+            tx.triggers.insert_trigger(row, utcnow())
         t = self.get_trigger(trigger_id)
         t.secret = secret
         return t
@@ -490,8 +489,8 @@ class TriggersService(ServiceBase):
         row = {f: getattr(src, f) for f in CONFIG_FIELDS}
         row.update({"id": new, "env": env, "enabled": True, "live": env == "staging", "source_id": src.id})
         secret = self._new_webhook_secret(new) if src.kind == "webhook" else None
-        with self._forget_secret_on_error(new if secret else None), self.store.transaction() as cur:
-            self.store.insert_trigger(cur, row, utcnow())
+        with self._forget_secret_on_error(new if secret else None), self.store.unit_of_work() as tx:
+            tx.triggers.insert_trigger(row, utcnow())
         t = self.get_trigger(new)
         t.secret = secret
         return t
@@ -508,8 +507,8 @@ class TriggersService(ServiceBase):
 
     def set_trigger_enabled(self, trigger_id: str, enabled: bool) -> Trigger:
         t = self._editable(trigger_id, "enable" if enabled else "disable", "resume" if enabled else "pause")
-        with self.store.transaction() as cur:
-            self.store.update_trigger(cur, t.id, utcnow(), enabled=enabled)
+        with self.store.unit_of_work() as tx:
+            tx.triggers.update_trigger(t.id, utcnow(), enabled=enabled)
         return self.get_trigger(t.id)
 
     def delete_trigger(self, trigger_id: str, env: str | None = None, now: bool = False, author: str = "unknown",
@@ -535,8 +534,8 @@ class TriggersService(ServiceBase):
                 if preview:
                     return TriggerChangeResult(trigger=t, changed=True, staged=not now, summary="remove from production",
                                                item=item)
-                with self.store.transaction() as cur:
-                    self.store.put_trigger_change(cur, t.id, dict(REMOVED), utcnow())
+                with self.store.unit_of_work() as tx:
+                    tx.triggers.put_trigger_change(t.id, dict(REMOVED), utcnow())
             if not now:
                 return TriggerChangeResult(trigger=self.get_trigger(t.id), changed=True, staged=True,
                                            summary="remove from production", item=item)
@@ -546,8 +545,8 @@ class TriggersService(ServiceBase):
                                        item=release.items[0], release_id=release.id)
         if preview:
             return TriggerChangeResult(trigger=t, changed=True, summary="delete")
-        with self.store.transaction() as cur:
-            self.store.delete_trigger(cur, t.id)
+        with self.store.unit_of_work() as tx:
+            tx.triggers.delete_trigger(t.id)
         if t.kind == "webhook":
             self._delete_webhook_secret(t)
         return TriggerChangeResult(trigger=t, changed=True, summary="delete")
@@ -608,9 +607,9 @@ class TriggersService(ServiceBase):
                                    before=current, after=after)
                 return TriggerChangeResult(trigger=t, changed=True, summary=summary, item=item,
                                            staged=t.env == "production" and not now)
-            with self.store.transaction() as cur:
+            with self.store.unit_of_work() as tx:
                 extra = {"last_scheduled_at": utcnow()} if self._restarts_schedule(current, after) else {}
-                self.store.set_trigger_state(cur, t.id, after, utcnow(), **extra)
+                tx.triggers.set_trigger_state(t.id, after, utcnow(), **extra)
             if now:  # a staged production copy: publish it (it goes live) as a one-item release
                 release = self.publish_release([f"trigger:{t.id}"], author=author,  # type: ignore[attr-defined]
                                                message=message or f"publish trigger {t.name} (production)")
@@ -639,15 +638,15 @@ class TriggersService(ServiceBase):
             return TriggerChangeResult(trigger=t, changed=True, staged=not now, summary=summary,
                                        item=ReleaseItem(kind="trigger", name=t.id, summary=label, before=live,
                                                         after=after))
-        with self.store.transaction() as cur:
+        with self.store.unit_of_work() as tx:
             if after == live:
-                self.store.delete_trigger_change(cur, t.id)
+                tx.triggers.delete_trigger_change(t.id)
             else:
-                self.store.put_trigger_change(cur, t.id, after, utcnow())
+                tx.triggers.put_trigger_change(t.id, after, utcnow())
         if after == live:
             if now and earlier is not None:  # nothing to publish; the earlier staged change stays
-                with self.store.transaction() as cur:
-                    self.store.put_trigger_change(cur, t.id, earlier, utcnow())
+                with self.store.unit_of_work() as tx:
+                    tx.triggers.put_trigger_change(t.id, earlier, utcnow())
             return TriggerChangeResult(trigger=self.get_trigger(t.id), changed=earlier is not None and not now,
                                        summary="no change" if earlier is None or now else "staged change discarded")
         if not now:
@@ -658,9 +657,9 @@ class TriggersService(ServiceBase):
             [f"trigger:{t.id}"], author=author, message=message or f"{summary} trigger {t.name} (production) now")
         if earlier is not None and not is_removal(earlier):
             rebased = self._changed_state(t, earlier, changes, input, clear_input)
-            with self.store.transaction() as cur:
+            with self.store.unit_of_work() as tx:
                 if rebased != after:
-                    self.store.put_trigger_change(cur, t.id, rebased, utcnow())
+                    tx.triggers.put_trigger_change(t.id, rebased, utcnow())
         return TriggerChangeResult(trigger=self.get_trigger(t.id), changed=True, summary=summary,
                                    item=release.items[0], release_id=release.id)
 
@@ -828,9 +827,9 @@ class TriggersService(ServiceBase):
                     summary=f"trigger {t.name} (production): {describe_trigger_change(current, staged)}"))
         return items
 
-    def _release_apply_trigger(self, cur: duckdb.DuckDBPyConnection, name: str, before: Any, after: Any) -> None:
+    def _release_apply_trigger(self, tx: Repositories, name: str, before: Any, after: Any) -> None:
         """Make production trigger ``name`` the state ``after`` (None: not live, i.e. staged again)."""
-        row = self.store.get_trigger_row(name, cur)
+        row = tx.triggers.get_trigger_row(name)
         if row is not None and row["env"] != "production":
             raise Conflict(f"trigger {name} is not a production trigger", "re-run rf releases plan")
         if row is None:
@@ -843,22 +842,22 @@ class TriggersService(ServiceBase):
             raise Conflict(f"production changed since the plan: trigger {name}", "re-run rf releases plan")
         now = utcnow()
         if is_removal(after):  # removed from production (its webhook secret stays, for a rollback)
-            self.store.delete_trigger(cur, name)  # (and its staged change)
+            tx.triggers.delete_trigger(name)  # (and its staged change)
             return
         if after is None:
-            self.store.update_trigger(cur, name, now, live=False)
+            tx.triggers.update_trigger(name, now, live=False)
             return
         state = normalized_state(after)
         assert state is not None
         if row is None:  # a rollback of its removal: the trigger comes back as it was
-            self.store.insert_trigger(cur, {"id": name, "env": "production", **state, "live": True}, now)
-            self.store.update_trigger(cur, name, now, last_scheduled_at=now)
+            tx.triggers.insert_trigger({"id": name, "env": "production", **state, "live": True}, now)
+            tx.triggers.update_trigger(name, now, last_scheduled_at=now)
             return
         extra: dict[str, Any] = {"live": True}
         # Published (or resumed, or rescheduled): slots count from now, never the ones missed meanwhile.
         if self._restarts_schedule(current, state):
             extra["last_scheduled_at"] = now
-        self.store.set_trigger_state(cur, name, state, now, **extra)
-        staged = self.store.trigger_changes(cur).get(name)
+        tx.triggers.set_trigger_state(name, state, now, **extra)
+        staged = tx.triggers.trigger_changes().get(name)
         if staged is not None and normalized_state(staged) == state:
-            self.store.delete_trigger_change(cur, name)
+            tx.triggers.delete_trigger_change(name)

@@ -230,16 +230,16 @@ class UsersService(ServiceBase):
         if any(r["name"] == name for r in self.store.user_rows()):
             raise UsageError(f"user {name!r} exists", f"change the role: rf users set-role {name} {role}")
         actor = current_actor()
-        with self.store.transaction() as cur:
-            self.store.insert_user(cur, name=name, role=role, created_by=actor.name, now=utcnow())
+        with self.store.unit_of_work() as tx:
+            tx.users.insert_user(name=name, role=role, created_by=actor.name, now=utcnow())
         created = self._new_token(name, "default", actor)
         return UserCreated(name=name, role=role, token=created.secret)
 
     def remove_user(self, name: str) -> User:
         """Remove a user: their tokens stop working at once (the audit log keeps their past)."""
         user = self._user(name)
-        with self.store.transaction() as cur:
-            self.store.delete_user_row(cur, name, utcnow())
+        with self.store.unit_of_work() as tx:
+            tx.users.delete_user_row(name, utcnow())
         self._token_cache = None
         return user
 
@@ -247,8 +247,8 @@ class UsersService(ServiceBase):
         """Change a user's role (from their next request on)."""
         check_role(role)
         self._user(name)
-        with self.store.transaction() as cur:
-            self.store.set_user_role_row(cur, name, role)
+        with self.store.unit_of_work() as tx:
+            tx.users.set_user_role_row(name, role)
         self._token_cache = None
         return self._user(name)
 
@@ -268,8 +268,8 @@ class UsersService(ServiceBase):
     def _new_token(self, user: str, name: str, actor: Any) -> TokenCreated:
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
         token_id = new_id("tok")
-        with self.store.transaction() as cur:
-            self.store.insert_token(cur, token_id=token_id, user=user, name=name, prefix=secret[:12],
+        with self.store.unit_of_work() as tx:
+            tx.users.insert_token(token_id=token_id, user=user, name=name, prefix=secret[:12],
                                     token_hash=token_hash(secret), created_by=actor.name, now=utcnow())
         self._token_cache = None
         row = next(r for r in self.store.token_rows(user) if r["id"] == token_id)
@@ -304,8 +304,8 @@ class UsersService(ServiceBase):
         row = rows[0]
         if row["user"] != actor.name or actor.owner:
             require("admin", "revoke another user's tokens")
-        with self.store.transaction() as cur:
-            self.store.revoke_token_row(cur, row["id"], utcnow())
+        with self.store.unit_of_work() as tx:
+            tx.users.revoke_token_row(row["id"], utcnow())
         self._token_cache = None
         return UserToken(**next(r for r in self.store.token_rows(include_revoked=True) if r["id"] == row["id"]))
 
@@ -333,14 +333,14 @@ class UsersService(ServiceBase):
         if author == actor.name:
             raise UsageError(f"{actor.name} made plan {plan_id}: its author cannot approve it",
                              f"ask another publisher: rf releases approve {plan_id}")
-        with self.store.transaction() as cur:
-            self.store.insert_approval(cur, plan_id=plan_id, approver=actor.name, message=message, now=utcnow())
+        with self.store.unit_of_work() as tx:
+            tx.users.insert_approval(plan_id=plan_id, approver=actor.name, message=message, now=utcnow())
         return self.plan_approvals(plan_id)
 
     def _planned(self, actor: Actor, plan_id: str) -> None:
         """Remember who first made a plan (its author: the one who cannot approve it)."""
-        with self.store.transaction() as cur:
-            self.store.insert_plan_author(cur, plan_id, actor.name, utcnow())
+        with self.store.unit_of_work() as tx:
+            tx.users.insert_plan_author(plan_id, actor.name, utcnow())
 
     def _check_approvals(self, action: str, plan_id: Any) -> None:
         """With ``[releases] approvals = N``, a publish needs a plan with N approvals by others."""
@@ -399,8 +399,8 @@ class UsersService(ServiceBase):
             token = getattr(result, "token", None)
             target = str(getattr(token, "user", "") or bound.get("user") or "")
             detail["token_id"] = str(getattr(token, "id", ""))
-        with self.store.transaction() as cur:
-            self.store.insert_audit(cur, entry_id=new_id("aud"), now=utcnow(), actor=actor.name, role=actor.role,
+        with self.store.unit_of_work() as tx:
+            tx.users.insert_audit(entry_id=new_id("aud"), now=utcnow(), actor=actor.name, role=actor.role,
                                     action=action, target=target, detail=detail)
 
 

@@ -19,9 +19,13 @@ class AgentsMixin:
     def cursor(self) -> duckdb.DuckDBPyConnection:  # provided by Store
         raise NotImplementedError
 
+    def _write_cursor(self) -> duckdb.DuckDBPyConnection:  # provided by Store
+        raise NotImplementedError
+
     # ------------------------------------------------------------ blobs
-    def put_blobs(self, cur: duckdb.DuckDBPyConnection, blobs: dict[str, bytes]) -> int:
+    def put_blobs(self, blobs: dict[str, bytes]) -> int:
         """Insert blobs that are not stored yet; returns how many were new."""
+        cur = self._write_cursor()
         if not blobs:
             return 0
         shas = list(blobs)
@@ -45,7 +49,8 @@ class AgentsMixin:
         return {sha: bytes(data) for sha, data in rows}
 
     # ------------------------------------------------------------ agents
-    def upsert_agent(self, cur: duckdb.DuckDBPyConnection, name: str, description: str, now: dt.datetime) -> None:
+    def upsert_agent(self, name: str, description: str, now: dt.datetime) -> None:
+        cur = self._write_cursor()
         cur.execute(
             """INSERT INTO agents VALUES (?, ?, ?, ?)
                ON CONFLICT (name) DO UPDATE SET description = excluded.description, updated_at = excluded.updated_at""",
@@ -78,8 +83,9 @@ class AgentsMixin:
         ]
 
     # ------------------------------------------------------------ commits
-    def insert_commit(self, cur: duckdb.DuckDBPyConnection, commit: Commit, created_at: dt.datetime,
+    def insert_commit(self, commit: Commit, created_at: dt.datetime,
                       config: dict[str, Any]) -> None:
+        cur = self._write_cursor()
         cur.execute(
             "INSERT INTO commits VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [commit.id, commit.agent, commit.parent, commit.message, commit.author, created_at,
@@ -96,6 +102,9 @@ class AgentsMixin:
             "SELECT id, agent, parent, message, author, created_at, tree FROM commits WHERE id = ?", [commit_id]
         ).fetchone()
         return self._commit(row) if row else None
+
+    def commit_exists(self, commit_id: str) -> bool:
+        return self.cursor().execute("SELECT 1 FROM commits WHERE id = ?", [commit_id]).fetchone() is not None
 
     def find_commits(self, agent: str, prefix: str) -> list[str]:
         rows = self.cursor().execute(
@@ -153,8 +162,9 @@ class AgentsMixin:
         ).fetchone()
         return row[0] if row else None
 
-    def set_head(self, cur: duckdb.DuckDBPyConnection, agent: str, env: str, commit_id: str | None,
+    def set_head(self, agent: str, env: str, commit_id: str | None,
                  now: dt.datetime) -> None:
+        cur = self._write_cursor()
         if commit_id is None:
             cur.execute("DELETE FROM agent_heads WHERE agent = ? AND env = ?", [agent, env])
             return

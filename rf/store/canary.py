@@ -32,12 +32,16 @@ class CanaryMixin:
     def cursor(self) -> duckdb.DuckDBPyConnection:  # provided by Store
         raise NotImplementedError
 
+    def _write_cursor(self) -> duckdb.DuckDBPyConnection:  # provided by Store
+        raise NotImplementedError
+
     def flush(self) -> None:  # provided by Store
         raise NotImplementedError
 
-    def insert_canary(self, cur: duckdb.DuckDBPyConnection, *, canary_id: str, weight: float,
+    def insert_canary(self, *, canary_id: str, weight: float,
                       stable_release_id: str | None, state: dict[str, Any], started_at: dt.datetime,
                       started_by: str) -> None:
+        cur = self._write_cursor()
         cur.execute(
             "INSERT INTO canaries (id, status, weight, stable_release_id, state, started_at, started_by)"
             " VALUES (?, 'running', ?, ?, ?, ?, ?)",
@@ -60,11 +64,13 @@ class CanaryMixin:
                 [canary_id, canary_id]).fetchone()
         return _canary(row) if row else None
 
-    def set_canary_weight(self, cur: duckdb.DuckDBPyConnection, canary_id: str, weight: float) -> None:
+    def set_canary_weight(self, canary_id: str, weight: float) -> None:
+        cur = self._write_cursor()
         cur.execute("UPDATE canaries SET weight = ? WHERE id = ? AND status = 'running'", [weight, canary_id])
 
-    def end_canary(self, cur: duckdb.DuckDBPyConnection, canary_id: str, *, status: str, ended_at: dt.datetime,
+    def end_canary(self, canary_id: str, *, status: str, ended_at: dt.datetime,
                    ended_by: str, end_release_id: str, figures: dict[str, Any] | None) -> None:
+        cur = self._write_cursor()
         cur.execute(
             "UPDATE canaries SET status = ?, ended_at = ?, ended_by = ?, end_release_id = ?, figures = ?"
             " WHERE id = ? AND status = 'running'",

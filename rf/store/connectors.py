@@ -34,6 +34,9 @@ class ConnectorsMixin:
     def cursor(self) -> duckdb.DuckDBPyConnection:  # provided by Store
         raise NotImplementedError
 
+    def _write_cursor(self) -> duckdb.DuckDBPyConnection:  # provided by Store
+        raise NotImplementedError
+
     # ------------------------------------------------------------ reading
     @staticmethod
     def _connector(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -100,8 +103,9 @@ class ConnectorsMixin:
         return [str(r[0]) for r in rows]
 
     # ------------------------------------------------------------ writing (inside a transaction)
-    def upsert_connector(self, cur: duckdb.DuckDBPyConnection, env: str, slug: str, config: dict[str, Any],
+    def upsert_connector(self, env: str, slug: str, config: dict[str, Any],
                          now: dt.datetime) -> None:
+        cur = self._write_cursor()
         values = [json.dumps(config["headers"], sort_keys=True) if f == "headers" else config[f]
                   for f in CONFIG_FIELDS]
         cur.execute(
@@ -111,15 +115,18 @@ class ConnectorsMixin:
             [env, slug, *values, now, now],
         )
 
-    def touch_connector(self, cur: duckdb.DuckDBPyConnection, env: str, slug: str, now: dt.datetime) -> None:
+    def touch_connector(self, env: str, slug: str, now: dt.datetime) -> None:
+        cur = self._write_cursor()
         cur.execute("UPDATE connectors SET updated_at = ? WHERE env = ? AND slug = ?", [now, env, slug])
 
-    def delete_connector_rows(self, cur: duckdb.DuckDBPyConnection, env: str, slug: str) -> None:
+    def delete_connector_rows(self, env: str, slug: str) -> None:
+        cur = self._write_cursor()
         cur.execute("DELETE FROM connector_resources WHERE env = ? AND connector = ?", [env, slug])
         cur.execute("DELETE FROM connectors WHERE env = ? AND slug = ?", [env, slug])
 
-    def upsert_resource(self, cur: duckdb.DuckDBPyConnection, env: str, connector: str,
+    def upsert_resource(self, env: str, connector: str,
                         resource: dict[str, Any]) -> None:
+        cur = self._write_cursor()
         values = [_json_or_none(resource[f]) if f in ("params_schema", "mock_response") else resource[f]
                   for f in RESOURCE_FIELDS]
         cur.execute(
@@ -129,23 +136,26 @@ class ConnectorsMixin:
             [env, connector, *values],
         )
 
-    def delete_resource_row(self, cur: duckdb.DuckDBPyConnection, env: str, connector: str, slug: str) -> None:
+    def delete_resource_row(self, env: str, connector: str, slug: str) -> None:
+        cur = self._write_cursor()
         cur.execute("DELETE FROM connector_resources WHERE env = ? AND connector = ? AND slug = ?",
                     [env, connector, slug])
 
-    def replace_connector(self, cur: duckdb.DuckDBPyConnection, env: str, slug: str, content: dict[str, Any],
+    def replace_connector(self, env: str, slug: str, content: dict[str, Any],
                           now: dt.datetime) -> None:
         """Make instance ``(env, slug)`` exactly ``content`` (config + resources), keeping created_at."""
+        cur = self._write_cursor()
         created = cur.execute("SELECT created_at FROM connectors WHERE env = ? AND slug = ?", [env, slug]).fetchone()
-        self.delete_connector_rows(cur, env, slug)
-        self.upsert_connector(cur, env, slug, content, now)
+        self.delete_connector_rows(env, slug)
+        self.upsert_connector(env, slug, content, now)
         if created is not None:
             cur.execute("UPDATE connectors SET created_at = ? WHERE env = ? AND slug = ?", [created[0], env, slug])
         for resource in content["resources"]:
-            self.upsert_resource(cur, env, slug, resource)
+            self.upsert_resource(env, slug, resource)
 
     # ------------------------------------------------------------ published snapshots
-    def put_connector_snapshot(self, cur: duckdb.DuckDBPyConnection, content_hash: str, content: dict[str, Any]) -> None:
+    def put_connector_snapshot(self, content_hash: str, content: dict[str, Any]) -> None:
+        cur = self._write_cursor()
         cur.execute("INSERT INTO connector_snapshots VALUES (?, ?) ON CONFLICT (hash) DO NOTHING",
                     [content_hash, json.dumps(content, sort_keys=True)])
 
@@ -181,8 +191,9 @@ class ConnectorsMixin:
             out[r[0]] = settings
         return out
 
-    def put_prepared_settings(self, cur: duckdb.DuckDBPyConnection, slug: str, settings: dict[str, Any],
+    def put_prepared_settings(self, slug: str, settings: dict[str, Any],
                               now: dt.datetime) -> None:
+        cur = self._write_cursor()
         values = [json.dumps(settings["headers"], sort_keys=True) if f == "headers" else settings[f]
                   for f in SETTINGS_FIELDS]
         cur.execute(
@@ -192,9 +203,10 @@ class ConnectorsMixin:
             [slug, *values, now],
         )
 
-    def set_connector_settings(self, cur: duckdb.DuckDBPyConnection, env: str, slug: str, settings: dict[str, Any],
+    def set_connector_settings(self, env: str, slug: str, settings: dict[str, Any],
                                now: dt.datetime) -> None:
         """Change only the settings columns of instance ``(env, slug)`` (its resources stay)."""
+        cur = self._write_cursor()
         values = [json.dumps(settings["headers"], sort_keys=True) if f == "headers" else settings[f]
                   for f in SETTINGS_FIELDS]
         cur.execute(f"UPDATE connectors SET {', '.join(f'{f} = ?' for f in SETTINGS_FIELDS)}, updated_at = ? "

@@ -21,6 +21,9 @@ class CredentialsMixin:
     def cursor(self) -> duckdb.DuckDBPyConnection:  # provided by Store
         raise NotImplementedError
 
+    def _write_cursor(self) -> duckdb.DuckDBPyConnection:  # provided by Store
+        raise NotImplementedError
+
     @staticmethod
     def _credential(row: tuple[Any, ...]) -> dict[str, Any]:
         return {"name": row[0], "description": row[1], "created_at": iso(row[2]), "rotated_at": iso(row[3])}
@@ -33,9 +36,10 @@ class CredentialsMixin:
             params.append(name)
         return [self._credential(r) for r in self.cursor().execute(sql + " ORDER BY name", params).fetchall()]
 
-    def upsert_credential(self, cur: duckdb.DuckDBPyConnection, name: str, description: str | None,
+    def upsert_credential(self, name: str, description: str | None,
                           now: dt.datetime) -> None:
         """Create, or mark as rotated (``description=None`` keeps the current one)."""
+        cur = self._write_cursor()
         cur.execute(
             """INSERT INTO credentials VALUES (?, ?, ?, ?)
                ON CONFLICT (name) DO UPDATE SET
@@ -44,7 +48,8 @@ class CredentialsMixin:
             [name, description or "", now, now, description is not None],
         )
 
-    def delete_credential_row(self, cur: duckdb.DuckDBPyConnection, name: str) -> None:
+    def delete_credential_row(self, name: str) -> None:
+        cur = self._write_cursor()
         cur.execute("DELETE FROM credentials WHERE name = ?", [name])
 
     def providers_using_credential(self, name: str) -> list[str]:

@@ -426,6 +426,11 @@ def run_postgres_query(name: str, dsn: str, password: str | None, sql: str, *, p
     return _output(columns, types, raw, limit, started)
 
 
+def check_postgres_source(name: str, dsn: str, password: str | None, *, timeout_s: float = 15) -> None:
+    """Connect to PostgreSQL source ``name`` and run a trivial query (raises the query's RfError)."""
+    run_postgres_query(name, dsn, password, "SELECT 1", limit=1, timeout_s=timeout_s)
+
+
 def _pg_query_error(name: str, exc: BaseException, password: str | None, stmt: str, values: list[Any] | None,
                     timeout_s: float, out_of_time_hint: str | None) -> RfError:
     """A failed PostgreSQL query as a clear 4xx error, by SQLSTATE (messages may be translated)."""

@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
@@ -34,6 +34,26 @@ from rf.store.traces import TracesMixin
 from rf.store.triggers import TriggersMixin
 from rf.store.users import UsersMixin
 from rf.store.writer import BatchWriter
+
+if TYPE_CHECKING:
+    from rf.store.interfaces import (
+        AgentsRepository,
+        ConnectorsRepository,
+        CredentialsRepository,
+        DataSourcesRepository,
+        EvalsRepository,
+        ExecutionsRepository,
+        KeysRepository,
+        KnowledgeRepository,
+        PromptsRepository,
+        ProvidersRepository,
+        ReleasesRepository,
+        Repositories,
+        RetentionRepository,
+        SessionsRepository,
+        TriggersRepository,
+        UsersRepository,
+    )
 
 BUSY_HINT = (
     "wait for the other rf command to finish, or start `rf serve` (or `rf ui`) "
@@ -214,16 +234,99 @@ class Store(
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """Run writes atomically. Writers are serialized by ``write_lock``."""
+        """Run writes atomically. Writers are serialized by ``write_lock``. Inside the store
+        only: services use :meth:`unit_of_work`, which yields repositories, not a cursor."""
         with self.write_lock:
             cur = self.cursor()
             cur.execute("BEGIN TRANSACTION")
+            self._local.in_transaction = True
             try:
                 yield cur
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
+            finally:
+                self._local.in_transaction = False
             cur.execute("COMMIT")
+
+    def _write_cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor inside its open transaction. The repositories' writes use it:
+        a write outside a unit of work would commit on its own, unserialized (a bug)."""
+        if not getattr(self._local, "in_transaction", False):
+            raise RuntimeError("a store write outside a unit of work: wrap it in `with store.unit_of_work():`")
+        return self.cursor()
+
+    @contextlib.contextmanager
+    def unit_of_work(self) -> Iterator[Repositories]:
+        """Several repository writes as one atomic change (rolled back if the block raises).
+
+        Yields the repositories: every call made on this thread until the block ends runs in
+        the transaction (DuckDB: this thread's cursor is the transaction's)."""
+        with self.transaction():
+            yield self
+
+    # ------------------------------------------------------------ repositories (rf.store.interfaces)
+    # One narrow view per domain. Each is this store for now (its mixins implement them all);
+    # the return type is what services see, and mypy checks that the store satisfies it.
+    @property
+    def agents(self) -> AgentsRepository:
+        return self
+
+    @property
+    def prompts(self) -> PromptsRepository:
+        return self
+
+    @property
+    def connectors(self) -> ConnectorsRepository:
+        return self
+
+    @property
+    def triggers(self) -> TriggersRepository:
+        return self
+
+    @property
+    def releases(self) -> ReleasesRepository:
+        return self
+
+    @property
+    def executions(self) -> ExecutionsRepository:
+        return self
+
+    @property
+    def sessions(self) -> SessionsRepository:
+        return self
+
+    @property
+    def knowledge(self) -> KnowledgeRepository:
+        return self
+
+    @property
+    def users(self) -> UsersRepository:
+        return self
+
+    @property
+    def credentials(self) -> CredentialsRepository:
+        return self
+
+    @property
+    def providers(self) -> ProvidersRepository:
+        return self
+
+    @property
+    def keys(self) -> KeysRepository:
+        return self
+
+    @property
+    def datasources(self) -> DataSourcesRepository:
+        return self
+
+    @property
+    def evals(self) -> EvalsRepository:
+        return self
+
+    @property
+    def retention(self) -> RetentionRepository:
+        return self
 
     def flush(self) -> None:
         """Make every queued high-volume row visible to reads."""

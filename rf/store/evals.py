@@ -16,8 +16,12 @@ class EvalsMixin:
     def cursor(self) -> duckdb.DuckDBPyConnection:  # provided by Store
         raise NotImplementedError
 
-    def insert_eval_run(self, cur: duckdb.DuckDBPyConnection, run_id: str, env: str, agent: str, commit: str,
+    def _write_cursor(self) -> duckdb.DuckDBPyConnection:  # provided by Store
+        raise NotImplementedError
+
+    def insert_eval_run(self, run_id: str, env: str, agent: str, commit: str,
                         created_at: dt.datetime, total: int, passed: int, result: dict[str, Any]) -> None:
+        cur = self._write_cursor()
         cur.execute("INSERT INTO eval_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     [run_id, env, agent, commit, created_at, total, passed, json.dumps(result, default=str)])
 

@@ -17,6 +17,9 @@ class KeysMixin:
     def cursor(self) -> duckdb.DuckDBPyConnection:  # provided by Store
         raise NotImplementedError
 
+    def _write_cursor(self) -> duckdb.DuckDBPyConnection:  # provided by Store
+        raise NotImplementedError
+
     @staticmethod
     def _key(row: tuple[Any, ...]) -> dict[str, Any]:
         return {"id": row[0], "env": row[1], "name": row[2], "prefix": row[3], "created_at": iso(row[4]),
@@ -38,10 +41,12 @@ class KeysMixin:
             "SELECT key_hash, env, id FROM endpoint_keys WHERE revoked_at IS NULL").fetchall()
         return {r[0]: (r[1], r[2]) for r in rows}
 
-    def insert_key(self, cur: duckdb.DuckDBPyConnection, *, key_id: str, env: str, name: str, prefix: str,
+    def insert_key(self, *, key_id: str, env: str, name: str, prefix: str,
                    key_hash: str, created_by: str, now: dt.datetime) -> None:
+        cur = self._write_cursor()
         cur.execute("INSERT INTO endpoint_keys VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
                     [key_id, env, name, prefix, key_hash, now, created_by])
 
-    def revoke_key_row(self, cur: duckdb.DuckDBPyConnection, key_id: str, now: dt.datetime) -> None:
+    def revoke_key_row(self, key_id: str, now: dt.datetime) -> None:
+        cur = self._write_cursor()
         cur.execute("UPDATE endpoint_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", [now, key_id])

@@ -75,6 +75,9 @@ class KnowledgeMixin:
     def cursor(self) -> duckdb.DuckDBPyConnection:  # provided by Store
         raise NotImplementedError
 
+    def _write_cursor(self) -> duckdb.DuckDBPyConnection:  # provided by Store
+        raise NotImplementedError
+
     if TYPE_CHECKING:
 
         def transaction(self) -> contextlib.AbstractContextManager[duckdb.DuckDBPyConnection]: ...
@@ -102,8 +105,9 @@ class KnowledgeMixin:
             "WHERE state = 'live' GROUP BY kb_id").fetchall()
         return {r[0]: {"documents": r[1], "chunks": int(r[2]), "size_bytes": int(r[3])} for r in rows}
 
-    def insert_kb(self, cur: duckdb.DuckDBPyConnection, *, name: str, embedder: str, chunk_size: int, overlap: int,
+    def insert_kb(self, *, name: str, embedder: str, chunk_size: int, overlap: int,
                   description: str, now: dt.datetime) -> int:
+        cur = self._write_cursor()
         row = cur.execute("SELECT coalesce(max(id), 0) + 1 FROM kbs").fetchone()
         kb_id = int(row[0]) if row else 1
         cur.execute(
@@ -115,7 +119,8 @@ class KnowledgeMixin:
                     "tf INTEGER NOT NULL)")
         return kb_id
 
-    def delete_kb(self, cur: duckdb.DuckDBPyConnection, kb: dict[str, Any]) -> None:
+    def delete_kb(self, kb: dict[str, Any]) -> None:
+        cur = self._write_cursor()
         kb_id = kb["id"]
         self._kb_vectors_changed(kb_id)
         if kb["vectors"]:

@@ -32,6 +32,9 @@ class PromptsMixin:
     def cursor(self) -> duckdb.DuckDBPyConnection:  # provided by Store
         raise NotImplementedError
 
+    def _write_cursor(self) -> duckdb.DuckDBPyConnection:  # provided by Store
+        raise NotImplementedError
+
     @staticmethod
     def _prompt_version(row: tuple[Any, ...]) -> PromptVersion:
         return PromptVersion(name=row[0], version=int(row[1]), text=row[2], variables=json.loads(row[3]),
@@ -126,27 +129,32 @@ class PromptsMixin:
                 for r in rows]
 
     # ------------------------------------------------------------ writes (inside a transaction)
-    def insert_prompt(self, cur: duckdb.DuckDBPyConnection, name: str, now: dt.datetime) -> None:
+    def insert_prompt(self, name: str, now: dt.datetime) -> None:
+        cur = self._write_cursor()
         cur.execute("INSERT INTO prompts VALUES (?, ?, ?)", [name, now, now])
 
-    def touch_prompt(self, cur: duckdb.DuckDBPyConnection, name: str, now: dt.datetime) -> None:
+    def touch_prompt(self, name: str, now: dt.datetime) -> None:
+        cur = self._write_cursor()
         cur.execute("UPDATE prompts SET updated_at = ? WHERE name = ?", [now, name])
 
-    def insert_prompt_version(self, cur: duckdb.DuckDBPyConnection, version: PromptVersion,
+    def insert_prompt_version(self, version: PromptVersion,
                               created_at: dt.datetime) -> None:
+        cur = self._write_cursor()
         cur.execute(
             "INSERT INTO prompt_versions VALUES (?, ?, ?, ?, ?, ?, ?)",
             [version.name, version.version, version.text, json.dumps(version.variables), version.author,
              version.message, created_at],
         )
 
-    def next_prompt_version(self, cur: duckdb.DuckDBPyConnection, name: str) -> int:
+    def next_prompt_version(self, name: str) -> int:
+        cur = self.cursor()
         row = cur.execute("SELECT coalesce(max(version), 0) FROM prompt_versions WHERE prompt = ?", [name]).fetchone()
         return int(row[0]) + 1 if row else 1
 
-    def set_prompt_pointer(self, cur: duckdb.DuckDBPyConnection, name: str, env: str, version: int | None,
+    def set_prompt_pointer(self, name: str, env: str, version: int | None,
                            now: dt.datetime) -> None:
         """Point ``env`` at ``version`` (None removes the pointer: e.g. roll back a first publish)."""
+        cur = self._write_cursor()
         if version is None:
             cur.execute("DELETE FROM prompt_pointers WHERE prompt = ? AND env = ?", [name, env])
             return

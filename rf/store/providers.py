@@ -23,6 +23,9 @@ class ProvidersMixin:
     def cursor(self) -> duckdb.DuckDBPyConnection:  # provided by Store
         raise NotImplementedError
 
+    def _write_cursor(self) -> duckdb.DuckDBPyConnection:  # provided by Store
+        raise NotImplementedError
+
     if TYPE_CHECKING:
 
         def transaction(self) -> contextlib.AbstractContextManager[duckdb.DuckDBPyConnection]: ...
@@ -41,15 +44,18 @@ class ProvidersMixin:
             for r in rows
         ]
 
-    def provider_exists(self, cur: duckdb.DuckDBPyConnection, name: str) -> bool:
+    def provider_exists(self, name: str) -> bool:
         """Inside a transaction: is there a row for ``name``?"""
+        cur = self.cursor()
         return cur.execute("SELECT 1 FROM providers WHERE name = ?", [name]).fetchone() is not None
 
-    def insert_provider(self, cur: duckdb.DuckDBPyConnection, *, name: str, kind: str, base_url: str | None,
+    def insert_provider(self, *, name: str, kind: str, base_url: str | None,
                         credential: str | None, model: str | None, now: dt.datetime) -> None:
+        cur = self._write_cursor()
         cur.execute("INSERT INTO providers VALUES (?, ?, ?, ?, ?, ?)", [name, kind, base_url, credential, model, now])
 
-    def delete_provider(self, cur: duckdb.DuckDBPyConnection, name: str) -> None:
+    def delete_provider(self, name: str) -> None:
+        cur = self._write_cursor()
         cur.execute("DELETE FROM providers WHERE name = ?", [name])
         cur.execute("DELETE FROM provider_uses WHERE provider = ?", [name])
 

@@ -16,9 +16,11 @@ class ReleasesMixin:
     def cursor(self) -> duckdb.DuckDBPyConnection:  # provided by Store
         raise NotImplementedError
 
+    def _write_cursor(self) -> duckdb.DuckDBPyConnection:  # provided by Store
+        raise NotImplementedError
+
     def insert_release(
         self,
-        cur: duckdb.DuckDBPyConnection,
         *,
         release_id: str,
         created_at: dt.datetime,
@@ -29,6 +31,7 @@ class ReleasesMixin:
         items: list[dict[str, Any]],
         evidence: dict[str, Any] | None = None,
     ) -> None:
+        cur = self._write_cursor()
         cur.execute(
             "INSERT INTO releases (id, created_at, author, message, plan_id, kind, evidence)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",

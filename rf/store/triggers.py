@@ -21,6 +21,9 @@ class TriggersMixin:
     def cursor(self) -> duckdb.DuckDBPyConnection:  # provided by Store
         raise NotImplementedError
 
+    def _write_cursor(self) -> duckdb.DuckDBPyConnection:  # provided by Store
+        raise NotImplementedError
+
     @staticmethod
     def _trigger_row(r: tuple[Any, ...]) -> dict[str, Any]:
         return {
@@ -31,7 +34,8 @@ class TriggersMixin:
             "updated_at": iso(r[17]), "last_scheduled_at": iso(r[18]) if r[18] else None,
         }
 
-    def insert_trigger(self, cur: duckdb.DuckDBPyConnection, t: dict[str, Any], now: dt.datetime) -> None:
+    def insert_trigger(self, t: dict[str, Any], now: dt.datetime) -> None:
+        cur = self._write_cursor()
         cur.execute(
             f"INSERT INTO triggers ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [t["id"], t["env"], t["name"], t["kind"], t["agent"], t.get("schedule"), t.get("timezone"),
@@ -60,20 +64,22 @@ class TriggersMixin:
         return [r[0] for r in self.cursor().execute(
             "SELECT id FROM triggers WHERE starts_with(id, ?) OR name = ?", [prefix, prefix]).fetchall()]
 
-    def update_trigger(self, cur: duckdb.DuckDBPyConnection, trigger_id: str, now: dt.datetime,
+    def update_trigger(self, trigger_id: str, now: dt.datetime,
                        **fields: Any) -> None:
+        cur = self._write_cursor()
         sets = ", ".join(f"{k} = ?" for k in fields)
         cur.execute(f"UPDATE triggers SET {sets}, updated_at = ? WHERE id = ?", [*fields.values(), now, trigger_id])
 
     def set_trigger_scheduled(self, trigger_id: str, when: dt.datetime) -> None:
         self.cursor().execute("UPDATE triggers SET last_scheduled_at = ? WHERE id = ?", [when, trigger_id])
 
-    def delete_trigger(self, cur: duckdb.DuckDBPyConnection, trigger_id: str) -> None:
+    def delete_trigger(self, trigger_id: str) -> None:
+        cur = self._write_cursor()
         cur.execute("DELETE FROM triggers WHERE id = ?", [trigger_id])
         cur.execute("DELETE FROM trigger_changes WHERE trigger_id = ?", [trigger_id])
 
     # ------------------------------------------------------------ staged production changes
-    def set_trigger_state(self, cur: duckdb.DuckDBPyConnection, trigger_id: str, state: dict[str, Any],
+    def set_trigger_state(self, trigger_id: str, state: dict[str, Any],
                           now: dt.datetime, **extra: Any) -> None:
         """Write a trigger's config fields and ``enabled`` from ``state`` (plus ``extra`` columns)."""
         fields = dict(state)
@@ -82,18 +88,20 @@ class TriggersMixin:
         if "headers" in fields:
             fields["headers"] = json.dumps(fields["headers"] or [])
         fields.update(extra)
-        self.update_trigger(cur, trigger_id, now, **fields)
+        self.update_trigger(trigger_id, now, **fields)
 
     def trigger_changes(self, cur: duckdb.DuckDBPyConnection | None = None) -> dict[str, dict[str, Any]]:
         """``{trigger id: state}``: changes staged for live production triggers."""
         rows = (cur or self.cursor()).execute("SELECT trigger_id, state FROM trigger_changes").fetchall()
         return {r[0]: json.loads(r[1]) for r in rows}
 
-    def put_trigger_change(self, cur: duckdb.DuckDBPyConnection, trigger_id: str, state: dict[str, Any],
+    def put_trigger_change(self, trigger_id: str, state: dict[str, Any],
                            now: dt.datetime) -> None:
+        cur = self._write_cursor()
         cur.execute("INSERT INTO trigger_changes VALUES (?, ?, ?) ON CONFLICT (trigger_id) DO UPDATE SET "
                     "state = excluded.state, created_at = excluded.created_at",
                     [trigger_id, json.dumps(state, sort_keys=True), now])
 
-    def delete_trigger_change(self, cur: duckdb.DuckDBPyConnection, trigger_id: str) -> None:
+    def delete_trigger_change(self, trigger_id: str) -> None:
+        cur = self._write_cursor()
         cur.execute("DELETE FROM trigger_changes WHERE trigger_id = ?", [trigger_id])

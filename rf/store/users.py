@@ -22,6 +22,9 @@ class UsersMixin:
     def cursor(self) -> duckdb.DuckDBPyConnection:  # provided by Store
         raise NotImplementedError
 
+    def _write_cursor(self) -> duckdb.DuckDBPyConnection:  # provided by Store
+        raise NotImplementedError
+
     # ------------------------------------------------------------ users
     def user_rows(self) -> list[dict[str, Any]]:
         rows = self.cursor().execute(
@@ -31,15 +34,18 @@ class UsersMixin:
         return [{"name": r[0], "role": r[1], "created_at": iso(r[2]), "created_by": r[3], "tokens": r[4]}
                 for r in rows]
 
-    def insert_user(self, cur: duckdb.DuckDBPyConnection, *, name: str, role: str, created_by: str,
+    def insert_user(self, *, name: str, role: str, created_by: str,
                     now: dt.datetime) -> None:
+        cur = self._write_cursor()
         cur.execute("INSERT INTO users VALUES (?, ?, ?, ?)", [name, role, now, created_by])
 
-    def set_user_role_row(self, cur: duckdb.DuckDBPyConnection, name: str, role: str) -> None:
+    def set_user_role_row(self, name: str, role: str) -> None:
+        cur = self._write_cursor()
         cur.execute("UPDATE users SET role = ? WHERE name = ?", [role, name])
 
-    def delete_user_row(self, cur: duckdb.DuckDBPyConnection, name: str, now: dt.datetime) -> None:
+    def delete_user_row(self, name: str, now: dt.datetime) -> None:
         """Remove a user; their live tokens are revoked (the rows stay, for the record)."""
+        cur = self._write_cursor()
         cur.execute("UPDATE user_tokens SET revoked_at = ? WHERE user_name = ? AND revoked_at IS NULL", [now, name])
         cur.execute("DELETE FROM users WHERE name = ?", [name])
 
@@ -67,12 +73,14 @@ class UsersMixin:
             "WHERE t.revoked_at IS NULL").fetchall()
         return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
-    def insert_token(self, cur: duckdb.DuckDBPyConnection, *, token_id: str, user: str, name: str, prefix: str,
+    def insert_token(self, *, token_id: str, user: str, name: str, prefix: str,
                      token_hash: str, created_by: str, now: dt.datetime) -> None:
+        cur = self._write_cursor()
         cur.execute("INSERT INTO user_tokens VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
                     [token_id, user, name, prefix, token_hash, now, created_by])
 
-    def revoke_token_row(self, cur: duckdb.DuckDBPyConnection, token_id: str, now: dt.datetime) -> None:
+    def revoke_token_row(self, token_id: str, now: dt.datetime) -> None:
+        cur = self._write_cursor()
         cur.execute("UPDATE user_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", [now, token_id])
 
     # ------------------------------------------------------------ approvals of a release plan
@@ -86,17 +94,20 @@ class UsersMixin:
         row = self.cursor().execute("SELECT author FROM plan_authors WHERE plan_id = ?", [plan_id]).fetchone()
         return str(row[0]) if row else None
 
-    def insert_plan_author(self, cur: duckdb.DuckDBPyConnection, plan_id: str, author: str, now: dt.datetime) -> None:
+    def insert_plan_author(self, plan_id: str, author: str, now: dt.datetime) -> None:
+        cur = self._write_cursor()
         cur.execute("INSERT INTO plan_authors VALUES (?, ?, ?) ON CONFLICT DO NOTHING", [plan_id, author, now])
 
-    def insert_approval(self, cur: duckdb.DuckDBPyConnection, *, plan_id: str, approver: str, message: str,
+    def insert_approval(self, *, plan_id: str, approver: str, message: str,
                         now: dt.datetime) -> None:
+        cur = self._write_cursor()
         cur.execute("INSERT INTO plan_approvals VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     [plan_id, approver, message, now])
 
     # ------------------------------------------------------------ audit log (append-only)
-    def insert_audit(self, cur: duckdb.DuckDBPyConnection, *, entry_id: str, now: dt.datetime, actor: str,
+    def insert_audit(self, *, entry_id: str, now: dt.datetime, actor: str,
                      role: str, action: str, target: str, detail: dict[str, Any]) -> None:
+        cur = self._write_cursor()
         cur.execute("INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [entry_id, now, actor, role, action, target, json.dumps(detail, sort_keys=True, default=str)])
 
