@@ -36,6 +36,9 @@ if TYPE_CHECKING:
     from rf.config import Workspace
 
 SHORTCUTS = "1234567890"
+#: The production badge asks whether a canary runs at most this often (seconds), while production
+#: is shown; the Releases view's own polling answers it for free (see RfApp.canary_seen).
+CANARY_POLL_S = 5.0
 #: Below this many columns the sidebar starts hidden (the views need the room); ctrl+b toggles it.
 SIDEBAR_MIN_COLUMNS = 100
 
@@ -102,6 +105,9 @@ class RfApp(App[None]):
         self.painted_log: list[tuple[str, str]] = []  #: (view, env) each time fresh data was painted
         self._notices = notices or []
         self._sidebar_choice: bool | None = None  #: ctrl+b's choice (None: by the terminal's width)
+        #: the running canary release (id, weight %) as last seen, for the production badge
+        self.canary: tuple[str, float] | None = None
+        self._canary_checked = -CANARY_POLL_S  #: time.monotonic() of the last look (or request)
 
     # ------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -154,6 +160,8 @@ class RfApp(App[None]):
         self.view(self.current_view).activate()
         if self.poll_interval:
             self.set_interval(self.poll_interval, self._poll)
+        if self.env == "production":
+            self.check_canary()
         for notice in self._notices:
             self.notify(notice, markup=False)
 
@@ -272,6 +280,27 @@ class RfApp(App[None]):
         self.query_one(EnvBadge).set_env(env)
         self.query_one(ReadOnlyBanner).show_env(env)
         self.active_view.env_changed()  # reloads and refreshes the footer's bindings
+        if env == "production" and time.monotonic() - self._canary_checked >= CANARY_POLL_S:
+            self.check_canary()
+
+    # ------------------------------------------------------------ the production badge's canary
+    def canary_seen(self, running: tuple[str, float] | None) -> None:
+        """What a look at production found (the badge's own check, or a view that fetched the
+        canary anyway, e.g. Releases): the badge shows it, and the next check waits."""
+        self._canary_checked = time.monotonic()
+        self.canary = running
+        self.query_one(EnvBadge).set_canary(None if running is None else running[1])
+
+    def check_canary(self) -> None:
+        """Ask (off the event loop) whether a canary release runs; at most one question in flight."""
+        from rf.tui.calls import run_call
+        from rf.tui.views.canary import running_canary
+
+        self._canary_checked = time.monotonic()
+        backend = self.backend
+        # A failure is not shown: the views report the same backend trouble themselves.
+        run_call(self, lambda: running_canary(backend), self.canary_seen, failed=lambda exc: True,
+                 group="app:canary", description="canary")
 
     # ------------------------------------------------------------ other actions
     def action_reload(self) -> None:
@@ -307,6 +336,9 @@ class RfApp(App[None]):
             and not any(w.is_running for w in self.workers if w.group.startswith(f"{view.KEY}:"))
         ):
             view.poll()
+        if (self.env == "production" and time.monotonic() - self._canary_checked >= CANARY_POLL_S
+                and not any(w.is_running for w in self.workers if w.group == "app:canary")):
+            self.check_canary()
 
     # ------------------------------------------------------------ errors and timing
     def report_error(self, exc: BaseException) -> None:

@@ -46,6 +46,19 @@ def status_text(status: str) -> Text:
     return Text(status)
 
 
+def arm_text(arm: str | None) -> Text:
+    """A production execution's canary arm (``canary`` stands out; ``stable`` is quiet)."""
+    if arm is None:
+        return Text("")
+    return Text(arm, style="bold #22d3ee" if arm == "canary" else "dim")
+
+
+def release_arm(release_id: str | None, arm: str | None) -> str:
+    """``release rel_… · canary arm`` for detail lines ("" when neither is known)."""
+    parts = ([f"release {release_id}"] if release_id else []) + ([f"{arm} arm"] if arm else [])
+    return " · ".join(parts)
+
+
 def grid(*, header: bool = False) -> Table:
     return Table(
         box=box.SIMPLE_HEAD if header else None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from textual import events
@@ -28,9 +29,23 @@ class Table(DataTable[Any]):
         super()._update_dimensions(new_rows)
         self._clear_caches()
 
+    def set_columns(self, labels: Sequence[str]) -> bool:
+        """Make the columns these (each keyed by its label): True when they changed, which
+        clears the rows (e.g. an ``arm`` column that only production executions of a canary need)."""
+        if [str(c.key.value) for c in self.ordered_columns] == list(labels):
+            return False
+        self.clear(columns=True)
+        for label in labels:
+            self.add_column(label, key=label)
+        return True
+
 
 class EnvBadge(Static):
-    """`STAGING` (amber) or `PRODUCTION` (emerald); a click switches environment."""
+    """`STAGING` (amber) or `PRODUCTION` (emerald); a click switches environment.
+
+    While a canary release runs, the production badge says so (``PRODUCTION · canary 10 %``):
+    the app tells it with :meth:`set_canary` from its polling (see ``RfApp.canary_seen``).
+    """
 
     DEFAULT_CSS = """
     EnvBadge {
@@ -55,11 +70,30 @@ class EnvBadge(Static):
     def __init__(self, env: str, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.tooltip = "Switch environment (e)"
+        self.env = env
+        self.canary_weight: float | None = None  #: the running canary's share of production, if one runs
         self.set_env(env)
 
     def set_env(self, env: str) -> None:
-        self.update(f" {env.upper()} ")
+        self.env = env
         self.set_class(env == "production", "-production")
+        self._show()
+
+    def set_canary(self, weight: float | None) -> None:
+        """A canary release runs on ``weight`` % of production (None: none runs)."""
+        if weight != self.canary_weight:
+            self.canary_weight = weight
+            self._show()
+
+    @property
+    def label(self) -> str:
+        """The badge's text, e.g. ``PRODUCTION · canary 10 %``."""
+        if self.env == "production" and self.canary_weight is not None:
+            return f"PRODUCTION · canary {self.canary_weight:g} %"
+        return self.env.upper()
+
+    def _show(self) -> None:
+        self.update(f" {self.label} ")
 
     def on_click(self, event: events.Click) -> None:
         event.stop()

@@ -14,6 +14,7 @@ from rf.tui.views.others import DataSourcesView, KnowledgeView, TriggersView
 from rf.tui.views.prompts import PromptsView
 from rf.tui.views.providers import ProvidersView
 from rf.tui.views.releases import ReleasesView
+from rf.tui.views.replay import ReplayView
 from rf.tui.views.sessions import SessionsView
 from rf.tui.views.traces import TracesView
 
@@ -29,6 +30,7 @@ VIEW_CLASSES: list[type[View]] = [
     TracesView,
     MemoryView,
     EvalsView,  # key 0: after the first nine, whose keys people (and scripts) know
+    ReplayView,  # no number key (the ten are taken): the sidebar, or ctrl+p "Go to Replay"
     CredentialsView,
     ProvidersView,
     KnowledgeView,

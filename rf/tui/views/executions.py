@@ -25,6 +25,9 @@ from rf.tui.widgets import Empty, Table
 PAGE = 100
 SOURCES = ("endpoint", "openai", "mcp", "invoke", "test", "eval", "trigger", "replay")
 STATUSES = ("succeeded", "failed", "running", "interrupted")
+#: The table's columns; production executions that ran while a canary ran add ``arm`` after status.
+COLUMNS = ("execution", "started", "agent", "status", "source", "queued", "duration")
+COLUMNS_WITH_ARM = ("execution", "started", "agent", "status", "arm", "source", "queued", "duration")
 
 
 status_text = render.status_text
@@ -78,6 +81,7 @@ class ExecutionsView(View):
         self._agents: list[str] = []
         self._detail_for: str | None = None
         self._quiet_filters = False
+        self._arm_column = False  #: the table shows the arm column (some row ran on a canary's arm)
 
     def compose_view(self) -> ComposeResult:
         with Horizontal(id="execution-filters"):
@@ -100,7 +104,7 @@ class ExecutionsView(View):
         yield Label("", id="filter-before-error", classes="field-error", markup=False)
         table: DataTable[str | Text] = Table(id="executions-table", cursor_type="row", zebra_stripes=True)
         # The output/error of the highlighted row is in the detail below: the table stays narrow.
-        for label in ("execution", "started", "agent", "status", "source", "queued", "duration"):
+        for label in COLUMNS:
             table.add_column(label, key=label)
         yield table
         yield Empty(
@@ -214,11 +218,14 @@ class ExecutionsView(View):
         if page.agents:
             self._agents = sorted(set(page.agents) | ({self.filters.agent} if self.filters.agent else set()))
             self._set_agent_options()
-        table = self.query_one("#executions-table", DataTable)
+        table = self.query_one("#executions-table", Table)
         # Rows change in place too: a running execution's time, then its final status.
         shown = [(e.id, e.status) for e in page.executions]
         changed = (shown != [(e.id, e.status) for e in self.executions] or self.loaded_env != self.env
                    or any(e.status == "running" for e in page.executions))
+        self._arm_column = any(e.arm for e in page.executions)
+        if table.set_columns(COLUMNS_WITH_ARM if self._arm_column else COLUMNS):
+            changed = True
         self.executions = page.executions
         if changed:
             keep = self.place or selected_key(table)
@@ -253,6 +260,7 @@ class ExecutionsView(View):
             ago(ex.started_at, now),
             Text(one_line(ex.agent, 16)),
             status_text(ex.status),
+            *((render.arm_text(ex.arm),) if self._arm_column else ()),
             Text(one_line(ex.source, 14)),
             queued_text(ex),
             duration_text(ex),
@@ -342,7 +350,8 @@ def execution_detail(ex: Execution, trace: Trace | None = None) -> RenderableTyp
     meta = Text(
         f"source {ex.source} · started {when(ex.started_at)} UTC · {took}"
         + (f" · queued {duration(ex.queued_ms)}" if ex.queued_ms >= 1 or running else "")
-        + (f" · session {ex.session_id}" if ex.session_id else ""),
+        + (f" · session {ex.session_id}" if ex.session_id else "")
+        + (f" · {render.release_arm(ex.release_id, ex.arm)}" if ex.release_id or ex.arm else ""),
         style="dim",
     )
     parts: list[RenderableType] = [head, meta]

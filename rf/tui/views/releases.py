@@ -11,6 +11,11 @@ on staging's state, regressions, new failures): ``v`` shows it for the selected 
 publishing, and the publish dialog shows it above the items. A plan with regressions opens
 :class:`PublishModal` instead of a plain confirmation: it publishes only with a reason (the
 dashboard's ``--accept-regressions -m "why"``), which the release records with the evidence.
+
+Both publish dialogs have a percent field: a percent starts the plan as a canary release on that
+share of production traffic instead (``--canary PERCENT``). The Canary tab (rf.tui.views.canary)
+shows the running canary's arms side by side and decides it: ``w`` weight, ``p`` promote, ``x``
+abort, each confirmed like a publish; a line above the tabs says a canary runs.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar
 
 from rich.console import Group, RenderableType
@@ -29,12 +35,24 @@ from textual.widgets import Button, DataTable, Input, Label, SelectionList, Stat
 from textual.widgets.selection_list import Selection
 
 from rf import api
-from rf.errors import Conflict
-from rf.models import Release, ReleaseItem, ReleasePlan
+from rf.errors import Conflict, NotFound, RfError
+from rf.models import Canary, Release, ReleaseItem, ReleasePlan
 from rf.tui import render
 from rf.tui.format import ago, one_line, plural, state_label, when
 from rf.tui.modals import ChoiceModal, ConfirmModal, FormModal
 from rf.tui.views.base import Command, View, restore_cursor, selected_key
+from rf.tui.views.canary import (
+    KIND_STYLES,
+    CanaryAbortModal,
+    CanaryWeightModal,
+    PublishConfirmModal,
+    canary_line,
+    canary_renderable,
+    parse_percent,
+    promote_modal,
+    release_note,
+    rollback_hint,
+)
 from rf.tui.views.evals import eval_evidence
 from rf.tui.widgets import Empty, Table
 
@@ -99,6 +117,7 @@ class PublishModal(FormModal):
     def __init__(self, plan: ReleasePlan) -> None:
         super().__init__(classes="form")
         self.plan = plan
+        self.canary: float | None = None  #: the canary percent typed (None: all of production)
         count = len(regressions_of(plan))
         self.TITLE_TEXT = (f"Publish {plural(len(plan.items), 'change')} to production? "
                            f"{plural(count, 'eval case')} regress")
@@ -112,6 +131,10 @@ class PublishModal(FormModal):
         yield Label("Why publish these regressions? (required)", classes="field-label")
         yield Input(placeholder="e.g. the greeting copy changes on purpose; cases updated next", id="reason")
         yield self.field_error("reason")
+        yield Label("Canary (optional): percent of production traffic on this release", classes="field-label")
+        yield Input(placeholder="empty: all of production at once · e.g. 10: a canary beside the current release",
+                    id="canary")
+        yield self.field_error("canary")
 
     def on_mount(self) -> None:
         self.query_one("#submit", Button).variant = "error"
@@ -125,6 +148,12 @@ class PublishModal(FormModal):
         if not reason:
             self.show_error("reason", 'A reason is required to publish regressions (as rf releases publish '
                                       '--accept-regressions -m "why").')
+            return
+        text = self.query_one("#canary", Input).value
+        try:
+            self.canary = parse_percent(text, lowest=0, highest=100, inclusive=False) if text.strip() else None
+        except ValueError as exc:
+            self.show_error("canary", f"Canary: {exc}")
             return
         self.dismiss(reason)
 
@@ -142,6 +171,11 @@ class ReleasesView(View):
         Binding("a", "toggle_all", "All/none"),
         Binding("h", "toggle_tab", "History/pending"),
         Binding("b", "rollback", "Roll back"),
+        Binding("c", "canary_tab", "Canary"),
+        # The Canary tab's decisions (p is publish on Pending changes, promote here: one tab at a time).
+        Binding("w", "canary_weight", "Weight"),
+        Binding("p", "canary_promote", "Promote canary"),
+        Binding("x", "canary_abort", "Abort canary"),
     ]
 
     def __init__(self) -> None:
@@ -155,8 +189,10 @@ class ReleasesView(View):
         #: the eval evidence shown, and the selection it belongs to (see selection_marker)
         self.evidence: ReleasePlan | None = None
         self._evidence_for: Any = None
+        self.canary: Canary | None = None  #: the running canary, else the last one (None: none ever ran)
 
     def compose_view(self) -> ComposeResult:
+        yield Static("", id="release-canary-line")
         with TabbedContent(initial="releases-pending", id="releases-tabs"):
             with TabPane("Pending changes", id="releases-pending"):
                 with Vertical(id="releases-pending-body"):
@@ -178,6 +214,15 @@ class ReleasesView(View):
                 yield Empty("No releases yet — production has never changed.", id="release-history-empty")
                 with VerticalScroll(id="release-detail", classes="detail"):
                     yield Static("", id="release-detail-body")
+            with TabPane("Canary", id="releases-canary"):
+                with VerticalScroll(id="release-canary"):
+                    yield Static("", id="release-canary-body")
+                yield Empty(
+                    "No canary release has run. Start one from Pending changes: p, then a percent in the publish "
+                    "dialog (rf releases publish --plan ID --canary 10): the release runs on that share of "
+                    "production traffic beside the current one until you promote or abort it.",
+                    id="release-canary-empty",
+                )
 
     @property
     def tab(self) -> str:
@@ -186,8 +231,10 @@ class ReleasesView(View):
     def focus_default(self) -> None:
         if self.rf.current_view != self.KEY:
             return  # mounted ahead of time (warm-up) or hidden: never steal the focus
-        target = (self.query_one("#release-history", DataTable) if self.tab == "releases-history"
-                  else self.query_one("#release-items", SelectionList))
+        tab = self.tab
+        target: Any = (self.query_one("#release-history", DataTable) if tab == "releases-history"
+                       else self.query_one("#release-canary", VerticalScroll) if tab == "releases-canary"
+                       else self.query_one("#release-items", SelectionList))
         if self._shown(target):
             target.focus()
         else:  # nothing listed on this tab: the view itself, so its keys (h, r…) still work
@@ -198,15 +245,22 @@ class ReleasesView(View):
     def reload(self) -> None:
         backend = self.backend
 
-        def fetch() -> tuple[list[ReleaseItem], list[Release]]:
-            return backend.release_items(), backend.list_releases(100)
+        def fetch() -> tuple[list[ReleaseItem], list[Release], Canary | None]:
+            canary = None
+            if "canary_status" in api.BY_NAME:
+                try:
+                    canary = backend.canary_status()
+                except NotFound:  # no canary release has run yet
+                    canary = None
+            return backend.release_items(), backend.list_releases(100), canary
 
         self.call(fetch, self.show_data)
 
-    def show_data(self, data: tuple[list[ReleaseItem], list[Release]]) -> None:
-        items, releases = data
+    def show_data(self, data: tuple[list[ReleaseItem], list[Release], Canary | None]) -> None:
+        items, releases, canary = data
         self.show_items(items)
         self.show_history(releases)
+        self.show_canary(canary)
         focused = self.app.focused
         if self.rf.current_view == self.KEY and (focused is None or focused is self or not self._shown(focused)):
             # The list appeared (focus on the view) or was hidden under the focus (which Textual
@@ -263,10 +317,31 @@ class ReleasesView(View):
         info += " · space toggles · a all/none · v eval evidence · p publish" if self.items else ""
         self.query_one("#release-selection-info", Static).update(Text(info, style="dim"))
         self.show_evidence()
+        running = self.running()
         self.set_subtitle(
             f"{plural(len(self.items), 'change')} waiting in staging · "
             f"{plural(len(self.releases), 'release')} in history"
+            + (f" · canary on {running.weight:g} %" if running is not None else "")
         )
+
+    # ------------------------------------------------------------ canary
+    def running(self) -> Canary | None:
+        """The running canary release (None: none runs)."""
+        return self.canary if self.canary is not None and self.canary.status == "running" else None
+
+    def show_canary(self, canary: Canary | None) -> None:
+        self.canary = canary
+        running = self.running()
+        self.rf.canary_seen(None if running is None else (running.id, float(running.weight)))
+        line = self.query_one("#release-canary-line", Static)
+        line.display = running is not None
+        line.update(canary_line(running) if running is not None else "")
+        self.query_one("#release-canary", VerticalScroll).display = canary is not None
+        self.query_one("#release-canary-empty", Empty).set_class(canary is None, "-shown")
+        self.query_one("#release-canary-body", Static).update(
+            canary_renderable(canary, self.now()) if canary is not None else "")
+        self.update_selection_info()
+        self.refresh_bindings()
 
     def chosen(self) -> list[ReleaseItem]:
         return [i for i in self.items if item_key(i) not in self.deselected]
@@ -314,9 +389,9 @@ class ReleasesView(View):
                     Text(r.id, style="dim"),
                     ago(r.created_at, now),
                     Text(one_line(r.author, 16)),
-                    Text(r.kind, style="yellow" if r.kind == "rollback" else ""),
+                    Text(r.kind, style=KIND_STYLES.get(r.kind, "")),
                     Text(one_line(r.message, 22)),
-                    Text(one_line(items, 24)),
+                    self._items_cell(r, items),
                     key=r.id,
                 )
             restore_cursor(table, keep, index)
@@ -325,6 +400,16 @@ class ReleasesView(View):
         self.query_one("#release-detail", VerticalScroll).display = bool(releases)
         self.show_release()
         self.update_selection_info()
+
+    @staticmethod
+    def _items_cell(r: Release, items: str) -> Text:
+        if r.kind == "canary-weight":
+            return Text(f"weight → {r.weight:g} %" if r.weight is not None else "weight", style="dim")
+        if r.kind == "canary":
+            return Text(one_line(items + (f" @ {r.weight:g} %" if r.weight is not None else ""), 24))
+        if not r.items and r.kind == "canary-abort":
+            return Text("back on stable", style="dim")
+        return Text(one_line(items, 24))
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.data_table.id == "release-history" and event.row_key.value is not None:
@@ -361,9 +446,12 @@ class ReleasesView(View):
             (r.id, "bold"),
             f"  {r.kind} · {when(r.created_at)} UTC · by {r.author}\n",
             (r.message, "italic"),
-            (f"   plan {r.plan_id}", "dim"),
+            (f"   plan {r.plan_id}" if r.plan_id else "", "dim"),
         )
         evidence: list[RenderableType] = []
+        note = release_note(r)
+        if note is not None:
+            evidence += [Text(""), note]
         if r.evals:
             evidence += [Text("\neval suites (cases passed: production → staging)", style="bold"),
                          eval_evidence(r.evals)]
@@ -372,14 +460,9 @@ class ReleasesView(View):
         body.update(
             Group(
                 head,
-                Text(""),
-                table,
+                *((Text(""), table) if r.items else ()),  # (a canary's weight or abort has no items)
                 *evidence,
-                Text(
-                    "\nb rolls production back to its state before this release "
-                    "(as a new release; staging is untouched).",
-                    style="dim",
-                ),
+                Text(rollback_hint(r), style="dim"),
             )
         )
 
@@ -387,11 +470,13 @@ class ReleasesView(View):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if not self.is_mounted or self.missing():
             return super().check_action(action, parameters)
-        history = self.tab == "releases-history"
+        tab = self.tab
         if action in ("publish", "toggle_all", "evals"):
-            return not history
+            return tab == "releases-pending"
         if action == "rollback":
-            return history
+            return tab == "releases-history"
+        if action in ("canary_weight", "canary_promote", "canary_abort"):
+            return tab == "releases-canary" and self.running() is not None
         return super().check_action(action, parameters)
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
@@ -400,7 +485,11 @@ class ReleasesView(View):
 
     def action_toggle_tab(self) -> None:
         tabs = self.query_one("#releases-tabs", TabbedContent)
-        tabs.active = "releases-history" if tabs.active == "releases-pending" else "releases-pending"
+        tabs.active = "releases-pending" if tabs.active == "releases-history" else "releases-history"
+
+    def action_canary_tab(self) -> None:
+        tabs = self.query_one("#releases-tabs", TabbedContent)
+        tabs.active = "releases-pending" if tabs.active == "releases-canary" else "releases-canary"
 
     def action_toggle_all(self) -> None:
         sl: SelectionList[str] = self.query_one("#release-items", SelectionList)
@@ -473,39 +562,40 @@ class ReleasesView(View):
                      f"id, input, expect), deploy it, then publish again."))
             return
 
-        def publish(reason: str | None) -> None:
+        def publish(reason: str | None, canary: float | None) -> None:
             def run() -> Release:
                 from rf.config import git_author
 
+                extra: dict[str, Any] = {} if canary is None else {"canary": canary}
                 if reason is None:
-                    return backend.publish_release(names, all=every, plan_id=plan.id, author=git_author())
+                    return backend.publish_release(names, all=every, plan_id=plan.id, author=git_author(), **extra)
                 return backend.publish_release(names, all=every, plan_id=plan.id, author=git_author(),
-                                               message=reason, accept_regressions=True)
+                                               message=reason, accept_regressions=True, **extra)
 
-            self.call(run, self.published, failed=self.publish_failed, group="publish")
+            self.call(run, self.published, failed=partial(self.publish_failed, canary=canary), group="publish")
 
         if regressions_of(plan):
+            regressions = PublishModal(plan)
+
             def accepted(reason: str | None) -> None:
                 if reason:
-                    publish(reason)
+                    publish(reason, regressions.canary)
 
-            self.app.push_screen(PublishModal(plan), accepted)
+            self.app.push_screen(regressions, accepted)
             return
+
+        dialog = PublishConfirmModal(
+            f"Publish {plural(len(plan.items), 'change')} to production?",
+            plan_with_evidence(plan),
+            note="Production changes at once for every caller (or, with a canary percent, that share of it). "
+                 "If anything moves in staging or production before you confirm, the publish is refused.",
+        )
 
         def confirmed(ok: bool | None) -> None:
             if ok:
-                publish(None)
+                publish(None, dialog.canary)
 
-        self.app.push_screen(
-            ConfirmModal(
-                f"Publish {plural(len(plan.items), 'change')} to production?",
-                plan_with_evidence(plan),
-                confirm="Publish",
-                note="Production changes at once for every caller. If anything moves in staging "
-                "or production before you confirm, the publish is refused.",
-            ),
-            confirmed,
-        )
+        self.app.push_screen(dialog, confirmed)
 
     def ask_approval(self, plan: ReleasePlan, approvals: Any, me: Any) -> None:
         """``[releases] approvals = N`` and this plan has fewer: show who approved it; a publisher
@@ -540,16 +630,35 @@ class ReleasesView(View):
     def published(self, release: Release) -> None:
         accepted = (f"\nEval regressions accepted: {release.accepted_regressions}"
                     if release.accepted_regressions is not None else "")
-        self.rf.notify(
-            f"Published release {release.id}: {plural(len(release.items), 'item')} now in production.{accepted}",
-            title="Published",
-            markup=False,
-        )
+        if release.kind == "canary":
+            self.rf.notify(
+                f"Started canary release {release.id}: {plural(len(release.items), 'item')} on "
+                f"{release.weight or 0:g} % of production traffic.{accepted}\nWatch it on the Canary tab (c); "
+                "promote or abort it there.",
+                title="Canary started",
+                markup=False,
+            )
+        else:
+            self.rf.notify(
+                f"Published release {release.id}: {plural(len(release.items), 'item')} now in production.{accepted}",
+                title="Published",
+                markup=False,
+            )
         for w in release.warnings:
             self.rf.notify(w, severity="warning", markup=False)
         self.reload()
 
-    def publish_failed(self, exc: Exception) -> bool:
+    def publish_failed(self, exc: Exception, canary: float | None = None) -> bool:
+        if canary is not None and isinstance(exc, RfError):  # e.g. a plan with a trigger or a removal
+            self.rf.notify(
+                exc.message + (f"\n{exc.hint}" if exc.hint else "") + "\nNothing was published.",
+                title="Canary refused",
+                severity="error",
+                timeout=15,
+                markup=False,
+            )
+            self.reload()
+            return True
         if isinstance(exc, Conflict):
             self.rf.notify(
                 f"{exc.message}\nNothing was published. Review the changes again, then press p.",
@@ -603,6 +712,87 @@ class ReleasesView(View):
 
         self.call(lambda: backend.plan_rollback(r.id), show, group="rollback")
 
+    # ------------------------------------------------------------ canary decisions (production changes)
+    def _running_or_say(self) -> Canary | None:
+        running = self.running()
+        if running is None:
+            self.rf.notify("No canary release is running: start one from Pending changes (p, then a percent).",
+                           severity="warning")
+        return running
+
+    def action_canary_weight(self) -> None:
+        canary = self._running_or_say()
+        if canary is None:
+            return
+        backend = self.backend
+
+        def chosen(choice: tuple[float, str] | None) -> None:
+            if choice is None:
+                return
+            weight, message = choice
+
+            def run() -> Canary:
+                from rf.config import git_author
+
+                return backend.set_canary_weight(weight, message, git_author())
+
+            def done(updated: Canary) -> None:
+                self.rf.notify(f"Canary {updated.id} now takes {updated.weight:g} % of production traffic.",
+                               title="Canary weight", markup=False)
+                self.reload()
+
+            self.call(run, done, group="canary")
+
+        self.app.push_screen(CanaryWeightModal(canary), chosen)
+
+    def action_canary_promote(self) -> None:
+        canary = self._running_or_say()
+        if canary is None:
+            return
+        backend = self.backend
+
+        def confirmed(ok: bool | None) -> None:
+            if not ok:
+                return
+
+            def run() -> Release:
+                from rf.config import git_author
+
+                return backend.promote_canary("", git_author())
+
+            def done(release: Release) -> None:
+                self.rf.notify(f"Promoted canary {canary.id}: release {release.id} is all of production "
+                               f"({plural(len(release.items), 'item')}).", title="Canary promoted", markup=False)
+                self.reload()
+
+            self.call(run, done, group="canary")
+
+        self.app.push_screen(promote_modal(canary), confirmed)
+
+    def action_canary_abort(self) -> None:
+        canary = self._running_or_say()
+        if canary is None:
+            return
+        backend = self.backend
+
+        def chosen(reason: str | None) -> None:
+            if not reason:
+                return
+
+            def run() -> Release:
+                from rf.config import git_author
+
+                return backend.abort_canary(reason, git_author())
+
+            def done(release: Release) -> None:
+                self.rf.notify(f"Aborted canary {canary.id}: every production request is on stable again "
+                               f"(recorded as release {release.id}).", title="Canary aborted", markup=False)
+                self.reload()
+
+            self.call(run, done, group="canary")
+
+        self.app.push_screen(CanaryAbortModal(canary), chosen)
+
     def poll(self) -> None:
         self.reload()
 
@@ -613,6 +803,14 @@ class ReleasesView(View):
             )
         yield Command("Release history", lambda: self._tab("releases-history"), "Past releases; roll back (key b)")
         yield Command("Pending changes", lambda: self._tab("releases-pending"), "What staging would publish")
+        yield Command("Canary release", lambda: self._tab("releases-canary"),
+                      "The running canary's arms side by side (key c)")
+        if self.running() is not None:
+            yield Command("Canary: change its weight", self._on_canary_tab(self.action_canary_weight), "Key w")
+            yield Command("Canary: promote to all of production", self._on_canary_tab(self.action_canary_promote),
+                          "Key p on the Canary tab")
+            yield Command("Canary: abort (all traffic back on stable)", self._on_canary_tab(self.action_canary_abort),
+                          "Key x on the Canary tab")
         for r in self.releases[:5]:
             yield Command(
                 f"Roll back release {r.id} ({r.message})",
@@ -622,6 +820,13 @@ class ReleasesView(View):
 
     def _tab(self, tab: str) -> None:
         self.query_one("#releases-tabs", TabbedContent).active = tab
+
+    def _on_canary_tab(self, action: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            self._tab("releases-canary")
+            action()
+
+        return run
 
     def _rollback_cb(self, release_id: str) -> Callable[[], None]:
         def run() -> None:

@@ -12,9 +12,14 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
 from rf.models import SessionSummary, SessionThread
+from rf.tui import render
 from rf.tui.format import ago, one_line, plural, pretty_json, when
 from rf.tui.views.base import View, restore_cursor, selected_key
 from rf.tui.widgets import Empty, Table
+
+#: The table's columns; production sessions of a canary's arms add ``arm``.
+COLUMNS = ("session", "agent", "msgs", "active")
+COLUMNS_WITH_ARM = ("session", "agent", "arm", "msgs", "active")
 
 
 class Bubble(Static):
@@ -39,7 +44,7 @@ class SessionsView(View):
     def compose_view(self) -> ComposeResult:
         with Horizontal(id="sessions-body"):
             table: DataTable[str | Text] = Table(id="sessions-table", cursor_type="row", zebra_stripes=True)
-            for label in ("session", "agent", "msgs", "active"):
+            for label in COLUMNS:
                 table.add_column(label, key=label)
             yield table
             yield VerticalScroll(id="session-thread")
@@ -54,19 +59,24 @@ class SessionsView(View):
         self.call(lambda: self.backend.list_sessions(env=env, limit=200), self.show_sessions)
 
     def show_sessions(self, sessions: list[SessionSummary]) -> None:
-        table = self.query_one("#sessions-table", DataTable)
-        changed = [(s.id, s.agent, s.messages) for s in sessions] != [
-            (s.id, s.agent, s.messages) for s in self.sessions
+        table = self.query_one("#sessions-table", Table)
+        changed = [(s.id, s.agent, s.messages, s.arm) for s in sessions] != [
+            (s.id, s.agent, s.messages, s.arm) for s in self.sessions
         ] or self.loaded_env != self.env
         self.sessions = sessions
+        with_arm = any(s.arm for s in sessions)
+        if table.set_columns(COLUMNS_WITH_ARM if with_arm else COLUMNS):
+            changed = True
         if changed:
             keep = self.place or selected_key(table)
             index = table.cursor_row
             now = self.now()
             table.clear()
             for s in sessions:
+                arm = (render.arm_text(s.arm),) if with_arm else ()
                 table.add_row(
-                    Text(one_line(s.id, 22)), Text(s.agent), str(s.messages), ago(s.updated_at, now), key=self.key_of(s)
+                    Text(one_line(s.id, 22)), Text(s.agent), *arm, str(s.messages), ago(s.updated_at, now),
+                    key=self.key_of(s),
                 )
             restore_cursor(table, keep, index)
         empty = self.query_one("#sessions-empty", Empty)
@@ -102,8 +112,11 @@ class SessionsView(View):
     def show_thread(self, thread: SessionThread) -> None:
         box = self.query_one("#session-thread", VerticalScroll)
         box.remove_children()
+        summary = next((s for s in self.sessions if s.agent == thread.agent and s.id == thread.id), None)
+        where = render.release_arm(summary.release_id, summary.arm) if summary is not None else ""
         rows: list[Widget] = [
-            Static(Text(f"{thread.agent} · session {thread.id} · {self.env}", style="dim"), classes="thread-title")
+            Static(Text(f"{thread.agent} · session {thread.id} · {self.env}" + (f" · {where}" if where else ""),
+                        style="dim"), classes="thread-title")
         ]
         for m in thread.messages:
             content = m.content if isinstance(m.content, str) else pretty_json(m.content)

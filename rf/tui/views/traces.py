@@ -76,6 +76,11 @@ def span_tree_text(trace: Trace, width: int = 40) -> Text:
     return out
 
 
+#: The table's columns; production traces of a canary's arms add ``arm``.
+COLUMNS = ("execution", "agent", "status", "duration", "started")
+COLUMNS_WITH_ARM = ("execution", "agent", "status", "arm", "duration", "started")
+
+
 class TracesView(View):
     TITLE = "Traces"
     KEY = "traces"
@@ -94,7 +99,7 @@ class TracesView(View):
 
     def compose_view(self) -> ComposeResult:
         table: DataTable[str | Text] = Table(id="traces-table", cursor_type="row", zebra_stripes=True)
-        for label in ("execution", "agent", "status", "duration", "started"):
+        for label in COLUMNS:
             table.add_column(label, key=label)
         yield table
         yield Empty("", id="traces-empty")
@@ -114,11 +119,14 @@ class TracesView(View):
         self.call(lambda: self.backend.list_traces(env=env, limit=100), self.show_traces)
 
     def show_traces(self, traces: list[TraceSummary]) -> None:
-        table = self.query_one("#traces-table", DataTable)
+        table = self.query_one("#traces-table", Table)
         changed = [t.execution_id for t in traces] != [
             t.execution_id for t in self.traces
         ] or self.loaded_env != self.env
         self.traces = traces
+        with_arm = any(t.arm for t in traces)
+        if table.set_columns(COLUMNS_WITH_ARM if with_arm else COLUMNS):
+            changed = True
         if changed:
             keep = self.place or selected_key(table)
             index = table.cursor_row
@@ -130,6 +138,7 @@ class TracesView(View):
                     Text(t.execution_id, style="dim"),
                     Text(t.agent),
                     status,
+                    *((render.arm_text(t.arm),) if with_arm else ()),
                     duration(t.duration_ms),
                     ago(t.started_at, now),
                     key=t.execution_id,
@@ -175,8 +184,11 @@ class TracesView(View):
         for s in spans:
             parent = s.parent_id if s.parent_id in ids else None
             children.setdefault(parent, []).append(s)
+        summary = next((t for t in self.traces if t.execution_id == trace.execution_id), None)
+        where = render.release_arm(summary.release_id, summary.arm) if summary is not None else ""
         tree.root.set_label(
-            Text.assemble((trace.agent, "bold"), f" · {trace.execution_id} · ", render.env_text(trace.env))
+            Text.assemble((trace.agent, "bold"), f" · {trace.execution_id} · ", render.env_text(trace.env),
+                          (f" · {where}" if where else "", "dim"))
         )
         tree.root.data = None
 
