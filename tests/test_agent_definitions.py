@@ -196,7 +196,7 @@ def test_one_commit_traces_fully_in_staging_and_minimally_in_production(ws: Any)
     assert staging["traced"]["attributes"]["output"] == {"echo": text}
     assert staging["step"]["attributes"] == {"text": text}
     assert staging["memory.get"]["attributes"]["input"] == {"key": "k"}
-    assert set(production["traced"]["attributes"]) == {"commit", "source"}
+    assert set(production["traced"]["attributes"]) == {"commit", "source", "release_id"}  # minimal: no input/output
     assert production["traced"]["attributes"]["commit"] == staging["traced"]["attributes"]["commit"]
     assert production["step"]["attributes"] == {} and production["memory.get"]["attributes"] == {}
 

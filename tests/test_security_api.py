@@ -198,4 +198,4 @@ def test_openapi_documents_every_body_and_refuses_unknown_keys(shared: ServerPro
     assert set(invoke["schema"]["properties"]) == {"input", "session_id"}  # no source, no on_chunk
     executions = schema["paths"]["/api/executions"]["get"]
     assert {p["name"] for p in executions["parameters"] if p["in"] == "query"} == {
-        "env", "agent", "status", "source", "limit", "before"}
+        "env", "agent", "status", "source", "limit", "before", "release", "arm"}

@@ -225,9 +225,9 @@ def test_running_markers_latest_wins(store: PgStore) -> None:
     """The QUALIFY of the latest running marker, as PostgreSQL runs it (rf.store.pg_sql.FRAGMENTS)."""
     t0 = dt.datetime(2026, 1, 1, 8, 0, 0)
     eid = new_id("ex")
-    rows = [(eid, "markers", "a", "c1", "test", None, "{}", t0, None, t0, "other:1"),
+    rows = [(eid, "markers", "a", "c1", "test", None, "{}", t0, None, t0, "other:1", None, None),
             (eid, "markers", "a", "c1", "test", None, "{}", t0, t0 + dt.timedelta(seconds=2),
-             t0 + dt.timedelta(seconds=3), "other:1")]
+             t0 + dt.timedelta(seconds=3), "other:1", None, None)]
     store.writer.put_many("running_executions", rows)
     store.flush()
     assert store.recover_interrupted() >= 1

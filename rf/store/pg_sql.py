@@ -58,6 +58,7 @@ PG_MIGRATIONS: list[list[str] | None] = [
     None,  # v19 release gate evidence
     None,  # v20 eval runs
     None,  # v21 canary releases
+    None,  # v22 live canary scores, running executions release/arm
 ]
 
 #: Indexes PostgreSQL gets on top of the DuckDB schema (DuckDB relies on zone maps where a row store
