@@ -25,9 +25,13 @@ from conftest import ServerProc, run_rf, start_server, write_agent
 
 SLEEPY_TOML = 'description = "Sleeps"\nentrypoint = "agent:handle"\ntimeout_s = 30\n'
 SLEEPY_PY = (
-    "import time\n"
+    "import os, time\n"
     "def handle(input, ctx):\n"
     "    time.sleep(input.get('sleep', 0))\n"
+    "    until = input.get('until')  # a file the test creates when it has seen the run in progress\n"
+    "    deadline = time.monotonic() + 25\n"
+    "    while until and not os.path.exists(until) and time.monotonic() < deadline:\n"
+    "        time.sleep(0.05)\n"
     "    return {'slept': input.get('sleep', 0), 'n': input.get('n')}\n"
 )
 
@@ -77,9 +81,11 @@ def at(text: str) -> dt.datetime:
 def test_a_long_run_is_listed_as_running_then_as_what_it_ended(ws: Any, server: ServerProc) -> None:
     deploy_sleepy(ws.root)
     answers: list[dict[str, Any]] = []
-    thread = invoke(server.url, {"sleep": 3}, answers)
+    flag = ws.root / "let-it-end"  # the run lasts at least 3 s, and until the checks below are done
+    thread = invoke(server.url, {"sleep": 3, "until": str(flag)}, answers)
     running = wait_for_running(ws.root)
-    assert running["ended_at"] == "" and running["output"] is None and running["input"] == {"sleep": 3}
+    assert running["ended_at"] == "" and running["output"] is None
+    assert running["input"] == {"sleep": 3, "until": str(flag)}
     assert running["queued_ms"] >= 0 and running["duration_ms"] >= 0
     # One execution, one id: `rf executions show` and the API show it running too.
     shown = run_rf("executions", "show", running["id"], cwd=ws.root)
@@ -90,6 +96,7 @@ def test_a_long_run_is_listed_as_running_then_as_what_it_ended(ws: Any, server: 
     assert api["status"] == "running"
     only_running = listed(ws.root, "--status", "running")
     assert [e["id"] for e in only_running] == [running["id"]]
+    flag.touch()
     thread.join(30)
     assert answers and answers[0]["status"] == "succeeded" and answers[0]["execution_id"] == running["id"]
     after = listed(ws.root)
