@@ -2,7 +2,9 @@
 
 ``rf serve`` runs it in the foreground; ``rf ui`` runs it on a background
 thread (:func:`start_in_thread`). Either way this process becomes the single
-owner of the DuckDB file and every other command reaches it over HTTP.
+owner of the DuckDB file and every other command reaches it over HTTP. On a
+PostgreSQL store a second server of the same workspace is a replica
+(``.rf/servers/<pid>.json``; rf.store.pg_replicas), not a conflict.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rf import logsetup, serverinfo
@@ -60,6 +63,8 @@ class RunningServer:
     require_keys: bool = False
     reaper: Any = None
     thread: threading.Thread | None = None
+    #: the file that names this server: ``.rf/server.json``, or a replica's ``.rf/servers/<pid>.json``
+    info_file: Path | None = None
 
     def stop(self) -> None:
         self.server.should_exit = True
@@ -80,10 +85,11 @@ def prepare(ws: Workspace, *, host: str | None = None, port: int | None = None,
     from rf.store import open_store
 
     existing = serverinfo.read(ws.server_file)
-    if existing is not None:
+    if existing is not None and not ws.store_url:  # one process owns a DuckDB file
         raise ServerError(
             f"a server already runs for this workspace at {existing.url} (pid {existing.pid})",
-            "use it (every rf command goes through it), or stop it first",
+            "use it (every rf command goes through it), or stop it first "
+            "(several servers need a PostgreSQL store: [store] url in rf.toml)",
         )
     host = host or ws.host
     port = ws.port if port is None else port
@@ -101,7 +107,12 @@ def prepare(ws: Workspace, *, host: str | None = None, port: int | None = None,
         services = Services(store, ws, server_url=url)
     else:
         services.server_url = url  # rf ui opened the store first, to paint before the server is up
-    # Executions a previous server left running (it was killed or crashed) are recorded as such.
+    if getattr(services.store, "shared", False):
+        # A replica among the servers on this database (rf.store.pg_replicas): heartbeat, and
+        # another server's release drops this one's cached heads and routing before it returns.
+        services.store.start_replica(url, services._forget_heads)
+    # Executions a previous server left running (it was killed or crashed) are recorded as such
+    # (on PostgreSQL: those of servers whose heartbeat stopped; the live replicas' are theirs).
     interrupted = services.store.recover_interrupted()
     if interrupted:
         log.warning("%d execution(s) were interrupted when the server last stopped; "
@@ -131,10 +142,14 @@ def prepare(ws: Workspace, *, host: str | None = None, port: int | None = None,
         log.warning("[server] max_connections lowered from %d to %d: this process may open only %d files "
                     "(raise that with `ulimit -n`)", limits.max_connections, fitted.max_connections, open_files)
     server = uvicorn.Server(config)
-    serverinfo.write(ws.server_file, serverinfo.ServerInfo(pid=os.getpid(), url=url, token=token,
-                                                           host=host, port=actual_port))
+    info = serverinfo.ServerInfo(pid=os.getpid(), url=url, token=token, host=host, port=actual_port)
+    info_file = ws.server_file
+    if serverinfo.read_all(ws.server_file):  # another server of this workspace runs: this one is a replica
+        info_file = serverinfo.write_replica(ws.server_file, info)
+    else:
+        serverinfo.write(ws.server_file, info)
     return RunningServer(url=url, token=token, host=host, port=actual_port, services=services, server=server,
-                         sock=sock, require_keys=require_keys, reaper=reaper)
+                         sock=sock, require_keys=require_keys, reaper=reaper, info_file=info_file)
 
 
 def _worker_pids(services: Any) -> set[int]:
@@ -145,7 +160,7 @@ def _worker_pids(services: Any) -> set[int]:
 
 
 def _cleanup(ws: Workspace, running: RunningServer) -> None:
-    serverinfo.remove(ws.server_file, os.getpid())
+    serverinfo.remove(running.info_file or ws.server_file, os.getpid())
     logsetup.flush_repeated()
     if running.reaper is not None:
         running.reaper.stop()

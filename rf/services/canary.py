@@ -172,7 +172,11 @@ class CanaryService(ServiceBase):
         """Production's arms from the store (two reads), cached until something changes them."""
         generation = self._routing_generation
         row = self.store.running_canary()
-        stable = Arm(release_id=self.store.production_release_id(), arm=None)
+        # Production's whole state in one read: an execution on stable takes its commit and its
+        # prompts from this one snapshot, so it never runs half of a release that is being
+        # published (code from one, a prompt from the next).
+        release_id, agents, prompts = self.store.production_state()
+        stable = Arm(release_id=release_id, arm=None, agents=agents, prompts=prompts)
         if row is None:
             routing = Routing(stable=stable)
         else:
@@ -182,17 +186,23 @@ class CanaryService(ServiceBase):
                 prompts={k: int(v) for k, v in state.get("prompts", {}).items()},
                 connectors={slug: _connector(c) for slug, c in state.get("connectors", {}).items()})
             weight = float(row["weight"])
-            routing = Routing(stable=Arm(release_id=stable.release_id, arm="stable"), canary=canary,
+            routing = Routing(stable=Arm(release_id=release_id, arm="stable", agents=agents, prompts=prompts),
+                              canary=canary,
                               canary_id=row["id"], weight=weight, threshold=int(weight / 100.0 * 2.0 ** 64),
                               started_at=row["started_at"])
         if generation == self._routing_generation:
             self._routing = routing
+            if generation != self._routing_generation:  # cleared meanwhile (another thread): not cached
+                self._routing = None
         return routing
 
-    def _routing_changed(self) -> None:
-        """Forget the cached routing (a release, a deploy, a canary change in this process)."""
+    def _routing_changed(self, announce: bool = True) -> None:
+        """Forget the cached routing (a release, a deploy, a canary change in this process); with
+        ``announce``, in the other replicas on the store too (rf.store.pg_replicas)."""
         self._routing_generation += 1
         self._routing = None
+        if announce:
+            self.store.announce_change()
 
     # ------------------------------------------------------------ starting
     def _check_canary_plan(self, plan: ReleasePlan) -> None:
@@ -237,9 +247,9 @@ class CanaryService(ServiceBase):
                 evidence={**(evidence or {}), "canary": release_id, "weight": percent})
             tx.releases.insert_canary(canary_id=release_id, weight=percent, stable_release_id=stable_release,
                                      state=state, started_at=now, started_by=author)
-        self._release_applied()  # type: ignore[attr-defined]
+        unconfirmed = self._release_applied()  # type: ignore[attr-defined]
         release: Release = self.get_release(release_id)  # type: ignore[attr-defined]
-        release.warnings = list(plan.warnings)
+        release.warnings = list(plan.warnings) + unconfirmed
         return release
 
     def _canary_connectors(self, items: list[ReleaseItem]) -> dict[str, Connector]:
@@ -414,7 +424,7 @@ class CanaryService(ServiceBase):
         cached = self._routing
         if cached is not None and (cached.canary_id, cached.weight) != (
                 (row["id"], float(row["weight"])) if row else ("", 0.0)):
-            self._routing_changed()
+            self._routing_changed(announce=False)  # (another replica changed it, and announced it)
         config = self._canary_config()
         if row is None or not config.auto_abort:
             return None

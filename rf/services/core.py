@@ -558,6 +558,8 @@ class CoreServices:
             commit_id = self.store.get_head(name, env)
             if commit_id is not None and generation == self._heads_generation:
                 self._heads[key] = commit_id
+                if generation != self._heads_generation:  # cleared meanwhile (another thread): not cached
+                    self._heads.pop(key, None)
         if commit_id is None:
             if not self.store.agent_rows(name):
                 raise self._unknown_agent(name)
@@ -592,8 +594,17 @@ class CoreServices:
             config = self._configs[commit_id] = run_config(self.store.get_commit_config(commit_id))
         return config
 
-    def _heads_changed(self) -> None:
-        """Forget cached heads after any write that moves one (this process owns the store).
+    def _heads_changed(self) -> list[str]:
+        """Forget cached heads after any write that moves one, here and in every other server on
+        the store (replicas on PostgreSQL: rf.store.pg_replicas). Returns once every live
+        replica confirmed it dropped its caches too — the replicas that did not within the
+        bound (none on DuckDB: one process owns the store)."""
+        self._forget_heads()
+        unconfirmed: list[str] = self.store.announce_change()
+        return unconfirmed
+
+    def _forget_heads(self) -> None:
+        """Forget this process's cached heads and routing (also: another replica announced a change).
 
         The generation counter stops a read that started before the write from
         caching the old head after the clear.

@@ -667,9 +667,9 @@ class ReleasesService(ServiceBase):
             if also is not None:
                 also(tx, release_id)
         self._after_release_commit(release_id)
-        self._release_applied()
+        unconfirmed = self._release_applied()
         release = self.get_release(release_id)
-        release.warnings = warnings
+        release.warnings = warnings + unconfirmed
         return release
 
     def _after_release_item(self, n: int) -> None:
@@ -679,11 +679,11 @@ class ReleasesService(ServiceBase):
     def _after_release_commit(self, release_id: str) -> None:
         """Called once a release's transaction has committed. Does nothing (a test seam, as above)."""
 
-    def _release_applied(self) -> None:
-        """Forget caches that production state feeds (heads etc.)."""
+    def _release_applied(self) -> list[str]:
+        """Forget caches that production state feeds (heads etc.), in every replica on the store:
+        returns once each live one confirmed; warnings naming those that did not in time."""
         changed = getattr(self, "_heads_changed", None)
-        if changed is not None:
-            changed()
+        return list(changed() or []) if changed is not None else []
 
     # ------------------------------------------------------------ one-item shortcut
     def promote(self, name: str, author: str = "unknown", message: str = "", with_deps: bool = False,

@@ -5,9 +5,11 @@ It decides *when* triggers fire; :meth:`TriggersService.fire_trigger` decides
 is injectable and :meth:`Scheduler.tick` does one pass, so tests can walk
 through time without sleeping.
 
-- Schedule triggers fire at their cron slots (optionally in a timezone). Each
-  handled slot is recorded (``last_scheduled_at``), so a restart does not fire
-  a slot twice.
+- Schedule triggers fire at their cron slots (optionally in a timezone; five
+  fields, or six with seconds last: the loop ticks every second). Each handled
+  slot is recorded (``last_scheduled_at``), so a restart does not fire a slot
+  twice. With several servers on one PostgreSQL database (replicas), each slot
+  is claimed in the store first (``trigger_slots``) and only the winner fires it.
 - Missed slots while the server was down are not replayed, unless the trigger
   says ``catch_up = "last"``: then the latest missed slot runs once at start.
 - Overlap policy ``skip`` (default): a slot is skipped while the previous run
@@ -246,6 +248,8 @@ class Scheduler:
         #: (trigger id, slot), the latest :data:`RECENT` — for tests and `stats` (bounded: a server runs for months)
         self.fired: collections.deque[tuple[str, dt.datetime]] = collections.deque(maxlen=RECENT)
         self.skipped: collections.deque[tuple[str, dt.datetime]] = collections.deque(maxlen=RECENT)
+        #: slots another server on the same database claimed first (replicas)
+        self.claimed_elsewhere: collections.deque[tuple[str, dt.datetime]] = collections.deque(maxlen=RECENT)
 
     # ------------------------------------------------------------ schedule
     def _schedule_rows(self) -> list[dict[str, Any]]:
@@ -266,7 +270,7 @@ class Scheduler:
             return False  # nothing missed
         slot = latest_slot(row["schedule"], row["timezone"], now)
         self.services.store.set_trigger_scheduled(row["id"], slot)
-        if row["catch_up"] == "last":
+        if row["catch_up"] == "last" and self._claim(row["id"], slot):
             log.info("trigger %s: catching up the missed slot %s", row["id"], slot)
             self._fire(row, slot)
         return False
@@ -298,7 +302,20 @@ class Scheduler:
             return False
         slot = latest_slot(row["schedule"], row["timezone"], now)
         self.services.store.set_trigger_scheduled(row["id"], slot)
+        if not self._claim(row["id"], slot):
+            return False
         return self._fire(row, slot)
+
+    def _claim(self, trigger_id: str, slot: dt.datetime) -> bool:
+        """Whether this server fires the slot: always with one server; with several on one
+        database (replicas), only the one whose claim of (trigger, slot) in the store wins."""
+        store = self.services.store
+        if not store.shared:
+            return True
+        if store.claim_trigger_slot(trigger_id, slot, utcnow()):
+            return True
+        self.claimed_elsewhere.append((trigger_id, slot))
+        return False
 
     def _fire(self, row: dict[str, Any], slot: dt.datetime, extra: dict[str, Any] | None = None) -> bool:
         trigger_id = row["id"]

@@ -115,7 +115,8 @@ def validate_cron(expr: str) -> str:
 
     if not isinstance(expr, str) or not croniter.is_valid(expr):
         raise UsageError(f"invalid cron expression {expr!r}",
-                         'use five fields: minute hour day-of-month month day-of-week, e.g. "*/5 * * * *"')
+                         'use five fields: minute hour day-of-month month day-of-week, e.g. "*/5 * * * *"'
+                         ' (a sixth, last, is seconds)')
     return expr
 
 
@@ -774,8 +775,13 @@ class TriggersService(ServiceBase):
         if reason is None and matched is None:
             reason = "wrong signature (not HMAC-SHA256 of t.body with this trigger's secret)"
         if reason is None and matched is not None:
-            guard = replay_guard(self.workspace.state_dir if self.workspace is not None else None)
-            if not guard.check_and_add(f"{trigger_id}:{matched}", stamp + WEBHOOK_TOLERANCE_S + 1, now):
+            replay_key, expiry = f"{trigger_id}:{matched}", stamp + WEBHOOK_TOLERANCE_S + 1
+            if self.store.shared:  # replicas: the signatures every server accepted, in the store
+                fresh = self.store.claim_webhook_signature(replay_key, expiry)
+            else:
+                guard = replay_guard(self.workspace.state_dir if self.workspace is not None else None)
+                fresh = guard.check_and_add(replay_key, expiry, now)
+            if not fresh:
                 reason = "a replay: this signature was already accepted"
         if reason is not None:
             log.warning("webhook %s %r refused: %s", env, trigger_id[:64], reason)

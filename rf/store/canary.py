@@ -85,6 +85,20 @@ class CanaryMixin:
         ).fetchone()
         return row[0] if row else None
 
+    def production_state(self) -> tuple[str | None, dict[str, str], dict[str, int]]:
+        """What production runs, read in one statement (one snapshot, so never half of a release):
+        ``(release id, {agent: commit}, {prompt: published version})``."""
+        rows = self.cursor().execute(
+            "SELECT 'r', id, NULL FROM (SELECT id FROM releases WHERE kind IN (?, ?, ?) ORDER BY id DESC LIMIT 1) AS latest"
+            " UNION ALL SELECT 'a', agent, commit_id FROM agent_heads WHERE env = 'production'"
+            " UNION ALL SELECT 'p', prompt, CAST(version AS VARCHAR) FROM prompt_pointers"
+            " WHERE env = 'production' AND version IS NOT NULL",
+            list(PRODUCTION_RELEASE_KINDS)).fetchall()
+        release_id = next((r[1] for r in rows if r[0] == "r"), None)
+        agents = {r[1]: r[2] for r in rows if r[0] == "a" and r[2] is not None}
+        prompts = {r[1]: int(r[2]) for r in rows if r[0] == "p"}
+        return release_id, agents, prompts
+
     def canary_arm_figures(self, since: dt.datetime, until: dt.datetime | None = None
                            ) -> dict[str, dict[str, Any]]:
         """Per arm (``stable``, ``canary``) of the production executions that arrived in

@@ -128,6 +128,14 @@ class Store(
 ):
     """One open DuckDB file. Thread-safe: cursors are per thread."""
 
+    #: several servers may share this store (replicas: PostgreSQL only; one process owns a DuckDB file)
+    shared = False
+
+    def announce_change(self) -> list[str]:
+        """Tell the other servers on this store to drop their cached heads and routing: none on
+        DuckDB (one process owns the file). Replicas that did not confirm (rf.store.pg_replicas)."""
+        return []
+
     def __init__(self, con: duckdb.DuckDBPyConnection, path: Path | None) -> None:
         self.path = path
         self._con = con

@@ -267,6 +267,10 @@ class ExecutionsMixin:
         markers: RunningMarkers | None = self.__dict__.get("_running_markers")
         return markers is not None and markers.live > 0
 
+    #: SQL that keeps the markers of live processes out of recovery: none on DuckDB (one process
+    #: opens the file); the other live servers' on PostgreSQL (rf.store.pg_replicas)
+    _LIVE_OWNERS = ""
+
     def recover_interrupted(self) -> int:
         """Executions another process left ``running`` (a server killed or crashed during
         them) become final ``interrupted`` executions, ended now (when they were found),
@@ -282,7 +286,8 @@ class ExecutionsMixin:
         cur = self.cursor()
         self.flush()
         rows = cur.execute(
-            f"SELECT {_MARKER_COLUMNS} FROM running_executions WHERE owner <> ? {_LATEST} ORDER BY id", [owner()]
+            f"SELECT {_MARKER_COLUMNS} FROM running_executions WHERE owner <> ?{self._LIVE_OWNERS} {_LATEST}"
+            " ORDER BY id", [owner()]
         ).fetchall()
         if not rows:
             return 0

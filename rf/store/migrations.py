@@ -577,6 +577,32 @@ MIGRATIONS: list[list[str]] = [
             scored_at TIMESTAMP NOT NULL
         )""",
     ],
+    # Replicas: several `rf serve` on one PostgreSQL database (rf.store.pg_replicas). Each live server
+    # registers with a heartbeat and confirms the state version it has seen (a release waits for
+    # that); each schedule slot is claimed once across servers, and each accepted webhook signature
+    # is remembered in the store (the replay guard every server shares). Unused on DuckDB.
+    [
+        """CREATE TABLE replicas (
+            id VARCHAR PRIMARY KEY,          -- the process (rf.store.executions.owner: pid and a random part)
+            url VARCHAR NOT NULL,            -- where it serves
+            host VARCHAR NOT NULL,           -- the machine's name
+            pid BIGINT NOT NULL,
+            started_at TIMESTAMP NOT NULL,
+            heartbeat_at TIMESTAMP NOT NULL, -- renewed every second; a lapsed one is not waited for
+            seen_version BIGINT NOT NULL     -- the newest state version whose caches it has dropped
+        )""",
+        """CREATE TABLE trigger_slots (
+            trigger_id VARCHAR NOT NULL,
+            slot TIMESTAMP NOT NULL,         -- the cron slot (UTC)
+            replica VARCHAR NOT NULL,        -- the server that fired it
+            claimed_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (trigger_id, slot)
+        )""",
+        """CREATE TABLE webhook_signatures (
+            key VARCHAR PRIMARY KEY,         -- trigger id and the accepted signature
+            expires_at DOUBLE NOT NULL       -- unix seconds: after this the timestamp check refuses it anyway
+        )""",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

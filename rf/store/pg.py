@@ -27,7 +27,7 @@ import contextlib
 import os
 import threading
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +44,7 @@ from rf.store.keys import KeysMixin
 from rf.store.knowledge import KnowledgeMixin
 from rf.store.migrations import SCHEMA_VERSION
 from rf.store.pg_overrides import PgOverrides
+from rf.store.pg_replicas import LAPSE_S, ClusterWriteLock, ReplicaLink, announce
 from rf.store.pg_sql import PG_FUNCTIONS, PG_INDEXES, pg_statements, translate
 from rf.store.prompts import PromptsMixin
 from rf.store.providers import ProvidersMixin
@@ -225,6 +226,11 @@ class PgStore(
     """One PostgreSQL database. Thread-safe: a connection per thread."""
 
     kind = "postgresql"
+    #: several servers may share this store: replicas (rf.store.pg_replicas)
+    shared = True
+    #: markers of servers whose heartbeat is alive are theirs, not interrupted (rf.store.executions)
+    _LIVE_OWNERS = (" AND owner NOT IN (SELECT id FROM replicas WHERE heartbeat_at > LOCALTIMESTAMP"
+                    f" - INTERVAL '{LAPSE_S:g} seconds')")
 
     def __init__(self, url: str, password_env: str | None = None) -> None:
         from rf.store.pg_writer import PgBatchWriter
@@ -235,7 +241,9 @@ class PgStore(
         self._local = threading.local()
         self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
         self._connections_lock = threading.Lock()
-        self.write_lock = threading.RLock()
+        # Writes are serialized across every server on this database (rf.store.pg_replicas).
+        self.write_lock = ClusterWriteLock(self._connection, self._drop_connection)
+        self.replica: ReplicaLink | None = None
         self._closed = False
         first = self._connection()
         self._migrate(first)
@@ -266,6 +274,55 @@ class PgStore(
             with self._connections_lock:
                 self._connections.add(con)
         return con
+
+    def _new_connection(self) -> Any:
+        """A connection of its own (closed with the store): LISTEN (rf.store.pg_replicas)."""
+        con = _connect(self.url, self._password_env)
+        with self._connections_lock:
+            self._connections.add(con)
+        return con
+
+    def _drop_connection(self) -> None:
+        """Close this thread's connection (the next use opens another)."""
+        con = getattr(self._local, "con", None)
+        self._local.con = None
+        self._local.cursor = None
+        if con is not None:
+            with contextlib.suppress(Exception):
+                con.close()
+
+    # ------------------------------------------------------------ replicas
+    def start_replica(self, url: str, on_change: Callable[[], None]) -> ReplicaLink:
+        """Join the servers on this database (``rf serve``): heartbeat, LISTEN, ``on_change`` called
+        when another process changed heads or routing (rf.store.pg_replicas)."""
+        link = ReplicaLink(self, url, on_change)
+        link.start()
+        self.replica = link
+        return link
+
+    def announce_change(self) -> list[str]:
+        """Tell every server on this database to drop its cached heads and routing; returns once
+        each live one confirmed (warnings naming those that did not in time)."""
+        try:
+            return announce(self._connection(), self.replica.id if self.replica is not None else None)
+        except Exception as exc:
+            err = translate_pg_error(exc, self.url)
+            if err is None or err is exc:
+                raise
+            raise err from exc
+
+    def live_replicas(self) -> list[dict[str, Any]]:
+        """The servers on this database whose heartbeat is alive."""
+        rows = self.cursor().execute(
+            f"SELECT id, url, host, pid, started_at, heartbeat_at, seen_version FROM replicas"
+            f" WHERE heartbeat_at > LOCALTIMESTAMP - INTERVAL '{LAPSE_S:g} seconds' ORDER BY started_at").fetchall()
+        keys = ("id", "url", "host", "pid", "started_at", "heartbeat_at", "seen_version")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def _markers_checked(self) -> bool:
+        """Markers may be another server's: always read them (after recovering the dead ones)."""
+        super()._markers_checked()
+        return True
 
     def _migrate(self, con: Any) -> None:
         import psycopg
@@ -438,6 +495,9 @@ class PgStore(
     def close(self) -> None:
         if self._closed:
             return
+        if self.replica is not None:
+            self.replica.stop()
+            self.replica = None
         self._closed = True
         self.writer.close()
         with self._connections_lock:

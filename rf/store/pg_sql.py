@@ -59,6 +59,7 @@ PG_MIGRATIONS: list[list[str] | None] = [
     None,  # v20 eval runs
     None,  # v21 canary releases
     None,  # v22 live canary scores, running executions release/arm
+    None,  # v23 replicas, schedule slot claims, webhook signatures
 ]
 
 #: Indexes PostgreSQL gets on top of the DuckDB schema (DuckDB relies on zone maps where a row store

@@ -73,6 +73,30 @@ class TriggersMixin:
     def set_trigger_scheduled(self, trigger_id: str, when: dt.datetime) -> None:
         self.cursor().execute("UPDATE triggers SET last_scheduled_at = ? WHERE id = ?", [when, trigger_id])
 
+    def claim_trigger_slot(self, trigger_id: str, slot: dt.datetime, now: dt.datetime) -> bool:
+        """Claim one cron slot of a trigger for this process: True for the first claim only (the
+        servers on one database fire each slot once: the one whose claim wins)."""
+        from rf.store.executions import owner
+
+        row = self.cursor().execute(
+            "INSERT INTO trigger_slots VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING trigger_id",
+            [trigger_id, slot, owner(), now]).fetchone()
+        return row is not None
+
+    def claim_webhook_signature(self, key: str, expires_at: float) -> bool:
+        """Remember an accepted webhook signature until ``expires_at`` (unix seconds): False when
+        it was already there (a replay, accepted by this or another server)."""
+        row = self.cursor().execute(
+            "INSERT INTO webhook_signatures VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING key",
+            [key, expires_at]).fetchone()
+        return row is not None
+
+    def purge_claims(self, now_unix: float, slots_before: dt.datetime) -> None:
+        """Forget expired webhook signatures and slot claims older than ``slots_before``."""
+        cur = self.cursor()
+        cur.execute("DELETE FROM webhook_signatures WHERE expires_at < ?", [now_unix])
+        cur.execute("DELETE FROM trigger_slots WHERE slot < ?", [slots_before])
+
     def delete_trigger(self, trigger_id: str) -> None:
         cur = self._write_cursor()
         cur.execute("DELETE FROM triggers WHERE id = ?", [trigger_id])
