@@ -1005,8 +1005,8 @@ def _convert(hint: Any, value: Any) -> Any:
 class GcFreed:
     """What ``rf gc`` (or the server's retention) freed of one kind, or would free (dry run)."""
 
-    #: executions, spans, session_messages, release_plans, eval_runs, commits, blobs, working_copies,
-    #: commit_dirs, upload_spools
+    #: executions, spans, session_messages, release_plans, eval_runs, canary_scores, commits, blobs,
+    #: working_copies, commit_dirs, upload_spools
     kind: str
     count: int  #: items of that kind (spans and session messages: each one, not rows)
     bytes: int  #: their stored size: row text and blob sizes inside the database, file sizes on disk

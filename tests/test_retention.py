@@ -209,6 +209,15 @@ def test_rf_gc_collects_what_nothing_uses_and_keeps_what_releases_and_environmen
             # a stored eval run from long ago, and a recent one
             for run_id, at in (("ev_old", old), ("ev_new", utcnow())):
                 cur.execute("INSERT INTO eval_runs VALUES (?, 'staging', 'hello', 'c', ?, 1, 1, '{}')", [run_id, at])
+            # live scores of a canary that ended long ago (collected), of one that ended yesterday
+            # and of a running one (kept)
+            for canary_id, status, ended in (("rel_old", "aborted", old), ("rel_new", "aborted", utcnow()),
+                                             ("rel_run", "running", None)):
+                cur.execute("INSERT INTO canaries (id, status, weight, state, started_at, started_by, ended_at)"
+                            " VALUES (?, ?, 10, '{}', ?, 'ada', ?)", [canary_id, status, old, ended])
+                for n in range(3):
+                    cur.execute("INSERT INTO canary_scores VALUES (?, ?, 'canary', 'hello', 1, '[]', ?)",
+                                [canary_id, f"ex_{canary_id}{n}", old])
         assert store.query_one("SELECT count(*) FROM release_plans") == (3,)
     finally:
         b.close()
@@ -237,6 +246,7 @@ def test_rf_gc_collects_what_nothing_uses_and_keeps_what_releases_and_environmen
     counts = {f["kind"]: f["count"] for f in report["freed"]}
     assert counts["commits"] == 1, "scratch's: hello's are used by staging, production or a release"
     assert counts["blobs"] >= 1 and counts["release_plans"] == 1 and counts["eval_runs"] == 1
+    assert counts["canary_scores"] == 3, "only the scores of the canary that ended before plan_days"
     assert counts["working_copies"] == 1 and list((cache / "working-copy" / "hello").iterdir()) == [copies[1]]
     assert counts["commit_dirs"] == 1 and not (cache / "commits" / v1).exists()
     assert counts["upload_spools"] == 2, report
@@ -247,6 +257,7 @@ def test_rf_gc_collects_what_nothing_uses_and_keeps_what_releases_and_environmen
         store = b.services.store
         assert sorted(c.id for c in b.history("hello")) == sorted([v1, v2, v3])
         assert b.history("scratch") == []
+        assert store.query("SELECT DISTINCT canary_id FROM canary_scores ORDER BY 1") == [("rel_new",), ("rel_run",)]
         used: set[str] = set()
         for commit_id in (v1, v2, v3):
             commit = store.get_commit(commit_id)

@@ -343,8 +343,8 @@ def test_orphans_the_server_adopts_are_reaped(ws: Any, server: ServerProc) -> No
     while len(zombies()) < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert len(zombies()) == 3  # adopted, exited, not yet reaped: this is what would pile up
-    # The reaper scans every 10 s and reaps what stayed a zombie across two scans.
-    deadline = time.monotonic() + 35
+    # The reaper scans every 2 s and reaps what stayed a zombie across two scans.
+    deadline = time.monotonic() + 15
     while zombies() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert zombies() == []

@@ -15,6 +15,7 @@ LABELS = {
     "session_messages": "session messages",
     "release_plans": "unpublished release plans",
     "eval_runs": "stored eval runs",
+    "canary_scores": "live scores of ended canaries",
     "commits": "unreachable commits",
     "blobs": "unused blobs",
     "working_copies": "rf test working copies",

@@ -164,7 +164,7 @@ def from_descendant(client: tuple[str, int] | None, server: tuple[str, int] | No
 class OrphanReaper:
     """Make this process the subreaper of what its children leave behind, and reap those orphans."""
 
-    def __init__(self, interval_s: float = 10.0, protected: Callable[[], set[int]] | None = None) -> None:
+    def __init__(self, interval_s: float = 2.0, protected: Callable[[], set[int]] | None = None) -> None:
         self.interval_s = interval_s
         self.protected = protected
         self._stop = threading.Event()

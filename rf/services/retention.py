@@ -11,7 +11,8 @@ request never waits for more than one chunk.
 
 **``rf gc``** (:meth:`RetentionService.gc`) does the same, and also removes:
 
-- release plans nobody published, older than ``[retention] plan_days``;
+- release plans nobody published, stored eval runs, and the live scores of canaries that
+  ended, older than ``[retention] plan_days``;
 - commits nothing can reach, older than staging's ``days``: a commit an environment
   points at, one a release published or replaced (rollbacks need it), one a kept plan or
   an execution in progress names, one a live worker runs — and every ancestor of those
@@ -72,8 +73,8 @@ INTERVAL_ENV = "RF_RETENTION_INTERVAL_S"
 
 #: Every kind ``rf gc`` reports, in order; the background pass reports the first three.
 HISTORY_KINDS = ("executions", "spans", "session_messages")
-KINDS = (*HISTORY_KINDS, "release_plans", "eval_runs", "commits", "blobs", "working_copies", "commit_dirs",
-         "upload_spools")
+KINDS = (*HISTORY_KINDS, "release_plans", "eval_runs", "canary_scores", "commits", "blobs", "working_copies",
+         "commit_dirs", "upload_spools")
 
 
 def retention_policy(workspace: Workspace | None) -> dict[str, Any]:
@@ -110,6 +111,7 @@ class RetentionService(ServiceBase):
         if policy["plan_days"]:
             _add(tally, store.collect_plans(now - _dt.timedelta(days=policy["plan_days"]), dry_run=dry_run))
             _add(tally, store.collect_eval_runs(now - _dt.timedelta(days=policy["plan_days"]), dry_run=dry_run))
+            _add(tally, store.collect_canary_scores(now - _dt.timedelta(days=policy["plan_days"]), dry_run=dry_run))
         in_use = self._labels_in_use()
         staging_days = policy["staging"]["days"]
         # (staging's days: unreachable commits are staging history, e.g. of an agent deleted there)

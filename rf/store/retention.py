@@ -197,6 +197,19 @@ class RetentionMixin:
                 cur.execute("DELETE FROM eval_runs WHERE created_at < ?", [before])
         return {"eval_runs": (int(found[0]), int(found[1]))}
 
+    def collect_canary_scores(self, before: _dt.datetime, *, dry_run: bool) -> Tally:
+        """The live scores of canaries that ended before *before* (their figures stay in the
+        canary's row and its release; a running canary keeps every score)."""
+        ended = "canary_id IN (SELECT id FROM canaries WHERE ended_at IS NOT NULL AND ended_at < ?)"
+        with self._deleting(dry_run) as cur:
+            found = cur.execute("SELECT count(*), coalesce(sum(strlen(scores) + 120), 0) FROM canary_scores "
+                                f"WHERE {ended}", [before]).fetchone()
+            if not found or not found[0]:
+                return {}
+            if not dry_run:
+                cur.execute(f"DELETE FROM canary_scores WHERE {ended}", [before])
+        return {"canary_scores": (int(found[0]), int(found[1]))}
+
     # ------------------------------------------------------------ commits and blobs
     def collect_commits(self, before: _dt.datetime, keep: Iterable[str], *, dry_run: bool) -> tuple[Tally, set[str]]:
         """Commits made before *before* that nothing can reach, then blobs no commit uses.
