@@ -173,7 +173,7 @@ class LiveScorer:
         if self._tools is None:
             from rf.services.evals import _Tools
 
-            self._tools = _Tools(services)
+            self._tools = _Tools(services, services.providers)
         seen = Observed(status=execution.status, output=execution.output, error=execution.error,
                         duration_ms=execution.duration_ms, execution_ids=[execution.id], input=execution.input)
         scores = score_live(spec, seen, self._tools)
@@ -203,8 +203,8 @@ class LiveScorer:
                 return None
         if commit in self._specs:
             return self._specs[commit]
-        tree = services._commit_tree(commit)
-        files = services._commit_files({p: s for p, s in tree.items() if p.startswith(SUITE_DIR + "/")})
+        tree = services.commit_tree(commit)
+        files = services.commit_files({p: s for p, s in tree.items() if p.startswith(SUITE_DIR + "/")})
         try:
             spec = load_suite(files, agent=agent).live
         except InvalidAgent:  # (checked at deploy: a commit of an older rf)

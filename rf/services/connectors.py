@@ -63,7 +63,7 @@ from typing import TYPE_CHECKING, Any
 
 from rf.config import AgentConfig, check_name
 from rf.errors import Conflict, ConnectorError, NotFound, UsageError
-from rf.ids import new_id, utcnow
+from rf.ids import utcnow
 from rf.models import (
     CONNECTOR_CONFIG_FIELDS,
     CONNECTOR_SETTINGS_FIELDS,
@@ -80,8 +80,8 @@ from rf.models import (
     check_env,
 )
 from rf.services import connectors_mcp
+from rf.services.base import ServiceBase
 from rf.services.core import require_staging
-from rf.services.credentials import CredentialsService
 from rf.services.host import HostCall, host_method
 
 if TYPE_CHECKING:
@@ -286,8 +286,8 @@ def _check_json(value: Any, what: str) -> Any:
     return value
 
 
-class ConnectorsService(CredentialsService):
-    """Mixed into :class:`rf.services.Services` (before CredentialsService in the MRO)."""
+class ConnectorsService(ServiceBase):
+    """Mixed into :class:`rf.services.Services` (credentials through ``self.credentials``)."""
 
     _http_client: httpx.Client | None = None
     _http_lock = threading.Lock()
@@ -417,7 +417,7 @@ class ConnectorsService(CredentialsService):
                 raise UsageError(f"auth {c.auth!r} needs a credential",
                                  "add --credential NAME (create it with: rf credentials set NAME)")
             check_name("credential", c.credential)
-            if not self._credential_exists(c.credential):
+            if not self.credentials.credential_exists(c.credential):
                 raise NotFound(f"unknown credential {c.credential!r}",
                                f"set it first: rf credentials set {c.credential}")
         if c.auth == "api-key":
@@ -824,8 +824,7 @@ class ConnectorsService(CredentialsService):
 
     def _mcp_cwd(self) -> str | None:
         """Where a ``stdio:`` MCP server command starts: the workspace directory."""
-        workspace = getattr(self, "workspace", None)
-        return str(workspace.root) if workspace is not None else None
+        return str(self.workspace.root) if self.workspace is not None else None
 
     def _mcp_headers(self, c: Connector, secret: Any = None) -> tuple[dict[str, str], list[str]]:
         """The headers of an MCP connector's requests: its default headers and its credential
@@ -834,7 +833,7 @@ class ConnectorsService(CredentialsService):
         headers = dict(c.headers)
         secrets: list[str] = []
         if c.auth != "none" and c.credential:
-            value = self.credential_secret(c.credential)
+            value = self.credentials.credential_secret(c.credential)
             if secret is not None:
                 secret(value)
             secrets.append(value)
@@ -962,22 +961,12 @@ class ConnectorsService(CredentialsService):
             return ConnectorPublishResult(slug=slug, before=d.production, after=d.staging, changed=False,
                                           summary="production already matches staging")
         message = message or f"publish connector {slug}"
-        publish = getattr(self, "publish_release", None)
-        if publish is not None:  # the releases service: same path as `rf releases publish`
-            release = publish([f"connector:{slug}"], message=message, author=author)
-            item = next(i for i in release.items if i.kind == "connector" and i.name == slug)
-            return ConnectorPublishResult(slug=slug, before=item.before, after=item.after, changed=True,
-                                          summary=item.summary, release_id=release.id)
-        release_id = new_id("rel")  # pragma: no cover - only without rf/services/releases.py
-        item_dict = {"kind": "connector", "name": slug, "before": d.production, "after": d.staging,
-                     "summary": d.summary}
-        plan_id = hashlib.sha256(json.dumps([item_dict], sort_keys=True).encode()).hexdigest()[:16]
-        with self.store.unit_of_work() as tx:
-            self._release_apply_connector(tx, slug, d.production, d.staging)
-            tx.releases.insert_release(release_id=release_id, created_at=utcnow(), author=author,
-                                      message=message, plan_id=plan_id, kind="publish", items=[item_dict])
-        return ConnectorPublishResult(slug=slug, before=d.production, after=d.staging, changed=True,
-                                      summary=d.summary, release_id=release_id)
+        # the releases service: same path as `rf releases publish`
+        release = self.publish_release(  # type: ignore[attr-defined]  # (rf.services.releases)
+            [f"connector:{slug}"], message=message, author=author)
+        item = next(i for i in release.items if i.kind == "connector" and i.name == slug)
+        return ConnectorPublishResult(slug=slug, before=item.before, after=item.after, changed=True,
+                                      summary=item.summary, release_id=release.id)
 
     def _release_pending_connector(self) -> list[ReleaseItem]:
         """Per connector: ``SLUG`` when staging's resources differ from production's (or one side
@@ -1247,7 +1236,7 @@ class ConnectorsService(CredentialsService):
         secrets: list[str] = []
         shown_query: list[tuple[str, Any]] = list(query)
         if c.auth != "none" and c.credential:
-            secret = call.secret(self.credential_secret(c.credential))
+            secret = call.secret(self.credentials.credential_secret(c.credential))
             secrets += [secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)]
             if c.auth == "bearer":
                 headers["Authorization"] = f"Bearer {secret}"

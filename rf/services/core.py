@@ -8,7 +8,6 @@ import logging
 import os
 import stat
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +44,7 @@ from rf.models import (
     check_env,
 )
 from rf.services import diffs
+from rf.services.base import ServiceContext
 from rf.services.host import HostCall, collect, host_method
 from rf.services.sessions import check_session_id, finish_execution
 from rf.services.traces import ExecutionTrace, _new_span_id, dispatch, replay_final
@@ -105,11 +105,10 @@ class CoreServices:
 
     def __init__(self, store: Store, workspace: Workspace | None, *, pool: WorkerPool | None = None,
                  server_url: str | None = None) -> None:
+        self.ctx = ServiceContext(store, workspace, pool=pool, server_url=server_url)
         self.store = store
         self.workspace = workspace
-        self._pool = pool
-        self._pool_lock = threading.Lock()
-        self.server_url = server_url
+        self.cache_dir = self.ctx.cache_dir
         # Hot-path caches for invoke. Commits are immutable; heads only move
         # through this object (the process that owns the store), which clears
         # the cache on every such write.
@@ -118,34 +117,27 @@ class CoreServices:
         self._configs: dict[str, dict[str, Any]] = {}
         self._code_dirs: dict[str, Path] = {}
         self._trees: dict[str, dict[str, str]] = {}  #: commit trees checked at each worker start
-        self._code_lock = threading.Lock()  #: one check (and repair) of a code directory at a time
+        self._code_lock = self.ctx.code_lock  #: one check (and repair) of a code directory at a time
+        self.ctx.prepare = self._prepare_worker
         if pool is not None and pool.prepare is None:
             pool.prepare = self._prepare_worker
-        self._owns_cache = workspace is None
-        self.cache_dir = (
-            workspace.cache_dir if workspace is not None else Path(tempfile.mkdtemp(prefix="rf-cache-"))
-        )
 
     # ------------------------------------------------------------ lifecycle
     @property
-    def pool(self) -> WorkerPool:
-        if self._pool is None:
-            with self._pool_lock:
-                if self._pool is None:
-                    from rf.runtime.pool import PoolLimits, WorkerPool
+    def server_url(self) -> str | None:
+        """The URL of the server serving this workspace (None: none, or not yet)."""
+        return self.ctx.server_url
 
-                    runtime = self.workspace.runtime if self.workspace is not None else {}
-                    self._pool = WorkerPool(prepare=self._prepare_worker,
-                                            limits={env: PoolLimits(**runtime.get(env, {})) for env in ENVIRONMENTS})
-        return self._pool
+    @server_url.setter
+    def server_url(self, url: str | None) -> None:
+        self.ctx.server_url = url
+
+    @property
+    def pool(self) -> WorkerPool:
+        return self.ctx.pool
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-        if self._owns_cache:
-            from rf.runtime.pool import remove_tree
-
-            remove_tree(self.cache_dir)  # commit directories are read-only
+        self.ctx.close()
 
     # ------------------------------------------------------------ status
     def status(self) -> Status:
@@ -391,8 +383,8 @@ class CoreServices:
         if target.is_dir():
             self._code_dirs[commit_id] = target
             return target
-        tree = self._commit_tree(commit_id)
-        self._code_dirs[commit_id] = _materialize(target, self._commit_files(tree))
+        tree = self.commit_tree(commit_id)
+        self._code_dirs[commit_id] = _materialize(target, self.commit_files(tree))
         return target
 
     def working_copy_dir(self, name: str, files: dict[str, bytes]) -> tuple[str, Path]:
@@ -403,7 +395,7 @@ class CoreServices:
         self._ensure_code(target, tree, lambda: files, f"working copy of agent {name!r}")
         return digest, target
 
-    def _commit_tree(self, commit_id: str) -> dict[str, str]:
+    def commit_tree(self, commit_id: str) -> dict[str, str]:
         tree = self._trees.get(commit_id)
         if tree is None:
             commit = self.store.get_commit(commit_id)
@@ -412,7 +404,7 @@ class CoreServices:
             tree = self._trees[commit_id] = commit.tree
         return tree
 
-    def _commit_files(self, tree: dict[str, str]) -> dict[str, bytes]:
+    def commit_files(self, tree: dict[str, str]) -> dict[str, bytes]:
         blobs = self.store.get_blobs(list(tree.values()))
         return {path: blobs[sha] for path, sha in tree.items()}
 
@@ -430,8 +422,8 @@ class CoreServices:
             toml, problem = (root / "agent.toml").read_bytes(), None
             source = f"agents/{name}/agent.toml"
         else:
-            tree = self._commit_tree(label)
-            toml, problem = self._ensure_code(root, tree, lambda: self._commit_files(tree),
+            tree = self.commit_tree(label)
+            toml, problem = self._ensure_code(root, tree, lambda: self.commit_files(tree),
                                               f"agent {name!r} commit {label}")
             source = f"agent.toml of agent {name!r} commit {label[:12]}"
             if problem is not None:
@@ -623,9 +615,9 @@ class CoreServices:
         on_chunk: Callable[[Any], None] | None = None,
     ) -> Execution:
         """``rf test``: run working-copy files in **staging** mode (never production)."""
-        return self._run_working_copy(name, files, input, session_id, on_chunk)
+        return self.run_working_copy(name, files, input, session_id, on_chunk)
 
-    def _run_working_copy(self, name: str, files: dict[str, bytes], input: Any = None, session_id: str | None = None,
+    def run_working_copy(self, name: str, files: dict[str, bytes], input: Any = None, session_id: str | None = None,
                           on_chunk: Callable[[Any], None] | None = None, source: str = "test",
                           tape: Tape | None = None) -> Execution:
         """:meth:`run_test` with the execution's *source* (``eval`` for ``rf eval --local``)."""

@@ -25,13 +25,13 @@ import logging
 import os
 import weakref
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rf.config import check_name
 from rf.errors import NotFound, RfError, UsageError
 from rf.ids import utcnow
 from rf.models import Credential, CredentialUsage, CredentialUser
-from rf.services.base import ServiceBase
+from rf.services.base import ServiceContext
 
 if TYPE_CHECKING:
     from rf.secrets import SecretStore
@@ -40,11 +40,12 @@ if TYPE_CHECKING:
 MAX_SECRET_BYTES = 64 * 1024
 
 
-class CredentialsService(ServiceBase):
-    """Mixed into :class:`rf.services.Services`."""
+class CredentialsService:
+    """Credentials: metadata in the store, values in the keyring (or ``RF_SECRET_<NAME>``)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.store = ctx.store
+        self.workspace = ctx.workspace
         self._register_known_secrets()
 
     # ------------------------------------------------------------ the secret store
@@ -147,8 +148,7 @@ class CredentialsService(ServiceBase):
         # prepared production settings that would start using it when published
         users += [CredentialUser("connector", slug, "production", prepared=True)
                   for slug in self.store.prepared_connectors_using_credential(name) if slug not in live]
-        providers = list(dict.fromkeys([*self.store.providers_using_credential(name),
-                                        *self._credential_users_extra(name)]))
+        providers = list(dict.fromkeys(self.store.providers_using_credential(name)))
         users += [CredentialUser("provider", p, None) for p in providers]
         users += [CredentialUser("data source", d, None) for d in self.store.data_sources_using_credential(name)]
         production = [_label(u) for u in users if u.env in (None, "production") and not u.prepared]
@@ -178,23 +178,13 @@ class CredentialsService(ServiceBase):
         raise NotFound(f"credential {name!r} has no stored value on this machine ({secrets.storage(name)})",
                        f"set it again: rf credentials set {name}")
 
-    def _credential_exists(self, name: str) -> bool:
+    def credential_exists(self, name: str) -> bool:
         """Known metadata, or an ``RF_SECRET_<NAME>`` override in this process (CI)."""
         import os
 
         from rf.secrets import env_var
 
         return bool(self.store.credential_rows(name)) or bool(os.environ.get(env_var(name)))
-
-    def _credential_users_extra(self, name: str) -> list[str]:
-        """Hook: names of other shared things (LLM providers) that use credential ``name``.
-
-        Cooperative: a mixin later in the MRO (providers) may define it too;
-        its answer is included. The store's defensive ``providers`` query
-        covers the common case without any override.
-        """
-        parent = getattr(super(), "_credential_users_extra", None)
-        return list(parent(name)) if parent is not None else []
 
     # ------------------------------------------------------------ helpers
     def _credential(self, row: dict[str, str]) -> Credential:

@@ -27,8 +27,10 @@ from rf.config import check_name
 from rf.errors import Conflict, NotFound, UsageError
 from rf.ids import utcnow
 from rf.models import DataQueryResult, DataSource, DataSourceChange, ResourceUse
-from rf.services.base import ServiceBase
+from rf.services.base import ServiceContext
+from rf.services.credentials import CredentialsService
 from rf.services.host import HostCall, host_method
+from rf.services.resource_use import ResourceUses
 
 _EXTENSIONS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet",
                ".json": "json", ".jsonl": "json", ".ndjson": "json"}
@@ -49,8 +51,14 @@ def _check_timeout(timeout_s: Any) -> float:
     return float(timeout_s)
 
 
-class DataSourcesService(ServiceBase):
-    """Mixed into :class:`rf.services.Services`."""
+class DataSourcesService:
+    """Data sources (files, DuckDB files, PostgreSQL) shared by both environments; ``ctx.data``."""
+
+    def __init__(self, ctx: ServiceContext, credentials: CredentialsService, uses: ResourceUses) -> None:
+        self.store = ctx.store
+        self.workspace = ctx.workspace
+        self.credentials = credentials
+        self.uses = uses
 
     def _source_row(self, name: str) -> dict[str, Any]:
         if not isinstance(name, str):
@@ -148,10 +156,7 @@ class DataSourcesService(ServiceBase):
         return DataSourceChange("removed", source, warnings)
 
     def _data_password(self, credential: str, source: str) -> str:
-        read = getattr(self, "credential_secret", None)
-        if read is None:
-            raise NotFound("this rf cannot read credentials", "upgrade rf")
-        value = read(credential)
+        value = self.credentials.credential_secret(credential)
         if not value:
             raise NotFound(f"credential {credential!r} (used by data source {source!r}) has no value",
                            f"set it: rf credentials set {credential}")
@@ -199,8 +204,6 @@ class DataSourcesService(ServiceBase):
         call.annotate(source=name, sql=sql[:2000] if isinstance(sql, str) else sql, limit=limit)
         result = self._query(name, sql, params, limit, timeout_s, call)
         call.annotate(rows=result.row_count, truncated=result.truncated, columns=result.columns)
-        note = getattr(self, "_note_kb_use", None)
-        if note is not None:
-            note("data", name, call)
+        self.uses.note("data", name, call)
         return {"columns": result.columns, "types": result.types, "rows": result.rows,
                 "truncated": result.truncated}

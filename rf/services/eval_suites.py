@@ -8,15 +8,12 @@ commit the run ran, to put the output next to its expectation.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 from rf.config import check_name
 from rf.errors import NotFound, UsageError
 from rf.models import EvalCaseSpec, EvalSuite, check_env
-from rf.services.base import ServiceBase
-
-if TYPE_CHECKING:
-    from rf.services import Services
+from rf.services.base import AgentRuns, ServiceContext
 
 
 def _plain(value: Any) -> Any:
@@ -30,8 +27,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
-class EvalSuitesService(ServiceBase):
+class EvalSuitesService:
     """``eval_suite``: read an agent's suite from a commit (see the module docstring)."""
+
+    def __init__(self, ctx: ServiceContext, agents: AgentRuns) -> None:
+        self.store = ctx.store
+        self.agents = agents
 
     def eval_suite(self, name: str, env: str = "staging", commit: str | None = None) -> EvalSuite:
         """Agent *name*'s eval suite in the commit *env* runs, or in *commit* (one of the agent's
@@ -39,20 +40,19 @@ class EvalSuitesService(ServiceBase):
         empty), not an error; an unknown agent or commit is NotFound."""
         from rf.evals.suite import SUITE_DIR, load_suite
 
-        services = cast("Services", self)
         check_env(env)
         check_name("agent", name)
         if commit is None:
-            commit = services.target(env, name)
+            commit = self.agents.target(env, name)
         else:
             if not isinstance(commit, str) or not re.fullmatch(r"[0-9a-f]{6,64}", commit):
                 raise UsageError(f"not a commit id: {commit!r}", f"see the agent's commits: rf agents history {name}")
-            found = services.store.get_commit(commit)
+            found = self.store.get_commit(commit)
             if found is None or found.agent != name:
                 raise NotFound(f"agent {name!r} has no commit {commit}",
                                f"see the agent's commits: rf agents history {name}")
-        tree = services._commit_tree(commit)
-        files = services._commit_files({p: s for p, s in tree.items() if p.startswith(SUITE_DIR + "/")})
+        tree = self.agents.commit_tree(commit)
+        files = self.agents.commit_files({p: s for p, s in tree.items() if p.startswith(SUITE_DIR + "/")})
         suite = load_suite(files, agent=name)
         return EvalSuite(
             agent=name, env=env, commit=commit, files=list(suite.files),

@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from rf.config import check_name
 from rf.errors import NotFound, UsageError
 from rf.ids import iso, new_id, utcnow
 from rf.models import WORKING_COPY, EvalResult, Execution, check_env
-from rf.services.base import ServiceBase
+from rf.services.base import AgentRuns, ServiceContext, TraceReads
 
 if TYPE_CHECKING:
-    from rf.services import Services
+    from rf.services.providers import ProvidersService
 
 #: Attempts run at a time, at most (and never more than the pool gives one agent).
 MAX_EVAL_WORKERS = 4
@@ -34,8 +34,9 @@ MAX_EVAL_WORKERS = 4
 class _Tools:
     """The scorers' view of the host: trace spans, the offline embedder, the provider layer."""
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
+    def __init__(self, traces: TraceReads, providers: ProvidersService) -> None:
+        self.traces = traces
+        self.providers = providers
         self._embedder: Any = None
         self._lock = threading.Lock()
 
@@ -43,7 +44,7 @@ class _Tools:
         names: set[str] = set()
         unnamed = 0
         for execution_id in execution_ids:
-            for span in self.services.get_trace(execution_id).spans:
+            for span in self.traces.get_trace(execution_id).spans:
                 if span.parent_id is None or span.kind == "runtime":
                     continue  # the run itself, and the runtime's own (a cold start, a wait for a worker)
                 attrs = span.attributes or {}
@@ -65,13 +66,19 @@ class _Tools:
         return float(vectors[0] @ vectors[1])
 
     def chat(self, messages: list[dict[str, Any]], model: str | None) -> str:
-        provider, model_name = self.services.resolve_model(model)
-        client = self.services._client(provider)
+        provider, model_name = self.providers.resolve_model(model)
+        client = self.providers.chat_client(provider)
         return client.chat(messages, model=model_name, tools=[]).text
 
 
-class EvalsService(ServiceBase):
+class EvalsService:
     """``run_eval``: an agent's eval suite, run and scored (see the module docstring)."""
+
+    def __init__(self, ctx: ServiceContext, agents: AgentRuns, traces: TraceReads, providers: ProvidersService) -> None:
+        self.store = ctx.store
+        self.agents = agents
+        self.traces = traces
+        self.providers = providers
 
     def run_eval(self, name: str, env: str = "staging", case: str | None = None, repeat: int | None = None,
                  files: dict[str, bytes] | None = None, live: bool = False, record: bool = False) -> EvalResult:
@@ -89,7 +96,6 @@ class EvalsService(ServiceBase):
         from rf.evals.suite import SUITE_DIR, load_suite, suite_files
         from rf.evals.tape import Tape, load_recordings, recordings_path
 
-        services = cast("Services", self)
         check_env(env)
         check_name("agent", name)
         if not isinstance(live, bool) or not isinstance(record, bool):
@@ -113,9 +119,9 @@ class EvalsService(ServiceBase):
             commit, source_files = WORKING_COPY, files
             where = f"agents/{name}/{SUITE_DIR}/"
         else:
-            commit = services.target(env, name)
-            tree = services._commit_tree(commit)
-            source_files = services._commit_files({p: s for p, s in tree.items() if p.startswith(SUITE_DIR + "/")})
+            commit = self.agents.target(env, name)
+            tree = self.agents.commit_tree(commit)
+            source_files = self.agents.commit_files({p: s for p, s in tree.items() if p.startswith(SUITE_DIR + "/")})
             where = f"{SUITE_DIR}/ of {env}'s commit {commit[:12]}"
         suite = load_suite(source_files, agent=name)
         if not suite.cases:
@@ -136,19 +142,19 @@ class EvalsService(ServiceBase):
                 tapes[c.id] = tape
             if files is not None:
                 def run_local(input: Any, session_id: str | None) -> Execution:
-                    return services._run_working_copy(name, files, input, session_id, source="eval", tape=tape)
+                    return self.agents.run_working_copy(name, files, input, session_id, source="eval", tape=tape)
                 return run_local
 
             def run(input: Any, session_id: str | None) -> Execution:
-                return services.invoke(env, name, input, session_id, source="eval", tape=tape)
+                return self.agents.invoke(env, name, input, session_id, source="eval", tape=tape)
             return run
 
-        limits = services.pool.limits_of(env)
+        limits = self.agents.pool.limits_of(env)
         workers = max(1, min(MAX_EVAL_WORKERS, limits.max_workers_per_agent))
         run_id = new_id("ev")
         started = utcnow()
         clock = time.perf_counter()
-        results = run_cases(cases, None, _Tools(services), run_id=run_id, workers=workers,
+        results = run_cases(cases, None, _Tools(self.traces, self.providers), run_id=run_id, workers=workers,
                             repeat=1 if record else repeat, execute_for=execute_for)
         passed = sum(r.passed for r in results)
         recorded: dict[str, dict[str, list[Any]]] = {}
@@ -165,7 +171,7 @@ class EvalsService(ServiceBase):
         )
         from rf.models import to_dict
 
-        with services.store.unit_of_work() as tx:  # kept for rf evals list|show
+        with self.store.unit_of_work() as tx:  # kept for rf evals list|show
             tx.evals.insert_eval_run(run_id, env, name, commit, started, result.total, passed,
                                            to_dict(result))
         return result

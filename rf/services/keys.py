@@ -24,7 +24,7 @@ from rf.config import check_name
 from rf.errors import NotFound, UsageError
 from rf.ids import new_id, utcnow
 from rf.models import EndpointKey, KeyCreated, check_env
-from rf.services.base import ServiceBase
+from rf.services.base import ServiceContext
 
 _ENV_TAG = {"staging": "stg", "production": "prd"}
 
@@ -33,11 +33,13 @@ def key_hash(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-class KeysService(ServiceBase):
-    """Mixed into :class:`rf.services.Services`."""
+class KeysService:
+    """Endpoint keys: create, list, revoke, and the check of a presented key."""
 
-    _key_cache: dict[str, tuple[str, str]] | None = None
-    _key_lock = threading.Lock()
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.store = ctx.store
+        self._key_cache: dict[str, tuple[str, str]] | None = None
+        self._key_lock = threading.Lock()
 
     def create_key(self, env: str, name: str = "default", author: str = "unknown") -> KeyCreated:
         """A new endpoint key for ``env``: returned once, stored as its hash."""

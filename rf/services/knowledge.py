@@ -58,12 +58,15 @@ from rf.models import (
     KnowledgeBase,
     ResourceUse,
 )
-from rf.services.base import ServiceBase
+from rf.services.base import ServiceContext
 from rf.services.host import HostCall, host_method
+from rf.services.resource_use import ResourceUses
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
+
+    from rf.services.providers import ProvidersService
 
 #: Combined score = VECTOR_WEIGHT × cosine + (1 - VECTOR_WEIGHT) × normalised BM25.
 VECTOR_WEIGHT = 0.5
@@ -72,8 +75,6 @@ MAX_QUERY_CHARS = 10_000
 MAX_FILE_BYTES = 256 * 1024 * 1024
 #: Staged documents of an upload that never committed are dropped after this long.
 STALE_BATCH = timedelta(hours=1)
-#: A use of a KB by one (env, agent) is written at most this often.
-USE_NOTE_INTERVAL_S = 60.0
 REEMBED_BATCH = 2000
 
 
@@ -83,16 +84,23 @@ def _doc_path(path: Any) -> str:
     return path.strip().replace("\\", "/")
 
 
-class KnowledgeService(ServiceBase):
-    """Mixed into :class:`rf.services.Services`."""
+class KnowledgeService:
+    """Knowledge bases: uploads, chunks, embeddings, hybrid search; ``ctx.kb`` for agents."""
+
+    def __init__(self, ctx: ServiceContext, providers: ProvidersService, uses: ResourceUses) -> None:
+        self.store = ctx.store
+        self.cache_dir = ctx.cache_dir
+        self.providers = providers
+        self.uses = uses
+        self._kb_locks_guard = threading.Lock()
+        self._kb_locks: dict[int, threading.RLock] = {}
+        self._kb_hashing: embed.HashingEmbedder | None = None
 
     # ------------------------------------------------------------ plumbing
     def _kb_lock(self, kb_id: int) -> threading.RLock:
         """One lock per KB in this process (the only process that writes the store)."""
-        guard: threading.Lock = self.__dict__.setdefault("_kb_locks_guard", threading.Lock())
-        with guard:
-            locks: dict[int, threading.RLock] = self.__dict__.setdefault("_kb_locks", {})
-            return locks.setdefault(kb_id, threading.RLock())
+        with self._kb_locks_guard:
+            return self._kb_locks.setdefault(kb_id, threading.RLock())
 
     def _kb_row(self, name: str) -> dict[str, Any]:
         if not isinstance(name, str):
@@ -105,9 +113,9 @@ class KnowledgeService(ServiceBase):
         return rows[0]
 
     def _hashing_embedder(self) -> embed.HashingEmbedder:
-        found: embed.HashingEmbedder | None = self.__dict__.get("_kb_hashing")
+        found = self._kb_hashing
         if found is None:
-            found = self.__dict__["_kb_hashing"] = embed.HashingEmbedder()
+            found = self._kb_hashing = embed.HashingEmbedder()
         return found
 
     def _check_embedder(self, spec: str) -> str:
@@ -115,10 +123,7 @@ class KnowledgeService(ServiceBase):
         provider_name, model = embed.parse_spec(spec)
         if provider_name == embed.DEFAULT:
             return embed.DEFAULT
-        find = getattr(self, "_find_provider", None)
-        if find is None:
-            raise NotFound("this rf has no LLM providers service", "use --embedder default")
-        provider = find(provider_name)
+        provider = self.providers.find_provider(provider_name)
         if provider.kind != "openai":
             raise UsageError(f"provider {provider_name!r} is of kind {provider.kind!r}, which has no /embeddings API",
                              "use an OpenAI-compatible provider (rf providers add NAME --kind openai --base-url ...) "
@@ -132,14 +137,14 @@ class KnowledgeService(ServiceBase):
         provider_name, model = embed.parse_spec(spec)
         if provider_name == embed.DEFAULT:
             return self._hashing_embedder()
-        provider = self._find_provider(provider_name)  # type: ignore[attr-defined]
+        provider = self.providers.find_provider(provider_name)
         key = None
         if provider.credential:
-            key = self._secret_value(provider.credential, provider.name)  # type: ignore[attr-defined]
+            key = self.providers.provider_secret(provider.credential, provider.name)
             if call is not None:
                 call.secret(key)
         # [llm] timeout_s, or less: the calling execution's own timeout comes first.
-        limit = float(self.llm_settings().timeout_s)  # type: ignore[attr-defined]
+        limit = float(self.providers.llm_settings().timeout_s)
         timeout, cut_short = call.time_left(limit) if call is not None else (limit, False)
         embedder = embed.ProviderEmbedder(provider.name, provider.base_url or "https://api.openai.com/v1", key,
                                           model or "", timeout_s=timeout)
@@ -491,27 +496,10 @@ class KnowledgeService(ServiceBase):
         result = self.search_kb(name, query, k, filter, call)
         call.annotate(results=len(result.hits), embedder=result.embedder,
                       top_score=result.hits[0].score if result.hits else None)
-        self._note_kb_use("kb", name, call)
+        self.uses.note("kb", name, call)
         from rf.models import to_dict
 
         return [to_dict(h) for h in result.hits]
-
-    def _note_kb_use(self, kind: str, name: str, call: HostCall) -> None:
-        """Remember that this agent used a shared KB / data source from ``call.env`` (throttled; never fails)."""
-        state: dict[tuple[str, str, str, str], float] = self.__dict__.setdefault("_resource_use_notes", {})
-        lock: threading.Lock = self.__dict__.setdefault("_resource_use_lock", threading.Lock())
-        key = (kind, name, call.env, call.agent)
-        now = time.monotonic()
-        with lock:
-            last = state.get(key)
-            if last is not None and now - last < USE_NOTE_INTERVAL_S:
-                return
-            state[key] = now
-        try:
-            self.store.note_resource_use(kind, name, call.env, call.agent, utcnow())
-        except Exception:  # noqa: BLE001 - bookkeeping must never fail the agent's call
-            with lock:
-                state.pop(key, None)
 
 
 def _term_arrays(tokens: list[list[str]]) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64], npt.NDArray[np.int32]]:

@@ -14,13 +14,11 @@ in the middle of a production execution.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import TYPE_CHECKING, Any
 
 from rf.config import check_name
 from rf.errors import Conflict, NotFound, ProductionReadOnly, UsageError
-from rf.ids import iso, new_id, utcnow
+from rf.ids import iso, utcnow
 from rf.models import (
     DeleteResult,
     Prompt,
@@ -204,12 +202,11 @@ class PromptsService(ServiceBase):
                 tx.prompts.set_prompt_pointer(name, "staging", None, now)
                 tx.prompts.touch_prompt(name, now)
         warnings = []
-        uses = getattr(self, "_agent_uses", None)
-        if uses is not None:
-            for agent in self.store.agent_rows():
-                if agent["staging_commit"] is not None and name in uses(agent["staging_commit"]).prompts:
-                    warnings.append(f"staging agent {agent['name']} uses prompt {name}: its staging runs fail "
-                                    "until you change it or create the prompt again")
+        uses = self._agent_uses  # type: ignore[attr-defined]  # (rf.services.releases)
+        for agent in self.store.agent_rows():
+            if agent["staging_commit"] is not None and name in uses(agent["staging_commit"]).prompts:
+                warnings.append(f"staging agent {agent['name']} uses prompt {name}: its staging runs fail "
+                                "until you change it or create the prompt again")
         item = None
         if row["published_version"] is not None:
             item = ReleaseItem(kind="prompt", name=name, before=row["published_version"], after=None,
@@ -291,22 +288,11 @@ class PromptsService(ServiceBase):
                                f"review it again: rf prompts diff {name}")
             if before == after:
                 return PromptPublishResult(name=name, before=before, after=after, changed=False)
-            # The releases service, when present, is the one path production changes
-            # through (plans, dependency checks); see releases_contract.md.
-            publish_release = getattr(self, "publish_release", None)
-            if publish_release is not None:
-                release = publish_release([f"prompt:{name}"], message=message, author=author)
-                return PromptPublishResult(name=name, before=before, after=after, changed=True,
-                                           release_id=str(release.id))
-            item = {"kind": "prompt", "name": name, "before": before, "after": after,
-                    "summary": f"published v{after}"}
-            plan_id = hashlib.sha256(json.dumps([item], sort_keys=True).encode()).hexdigest()[:16]
-            release_id = new_id("rel")
-            with self.store.unit_of_work() as tx:
-                self._release_apply_prompt(tx, name, before, after)
-                tx.releases.insert_release(release_id=release_id, created_at=utcnow(), author=author,
-                                          message=message, plan_id=plan_id, kind="publish", items=[item])
-        return PromptPublishResult(name=name, before=before, after=after, changed=True, release_id=release_id)
+            # The releases service is the one path production changes through (plans,
+            # dependency checks); see releases_contract.md.
+            release = self.publish_release(  # type: ignore[attr-defined]  # (rf.services.releases)
+                [f"prompt:{name}"], message=message, author=author)
+        return PromptPublishResult(name=name, before=before, after=after, changed=True, release_id=str(release.id))
 
     # Release plug-ins (see rf/services/releases_contract.md).
     def _release_pending_prompt(self) -> list[ReleaseItem]:

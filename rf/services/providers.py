@@ -59,7 +59,7 @@ from rf.llm.types import (
 )
 from rf.models import Provider, ProviderChange, ProviderTest, ProviderUse
 from rf.runtime.protocol import PIECE_SINK
-from rf.services.base import ServiceBase
+from rf.services.base import ServiceContext
 from rf.services.host import HostCall, host_method
 
 if TYPE_CHECKING:
@@ -68,6 +68,7 @@ if TYPE_CHECKING:
     import httpx
 
     from rf.llm._http import HttpChat
+    from rf.services.credentials import CredentialsService
 
 log = logging.getLogger("rf.providers")
 
@@ -132,8 +133,18 @@ def _builtin() -> Provider:
     return Provider(name=BUILTIN, kind="mock", model=mock.DEFAULT_MODEL, builtin=True)
 
 
-class ProvidersService(ServiceBase):
-    """Mixed into :class:`rf.services.Services`."""
+class ProvidersService:
+    """LLM providers: ``[llm]`` of rf.toml, the providers table, and ``llm.chat`` for agents."""
+
+    def __init__(self, ctx: ServiceContext, credentials: CredentialsService) -> None:
+        self.store = ctx.store
+        self.workspace = ctx.workspace
+        self.credentials = credentials
+        self._llm_settings_cache: tuple[tuple[int, int, int], LLMSettings] | None = None
+        self._llm_http_clients: dict[str, tuple[tuple[str, str, str], httpx.Client]] = {}
+        self._llm_http_lock = threading.Lock()
+        self._provider_use_notes: dict[tuple[str, str, str], float] = {}
+        self._provider_use_lock = threading.Lock()
 
     # ------------------------------------------------------------ rf.toml [llm]
     def llm_settings(self) -> LLMSettings:
@@ -147,7 +158,7 @@ class ProvidersService(ServiceBase):
         except OSError:
             return parse_llm_settings(ws.raw)
         key = (st.st_ino, st.st_mtime_ns, st.st_size)
-        cached: tuple[tuple[int, int, int], LLMSettings] | None = self.__dict__.get("_llm_settings_cache")
+        cached = self._llm_settings_cache
         if cached is not None and cached[0] == key:
             return cached[1]
         try:
@@ -155,11 +166,11 @@ class ProvidersService(ServiceBase):
         except tomllib.TOMLDecodeError as exc:
             raise WorkspaceError(f"{path} is not valid TOML: {exc}", "fix the file and try again") from None
         settings = parse_llm_settings(data)
-        self.__dict__["_llm_settings_cache"] = (key, settings)
+        self._llm_settings_cache = (key, settings)
         return settings
 
     # ------------------------------------------------------------ reading
-    def _find_provider(self, name: str) -> Provider:
+    def find_provider(self, name: str) -> Provider:
         if name == BUILTIN:
             return _builtin()
         rows = self.store.provider_rows(name)
@@ -184,7 +195,7 @@ class ProvidersService(ServiceBase):
         for p in self.list_providers():
             if p.name == name:
                 return p
-        return self._find_provider(name)  # raises NotFound with the known names
+        return self.find_provider(name)  # raises NotFound with the known names
 
     # ------------------------------------------------------------ changing (shared: affects production now)
     def add_provider(self, name: str, kind: str, base_url: str | None = None, credential: str | None = None,
@@ -253,7 +264,7 @@ class ProvidersService(ServiceBase):
         if ws is None:
             raise WorkspaceError("no workspace: the default provider is set in rf.toml")
         _write_default(ws.root / WORKSPACE_FILE, name)
-        self.__dict__.pop("_llm_settings_cache", None)
+        self._llm_settings_cache = None
         provider = self.get_provider(name)
         return ProviderChange("default", provider, [
             f"the default changes in production too: agents that name no provider now use {name!r} "
@@ -262,31 +273,24 @@ class ProvidersService(ServiceBase):
     # ------------------------------------------------------------ calling
     def _check_credential(self, credential: str, provider: str) -> None:
         """The credential must exist before a provider may name it."""
-        exists = getattr(self, "_credential_exists", None)  # rf.services.credentials (RF_SECRET_<NAME> counts)
-        if exists is None:
-            self._secret_value(credential, provider)
-        elif not exists(credential):
+        if not self.credentials.credential_exists(credential):  # (RF_SECRET_<NAME> counts)
             raise NotFound(f"unknown credential {credential!r}",
                            f"store the API key first: rf credentials set {credential}")
 
-    def _secret_value(self, credential: str, provider: str) -> str:
-        read = getattr(self, "credential_secret", None)
-        if read is None:
-            raise NotFound(f"provider {provider!r} needs credential {credential!r}, but this rf cannot read credentials",
-                           "upgrade rf (the credentials service is missing)")
-        value = read(credential)
+    def provider_secret(self, credential: str, provider: str) -> str:
+        value = self.credentials.credential_secret(credential)
         if not value:
             raise NotFound(f"credential {credential!r} (used by provider {provider!r}) has no value",
                            f"set it: rf credentials set {credential}")
         return str(value)
 
-    def _client(self, provider: Provider, call: HostCall | None = None) -> ChatClient:
+    def chat_client(self, provider: Provider, call: HostCall | None = None) -> ChatClient:
         settings = self.llm_settings()
         if provider.kind == "mock":
             return mock.MockClient(provider.name, settings.rules)
         key = None
         if provider.credential:
-            key = self._secret_value(provider.credential, provider.name)
+            key = self.provider_secret(provider.credential, provider.name)
             if call is not None:
                 call.secret(key)
         base_url = provider.base_url or _DEFAULT_URLS[provider.kind]
@@ -319,9 +323,8 @@ class ProvidersService(ServiceBase):
         created at another time) gets a new client, and the old one is closed."""
         from rf.llm._http import new_http_client
 
-        clients: dict[str, tuple[tuple[str, str, str], httpx.Client]] = self.__dict__.setdefault(
-            "_llm_http_clients", {})
-        lock: threading.Lock = self.__dict__.setdefault("_llm_http_lock", threading.Lock())
+        clients = self._llm_http_clients
+        lock = self._llm_http_lock
         identity = (provider.kind, base_url, str(provider.created_at))
         stale = None
         with lock:
@@ -337,19 +340,15 @@ class ProvidersService(ServiceBase):
         return client
 
     def _drop_http_client(self, name: str) -> None:
-        lock: threading.Lock = self.__dict__.setdefault("_llm_http_lock", threading.Lock())
-        with lock:
-            entry = self.__dict__.get("_llm_http_clients", {}).pop(name, None)
+        with self._llm_http_lock:
+            entry = self._llm_http_clients.pop(name, None)
         if entry is not None:
             entry[1].close()
 
     def close(self) -> None:
-        """Close the providers' HTTP clients (then the next service's ``close``)."""
-        for name in list(self.__dict__.get("_llm_http_clients", {})):
+        """Close the providers' HTTP clients."""
+        for name in list(self._llm_http_clients):
             self._drop_http_client(name)
-        parent = getattr(super(), "close", None)
-        if parent is not None:
-            parent()
 
     def resolve_model(self, model: str | None) -> tuple[Provider, str]:
         """``"provider:model"`` | ``"model"`` (default provider) | None (default provider and model)."""
@@ -357,13 +356,13 @@ class ProvidersService(ServiceBase):
         if provider_name is None:
             default = self.llm_settings().default
             try:
-                provider = self._find_provider(default)
+                provider = self.find_provider(default)
             except NotFound:
                 raise NotFound(f"the default provider {default!r} ([llm] default in rf.toml) does not exist",
                                f"add it (rf providers add {default} ...) or fix rf.toml") from None
         else:
             try:
-                provider = self._find_provider(provider_name)
+                provider = self.find_provider(provider_name)
             except NotFound as exc:
                 raise NotFound(f"unknown provider {provider_name!r} in model {model!r}",
                                f"{exc.hint}. A model name that contains ':' must be prefixed with its "
@@ -376,9 +375,9 @@ class ProvidersService(ServiceBase):
 
     def test_provider(self, name: str, model: str | None = None) -> ProviderTest:
         """One real round trip: a tiny prompt, the reply and the latency."""
-        self._find_provider(name)
+        self.find_provider(name)
         provider, model_name = self.resolve_model(f"{name}:{model or ''}")
-        client = self._client(provider)
+        client = self.chat_client(provider)
         started = time.perf_counter()
         result = client.chat([user(TEST_PROMPT)], model=model_name, tools=[])
         latency = (time.perf_counter() - started) * 1000
@@ -411,7 +410,7 @@ class ProvidersService(ServiceBase):
             call.annotate(response_format=fmt["name"])
         if not mocked:
             self._note_use(provider.name, call)  # before calling: a failing provider is still one agents depend on
-        client = self._client(provider, call)
+        client = self.chat_client(provider, call)
         chunks: list[str] = []
         on_chunk: Callable[[str], None] | None = None
         sink = PIECE_SINK.get() if stream else None
@@ -441,8 +440,8 @@ class ProvidersService(ServiceBase):
 
     def _note_use(self, provider: str, call: HostCall) -> None:
         """Remember that this agent uses ``provider`` in ``call.env`` (throttled; never fails a call)."""
-        state: dict[tuple[str, str, str], float] = self.__dict__.setdefault("_provider_use_notes", {})
-        lock: threading.Lock = self.__dict__.setdefault("_provider_use_lock", threading.Lock())
+        state = self._provider_use_notes
+        lock = self._provider_use_lock
         key = (provider, call.env, call.agent)
         now = time.monotonic()
         with lock:

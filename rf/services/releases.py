@@ -302,8 +302,8 @@ class ReleasesService(ServiceBase):
                 lacks(item, f"data source {name}",
                       f"data sources are shared by both environments: rf data add {name} ...")
         self._removal_check(chosen, in_batch, warnings, still_used, instances)
-        prompt_vars = getattr(self, "_release_prompt_new_variables", None)
-        prompt_items = [i for i in chosen if i.kind == "prompt" and i.after is not None] if prompt_vars is not None else []
+        prompt_vars = self._release_prompt_new_variables  # type: ignore[attr-defined]  # (rf.services.prompts)
+        prompt_items = [i for i in chosen if i.kind == "prompt" and i.after is not None]
         if prompt_items:
             # prompt -> [(agent, production commit)] for production agents not in this batch (one query)
             rows = [r for r in self.store.agent_rows()
@@ -491,7 +491,7 @@ class ReleasesService(ServiceBase):
             plan.evals = self._run_gate(plan)
             if plan.evals:
                 self.store.save_plan_evals(plan.id, to_dict(plan.evals))
-        workspace = getattr(self, "workspace", None)
+        workspace = self.workspace
         if workspace is not None and workspace.release_require_evals:
             plan.missing_suites = [e.agent for e in plan.evals if e.status == "no-suite"]
             plan.warnings = plan.warnings + [
@@ -577,7 +577,7 @@ class ReleasesService(ServiceBase):
     def _suite_run(self, name: str, env: str, commit: str) -> EvalResult | None:
         """``run_eval`` of *env*'s commit (None: a suite with no cases), refused if it moved."""
         try:
-            result: EvalResult = self.run_eval(name, env)  # type: ignore[attr-defined]
+            result: EvalResult = self.evals.run_eval(name, env)  # type: ignore[attr-defined]
         except NotFound:
             if self._has_suite(commit):
                 return None  # suite files without cases
@@ -682,8 +682,7 @@ class ReleasesService(ServiceBase):
     def _release_applied(self) -> list[str]:
         """Forget caches that production state feeds (heads etc.), in every replica on the store:
         returns once each live one confirmed; warnings naming those that did not in time."""
-        changed = getattr(self, "_heads_changed", None)
-        return list(changed() or []) if changed is not None else []
+        return list(self._heads_changed() or [])  # type: ignore[attr-defined]  # (rf.services.core)
 
     # ------------------------------------------------------------ one-item shortcut
     def promote(self, name: str, author: str = "unknown", message: str = "", with_deps: bool = False,

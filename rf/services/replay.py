@@ -30,17 +30,16 @@ staging's own (``staging:``): a replay does not copy production memory.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from rf.config import check_name
 from rf.errors import NotFound, UsageError
 from rf.ids import iso, new_id, parse_iso, utcnow
 from rf.models import Execution, ReplayedExecution, ReplayResult, Span, check_env
-from rf.services.base import ServiceBase
+from rf.services.base import AgentRuns, ServiceContext, TraceReads
 
 if TYPE_CHECKING:
     from rf.evals.tape import Recorded, Tape
-    from rf.services import Services
 
 #: At most this many executions per replay (and ``last`` when nothing else is given).
 MAX_REPLAY = 10_000
@@ -56,8 +55,13 @@ _MARGIN_NS = 60 * 1_000_000_000
 _BATCH_SPANS = 20
 
 
-class ReplayService(ServiceBase):
+class ReplayService:
     """``replay``: see the module docstring."""
+
+    def __init__(self, ctx: ServiceContext, agents: AgentRuns, traces: TraceReads) -> None:
+        self.store = ctx.store
+        self.agents = agents
+        self.traces = traces
 
     def replay(self, name: str, from_env: str = "production", against: str = "staging", last: int | None = None,
                since: str | None = None, execution_ids: list[str] | None = None, live_connectors: bool = False,
@@ -71,7 +75,6 @@ class ReplayService(ServiceBase):
         from rf.evals.suite import Case
         from rf.services.traces import parse_since
 
-        services = cast("Services", self)
         check_name("agent", name)
         check_env(from_env)
         check_env(against)
@@ -93,7 +96,7 @@ class ReplayService(ServiceBase):
             raise UsageError("name executions, or pick them with --last/--since, not both",
                              "drop --last/--since, or the --execution ids")
         since_ns = parse_since(since)
-        commit = services.target(against, name)  # NotFound (with the fix) when staging has no deployment
+        commit = self.agents.target(against, name)  # NotFound (with the fix) when staging has no deployment
         if execution_ids:
             recorded = [self._recorded_execution(name, from_env, i) for i in dict.fromkeys(execution_ids)]
         else:
@@ -123,12 +126,12 @@ class ReplayService(ServiceBase):
                                        history=histories.get(ex.id), source=f"{from_env} execution {ex.id}")
 
             def run(input: Any, session_id: str | None) -> Execution:
-                done = services.invoke(against, name, input, sessions.get(ex.id), source="replay", tape=tape)
+                done = self.agents.invoke(against, name, input, sessions.get(ex.id), source="replay", tape=tape)
                 replayed[ex.id] = done
                 return done
             return run
 
-        limits = services.pool.limits_of(against)
+        limits = self.agents.pool.limits_of(against)
         workers = max(1, min(MAX_REPLAY_WORKERS, limits.max_workers_per_agent))
         started = utcnow()
         clock = time.perf_counter()
@@ -170,8 +173,7 @@ class ReplayService(ServiceBase):
 
     # ------------------------------------------------------------ what was recorded
     def _recorded_execution(self, name: str, env: str, execution_id: str) -> Execution:
-        services = cast("Services", self)
-        ex = services.get_execution(execution_id, env)  # NotFound (in env) / ambiguous prefix: clear errors
+        ex = self.agents.get_execution(execution_id, env)  # NotFound (in env) / ambiguous prefix: clear errors
         if ex.agent != name:
             raise UsageError(f"execution {ex.id} is agent {ex.agent!r}'s, not {name!r}'s",
                              f"replay it with: rf replay {ex.agent} --execution {ex.id}")
@@ -210,7 +212,6 @@ class ReplayService(ServiceBase):
         from rf.evals.tape import recorded_from_spans
         from rf.services.traces import id_time_ns, span_of
 
-        services = cast("Services", self)
         spans: dict[str, list[Span]] = {}
         if contiguous and len(recorded) > _BATCH_SPANS:
             # One pass over the window the executions span (they are the newest ones).
@@ -222,14 +223,14 @@ class ReplayService(ServiceBase):
         else:
             for ex in recorded:
                 try:
-                    spans[ex.id] = [s for s in services.get_trace(ex.id, env).spans if s.parent_id is not None]
+                    spans[ex.id] = [s for s in self.traces.get_trace(ex.id, env).spans if s.parent_id is not None]
                 except NotFound:  # no trace (e.g. removed by rf gc): nothing recorded
                     spans[ex.id] = []
         out: dict[str, tuple[list[Recorded], list[str]]] = {}
         for ex in recorded:
             mine = spans.get(ex.id, [])
             if any(s.name == "agents.invoke" for s in mine) and contiguous and len(recorded) > _BATCH_SPANS:
-                mine = [s for s in services.get_trace(ex.id, env).spans if s.parent_id is not None]  # its callees'
+                mine = [s for s in self.traces.get_trace(ex.id, env).spans if s.parent_id is not None]  # its callees'
             mine.sort(key=lambda s: s.start_ns)
             out[ex.id] = recorded_from_spans(mine)
         return out

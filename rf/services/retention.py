@@ -166,7 +166,7 @@ class RetentionService(ServiceBase):
     def _labels_in_use(self) -> set[tuple[str, str]]:
         """``(agent, commit id or working-copy:DIGEST)`` of every live worker (none when this
         process never started one)."""
-        pool = getattr(self, "_pool", None)
+        pool = self.ctx.started_pool
         if pool is None:
             return set()
         out = set()
@@ -212,7 +212,7 @@ class RetentionService(ServiceBase):
         from rf.runtime.pool import remove_tree
 
         # One at a time with the check-and-repair of code directories (CoreServices._ensure_code).
-        lock = getattr(self, "_code_lock", None) or threading.Lock()
+        lock = self.ctx.code_lock
         for kind, d in doomed:
             size = _tree_bytes(d) if d.is_dir() else _size(d)
             if not dry_run:

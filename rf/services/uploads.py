@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from rf.errors import Conflict, NotFound, PayloadTooLarge, TooBusy, UsageError, WorkspaceError
-from rf.services.base import ServiceBase
+from rf.services.base import ServiceContext
 
 #: ``[server] max_upload_bytes`` when rf.toml does not set it: all uploads in progress together.
 DEFAULT_MAX_UPLOAD_BYTES = 200 * 1024 * 1024
@@ -52,10 +52,14 @@ def _mib(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MiB"
 
 
-class UploadsService(ServiceBase):
-    """Mixed into :class:`rf.services.Services`."""
+class UploadsService:
+    """Large request bodies sent ahead in chunks (see the module docstring)."""
 
     _uploads_lock = threading.Lock()  #: one chunk (or take) at a time: appends stay in order
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.workspace = ctx.workspace
+        self.cache_dir = ctx.cache_dir
 
     # ------------------------------------------------------------ API
     def upload_chunk(self, upload: str, offset: int, total: int, data: bytes) -> dict[str, Any]:

@@ -46,7 +46,7 @@ from rf.config import check_name
 from rf.errors import Forbidden, NotFound, UsageError
 from rf.ids import new_id, parse_iso, utcnow
 from rf.models import ROLES, Approval, AuditEntry, PlanApprovals, TokenCreated, User, UserCreated, UserToken, Whoami
-from rf.services.base import ServiceBase
+from rf.services.base import ServiceContext
 
 RANK: dict[str, int] = {role: i for i, role in enumerate(ROLES)}
 TOKEN_PREFIX = "rf_pat_"  #: personal access token
@@ -122,23 +122,29 @@ _PUBLISHING = frozenset({"publish_release", "promote", "publish_prompt", "publis
 _AUDIT_RESULT = ("id", "release_id", "commit", "version", "published_version")
 
 
-def guard_routes(cls: type) -> None:
-    """Wrap each Services method that is a management route with its role check, the actor as
-    the default ``author``, and (for :data:`rf.api.AUDITED` routes) the audit record."""
+def guard_routes(target: object, users: UsersService) -> None:
+    """Wrap each management route method of *target* (a domain service, or the
+    :class:`rf.services.Services` facade) with its role check, the actor as the default
+    ``author``, and (for :data:`rf.api.AUDITED` routes) the audit record kept by *users*.
+
+    The guarded method replaces the plain one on the instance, so a call one service makes to
+    another's route (triggers → ``publish_release``) passes the same check. A facade method
+    that only forwards to a domain service (``__rf_delegate__``) is left alone: the domain's
+    own method is the guarded one."""
     from rf import api
 
     for route in api.ROUTES:
-        fn = cls.__dict__.get(route.name) or getattr(cls, route.name)
-        if getattr(fn, "__rf_guarded__", False):
+        fn = getattr(type(target), route.name, None)
+        if fn is None or getattr(fn, "__rf_delegate__", None) or route.name in vars(target):
             continue
-        setattr(cls, route.name, _guarded(fn, route))
+        setattr(target, route.name, _guarded(getattr(target, route.name), route, users))
 
 
-def _guarded(fn: Callable[..., Any], route: Any) -> Callable[..., Any]:
+def _guarded(fn: Callable[..., Any], route: Any, users: UsersService) -> Callable[..., Any]:
     rank = RANK[route.role]
     role = route.role
     what = route.name.replace("_", " ")
-    params = list(inspect.signature(fn).parameters)[1:]  # (after self)
+    params = list(inspect.signature(fn).parameters)  # (a bound method: no self)
     author_at = params.index("author") if "author" in params else None
     # `now=True` on a trigger change publishes a one-item release: a publisher's act.
     now_at = params.index("now") if "now" in params else None
@@ -148,7 +154,7 @@ def _guarded(fn: Callable[..., Any], route: Any) -> Callable[..., Any]:
     publishes = name in _PUBLISHING
 
     @functools.wraps(fn)
-    def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
+    def guarded(*args: Any, **kwargs: Any) -> Any:
         actor = _ACTOR.get() or owner()
         if RANK[actor.role] < rank:
             raise refused(actor, role, what)
@@ -159,30 +165,33 @@ def _guarded(fn: Callable[..., Any], route: Any) -> Callable[..., Any]:
             kwargs["author"] = actor.name
         if publishes:
             plan_id = kwargs.get("plan_id") if plan_at is None or len(args) <= plan_at else args[plan_at]
-            self._check_approvals(what, plan_id)
+            users._check_approvals(what, plan_id)
         if name == "plan_release":
-            plan = fn(self, *args, **kwargs)
-            self._planned(actor, plan.id)
+            plan = fn(*args, **kwargs)
+            users._planned(actor, plan.id)
             return plan
         if not audited or _AUDITING.get():
-            return fn(self, *args, **kwargs)
+            return fn(*args, **kwargs)
         reset = _AUDITING.set(True)  # (one row for the outermost audited call: not its inner ones)
         try:
-            result = fn(self, *args, **kwargs)
+            result = fn(*args, **kwargs)
         finally:
             _AUDITING.reset(reset)
-        self._audit(actor, name, route, fn, args, kwargs, result)
+        users._audit(actor, name, route, fn, args, kwargs, result)
         return result
 
     guarded.__rf_guarded__ = True  # type: ignore[attr-defined]
     return guarded
 
 
-class UsersService(ServiceBase):
-    """Mixed into :class:`rf.services.Services`."""
+class UsersService:
+    """Users, roles, personal tokens, approvals of release plans and the audit log."""
 
-    _token_cache: dict[str, tuple[str, str, str]] | None = None
-    _token_lock = threading.Lock()
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.store = ctx.store
+        self.workspace = ctx.workspace
+        self._token_cache: dict[str, tuple[str, str, str]] | None = None
+        self._token_lock = threading.Lock()
 
     # ------------------------------------------------------------ who is calling
     def actor_for_token(self, presented: str) -> Actor | None:
@@ -376,7 +385,7 @@ class UsersService(ServiceBase):
     def _audit(self, actor: Actor, action: str, route: Any, fn: Callable[..., Any], args: tuple[Any, ...],
                kwargs: dict[str, Any], result: Any) -> None:
         try:
-            bound = inspect.signature(fn).bind(self, *args, **kwargs).arguments
+            bound = inspect.signature(fn).bind(*args, **kwargs).arguments
         except TypeError:
             bound = dict(kwargs)
         path = route.path_params()
