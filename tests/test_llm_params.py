@@ -292,7 +292,7 @@ def test_one_http_client_per_provider_reused_across_calls_and_threads(svc: Servi
     for _ in range(3):
         svc.llm_chat(call_for(), "hi", model="oai:")
     assert fake.connections == 1  # one kept-alive connection: the same client, not one per call
-    oai_client = svc._llm_http_clients["oai"][1]  # type: ignore[attr-defined]
+    oai_client = svc.providers._llm_http_clients["oai"][1]  # type: ignore[attr-defined]
     errors: list[BaseException] = []
 
     def work() -> None:
@@ -308,18 +308,18 @@ def test_one_http_client_per_provider_reused_across_calls_and_threads(svc: Servi
     for t in threads:
         t.join(30)
     assert errors == [] and len(fake.received) == 15
-    assert svc._llm_http_clients["oai"][1] is oai_client  # type: ignore[attr-defined]
+    assert svc.providers._llm_http_clients["oai"][1] is oai_client  # type: ignore[attr-defined]
     assert fake.connections <= 1 + 4  # at most one connection per concurrent thread, reused
     svc.llm_chat(call_for(), "hi", model="ant:")
-    ant_client = svc._llm_http_clients["ant"][1]  # type: ignore[attr-defined]
+    ant_client = svc.providers._llm_http_clients["ant"][1]  # type: ignore[attr-defined]
     assert ant_client is not oai_client
     # Removing a provider closes its client; added again, it gets a new one.
     svc.remove_provider("oai", force=True)
-    assert oai_client.is_closed and "oai" not in svc._llm_http_clients  # type: ignore[attr-defined]
+    assert oai_client.is_closed and "oai" not in svc.providers._llm_http_clients  # type: ignore[attr-defined]
     add_provider(svc, fake, "openai", "oai")
     svc.llm_chat(call_for(), "hi", model="oai:")
-    assert svc._llm_http_clients["oai"][1] is not oai_client  # type: ignore[attr-defined]
-    new_client = svc._llm_http_clients["oai"][1]  # type: ignore[attr-defined]
+    assert svc.providers._llm_http_clients["oai"][1] is not oai_client  # type: ignore[attr-defined]
+    new_client = svc.providers._llm_http_clients["oai"][1]  # type: ignore[attr-defined]
     svc.close()  # shutdown closes them all
     assert new_client.is_closed and ant_client.is_closed
 
