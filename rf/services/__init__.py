@@ -49,12 +49,9 @@ if TYPE_CHECKING:
 class Services(
     PromptsService,
     ConnectorsService,
-    SessionsService,
-    TracesService,
     TriggersService,
     CanaryService,
     ReleasesService,
-    RetentionService,
     CoreServices,
 ):
     """All of rf's domain operations over one store: the domain services (:data:`FACADE`)
@@ -68,20 +65,26 @@ class Services(
         self.users = UsersService(ctx)
         self.keys = KeysService(ctx)
         self.uploads = UploadsService(ctx)
+        self.sessions = SessionsService(ctx)
+        self.traces = TracesService(ctx)
+        self.retention = RetentionService(ctx)
         self.credentials = CredentialsService(ctx)
         self.providers = ProvidersService(ctx, self.credentials)
         uses = ResourceUses(store)
         self.data_sources = DataSourcesService(ctx, self.credentials, uses)
         self.knowledge = KnowledgeService(ctx, self.providers, uses)
-        # (agents and traces are still this facade's own mixins: CoreServices, TracesService)
-        self.evals = EvalsService(ctx, self, self, self.providers)
+        # (agents and executions are still this facade's own: CoreServices)
+        self.evals = EvalsService(ctx, self, self.traces, self.providers)
         self.eval_suites = EvalSuitesService(ctx, self)
-        self.replays = ReplayService(ctx, self, self)
+        self.replays = ReplayService(ctx, self, self.traces)
+        services = (self.users, self.keys, self.uploads, self.sessions, self.traces, self.retention,
+                    self.credentials, self.providers, self.data_sources, self.knowledge, self.evals,
+                    self.eval_suites, self.replays)
         # Every method that is a management route checks the caller's role (rf.services.users).
-        for service in (self.users, self.keys, self.uploads, self.credentials, self.providers, self.data_sources,
-                        self.knowledge, self.evals, self.eval_suites, self.replays):
+        for service in services:
             guard_routes(service, self.users)
         guard_routes(self, self.users)
+        self.host_services = services  # (their @host_method's: what agent code reaches)
 
     def close(self) -> None:
         self.providers.close()
@@ -114,6 +117,20 @@ class Services(
     take_upload = forward("uploads", UploadsService.take_upload)
     clear_uploads = forward("uploads", UploadsService.clear_uploads)
     max_upload_bytes = forward("uploads", UploadsService.max_upload_bytes)
+    # ------------------------------------------------------------ sessions (SessionsService)
+    list_sessions = forward("sessions", SessionsService.list_sessions)
+    get_session = forward("sessions", SessionsService.get_session)
+    list_memory = forward("sessions", SessionsService.list_memory)
+    get_memory = forward("sessions", SessionsService.get_memory)
+    delete_memory = forward("sessions", SessionsService.delete_memory)
+    clear_memory = forward("sessions", SessionsService.clear_memory)
+    # ------------------------------------------------------------ traces (TracesService)
+    list_traces = forward("traces", TracesService.list_traces)
+    get_trace = forward("traces", TracesService.get_trace)
+    export_spans = forward("traces", TracesService.export_spans)
+    # ------------------------------------------------------------ retention (RetentionService)
+    gc = forward("retention", RetentionService.gc)
+    apply_retention = forward("retention", RetentionService.apply_retention)
     # ------------------------------------------------------------ credentials (CredentialsService)
     set_credential = forward("credentials", CredentialsService.set_credential)
     get_credential = forward("credentials", CredentialsService.get_credential)

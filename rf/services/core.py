@@ -45,7 +45,7 @@ from rf.models import (
 )
 from rf.services import diffs
 from rf.services.base import ServiceContext
-from rf.services.host import HostCall, collect, host_method
+from rf.services.host import HostCall, HostTable, host_method, host_table
 from rf.services.sessions import check_session_id, finish_execution
 from rf.services.traces import ExecutionTrace, _new_span_id, dispatch, replay_final
 
@@ -102,6 +102,9 @@ class CoreServices:
     _routing_generation = 0
     #: the server's canary check (``rf.services.canary.CanaryWatch``), told when canary executions end
     _canary_watch: Any = None
+    #: the domain services whose ``@host_method``s agent code reaches too (set by the facade)
+    host_services: tuple[object, ...] = ()
+    _host_methods: HostTable | None = None
 
     def __init__(self, store: Store, workspace: Workspace | None, *, pool: WorkerPool | None = None,
                  server_url: str | None = None) -> None:
@@ -755,7 +758,7 @@ class CoreServices:
         if result.ops or result.spans:
             # Deferred ctx calls and custom spans that rode on the worker's "done"
             # message; a failure among them fails the execution (see finish_execution).
-            replay_final(self, _host_table(type(self)), call, result.ops, result.spans)
+            replay_final(self.host_methods(), call, result.ops, result.spans)
         ended_ns = now_ns()
         start_ns, run_ns = tracer.start_ns, tracer.run_ns or tracer.start_ns
         started, ended = datetime_of_ns(start_ns), datetime_of_ns(ended_ns)
@@ -787,13 +790,21 @@ class CoreServices:
             self._canary_watch.ended(execution)  # the canary check (auto-abort) looks soon; live scoring samples
         return execution
 
+    def host_methods(self) -> HostTable:
+        """What agent code may call: the ``@host_method``s of this object and of
+        :attr:`host_services` (built once)."""
+        table = self._host_methods
+        if table is None:
+            table = self._host_methods = host_table(self, *self.host_services)
+        return table
+
     def host_handler(self, call: HostCall) -> Callable[[str, dict[str, Any]], Any]:
         """What ``ctx.call_host`` reaches for one execution (see rf.services.host)."""
-        table = _host_table(type(self))
+        table = self.host_methods()
 
         def handle(method: str, params: dict[str, Any]) -> Any:
             # Each call runs in a span of the execution's trace (rf.services.traces).
-            return dispatch(self, table, call, method, params)
+            return dispatch(table, call, method, params)
 
         return handle
 
@@ -898,16 +909,6 @@ class CoreServices:
 
 #: What ``status`` an execution can have (``running`` while it runs; see rf.store.executions).
 EXECUTION_STATUSES = ("succeeded", "failed", "running", "interrupted")
-
-_HOST_TABLES: dict[type, dict[str, str]] = {}
-
-
-def _host_table(cls: type) -> dict[str, str]:
-    table = _HOST_TABLES.get(cls)
-    if table is None:
-        table = _HOST_TABLES[cls] = collect(cls)
-    return table
-
 
 def _config_dict(config: AgentConfig) -> dict[str, Any]:
     """What a commit stores of its agent.toml (``commits.config``): what runs need without

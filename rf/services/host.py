@@ -3,8 +3,9 @@
 A worker never opens the database. When agent code calls, say,
 ``ctx.prompts.render(...)``, the worker sends ``call_host("prompts.render",
 ...)`` to the host; the pool calls the host handler built by
-:meth:`Services.host_handler`, which dispatches to the Services method
-decorated with ``@host_method("prompts.render")``. Each such method receives
+:meth:`Services.host_handler`, which dispatches to the method decorated with
+``@host_method("prompts.render")`` — of the facade's own domains or of one of its
+domain services (:func:`host_table`). Each such method receives
 a :class:`HostCall` first — the environment, agent and execution it serves —
 so every lookup resolves *for that execution's environment*.
 """
@@ -12,7 +13,7 @@ so every lookup resolves *for that execution's environment*.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from rf.evals.tape import Tape
 
 F = TypeVar("F", bound=Callable[..., Any])
+#: ``{host method name: the bound method serving it}``
+HostTable = Mapping[str, Callable[..., Any]]
 
 HOST_ATTR = "_rf_host_method"
 
@@ -86,11 +89,24 @@ def host_method(name: str) -> Callable[[F], F]:
 
 
 def collect(cls: type) -> dict[str, str]:
-    """``{host method name: attribute name}`` for a Services class."""
+    """``{host method name: attribute name}`` for a class (a method the facade only forwards to
+    a domain service is that service's: not collected here)."""
     found: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
         for attr, value in vars(klass).items():
             name = getattr(value, HOST_ATTR, None)
-            if isinstance(name, str):
+            if isinstance(name, str) and not getattr(value, "__rf_delegate__", None):
                 found[name] = attr
     return found
+
+
+def host_table(*servers: object) -> dict[str, Callable[..., Any]]:
+    """What agent code may call, served by *servers* (the facade and its domain services):
+    ``{host method name: bound method}``. Two servers of one name is a programming error."""
+    table: dict[str, Callable[..., Any]] = {}
+    for server in servers:
+        for name, attr in collect(type(server)).items():
+            if name in table:
+                raise TypeError(f"host method {name!r} is served twice ({type(server).__name__}.{attr})")
+            table[name] = getattr(server, attr)
+    return table

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from rf.ids import utcnow
 from rf.models import ENVIRONMENTS, WORKING_COPY, GcFreed, GcResult
-from rf.services.base import ServiceBase
+from rf.services.base import ServiceContext
 
 if TYPE_CHECKING:
     from rf.config import Workspace
@@ -95,8 +95,14 @@ def _add(total: dict[str, tuple[int, int]], more: dict[str, tuple[int, int]]) ->
         total[kind] = (was[0] + count, was[1] + size)
 
 
-class RetentionService(ServiceBase):
+class RetentionService:
     """``gc`` (the route and ``rf gc``) and ``apply_retention`` (the server's background pass)."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self.store = ctx.store
+        self.workspace = ctx.workspace
+        self.cache_dir = ctx.cache_dir
 
     def gc(self, dry_run: bool = False) -> GcResult:
         """Delete execution history beyond the retention, unpublished release plans older than

@@ -49,7 +49,7 @@ from rf.models import (
     SessionThread,
     check_env,
 )
-from rf.services.base import ServiceBase
+from rf.services.base import ServiceContext
 from rf.services.host import HostCall, host_method
 from rf.services.traces import FAST_DEFERRED
 
@@ -372,8 +372,11 @@ def _compact(store: Store) -> None:
         logging.getLogger("rf.services.sessions").warning("memory compaction failed: %s", exc)
 
 
-class SessionsService(ServiceBase):
-    """Mixed into :class:`rf.services.Services`."""
+class SessionsService:
+    """Sessions and memory: reading them, and ``ctx.session`` / ``ctx.memory`` for agents."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.store = ctx.store
 
     # ------------------------------------------------------------ sessions
     def list_sessions(self, env: str = "staging", agent: str | None = None, limit: int = 50,

@@ -52,8 +52,8 @@ from rf.ids import datetime_of_ns, iso
 from rf.jsonfast import dumps_lenient
 from rf.logsetup import KNOWN, REDACTED
 from rf.models import Execution, Span, Trace, TraceSummary, check_env
-from rf.services.base import ServiceBase
-from rf.services.host import HostCall, host_method
+from rf.services.base import ServiceContext
+from rf.services.host import HostCall, HostTable, host_method
 
 if TYPE_CHECKING:
     from rf.store import Store
@@ -528,24 +528,23 @@ def _scrub(value: Any, forms: list[str]) -> Any:
 # ---------------------------------------------------------------- dispatch
 
 
-def dispatch(services: Any, table: dict[str, str], call: HostCall, method: str, params: dict[str, Any]) -> Any:
+def dispatch(table: HostTable, call: HostCall, method: str, params: dict[str, Any]) -> Any:
     """Serve one host call: replay the calls deferred before it, then run it in its span."""
     ops = params.pop(OPS_PARAM, None)
     spans = params.pop(SPANS_PARAM, None)
     parent = params.pop(PARENT_PARAM, None)
     if ops is not None:
-        _replay(services, table, call, ops)
+        _replay(table, call, ops)
     if spans is not None:
         _add_spans(call, spans)
-    return _serve(services, table, call, method, params, parent, None)
+    return _serve(table, call, method, params, parent, None)
 
 
-def _serve(services: Any, table: dict[str, str], call: HostCall, method: str, params: dict[str, Any],
+def _serve(table: HostTable, call: HostCall, method: str, params: dict[str, Any],
            parent: Any, at: int | None) -> Any:
-    attr = table.get(method)
-    if attr is None:
+    fn = table.get(method)
+    if fn is None:
         raise NotFound(f"unknown host method {method!r}", "this rf version does not offer it to agents")
-    fn = getattr(services, attr)
     trace: ExecutionTrace | None = call.state.get("trace")
     if method.startswith("trace."):
         if method in ("trace.span", "trace.start", "trace.end"):
@@ -567,7 +566,7 @@ def _serve(services: Any, table: dict[str, str], call: HostCall, method: str, pa
 FAST_DEFERRED: dict[str, Callable[[HostCall, dict[str, Any]], int]] = {}
 
 
-def replay_final(services: Any, table: dict[str, str], call: HostCall, ops: Any, spans: Any = None) -> None:
+def replay_final(table: HostTable, call: HostCall, ops: Any, spans: Any = None) -> None:
     """Replay the deferred calls and record the custom spans a worker sent with its result;
     their errors are in ``call.state["deferred_errors"]`` (which fails the execution), never raised."""
     if ops is not None:
@@ -575,7 +574,7 @@ def replay_final(services: Any, table: dict[str, str], call: HostCall, ops: Any,
             call.state.setdefault("deferred_errors", []).append("the worker sent malformed deferred ctx calls")
         else:
             try:
-                _replay(services, table, call, ops)
+                _replay(table, call, ops)
             except RfError:
                 pass
     if spans is not None:
@@ -597,7 +596,7 @@ def _add_spans(call: HostCall, spans: Any) -> None:
     trace.add_spans(spans)
 
 
-def _replay(services: Any, table: dict[str, str], call: HostCall, ops: Any) -> None:
+def _replay(table: HostTable, call: HostCall, ops: Any) -> None:
     """Run deferred calls in order. A failure fails the execution (the agent went on without knowing)."""
     if not isinstance(ops, list):
         raise UsageError(f"{OPS_PARAM} must be a list")
@@ -636,7 +635,7 @@ def _replay(services: Any, table: dict[str, str], call: HostCall, ops: Any) -> N
             if op[0] == "trace.span" and trace is not None:
                 _record(trace, op[1], op[3], op[2])
             else:
-                _serve(services, table, call, op[0], dict(op[1]), op[3], op[2])
+                _serve(table, call, op[0], dict(op[1]), op[3], op[2])
         except RfError as exc:
             said = exc.message if exc.message.startswith("ctx.") else \
                 f"ctx {op[0] if isinstance(op, list) else '?'}: {exc.message}"
@@ -747,8 +746,11 @@ def _limit(limit: Any, most: int) -> int:
     return check_limit(limit, most)
 
 
-class TracesService(ServiceBase):
-    """Mixed into :class:`rf.services.Services`."""
+class TracesService:
+    """Traces of executions: reading and exporting them, and ``ctx.trace`` for agents."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.store = ctx.store
 
     # ------------------------------------------------------------ reading
     def list_traces(self, env: str = "staging", agent: str | None = None, since: str | None = None,
