@@ -221,3 +221,98 @@ def test_a_unit_of_work_is_all_or_nothing_and_writes_need_one() -> None:
         with store.unit_of_work() as tx:
             tx.credentials.upsert_credential("first", "kept", utcnow())
         assert [r["name"] for r in store.credentials.credential_rows()] == ["first"]
+
+
+def _service_modules() -> list[Path]:
+    return sorted((RF / "services").glob("*.py"))
+
+
+def test_no_service_reaches_another_by_attribute_name() -> None:
+    """Domains call each other through explicit dependencies, never ``getattr(self, "name")``
+    (a string or an f-string) or ``cast("Services", self)``; a domain service keeps its state in
+    attributes its ``__init__`` sets, not in ``self.__dict__`` entries made on first use."""
+    import sys
+
+    from rf.services import FACADE
+
+    split = {Path(sys.modules[cls.__module__].__file__ or "").name for cls, _ in FACADE.values()}
+    offenders = []
+    for path in _service_modules():
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            where = f"{path.relative_to(RF.parent).as_posix()}:{getattr(node, 'lineno', 0)}"
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr")
+                    and len(node.args) >= 2 and isinstance(node.args[0], ast.Name) and node.args[0].id == "self"
+                    and isinstance(node.args[1], ast.Constant | ast.JoinedStr)):
+                offenders.append(f"{where}: {ast.unparse(node)}")
+            elif (isinstance(node, ast.Attribute) and node.attr == "__dict__" and isinstance(node.value, ast.Name)
+                    and node.value.id == "self" and path.name in split):
+                offenders.append(f"{where}: self.__dict__")
+            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "cast"
+                    and len(node.args) == 2 and isinstance(node.args[1], ast.Name) and node.args[1].id == "self"):
+                offenders.append(f"{where}: {ast.unparse(node)}")
+    assert offenders == []
+
+
+def test_domain_services_are_plain_classes_that_declare_their_dependencies() -> None:
+    """Each domain service the facade holds is a class of its own (no base but object, so no
+    domain inherits another's methods), whose ``__init__`` names each dependency with its type:
+    the shared context, another domain service, or a narrow protocol (rf.services.base)."""
+    import typing
+
+    from rf.services import FACADE, Services
+    from rf.services import base as service_base
+    from rf.services.resource_use import ResourceUses
+
+    classes = {cls for cls, _ in FACADE.values()}
+    allowed = classes | {service_base.ServiceContext, service_base.AgentRuns, service_base.TraceReads, ResourceUses}
+    assert len(classes) == len(FACADE) >= 13
+    problems = []
+    for attr, (cls, names) in FACADE.items():
+        if cls.__bases__ != (object,):
+            problems.append(f"{cls.__name__} inherits {[b.__name__ for b in cls.__bases__]}")
+        if "__init__" not in vars(cls):
+            problems.append(f"{cls.__name__} has no __init__ of its own")
+            continue
+        hints = typing.get_type_hints(cls.__init__, localns={c.__name__: c for c in allowed})
+        params = list(inspect.signature(cls.__init__).parameters)[1:]
+        if not params or hints.get(params[0]) is not service_base.ServiceContext:
+            problems.append(f"{cls.__name__}.__init__ does not take the ServiceContext first")
+        for p in params:
+            if hints.get(p) not in allowed:
+                problems.append(f"{cls.__name__}.__init__({p}: {hints.get(p)}) is not a declared service dependency")
+        for name in names:
+            if not callable(getattr(cls, name, None)):
+                problems.append(f"Services.{name} forwards to {cls.__name__}.{name}, which does not exist")
+            for base in Services.__mro__[1:]:
+                if name in vars(base):
+                    problems.append(f"Services.{name} is forwarded to {attr} and defined by {base.__name__} too")
+    assert problems == []
+
+
+def test_the_facade_guards_every_route_and_serves_every_host_method() -> None:
+    """Every route of rf/api.py is a method of the facade; the one a call ends in (the facade's
+    own, or a domain service's it forwards to) is the guarded one, so calls between domains pass
+    the role check too. Every ``@host_method`` of every domain service reaches agent code."""
+    from rf import api
+    from rf.services import FACADE, Services
+    from rf.services.host import collect
+    from rf.store import Store
+
+    services = Services(Store.open(None), None)
+    try:
+        unguarded = []
+        for route in api.ROUTES:
+            fn = getattr(Services, route.name)
+            attr = getattr(fn, "__rf_delegate__", None)
+            owner = services if attr is None else getattr(services, attr)
+            if not getattr(getattr(owner, route.name), "__rf_guarded__", False):
+                unguarded.append(route.name)
+        assert unguarded == []
+        table = services.host_methods()
+        for attr, (cls, _) in FACADE.items():
+            for name, method in collect(cls).items():
+                assert table[name] == getattr(getattr(services, attr), method), name
+    finally:
+        services.close()
+        services.store.close()

@@ -166,13 +166,23 @@ class ReleasesService(ServiceBase):
         tx.agents.set_head(name, "production", after, utcnow())
 
     # ------------------------------------------------------------ listing and planning
+    def _release_kinds(self) -> dict[str, tuple[Callable[[], list[ReleaseItem]],
+                                                  Callable[[Repositories, str, Any, Any], None]]]:
+        """Per kind of item (:data:`KINDS`, in order): what is pending, and how an item is
+        applied — the plug-ins of the domains that own each kind (releases_contract.md)."""
+        return {
+            "prompt": (self._release_pending_prompt, self._release_apply_prompt),  # type: ignore[attr-defined]
+            "connector": (self._release_pending_connector,  # type: ignore[attr-defined]
+                          self._release_apply_connector),  # type: ignore[attr-defined]
+            "agent": (self._release_pending_agent, self._release_apply_agent),
+            "trigger": (self._release_pending_trigger, self._release_apply_trigger),  # type: ignore[attr-defined]
+        }
+
     def release_items(self) -> list[ReleaseItem]:
         """Every difference between staging and production, all kinds."""
         items: list[ReleaseItem] = []
-        for kind in KINDS:
-            pending = getattr(self, f"_release_pending_{kind}", None)
-            if pending is not None:
-                items.extend(pending())
+        for pending, _ in self._release_kinds().values():
+            items.extend(pending())
         return items
 
     def _select(self, pending: list[ReleaseItem], names: list[str] | None, all: bool) -> list[ReleaseItem]:
@@ -650,12 +660,12 @@ class ReleasesService(ServiceBase):
         unit of work, given its repositories and the release id: a canary's end with its promote)."""
         release_id = new_id("rel")
         now = utcnow()
+        kinds = self._release_kinds()
         with self.store.unit_of_work() as tx:
             for n, item in enumerate(items):
-                apply = getattr(self, f"_release_apply_{item.kind}", None)
-                if apply is None:
+                if item.kind not in kinds:
                     raise UsageError(f"this rf cannot publish {item.kind} items")
-                apply(tx, item.name, item.before, item.after)
+                kinds[item.kind][1](tx, item.name, item.before, item.after)
                 self._after_release_item(n)
             tx.releases.insert_release(
                 release_id=release_id, created_at=now, author=author, message=message, plan_id=plan_id,
