@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol
 if TYPE_CHECKING:
     from rf.config import Workspace
     from rf.evals.tape import Tape
-    from rf.models import Execution, Trace
+    from rf.models import Execution, Release, Trace
     from rf.runtime.pool import WorkerKey, WorkerPool, WorkerSetup
     from rf.services.credentials import CredentialsService
     from rf.services.evals import EvalsService
@@ -98,6 +98,13 @@ class AgentRuns(Protocol):
                          tape: Tape | None = None) -> Execution: ...
 
     def get_execution(self, execution_id: str, env: str | None = None) -> Execution: ...
+
+
+class ReleaseReads(Protocol):
+    """What sessions and traces need of the releases domain
+    (:class:`rf.services.releases.ReleasesService`): a release by id or id prefix."""
+
+    def get_release(self, release_id: str) -> Release: ...
 
 
 class TraceReads(Protocol):

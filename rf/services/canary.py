@@ -53,7 +53,7 @@ from rf.models import (
     from_dict,
     to_dict,
 )
-from rf.services.base import ServiceBase
+from rf.services.base import ReleaseReads, ServiceBase
 
 if TYPE_CHECKING:
     from rf.models import ReleasePlan
@@ -149,14 +149,14 @@ def check_percent(percent: Any, what: str, *, lowest: float, highest: float) -> 
 ARMS = ("stable", "canary")
 
 
-def arm_filters(services: Any, release: Any, arm: Any) -> tuple[str | None, str | None]:
+def arm_filters(releases: ReleaseReads, release: Any, arm: Any) -> tuple[str | None, str | None]:
     """``(release id, arm)`` of a list's filters: a release id prefix resolved to its id (NotFound,
     with the fix, for none), an arm checked (stable or canary)."""
     if arm is not None and arm not in ARMS:
         raise UsageError(f"unknown arm {arm!r}", "use stable or canary (the arms of a canary release)")
     release_id = None
     if release is not None:
-        release_id = services.get_release(str(release)).id
+        release_id = releases.get_release(str(release)).id
     return release_id, arm
 
 

@@ -888,7 +888,7 @@ class CoreServices:
         if status is not None and status not in EXECUTION_STATUSES:
             raise UsageError(f"unknown status {status!r}", "use one of: " + ", ".join(EXECUTION_STATUSES))
         check_limit(limit, 10_000)
-        release_id, arm = arm_filters(self, release, arm)
+        release_id, arm = arm_filters(self, release, arm)  # type: ignore[arg-type]  # (the facade: releases)
         return self.store.list_executions(env, agent=agent, status=status, source=source, limit=limit,
                                           before=before, release_id=release_id, arm=arm)
 

@@ -49,7 +49,7 @@ from rf.models import (
     SessionThread,
     check_env,
 )
-from rf.services.base import ServiceContext
+from rf.services.base import ReleaseReads, ServiceContext
 from rf.services.host import HostCall, host_method
 from rf.services.traces import FAST_DEFERRED
 
@@ -375,8 +375,9 @@ def _compact(store: Store) -> None:
 class SessionsService:
     """Sessions and memory: reading them, and ``ctx.session`` / ``ctx.memory`` for agents."""
 
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(self, ctx: ServiceContext, releases: ReleaseReads) -> None:
         self.store = ctx.store
+        self.releases = releases
 
     # ------------------------------------------------------------ sessions
     def list_sessions(self, env: str = "staging", agent: str | None = None, limit: int = 50,
@@ -387,7 +388,7 @@ class SessionsService:
 
         check_env(env)
         limit = _limit(limit, 10_000)
-        release_id, arm = arm_filters(self, _text_param(release), arm)
+        release_id, arm = arm_filters(self.releases, _text_param(release), arm)
         rows = self.store.list_sessions(env, agent=_text_param(agent), limit=limit, release_id=release_id, arm=arm)
         return [SessionSummary(id=r[0], env=env, agent=r[1], messages=int(r[2]), started_at=iso(r[3]),
                                updated_at=iso(r[4]), last_message=_preview(r[5]), release_id=r[6], arm=r[7])

@@ -52,7 +52,7 @@ from rf.ids import datetime_of_ns, iso
 from rf.jsonfast import dumps_lenient
 from rf.logsetup import KNOWN, REDACTED
 from rf.models import Execution, Span, Trace, TraceSummary, check_env
-from rf.services.base import ServiceContext
+from rf.services.base import ReleaseReads, ServiceContext
 from rf.services.host import HostCall, HostTable, host_method
 
 if TYPE_CHECKING:
@@ -749,8 +749,9 @@ def _limit(limit: Any, most: int) -> int:
 class TracesService:
     """Traces of executions: reading and exporting them, and ``ctx.trace`` for agents."""
 
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(self, ctx: ServiceContext, releases: ReleaseReads) -> None:
         self.store = ctx.store
+        self.releases = releases
 
     # ------------------------------------------------------------ reading
     def list_traces(self, env: str = "staging", agent: str | None = None, since: str | None = None,
@@ -763,7 +764,7 @@ class TracesService:
         limit = _limit(limit, 10_000)
         since_ns = parse_since(since)
         agent = _text_param(agent)
-        release_id, arm = arm_filters(self, _text_param(release), arm)
+        release_id, arm = arm_filters(self.releases, _text_param(release), arm)
         only: dict[str, Any] = {"release_id": release_id, "arm": arm} if release_id is not None or arm is not None else {}
         if since_ns is not None:
             rows = self.store.root_spans(env, agent=agent, since_ns=since_ns, limit=limit, **only)
