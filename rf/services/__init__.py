@@ -6,9 +6,10 @@ enforced here — whatever the surface, a mutation aimed at production that is
 not a release is refused by :func:`require_staging`.
 """
 
+from rf.models import require_staging
 from rf.services.canary import CanaryService
 from rf.services.connectors import ConnectorsService
-from rf.services.core import CoreServices, require_staging
+from rf.services.core import CoreServices
 from rf.services.credentials import CredentialsService
 from rf.services.datasources import DataSourcesService
 from rf.services.eval_suites import EvalSuitesService

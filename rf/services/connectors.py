@@ -78,9 +78,9 @@ from rf.models import (
     ReleaseItem,
     ResourceChange,
     check_env,
+    require_staging,
 )
 from rf.services import connectors_mcp
-from rf.services.core import require_staging
 from rf.services.credentials import CredentialsService
 from rf.services.host import HostCall, host_method
 
