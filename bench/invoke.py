@@ -18,7 +18,7 @@ Three processes per measurement, all on 127.0.0.1:
   answer (status 200 and the expected JSON);
 - this script, which starts both servers, runs the load against each in turn
   (A B B A … so a change in background load affects both alike), and prints
-  requests/s, p50 and p99, the ratio rf/echo (target ≥ 50 %) and the ratio
+  requests/s, p50 and p99, the ratio rf/echo (target ≥ 60 %) and the ratio
   observed/trivial agent (target ≥ 70 %).
 
 Each ratio is judged on the median of its rounds' ratios (two targets measured
@@ -52,7 +52,7 @@ from typing import Any
 
 import _util as u
 
-RATIO_TARGET = 0.5
+RATIO_TARGET = 0.6  # issue 16: the endpoint stays >= 0.6x the bare echo app
 OBSERVED_RATIO_TARGET = 0.7  # observed agent / trivial agent (sessions, memory and traces)
 AGENT = "echo"
 AGENT_FILES = {

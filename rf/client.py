@@ -250,12 +250,10 @@ def _signature(name: str) -> inspect.Signature:
 
 
 def open_local(ws: Workspace, *, wait_s: float = 3.0) -> LocalBackend:
-    """Open the workspace's store in this process."""
-    from rf.services import Services
-    from rf.store import open_store
+    """Open the workspace's store in this process (built by the composition root, rf.compose)."""
+    from rf import compose
 
-    store = open_store(ws, wait_s=wait_s)
-    return LocalBackend(Services(store, ws))
+    return compose.open_local(ws, wait_s=wait_s)
 
 
 # ---------------------------------------------------------------- rf login: a server and its token

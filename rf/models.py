@@ -34,6 +34,16 @@ def check_env(env: str) -> str:
     return env
 
 
+def require_staging(env: str, what: str, instead: str) -> None:
+    """Refuse a mutation aimed at production (the heart of the environment rules: the service
+    layer calls it on every surface; the CLI may call it early, before an editor opens)."""
+    check_env(env)
+    if env == "production":
+        from rf.errors import ProductionReadOnly
+
+        raise ProductionReadOnly(f"production is read-only: cannot {what}", instead)
+
+
 @dataclass
 class Commit:
     """An immutable snapshot of an agent directory (content-addressed)."""

@@ -317,3 +317,89 @@ def test_the_facade_guards_every_route_and_serves_every_host_method() -> None:
     finally:
         services.close()
         services.store.close()
+
+
+ARCHITECTURE = RF.parent / "docs" / "architecture.md"
+
+
+def _documented_arrows() -> tuple[set[str], dict[str, set[str]]]:
+    """The light modules and the table of allowed arrows in docs/architecture.md."""
+    text = ARCHITECTURE.read_text()
+    light_text = text.split("<!-- light -->", 1)[1].split("<!-- /light -->", 1)[0]
+    light = {_norm(u) for u in re.findall(r"`(rf/[\w.]+)`", light_text)}
+    table = text.split("<!-- arrows -->", 1)[1].split("<!-- /arrows -->", 1)[0]
+    arrows: dict[str, set[str]] = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 2 and cells[0].startswith("`rf/"):
+            arrows[_norm(cells[0].strip("`"))] = {_norm(u) for u in re.findall(r"`(rf/[\w.]+)`", cells[1])}
+    return light, arrows
+
+
+def _unit_of(module: str) -> str:
+    """``rf.store.db`` -> ``rf/store``; ``rf.models`` -> ``rf/models``; ``rf`` -> ``rf``."""
+    parts = module.split(".")
+    return "rf" if len(parts) == 1 else f"rf/{parts[1]}"
+
+
+def _norm(unit: str) -> str:
+    """``rf/models.py`` and ``rf/models`` name the same unit (the docs write either)."""
+    return unit.removesuffix(".py")
+
+
+def _rf_imports(path: Path) -> set[str]:
+    """The rf units a module imports at run time (lazy imports inside functions included)."""
+    tree = ast.parse(path.read_text(), str(path))
+    found: set[str] = set()
+    for node in _runtime_nodes(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == "rf":
+                found.update(_unit_of(f"rf.{a.name}") for a in node.names)
+            elif node.module.startswith("rf."):
+                found.add(_unit_of(node.module))
+        elif isinstance(node, ast.Import):
+            found.update(_unit_of(a.name) for a in node.names if a.name.startswith("rf."))
+    return found
+
+
+def _light_names(light: set[str]) -> set[str]:
+    return light | {"rf"}  # `from rf import Context` (the agent-facing package) is light too
+
+
+def test_every_layer_follows_the_arrows_written_in_the_architecture() -> None:
+    light, arrows = _documented_arrows()
+    assert {"rf/cli", "rf/tui", "rf/server", "rf/services", "rf/store", "rf/compose"} <= arrows.keys()
+    units = {_norm(p.name) for p in RF.iterdir()}
+    for unit in list(light) + list(arrows):
+        assert unit.split("/", 1)[1] in units, f"docs/architecture.md names {unit}, which does not exist"
+    allowed_light = _light_names(light)
+    offenders = []
+    for path in RF.rglob("*.py"):
+        rel = path.relative_to(RF.parent).as_posix()
+        parts = rel.split("/")
+        unit = _norm(f"rf/{parts[1]}" if len(parts) > 2 else rel)
+        if unit in ("rf/__init__", "rf/__main__"):
+            continue  # the agent-facing package and `python -m rf`: entry points
+        if unit in light:
+            may = allowed_light
+        elif unit in arrows:
+            may = allowed_light | arrows[unit]
+        else:
+            offenders.append(f"{unit} is neither a light module nor a layer in docs/architecture.md")
+            continue
+        offenders += [f"{rel} imports {target}" for target in sorted(_rf_imports(path) - may - {unit})]
+    assert sorted(set(offenders)) == []
+
+
+def test_no_surface_builds_the_store_services_or_server_itself() -> None:
+    """The CLI, the dashboard and the client go through the composition root (rf/compose.py)."""
+    offenders = []
+    for folder in ("cli", "tui"):
+        for path in (RF / folder).rglob("*.py"):
+            text = path.read_text()
+            for needle in ("Services(", "open_store(", "Store.open(", "start_in_thread("):
+                if needle in text:
+                    offenders.append(f"{path.relative_to(RF.parent)}: {needle}")
+    text = (RF / "client.py").read_text()
+    offenders += [f"rf/client.py: {n}" for n in ("Services(", "open_store(") if n in text]
+    assert offenders == []

@@ -78,7 +78,8 @@ def _wait_info(root: Path, proc: subprocess.Popen[str], timeout: float = 30) -> 
 def cluster(tmp_path_factory: pytest.TempPathFactory, pg_databases: Any) -> Iterator[tuple[Path, list[ServerProc]]]:
     root = init_workspace(tmp_path_factory.mktemp("replicas") / "ws").root
     toml = root / "rf.toml"
-    toml.write_text(toml.read_text() + pg_databases.toml(pg_databases.new("replicas")))
+    toml.write_text(toml.read_text() + pg_databases.toml(pg_databases.new("replicas"))
+                    + "\n[releases.canary]\nauto_abort = true\nmax_failure_rate_delta = 0.05\nmin_executions = 8\n")
     # Production runs release 1 (code 1, prompt 1); staging holds release 2, published under load.
     b = open_local(find_workspace(str(root)))
     try:
@@ -222,6 +223,56 @@ def test_a_schedule_trigger_fires_once_per_slot_across_replicas(cluster: tuple[P
         claims = con.execute("SELECT slot, replica FROM trigger_slots WHERE trigger_id = %s",
                              [trigger.id]).fetchall()
     assert len(runs) <= len(claims) <= len(runs) + 1
+
+
+BAD_PY = "def handle(input, ctx):\n    raise RuntimeError('the canary is broken')\n"
+
+
+def test_a_canary_routes_alike_on_every_replica_and_is_auto_aborted_once(
+        cluster: tuple[Path, list[ServerProc]]) -> None:
+    """Issue 21 across replicas: the canary lives in the store, so a session gets the same arm
+    on every server, and a failing canary is aborted (once, with its figures) whichever server
+    sees it first; then every server routes everything to stable."""
+    root, servers = cluster
+    backend = HttpBackend(servers[2].url, servers[2].token, find_workspace(str(root)))
+    write_agent(root, "ver", code=BAD_PY, toml=VER_TOML)
+    backend.deploy("ver", {p.name: p.read_bytes() for p in (root / "agents" / "ver").iterdir() if p.is_file()})
+    started = backend.publish_release(["agent:ver"], canary=50, author="ada", message="a broken canary")
+    assert started.warnings == [], started.warnings  # every replica took the canary's routing
+
+    def call(server: ServerProc, session: str) -> int:
+        r = httpx.post(f"{server.url}/production/agents/ver", json={"input": {}, "session_id": session},
+                       timeout=30)
+        return r.status_code
+
+    arms: dict[str, set[int]] = {}
+    for n in range(12):  # (stops short of most auto-aborts: 12 sessions, about 6 on the canary)
+        session = f"s{n}"
+        arms[session] = {call(server, session) for server in servers}
+        if backend.canary_status().status != "running":
+            break
+    # a session's arm is the same on the three servers (a failing canary answers 5xx/4xx)
+    split = {s: codes for s, codes in arms.items() if len(codes) > 1}
+    status = backend.canary_status()
+    assert not split or status.status != "running", split
+    assert any(codes == {200} for codes in arms.values())
+    # enough canary failures on any of the servers: aborted once, by one of them
+    deadline = time.monotonic() + 20
+    n = 100
+    while time.monotonic() < deadline and backend.canary_status().status == "running":
+        for server in servers:
+            call(server, f"s{n}")
+            n += 1
+    status = backend.canary_status()
+    assert status.status == "aborted", status
+    aborts = [r for r in backend.list_releases() if r.kind == "canary-abort"]
+    assert len(aborts) == 1 and "auto-abort" in aborts[0].author
+    # every server routes to stable now (production's code 2), whatever the session
+    for server in servers:
+        for session in ("s0", "s1", "s2", "x"):
+            r = httpx.post(f"{server.url}/production/agents/ver", json={"input": {}, "session_id": session},
+                           timeout=30)
+            assert r.status_code == 200 and _output(r.json())["code"] == "2", (server.url, r.text)
 
 
 def test_a_replica_killed_mid_execution_leaves_the_others_serving(cluster: tuple[Path, list[ServerProc]]) -> None:

@@ -258,12 +258,11 @@ def _click_exceptions() -> Any:
 
 
 def _translate(exc: BaseException) -> RfError:
-    if "duckdb" in sys.modules:
-        from rf.store import translate_error
+    from rf.compose import translate_error
 
-        t = translate_error(exc)
-        if t is not None:
-            return t
+    t = translate_error(exc)
+    if t is not None:
+        return t
     if isinstance(exc, OSError):
         return RfError(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
     if os.environ.get("RF_DEBUG"):

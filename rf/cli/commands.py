@@ -131,10 +131,10 @@ def serve(
 ) -> None:
     """Run the embedded server: one endpoint URL per environment, plus the management API."""
     from rf.cli.output import info
-    from rf.server.serve import prepare, serve_forever
+    from rf.compose import prepare_server, serve_forever
 
     ws = workspace()
-    running = prepare(ws, host=host, port=port)
+    running = prepare_server(ws, host=host, port=port)
     info(f"[bold]rf[/bold] serving workspace [bold]{ws.name}[/bold] at {running.url}")
     info(f"  [staging]staging[/staging]     {running.url}/staging/agents/NAME")
     info(f"  [production]production[/production]  {running.url}/production/agents/NAME")

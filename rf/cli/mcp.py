@@ -84,7 +84,9 @@ async def serve_stdio(root: Path, env: str) -> None:
     """Serve MCP on stdin/stdout until the client closes stdin."""
     from mcp.server.stdio import stdio_server
 
-    from rf.server.mcp_server import build_server
+    from rf.compose import mcp_server_parts
+
+    build_server = mcp_server_parts().build_server
 
     async def list_tools() -> Any:
         remote = _server(root)
@@ -94,7 +96,7 @@ async def serve_stdio(root: Path, env: str) -> None:
         return await _local(root, lambda services: _environment_tools(services, env))
 
     async def call(name: str, arguments: dict[str, Any] | None) -> Any:
-        from rf.server.mcp_server import error_outcome
+        error_outcome = mcp_server_parts().error_outcome
 
         try:
             remote = _server(root)
@@ -110,15 +112,15 @@ async def serve_stdio(root: Path, env: str) -> None:
 
 
 def _environment_tools(services: Any, env: str) -> Any:
-    from rf.server.mcp_server import environment_tools
+    from rf.compose import mcp_server_parts
 
-    return environment_tools(services, env)
+    return mcp_server_parts().environment_tools(services, env)
 
 
 def _call_tool(services: Any, env: str, name: str, arguments: dict[str, Any] | None) -> Any:
-    from rf.server.mcp_server import call_tool
+    from rf.compose import mcp_server_parts
 
-    return call_tool(services, env, name, arguments)
+    return mcp_server_parts().call_tool(services, env, name, arguments)
 
 
 def _server(root: Path) -> tuple[str, str] | None:

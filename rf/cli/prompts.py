@@ -145,7 +145,7 @@ def edit(
     import tempfile
 
     from rf.config import git_author
-    from rf.services import require_staging
+    from rf.models import require_staging
 
     check_env(env)
     # Refuse before the editor opens (the service refuses again when saving).

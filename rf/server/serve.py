@@ -77,12 +77,11 @@ def prepare(ws: Workspace, *, host: str | None = None, port: int | None = None,
     """Open the store (unless ``services`` already holds it), build the app, bind, write server.json."""
     import uvicorn
 
+    from rf import compose
     from rf.server import connections, peer
     from rf.server.app import create_app
     from rf.server.fastpath import FastInvoke
     from rf.server.guard import Guard, is_loopback
-    from rf.services import Services
-    from rf.store import open_store
 
     existing = serverinfo.read(ws.server_file)
     if existing is not None and not ws.store_url:  # one process owns a DuckDB file
@@ -100,11 +99,10 @@ def prepare(ws: Workspace, *, host: str | None = None, port: int | None = None,
     url = f"http://{shown_host}:{actual_port}"
     if services is None:
         try:
-            store = open_store(ws, wait_s=5.0)
+            services = compose.open_services(ws, server_url=url, wait_s=5.0)
         except RfError:
             sock.close()
             raise
-        services = Services(store, ws, server_url=url)
     else:
         services.server_url = url  # rf ui opened the store first, to paint before the server is up
     if getattr(services.store, "shared", False):

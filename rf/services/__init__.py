@@ -19,10 +19,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from rf.models import require_staging
 from rf.services.base import ServiceContext, forward, forwarded
 from rf.services.canary import CanaryService
 from rf.services.connectors import ConnectorsService
-from rf.services.core import CoreServices, require_staging
+from rf.services.core import CoreServices
 from rf.services.credentials import CredentialsService
 from rf.services.datasources import DataSourcesService
 from rf.services.eval_suites import EvalSuitesService

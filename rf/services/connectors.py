@@ -78,10 +78,10 @@ from rf.models import (
     ReleaseItem,
     ResourceChange,
     check_env,
+    require_staging,
 )
 from rf.services import connectors_mcp
 from rf.services.base import ServiceBase
-from rf.services.core import require_staging
 from rf.services.host import HostCall, host_method
 
 if TYPE_CHECKING:

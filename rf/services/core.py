@@ -65,16 +65,6 @@ _CALL_RESERVE_S = 1.0
 _CALL_MIN_S = 0.05
 
 
-def require_staging(env: str, what: str, instead: str) -> None:
-    """Refuse a mutation aimed at production (the heart of the environment rules)."""
-    check_env(env)
-    if env == "production":
-        raise ProductionReadOnly(
-            f"production is read-only: cannot {what}",
-            instead,
-        )
-
-
 def shown_name(name: object, most: int = 64) -> str:
     """*name* quoted for a message, cut to *most* characters (a request can send any length)."""
     text = str(name)

@@ -28,10 +28,10 @@ from rf.models import (
     PromptVersion,
     ReleaseItem,
     check_env,
+    require_staging,
 )
 from rf.services import templates
 from rf.services.base import ServiceBase
-from rf.services.core import require_staging
 from rf.services.host import HostCall, host_method
 
 if TYPE_CHECKING:

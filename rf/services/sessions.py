@@ -441,7 +441,7 @@ class SessionsService:
 
     def delete_memory(self, key: str, env: str = "staging") -> MemoryChange:
         """Delete one key of staging memory (production memory is read-only)."""
-        from rf.services.core import require_staging
+        from rf.models import require_staging
 
         require_staging(env, "delete memory", "production memory changes only through its agents' executions; "
                                               "delete keys in staging: rf memory delete KEY --env staging")
@@ -453,7 +453,7 @@ class SessionsService:
 
     def clear_memory(self, env: str = "staging", prefix: str = "") -> MemoryChange:
         """Delete every staging key (under ``prefix``); production memory is read-only."""
-        from rf.services.core import require_staging
+        from rf.models import require_staging
 
         require_staging(env, "clear memory", "production memory changes only through its agents' executions; "
                                              "clear staging memory: rf memory clear --env staging")

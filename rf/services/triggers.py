@@ -400,7 +400,7 @@ class TriggersService(ServiceBase):
         env: str = "staging",
     ) -> Trigger:
         """A new trigger in **staging** (new triggers are staging edits)."""
-        from rf.services.core import require_staging
+        from rf.models import require_staging
 
         require_staging(env, "create triggers there",
                         "create it in staging, then stage a production copy: rf triggers duplicate ID --env production")

@@ -57,15 +57,6 @@ def _quiet_server_logs(ws: Workspace) -> None:
         logger.propagate = False
 
 
-def _accepts_services() -> bool:
-    """Whether rf.server.serve.start_in_thread can serve Services this process already opened."""
-    import inspect
-
-    from rf.server.serve import start_in_thread
-
-    return "services" in inspect.signature(start_in_thread).parameters
-
-
 class EmbeddedServer:
     """The Backend of ``rf ui`` while (and after) its server starts on a thread.
 
@@ -96,24 +87,16 @@ class EmbeddedServer:
         threading.Thread(target=self._start, name="rf-ui-server-start", daemon=True).start()
 
     def _start(self) -> None:
+        from rf import compose
         from rf.client import LocalBackend
 
         try:
-            if _accepts_services():
-                from rf.services import Services
-                from rf.store import open_store
-
-                store = open_store(self.workspace, wait_s=5.0)
-                services = Services(store, self.workspace)
-                self._backend = LocalBackend(services)
-                self._ready.set()
-                mark("store open")
-                self._http_requested.wait(10)  # the first paint, or 10 s, whichever comes first
-                self._serve(services)
-            else:
-                self._serve(None)
-                assert self.running is not None
-                self._backend = LocalBackend(self.running.services)
+            services = compose.open_services(self.workspace, wait_s=5.0)
+            self._backend = LocalBackend(services)
+            self._ready.set()
+            mark("store open")
+            self._http_requested.wait(10)  # the first paint, or 10 s, whichever comes first
+            self._serve(services)
         except BaseException as exc:  # noqa: BLE001 - shown by every call (a notification), never a traceback
             self._error = (
                 exc
@@ -132,17 +115,16 @@ class EmbeddedServer:
                 listener(self)
 
     def _serve(self, services: Any) -> None:
-        from rf.server.serve import start_in_thread
+        from rf import compose
 
         ws = self.workspace
-        extra: dict[str, Any] = {} if services is None else {"services": services}
         try:
-            running = start_in_thread(ws, **extra)
+            running = compose.start_server_thread(ws, services=services)
         except ServerError as exc:
             if "cannot listen" not in exc.message:
                 raise
             # The configured port is taken (another workspace's server?): any free port will do.
-            running = start_in_thread(ws, port=0, **extra)
+            running = compose.start_server_thread(ws, port=0, services=services)
             self.notices.append(f"Port {ws.port} is busy: this workspace's server listens on {running.url}.")
         _quiet_server_logs(ws)
         self.running = running
