@@ -131,20 +131,37 @@ def guard_routes(target: object, users: UsersService) -> None:
     another's route (triggers → ``publish_release``) passes the same check. A facade method
     that only forwards to a domain service (``__rf_delegate__``) is left alone: the domain's
     own method is the guarded one."""
-    from rf import api
+    for route in _routes_of(type(target)):
+        if route.name not in vars(target):
+            setattr(target, route.name, _guarded(getattr(target, route.name), route, users))
 
-    for route in api.ROUTES:
-        fn = getattr(type(target), route.name, None)
-        if fn is None or getattr(fn, "__rf_delegate__", None) or route.name in vars(target):
-            continue
-        setattr(target, route.name, _guarded(getattr(target, route.name), route, users))
+
+_ROUTES_OF: dict[type, tuple[Any, ...]] = {}
+
+
+def _routes_of(cls: type) -> tuple[Any, ...]:
+    """The routes (rf.api.Route) whose method *cls* defines (not only forwards); found once per class."""
+    found = _ROUTES_OF.get(cls)
+    if found is None:
+        from rf import api
+
+        found = _ROUTES_OF[cls] = tuple(
+            route for route in api.ROUTES
+            if (fn := getattr(cls, route.name, None)) is not None and not getattr(fn, "__rf_delegate__", None))
+    return found
+
+
+@functools.cache
+def _params(fn: Callable[..., Any]) -> list[str]:
+    """The parameters of a route method after ``self`` (read once per method, not per Services)."""
+    return list(inspect.signature(fn).parameters)[1:]
 
 
 def _guarded(fn: Callable[..., Any], route: Any, users: UsersService) -> Callable[..., Any]:
     rank = RANK[route.role]
     role = route.role
     what = route.name.replace("_", " ")
-    params = list(inspect.signature(fn).parameters)  # (a bound method: no self)
+    params = _params(getattr(fn, "__func__", fn))
     author_at = params.index("author") if "author" in params else None
     # `now=True` on a trigger change publishes a one-item release: a publisher's act.
     now_at = params.index("now") if "now" in params else None
