@@ -105,7 +105,7 @@ def main() -> int:
         build(services, **sizes)
         print(f"workspace: {sizes} (built in {time.perf_counter() - t0:.1f} s)")
         items_ms, items = median_ms(services.release_items, args.runs)
-        plan_ms, plan = median_ms(lambda: services.plan_release(all=True), args.runs)
+        plan_ms, _plan = median_ms(lambda: services.plan_release(all=True), args.runs)
         n = len(items)  # type: ignore[arg-type]
         print(f"pending items: {n}")
         print(f"release_items()          median {items_ms:8.1f} ms")
