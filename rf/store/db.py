@@ -15,44 +15,13 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from rf.errors import RfError, StoreError
-from rf.store.agents import AgentsMixin
-from rf.store.canary import CanaryMixin
-from rf.store.connectors import ConnectorsMixin
-from rf.store.credentials import CredentialsMixin
-from rf.store.datasources import DataSourcesMixin
-from rf.store.evals import EvalsMixin
-from rf.store.executions import ExecutionsMixin
-from rf.store.keys import KeysMixin
-from rf.store.knowledge import KnowledgeMixin
+from rf.store.domains import StoreDomains
 from rf.store.migrations import MIGRATIONS, SCHEMA_VERSION
-from rf.store.prompts import PromptsMixin
-from rf.store.providers import ProvidersMixin
-from rf.store.releases import ReleasesMixin
-from rf.store.retention import RetentionMixin
-from rf.store.sessions import SessionsMixin
-from rf.store.traces import TracesMixin
-from rf.store.triggers import TriggersMixin
-from rf.store.users import UsersMixin
 from rf.store.writer import BatchWriter
 
 if TYPE_CHECKING:
     from rf.store.interfaces import (
-        AgentsRepository,
-        ConnectorsRepository,
-        CredentialsRepository,
-        DataSourcesRepository,
-        EvalsRepository,
-        ExecutionsRepository,
-        KeysRepository,
-        KnowledgeRepository,
-        PromptsRepository,
-        ProvidersRepository,
-        ReleasesRepository,
         Repositories,
-        RetentionRepository,
-        SessionsRepository,
-        TriggersRepository,
-        UsersRepository,
     )
 
 BUSY_HINT = (
@@ -107,25 +76,7 @@ def _owner_only(db_path: Path) -> None:
                 os.chmod(path, stat.S_IMODE(mode) & 0o700)
 
 
-class Store(
-    AgentsMixin,
-    ExecutionsMixin,
-    ReleasesMixin,
-    PromptsMixin,
-    ConnectorsMixin,
-    CredentialsMixin,
-    ProvidersMixin,
-    SessionsMixin,
-    TracesMixin,
-    TriggersMixin,
-    KnowledgeMixin,
-    DataSourcesMixin,
-    KeysMixin,
-    RetentionMixin,
-    UsersMixin,
-    EvalsMixin,
-    CanaryMixin,
-):
+class Store(StoreDomains):
     """One open DuckDB file. Thread-safe: cursors are per thread."""
 
     #: several servers may share this store (replicas: PostgreSQL only; one process owns a DuckDB file)
@@ -272,69 +223,6 @@ class Store(
         the transaction (DuckDB: this thread's cursor is the transaction's)."""
         with self.transaction():
             yield self
-
-    # ------------------------------------------------------------ repositories (rf.store.interfaces)
-    # One narrow view per domain. Each is this store for now (its mixins implement them all);
-    # the return type is what services see, and mypy checks that the store satisfies it.
-    @property
-    def agents(self) -> AgentsRepository:
-        return self
-
-    @property
-    def prompts(self) -> PromptsRepository:
-        return self
-
-    @property
-    def connectors(self) -> ConnectorsRepository:
-        return self
-
-    @property
-    def triggers(self) -> TriggersRepository:
-        return self
-
-    @property
-    def releases(self) -> ReleasesRepository:
-        return self
-
-    @property
-    def executions(self) -> ExecutionsRepository:
-        return self
-
-    @property
-    def sessions(self) -> SessionsRepository:
-        return self
-
-    @property
-    def knowledge(self) -> KnowledgeRepository:
-        return self
-
-    @property
-    def users(self) -> UsersRepository:
-        return self
-
-    @property
-    def credentials(self) -> CredentialsRepository:
-        return self
-
-    @property
-    def providers(self) -> ProvidersRepository:
-        return self
-
-    @property
-    def keys(self) -> KeysRepository:
-        return self
-
-    @property
-    def datasources(self) -> DataSourcesRepository:
-        return self
-
-    @property
-    def evals(self) -> EvalsRepository:
-        return self
-
-    @property
-    def retention(self) -> RetentionRepository:
-        return self
 
     def flush(self) -> None:
         """Make every queued high-volume row visible to reads."""

@@ -33,46 +33,15 @@ from typing import TYPE_CHECKING, Any
 
 from rf.config import shown_store_url as shown_url
 from rf.errors import RfError, StoreError
-from rf.store.agents import AgentsMixin
-from rf.store.canary import CanaryMixin
-from rf.store.connectors import ConnectorsMixin
-from rf.store.credentials import CredentialsMixin
-from rf.store.datasources import DataSourcesMixin
-from rf.store.evals import EvalsMixin
-from rf.store.executions import ExecutionsMixin
-from rf.store.keys import KeysMixin
-from rf.store.knowledge import KnowledgeMixin
+from rf.store.domains import StoreDomains
 from rf.store.migrations import SCHEMA_VERSION
 from rf.store.pg_overrides import PgOverrides
 from rf.store.pg_replicas import LAPSE_S, ClusterWriteLock, ReplicaLink, announce
 from rf.store.pg_sql import PG_FUNCTIONS, PG_INDEXES, pg_statements, translate
-from rf.store.prompts import PromptsMixin
-from rf.store.providers import ProvidersMixin
-from rf.store.releases import ReleasesMixin
-from rf.store.retention import RetentionMixin
-from rf.store.sessions import SessionsMixin
-from rf.store.traces import TracesMixin
-from rf.store.triggers import TriggersMixin
-from rf.store.users import UsersMixin
 
 if TYPE_CHECKING:
     from rf.store.interfaces import (
-        AgentsRepository,
-        ConnectorsRepository,
-        CredentialsRepository,
-        DataSourcesRepository,
-        EvalsRepository,
-        ExecutionsRepository,
-        KeysRepository,
-        KnowledgeRepository,
-        PromptsRepository,
-        ProvidersRepository,
-        ReleasesRepository,
         Repositories,
-        RetentionRepository,
-        SessionsRepository,
-        TriggersRepository,
-        UsersRepository,
     )
 
 #: An advisory lock key held while migrating (two processes opening a fresh database at once).
@@ -203,26 +172,7 @@ class PgCursor:
 
 
 # ---------------------------------------------------------------- the store
-class PgStore(
-    PgOverrides,
-    AgentsMixin,
-    ExecutionsMixin,
-    ReleasesMixin,
-    PromptsMixin,
-    ConnectorsMixin,
-    CredentialsMixin,
-    ProvidersMixin,
-    SessionsMixin,
-    TracesMixin,
-    TriggersMixin,
-    KnowledgeMixin,
-    DataSourcesMixin,
-    KeysMixin,
-    RetentionMixin,
-    UsersMixin,
-    EvalsMixin,
-    CanaryMixin,
-):
+class PgStore(PgOverrides, StoreDomains):
     """One PostgreSQL database. Thread-safe: a connection per thread."""
 
     kind = "postgresql"
@@ -425,68 +375,6 @@ class PgStore(
         """Several repository writes as one transaction (rolled back if the block raises)."""
         with self.transaction():
             yield self
-
-    # ------------------------------------------------------------ repositories (rf.store.interfaces)
-    # As rf.store.db.Store: each view is this store; mypy checks that it satisfies the Protocol.
-    @property
-    def agents(self) -> AgentsRepository:
-        return self
-
-    @property
-    def prompts(self) -> PromptsRepository:
-        return self
-
-    @property
-    def connectors(self) -> ConnectorsRepository:
-        return self
-
-    @property
-    def triggers(self) -> TriggersRepository:
-        return self
-
-    @property
-    def releases(self) -> ReleasesRepository:
-        return self
-
-    @property
-    def executions(self) -> ExecutionsRepository:
-        return self
-
-    @property
-    def sessions(self) -> SessionsRepository:
-        return self
-
-    @property
-    def knowledge(self) -> KnowledgeRepository:
-        return self
-
-    @property
-    def users(self) -> UsersRepository:
-        return self
-
-    @property
-    def credentials(self) -> CredentialsRepository:
-        return self
-
-    @property
-    def providers(self) -> ProvidersRepository:
-        return self
-
-    @property
-    def keys(self) -> KeysRepository:
-        return self
-
-    @property
-    def datasources(self) -> DataSourcesRepository:
-        return self
-
-    @property
-    def evals(self) -> EvalsRepository:
-        return self
-
-    @property
-    def retention(self) -> RetentionRepository:
-        return self
 
     def flush(self) -> None:
         """Make every queued high-volume row visible to reads."""
