@@ -529,7 +529,7 @@ def test_commits_deployed_before_per_environment_modes_keep_their_mode(services:
     stored.update(trace="minimal")
     del stored["session"]
     services.store.cursor().execute("UPDATE commits SET config = ? WHERE id = ?", [json.dumps(stored), commit.id])
-    services._configs.clear()
+    services.agents._configs.clear()
     for env in ("staging", "production"):
         ex = services.invoke(env, "old", {"x": 1}, "s-old")
         assert ex.status == "succeeded", ex.error
