@@ -408,3 +408,52 @@ def test_list_commands_keep_ids_whole_at_80_columns(ws: Any) -> None:
                 assert all(any(i in ln for ln in lines) for i in ids), (args, lines)
             else:
                 assert any(ln.startswith("s-1 ") and "hello" in ln for ln in lines), lines
+
+
+def test_run_rf_here_answers_as_the_real_command(tmp_path: Path) -> None:
+    """conftest.run_rf_here (rf.cli.main in the test's process) prints and exits as the real `rf`
+    in a new process: the same commands in two like workspaces, one each way, give the same exit
+    codes, stdout and stderr (ids, commits and times aside) — successes, piped stdin, a refused
+    confirmation, rf's own errors, click's usage errors, a narrower COLUMNS — and the call leaves
+    this process as it found it (cwd, environment, umask, argv)."""
+    import re
+
+    from conftest import run_rf_here
+    from rf.config import init_workspace
+
+    def masked(text: str, root: Path) -> str:
+        text = text.replace(str(root), "ROOT")
+        text = re.sub(r"\b(ex|rel|tr|se|ses)_[0-9a-z]{6,}", r"\1_ID", text)
+        text = re.sub(r"\b[0-9a-f]{8,40}\b", "COMMIT", text)
+        text = re.sub(r"\d{4}-\d\d-\d\d[T ][\d:.+Z-]+", "TIME", text)
+        text = re.sub(r"\d+(\.\d+)? ?(ms|s)\b", "N ms", text)
+        text = re.sub(r'("\w+_ms": )[\d.]+', r"\1N", text)
+        return re.sub(r"\b\d+[smhd] ago\b", "N ago", text)
+
+    steps: list[tuple[tuple[str, ...], str | None, dict[str, str] | None]] = [
+        (("agents", "list"), None, None),
+        (("agents", "deploy", "hello", "-m", "first"), None, None),
+        (("test", "hello", '{"name": "Ada"}'), None, None),
+        (("test", "hello", "--json"), '{"name": "piped"}', None),
+        (("agents", "promote", "hello"), None, None),  # no terminal: needs --yes
+        (("agents", "promote", "hello", "--yes"), None, None),
+        (("prompts", "create", "greeting", "--text", "hi {{name}}"), None, None),
+        (("prompts", "list"), None, None),
+        (("agents", "list"), None, {"COLUMNS": "60"}),
+        (("executions", "list", "--json"), None, None),
+        (("test", "ghost"), None, None),
+        (("agents", "frobnicate"), None, None),
+        (("test", "hello", "--input", "{oops"), None, None),
+    ]
+    roots = [init_workspace(tmp_path / way / "ws").root for way in ("process", "here")]
+    for root in roots:
+        write_agent(root, "hello")
+    before = (os.getcwd(), dict(os.environ), os.umask(0o022), list(sys.argv))
+    os.umask(before[2])
+    for args, stdin, env in steps:
+        real = run_rf(*args, cwd=roots[0], input=stdin, env=env)
+        here = run_rf_here(*args, cwd=roots[1], input=stdin, env=env)
+        assert (real.returncode, masked(real.stdout, roots[0]), masked(real.stderr, roots[0])) == (
+            here.returncode, masked(here.stdout, roots[1]), masked(here.stderr, roots[1])), args
+    assert (os.getcwd(), dict(os.environ), os.umask(0o022), list(sys.argv)) == before
+    os.umask(before[2])
