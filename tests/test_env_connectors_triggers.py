@@ -2,7 +2,9 @@
 and live production triggers paused / resumed / edited by a (one-item) release.
 
 Through the real CLI against a real `rf serve` where the workflow is a user's, plus the
-store migration and the dashboard's production Triggers dialog."""
+store migration and the dashboard's production Triggers dialog. Each test runs `rf` as a real
+subprocess (run_rf) for a few commands, the rest through the same entry point in-process
+(run_rf_here: same output and exit codes, without an interpreter start each)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import pytest
 from test_tui import SIZE, anyio_backend, backend, make_app, notifications, pytestmark, settle, template
 from textual.widgets import Button, Static
 
-from conftest import ServerProc, run_rf, start_server
+from conftest import ServerProc, run_rf, run_rf_here, start_server
 from rf.client import LocalBackend, open_local
 from rf.ids import parse_iso
 from rf.services.scheduler import Scheduler
@@ -30,13 +32,13 @@ LIVE, SANDBOX, LIVE2 = "https://crm.example.com/live", "https://crm.example.com/
 
 
 def rf_ok(*args: str, cwd: Path) -> str:
-    r = run_rf(*args, cwd=cwd)
+    r = run_rf_here(*args, cwd=cwd)
     assert r.returncode == 0, (args, r.stdout, r.stderr)
     return r.stdout + r.stderr
 
 
-def rf_json(*args: str, cwd: Path) -> Any:
-    r = run_rf(*args, "--json", cwd=cwd)
+def rf_json(*args: str, cwd: Path, run: Any = run_rf_here) -> Any:
+    r = run(*args, "--json", cwd=cwd)
     assert r.returncode == 0, (args, r.stdout, r.stderr)
     return json.loads(r.stdout)
 
@@ -45,8 +47,8 @@ def connector(root: Path, env: str) -> dict[str, Any]:
     return rf_json("connectors", "show", "crm", "--env", env, cwd=root)  # type: ignore[no-any-return]
 
 
-def pending(root: Path) -> dict[str, dict[str, Any]]:
-    return {f"{i['kind']}:{i['name']}": i for i in rf_json("releases", cwd=root)}
+def pending(root: Path, run: Any = run_rf_here) -> dict[str, dict[str, Any]]:
+    return {f"{i['kind']}:{i['name']}": i for i in rf_json("releases", cwd=root, run=run)}
 
 
 def published_crm(root: Path) -> None:
@@ -158,8 +160,8 @@ def test_migration_keeps_production_settings(ws: Any) -> None:
                     [env])
     con.close()
 
-    # opening migrates: production's settings are the prepared ones, nothing is pending
-    assert pending(ws.root) == {}
+    # opening migrates (in a real `rf` process): production's settings are the prepared ones, nothing is pending
+    assert pending(ws.root, run=run_rf) == {}
     assert connector(ws.root, "production")["base_url"] == LIVE
     view = rf_json("connectors", "show", "crm", cwd=ws.root)["settings"]
     assert view["prepared"]["base_url"] == LIVE and not view["pending"]
@@ -204,14 +206,14 @@ def test_pause_now_stops_a_production_trigger_as_a_recorded_release(ws: Any,
     r = run_rf("triggers", "disable", tid, cwd=root)
     assert r.returncode == 1 and "production is read-only" in r.stderr
     assert f"rf triggers pause {tid} --env production" in r.stderr and "--now" in r.stderr
-    r = run_rf("triggers", "pause", tid, cwd=root)
+    r = run_rf_here("triggers", "pause", tid, cwd=root)
     assert r.returncode == 1 and "--env production" in r.stderr and "--now" in r.stderr
-    r = run_rf("triggers", "pause", tid, "--env", "production", "--now", cwd=root)
+    r = run_rf_here("triggers", "pause", tid, "--env", "production", "--now", cwd=root)
     assert r.returncode == 2 and "--yes" in r.stderr  # publishing now changes production: confirm
     out = rf_ok("triggers", "pause", tid, "--env", "production", "--now", "--yes", cwd=root)
     assert "published to production" in out and "pause" in out
     assert rf_json("triggers", "show", tid, cwd=root)["enabled"] is False
-    r = run_rf("triggers", "fire", tid, cwd=root)
+    r = run_rf_here("triggers", "fire", tid, cwd=root)
     assert r.returncode == 1 and "paused" in r.stderr and "rf triggers resume" in r.stderr
     [release, *_] = rf_json("releases", "history", cwd=root)
     assert [(i["kind"], i["name"]) for i in release["items"]] == [("trigger", tid)]
@@ -264,7 +266,7 @@ def test_a_staged_pause_changes_nothing_until_published(ws: Any, live_trigger: t
     rf_ok("releases", "publish", f"trigger:{tid}", "--yes", cwd=root)
     shown = rf_json("triggers", "show", tid, cwd=root)
     assert (shown["enabled"], shown["schedule"], shown["staged_change"]) == (False, "*/10 * * * *", None)
-    assert run_rf("triggers", "fire", tid, cwd=root).returncode == 1
+    assert run_rf_here("triggers", "fire", tid, cwd=root).returncode == 1
     assert pending(root) == {}
 
 
@@ -291,7 +293,7 @@ def test_deleting_a_live_production_trigger_is_a_release_item(ws: Any,
     published = rf_json("releases", "publish", f"trigger:{tid}", "--yes", cwd=root)
     assert [(i["kind"], i["name"]) for i in published["items"]] == [("trigger", tid)]
     assert [t["id"] for t in rf_json("triggers", "list", "--env", "production", cwd=root)] == []
-    r = run_rf("triggers", "show", tid, cwd=root)
+    r = run_rf_here("triggers", "show", tid, cwd=root)
     assert r.returncode == 1 and "no trigger" in r.stderr
     assert pending(root) == {}
     shown_release = rf_ok("releases", "show", published["id"], cwd=root)
@@ -302,7 +304,7 @@ def test_deleting_a_live_production_trigger_is_a_release_item(ws: Any,
     back = rf_json("triggers", "show", tid, cwd=root)
     assert (back["live"], back["env"], back["schedule"], back["input"]) == (True, "production", "* * * * *",
                                                                           {"name": "cron"})
-    assert run_rf("triggers", "fire", tid, cwd=root).returncode == 0
+    assert run_rf_here("triggers", "fire", tid, cwd=root).returncode == 0
     # staging's trigger was never touched
     assert rf_json("triggers", "show", staging_id, cwd=root)["env"] == "staging"
 
@@ -320,9 +322,9 @@ def test_delete_now_removes_a_production_trigger_as_a_one_item_release(ws: Any,
     assert release["message"] == "stop the cron" and [i["name"] for i in release["items"]] == [tid]
     assert rf_json("triggers", "list", "--env", "production", cwd=root) == []
     # a staging delete asks (no terminal: --yes), and --now is only for production
-    r = run_rf("triggers", "delete", staging_id, cwd=root)
+    r = run_rf_here("triggers", "delete", staging_id, cwd=root)
     assert r.returncode == 2 and "--yes" in r.stderr
-    r = run_rf("triggers", "delete", staging_id, "--now", "--yes", cwd=root)
+    r = run_rf_here("triggers", "delete", staging_id, "--now", "--yes", cwd=root)
     assert r.returncode == 2 and "--now applies to live production triggers" in r.stderr
     rf_ok("triggers", "delete", staging_id, "--yes", cwd=root)
     assert rf_json("triggers", "list", cwd=root) == []
