@@ -2,7 +2,9 @@
 did-you-mean, agents are deployed from agents/NAME only, names say their rule the same way
 everywhere; trace verbosity per environment; what a session records of each turn.
 
-Everything goes through the real `rf` command, and `rf serve` where the behaviour shows there.
+Everything goes through the real `rf` command, and `rf serve` where the behaviour shows there:
+each test runs some commands as real subprocesses (run_rf), the rest through the same entry
+point in this process (run_rf_here, the same output and exit codes without a new interpreter).
 """
 
 from __future__ import annotations
@@ -14,14 +16,14 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import HELLO_PY, ServerProc, run_rf, start_server, write_agent
+from conftest import HELLO_PY, ServerProc, run_rf, run_rf_here, start_server, write_agent
 from rf.config import AGENT_TOML_KEYS, NAME_RULE, RF_TOML_KEYS, parse_agent_toml
 
 OK_TOML = 'entrypoint = "agent:handle"\ntimeout_s = 10\n'
 
 
 def deployed(root: Path) -> list[str]:
-    r = run_rf("agents", "list", "--json", cwd=root)
+    r = run_rf_here("agents", "list", "--json", cwd=root)
     assert r.returncode == 0, r.stderr
     return [a["name"] for a in json.loads(r.stdout)]
 
@@ -42,13 +44,13 @@ def deployed(root: Path) -> list[str]:
 ])
 def test_unknown_agent_toml_keys_are_refused_at_deploy_and_by_rf_test(ws: Any, toml: str, expected: str) -> None:
     write_agent(ws.root, "strict", toml=toml)
-    for command in (("agents", "deploy", "strict"), ("test", "strict", "{}")):
-        r = run_rf(*command, cwd=ws.root)
+    for run, command in ((run_rf, ("agents", "deploy", "strict")), (run_rf_here, ("test", "strict", "{}"))):
+        r = run(*command, cwd=ws.root)
         assert r.returncode == 1, (command, r.stdout, r.stderr)
         assert "agents/strict/agent.toml: " in r.stderr and expected in r.stderr, (command, r.stderr)
         assert "Traceback" not in r.stderr
     assert deployed(ws.root) == []
-    hint = run_rf("agents", "deploy", "strict", cwd=ws.root).stderr.split("hint:", 1)[1]
+    hint = run_rf_here("agents", "deploy", "strict", cwd=ws.root).stderr.split("hint:", 1)[1]
     assert "takes:" in hint or "move" in hint or NAME_RULE in hint
 
 
@@ -96,7 +98,7 @@ def test_unknown_rf_toml_keys_fail_every_command(ws: Any, extra_server: str, tai
                                                  hint: str) -> None:
     set_rf_toml(ws.root, extra_server, tail)
     for command in (("status",), ("agents", "list"), ("agents", "deploy", "hello"), ("serve", "--port", "0")):
-        r = run_rf(*command, cwd=ws.root, timeout=30)
+        r = (run_rf if command[0] == "serve" else run_rf_here)(*command, cwd=ws.root, timeout=30)
         assert r.returncode == 1, (command, r.stderr)
         assert f"{ws.root / 'rf.toml'}: " in r.stderr and expected in r.stderr, (command, r.stderr)
         assert hint in r.stderr.split("hint:", 1)[1], r.stderr
@@ -128,7 +130,7 @@ def test_deploy_takes_agents_under_agents_only(ws: Any, tmp_path: Path) -> None:
              (("drafts/draft",), ws.root), ((), ws.root / "drafts" / "draft")]
     for args, cwd in cases:
         for command in ("agents deploy", "test"):
-            r = run_rf(*command.split(), *args, *(("{}",) if command == "test" and args else ()), cwd=cwd)
+            r = run_rf_here(*command.split(), *args, *(("{}",) if command == "test" and args else ()), cwd=cwd)
             assert r.returncode == 2, (args, command, r.stderr)
             assert "is not a directory of this workspace's agents/" in r.stderr, r.stderr
             assert "hint: move it there (mv " in r.stderr and "then: rf agents deploy " in r.stderr
@@ -136,8 +138,8 @@ def test_deploy_takes_agents_under_agents_only(ws: Any, tmp_path: Path) -> None:
     # A name, or a path that is agents/NAME, is fine.
     assert run_rf("agents", "deploy", "./agents/hello", cwd=ws.root).returncode == 0
     write_agent(ws.root, "other")
-    assert run_rf("agents", "deploy", "../other", cwd=ws.root / "agents" / "hello").returncode == 0
-    assert run_rf("agents", "deploy", "-m", "here", cwd=ws.root / "agents" / "other").returncode == 0
+    assert run_rf_here("agents", "deploy", "../other", cwd=ws.root / "agents" / "hello").returncode == 0
+    assert run_rf_here("agents", "deploy", "-m", "here", cwd=ws.root / "agents" / "other").returncode == 0
     assert sorted(deployed(ws.root)) == ["hello", "other"]
     r = run_rf("agents", "deploy", "ghost", cwd=ws.root)
     assert r.returncode == 1 and "no agent directory agents/ghost" in r.stderr and "hello, other" in r.stderr
@@ -156,7 +158,7 @@ def test_an_invalid_name_says_the_rule_once_the_same_way_everywhere(ws: Any) -> 
     }
     for kind, runs in commands.items():
         for command in runs:
-            r = run_rf(*command, cwd=ws.root)
+            r = (run_rf if command == ("agents", "deploy", "Bad Name") else run_rf_here)(*command, cwd=ws.root)
             assert r.returncode == 2, (command, r.stderr)
             assert f"error: invalid {kind} name 'Bad Name'" in r.stderr, (command, r.stderr)
             assert r.stderr.count(NAME_RULE) == 1, (command, r.stderr)
@@ -175,7 +177,7 @@ def handle(input, ctx):
 def _trace(server: ServerProc, root: Path, env: str, text: str) -> dict[str, Any]:
     r = httpx.post(f"{server.url}/{env}/agents/traced", json={"input": {"text": text}}, timeout=30)
     assert r.status_code == 200, r.text
-    shown = run_rf("traces", "show", r.json()["execution_id"], "--env", env, "--json", cwd=root)
+    shown = run_rf_here("traces", "show", r.json()["execution_id"], "--env", env, "--json", cwd=root)
     assert shown.returncode == 0, shown.stderr
     return {s["name"]: s for s in json.loads(shown.stdout)["spans"]}
 
@@ -184,7 +186,7 @@ def test_one_commit_traces_fully_in_staging_and_minimally_in_production(ws: Any)
     toml = OK_TOML + '[trace]\nstaging = "full"\nproduction = "minimal"\n'
     write_agent(ws.root, "traced", TRACED_PY, toml)
     assert run_rf("agents", "deploy", "traced", cwd=ws.root).returncode == 0
-    assert run_rf("agents", "promote", "traced", "--yes", cwd=ws.root).returncode == 0
+    assert run_rf_here("agents", "promote", "traced", "--yes", cwd=ws.root).returncode == 0
     text = "x" * 5000  # longer than what a "standard" trace keeps (trace_max_chars, 2000)
     server = start_server(ws.root)
     try:
@@ -204,13 +206,13 @@ def test_one_commit_traces_fully_in_staging_and_minimally_in_production(ws: Any)
 def test_a_top_level_trace_mode_is_both_environments(ws: Any) -> None:
     write_agent(ws.root, "traced", TRACED_PY, OK_TOML + 'trace = "minimal"\n')
     assert run_rf("agents", "deploy", "traced", cwd=ws.root).returncode == 0
-    assert run_rf("agents", "promote", "traced", "--yes", cwd=ws.root).returncode == 0
+    assert run_rf_here("agents", "promote", "traced", "--yes", cwd=ws.root).returncode == 0
     for env in ("staging", "production"):
-        ex = json.loads(run_rf("invoke", "traced", '{"text": "hi"}', "--env", env, "--json", cwd=ws.root).stdout)
-        spans = json.loads(run_rf("traces", "show", ex["id"], "--env", env, "--json", cwd=ws.root).stdout)["spans"]
+        ex = json.loads(run_rf_here("invoke", "traced", '{"text": "hi"}', "--env", env, "--json", cwd=ws.root).stdout)
+        spans = json.loads(run_rf_here("traces", "show", ex["id"], "--env", env, "--json", cwd=ws.root).stdout)["spans"]
         assert all("input" not in s["attributes"] for s in spans), (env, spans)
     write_agent(ws.root, "traced", TRACED_PY, OK_TOML + '[trace]\nproduction = "verbose"\n')
-    r = run_rf("agents", "deploy", "traced", cwd=ws.root)
+    r = run_rf_here("agents", "deploy", "traced", cwd=ws.root)
     assert r.returncode == 1 and "[trace] production must be one of full, standard, minimal" in r.stderr
 
 
@@ -232,8 +234,8 @@ SESSION_TOML = OK_TOML + '[session]\ninput = "question"\noutput = "reply"\n'
 def test_the_endpoint_records_each_turn_once_with_the_named_fields(ws: Any) -> None:
     write_agent(ws.root, "faq", SESSION_PY, SESSION_TOML)
     write_agent(ws.root, "plain", "def handle(input, ctx):\n    return {'answer': 42, 'why': 'it is'}\n")
-    for name in ("faq", "plain"):
-        assert run_rf("agents", "deploy", name, cwd=ws.root).returncode == 0
+    for run, name in ((run_rf, "faq"), (run_rf_here, "plain")):
+        assert run("agents", "deploy", name, cwd=ws.root).returncode == 0
     server = start_server(ws.root)
     try:
         url = f"{server.url}/staging/agents/faq"
@@ -265,8 +267,8 @@ def test_an_output_without_a_message_reads_as_text_for_the_llm(ws: Any) -> None:
             "    return {'reply_to': input, 'history': ctx.session.history(for_llm=True), 'n': 2}\n")
     write_agent(ws.root, "dicts", code)
     assert run_rf("agents", "deploy", "dicts", cwd=ws.root).returncode == 0
-    run_rf("invoke", "dicts", '{"topic": "x"}', "--session", "d-1", "--json", cwd=ws.root)
-    r = run_rf("invoke", "dicts", '{"message": "next"}', "--session", "d-1", "--json", cwd=ws.root)
+    run_rf_here("invoke", "dicts", '{"topic": "x"}', "--session", "d-1", "--json", cwd=ws.root)
+    r = run_rf_here("invoke", "dicts", '{"message": "next"}', "--session", "d-1", "--json", cwd=ws.root)
     history = json.loads(r.stdout)["output"]["history"]
     assert history == [
         {"role": "user", "content": "topic: x"},
