@@ -70,9 +70,9 @@ def run_rf(*args: str, cwd: Path, input: str | None = None, env: dict[str, str] 
                           input=input if input is not None else "", env=full_env, timeout=timeout)
 
 
-#: What run_rf_here cannot stand in for: commands that outlive the call (servers, the dashboard,
-#: watchers) and help/version (``rf --help`` swaps two rich modules in sys.modules for speed).
-_NOT_HERE = {"serve", "ui", "mcp", "--help", "-h", "--version", "-V"}
+#: What run_rf_here cannot stand in for: commands that outlive the call (a server, the dashboard,
+#: the MCP server) and help (``rf --help`` puts stand-ins for two rich modules in sys.modules).
+_NOT_HERE = {"serve", "ui", "mcp"}
 
 
 def run_rf_here(*args: str, cwd: Path, input: str | None = None, env: dict[str, str] | None = None,
@@ -91,8 +91,11 @@ def run_rf_here(*args: str, cwd: Path, input: str | None = None, env: dict[str, 
     import types
 
     del timeout  # the same signature as run_rf; an in-process call cannot be cut short
-    bad = _NOT_HERE.intersection(args)
-    assert args and not bad, f"run_rf_here cannot run {sorted(bad) or 'rf alone'}: use run_rf"
+    command = list(args)
+    while command[:1] in (["-w"], ["--workspace"]):
+        del command[:2]
+    assert command and command[0] not in _NOT_HERE and not {"-h", "--help"} & set(args), (
+        f"run_rf_here cannot run `rf {' '.join(args)}`: use run_rf")
     saved_env = dict(os.environ)
     saved_cwd = os.getcwd()
     saved_argv = sys.argv
