@@ -4,7 +4,10 @@ real `rf serve`.
 `rf agents promote NAME` runs the plan of `rf releases publish agent:NAME` (diff, dependency
 warnings, --with-deps, --strict, a recorded release); deleting an agent, a prompt or a connector
 takes effect in staging at once and waits as "remove from production", refused under --strict
-while production still uses it; rollback brings a removed item back."""
+while production still uses it; rollback brings a removed item back.
+
+Each test runs a few commands as real `rf` subprocesses (run_rf), the rest through the same
+entry point in-process (run_rf_here: the same output and exit codes, no interpreter start)."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import ServerProc, run_rf, start_server, write_agent
+from conftest import ServerProc, run_rf, run_rf_here, start_server, write_agent
 
 ACTOR = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "user.name", "GIT_CONFIG_VALUE_0": "Ada Lovelace"}
 
@@ -34,14 +37,14 @@ def server(ws: Any) -> Iterator[ServerProc]:
         s.stop()
 
 
-def rf(*args: str, cwd: Path, code: int = 0) -> str:
-    r = run_rf(*args, cwd=cwd, env=ACTOR)
+def rf(*args: str, cwd: Path, code: int = 0, run: Any = run_rf_here) -> str:
+    r = run(*args, cwd=cwd, env=ACTOR)
     assert r.returncode == code, (args, r.returncode, r.stdout, r.stderr)
     return r.stdout + r.stderr
 
 
 def rf_json(*args: str, cwd: Path) -> Any:
-    r = run_rf(*args, "--json", cwd=cwd, env=ACTOR)
+    r = run_rf_here(*args, "--json", cwd=cwd, env=ACTOR)
     assert r.returncode == 0, (args, r.stdout, r.stderr)
     return json.loads(r.stdout)
 
@@ -86,7 +89,8 @@ def test_promote_with_deps_publishes_both_in_one_recorded_release(ws: Any, serve
     root = ws.root
     greeter(root)
     plan = rf_json("releases", "plan", "agent:greeter", "--with-deps", cwd=root)
-    out = rf("agents", "promote", "greeter", "--with-deps", "--yes", "-m", "greeter, first version", cwd=root)
+    out = rf("agents", "promote", "greeter", "--with-deps", "--yes", "-m", "greeter, first version", cwd=root,
+             run=run_rf)
     assert "added prompt greet" in out and "with prompt greet" in out
     [release] = rf_json("releases", "history", cwd=root)
     assert (release["author"], release["message"], release["kind"]) == ("Ada Lovelace", "greeter, first version",
@@ -248,7 +252,7 @@ def test_rollback_restores_removed_items(ws: Any, server: ServerProc) -> None:
     [removal, _] = rf_json("releases", "history", cwd=root)
     assert sorted((i["kind"], i["name"], i["after"]) for i in removal["items"]) == [
         ("agent", "greeter", None), ("prompt", "greet", None)]
-    rf("releases", "rollback", removal["id"], "--yes", cwd=root)
+    rf("releases", "rollback", removal["id"], "--yes", cwd=root, run=run_rf)
     answer = httpx.post(f"{server.url}/production/agents/greeter", json={"input": {}})
     assert answer.status_code == 200 and answer.json()["output"] == {"text": "Hello from greet"}
     # staging still says deleted: the removals are pending again
