@@ -3,7 +3,9 @@ an MCP server's tools, called from agent code like any connector resource.
 
 Against real MCP servers written with the official ``mcp`` SDK (tests/mcp_tool_server.py,
 streamable HTTP on 127.0.0.1), through the real CLI (``rf test``, ``rf releases``) and a real
-``rf serve`` where it is a user's workflow."""
+``rf serve`` where it is a user's workflow. Each test runs one or two `rf` commands as real
+subprocesses (run_rf: the credentials piped on stdin among them), the rest through the same entry
+point in-process (run_rf_here: the same output and exit codes, no interpreter start)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from typing import Any
 import pytest
 from mcp_tool_server import serve
 
-from conftest import run_rf, start_server, write_agent
+from conftest import run_rf, run_rf_here, start_server, write_agent
 from rf.client import HttpBackend, LocalBackend, open_local
 from rf.config import snapshot_dir
 from rf.errors import ProductionReadOnly, UsageError
@@ -41,15 +43,15 @@ def handle(input, ctx):
 '''
 
 
-def rf_ok(*args: str, cwd: Path, input: str | None = None) -> str:
+def rf_ok(*args: str, cwd: Path, input: str | None = None, run: Any = run_rf_here) -> str:
     """Run ``rf ARGS``; what it printed (stdout, then stderr, where messages go)."""
-    r = run_rf(*args, cwd=cwd, input=input)
+    r = run(*args, cwd=cwd, input=input)
     assert r.returncode == 0, (args, r.stdout, r.stderr)
     return r.stdout + r.stderr
 
 
 def rf_json(*args: str, cwd: Path) -> Any:
-    r = run_rf(*args, "--json", cwd=cwd)
+    r = run_rf_here(*args, "--json", cwd=cwd)
     assert r.returncode == 0, (args, r.stdout, r.stderr)
     return json.loads(r.stdout)
 
@@ -78,7 +80,7 @@ def local(ws: Any) -> Iterator[LocalBackend]:
 
 def test_tools_become_resources_and_rf_test_calls_them(ws: Any, staging_server: str) -> None:
     root = ws.root
-    rf_ok("credentials", "set", "mcp-token", "--from-stdin", "--yes", cwd=root, input=TOKEN)
+    rf_ok("credentials", "set", "mcp-token", "--from-stdin", "--yes", cwd=root, input=TOKEN, run=run_rf)
     created = rf_json("connectors", "create", "tools", "--mcp", staging_server, "--auth", "bearer",
                       "--credential", "mcp-token", cwd=root)
     assert created["kind"] == "mcp" and created["base_url"] == staging_server
@@ -107,7 +109,7 @@ def test_tools_become_resources_and_rf_test_calls_them(ws: Any, staging_server: 
     assert described["name"] == "tools__add" and described["description"] == "Add two integers."
     assert described["parameters"]["required"] == ["a", "b"] and described["result"] == {"result": 2}
     # arguments are checked against the tool's schema before any call
-    bad = run_rf("test", "caller", json.dumps({"tool": "add", "args": {"a": 1}}), "--json", cwd=root)
+    bad = run_rf_here("test", "caller", json.dumps({"tool": "add", "args": {"a": 1}}), "--json", cwd=root)
     assert "missing parameter 'b'" in bad.stdout + bad.stderr
 
     # a wrong credential: the server answers 401, the error says which credential to check
@@ -121,7 +123,7 @@ def test_tools_become_resources_and_rf_test_calls_them(ws: Any, staging_server: 
 def test_each_environment_calls_its_own_mcp_server_through_rf_serve(ws: Any) -> None:
     root = ws.root
     with serve("staging") as staging_url, serve("production", token=TOKEN) as production_url:
-        rf_ok("credentials", "set", "prod-mcp", "--from-stdin", "--yes", cwd=root, input=TOKEN)
+        rf_ok("credentials", "set", "prod-mcp", "--from-stdin", "--yes", cwd=root, input=TOKEN, run=run_rf)
         rf_ok("connectors", "create", "tools", "--mcp", staging_url, cwd=root)
         rf_ok("connectors", "edit", "tools", "--for", "production", "--base-url", production_url,
               "--auth", "bearer", "--credential", "prod-mcp", cwd=root)
@@ -170,7 +172,7 @@ def test_refresh_shows_a_changed_tool_schema_as_a_release_item(ws: Any) -> None:
         assert "0 added, 1 updated, 0 removed, 4 unchanged" in text and "~ lookup_order" in text
         items = {f"{i['kind']}:{i['name']}": i for i in rf_json("releases", cwd=root)}
         assert items["connector:tools"]["summary"] == "1 resource modified"
-        diff = rf_ok("releases", "diff", "connector:tools", cwd=root)
+        diff = rf_ok("releases", "diff", "connector:tools", cwd=root, run=run_rf)
         assert "~ resource lookup_order" in diff and "~ schema:" in diff
         added = [line.strip() for line in diff.splitlines() if line.strip().startswith("+")]
         assert '+ "include_items": {' in [" ".join(a.split()) for a in added], diff
@@ -281,5 +283,5 @@ def test_an_mcp_server_started_as_a_command_over_stdio(ws: Any, local: LocalBack
         b.create_connector("gone", "stdio:/nonexistent/mcp-server --flag", kind="mcp")
     b.close()
     # the CLI: --mcp-command
-    out = rf_ok("connectors", "create", "cli-tools", "--mcp-command", command, cwd=ws.root)
+    out = rf_ok("connectors", "create", "cli-tools", "--mcp-command", command, cwd=ws.root, run=run_rf)
     assert "5 tool(s) as resources" in out
