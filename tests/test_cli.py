@@ -1,4 +1,6 @@
-"""The `rf` command as a user runs it: real subprocesses, real workspaces."""
+"""The `rf` command as a user runs it: real subprocesses, real workspaces. Where a test runs
+many commands, some run through the same entry point in this process (run_rf_here: the same
+output and exit codes, tests/test_cli.py::test_run_rf_here_answers_as_the_real_command)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from conftest import HELLO_TOML, RF, run_rf, write_agent
+from conftest import HELLO_TOML, RF, run_rf, run_rf_here, write_agent
 
 
 def test_init_example_hello_and_test(tmp_path: Path) -> None:
@@ -59,25 +61,25 @@ def test_test_command_inputs_and_exit_codes(ws: Any) -> None:
     r = run_rf("test", "hello", "--input", "{oops", cwd=root)
     assert r.returncode == 2 and "not valid JSON" in r.stderr
     # The input as an argument, after the agent, or alone inside the agent's directory.
-    r = run_rf("test", "hello", '{"name": "positional"}', "--json", cwd=root)
+    r = run_rf_here("test", "hello", '{"name": "positional"}', "--json", cwd=root)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["output"]["message"] == "hello, positional"
-    r = run_rf("test", '{"name": "here"}', "--json", cwd=root / "agents" / "hello")
+    r = run_rf_here("test", '{"name": "here"}', "--json", cwd=root / "agents" / "hello")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["output"]["message"] == "hello, here"
-    r = run_rf("test", "hello", '{"name": "a"}', "--input", '{"name": "b"}', cwd=root)
+    r = run_rf_here("test", "hello", '{"name": "a"}', "--input", '{"name": "b"}', cwd=root)
     assert r.returncode == 2 and "given twice" in r.stderr and "Traceback" not in r.stderr
-    r = run_rf("test", "hello", "name=x", cwd=root)
+    r = run_rf_here("test", "hello", "name=x", cwd=root)
     assert r.returncode == 2 and "not valid JSON" in r.stderr
     write_agent(root, "broken", "def handle(input, ctx):\n    return 1 / 0\n")
-    r = run_rf("test", "broken", cwd=root)
+    r = run_rf_here("test", "broken", cwd=root)
     assert r.returncode == 1 and "ZeroDivisionError" in r.stderr and "agent.py:2" in r.stderr
-    r = run_rf("test", "ghost", cwd=root)
+    r = run_rf_here("test", "ghost", cwd=root)
     assert r.returncode == 1 and "no agent directory" in r.stderr and "hello" in r.stderr
     # rf test never writes production state
-    prod = json.loads(run_rf("executions", "list", "--env", "production", "--json", cwd=root).stdout)
+    prod = json.loads(run_rf_here("executions", "list", "--env", "production", "--json", cwd=root).stdout)
     assert prod == []
-    staging = json.loads(run_rf("executions", "list", "--json", "--limit", "50", cwd=root).stdout)
+    staging = json.loads(run_rf_here("executions", "list", "--json", "--limit", "50", cwd=root).stdout)
     assert {e["source"] for e in staging} == {"test"} and len(staging) == 5
 
 
@@ -87,45 +89,45 @@ def test_deploy_promote_and_inspect(ws: Any) -> None:
     assert "not deployed yet: rf agents deploy hello" in st and "none" not in st, st
     r = run_rf("agents", "deploy", "hello", "-m", "first", cwd=root)
     assert r.returncode == 0 and "deployed hello to staging" in r.stderr
-    r = run_rf("agents", "deploy", "hello", cwd=root)
+    r = run_rf_here("agents", "deploy", "hello", cwd=root)
     assert r.returncode == 0 and "no changes" in r.stderr
-    r = run_rf("agents", "deploy", cwd=root / "agents" / "hello")  # agent inferred from cwd
+    r = run_rf_here("agents", "deploy", cwd=root / "agents" / "hello")  # agent inferred from cwd
     assert "no changes" in r.stderr
     # promote needs confirmation when nobody can answer
     r = run_rf("agents", "promote", "hello", cwd=root)
     assert r.returncode == 2 and "--yes" in r.stderr
-    agents = json.loads(run_rf("agents", "list", "--json", cwd=root).stdout)
+    agents = json.loads(run_rf_here("agents", "list", "--json", cwd=root).stdout)
     assert agents[0]["production_commit"] is None
     # A long description gives way on a narrow terminal: one line per agent, its state on it.
     toml = root / "agents" / "hello" / "agent.toml"
     toml.write_text(toml.read_text().replace('description = "', 'description = "' + "a rather long story " * 5))
-    assert run_rf("agents", "deploy", "hello", cwd=root).returncode == 0
-    listed = run_rf("agents", "list", cwd=root, env={"COLUMNS": "80"}).stdout.splitlines()
+    assert run_rf_here("agents", "deploy", "hello", cwd=root).returncode == 0
+    listed = run_rf_here("agents", "list", cwd=root, env={"COLUMNS": "80"}).stdout.splitlines()
     assert len(listed) == 2 and listed[1].startswith("hello") and listed[1].endswith("not promoted yet"), listed
     assert "…" in listed[1] and max(len(line) for line in listed) <= 80
-    r = run_rf("agents", "promote", "hello", "--yes", cwd=root)
+    r = run_rf_here("agents", "promote", "hello", "--yes", cwd=root)
     assert r.returncode == 0 and "promoted hello to production" in r.stderr
     (root / "agents" / "hello" / "agent.py").write_text("def handle(input, ctx):\n    return 'v2'\n")
-    assert run_rf("agents", "deploy", "hello", "-m", "second", cwd=root).returncode == 0
-    show = json.loads(run_rf("agents", "show", "hello", "--json", cwd=root).stdout)
+    assert run_rf_here("agents", "deploy", "hello", "-m", "second", cwd=root).returncode == 0
+    show = json.loads(run_rf_here("agents", "show", "hello", "--json", cwd=root).stdout)
     assert show["commits_ahead"] == 1
     assert show["endpoints"]["production"].endswith("/production/agents/hello")
-    hist = run_rf("agents", "history", "hello", cwd=root).stdout
+    hist = run_rf_here("agents", "history", "hello", cwd=root).stdout
     assert "second" in hist and "first" in hist and "staging" in hist and "production" in hist
-    d = run_rf("agents", "diff", "hello", cwd=root).stdout
+    d = run_rf_here("agents", "diff", "hello", cwd=root).stdout
     assert "+    return 'v2'" in d and "1 commit" in d
-    st = run_rf("status", cwd=root).stdout
+    st = run_rf_here("status", cwd=root).stdout
     assert "hello" in st and "1 commit ahead" in st and "not running" in st
     r = run_rf("invoke", "hello", '{"name": "P"}', "--env", "production", "--json", cwd=root)
     assert json.loads(r.stdout)["output"] == {"message": "hello, P", "env": "production"}
-    r = run_rf("invoke", "hello", "--env", "staging", cwd=root)
+    r = run_rf_here("invoke", "hello", "--env", "staging", cwd=root)
     assert r.stdout.strip() == "v2"
-    ex_id = json.loads(run_rf("executions", "list", "--env", "production", "--json", cwd=root).stdout)[0]["id"]
+    ex_id = json.loads(run_rf_here("executions", "list", "--env", "production", "--json", cwd=root).stdout)[0]["id"]
     shown = run_rf("executions", "show", ex_id, cwd=root)
     assert shown.returncode == 0 and "hello, P" in shown.stdout
     # `rf invoke` without a server starts its worker: the duration line says so; and where the trace is.
     assert "before it: a cold start" in shown.stdout and f"rf traces show {ex_id}" in shown.stdout
-    r = run_rf("executions", "show", ex_id, "--env", "staging", cwd=root)
+    r = run_rf_here("executions", "show", ex_id, "--env", "staging", cwd=root)
     assert r.returncode == 1 and "no execution" in r.stderr
 
 
@@ -143,11 +145,11 @@ def test_bad_agent_definitions_change_nothing(ws: Any) -> None:
     write_agent(root, "badentry", toml='entrypoint = "agent:nope"\n')
     write_agent(root, "syntax", code="def handle(input, ctx):\n    return (\n")
     for name, expected in cases.items():
-        r = run_rf("agents", "deploy", name, cwd=root)
+        r = (run_rf if name == "notoml" else run_rf_here)("agents", "deploy", name, cwd=root)
         assert r.returncode == 1, name
         assert expected in r.stderr, (name, r.stderr)
         assert "Traceback" not in r.stderr
-    assert json.loads(run_rf("agents", "list", "--json", cwd=root).stdout) == []
+    assert json.loads(run_rf_here("agents", "list", "--json", cwd=root).stdout) == []
 
 
 def test_env_is_validated_everywhere(ws: Any) -> None:
@@ -340,10 +342,10 @@ def test_rf_test_prints_chunks_as_they_come(ws: Any, through_server: bool) -> No
         # --json prints the execution once, at the end (no chunk lines before it).
         marker.unlink()
         marker.touch()
-        r = run_rf("test", "gen", json.dumps({"marker": str(marker)}), "--json", cwd=ws.root)
+        r = run_rf_here("test", "gen", json.dumps({"marker": str(marker)}), "--json", cwd=ws.root)
         assert json.loads(r.stdout)["output"] == [{"n": 1}, {"n": 2, "waited": True}, "text ", "runs together"]
         if server is not None:
-            st = json.loads(run_rf("status", "--json", cwd=ws.root).stdout)
+            st = json.loads(run_rf_here("status", "--json", cwd=ws.root).stdout)
             assert st["backend"] == "http"
     finally:
         if server is not None:
@@ -397,12 +399,14 @@ def test_list_commands_keep_ids_whole_at_80_columns(ws: Any) -> None:
     write_agent(root, "broken", "def handle(input, ctx):\n    raise ValueError('x' * 90)\n")
     r = run_rf("test", "broken", cwd=root)
     assert r.returncode == 1
-    r = run_rf("test", "hello", '{"name": "a fairly long name for the session list"}', "--session", "s-1", cwd=root)
+    r = run_rf_here("test", "hello", '{"name": "a fairly long name for the session list"}', "--session", "s-1",
+                    cwd=root)
     assert r.returncode == 0, r.stderr
-    ids = [e["id"] for e in json.loads(run_rf("executions", "list", "--json", cwd=root).stdout)]
+    ids = [e["id"] for e in json.loads(run_rf_here("executions", "list", "--json", cwd=root).stdout)]
     for columns in ("80", "60"):
         for args in (["executions", "list"], ["traces", "list"], ["sessions", "list"]):
-            lines = run_rf(*args, cwd=root, env={"COLUMNS": columns}).stdout.splitlines()
+            run = run_rf if (columns, args[0]) == ("80", "executions") else run_rf_here
+            lines = run(*args, cwd=root, env={"COLUMNS": columns}).stdout.splitlines()
             assert max(map(len, lines)) <= int(columns), (args, lines)
             if args[0] != "sessions":
                 assert all(any(i in ln for ln in lines) for i in ids), (args, lines)
@@ -431,16 +435,12 @@ def test_run_rf_here_answers_as_the_real_command(tmp_path: Path) -> None:
         return re.sub(r"\b\d+[smhd] ago\b", "N ago", text)
 
     steps: list[tuple[tuple[str, ...], str | None, dict[str, str] | None]] = [
-        (("agents", "list"), None, None),
         (("agents", "deploy", "hello", "-m", "first"), None, None),
         (("test", "hello", '{"name": "Ada"}'), None, None),
         (("test", "hello", "--json"), '{"name": "piped"}', None),
         (("agents", "promote", "hello"), None, None),  # no terminal: needs --yes
         (("agents", "promote", "hello", "--yes"), None, None),
-        (("prompts", "create", "greeting", "--text", "hi {{name}}"), None, None),
-        (("prompts", "list"), None, None),
         (("agents", "list"), None, {"COLUMNS": "60"}),
-        (("executions", "list", "--json"), None, None),
         (("test", "ghost"), None, None),
         (("agents", "frobnicate"), None, None),
         (("test", "hello", "--input", "{oops"), None, None),
