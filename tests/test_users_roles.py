@@ -7,6 +7,10 @@ audit log is the token's user (a request's own `author` is refused); tokens are 
 once and kept hashed; revoking one locks it out; `rf login` saves a token for a server.
 In-process, every role × every route of :data:`rf.api.ROUTES` is checked against the
 route's role.
+
+Each test runs one or two commands as real `rf` subprocesses (run_rf; `rf login` reads its token
+on stdin), the rest through the same entry point in-process (run_rf_here: the same output and
+exit codes, the same RF_SERVER_URL/RF_TOKEN environment, no interpreter start).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import ServerProc, run_rf, start_server
+from conftest import ServerProc, run_rf, run_rf_here, start_server
 from rf import api
 from rf.errors import Forbidden
 from rf.models import ROLES
@@ -74,7 +78,7 @@ def team(ws: Any) -> Iterator[tuple[Any, ServerProc, dict[str, str]]]:
         assert run_rf("agents", "deploy", "hello", "-m", "v1", cwd=ws.root).returncode == 0
         tokens = {}
         for role in ROLES:
-            r = run_rf("users", "add", role[:3] + "-user", "--role", role, "--json", cwd=ws.root)
+            r = run_rf_here("users", "add", role[:3] + "-user", "--role", role, "--json", cwd=ws.root)
             assert r.returncode == 0, r.stderr
             created = json.loads(r.stdout)
             assert set(created) == {"name", "role", "token"} and created["role"] == role
@@ -84,8 +88,8 @@ def team(ws: Any) -> Iterator[tuple[Any, ServerProc, dict[str, str]]]:
         srv.stop()
 
 
-def as_user(ws: Any, srv: ServerProc, token: str, *args: str) -> Any:
-    return run_rf(*args, cwd=ws.root, env={"RF_SERVER_URL": srv.url, "RF_TOKEN": token})
+def as_user(ws: Any, srv: ServerProc, token: str, *args: str, run: Any = run_rf_here) -> Any:
+    return run(*args, cwd=ws.root, env={"RF_SERVER_URL": srv.url, "RF_TOKEN": token})
 
 
 #: One representative command per class of routes: (its route, the command line).
@@ -107,7 +111,8 @@ def test_each_role_against_each_class_of_command(team: tuple[Any, ServerProc, di
             args = [a.format(role=role[:3]) for a in argv]
             if route == "deploy":  # (a change each time, so each deploy makes a commit)
                 (ws.root / "agents" / "hello" / "note.txt").write_text(role)
-            r = as_user(ws, srv, token, *args)
+            real = (role, needed) in (("developer", "publisher"), ("admin", "admin"))  # a refusal, a success
+            r = as_user(ws, srv, token, *args, run=run_rf if real else run_rf_here)
             if RANK[role] >= RANK[needed]:
                 assert r.returncode == 0, (role, args, r.stderr)
             else:
@@ -136,7 +141,8 @@ def test_each_role_against_each_class_of_command(team: tuple[Any, ServerProc, di
 def test_the_actor_comes_from_the_token(team: tuple[Any, ServerProc, dict[str, str]]) -> None:
     ws, srv, tokens = team
     (ws.root / "agents" / "hello" / "note.txt").write_text("dev change")
-    assert as_user(ws, srv, tokens["developer"], "agents", "deploy", "hello", "-m", "by dev").returncode == 0
+    assert as_user(ws, srv, tokens["developer"], "agents", "deploy", "hello", "-m", "by dev",
+                   run=run_rf).returncode == 0
     history = json.loads(as_user(ws, srv, tokens["viewer"], "agents", "history", "hello", "--json").stdout)
     assert history[0]["author"] == "dev-user" and history[0]["message"] == "by dev"
     assert as_user(ws, srv, tokens["publisher"], "agents", "promote", "hello", "--yes").returncode == 0
@@ -161,7 +167,7 @@ def test_the_actor_comes_from_the_token(team: tuple[Any, ServerProc, dict[str, s
 
 
 def srv_owner(ws: Any, srv: ServerProc) -> str:
-    r = run_rf("users", "whoami", "--json", cwd=ws.root)  # (.rf/server.json: the owner's token)
+    r = run_rf_here("users", "whoami", "--json", cwd=ws.root)  # (.rf/server.json: the owner's token)
     me = json.loads(r.stdout)
     assert me["owner"] is True and me["role"] == "admin"
     return str(me["name"])
@@ -170,7 +176,7 @@ def srv_owner(ws: Any, srv: ServerProc) -> str:
 def test_tokens_are_shown_once_kept_hashed_and_revocable(team: tuple[Any, ServerProc, dict[str, str]]) -> None:
     ws, srv, tokens = team
     dev = tokens["developer"]
-    created = as_user(ws, srv, dev, "tokens", "create", "--name", "laptop", "--json")
+    created = as_user(ws, srv, dev, "tokens", "create", "--name", "laptop", "--json", run=run_rf)
     assert created.returncode == 0, created.stderr
     second = json.loads(created.stdout)
     secret = second["secret"]
@@ -187,10 +193,10 @@ def test_tokens_are_shown_once_kept_hashed_and_revocable(team: tuple[Any, Server
     assert r.returncode != 0 and "missing, wrong or revoked API token" in r.stderr
     assert as_user(ws, srv, dev, "agents", "list").returncode == 0  # the other token still works
     # a role change applies to the next request; removing a user locks out their tokens
-    assert run_rf("users", "set-role", "dev-user", "viewer", cwd=ws.root).returncode == 0
+    assert run_rf_here("users", "set-role", "dev-user", "viewer", cwd=ws.root).returncode == 0
     r = as_user(ws, srv, dev, "agents", "deploy", "hello")
     assert r.returncode != 0 and "developer role needed" in r.stderr
-    assert run_rf("users", "remove", "dev-user", cwd=ws.root).returncode == 0
+    assert run_rf_here("users", "remove", "dev-user", cwd=ws.root).returncode == 0
     assert as_user(ws, srv, dev, "agents", "list").returncode != 0
     # only an admin manages users
     r = as_user(ws, srv, tokens["publisher"], "users", "add", "eve", "--role", "admin")
@@ -217,12 +223,12 @@ def test_rf_login_saves_a_token_for_the_server(team: tuple[Any, ServerProc, dict
     login = ws.root / ".rf" / "login.json"
     assert tokens["publisher"] not in login.read_text()  # (the URL only; the token is in the keyring)
     assert login.stat().st_mode & 0o077 == 0
-    me = json.loads(run_rf("users", "whoami", "--json", cwd=ws.root).stdout)
+    me = json.loads(run_rf_here("users", "whoami", "--json", cwd=ws.root).stdout)
     assert me["name"] == "pub-user" and me["role"] == "publisher"
-    r = run_rf("users", "add", "eve", cwd=ws.root)
+    r = run_rf_here("users", "add", "eve", cwd=ws.root)
     assert r.returncode != 0 and "admin role needed" in r.stderr
-    assert run_rf("logout", cwd=ws.root).returncode == 0
-    me = json.loads(run_rf("users", "whoami", "--json", cwd=ws.root).stdout)
+    assert run_rf_here("logout", cwd=ws.root).returncode == 0
+    me = json.loads(run_rf_here("users", "whoami", "--json", cwd=ws.root).stdout)
     assert me["owner"] is True  # back to the workspace's own server, as its owner
 
 
@@ -232,8 +238,8 @@ def test_required_approvals(ws: Any) -> None:
     srv = start_server(ws.root)
     try:
         assert run_rf("agents", "deploy", "hello", "-m", "v1", cwd=ws.root).returncode == 0
-        tokens = {name: json.loads(run_rf("users", "add", name, "--role", "publisher", "--json",
-                                          cwd=ws.root).stdout)["token"] for name in ("ann", "ben")}
+        tokens = {name: json.loads(run_rf_here("users", "add", name, "--role", "publisher", "--json",
+                                               cwd=ws.root).stdout)["token"] for name in ("ann", "ben")}
 
         def ann(*args: str) -> Any:
             return as_user(ws, srv, tokens["ann"], *args)
@@ -254,7 +260,7 @@ def test_required_approvals(ws: Any) -> None:
         assert shown["approvals"][0]["message"] == "looks right"
         # a plan that goes stale loses its approvals: staging moved, the plan id is another
         (ws.root / "agents" / "hello" / "note.txt").write_text("more")
-        assert run_rf("agents", "deploy", "hello", "-m", "v2", cwd=ws.root).returncode == 0
+        assert run_rf_here("agents", "deploy", "hello", "-m", "v2", cwd=ws.root).returncode == 0
         r = ann("releases", "publish", "--plan", plan, "--yes")
         assert r.returncode != 0, r.stderr
         fresh = json.loads(ann("releases", "plan", "agent:hello", "--json").stdout)["id"]
@@ -265,7 +271,7 @@ def test_required_approvals(ws: Any) -> None:
         r = ann("releases", "publish", "--plan", fresh, "--yes", "--json")
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["author"] == "ann"
-        audit = json.loads(run_rf("audit", "--json", cwd=ws.root).stdout)
+        audit = json.loads(run_rf_here("audit", "--json", cwd=ws.root).stdout)
         assert ("approve_plan", "ben", fresh) in {(e["action"], e["actor"], e["target"]) for e in audit}
     finally:
         srv.stop()
@@ -275,10 +281,10 @@ def test_workspace_without_a_server_acts_as_the_owner(ws: Any) -> None:
     """In-process (no server), the CLI is the workspace owner: an admin, recorded under its name."""
     r = run_rf("users", "add", "zoe", "--role", "viewer", "--json", cwd=ws.root)
     assert r.returncode == 0, r.stderr
-    users = json.loads(run_rf("users", "list", "--json", cwd=ws.root).stdout)
+    users = json.loads(run_rf_here("users", "list", "--json", cwd=ws.root).stdout)
     assert users[0]["owner"] is True and users[0]["role"] == "admin"
     assert [u["name"] for u in users[1:]] == ["zoe"]
-    audit = json.loads(run_rf("audit", "--json", cwd=ws.root).stdout)
+    audit = json.loads(run_rf_here("audit", "--json", cwd=ws.root).stdout)
     assert audit[0]["action"] == "add_user" and audit[0]["actor"] == users[0]["name"]
 
 
