@@ -1,5 +1,6 @@
 """Triggers: schedules (injectable clock), webhooks (real server), watches;
-each bound to one environment; production copies go live only via a release."""
+each bound to one environment; production copies go live only via a release. The CLI tests run
+a couple of `rf` commands as real subprocesses, the rest in-process (run_rf_here, same entry point)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import HELLO_TOML, ServerProc, run_rf, write_agent
+from conftest import HELLO_TOML, ServerProc, run_rf, run_rf_here, write_agent
 from rf.client import open_local
 from rf.config import snapshot_dir
 from rf.errors import NotFound, ProductionReadOnly, UsageError
@@ -146,7 +147,7 @@ def test_watch_trigger_passes_changed_paths(ws: Any, b: Any) -> None:
 
 def test_webhooks_over_http(ws: Any, server: ServerProc) -> None:
     assert run_rf("agents", "deploy", "hello", cwd=ws.root).returncode == 0
-    assert run_rf("agents", "promote", "hello", "--yes", cwd=ws.root).returncode == 0
+    assert run_rf_here("agents", "promote", "hello", "--yes", cwd=ws.root).returncode == 0
     r = run_rf("triggers", "create", "--agent", "hello", "--webhook", "--json", cwd=ws.root)
     assert r.returncode == 0, r.stderr
     t = json.loads(r.stdout)
@@ -175,48 +176,48 @@ def test_webhooks_over_http(ws: Any, server: ServerProc) -> None:
     other_env = server.url + f"/production/hooks/{t['id']}"
     assert httpx.post(other_env, content=body, headers=signed(secret)).status_code == 401
     # the secret never shows again
-    shown = json.loads(run_rf("triggers", "show", t["id"], "--json", cwd=ws.root).stdout)
+    shown = json.loads(run_rf_here("triggers", "show", t["id"], "--json", cwd=ws.root).stdout)
     assert shown["secret"] is None
-    listed = run_rf("triggers", "list", cwd=ws.root).stdout
+    listed = run_rf_here("triggers", "list", cwd=ws.root).stdout
     assert t["id"] in listed and secret not in listed
-    prod = json.loads(run_rf("executions", "list", "--env", "production", "--json", cwd=ws.root).stdout)
+    prod = json.loads(run_rf_here("executions", "list", "--env", "production", "--json", cwd=ws.root).stdout)
     assert prod == []
     # disabled: refused like a wrong signature
-    assert run_rf("triggers", "disable", t["id"], cwd=ws.root).returncode == 0
+    assert run_rf_here("triggers", "disable", t["id"], cwd=ws.root).returncode == 0
     assert httpx.post(url, content=body, headers=signed(secret)).status_code == 401
-    assert run_rf("triggers", "enable", t["id"], cwd=ws.root).returncode == 0
+    assert run_rf_here("triggers", "enable", t["id"], cwd=ws.root).returncode == 0
     # duplicate → staged → publish → production webhook (with its own secret) works
-    r = run_rf("triggers", "duplicate", t["id"], "--env", "production", "--json", cwd=ws.root)
+    r = run_rf_here("triggers", "duplicate", t["id"], "--env", "production", "--json", cwd=ws.root)
     copy = json.loads(r.stdout)
     purl = server.url + copy["url"]
     assert httpx.post(purl, content=body, headers=signed(copy["secret"])).status_code == 401  # not live yet
-    r = run_rf("releases", "publish", f"trigger:{copy['id']}", "--yes", cwd=ws.root)
+    r = run_rf_here("releases", "publish", f"trigger:{copy['id']}", "--yes", cwd=ws.root)
     assert r.returncode == 0, r.stderr
     r = httpx.post(purl, content=body, headers=signed(copy["secret"]))
     assert r.status_code == 200
     assert httpx.post(purl, content=body, headers=signed(secret)).status_code == 401
-    prod = json.loads(run_rf("executions", "list", "--env", "production", "--json", cwd=ws.root).stdout)
+    prod = json.loads(run_rf_here("executions", "list", "--env", "production", "--json", cwd=ws.root).stdout)
     assert [e["source"] for e in prod] == [f"trigger:{copy['id']}"]
 
 
 def test_cli_triggers(ws: Any) -> None:
     root = ws.root
     assert run_rf("agents", "deploy", "hello", cwd=root).returncode == 0
-    r = run_rf("triggers", "create", "--agent", "hello", "--schedule", "0 9 * * 1", "--tz", "Europe/Paris", cwd=root)
+    r = run_rf_here("triggers", "create", "--agent", "hello", "--schedule", "0 9 * * 1", "--tz", "Europe/Paris", cwd=root)
     assert r.returncode == 0 and "next run" in r.stderr
-    rows = json.loads(run_rf("triggers", "list", "--json", cwd=root).stdout)
+    rows = json.loads(run_rf_here("triggers", "list", "--json", cwd=root).stdout)
     tid = rows[0]["id"]
     assert rows[0]["next_fire_at"].endswith("Z")
-    r = run_rf("triggers", "fire", tid, "--json", cwd=root)
+    r = run_rf_here("triggers", "fire", tid, "--json", cwd=root)
     assert r.returncode == 0 and json.loads(r.stdout)["source"] == f"trigger:{tid}"
-    assert run_rf("triggers", "disable", tid, cwd=root).returncode == 0
-    assert json.loads(run_rf("triggers", "show", tid, "--json", cwd=root).stdout)["enabled"] is False
+    assert run_rf_here("triggers", "disable", tid, cwd=root).returncode == 0
+    assert json.loads(run_rf_here("triggers", "show", tid, "--json", cwd=root).stdout)["enabled"] is False
     r = run_rf("triggers", "create", "--agent", "hello", "--schedule", "nope", cwd=root)
     assert r.returncode == 2 and "invalid cron" in r.stderr
-    r = run_rf("triggers", "create", "--agent", "hello", cwd=root)
+    r = run_rf_here("triggers", "create", "--agent", "hello", cwd=root)
     assert r.returncode == 2 and "exactly one" in r.stderr
-    assert run_rf("triggers", "delete", tid, "--yes", cwd=root).returncode == 0
-    assert json.loads(run_rf("triggers", "list", "--json", cwd=root).stdout) == []
+    assert run_rf_here("triggers", "delete", tid, "--yes", cwd=root).returncode == 0
+    assert json.loads(run_rf_here("triggers", "list", "--json", cwd=root).stdout) == []
 
 
 def test_the_schedulers_memory_of_fired_slots_is_bounded(b: Any) -> None:
