@@ -2,7 +2,8 @@
 
 Real DuckDB files, real agent executions in worker subprocesses, a real
 ``rf serve`` for the HTTP backend, and the real ``rf`` command (with a real
-editor subprocess) for the CLI.
+editor subprocess) for the CLI: a few commands per test as real subprocesses, the
+rest through the same entry point in-process (run_rf_here).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import run_rf, start_server, write_agent
+from conftest import run_rf, run_rf_here, start_server, write_agent
 from rf.client import Backend, HttpBackend, open_local
 from rf.config import snapshot_dir
 from rf.errors import Conflict, NotFound, ProductionReadOnly, UsageError
@@ -254,33 +255,33 @@ def test_cli_create_list_show_history_diff_publish(ws: Any) -> None:
     r = run_rf("prompts", "create", "greet", "--file", "v1.txt", "-m", "first", cwd=root)
     assert r.returncode == 0, r.stderr
     assert "greet v1 as the draft" in r.stderr and "rf prompts publish greet" in r.stderr
-    r = run_rf("prompts", "set", "greet", "--file", "v1.txt", cwd=root)
+    r = run_rf_here("prompts", "set", "greet", "--file", "v1.txt", cwd=root)
     assert r.returncode == 0 and "identical to draft v1 — nothing saved" in r.stderr
     r = run_rf("prompts", "publish", "greet", cwd=root)  # nobody can confirm
     assert r.returncode == 2 and "--yes" in r.stderr
-    assert run_rf("prompts", "publish", "greet", "--yes", cwd=root).returncode == 0
-    r = run_rf("prompts", "set", "greet", "--file", "v2.txt", "-m", "friendlier", cwd=root)
+    assert run_rf_here("prompts", "publish", "greet", "--yes", cwd=root).returncode == 0
+    r = run_rf_here("prompts", "set", "greet", "--file", "v2.txt", "-m", "friendlier", cwd=root)
     assert r.returncode == 0 and "production still has v1" in r.stderr
 
-    listed = json.loads(run_rf("prompts", "list", "--json", cwd=root).stdout)
+    listed = json.loads(run_rf_here("prompts", "list", "--json", cwd=root).stdout)
     assert [(p["name"], p["draft_version"], p["published_version"]) for p in listed] == [("greet", 2, 1)]
-    r = run_rf("prompts", "show", "greet", "--env", "production", cwd=root)
+    r = run_rf_here("prompts", "show", "greet", "--env", "production", cwd=root)
     assert r.stdout == V1 and "v1 (published)" in r.stderr
-    assert run_rf("prompts", "show", "greet", "--version", "2", "--json", cwd=root).stdout.count('"version": 2') == 1
-    r = run_rf("prompts", "history", "greet", cwd=root)
+    assert run_rf_here("prompts", "show", "greet", "--version", "2", "--json", cwd=root).stdout.count('"version": 2') == 1
+    r = run_rf_here("prompts", "history", "greet", cwd=root)
     assert "v2" in r.stdout and "draft" in r.stdout and "published" in r.stdout and "friendlier" in r.stdout
 
-    r = run_rf("prompts", "diff", "greet", cwd=root)
+    r = run_rf_here("prompts", "diff", "greet", cwd=root)
     assert r.returncode == 0, r.stderr
     assert "published v1" in r.stdout and "draft v2" in r.stdout
     assert "Hello" in r.stdout and "Hi" in r.stdout and "kind." in r.stdout  # both versions' words
     # Side by side: the old and the new first line share one output row.
     assert any("Hello" in line and "Hi" in line for line in r.stdout.splitlines())
-    unified = run_rf("prompts", "diff", "greet", "--unified", cwd=root).stdout
+    unified = run_rf_here("prompts", "diff", "greet", "--unified", cwd=root).stdout
     assert "-Hello {{ name }}, welcome to {{product}}." in unified
     assert "+Hi {{ name }}, welcome to {{product}}!" in unified
 
-    r = run_rf("prompts", "publish", "greet", "--yes", "--json", cwd=root)
+    r = run_rf_here("prompts", "publish", "greet", "--yes", "--json", cwd=root)
     result = json.loads(r.stdout)
     assert (result["before"], result["after"], result["changed"]) == (1, 2, True)
 
@@ -291,12 +292,12 @@ def test_cli_production_refusal_and_bad_input(ws: Any) -> None:
     assert run_rf("prompts", "create", "greet", "--text", V1, cwd=root).returncode == 0
     r = run_rf("prompts", "set", "greet", "--file", "f.txt", "--env", "production", cwd=root)
     assert r.returncode == 1 and "production is read-only" in r.stderr and REFUSAL in r.stderr
-    r = run_rf("prompts", "create", "bad", "--text", "Hi {{}}", cwd=root)
+    r = run_rf_here("prompts", "create", "bad", "--text", "Hi {{}}", cwd=root)
     assert r.returncode == 2 and "empty placeholder" in r.stderr and "line 1, column 4" in r.stderr
     assert "Traceback" not in r.stderr
-    r = run_rf("prompts", "set", "ghost", "--file", "f.txt", cwd=root)
+    r = run_rf_here("prompts", "set", "ghost", "--file", "f.txt", cwd=root)
     assert r.returncode == 1 and "prompt 'ghost' does not exist" in r.stderr and "rf prompts create ghost" in r.stderr
-    r = run_rf("prompts", "create", "x", cwd=root)
+    r = run_rf_here("prompts", "create", "x", cwd=root)
     assert r.returncode == 2 and "--file FILE or --text TEXT" in r.stderr
     assert _versions(ws) == {"greet": [1]}
 
@@ -333,15 +334,15 @@ def test_cli_edit_with_a_real_editor(ws: Any, tmp_path: Path) -> None:
     assert (shown.text, shown.version, shown.message) == ("Howdy {{name}}", 2, "cowboy")
 
     untouched = _editor(tmp_path, "pass\n")
-    r = run_rf("prompts", "edit", "greet", cwd=root, env=untouched)
+    r = run_rf_here("prompts", "edit", "greet", cwd=root, env=untouched)
     assert r.returncode == 0 and "no changes" in r.stderr
 
     broken = _editor(tmp_path, "p.write_text('Howdy {{name')\n")
-    r = run_rf("prompts", "edit", "greet", cwd=root, env=broken)
+    r = run_rf_here("prompts", "edit", "greet", cwd=root, env=broken)
     assert r.returncode == 2 and "unclosed '{{'" in r.stderr and "your text is kept in" in r.stderr
     kept = Path(r.stderr.split("your text is kept in ")[1].split(" — ")[0])
     assert kept.read_text() == "Howdy {{name"
 
-    r = run_rf("prompts", "edit", "greet", "--env", "production", cwd=root, env=rewrite)
+    r = run_rf_here("prompts", "edit", "greet", "--env", "production", cwd=root, env=rewrite)
     assert r.returncode == 1 and REFUSAL in r.stderr
     assert _versions(ws) == {"greet": [2, 1]}
