@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from conftest import HELLO_TOML, run_rf, write_agent
+from conftest import HELLO_TOML, run_rf, run_rf_here, write_agent
 from rf.client import open_local
 from rf.config import snapshot_dir
 from rf.errors import Conflict, NotFound, UsageError
@@ -370,6 +370,7 @@ def test_agents_in_both_environments_share_kb_and_data(ws: Any, b: Any) -> None:
 
 # ---------------------------------------------------------------- CLI (and the HTTP API through a server)
 
+# `rf` as a real subprocess (run_rf) for a few commands, the rest in-process (run_rf_here, same entry point)
 def test_cli_flow(ws: Any) -> None:
     root = ws.root
     docs = root / "docs"
@@ -379,29 +380,29 @@ def test_cli_flow(ws: Any) -> None:
     (docs / "sub" / "logo.png").write_bytes(b"\x89PNG")
     r = run_rf("kb", "create", "docs", "--chunk-size", "400", "--overlap", "80", cwd=root)
     assert r.returncode == 0, r.stderr
-    r = run_rf("kb", "upload", "docs", "docs", "--meta", "lang=en", cwd=root)
+    r = run_rf_here("kb", "upload", "docs", "docs", "--meta", "lang=en", cwd=root)
     assert r.returncode == 0, r.stderr
     assert "5 added" in r.stderr and "skipped 1 file" in r.stderr and "logo.png" in r.stderr
-    r = run_rf("kb", "upload", "docs", "docs/refunds.md", "--meta", "lang=en", cwd=root)
+    r = run_rf_here("kb", "upload", "docs", "docs/refunds.md", "--meta", "lang=en", cwd=root)
     assert r.returncode == 0 and "unchanged" in r.stderr
-    r = run_rf("kb", "search", "docs", "refund to my card", "-k", "2", "--json", cwd=root)
+    r = run_rf_here("kb", "search", "docs", "refund to my card", "-k", "2", "--json", cwd=root)
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)
     assert result["hits"][0]["path"] == "docs/refunds.md" and len(result["hits"]) <= 2
     assert {"score", "vector_score", "lexical_score", "metadata", "chunk", "text"} <= set(result["hits"][0])
-    r = run_rf("kb", "show", "docs", cwd=root)
+    r = run_rf_here("kb", "show", "docs", cwd=root)
     assert r.returncode == 0 and "offline feature hashing" in r.stdout and "docs/prices.csv" in r.stdout
     # Bad input: clear errors, exit codes, nothing stored.
     (root / "notes.docx").write_bytes(b"PK")
     r = run_rf("kb", "upload", "docs", "docs/shipping.txt", "notes.docx", cwd=root)
     assert r.returncode == 2 and "unsupported file type" in r.stderr and "supported types" in r.stderr
-    r = run_rf("kb", "search", "docs", "x", "--filter", "nokey", cwd=root)
+    r = run_rf_here("kb", "search", "docs", "x", "--filter", "nokey", cwd=root)
     assert r.returncode == 2 and "key=value" in r.stderr
-    r = run_rf("kb", "search", "ghost", "x", cwd=root)
+    r = run_rf_here("kb", "search", "ghost", "x", cwd=root)
     assert r.returncode == 1 and "unknown knowledge base 'ghost'" in r.stderr
-    r = run_rf("kb", "remove-document", "docs", "docs/shipping.txt", cwd=root)
+    r = run_rf_here("kb", "remove-document", "docs", "docs/shipping.txt", cwd=root)
     assert r.returncode == 0 and "4 documents left" in r.stderr, r.stderr
-    r = run_rf("kb", "delete", "docs", "--yes", cwd=root)
+    r = run_rf_here("kb", "delete", "docs", "--yes", cwd=root)
     assert r.returncode == 0 and "deleted knowledge base docs" in r.stderr
 
 
@@ -412,14 +413,14 @@ def test_upload_through_a_server_in_pieces(ws: Any, server: Any) -> None:
     big.write_text("\n\n".join(f"Section {i}. {paragraph}" for i in range(1200)))  # ~900 KiB: sent in pieces
     (root / "small.md").write_text("The zebra protocol handles retries.")
     assert big.stat().st_size > 600 * 1024
-    assert run_rf("kb", "create", "docs", cwd=root).returncode == 0
+    assert run_rf_here("kb", "create", "docs", cwd=root).returncode == 0
     r = run_rf("kb", "upload", "docs", "big.txt", "small.md", cwd=root)
     assert r.returncode == 0, r.stderr
-    r = run_rf("kb", "search", "docs", "zebra protocol", "--json", cwd=root)
+    r = run_rf_here("kb", "search", "docs", "zebra protocol", "--json", cwd=root)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["hits"][0]["path"] == "small.md"
-    r = run_rf("kb", "show", "docs", "--json", cwd=root)
+    r = run_rf_here("kb", "show", "docs", "--json", cwd=root)
     docs = {d["path"]: d for d in json.loads(r.stdout)["documents"]}
     assert docs["big.txt"]["size"] == big.stat().st_size and docs["big.txt"]["chunks"] > 500
-    r = run_rf("kb", "upload", "docs", "big.txt", cwd=root)
+    r = run_rf_here("kb", "upload", "docs", "big.txt", cwd=root)
     assert r.returncode == 0 and "unchanged" in r.stderr
