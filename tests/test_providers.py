@@ -18,7 +18,7 @@ from typing import Any, Literal
 import pytest
 from fake_llm_server import FakeLLMServer, Reply
 
-from conftest import run_rf, start_server, write_agent
+from conftest import run_rf, run_rf_here, start_server, write_agent
 from rf.client import HttpBackend, LocalBackend, open_local
 from rf.config import snapshot_dir
 from rf.errors import Conflict, NotFound, UsageError, WorkspaceError
@@ -707,6 +707,7 @@ def test_http_backend_manages_providers(ws: Any, fake: FakeLLMServer) -> None:
         srv.stop()
 
 
+# `rf` as a real subprocess (run_rf) for a few commands, the rest in-process (run_rf_here, same entry point)
 def test_cli_add_list_test_remove(ws: Any, fake: FakeLLMServer, tmp_path: Path) -> None:
     root = ws.root
     env = {"RF_SECRET_OAI_KEY": KEY}
@@ -715,29 +716,29 @@ def test_cli_add_list_test_remove(ws: Any, fake: FakeLLMServer, tmp_path: Path) 
     assert r.returncode == 0, r.stderr
     assert "added provider oai" in r.stderr and "production" in r.stderr
 
-    r = run_rf("providers", "list", "--json", cwd=root)
+    r = run_rf_here("providers", "list", "--json", cwd=root)
     listed = json.loads(r.stdout)
     assert [(p["name"], p["builtin"], p["default"]) for p in listed] == [("mock", True, True), ("oai", False, False)]
     assert KEY not in r.stdout
-    r = run_rf("providers", "list", cwd=root)
+    r = run_rf_here("providers", "list", cwd=root)
     assert "default" in r.stdout and "built-in" in r.stdout and "oai" in r.stdout
 
     fake.add(Reply(text="pong", model="gpt-cli-2024"))
-    r = run_rf("providers", "test", "oai", cwd=root, env=env)
+    r = run_rf_here("providers", "test", "oai", cwd=root, env=env)
     assert r.returncode == 0, r.stderr
     assert "answered in" in r.stderr and "gpt-cli-2024" in r.stderr and "pong" in r.stdout
     assert fake.received[-1].headers["authorization"] == f"Bearer {KEY}"
     fake.add(Reply(text="pong"))
-    r = run_rf("providers", "test", "oai", "--json", cwd=root, env=env)
+    r = run_rf_here("providers", "test", "oai", "--json", cwd=root, env=env)
     data = json.loads(r.stdout)
     assert data["model"] == "gpt-cli" and data["latency_ms"] > 0 and data["text"] == "pong"
 
     r = run_rf("providers", "test", "oai", cwd=root)  # no secret in this environment
     assert r.returncode == 1 and "credential 'oai-key'" in r.stderr and "Traceback" not in r.stderr
-    r = run_rf("providers", "add", "x", "--kind", "gemini", cwd=root)
+    r = run_rf_here("providers", "add", "x", "--kind", "gemini", cwd=root)
     assert r.returncode == 2 and "unknown provider kind" in r.stderr and "Traceback" not in r.stderr
 
-    r = run_rf("providers", "remove", "oai", cwd=root)  # nobody to confirm
+    r = run_rf_here("providers", "remove", "oai", cwd=root)  # nobody to confirm
     assert r.returncode == 2 and "--yes" in r.stderr
-    r = run_rf("providers", "remove", "oai", "--yes", cwd=root)
+    r = run_rf_here("providers", "remove", "oai", "--yes", cwd=root)
     assert r.returncode == 0 and "removed provider oai" in r.stderr
