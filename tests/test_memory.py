@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from conftest import run_rf, write_agent
+from conftest import run_rf, run_rf_here, write_agent
 from rf.client import Backend, open_local
 from rf.config import snapshot_dir
 from rf.errors import NotFound, ProductionReadOnly, UsageError
@@ -202,6 +202,7 @@ def test_compaction_keeps_only_the_newest_values(tmp_path: Any) -> None:
         assert store.query("SELECT count(*) FROM memory")[0][0] == 4
 
 
+# `rf` as a real subprocess (run_rf) for a few commands, the rest in-process (run_rf_here, same entry point)
 def test_memory_cli(ws: Any) -> None:
     write_agent(ws.root, "mem", MEM, TOML)
     b = open_local(ws)
@@ -214,13 +215,13 @@ def test_memory_cli(ws: Any) -> None:
     listed = run_rf("memory", "list", "--json", cwd=ws.root)
     assert [(m["key"], m["value"], m["env"]) for m in json.loads(listed.stdout)] == [
         ("007", {"agent": "bond"}, "staging"), ("x", 2, "staging")]
-    table = run_rf("memory", "list", cwd=ws.root)
+    table = run_rf_here("memory", "list", cwd=ws.root)
     assert "namespace staging:" in table.stdout and '{"agent": "bond"}' in table.stdout
-    got = run_rf("memory", "get", "007", cwd=ws.root)
+    got = run_rf_here("memory", "get", "007", cwd=ws.root)
     assert json.loads(got.stdout) == {"agent": "bond"} and "staging:007" in got.stderr
-    refused = run_rf("memory", "delete", "x", "--env", "production", cwd=ws.root)
+    refused = run_rf_here("memory", "delete", "x", "--env", "production", cwd=ws.root)
     assert refused.returncode != 0 and "production is read-only" in refused.stderr
     assert run_rf("memory", "clear", cwd=ws.root).returncode == 2  # no TTY, no --yes
-    assert run_rf("memory", "delete", "x", cwd=ws.root).returncode == 0
-    missing = run_rf("memory", "get", "x", cwd=ws.root)
+    assert run_rf_here("memory", "delete", "x", cwd=ws.root).returncode == 0
+    missing = run_rf_here("memory", "get", "x", cwd=ws.root)
     assert missing.returncode != 0 and "no memory key 'x' in staging" in missing.stderr
