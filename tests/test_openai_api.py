@@ -15,7 +15,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from conftest import ServerProc, run_rf, start_server, write_agent
+from conftest import ServerProc, run_rf, run_rf_here, start_server, write_agent
 
 AGENT_TOML = 'description = "{description}"\nentrypoint = "agent:handle"\ntimeout_s = 10\n'
 
@@ -41,8 +41,9 @@ BROKEN = "def handle(input, ctx):\n    raise RuntimeError('the CRM is down')\n"
 HALFWAY = "def handle(input, ctx):\n    yield 'first'\n    raise RuntimeError('lost the thread')\n"
 
 
-def _rf(root: Path, *args: str) -> str:
-    r = run_rf(*args, cwd=root)
+def _rf(root: Path, *args: str, run: Any = run_rf_here) -> str:
+    """`rf ARGS` in-process (run_rf_here, the console script's entry point); with run=run_rf, a real subprocess."""
+    r = run(*args, cwd=root)
     assert r.returncode == 0, r.stderr
     return r.stdout
 
@@ -67,7 +68,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
               "halfway": HALFWAY}
     for name, code in agents.items():
         write_agent(ws.root, name, code, AGENT_TOML.format(description=f"the {name} agent"))
-        _rf(ws.root, "agents", "deploy", name, "-m", "v1")
+        _rf(ws.root, "agents", "deploy", name, "-m", "v1", run=run_rf if name == "chat" else run_rf_here)
         _rf(ws.root, "agents", "promote", name, "--yes")
     write_agent(ws.root, "chat", CHAT_V2, AGENT_TOML.format(description="the chat agent"))
     _rf(ws.root, "agents", "deploy", "chat", "-m", "v2")
@@ -288,7 +289,7 @@ def test_endpoint_keys_are_the_api_key_when_required(tmp_path: Path) -> None:
 
     ws = init_workspace(tmp_path / "ws")
     write_agent(ws.root, "chat", CHAT_V1, AGENT_TOML.format(description="chat"))
-    _rf(ws.root, "agents", "deploy", "chat", "-m", "v1")
+    _rf(ws.root, "agents", "deploy", "chat", "-m", "v1", run=run_rf)
     _rf(ws.root, "agents", "promote", "chat", "--yes")
     text = (ws.root / "rf.toml").read_text()
     (ws.root / "rf.toml").write_text(text.replace("[server]\n", "[server]\nrequire_keys = true\n", 1))
