@@ -33,7 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from conftest import RF, run_rf, write_agent
+from conftest import RF, run_rf, run_rf_here, write_agent
 
 AGENT_TOML = 'description = "echoes an upstream"\nentrypoint = "agent:handle"\ntimeout_s = 20\nconnectors = ["echo"]\n'
 AGENT_PY = '''
@@ -204,13 +204,13 @@ def test_a_credential_echoed_by_an_upstream_is_stored_and_logged_nowhere(
     try:
         r = run_rf("credentials", "set", "echo-key", "--from-stdin", "--yes", cwd=ws.root, input=marker + "\n")
         assert r.returncode == 0, r.stderr
-        r = run_rf("connectors", "create", "echo", "--base-url", echo_api.url, "--auth", "api-key",
+        r = run_rf_here("connectors", "create", "echo", "--base-url", echo_api.url, "--auth", "api-key",
                    "--credential", "echo-key", "--api-key-query", "api_key", cwd=ws.root)
         assert r.returncode == 0, r.stderr
-        r = run_rf("connectors", "resources", "add", "echo", "lookup", "-X", "GET", "--path", "/v1/lookup",
+        r = run_rf_here("connectors", "resources", "add", "echo", "lookup", "-X", "GET", "--path", "/v1/lookup",
                    cwd=ws.root)
         assert r.returncode == 0, r.stderr
-        r = run_rf("agents", "deploy", "leaky", cwd=ws.root)
+        r = run_rf_here("agents", "deploy", "leaky", cwd=ws.root)
         assert r.returncode == 0, r.stderr
 
         # Every leak is collected, so a failure lists them all (caller, reads, server log, files, modes).
@@ -231,7 +231,8 @@ def test_a_credential_echoed_by_an_upstream_is_stored_and_logged_nowhere(
         pasted = _post(server, {"input": {"op": "remember", "message": f"my key is {marker}"}, "session_id": "s-2"})
         assert pasted["status"] == "succeeded", pasted
         check("endpoint answer (pasted)", json.dumps(pasted))
-        # 4. rf invoke through the server prints it redacted
+        # 4. rf invoke through the server prints it redacted (a real process: anything it would log
+        # lands on its stderr; the reads below check stdout, and run in-process, run_rf_here)
         r = run_rf("invoke", "leaky", '{"op": "call"}', "--session", "s-1", cwd=ws.root)
         assert r.returncode == 0, r.stderr
         check("rf invoke", r.stdout + r.stderr)
@@ -239,14 +240,14 @@ def test_a_credential_echoed_by_an_upstream_is_stored_and_logged_nowhere(
         for args in (["sessions", "show", "s-1", "--json"], ["sessions", "show", "s-2", "--json"],
                      ["memory", "list", "--json"], ["executions", "list", "--json"],
                      ["traces", "export", "-", "--format", "otlp-json"]):
-            r = run_rf(*args, cwd=ws.root)
+            r = run_rf_here(*args, cwd=ws.root)
             assert r.returncode == 0, (args, r.stderr)
             check(" ".join(args), r.stdout)
-        executions = json.loads(run_rf("executions", "list", "--json", cwd=ws.root).stdout)
+        executions = json.loads(run_rf_here("executions", "list", "--json", cwd=ws.root).stdout)
         assert len(executions) == 4
         for ex in executions:
-            check(f"rf executions show {ex['id']}", run_rf("executions", "show", ex["id"], "--json", cwd=ws.root).stdout)
-            check(f"rf traces show {ex['id']}", run_rf("traces", "show", ex["id"], "--json", cwd=ws.root).stdout)
+            check(f"rf executions show {ex['id']}", run_rf_here("executions", "show", ex["id"], "--json", cwd=ws.root).stdout)
+            check(f"rf traces show {ex['id']}", run_rf_here("traces", "show", ex["id"], "--json", cwd=ws.root).stdout)
     finally:
         rc = server.stop()
     assert rc == 0, server.output()
