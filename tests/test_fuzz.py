@@ -12,7 +12,7 @@ import httpx
 import pytest
 from fuzzcases import Case, api_cases, encode, endpoint_cases
 
-from conftest import run_rf, start_server
+from conftest import run_rf, run_rf_here, start_server
 from rf import api
 from rf.server.app import RequestSpec
 from rf.services import Services
@@ -42,7 +42,7 @@ def test_no_request_gets_a_server_error(ws: Any, seed: int) -> None:
     for args in (("agents", "deploy", "hello"), ("agents", "promote", "hello", "--yes"),
                  ("prompts", "create", "greeting", "--text", "hi {{name}}"),
                  ("connectors", "create", "crm", "--base-url", "http://127.0.0.1:9/api")):
-        r = run_rf(*args, cwd=root)
+        r = run_rf_here(*args, cwd=root)  # (the setup, in-process: the server under test is a real process)
         assert r.returncode == 0, (args, r.stderr)
     srv = start_server(root)
     rng = random.Random(seed)
@@ -93,7 +93,7 @@ def test_an_agents_deeply_nested_output_never_breaks_a_list(ws: Any) -> None:
 
     root = ws.root
     write_agent(root, "deep", code=DEEP_AGENT, toml='description = "deep output"\n')
-    assert run_rf("agents", "deploy", "deep", cwd=root).returncode == 0
+    assert run_rf_here("agents", "deploy", "deep", cwd=root).returncode == 0
     srv = start_server(root)
     try:
         with httpx.Client(base_url=srv.url, timeout=30) as client:
