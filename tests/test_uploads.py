@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import ServerProc, run_rf, start_server, write_agent
+from conftest import ServerProc, run_rf, run_rf_here, start_server, write_agent
 
 #: ~20 MB of incompressible bytes: the agent's data file
 BIG = 20 * 1000 * 1000
@@ -82,7 +82,7 @@ def test_a_20_mb_agent_deploys_through_the_server_and_runs(big: tuple[Any, Serve
     assert tree["agent.py"] == hashlib.sha256(BIG_PY.encode()).hexdigest()
     assert time.monotonic() - started < 15, "a 20 MB deploy should take seconds"
     # The commit is stored with those hashes (read back through the server).
-    r = run_rf("agents", "history", "big", "--json", cwd=ws.root)
+    r = run_rf_here("agents", "history", "big", "--json", cwd=ws.root)
     assert r.returncode == 0, r.stderr
     commits = json.loads(r.stdout)
     assert commits[0]["id"] == deployed["commit"]["id"] and commits[0]["tree"]["data.bin"] == sha
@@ -93,7 +93,7 @@ def test_a_20_mb_agent_deploys_through_the_server_and_runs(big: tuple[Any, Serve
     # Nothing is left staged.
     assert _staged(ws) == []
     # A second deploy of the same files is "no changes" (the upload path reaches the same rule).
-    r = run_rf("agents", "deploy", "big", "--json", cwd=ws.root)
+    r = run_rf_here("agents", "deploy", "big", "--json", cwd=ws.root)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["created"] is False
     assert _staged(ws) == []
@@ -105,7 +105,7 @@ def test_rf_test_runs_a_large_working_copy_through_the_server(big: tuple[Any, Se
     r = run_rf("test", "big", "{}", cwd=ws.root)
     assert r.returncode == 0, r.stderr
     assert sha in r.stdout
-    r = run_rf("test", "big", "{}", "--json", cwd=ws.root)
+    r = run_rf_here("test", "big", "{}", "--json", cwd=ws.root)
     assert r.returncode == 0, r.stderr
     ex = json.loads(r.stdout)
     assert ex["status"] == "succeeded" and ex["output"]["sha256"] == sha and ex["commit"] == "working-copy"
@@ -253,7 +253,7 @@ def test_max_upload_bytes_bounds_all_uploads_in_progress_together(ws: Any) -> No
         r = _chunk(srv, "c" * 20, 0, b"x" * 10, total=1001)
         assert r.status_code == 413 and "over the limit of" in r.json()["error"]["message"], r.text
         # A deploy larger than the limit fails with the same clear message through the CLI.
-        r = run_rf("agents", "deploy", "hello", cwd=ws.root)
+        r = run_rf_here("agents", "deploy", "hello", cwd=ws.root)
         assert r.returncode == 0, r.stderr  # (small: sent inline, no upload needed)
         (Path(ws.root) / "agents" / "hello" / "data.bin").write_bytes(os.urandom(600_000))
         r = run_rf("agents", "deploy", "hello", cwd=ws.root)
