@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from conftest import ServerProc, run_rf, write_agent
+from conftest import ServerProc, run_rf, run_rf_here, write_agent
 from rf import api
 from rf.client import HttpBackend
 from rf.errors import RfError
@@ -98,9 +98,9 @@ def world(ws: Any, server: ServerProc) -> tuple[HttpBackend, str, str]:
     """Production holds an agent, a published prompt, a connector, a live trigger and memory."""
     write_agent(ws.root, "mem", code=MEMORY_AGENT)
     b = HttpBackend(server.url, server.token, ws)
-    for name in ("hello", "mem"):
-        assert run_rf("agents", "deploy", name, "-m", "v1", cwd=ws.root).returncode == 0
-        assert run_rf("agents", "promote", name, "--yes", cwd=ws.root).returncode == 0
+    for name in ("hello", "mem"):  # (in-process, run_rf_here: the same entry point as `rf`)
+        assert run_rf_here("agents", "deploy", name, "-m", "v1", cwd=ws.root).returncode == 0
+        assert run_rf_here("agents", "promote", name, "--yes", cwd=ws.root).returncode == 0
     b.invoke("production", "mem", {})
     b.create_prompt("greeting", "hello {{name}}")
     b.publish_prompt("greeting")
@@ -169,9 +169,9 @@ CLI_ATTEMPTS = [
 def test_cli_commands_at_production_are_refused_with_the_way(ws: Any, world: tuple[HttpBackend, str, str]) -> None:
     b, prod_trigger, _ = world
     before = production(b)
-    for argv in CLI_ATTEMPTS:
+    for i, argv in enumerate(CLI_ATTEMPTS):
         argv = [a.replace("{prod}", prod_trigger) for a in argv]
-        r = run_rf(*argv, cwd=ws.root)
+        r = (run_rf if i == 0 else run_rf_here)(*argv, cwd=ws.root)  # the first as a real subprocess
         assert r.returncode != 0, (argv, r.stdout)
         assert "production" in r.stderr and "hint:" in r.stderr, (argv, r.stderr)
         assert production(b) == before, argv
