@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import HELLO_TOML, ServerProc, run_rf, start_server, write_agent
+from conftest import HELLO_TOML, ServerProc, run_rf, run_rf_here, start_server, write_agent
 
 FAILING = {
     "raises": "def handle(input, ctx):\n    raise RuntimeError('kaput')\n",
@@ -28,10 +28,11 @@ STREAMER = (
 
 
 def deploy(ws: Any, name: str, *, promote: bool = False) -> None:
-    r = run_rf("agents", "deploy", name, "-m", f"deploy {name}", cwd=ws.root)
+    """The setup, in-process (run_rf_here: the console script's entry point): the tests are the server's."""
+    r = run_rf_here("agents", "deploy", name, "-m", f"deploy {name}", cwd=ws.root)
     assert r.returncode == 0, r.stderr
     if promote:
-        r = run_rf("agents", "promote", name, "--yes", cwd=ws.root)
+        r = run_rf_here("agents", "promote", name, "--yes", cwd=ws.root)
         assert r.returncode == 0, r.stderr
 
 
@@ -199,13 +200,13 @@ def test_cli_works_through_the_running_server(ws: Any, server: ServerProc) -> No
     r = run_rf("invoke", "hello", "--env", "production", "--input", '{"name": "Cy"}', "--json", cwd=ws.root)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["output"]["message"] == "hello, Cy"
-    r = run_rf("test", "hello", "--input", '{"name": "T"}', "--json", cwd=ws.root)
+    r = run_rf_here("test", "hello", "--input", '{"name": "T"}', "--json", cwd=ws.root)
     assert json.loads(r.stdout)["source"] == "test"
     for args in (["agents", "list"], ["agents", "show", "hello"], ["agents", "history", "hello"],
                  ["agents", "diff", "hello"], ["executions", "list", "--env", "production"]):
-        r = run_rf(*args, cwd=ws.root)
+        r = run_rf_here(*args, cwd=ws.root)
         assert r.returncode == 0, (args, r.stderr)
-    prod = json.loads(run_rf("executions", "list", "--env", "production", "--json", cwd=ws.root).stdout)
+    prod = json.loads(run_rf_here("executions", "list", "--env", "production", "--json", cwd=ws.root).stdout)
     assert [e["source"] for e in prod] == ["invoke"]
 
 
