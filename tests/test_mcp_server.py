@@ -19,7 +19,7 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from tests.conftest import RF, ServerProc, run_rf, start_server, write_agent
+from tests.conftest import RF, ServerProc, run_rf, run_rf_here, start_server, write_agent
 
 VERSIONED_PY = (
     "VERSION = {version!r}\n"
@@ -65,12 +65,12 @@ def site(tmp_path_factory: pytest.TempPathFactory, env_vars: dict[str, str]) -> 
         write_agent(root, "greet", GREET_PY, GREET_TOML)
         for name in ("hello", "greet"):
             _ok(run_rf("agents", "deploy", name, cwd=root, env=env_vars))
-            _ok(run_rf("agents", "promote", name, "--yes", cwd=root, env=env_vars))
+            _ok(run_rf_here("agents", "promote", name, "--yes", cwd=root, env=env_vars))
         write_agent(root, "hello", VERSIONED_PY.format(version="v2"))
         write_agent(root, "boom", BOOM_PY, 'description = "Always fails"\n')
         write_agent(root, "listy", LIST_PY, 'description = "A list"\n')
         for name in ("hello", "boom", "listy"):
-            _ok(run_rf("agents", "deploy", name, cwd=root, env=env_vars))
+            _ok(run_rf_here("agents", "deploy", name, cwd=root, env=env_vars))
         yield root, server
     finally:
         server.stop()
@@ -280,7 +280,7 @@ def test_rf_mcp_over_stdio_without_a_server(tmp_path: Path) -> None:
     write_agent(root, "hello", VERSIONED_PY.format(version="v1") + "print('stray output never reaches stdout')\n")
     write_agent(root, "greet", GREET_PY, GREET_TOML)
     for name in ("hello", "greet"):
-        _ok(run_rf("agents", "deploy", name, cwd=root, env=env))
+        _ok(run_rf_here("agents", "deploy", name, cwd=root, env=env))
 
     async def work(session: ClientSession) -> Any:
         return (await session.list_tools(), await session.call_tool("hello", {"name": "Ed"}),
@@ -321,7 +321,7 @@ def test_require_keys_applies_to_mcp(tmp_path: Path) -> None:
     (root / "rf.toml").write_text(text.replace("[server]\n", "[server]\nrequire_keys = true\n", 1))
     env = {"XDG_DATA_HOME": str(tmp_path / "xdg")}
     write_agent(root, "hello", VERSIONED_PY.format(version="v1"))
-    _ok(run_rf("agents", "deploy", "hello", cwd=root, env=env))
+    _ok(run_rf_here("agents", "deploy", "hello", cwd=root, env=env))
     server = start_server(root, extra_env=env)
     try:
         key = json.loads(_ok(run_rf("keys", "create", "--env", "staging", "--json", cwd=root, env=env)).stdout)["secret"]
