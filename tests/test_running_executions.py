@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from conftest import ServerProc, run_rf, start_server, write_agent
+from conftest import ServerProc, run_rf, run_rf_here, start_server, write_agent
 
 SLEEPY_TOML = 'description = "Sleeps"\nentrypoint = "agent:handle"\ntimeout_s = 30\n'
 SLEEPY_PY = (
@@ -38,7 +38,7 @@ SLEEPY_PY = (
 
 def deploy_sleepy(root: Path) -> None:
     write_agent(root, "sleepy", SLEEPY_PY, SLEEPY_TOML)
-    r = run_rf("agents", "deploy", "sleepy", "-m", "sleepy", cwd=root)
+    r = run_rf_here("agents", "deploy", "sleepy", "-m", "sleepy", cwd=root)
     assert r.returncode == 0, r.stderr
 
 
@@ -59,7 +59,7 @@ def invoke(url: str, payload: dict[str, Any], answers: list[dict[str, Any]]) -> 
 
 
 def listed(root: Path, *args: str) -> list[dict[str, Any]]:
-    r = run_rf("executions", "list", "--env", "staging", "--agent", "sleepy", "--json", *args, cwd=root)
+    r = run_rf_here("executions", "list", "--env", "staging", "--agent", "sleepy", "--json", *args, cwd=root)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)  # type: ignore[no-any-return]
 
@@ -103,7 +103,7 @@ def test_a_long_run_is_listed_as_running_then_as_what_it_ended(ws: Any, server: 
     assert [(e["id"], e["status"]) for e in after] == [(running["id"], "succeeded")]  # the final row, alone
     assert after[0]["duration_ms"] >= 3000 and after[0]["output"] == {"slept": 3, "n": None}
     assert listed(ws.root, "--status", "running") == []
-    table = run_rf("executions", "list", "--env", "staging", cwd=ws.root)
+    table = run_rf_here("executions", "list", "--env", "staging", cwd=ws.root)
     assert "succeeded" in table.stdout and "running" not in table.stdout
 
 
@@ -131,7 +131,7 @@ def test_a_run_cut_short_by_a_server_crash_is_recorded_as_interrupted(ws: Any) -
         shown = run_rf("executions", "show", running["id"], cwd=ws.root)
         assert "interrupted" in shown.stdout and "killed or crashed" in shown.stdout
         assert listed(ws.root, "--status", "interrupted")[0]["id"] == running["id"]
-        trace = run_rf("traces", "show", running["id"], "--json", cwd=ws.root)
+        trace = run_rf_here("traces", "show", running["id"], "--json", cwd=ws.root)
         assert trace.returncode == 0 and json.loads(trace.stdout)["spans"][0]["status"] == "error"
         # The agent still answers; nothing is left running.
         r = httpx.post(f"{again.url}/staging/agents/sleepy", json={"input": {"sleep": 0}}, timeout=30)
@@ -174,13 +174,13 @@ def test_time_waiting_for_a_worker_is_queued_ms_not_duration(ws: Any, server: Se
     # Shown by the CLI and in the trace (a runtime span queue.wait).
     shown = run_rf("executions", "show", runs[3]["id"], cwd=ws.root)
     assert "every worker of the agent was busy" in shown.stdout, shown.stdout
-    trace = json.loads(run_rf("traces", "show", runs[3]["id"], "--json", cwd=ws.root).stdout)
+    trace = json.loads(run_rf_here("traces", "show", runs[3]["id"], "--json", cwd=ws.root).stdout)
     waits = [s for s in trace["spans"] if s["name"] == "queue.wait"]
     assert len(waits) == 1 and waits[0]["kind"] == "runtime"
     assert abs((waits[0]["end_ns"] - waits[0]["start_ns"]) / 1e6 - runs[3]["queued_ms"]) < 50
-    quick = json.loads(run_rf("traces", "show", runs[0]["id"], "--json", cwd=ws.root).stdout)
+    quick = json.loads(run_rf_here("traces", "show", runs[0]["id"], "--json", cwd=ws.root).stdout)
     assert not [s for s in quick["spans"] if s["name"] == "queue.wait"]
-    table = run_rf("executions", "list", "--env", "staging", cwd=ws.root).stdout
+    table = run_rf_here("executions", "list", "--env", "staging", cwd=ws.root).stdout
     assert "queued" in table.splitlines()[1]
 
 
