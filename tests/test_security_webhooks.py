@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import ServerProc, run_rf, start_server, write_agent
+from conftest import ServerProc, run_rf, run_rf_here, start_server, write_agent
 from rf.client import open_local
 from rf.config import snapshot_dir
 from rf.errors import RfError
@@ -50,17 +50,17 @@ def stored_secrets(ws: Any) -> dict[str, str]:
 
 
 def deploy_hello(ws: Any) -> None:
-    assert run_rf("agents", "deploy", "hello", cwd=ws.root).returncode == 0
+    assert run_rf_here("agents", "deploy", "hello", cwd=ws.root).returncode == 0
 
 
 def create_webhook(ws: Any, *extra: str) -> dict[str, Any]:
-    r = run_rf("triggers", "create", "--agent", "hello", "--webhook", "--json", *extra, cwd=ws.root)
+    r = run_rf_here("triggers", "create", "--agent", "hello", "--webhook", "--json", *extra, cwd=ws.root)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)  # type: ignore[no-any-return]
 
 
 def trigger_runs(ws: Any, trigger_id: str, env: str = "staging") -> int:
-    r = run_rf("executions", "list", "--env", env, "--json", cwd=ws.root)
+    r = run_rf_here("executions", "list", "--env", env, "--json", cwd=ws.root)
     return sum(e["source"] == f"trigger:{trigger_id}" for e in json.loads(r.stdout))
 
 
@@ -125,8 +125,8 @@ def test_every_refusal_is_the_same_answer(ws: Any, server: ServerProc) -> None:
     assert run_rf("agents", "promote", "hello", "--yes", cwd=ws.root).returncode == 0
     live = create_webhook(ws)
     disabled = create_webhook(ws)
-    assert run_rf("triggers", "disable", disabled["id"], cwd=ws.root).returncode == 0
-    staged = json.loads(run_rf("triggers", "duplicate", live["id"], "--env", "production", "--json",
+    assert run_rf_here("triggers", "disable", disabled["id"], cwd=ws.root).returncode == 0
+    staged = json.loads(run_rf_here("triggers", "duplicate", live["id"], "--env", "production", "--json",
                                cwd=ws.root).stdout)
     body = b'{"name": "probe"}'
 
@@ -164,10 +164,10 @@ def test_a_deleted_triggers_secret_leaves_the_keyring(ws: Any) -> None:
     assert run_rf("triggers", "delete", gone["id"], "--yes", cwd=ws.root).returncode == 0
     assert stored_secrets(ws) == {f"webhook-{kept['id']}": kept["secret"]}
     # a staged production copy that is discarded takes its own secret with it
-    copy = json.loads(run_rf("triggers", "duplicate", kept["id"], "--env", "production", "--json",
+    copy = json.loads(run_rf_here("triggers", "duplicate", kept["id"], "--env", "production", "--json",
                              cwd=ws.root).stdout)
     assert f"webhook-{copy['id']}" in stored_secrets(ws)
-    assert run_rf("triggers", "delete", copy["id"], "--yes", cwd=ws.root).returncode == 0
+    assert run_rf_here("triggers", "delete", copy["id"], "--yes", cwd=ws.root).returncode == 0
     assert stored_secrets(ws) == {f"webhook-{kept['id']}": kept["secret"]}
 
     # a trigger whose row could not be written leaves no secret behind
@@ -205,7 +205,7 @@ def test_the_printed_examples_trigger_the_agent(ws: Any, server: ServerProc) -> 
     assert shown.returncode == 0, shown.stderr
     assert "X-RF-Signature: t=UNIX_SECONDS,v1=" in shown.stdout and server.url + t["url"] in shown.stdout
     python = _block(shown.stdout, "Python:")
-    assert python == run_rf("triggers", "show", t["id"], "--example", "python", cwd=ws.root).stdout
+    assert python == run_rf_here("triggers", "show", t["id"], "--example", "python", cwd=ws.root).stdout
     env = {**os.environ, "WEBHOOK_SECRET": t["secret"]}
     r = subprocess.run([sys.executable, "-c", python], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
@@ -303,7 +303,7 @@ def test_a_connector_failure_tells_the_caller_no_url_and_no_body(ws: Any, failin
         assert MARKER_BODY in span["attributes"]["response_body"]
         assert span["attributes"]["error_detail"] == f"GET {failing_api}/customers/7 answered HTTP 500 Internal Server Error"
         # and rf executions show points there
-        shown = run_rf("executions", "show", ex_id, cwd=ws.root)
+        shown = run_rf_here("executions", "show", ex_id, cwd=ws.root)
         assert f"rf traces show {ex_id} --json" in shown.stdout + shown.stderr
     finally:
         server.stop()
