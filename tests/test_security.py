@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import ServerProc, run_rf, start_server, write_agent
+from conftest import ServerProc, run_rf, run_rf_here, start_server, write_agent
 
 JSON = {"content-type": "application/json"}
 
@@ -53,7 +53,7 @@ def _executions(server: ServerProc, env: str = "staging") -> list[dict[str, Any]
 
 
 def _deploy(root: Path, name: str = "hello") -> None:
-    r = run_rf("agents", "deploy", name, "-m", "v1", cwd=root)
+    r = run_rf_here("agents", "deploy", name, "-m", "v1", cwd=root)
     assert r.returncode == 0, r.stderr
 
 
@@ -165,7 +165,7 @@ def test_session_reads_need_a_key_of_that_environment(ws: Any, server: ServerPro
     assert "rf keys create --env staging" in r.json()["error"]["hint"]
     keys = {}
     for env in ("staging", "production"):
-        created = run_rf("keys", "create", "--env", env, "--name", "reader", "--json", cwd=ws.root)
+        created = run_rf_here("keys", "create", "--env", env, "--name", "reader", "--json", cwd=ws.root)
         assert created.returncode == 0, created.stderr
         keys[env] = json.loads(created.stdout)["secret"]
     assert keys["staging"].startswith("rf_stg_") and keys["production"].startswith("rf_prd_")
@@ -179,7 +179,7 @@ def test_session_reads_need_a_key_of_that_environment(ws: Any, server: ServerPro
     # Revoked: refused from the next request on.
     assert run_rf("keys", "revoke", "reader", "--env", "staging", cwd=ws.root).returncode == 0
     assert httpx.get(url, headers={"Authorization": f"Bearer {keys['staging']}"}).status_code == 401
-    listed = run_rf("keys", "list", "--all", "--json", cwd=ws.root)
+    listed = run_rf_here("keys", "list", "--all", "--json", cwd=ws.root)
     rows = json.loads(listed.stdout)
     assert {(k["env"], k["name"], bool(k["revoked_at"])) for k in rows} == {
         ("staging", "reader", True), ("production", "reader", False)}
@@ -195,10 +195,10 @@ def test_session_reads_need_a_key_of_that_environment(ws: Any, server: ServerPro
 
 def test_require_keys_closes_every_endpoint_route_and_the_cli_keeps_working(ws: Any) -> None:
     _deploy(ws.root)
-    assert run_rf("agents", "promote", "hello", "--yes", cwd=ws.root).returncode == 0
+    assert run_rf_here("agents", "promote", "hello", "--yes", cwd=ws.root).returncode == 0
     text = (ws.root / "rf.toml").read_text()
     (ws.root / "rf.toml").write_text(text.replace("[server]\n", "[server]\nrequire_keys = true\n", 1))
-    key = json.loads(run_rf("keys", "create", "--env", "production", "--json", cwd=ws.root).stdout)["secret"]
+    key = json.loads(run_rf_here("keys", "create", "--env", "production", "--json", cwd=ws.root).stdout)["secret"]
     s = start_server(ws.root)
     try:
         base = s.url
