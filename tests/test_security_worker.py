@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import ServerProc, run_rf, start_server, write_agent
+from conftest import ServerProc, run_rf, run_rf_here, start_server, write_agent
 
 SECRET = "s3cret-value-of-a-credential"
 
@@ -82,10 +82,11 @@ def _stop(server: ServerProc) -> str:
 
 
 def _deploy(ws: Any, name: str, *, promote: bool = False) -> None:
-    r = run_rf("agents", "deploy", name, "-m", f"deploy {name}", cwd=ws.root)
+    """In-process (run_rf_here, the console script's entry point, RF_* left out as for `rf`)."""
+    r = run_rf_here("agents", "deploy", name, "-m", f"deploy {name}", cwd=ws.root)
     assert r.returncode == 0, r.stderr
     if promote:
-        r = run_rf("agents", "promote", name, "--yes", cwd=ws.root)
+        r = run_rf_here("agents", "promote", name, "--yes", cwd=ws.root)
         assert r.returncode == 0, r.stderr
 
 
@@ -148,10 +149,10 @@ def test_env_table_refuses_rf_variables_at_deploy(ws: Any) -> None:
         ("lower", 'rf_token = "x"'),
     ]:
         write_agent(ws.root, f"bad-{name}", toml=f'entrypoint = "agent:handle"\n\n[env]\n{table}\n')
-        r = run_rf("agents", "deploy", f"bad-{name}", cwd=ws.root)
+        r = (run_rf if name == "literal" else run_rf_here)("agents", "deploy", f"bad-{name}", cwd=ws.root)
         assert r.returncode == 1, r.stdout
         assert "never reach agent code" in r.stderr and "[env]" in r.stderr, r.stderr
-    listed = run_rf("agents", "list", "--json", cwd=ws.root)
+    listed = run_rf_here("agents", "list", "--json", cwd=ws.root)
     assert not [a for a in json.loads(listed.stdout) if a["name"].startswith("bad-")]
 
 
