@@ -346,7 +346,7 @@ def test_orphans_the_server_adopts_are_reaped(ws: Any, server: ServerProc) -> No
     # The reaper scans every 2 s and reaps what stayed a zombie across two scans.
     deadline = time.monotonic() + 15
     while zombies() and time.monotonic() < deadline:
-        time.sleep(0.5)
+        time.sleep(0.1)
     assert zombies() == []
 
 
