@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from conftest import run_rf, start_server, write_agent
+from conftest import run_rf, run_rf_here, start_server, write_agent
 from rf.client import Backend, HttpBackend, LocalBackend, open_local
 from rf.config import load_workspace
 from rf.errors import NotFound
@@ -147,15 +147,18 @@ def test_rf_gc_dry_run_reports_and_deletes_nothing_then_rf_gc_deletes(
     report = json.loads(r.stdout)
     assert report["dry_run"] is True and report["bytes"] > 0
     assert {f["kind"]: f["count"] for f in report["freed"]}["executions"] == 5
+    # (another process, as `rf` is: the marker of this one's running execution is a dead one to it,
+    # which its first read records as interrupted)
     r = run_rf("executions", "list", "--env", "staging", "--json", cwd=ws.root)
     assert len(json.loads(r.stdout)) == 8
-    human = run_rf("gc", "--dry-run", cwd=ws.root)
+    human = run_rf_here("gc", "--dry-run", cwd=ws.root)
     assert human.returncode == 0 and "would free" in human.stdout and "nothing was deleted" in human.stdout
-    r = run_rf("gc", cwd=ws.root)
+    r = run_rf_here("gc", cwd=ws.root)
     assert r.returncode == 0, r.stderr
     assert "freed" in r.stdout and "executions" in r.stdout
-    r = run_rf("executions", "list", "--env", "staging", "--json", cwd=ws.root)
-    # (its marker was a dead one for this other process: `rf executions list` found it and removed it)
+    r = run_rf_here("executions", "list", "--env", "staging", "--json", cwd=ws.root)
+    # (its marker was a dead one for the first `rf executions list`, a real process: it recorded it as
+    # interrupted, and the gc deleted it, 12 days old)
     assert {e["id"] for e in json.loads(r.stdout)} == set(made["recent"][2:])
 
 
@@ -168,7 +171,7 @@ def test_rf_gc_collects_what_nothing_uses_and_keeps_what_releases_and_environmen
     root = ws.root
 
     def ok(*args: str) -> str:
-        r = run_rf(*args, cwd=root)
+        r = run_rf_here(*args, cwd=root)
         assert r.returncode == 0, (args, r.stderr)
         return r.stdout
 
