@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from conftest import run_rf
+from conftest import run_rf, run_rf_here
 from rf import secrets
 from rf.client import LocalBackend, open_local
 from rf.errors import NotFound, RfError, UsageError
@@ -243,7 +243,7 @@ def test_cli_set_list_usage_delete(ws: Any, tmp_path: Path) -> None:
     assert stored == {f"rf/{ws.id}": {"crm-token": SECRET}}  # the trailing newline was not kept
 
     # no TTY and no --from-stdin: refuse rather than hang
-    r = run_rf("credentials", "set", "other", cwd=root, env=env)
+    r = run_rf_here("credentials", "set", "other", cwd=root, env=env)
     assert r.returncode == 2 and "--from-stdin" in r.stderr
 
     b2 = open_local(ws, wait_s=15)  # the CLI processes above have exited; allow a slow, loaded machine
@@ -253,21 +253,21 @@ def test_cli_set_list_usage_delete(ws: Any, tmp_path: Path) -> None:
     finally:
         b2.close()
 
-    listed = json.loads(run_rf("credentials", "list", "--json", cwd=root, env=env).stdout)
+    listed = json.loads(run_rf_here("credentials", "list", "--json", cwd=root, env=env).stdout)
     assert [(c["name"], c["description"], c["used_by"]) for c in listed] == [
         ("crm-token", "CRM", ["connector crm (production)", "connector crm (staging)"])]
     assert listed[0]["storage"].startswith("file (") and "value" not in listed[0]
-    usage = run_rf("credentials", "usage", "crm-token", cwd=root, env=env).stdout
+    usage = run_rf_here("credentials", "usage", "crm-token", cwd=root, env=env).stdout
     assert "crm production" in usage and "crm staging" in usage
 
     # production uses it: rotating or deleting needs --yes (stdin is not a TTY here)
     r = run_rf("credentials", "set", "crm-token", "--from-stdin", cwd=root, input="new-value", env=env)
     assert r.returncode == 2 and "connector crm (production)" in r.stderr and "--yes" in r.stderr
     assert json.loads(secrets_file.read_text())[f"rf/{ws.id}"]["crm-token"] == SECRET
-    r = run_rf("credentials", "set", "crm-token", "--from-stdin", "--yes", cwd=root, input="new-value", env=env)
+    r = run_rf_here("credentials", "set", "crm-token", "--from-stdin", "--yes", cwd=root, input="new-value", env=env)
     assert r.returncode == 0 and "affects it immediately" in r.stderr
     assert json.loads(secrets_file.read_text())[f"rf/{ws.id}"]["crm-token"] == "new-value"
-    r = run_rf("credentials", "delete", "crm-token", "--yes", cwd=root, env=env)
+    r = run_rf_here("credentials", "delete", "crm-token", "--yes", cwd=root, env=env)
     assert r.returncode == 0 and "still referenced by" in r.stderr
     assert json.loads(secrets_file.read_text()) == {}
 
