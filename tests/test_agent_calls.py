@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import pytest
 
-from conftest import ServerProc, run_rf, start_server, write_agent
+from conftest import ServerProc, run_rf, run_rf_here, start_server, write_agent
 from rf.client import Backend, HttpBackend
 from rf.errors import InvalidAgent
 
@@ -237,8 +237,8 @@ def release_site(ws: Any) -> Iterator[tuple[Path, Backend]]:
         server.stop()
 
 
-def rf(*args: str, cwd: Path, code: int = 0) -> str:
-    r = run_rf(*args, cwd=cwd, env=ACTOR)
+def rf(*args: str, cwd: Path, code: int = 0, run: Any = run_rf) -> str:
+    r = run(*args, cwd=cwd, env=ACTOR)
     assert r.returncode == code, (args, r.returncode, r.stdout, r.stderr)
     return r.stdout + r.stderr
 
@@ -254,7 +254,7 @@ def test_promoting_a_caller_whose_callee_is_not_in_production(release_site: tupl
     assert "refused (--strict)" in out and "agent helper" in out
     agents = {a.name: a for a in b.list_agents()}
     assert agents["needy"].production_commit is None  # refused: nothing changed
-    out = rf("agents", "promote", "needy", "--with-deps", "--yes", cwd=root)
+    out = rf("agents", "promote", "needy", "--with-deps", "--yes", cwd=root, run=run_rf_here)  # (in-process)
     agents = {a.name: a for a in b.list_agents()}
     assert agents["needy"].production_commit == agents["needy"].staging_commit
     assert agents["helper"].production_commit == agents["helper"].staging_commit
