@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from conftest import run_rf, start_server, write_agent
+from conftest import run_rf, run_rf_here, start_server, write_agent
 from rf.client import open_local
 from rf.config import find_workspace, init_workspace
 
@@ -208,18 +208,18 @@ def test_gate_through_a_real_server(tmp_path: Path) -> None:
     root = ws.root
     _bot(root)
     assert run_rf("agents", "deploy", "bot", cwd=root).returncode == 0
-    assert run_rf("agents", "promote", "bot", "--yes", cwd=root).returncode == 0
+    assert run_rf_here("agents", "promote", "bot", "--yes", cwd=root).returncode == 0
     _bot(root, greeting="howdy")
-    assert run_rf("agents", "deploy", "bot", cwd=root).returncode == 0
+    assert run_rf_here("agents", "deploy", "bot", cwd=root).returncode == 0
     server = start_server(root)
     try:
-        plan = run_rf("releases", "plan", "agent:bot", "--json", cwd=root)
+        plan = run_rf_here("releases", "plan", "agent:bot", "--json", cwd=root)
         assert plan.returncode == 0, plan.stderr
         data = json.loads(plan.stdout)
         assert data["evals"][0]["regressions"] == ["greets"]
         refused = run_rf("releases", "publish", "--plan", data["id"], "--yes", cwd=root)
         assert refused.returncode == 1 and "greets" in refused.stderr and "--accept-regressions" in refused.stderr
-        done = run_rf("releases", "publish", "--plan", data["id"], "--yes", "--accept-regressions", "-m", "known",
+        done = run_rf_here("releases", "publish", "--plan", data["id"], "--yes", "--accept-regressions", "-m", "known",
                       "--json", cwd=root)
         assert done.returncode == 0, done.stderr
         release = json.loads(done.stdout)
