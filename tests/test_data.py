@@ -14,7 +14,7 @@ import duckdb
 import pgserver
 import pytest
 
-from conftest import run_rf
+from conftest import run_rf, run_rf_here
 from rf.client import open_local
 from rf.errors import Conflict, NotFound, RfError, UsageError
 from rf.services.host import HostCall
@@ -144,19 +144,19 @@ def test_cli_flow(ws: Any, files: dict[str, Path]) -> None:
     root = ws.root
     r = run_rf("data", "add", "sales", "--file", "sales.csv", cwd=root)
     assert r.returncode == 0 and "columns: region, amount, day" in r.stderr, r.stderr
-    r = run_rf("data", "query", "sales", "SELECT region, sum(amount) AS total FROM sales GROUP BY 1 ORDER BY 1",
+    r = run_rf_here("data", "query", "sales", "SELECT region, sum(amount) AS total FROM sales GROUP BY 1 ORDER BY 1",
                cwd=root)
     assert r.returncode == 0 and "eu" in r.stdout and "15" in r.stdout and "2 rows" in r.stderr, r.stderr
-    r = run_rf("data", "query", "sales", "select * from sales order by day", "--json", "--limit", "2", cwd=root)
+    r = run_rf_here("data", "query", "sales", "select * from sales order by day", "--json", "--limit", "2", cwd=root)
     result = json.loads(r.stdout)
     assert result["row_count"] == 2 and result["truncated"] and result["rows"][0]["region"] == "eu"
     r = run_rf("data", "query", "sales", "DELETE FROM sales", cwd=root)
     assert r.returncode == 2 and "read-only" in r.stderr
-    r = run_rf("data", "query", "nope", "select 1", cwd=root)
+    r = run_rf_here("data", "query", "nope", "select 1", cwd=root)
     assert r.returncode == 1 and "unknown data source 'nope'" in r.stderr
-    r = run_rf("data", "show", "sales", cwd=root)
+    r = run_rf_here("data", "show", "sales", cwd=root)
     assert r.returncode == 0 and "region, amount, day" in r.stdout
-    r = run_rf("data", "remove", "sales", cwd=root)
+    r = run_rf_here("data", "remove", "sales", cwd=root)
     assert r.returncode == 0 and "removed data source sales" in r.stderr
 
 
