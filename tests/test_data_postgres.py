@@ -19,7 +19,7 @@ import httpx
 import pytest
 from test_data import postgres_server
 
-from conftest import run_rf, start_server
+from conftest import run_rf, run_rf_here, start_server
 from rf.client import open_local
 from rf.errors import RfError, UsageError
 from rf.secrets import env_var
@@ -145,11 +145,11 @@ def test_cli_and_http_api(ws: Any, pg: dict[str, Any]) -> None:
     r = run_rf("data", "add", "pg", "--postgres", pg["dsn"], "--credential", "pg-pass", cwd=root, env=secret)
     assert r.returncode == 0, r.stderr
     # The CLI opens the store in-process here.
-    r = run_rf("data", "query", "pg", "SELECT count(*)::int AS n FROM docs WHERE doc ? 'a' AND id > $1",
+    r = run_rf_here("data", "query", "pg", "SELECT count(*)::int AS n FROM docs WHERE doc ? 'a' AND id > $1",
                "--params", "[1]", "--json", cwd=root, env=secret)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["rows"] == [{"n": 1}]
-    r = run_rf("data", "query", "pg", "UPDATE sales SET amount = 0", cwd=root, env=secret)
+    r = run_rf_here("data", "query", "pg", "UPDATE sales SET amount = 0", cwd=root, env=secret)
     assert r.returncode != 0 and "read-only" in r.stderr and "Traceback" not in r.stderr + r.stdout
     r = run_rf("data", "query", "pg", f"SELECT '{PASSWORD}'::int", cwd=root, env=secret)
     assert r.returncode != 0 and PASSWORD not in r.stderr + r.stdout
@@ -159,10 +159,10 @@ def test_cli_and_http_api(ws: Any, pg: dict[str, Any]) -> None:
         r = run_rf("data", "query", "pg", "INSERT INTO sales VALUES ('x', 1)", cwd=root)
         assert r.returncode != 0 and "read-only" in r.stderr and "Traceback" not in r.stderr + r.stdout
         started = time.monotonic()
-        r = run_rf("data", "query", "pg", "SELECT pg_sleep(5)", "--timeout", "0.3", cwd=root)
+        r = run_rf_here("data", "query", "pg", "SELECT pg_sleep(5)", "--timeout", "0.3", cwd=root)
         assert r.returncode != 0 and "statement timeout" in r.stderr and "Traceback" not in r.stderr
         assert time.monotonic() - started < 4.5
-        r = run_rf("data", "query", "pg", "SELECT count(*)::int AS n FROM docs WHERE doc ?| array[$1]",
+        r = run_rf_here("data", "query", "pg", "SELECT count(*)::int AS n FROM docs WHERE doc ?| array[$1]",
                    "--params", '["b"]', "--json", cwd=root)
         assert r.returncode == 0 and json.loads(r.stdout)["rows"] == [{"n": 2}], r.stderr
         headers = {"Authorization": f"Bearer {server.token}"}
