@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from conftest import run_rf, start_server, write_agent
+from conftest import run_rf, run_rf_here, start_server, write_agent
 from rf.client import LocalBackend, open_local
 from rf.config import find_workspace, init_workspace, snapshot_dir
 from rf.errors import InvalidAgent, NotFound, UsageError
@@ -355,10 +355,10 @@ def test_rf_eval_with_a_real_server_staging_vs_production(tmp_path: Path) -> Non
     write_agent(ws.root, "bot", AGENT_PY, AGENT_TOML, extra={"evals/smoke.jsonl": suite})
     root = ws.root
     assert run_rf("agents", "deploy", "bot", cwd=root).returncode == 0
-    assert run_rf("agents", "promote", "bot", "--yes", cwd=root).returncode == 0
+    assert run_rf_here("agents", "promote", "bot", "--yes", cwd=root).returncode == 0
     write_agent(ws.root, "bot", AGENT_PY.replace('GREETING = "hello"', 'GREETING = "howdy"'), AGENT_TOML,
                 extra={"evals/smoke.jsonl": suite})
-    assert run_rf("agents", "deploy", "bot", cwd=root).returncode == 0
+    assert run_rf_here("agents", "deploy", "bot", cwd=root).returncode == 0
     server = start_server(root)
     try:
         staging = run_rf("eval", "bot", "--json", cwd=root)
@@ -366,11 +366,11 @@ def test_rf_eval_with_a_real_server_staging_vs_production(tmp_path: Path) -> Non
         result = json.loads(staging.stdout)
         assert (result["env"], result["passed"], result["failed"]) == ("staging", 0, 1)
         assert "howdy, Ada" in result["cases"][0]["attempts"][0]["scores"][1]["detail"]
-        production = run_rf("eval", "bot", "--env", "production", "--junit", "prod.xml", cwd=root)
+        production = run_rf_here("eval", "bot", "--env", "production", "--junit", "prod.xml", cwd=root)
         assert production.returncode == 0, production.stderr + production.stdout
         assert "1/1 passed" in production.stdout
         assert ET.parse(root / "prod.xml").getroot().find("testsuite").get("failures") == "0"  # type: ignore[union-attr]
-        listed = run_rf("executions", "list", "--env", "production", "--source", "eval", "--json", cwd=root)
+        listed = run_rf_here("executions", "list", "--env", "production", "--source", "eval", "--json", cwd=root)
         executions = json.loads(listed.stdout)
         assert len(executions) == 1 and executions[0]["source"] == "eval"
         assert server.proc.poll() is None  # it ran in the server (which still owns the store)
