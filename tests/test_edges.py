@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import ServerProc, run_rf
+from conftest import ServerProc, run_rf, run_rf_here
 from rf import api
 from rf.config import NAME_RULE
 from rf.jsonfast import MAX_DEPTH
@@ -21,7 +21,7 @@ LONG = "a" * 300
 
 
 def _deploy(ws: Any) -> None:
-    r = run_rf("agents", "deploy", "hello", cwd=ws.root)
+    r = run_rf_here("agents", "deploy", "hello", cwd=ws.root)
     assert r.returncode == 0, r.stderr
 
 
@@ -205,7 +205,7 @@ def test_agents_show_prints_each_environments_trace_mode(ws: Any) -> None:
     lines = [line.strip() for line in shown.stdout.splitlines()]
     assert lines.count("trace full") == 1 and "trace minimal" not in lines  # production has no commit yet
     assert lines.index("trace full") == lines.index(next(x for x in lines if x.startswith("POST") and "/staging/" in x)) + 1
-    r = run_rf("agents", "promote", "hello", "--yes", cwd=ws.root)
+    r = run_rf_here("agents", "promote", "hello", "--yes", cwd=ws.root)
     assert r.returncode == 0, r.stderr
     # Staging's new commit says production = "full": production runs its own commit (minimal).
     write_agent(ws.root, "hello", toml=HELLO_TOML + '[trace]\nproduction = "full"\n')
@@ -219,7 +219,7 @@ def test_agents_show_prints_each_environments_trace_mode(ws: Any) -> None:
         staging_part, production_part = out.split("\n  production", 1)
         assert "trace standard" in staging_part and "trace minimal" in production_part, out
         assert "full" not in out
-        data = json.loads(run_rf("agents", "show", "hello", "--json", cwd=ws.root).stdout)
+        data = json.loads(run_rf_here("agents", "show", "hello", "--json", cwd=ws.root).stdout)
         assert data["trace"] == {"staging": "standard", "production": "minimal"}
         h = _auth(server)
         assert httpx.get(f"{server.url}/api/agents/hello", headers=h).json()["trace"] == data["trace"]
