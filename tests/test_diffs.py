@@ -6,18 +6,18 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from conftest import run_rf
+from conftest import run_rf, run_rf_here
 
 TAIL = "END-OF-THE-LONG-LINE"
 LONG = 'LONG = "' + "x" * 280 + TAIL + '"\n'
 
 
 def _two_commits(ws: Any) -> None:
-    assert run_rf("agents", "deploy", "hello", "-m", "one", cwd=ws.root).returncode == 0
-    assert run_rf("agents", "promote", "hello", "--yes", cwd=ws.root).returncode == 0
+    assert run_rf_here("agents", "deploy", "hello", "-m", "one", cwd=ws.root).returncode == 0
+    assert run_rf_here("agents", "promote", "hello", "--yes", cwd=ws.root).returncode == 0
     path = ws.root / "agents" / "hello" / "agent.py"
     path.write_text(path.read_text() + LONG)
-    assert run_rf("agents", "deploy", "hello", "-m", "two", cwd=ws.root).returncode == 0
+    assert run_rf_here("agents", "deploy", "hello", "-m", "two", cwd=ws.root).returncode == 0
 
 
 def _whole(text: str) -> None:
@@ -31,11 +31,11 @@ def test_cli_diffs_wrap_long_lines(ws: Any) -> None:
     r = run_rf("agents", "diff", "hello", cwd=ws.root, env=narrow)
     assert r.returncode == 0, r.stderr
     _whole(r.stdout)
-    r = run_rf("releases", "diff", cwd=ws.root, env=narrow)
+    r = run_rf_here("releases", "diff", cwd=ws.root, env=narrow)
     assert r.returncode == 0, r.stderr
     _whole(r.stdout)
     # promote shows the diff before it asks (no terminal here: it stops at the question)
-    r = run_rf("agents", "promote", "hello", cwd=ws.root, env=narrow)
+    r = run_rf_here("agents", "promote", "hello", cwd=ws.root, env=narrow)
     _whole(r.stdout)
 
 
