@@ -20,7 +20,7 @@ from typing import Any, cast
 
 import pytest
 
-from conftest import run_rf, start_server, write_agent
+from conftest import run_rf, run_rf_here, start_server, write_agent
 from rf.client import Backend, HttpBackend, LocalBackend, open_local
 from rf.config import snapshot_dir
 from rf.errors import Conflict, ConnectorError, NotFound, ProductionReadOnly, RfError, UsageError
@@ -677,16 +677,16 @@ def test_http_backend_and_cli(ws: Any, tmp_path: Path) -> None:
         assert r.returncode == 1 and "production is read-only" in r.stderr and "Traceback" not in r.stderr
         spec = tmp_path / "tickets.yaml"
         spec.write_text(OPENAPI_YAML)
-        r = run_rf("connectors", "import-openapi", "tickets", str(spec), cwd=ws.root)
+        r = run_rf_here("connectors", "import-openapi", "tickets", str(spec), cwd=ws.root)
         assert r.returncode == 0, r.stderr
         assert "created connector tickets" in r.stderr and "+ list-tickets" in r.stderr
-        text = run_rf("connectors", "show", "crm", cwd=ws.root).stdout
+        text = run_rf_here("connectors", "show", "crm", cwd=ws.root).stdout
         assert "api-key with credential crm-token (query parameter key)" in text and "X-Team: a" in text
-        d = run_rf("connectors", "diff", "crm", cwd=ws.root).stdout
+        d = run_rf_here("connectors", "diff", "crm", cwd=ws.root).stdout
         assert "- resource get-customer" in d
         r = run_rf("connectors", "publish", "crm", cwd=ws.root)
         assert r.returncode == 2 and "--yes" in r.stderr
-        r = run_rf("connectors", "publish", "crm", "--yes", cwd=ws.root)
+        r = run_rf_here("connectors", "publish", "crm", "--yes", cwd=ws.root)
         assert r.returncode == 0 and "published connector crm" in r.stderr
         assert [c.slug for c in b.list_connectors()] == ["crm", "tickets"]
     finally:
