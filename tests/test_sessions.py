@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import ServerProc, run_rf, write_agent
+from conftest import ServerProc, run_rf, run_rf_here, write_agent
 from rf.client import Backend, HttpBackend, open_local
 from rf.config import snapshot_dir
 from rf.errors import NotFound, ProductionReadOnly, UsageError
@@ -251,7 +251,7 @@ def test_endpoint_cli_and_http_backend(ws: Any, server: ServerProc) -> None:
     assert http.list_sessions("production") == []
     with pytest.raises(NotFound):
         http.get_session("web-1", "production")
-    shown = run_rf("sessions", "show", "web-1", cwd=ws.root)
+    shown = run_rf_here("sessions", "show", "web-1", cwd=ws.root)
     assert shown.returncode == 0, shown.stderr
     assert "turn 1" in shown.stdout and "turn 2" in shown.stdout
     assert "user › hey" in shown.stdout and "assistant › staging heard 'hey'" in shown.stdout
@@ -279,10 +279,10 @@ def test_rf_test_chat_is_one_staging_session(ws: Any) -> None:
     finally:
         b.close()
     # rf test --session continues a session too; --chat refuses --input.
-    again = run_rf("test", "chat", "--session", listed[0].id, "--input", '{"message": "more"}', "--json",
+    again = run_rf_here("test", "chat", "--session", listed[0].id, "--input", '{"message": "more"}', "--json",
                    cwd=ws.root)
     assert json.loads(again.stdout)["output"]["message"] == "staging heard 'more' after 4 messages"
-    refused = run_rf("test", "chat", "--chat", "--input", "{}", cwd=ws.root)
+    refused = run_rf_here("test", "chat", "--chat", "--input", "{}", cwd=ws.root)
     assert refused.returncode == 2 and "--chat reads its input" in refused.stderr
 
 
