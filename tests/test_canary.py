@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import ServerProc, run_rf, start_server, write_agent
+from conftest import ServerProc, run_rf, run_rf_here, start_server, write_agent
 from rf.client import HttpBackend
 from rf.config import find_workspace, init_workspace, snapshot_dir
 
@@ -203,7 +203,7 @@ def test_weight_promote_abort_in_history_and_rollback(canary_site: Site) -> None
     s.b.abort_canary("changed my mind", "tester")
     assert {s.call(f"u{n}")["output"]["v"] for n in range(20)} == {before}  # all back on stable at once
     second = s.start(30, ["agent:bot"])
-    r = run_rf("releases", "canary", "promote", "--yes", "--json", cwd=s.root)
+    r = run_rf_here("releases", "canary", "promote", "--yes", "--json", cwd=s.root)
     assert r.returncode == 0, r.stderr
     promoted = json.loads(r.stdout)
     assert promoted["kind"] == "canary-promote" and promoted["canary"] == second.id
