@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from test_tui import SIZE, anyio_backend, backend, make_app, screen_text, settle, template
 
-from conftest import HELLO_TOML, run_rf, start_server, write_agent
+from conftest import HELLO_TOML, run_rf, run_rf_here, start_server, write_agent
 from rf.client import open_local
 from rf.config import snapshot_dir
 from rf.ids import utcnow
@@ -202,7 +202,7 @@ def test_one_failing_schedule_trigger_does_not_hold_up_the_others(ws: Any, b: An
 
 
 def rf_json(*args: str, cwd: Path) -> Any:
-    r = run_rf(*args, "--json", cwd=cwd)
+    r = run_rf_here(*args, "--json", cwd=cwd)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
@@ -227,7 +227,7 @@ def echo_server(ws: Any) -> Iterator[Any]:
     (ws.root / "inbox").mkdir()
     s = start_server(ws.root, extra_env={"RF_TRIGGER_RETRY_S": "0.2,0.5"})
     try:
-        assert run_rf("agents", "deploy", "echo", cwd=ws.root).returncode == 0
+        assert run_rf_here("agents", "deploy", "echo", cwd=ws.root).returncode == 0
         yield s
     finally:
         s.stop()
@@ -253,7 +253,7 @@ def test_broken_watcher_in_a_real_server_shows_its_error_and_recovers(ws: Any, e
     listed = run_rf("triggers", "list", cwd=ws.root)
     assert listed.returncode == 0, listed.stderr
     assert "enabled · watcher failed: the watched path" in listed.stdout and "(retrying " in listed.stdout
-    shown = run_rf("triggers", "show", tid, cwd=ws.root)
+    shown = run_rf_here("triggers", "show", tid, cwd=ws.root)
     assert "last error" in shown.stdout and "restarts" in shown.stdout and "watcher failed" in shown.stdout
 
     inbox.mkdir()
@@ -262,7 +262,7 @@ def test_broken_watcher_in_a_real_server_shows_its_error_and_recovers(ws: Any, e
     write_until_server_fired(ws.root, inbox, tid, "second.txt")
     recovered = rf_json("triggers", "show", tid, cwd=ws.root)
     assert recovered["restarts"] >= 1 and recovered["error"].startswith("the watched path")  # kept
-    assert "watcher failed" not in run_rf("triggers", "list", cwd=ws.root).stdout
+    assert "watcher failed" not in run_rf_here("triggers", "list", cwd=ws.root).stdout
 
 
 # ------------------------------------------------------------ the dashboard
