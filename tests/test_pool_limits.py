@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import run_rf, start_server, write_agent
+from conftest import run_rf, run_rf_here, start_server, write_agent
 from rf.errors import TooBusy
 from rf.runtime.pool import PoolLimits, RunRequest, WorkerPool
 
@@ -157,7 +157,7 @@ def test_a_full_queue_answers_429_with_retry_after_over_http(ws: Any, tmp_path: 
     (root / "rf.toml").write_text(toml + "\n[runtime.production]\nmax_workers_per_agent = 1\nmax_waiting = 1\n")
     write_agent(root, "gate", code=GATE_AGENT, toml='description = "waits for a file"\n')
     for args in (("agents", "deploy", "gate"), ("agents", "promote", "gate", "--yes")):
-        r = run_rf(*args, cwd=root)
+        r = run_rf_here(*args, cwd=root)
         assert r.returncode == 0, r.stderr
     flag = tmp_path / "go"
     srv = start_server(root)
@@ -195,7 +195,7 @@ def test_runtime_table_is_checked(ws: Any) -> None:
     r = run_rf("status", cwd=root)
     assert r.returncode != 0 and "max_worker" in r.stderr and "max_workers" in r.stderr
     (root / "rf.toml").write_text(toml + "\n[runtime.staging]\nmax_waiting = -1\n")
-    r = run_rf("status", cwd=root)
+    r = run_rf_here("status", cwd=root)
     assert r.returncode != 0 and "max_waiting must be a whole number of at least 0" in r.stderr
 
 
