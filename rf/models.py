@@ -170,6 +170,19 @@ class AgentStatus:
 
 
 @dataclass
+class Replica:
+    """An ``rf serve`` whose heartbeat is alive on the same PostgreSQL store (``rf status``)."""
+
+    id: str  #: the process (pid and a random part)
+    url: str  #: where it serves
+    host: str  #: the machine's name
+    pid: int
+    started_at: str = ""  #: ISO-8601 UTC
+    heartbeat_at: str = ""  #: ISO-8601 UTC (the database's clock)
+    heartbeat_age_s: float = 0.0  #: seconds since its last heartbeat (the database's clock)
+
+
+@dataclass
 class Status:
     workspace: str
     workspace_path: str
@@ -179,6 +192,8 @@ class Status:
     schema_version: int = 0
     #: The store: ``duckdb PATH`` or ``postgresql URL (vectors: pgvector|float4-bytea)``, never a password.
     store: str = ""
+    #: The servers sharing the store whose heartbeat is alive (PostgreSQL; always empty on DuckDB).
+    replicas: list[Replica] = field(default_factory=list)
 
 
 # ------------------------------------------------------------ prompts (issue 3)

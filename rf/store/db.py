@@ -20,6 +20,7 @@ from rf.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from rf.store.writer import BatchWriter
 
 if TYPE_CHECKING:
+    from rf.models import Replica
     from rf.store.interfaces import (
         Repositories,
     )
@@ -85,6 +86,10 @@ class Store(StoreDomains):
     def announce_change(self) -> list[str]:
         """Tell the other servers on this store to drop their cached heads and routing: none on
         DuckDB (one process owns the file). Replicas that did not confirm (rf.store.pg_replicas)."""
+        return []
+
+    def live_replicas(self) -> list[Replica]:
+        """The servers sharing this store (rf.store.pg.PgStore.live_replicas): none on DuckDB."""
         return []
 
     def __init__(self, con: duckdb.DuckDBPyConnection, path: Path | None) -> None:
