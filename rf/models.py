@@ -1051,6 +1051,48 @@ class GcResult:
     duration_ms: float = 0.0
 
 
+# ------------------------------------------------------------ the store itself (rf store)
+
+
+@dataclass
+class StoreTable:
+    """One table of a store and its rows (``rf store info``, ``rf store copy``)."""
+
+    name: str
+    rows: int
+
+
+@dataclass
+class StoreInfo:
+    """``rf store info``: what the workspace's store is and holds."""
+
+    kind: str  #: duckdb | postgresql
+    store: str  #: as ``rf status`` shows it (never a password)
+    schema_version: int
+    bytes: int  #: the DuckDB file's size, or the PostgreSQL database's
+    tables: list[StoreTable] = field(default_factory=list)  #: schema order; knowledge-base tables last
+    rows: int = 0  #: total of ``tables``
+    #: PostgreSQL: ``[store] max_connections`` and this process's pool (size, open, idle, busy, opened, waits)
+    max_connections: int | None = None
+    pool: dict[str, int] = field(default_factory=dict)
+    replicas: list[Replica] = field(default_factory=list)  #: PostgreSQL: the live servers on it
+
+
+@dataclass
+class StoreCopy:
+    """``rf store copy``: a DuckDB store copied into an empty PostgreSQL database."""
+
+    source: str  #: the DuckDB file
+    target: str  #: the PostgreSQL url (never a password)
+    schema_version: int
+    tables: list[StoreTable] = field(default_factory=list)  #: in the order they were copied
+    rows: int = 0  #: total of ``tables``
+    vectors: str = ""  #: how the target holds knowledge-base vectors: pgvector | float4-bytea
+    #: tables of the DuckDB file that are no part of rf's schema (e.g. an interrupted re-embedding's), not copied
+    skipped: list[str] = field(default_factory=list)
+    duration_ms: float = 0.0
+
+
 # ------------------------------------------------------------ evals (issue 18)
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -138,6 +139,10 @@ def _connect(url: str, password_env: str | None, role: str = "rf") -> Any:
 
 
 # ---------------------------------------------------------------- cursor
+#: Statements run again once when their pooled connection turned out dead (they change nothing).
+_READ = re.compile(r"\s*(SELECT|WITH)\b", re.I)
+
+
 class PgCursor:
     """DuckDB SQL (translated once per text) run on PostgreSQL, raising StoreError.
 
@@ -157,11 +162,34 @@ class PgCursor:
     def _run(self, sql: str, params: Any, many: bool) -> PgCursor:
         store = self._store
         pinned = store._pinned()
-        con = pinned if pinned is not None else store._pool.get()
+        if pinned is not None:
+            return self._on(pinned, sql, params, many)
+        con = store._pool.get()
         broken = False
         try:
-            cur = con.cursor()
-            try:
+            return self._on(con, sql, params, many)
+        except StoreError:
+            broken = bool(con.broken)
+            if not (broken and not many and _READ.match(sql)):
+                raise
+        finally:
+            store._pool.put(con, discard=broken)
+        # A pooled connection found dead (the server restarted, a failover, an idle timeout): so are
+        # the others made before it. A read is run again, once, on a new one.
+        store._pool.drop_idle()
+        con = store._pool.get()
+        broken = False
+        try:
+            return self._on(con, sql, params, many)
+        except StoreError:
+            broken = bool(con.broken)
+            raise
+        finally:
+            store._pool.put(con, discard=broken)
+
+    def _on(self, con: Any, sql: str, params: Any, many: bool) -> PgCursor:
+        try:
+            with con.cursor() as cur:
                 if many:
                     cur.executemany(translate(sql), params)
                 else:
@@ -170,17 +198,11 @@ class PgCursor:
                 self._rows = cur.fetchall() if cur.description is not None else None
                 self._rowcount = int(cur.rowcount)
                 self._pos = 0
-            finally:
-                cur.close()
         except Exception as exc:
-            broken = bool(con.broken)
-            err = translate_pg_error(exc, store.url)
+            err = translate_pg_error(exc, self._store.url)
             if err is None:
                 raise
             raise err from exc
-        finally:
-            if pinned is None:
-                store._pool.put(con, discard=broken)
         return self
 
     def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> PgCursor:
@@ -262,7 +284,7 @@ class PgStore(PgOverrides, StoreDomains):
         self._dedicated: weakref.WeakSet[Any] = weakref.WeakSet()  # the replica listener's
         self._dedicated_lock = threading.Lock()
         # Writes are serialized across every server on this database (rf.store.pg_replicas).
-        self.write_lock = ClusterWriteLock(self._pin, self._unpin)
+        self.write_lock = ClusterWriteLock(self._pin, self._unpin, self._pool.drop_idle)
         self.replica: ReplicaLink | None = None
         self._closed = False
         try:

@@ -14,7 +14,10 @@ connection to its thread until it ends (:meth:`PgStore._pin`).
   refused password or an unreachable server is the caller's clear error at once (a pool
   that connects in the background can only time out).
 - **Health.** A connection handed back broken (server restart, network) is closed and
-  forgotten; one handed back inside a transaction is rolled back. Idle connections beyond
+  forgotten, and with it every idle one (made before the restart too): a read that failed
+  that way runs again once on a new connection (rf.store.pg.PgCursor), so a restarted or
+  failed-over server costs the writes in flight at that moment, not an error per pooled
+  connection. One handed back inside a transaction is rolled back. Idle connections beyond
   the newest are closed after ``idle_s``.
 - **No background thread.** Idle ones are reaped when the pool is used (a server's heartbeat
   uses it every second).
@@ -126,6 +129,16 @@ class ConnectionPool:
         for old in stale:
             with contextlib.suppress(Exception):
                 old.close()
+
+    def drop_idle(self) -> None:
+        """Close every idle connection (one turned out dead: the server restarted, and so are they)."""
+        with self._cond:
+            idle, self._idle = self._idle, []
+            self._total -= len(idle)
+            self._cond.notify_all()
+        for _, con in idle:
+            with contextlib.suppress(Exception):
+                con.close()
 
     # ------------------------------------------------------------ state
     def stats(self) -> dict[str, int]:

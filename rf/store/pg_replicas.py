@@ -50,10 +50,12 @@ class ClusterWriteLock:
     until the outermost ``with`` ends (then ``unpin``). Order is always process lock, then
     advisory lock: no cycle."""
 
-    def __init__(self, pin: Callable[[], Any], unpin: Callable[[bool], None]) -> None:
+    def __init__(self, pin: Callable[[], Any], unpin: Callable[[bool], None],
+                 dead: Callable[[], None] = lambda: None) -> None:
         self._lock = threading.RLock()
         self._pin = pin
         self._unpin = unpin
+        self._dead = dead  # a pinned connection was found dead: drop the pool's idle ones
         self._local = threading.local()
 
     def acquire(self) -> bool:
@@ -61,19 +63,31 @@ class ClusterWriteLock:
         depth = getattr(self._local, "depth", 0)
         if depth == 0:
             try:
-                con = self._pin()
+                self._local.con = self._lock_session()
             except BaseException:
                 self._lock.release()
                 raise
-            try:
-                con.execute("SELECT pg_advisory_lock(%s)", [WRITE_LOCK_KEY])
-            except BaseException:
-                self._unpin(True)
-                self._lock.release()
-                raise
-            self._local.con = con
         self._local.depth = depth + 1
         return True
+
+    def _lock_session(self) -> Any:
+        """Pin a connection and take the advisory lock on it; once more on a new connection when the
+        pinned one was dead (a restarted server: its session, and any lock, is gone anyway)."""
+        for attempt in (1, 2):
+            con = self._pin()
+            try:
+                con.execute("SELECT pg_advisory_lock(%s)", [WRITE_LOCK_KEY])
+                return con
+            except Exception:
+                dead = bool(getattr(con, "broken", False))
+                self._unpin(True)
+                if attempt == 2 or not dead:
+                    raise
+                self._dead()
+            except BaseException:
+                self._unpin(True)
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def release(self) -> None:
         depth = self._local.depth - 1
