@@ -33,7 +33,7 @@ def info(json_out: JsonOption = False) -> None:
     if result.max_connections is not None:
         pool = result.pool
         out.print(f"[bold]pool[/bold]      at most {result.max_connections} connections per rf process"
-                  f" ([store] max_connections); this one: {pool.get('open', 0)} open")
+                  f" ({escape('[store]')} max_connections); this one: {pool.get('open', 0)} open")
     if result.kind == "postgresql":
         n = len(result.replicas)
         out.print(f"[bold]replicas[/bold]  {n} rf server{'s' if n != 1 else ''} live on this store")
@@ -76,7 +76,7 @@ def copy(
     chosen_env = password_env or ws.store_password_env
 
     def progress(table: str, rows: int) -> None:
-        if not json_out:
+        if rows and not json_out:
             say(f"  [dim]{escape(table)}[/dim] {rows:,}")
 
     result = compose.copy_store(ws, to, password_env=chosen_env, progress=progress)

@@ -80,6 +80,7 @@ def _owner_only(db_path: Path) -> None:
 class Store(StoreDomains):
     """One open DuckDB file. Thread-safe: cursors are per thread."""
 
+    kind = "duckdb"
     #: several servers may share this store (replicas: PostgreSQL only; one process owns a DuckDB file)
     shared = False
 

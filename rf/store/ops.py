@@ -91,7 +91,7 @@ def store_info(store: Any) -> StoreInfo:
     present = _present(store)
     names = [t for t in schema_tables() if t in present] + [t for t, _ in _kb_tables(store) if t in present]
     tables = [StoreTable(name, _count(store, name)) for name in names]
-    info = StoreInfo(kind=getattr(store, "kind", "duckdb"), store=describe_store(store),
+    info = StoreInfo(kind=store.kind, store=describe_store(store),
                      schema_version=int(store.schema_version), bytes=int(store.store_bytes()), tables=tables,
                      rows=sum(t.rows for t in tables), replicas=store.live_replicas())
     if info.kind == "postgresql":
