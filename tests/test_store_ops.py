@@ -78,7 +78,7 @@ def test_many_short_lived_threads_share_a_bounded_pool_and_leave_no_connection(p
                         store.count_executions("staging")
                     with store.unit_of_work() as repos:
                         repos.agents.upsert_agent(f"a{wave}-{i}", "", utcnow())
-                except BaseException as exc:  # noqa: BLE001 - reported below
+                except BaseException as exc:
                     errors.append(exc)
 
             threads = [threading.Thread(target=work, args=(i,)) for i in range(25)]
@@ -168,31 +168,31 @@ def test_a_server_out_of_connections_says_what_to_change() -> None:
     with postgres_server(max_connections=6) as server:
         dbs = PgDatabases(server)
         url = dbs.new("full")
-        store = PgStore.open(url, password_env=PASSWORD_ENV, max_connections=20)
-        holders = [psycopg.connect(url, password=PASSWORD) for _ in range(3)]  # with the writer and the first: 5
+        store = PgStore.open(url, password_env=PASSWORD_ENV, max_connections=20)  # 2 open: the pool's, the writer's
+        holders = [psycopg.connect(url, password=PASSWORD) for _ in range(3)]  # 5 of 6
+        errors: list[StoreError] = []
+
+        def sleep() -> None:
+            try:
+                store.query("SELECT pg_sleep(60)")
+            except StoreError as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=sleep) for _ in range(3)]  # 2 sleep (the 6th connection), 1 cannot
         try:
-            errors: list[StoreError] = []
-            barrier = threading.Barrier(3)
-
-            def hold() -> None:
-                barrier.wait()
-                try:
-                    store.query("SELECT pg_sleep(0.5)")
-                except StoreError as exc:
-                    errors.append(exc)
-
-            threads = [threading.Thread(target=hold) for _ in range(3)]
             for t in threads:
                 t.start()
-            for t in threads:
-                t.join()
-            assert errors, "the server took more connections than its max_connections"
-            assert "has no connection left for rf" in errors[0].message
+            _wait_until(lambda: bool(errors), "a connection to be refused")
+            assert len(errors) == 1 and "has no connection left for rf" in errors[0].message
             assert "[store] max_connections" in (errors[0].hint or "") and "server's max_connections" in (
                 errors[0].hint or "")
         finally:
             for h in holders:
                 h.close()
+            with _admin(dbs) as con:
+                con.execute("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%'")
+            for t in threads:
+                t.join(timeout=30)
             store.close()
 
 
@@ -270,7 +270,7 @@ def test_rf_status_lists_the_live_replicas(pg_databases: PgDatabases, tmp_path: 
         for p in procs:
             try:
                 p.wait(timeout=15)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 p.kill()
 
 

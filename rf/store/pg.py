@@ -140,7 +140,7 @@ def _connect(url: str, password_env: str | None, role: str = "rf") -> Any:
 
 # ---------------------------------------------------------------- cursor
 #: Statements run again once when their pooled connection turned out dead (they change nothing).
-_READ = re.compile(r"\s*(SELECT|WITH)\b", re.I)
+_READ = re.compile(r"\s*SELECT\b", re.I)
 
 
 class PgCursor:
