@@ -232,7 +232,7 @@ def part_invoke(tmp: Path, threads: int, window_s: float, rounds: int) -> None:
 
 def part_root_span(bench: InvokeBench, window_s: float, rounds: int) -> None:
     """The trivial agent with tracing as built vs. with the trace machinery replaced by a no-op."""
-    import rf.services.core as core
+    import rf.services.agents as core
 
     print("== root-span bookkeeping: trivial agent, one thread, tracing on vs. off (a no-op tracer patched in)",
           flush=True)

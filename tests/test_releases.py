@@ -149,7 +149,7 @@ def test_production_state_matches_release_history(ws: Any) -> None:
         deploy(b, ws, "hello")
         last = b.publish_release(all=True)
         b.rollback_release(last.id)
-        state = b.services._production_state()
+        state = b.services.release_history.production_state()
         for agent in b.list_agents():
             assert state.get(("agent", agent.name)) == agent.production_commit
     finally:

@@ -255,7 +255,7 @@ def test_a_canary_routes_alike_on_every_replica_and_is_auto_aborted_once(
     split = {s: codes for s, codes in arms.items() if len(codes) > 1}
     status = backend.canary_status()
     assert not split or status.status != "running", split
-    assert any(codes == {200} for codes in arms.values())
+    assert any(codes == {200} for codes in arms.values()), arms
     # enough canary failures on any of the servers: aborted once, by one of them
     deadline = time.monotonic() + 20
     n = 100

@@ -27,8 +27,8 @@ from rf.store import Store
 SECRET = 's3"cr3t-XYZZY'  # a quote, so it also appears JSON-escaped
 
 
-class FakeServices(Services):
-    """Services plus two host methods that stand in for an LLM call and a credential lookup."""
+class FakeHostMethods:
+    """Two host methods that stand in for an LLM call and a credential lookup."""
 
     @host_method("llm.fake")
     def _fake_llm(self, call: HostCall, prompt: str) -> dict[str, Any]:
@@ -42,6 +42,14 @@ class FakeServices(Services):
         token = call.secret(SECRET)
         call.annotate(header=f"Bearer {token}")
         return {"token": token}
+
+
+class FakeServices(Services):
+    """Services whose agent code may call :class:`FakeHostMethods` too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.agents.host_services += (FakeHostMethods(),)
 
 
 TreeAgent = """
@@ -529,7 +537,7 @@ def test_commits_deployed_before_per_environment_modes_keep_their_mode(services:
     stored.update(trace="minimal")
     del stored["session"]
     services.store.cursor().execute("UPDATE commits SET config = ? WHERE id = ?", [json.dumps(stored), commit.id])
-    services._configs.clear()
+    services.agents._configs.clear()
     for env in ("staging", "production"):
         ex = services.invoke(env, "old", {"x": 1}, "s-old")
         assert ex.status == "succeeded", ex.error

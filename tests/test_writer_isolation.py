@@ -33,7 +33,7 @@ def _ex(agent: str = "a") -> Execution:
 
 
 def _write_group(store: Store, seq: int, bad: str | None = None) -> str:
-    """One execution's group, as rf.services.core writes it: a span batch, a session turn,
+    """One execution's group, as rf.services.agents writes it: a span batch, a session turn,
     a memory write and the execution row. ``bad`` names the table whose row is broken;
     that row goes straight to the writer, as a value the store's checks missed would."""
     writer = store.writer

@@ -178,7 +178,7 @@ def create_app(services: Services, token: str, *, max_body_bytes: int = 1024 * 1
                 "deployed_at": c.created_at if c else None, "message": c.message if c else None,
                 "url": f"/{env}/agents/{name}",
                 # [input] schema of agent.toml (None: any input); also the MCP tool's input schema
-                "input_schema": services._commit_config(commit).get("input_schema")}
+                "input_schema": services.agents.commit_config(commit).get("input_schema")}
 
     @get("/{env:str}/agents/{name:str}/sessions/{session_id:str}", tags=["endpoints"],
          summary="A session (thread) of an agent in an environment: its messages, oldest first",

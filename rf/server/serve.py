@@ -108,7 +108,7 @@ def prepare(ws: Workspace, *, host: str | None = None, port: int | None = None,
     if getattr(services.store, "shared", False):
         # A replica among the servers on this database (rf.store.pg_replicas): heartbeat, and
         # another server's release drops this one's cached heads and routing before it returns.
-        services.store.start_replica(url, services._forget_heads)
+        services.store.start_replica(url, services.agents.forget_heads)
     # Executions a previous server left running (it was killed or crashed) are recorded as such
     # (on PostgreSQL: those of servers whose heartbeat stopped; the live replicas' are theirs).
     interrupted = services.store.recover_interrupted()

@@ -5,14 +5,14 @@ in-process, the server calls it for ``HttpBackend``. The environment rules are
 enforced here — whatever the surface, a mutation aimed at production that is
 not a release is refused by :func:`require_staging`.
 
-``Services`` is a facade over the domain services. Most domains are plain classes
-whose constructor names what they depend on (the shared
-:class:`rf.services.base.ServiceContext` and the other services they call); the
-facade builds them in dependency order (:meth:`Services.__init__`) and exposes the
-methods listed in :data:`FACADE` by forwarding, so callers, the server's routes
-(rf/api.py) and agent code's host calls reach them unchanged. The domains not yet
-split out (agents and executions, prompts, connectors, sessions, traces,
-triggers, releases, canary, retention) are still mixed into the facade itself.
+``Services`` is a facade over the domain services: plain classes whose
+constructor names what they depend on (the shared
+:class:`rf.services.base.ServiceContext`, the other services they call, or a
+narrow protocol of one). The facade builds them in dependency order
+(:meth:`Services.__init__`), wires what points back (each kind of release item
+plugged into releases, the canary gate, the deploy checks, the host methods) and
+exposes the methods listed in :data:`FACADE` by forwarding, so callers, the
+server's routes (rf/api.py) and agent code's host calls reach them unchanged.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rf.models import require_staging
+from rf.services.agents import AgentsService
 from rf.services.base import ServiceContext, forward, forwarded
-from rf.services.canary import CanaryService
+from rf.services.canary import CanaryService, RoutingCache
 from rf.services.connectors import ConnectorsService
-from rf.services.core import CoreServices
 from rf.services.credentials import CredentialsService
 from rf.services.datasources import DataSourcesService
 from rf.services.eval_suites import EvalSuitesService
@@ -32,7 +32,7 @@ from rf.services.keys import KeysService
 from rf.services.knowledge import KnowledgeService
 from rf.services.prompts import PromptsService
 from rf.services.providers import ProvidersService
-from rf.services.releases import ReleasesService
+from rf.services.releases import AgentReleases, CommitUses, ReleaseHistory, ReleasesService
 from rf.services.replay import ReplayService
 from rf.services.resource_use import ResourceUses
 from rf.services.retention import RetentionService
@@ -47,53 +47,159 @@ if TYPE_CHECKING:
     from rf.runtime.pool import WorkerPool
     from rf.store import Store
 
-class Services(
-    PromptsService,
-    ConnectorsService,
-    TriggersService,
-    CanaryService,
-    ReleasesService,
-    CoreServices,
-):
-    """All of rf's domain operations over one store: the domain services (:data:`FACADE`)
-    and the domains still mixed in (see each mixin)."""
+class Services:
+    """All of rf's domain operations over one store: the domain services, built in dependency
+    order, and the methods listed in :data:`FACADE`, forwarded to them."""
+
+    kind = "local"  #: which backend serves these calls ("http" on the client side of a server)
 
     def __init__(self, store: Store, workspace: Workspace | None, *, pool: WorkerPool | None = None,
                  server_url: str | None = None) -> None:
-        super().__init__(store, workspace, pool=pool, server_url=server_url)
-        ctx: ServiceContext = self.ctx
+        ctx = self.ctx = ServiceContext(store, workspace, pool=pool, server_url=server_url)
+        self.store = store
+        self.workspace = workspace
+        self.cache_dir = ctx.cache_dir
         # In dependency order: each service receives the ones it calls.
         self.users = UsersService(ctx)
         self.keys = KeysService(ctx)
         self.uploads = UploadsService(ctx)
-        # (releases are still this facade's own: ReleasesService)
-        self.sessions = SessionsService(ctx, self)
-        self.traces = TracesService(ctx, self)
+        self.release_history = ReleaseHistory(ctx)
+        self.routing = RoutingCache(store)
+        self.agents = AgentsService(ctx, self.routing, self.release_history)
+        self.sessions = SessionsService(ctx, self.release_history)
+        self.traces = TracesService(ctx, self.release_history)
         self.retention = RetentionService(ctx)
         self.credentials = CredentialsService(ctx)
         self.providers = ProvidersService(ctx, self.credentials)
         uses = ResourceUses(store)
         self.data_sources = DataSourcesService(ctx, self.credentials, uses)
         self.knowledge = KnowledgeService(ctx, self.providers, uses)
-        # (agents and executions are still this facade's own: CoreServices)
-        self.evals = EvalsService(ctx, self, self.traces, self.providers)
-        self.eval_suites = EvalSuitesService(ctx, self)
-        self.replays = ReplayService(ctx, self, self.traces)
-        services = (self.users, self.keys, self.uploads, self.sessions, self.traces, self.retention,
-                    self.credentials, self.providers, self.data_sources, self.knowledge, self.evals,
-                    self.eval_suites, self.replays)
+        self.evals = EvalsService(ctx, self.agents, self.traces, self.providers)
+        self.eval_suites = EvalSuitesService(ctx, self.agents)
+        self.replays = ReplayService(ctx, self.agents, self.traces)
+        self.commits = CommitUses(store)
+        self.releases = ReleasesService(ctx, self.release_history, self.agents, self.commits, self.evals)
+        self.prompts = PromptsService(ctx, self.releases, self.commits)
+        self.connectors = ConnectorsService(ctx, self.credentials, self.releases)
+        self.triggers = TriggersService(ctx, self.agents, self.releases)
+        self.canary = CanaryService(ctx, self.routing, self.release_history, self.releases, self.connectors)
+        # What needs a service built after it: each kind of release item plugged into releases
+        # (in KINDS order), the canary gate of a publish, the checks a deploy runs, what agent
+        # code may call.
+        self.releases.plug_in("prompt", self.prompts)
+        self.releases.plug_in("connector", self.connectors)
+        self.releases.plug_in("agent", AgentReleases(store, self.agents, self.commits))
+        self.releases.plug_in("trigger", self.triggers)
+        self.releases.new_prompt_variables = self.prompts.new_variables
+        self.releases.canary = self.canary
+        self.agents.deploy_checks = [self.connectors.deploy_warnings, self.prompts.deploy_warnings]
+        services = (self.users, self.keys, self.uploads, self.release_history, self.agents, self.sessions,
+                    self.traces, self.retention, self.credentials, self.providers, self.data_sources,
+                    self.knowledge, self.evals, self.eval_suites, self.replays, self.releases, self.prompts,
+                    self.connectors, self.triggers, self.canary)
         # Every method that is a management route checks the caller's role (rf.services.users).
         for service in services:
             guard_routes(service, self.users)
-        guard_routes(self, self.users)
-        self.host_services = services  # (their @host_method's: what agent code reaches)
+        self.agents.host_services = tuple(s for s in services if s is not self.agents)
+
+    @property
+    def server_url(self) -> str | None:
+        """The URL of the server serving this workspace (None: none, or not yet)."""
+        return self.ctx.server_url
+
+    @server_url.setter
+    def server_url(self, url: str | None) -> None:
+        self.ctx.server_url = url
+
+    @property
+    def pool(self) -> WorkerPool:
+        """The worker pool, started on first use."""
+        return self.ctx.pool
 
     def close(self) -> None:
         self.providers.close()
-        super().close()
+        self.connectors.close()
+        self.ctx.close()
 
     # The methods of the domain services that the facade exposes (routes, what the server and
     # the CLI call, host methods): each forwards to ``self.<service>.<method>``.
+    # ------------------------------------------------------------ agents (AgentsService)
+    status = forward("agents", AgentsService.status)
+    list_agents = forward("agents", AgentsService.list_agents)
+    get_agent = forward("agents", AgentsService.get_agent)
+    deployed_agents = forward("agents", AgentsService.deployed_agents)
+    deploy = forward("agents", AgentsService.deploy)
+    history = forward("agents", AgentsService.history)
+    delete_agent = forward("agents", AgentsService.delete_agent)
+    resolve_commit = forward("agents", AgentsService.resolve_commit)
+    diff_agent = forward("agents", AgentsService.diff_agent)
+    code_dir = forward("agents", AgentsService.code_dir)
+    working_copy_dir = forward("agents", AgentsService.working_copy_dir)
+    commit_tree = forward("agents", AgentsService.commit_tree)
+    commit_files = forward("agents", AgentsService.commit_files)
+    invoke = forward("agents", AgentsService.invoke)
+    invoke_routed = forward("agents", AgentsService.invoke_routed)
+    reachable_commit = forward("agents", AgentsService.reachable_commit)
+    target = forward("agents", AgentsService.target)
+    check_invoke = forward("agents", AgentsService.check_invoke)
+    run_test = forward("agents", AgentsService.run_test)
+    run_working_copy = forward("agents", AgentsService.run_working_copy)
+    ainvoke = forward("agents", AgentsService.ainvoke)
+    host_methods = forward("agents", AgentsService.host_methods)
+    host_handler = forward("agents", AgentsService.host_handler)
+    list_executions = forward("agents", AgentsService.list_executions)
+    get_execution = forward("agents", AgentsService.get_execution)
+    # ------------------------------------------------------------ prompts (PromptsService)
+    create_prompt = forward("prompts", PromptsService.create_prompt)
+    set_prompt = forward("prompts", PromptsService.set_prompt)
+    list_prompts = forward("prompts", PromptsService.list_prompts)
+    delete_prompt = forward("prompts", PromptsService.delete_prompt)
+    get_prompt = forward("prompts", PromptsService.get_prompt)
+    prompt_history = forward("prompts", PromptsService.prompt_history)
+    diff_prompt = forward("prompts", PromptsService.diff_prompt)
+    publish_prompt = forward("prompts", PromptsService.publish_prompt)
+    render_prompt_version = forward("prompts", PromptsService.render_prompt_version)
+    # ------------------------------------------------------------ connectors (ConnectorsService)
+    list_connectors = forward("connectors", ConnectorsService.list_connectors)
+    get_connector = forward("connectors", ConnectorsService.get_connector)
+    connector_settings = forward("connectors", ConnectorsService.connector_settings)
+    create_connector = forward("connectors", ConnectorsService.create_connector)
+    edit_connector = forward("connectors", ConnectorsService.edit_connector)
+    delete_connector = forward("connectors", ConnectorsService.delete_connector)
+    add_resource = forward("connectors", ConnectorsService.add_resource)
+    edit_resource = forward("connectors", ConnectorsService.edit_resource)
+    remove_resource = forward("connectors", ConnectorsService.remove_resource)
+    import_openapi = forward("connectors", ConnectorsService.import_openapi)
+    refresh_connector = forward("connectors", ConnectorsService.refresh_connector)
+    diff_connector = forward("connectors", ConnectorsService.diff_connector)
+    publish_connector = forward("connectors", ConnectorsService.publish_connector)
+    # ------------------------------------------------------------ triggers (TriggersService)
+    list_triggers = forward("triggers", TriggersService.list_triggers)
+    get_trigger = forward("triggers", TriggersService.get_trigger)
+    create_trigger = forward("triggers", TriggersService.create_trigger)
+    duplicate_trigger = forward("triggers", TriggersService.duplicate_trigger)
+    set_trigger_enabled = forward("triggers", TriggersService.set_trigger_enabled)
+    delete_trigger = forward("triggers", TriggersService.delete_trigger)
+    edit_trigger = forward("triggers", TriggersService.edit_trigger)
+    trigger_input = forward("triggers", TriggersService.trigger_input)
+    fire_trigger = forward("triggers", TriggersService.fire_trigger)
+    webhook = forward("triggers", TriggersService.webhook)
+    # ------------------------------------------------------------ releases (ReleasesService, ReleaseHistory)
+    release_items = forward("releases", ReleasesService.release_items)
+    plan_release = forward("releases", ReleasesService.plan_release)
+    publish_release = forward("releases", ReleasesService.publish_release)
+    promote = forward("releases", ReleasesService.promote)
+    plan_rollback = forward("releases", ReleasesService.plan_rollback)
+    rollback_release = forward("releases", ReleasesService.rollback_release)
+    list_releases = forward("release_history", ReleaseHistory.list_releases)
+    get_release = forward("release_history", ReleaseHistory.get_release)
+    # ------------------------------------------------------------ canary (CanaryService)
+    canary_running = forward("canary", CanaryService.canary_running)
+    canary_status = forward("canary", CanaryService.canary_status)
+    check_canary = forward("canary", CanaryService.check_canary)
+    set_canary_weight = forward("canary", CanaryService.set_canary_weight)
+    promote_canary = forward("canary", CanaryService.promote_canary)
+    abort_canary = forward("canary", CanaryService.abort_canary)
     # ------------------------------------------------------------ users (UsersService)
     actor_for_token = forward("users", UsersService.actor_for_token)
     whoami = forward("users", UsersService.whoami)

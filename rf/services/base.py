@@ -3,8 +3,7 @@
 The domain services (:mod:`rf.services.keys`, :mod:`rf.services.credentials`, ...) are plain
 classes: each ``__init__`` receives this context and the other services it calls, so the
 dependencies between domains are written in their constructors, not found at run time on a
-shared ``self``. :class:`ServiceBase` is what the domains still mixed into the
-:class:`rf.services.Services` facade may rely on (see docs/architecture.md "Services").
+shared ``self`` (see docs/architecture.md "Services").
 """
 
 from __future__ import annotations
@@ -23,8 +22,6 @@ if TYPE_CHECKING:
     from rf.evals.tape import Tape
     from rf.models import Execution, Release, Trace
     from rf.runtime.pool import WorkerKey, WorkerPool, WorkerSetup
-    from rf.services.credentials import CredentialsService
-    from rf.services.evals import EvalsService
     from rf.store import Store
 
 
@@ -39,9 +36,9 @@ class ServiceContext:
         self.server_url = server_url
         self._pool = pool
         self._pool_lock = threading.Lock()
-        #: how a worker is prepared for its code (set by CoreServices: ``_prepare_worker``)
+        #: how a worker is prepared for its code (set by AgentsService: ``_prepare_worker``)
         self.prepare: Callable[[WorkerKey, str], WorkerSetup] | None = None
-        #: one check (and repair) of a code directory at a time (CoreServices, RetentionService)
+        #: one check (and repair) of a code directory at a time (AgentsService, RetentionService)
         self.code_lock = threading.Lock()
         self.owns_cache = workspace is None
         self.cache_dir = (
@@ -78,7 +75,7 @@ class ServiceContext:
 
 class AgentRuns(Protocol):
     """What evals, eval suites and replays need of the agents domain
-    (:class:`rf.services.core.CoreServices`): commits, and running them."""
+    (:class:`rf.services.agents.AgentsService`): commits, and running them."""
 
     @property
     def pool(self) -> WorkerPool: ...
@@ -111,24 +108,6 @@ class TraceReads(Protocol):
     """What evals and replays need of the traces domain (:class:`rf.services.traces.TracesService`)."""
 
     def get_trace(self, execution_id: str, env: str | None = None) -> Trace: ...
-
-
-class ServiceBase:
-    """Typed attributes shared by the domains still mixed into :class:`rf.services.Services`:
-    the context, and the domain services they call (built by the facade's ``__init__``)."""
-
-    ctx: ServiceContext
-    credentials: CredentialsService  #: (connectors: their credentials' values)
-    evals: EvalsService  #: (releases: the eval gate of a plan)
-    store: Store
-    workspace: Workspace | None
-    cache_dir: Path
-    server_url: str | None
-
-    if TYPE_CHECKING:
-
-        @property
-        def pool(self) -> WorkerPool: ...
 
 
 P = ParamSpec("P")

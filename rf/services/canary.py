@@ -7,7 +7,7 @@ gates and approves exactly like a publish, then records the plan as a release of
 with the canary's items over it: agents' commits, prompts' versions, connectors' instances).
 
 **Routing.** Every production execution gets one arm, decided once in the service layer
-(:meth:`CanaryService._load_routing` builds a :class:`Routing`; ``CoreServices.invoke`` /
+(:class:`RoutingCache` builds a :class:`Routing`; ``AgentsService.invoke`` /
 ``ainvoke`` call :meth:`Routing.pick`), so the native endpoint, the OpenAI-compatible one, MCP,
 triggers and ``rf invoke`` route alike. With a session id the arm is a stable hash of (canary,
 session): a session keeps its arm while the canary runs (raising the weight only moves stable
@@ -38,7 +38,7 @@ import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rf.errors import Conflict, NotFound, UsageError
 from rf.ids import new_id, utcnow
@@ -53,10 +53,13 @@ from rf.models import (
     from_dict,
     to_dict,
 )
-from rf.services.base import ReleaseReads, ServiceBase
+from rf.services.base import ReleaseReads, ServiceContext
 
 if TYPE_CHECKING:
     from rf.models import ReleasePlan
+    from rf.services.connectors import ConnectorsService
+    from rf.services.releases import ReleaseHistory, ReleasesService
+    from rf.store import Store
     from rf.store.interfaces import Repositories
 
 _log = logging.getLogger("rf.services.canary")
@@ -160,17 +163,29 @@ def arm_filters(releases: ReleaseReads, release: Any, arm: Any) -> tuple[str | N
     return release_id, arm
 
 
-class CanaryService(ServiceBase):
-    """Mixed into :class:`rf.services.Services`."""
+class RoutingCache:
+    """Production's arms (:class:`Routing`), loaded from the store (two reads) and cached until
+    something changes them: shared by the agents service (every production execution picks its
+    arm here: no store read per request), the canary service and the live scorer."""
 
-    _routing: Routing | None = None
-    _routing_generation = 0
-    _canary_watch: CanaryWatch | None = None
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._routing: Routing | None = None
+        self._generation = 0
 
-    # ------------------------------------------------------------ routing (the hot path)
-    def _load_routing(self) -> Routing:
-        """Production's arms from the store (two reads), cached until something changes them."""
-        generation = self._routing_generation
+    @property
+    def cached(self) -> Routing | None:
+        """The cached routing, None when it must be loaded again (no store read)."""
+        return self._routing
+
+    def current(self) -> Routing:
+        """The cached routing, else loaded."""
+        routing = self._routing
+        return routing if routing is not None else self.load()
+
+    def load(self) -> Routing:
+        """Production's arms from the store, cached unless :meth:`forget` ran meanwhile."""
+        generation = self._generation
         row = self.store.running_canary()
         # Production's whole state in one read: an execution on stable takes its commit and its
         # prompts from this one snapshot, so it never runs half of a release that is being
@@ -190,22 +205,53 @@ class CanaryService(ServiceBase):
                               canary=canary,
                               canary_id=row["id"], weight=weight, threshold=int(weight / 100.0 * 2.0 ** 64),
                               started_at=row["started_at"])
-        if generation == self._routing_generation:
+        if generation == self._generation:
             self._routing = routing
-            if generation != self._routing_generation:  # cleared meanwhile (another thread): not cached
+            if generation != self._generation:  # cleared meanwhile (another thread): not cached
                 self._routing = None
         return routing
+
+    def forget(self) -> None:
+        """Drop the cached routing (a release, a deploy, a canary change; another replica's).
+        The generation counter stops a load that started before from caching the old one."""
+        self._generation += 1
+        self._routing = None
+
+
+class CanaryGate(Protocol):
+    """What publishing needs of the canary domain (:class:`CanaryService`)."""
+
+    def check_plan(self, plan: ReleasePlan) -> None: ...
+
+    def start(self, plan: ReleasePlan, percent: float, message: str, author: str,
+              evidence: dict[str, Any] | None) -> Release: ...
+
+    def refuse_canaried(self, items: list[ReleaseItem]) -> None: ...
+
+
+class CanaryService:
+    """Starting, watching and deciding canary releases. Publishing reaches it through
+    :class:`CanaryGate` (``releases.canary``); it applies a promote through the releases service."""
+
+    def __init__(self, ctx: ServiceContext, routing: RoutingCache, history: ReleaseHistory,
+                 releases: ReleasesService, connectors: ConnectorsService) -> None:
+        self.ctx = ctx
+        self.store = ctx.store
+        self.workspace = ctx.workspace
+        self.routing = routing
+        self.history = history
+        self.releases = releases
+        self.connectors = connectors
 
     def _routing_changed(self, announce: bool = True) -> None:
         """Forget the cached routing (a release, a deploy, a canary change in this process); with
         ``announce``, in the other replicas on the store too (rf.store.pg_replicas)."""
-        self._routing_generation += 1
-        self._routing = None
+        self.routing.forget()
         if announce:
             self.store.announce_change()
 
     # ------------------------------------------------------------ starting
-    def _check_canary_plan(self, plan: ReleasePlan) -> None:
+    def check_plan(self, plan: ReleasePlan) -> None:
         """Refuse what a canary cannot hold, and a second canary."""
         refused = [i for i in plan.items if i.kind == "trigger" or i.after is None]
         if refused:
@@ -219,13 +265,13 @@ class CanaryService(ServiceBase):
                            "one canary at a time",
                            "promote it (rf releases canary promote) or abort it (rf releases canary abort) first")
 
-    def _start_canary(self, plan: ReleasePlan, percent: float, message: str, author: str,
+    def start(self, plan: ReleasePlan, percent: float, message: str, author: str,
                       evidence: dict[str, Any] | None) -> Release:
         """Inside the publish's write lock: record release N+1 as a running canary (production
         unchanged). The canary arm's state is resolved now, so staging moving on later changes
         nothing: agents' commits and prompts' versions as planned, connectors' instances as the
         publish would make them (applied in a transaction that is rolled back)."""
-        self._check_canary_plan(plan)
+        self.check_plan(plan)
         items = plan.items
         connectors = self._canary_connectors([i for i in items if i.kind == "connector"])
         state = {
@@ -240,15 +286,15 @@ class CanaryService(ServiceBase):
             self._snapshot_connector_items(tx, [i for i in items if i.kind == "connector"])
             tx.releases.insert_release(
                 release_id=release_id, created_at=now, author=author,
-                message=message or f"canary at {percent:g} %: " + self._default_message(items),  # type: ignore[attr-defined]
+                message=message or f"canary at {percent:g} %: " + self.releases.default_message(items),
                 plan_id=plan.id, kind="canary",
                 items=[{"kind": i.kind, "name": i.name, "before": i.before, "after": i.after, "summary": i.summary}
                        for i in items],
                 evidence={**(evidence or {}), "canary": release_id, "weight": percent})
             tx.releases.insert_canary(canary_id=release_id, weight=percent, stable_release_id=stable_release,
                                      state=state, started_at=now, started_by=author)
-        unconfirmed = self._release_applied()  # type: ignore[attr-defined]
-        release: Release = self.get_release(release_id)  # type: ignore[attr-defined]
+        unconfirmed = self.releases.applied()
+        release = self.history.get_release(release_id)
         release.warnings = list(plan.warnings) + unconfirmed
         return release
 
@@ -265,9 +311,9 @@ class CanaryService(ServiceBase):
         try:
             with self.store.unit_of_work() as tx:
                 for item in items:
-                    self._release_apply_connector(tx, item.name, item.before, item.after)  # type: ignore[attr-defined]
+                    self.connectors.release_apply(tx, item.name, item.before, item.after)
                 for slug in {i.name.partition("@")[0] for i in items}:
-                    c = self._find(slug, "production", tx)  # type: ignore[attr-defined]
+                    c = self.connectors.find(slug, "production", tx)
                     if c is not None:
                         found[slug] = c
                 raise _Undo
@@ -294,7 +340,7 @@ class CanaryService(ServiceBase):
                 if prepared is not None and settings_hash(prepared) == item.after:
                     tx.connectors.put_connector_snapshot(str(item.after), {"settings": prepared})
                 continue
-            staging = self._find(slug, "staging", tx)  # type: ignore[attr-defined]
+            staging = self.connectors.find(slug, "staging", tx)
             if staging is None:
                 continue
             chosen = prepared if prepared is not None else settings_of(staging)
@@ -302,7 +348,7 @@ class CanaryService(ServiceBase):
                 if hash_content(candidate) == item.after:
                     tx.connectors.put_connector_snapshot(str(item.after), candidate)
 
-    def _refuse_canaried(self, items: list[ReleaseItem]) -> None:
+    def refuse_canaried(self, items: list[ReleaseItem]) -> None:
         """A publish may not change what a running canary holds (its promote would then not
         apply): say to decide the canary first."""
         running = self.store.running_canary()
@@ -325,9 +371,7 @@ class CanaryService(ServiceBase):
     def canary_running(self) -> CanaryRunning | None:
         """The running canary's id, weight and start, or None (no error): cheap enough for a
         badge — the cached routing, no store read once it is loaded."""
-        routing = self._routing
-        if routing is None:
-            routing = self._load_routing()
+        routing = self.routing.current()
         if routing.canary is None:
             return None
         return CanaryRunning(id=routing.canary_id, weight=routing.weight, started_at=routing.started_at)
@@ -347,7 +391,7 @@ class CanaryService(ServiceBase):
     def _canary_model(self, row: dict[str, Any], figures: dict[str, dict[str, Any]] | None = None) -> Canary:
         if figures is None:
             figures = self.store.canary_arm_figures(row["started"], row["ended"])
-        config = self._canary_config()
+        config = self.config()
         canary = Canary(
             id=row["id"], status=row["status"], weight=row["weight"], stable_release_id=row["stable_release_id"],
             started_at=row["started_at"], started_by=row["started_by"], ended_at=row["ended_at"],
@@ -383,7 +427,7 @@ class CanaryService(ServiceBase):
         """The live scores of both arms (rf.services.canary_scoring) on *canary*: their reading."""
         from rf.services.canary_scoring import difference, mean_interval
 
-        canary.score_sample = self._canary_config().score_sample
+        canary.score_sample = self.config().score_sample
         canary.score_dropped = int(row.get("score_dropped") or 0)
         figures = self.store.releases.canary_score_figures(row["id"])
         sums = {}
@@ -409,7 +453,7 @@ class CanaryService(ServiceBase):
             f"interval {low:+.2f} to {high:+.2f}; {on_canary.scored} and {stable.scored} scored): {reading}")
         return reading
 
-    def _canary_config(self) -> Any:
+    def config(self) -> Any:
         from rf.config import CanaryConfig
 
         workspace = self.workspace
@@ -421,11 +465,11 @@ class CanaryService(ServiceBase):
         auto_abort``, abort a canary whose failure rate exceeds stable's by more than
         ``max_failure_rate_delta`` once it has ``min_executions``. The abort (if any)."""
         row = self.store.running_canary()
-        cached = self._routing
+        cached = self.routing.cached
         if cached is not None and (cached.canary_id, cached.weight) != (
                 (row["id"], float(row["weight"])) if row else ("", 0.0)):
             self._routing_changed(announce=False)  # (another replica changed it, and announced it)
-        config = self._canary_config()
+        config = self.config()
         if row is None or not config.auto_abort:
             return None
         canary = self._canary_model(row)
@@ -506,7 +550,7 @@ class CanaryService(ServiceBase):
                                           end_release_id=release_id, figures=figures)
 
                 try:
-                    release: Release = self._apply(  # type: ignore[attr-defined]
+                    release = self.releases.apply(
                         items, _plan_of(items), "canary-promote", text, author, [],
                         {"canary": canary_id, "figures": figures}, also=end)
                 except Conflict as exc:
@@ -524,8 +568,7 @@ class CanaryService(ServiceBase):
                 tx.releases.end_canary(canary_id, status=status, ended_at=utcnow(), ended_by=author,
                                       end_release_id=release_id, figures=figures)
             self._routing_changed()
-            aborted: Release = self.get_release(release_id)  # type: ignore[attr-defined]
-            return aborted
+            return self.history.get_release(release_id)
 
 
 def _plan_of(items: list[ReleaseItem]) -> str:
@@ -552,13 +595,14 @@ class CanaryWatch:
         from rf.services.canary_scoring import LiveScorer
 
         self.services = services
+        self.agents = services.agents
         self.interval_s = interval_s
         self.refresh_s = refresh_s
         self._event = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.note: Callable[[], None] = self._event.set
-        self.scorer = LiveScorer(services, sample=services._canary_config().score_sample)
+        self.scorer = LiveScorer(services, sample=services.canary.config().score_sample)
 
     def ended(self, execution: Any) -> None:
         """An execution on an arm ended (the request path: cheap)."""
@@ -566,7 +610,7 @@ class CanaryWatch:
         self.scorer.offer(execution)
 
     def start(self) -> None:
-        self.services._canary_watch = self
+        self.agents.canary_watch = self
         self._thread = threading.Thread(target=self._loop, name="rf-canary-watch", daemon=True)
         self._thread.start()
         self.scorer.start()
@@ -574,8 +618,8 @@ class CanaryWatch:
     def stop(self) -> None:
         self._stop.set()
         self._event.set()
-        if self.services._canary_watch is self:
-            self.services._canary_watch = None
+        if self.agents.canary_watch is self:
+            self.agents.canary_watch = None
         self.scorer.stop()
         if self._thread is not None:
             self._thread.join(timeout=5)

@@ -102,7 +102,7 @@ class LiveScorer:
             return
         canary_id, unscored = self._unscored
         if execution.agent in unscored:
-            routing = self.services._routing
+            routing = self.services.routing.cached
             if routing is not None and routing.canary_id == canary_id:
                 return  # (under another canary its suite may have a live entry: look again)
         try:
@@ -143,7 +143,7 @@ class LiveScorer:
             dropped, self._dropped = self._dropped, 0
         if not dropped:
             return
-        routing = self.services._routing or self.services._load_routing()
+        routing = self.services.routing.current()
         if routing.canary is not None:
             with self.services.store.unit_of_work() as tx:
                 tx.releases.add_canary_dropped(routing.canary_id, dropped)
@@ -157,7 +157,7 @@ class LiveScorer:
         from rf.models import to_dict
 
         services = self.services
-        routing = services._routing or services._load_routing()
+        routing = services.routing.current()
         if routing.canary is None or execution.arm not in ("stable", "canary"):
             return None
         if execution.arm == "canary" and execution.release_id != routing.canary_id:

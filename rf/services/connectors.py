@@ -81,13 +81,15 @@ from rf.models import (
     require_staging,
 )
 from rf.services import connectors_mcp
-from rf.services.base import ServiceBase
+from rf.services.base import ServiceContext
 from rf.services.host import HostCall, host_method
 
 if TYPE_CHECKING:
     import httpx
 
     from rf.evals.tape import Tape
+    from rf.services.credentials import CredentialsService
+    from rf.services.releases import Publisher
     from rf.store.interfaces import Repositories
 
 AUTH_KINDS = ("none", "api-key", "bearer", "basic")
@@ -286,11 +288,19 @@ def _check_json(value: Any, what: str) -> Any:
     return value
 
 
-class ConnectorsService(ServiceBase):
-    """Mixed into :class:`rf.services.Services` (credentials through ``self.credentials``)."""
+class ConnectorsService:
+    """Connectors (one instance per environment) and their calls from agent code; the release
+    plug-in of kind ``connector`` (publishing goes through *publisher*, the releases domain;
+    credentials' values come from *credentials*)."""
 
-    _http_client: httpx.Client | None = None
-    _http_lock = threading.Lock()
+    def __init__(self, ctx: ServiceContext, credentials: CredentialsService, publisher: Publisher) -> None:
+        self.ctx = ctx
+        self.store = ctx.store
+        self.workspace = ctx.workspace
+        self.credentials = credentials
+        self.publisher = publisher
+        self._http_client: httpx.Client | None = None
+        self._http_lock = threading.Lock()
 
     # ------------------------------------------------------------ reading
     def _instance(self, row: dict[str, Any]) -> Connector:
@@ -305,7 +315,7 @@ class ConnectorsService(ServiceBase):
         c.content_hash = hash_content(content_of(c))
         return c
 
-    def _find(self, slug: str, env: str, tx: Repositories | None = None) -> Connector | None:
+    def find(self, slug: str, env: str, tx: Repositories | None = None) -> Connector | None:
         """The instance or None. ``tx``: the repositories of an open unit of work, if any."""
         repos = self.store if tx is None else tx
         row = repos.connectors.connector_row(env, slug)
@@ -318,7 +328,7 @@ class ConnectorsService(ServiceBase):
             found: Connector | None = arm.connectors.get(slug)
             if found is not None:
                 return found
-        return self._find(slug, call.env)
+        return self.find(slug, call.env)
 
     def list_connectors(self, env: str = "staging") -> list[Connector]:
         """The instances of one environment, with their resources and both environments' settings."""
@@ -327,7 +337,7 @@ class ConnectorsService(ServiceBase):
 
     def get_connector(self, slug: str, env: str = "staging") -> Connector:
         check_env(env)
-        found = self._find(slug, env)
+        found = self.find(slug, env)
         if found is None:
             raise self._missing_instance(slug, env)
         return self._with_settings([found])[0]
@@ -353,7 +363,7 @@ class ConnectorsService(ServiceBase):
     def connector_settings(self, slug: str) -> ConnectorSettings:
         """A connector's settings in both environments, and the production settings prepared in staging."""
         check_name("connector", slug)
-        staging, production = self._find(slug, "staging"), self._find(slug, "production")
+        staging, production = self.find(slug, "staging"), self.find(slug, "production")
         prepared = self.store.prepared_settings(slug).get(slug)
         if staging is None and production is None and prepared is None:
             raise self._missing_instance(slug, "staging")
@@ -508,7 +518,7 @@ class ConnectorsService(ServiceBase):
     def _staging(self, slug: str, env: str, what: str, instead: str | None = None) -> Connector:
         check_name("connector", slug)
         require_staging(env, what, instead or self._instead(slug))
-        c = self._find(slug, "staging")
+        c = self.find(slug, "staging")
         if c is None:
             raise self._missing_instance(slug, "staging")
         return c
@@ -535,7 +545,7 @@ class ConnectorsService(ServiceBase):
         check_name("connector", slug)
         require_staging(env, f"create connector {slug!r} in production",
                         f"create it in staging, then publish: rf connectors publish {slug}")
-        if self._find(slug, "staging") is not None:
+        if self.find(slug, "staging") is not None:
             raise Conflict(f"connector {slug!r} already exists in staging",
                            f"change it with: rf connectors edit {slug} ...")
         c = Connector(slug=slug, env="staging", base_url=base_url, auth=auth, credential=credential or None,
@@ -632,7 +642,7 @@ class ConnectorsService(ServiceBase):
         require_staging(env, f"edit connector {slug!r} in production",
                         f"prepare production's settings from staging: rf connectors edit {slug} --for production "
                         f"..., then publish them: rf releases publish connector:{slug}{SETTINGS_ITEM}")
-        staging, production = self._find(slug, "staging"), self._find(slug, "production")
+        staging, production = self.find(slug, "staging"), self.find(slug, "production")
         prepared = self.store.prepared_settings(slug).get(slug)
         if staging is None and production is None:
             raise NotFound(f"connector {slug!r} does not exist, so it has no production settings to prepare",
@@ -756,7 +766,7 @@ class ConnectorsService(ServiceBase):
             raise UsageError("the OpenAPI document is empty")
         parsed = openapi.parse(spec_text)
         resources = [self._validated_resource(slug, r) for r in parsed.resources]
-        existing = self._find(slug, "staging")
+        existing = self.find(slug, "staging")
         if existing is not None:
             _not_for_mcp(existing, "import an OpenAPI document")
         created = existing is None
@@ -934,7 +944,7 @@ class ConnectorsService(ServiceBase):
         if slug.endswith(SETTINGS_ITEM):
             return self._diff_settings(slug[: -len(SETTINGS_ITEM)])
         check_name("connector", slug)
-        staging, production = self._find(slug, "staging"), self._find(slug, "production")
+        staging, production = self.find(slug, "staging"), self.find(slug, "production")
         if staging is None and production is None:
             raise self._missing_instance(slug, "staging")
         prepared = self.store.prepared_settings(slug).get(slug)
@@ -962,13 +972,13 @@ class ConnectorsService(ServiceBase):
                                           summary="production already matches staging")
         message = message or f"publish connector {slug}"
         # the releases service: same path as `rf releases publish`
-        release = self.publish_release(  # type: ignore[attr-defined]  # (rf.services.releases)
+        release = self.publisher.publish_release(
             [f"connector:{slug}"], message=message, author=author)
         item = next(i for i in release.items if i.kind == "connector" and i.name == slug)
         return ConnectorPublishResult(slug=slug, before=item.before, after=item.after, changed=True,
                                       summary=item.summary, release_id=release.id)
 
-    def _release_pending_connector(self) -> list[ReleaseItem]:
+    def release_pending(self) -> list[ReleaseItem]:
         """Per connector: ``SLUG`` when staging's resources differ from production's (or one side
         is missing), and ``SLUG@production`` when the prepared production settings differ from
         production's live ones."""
@@ -1003,14 +1013,14 @@ class ConnectorsService(ServiceBase):
         return hash_content({"kind": snapshot.get("kind", "http"), "resources": snapshot["resources"]}) == (
             shared_hash(current))
 
-    def _release_apply_connector(self, tx: Repositories, name: str, before: Any, after: Any) -> None:
+    def release_apply(self, tx: Repositories, name: str, before: Any, after: Any) -> None:
         """Inside the release transaction: ``SLUG`` makes production's resources the state ``after``
         (creating or removing the instance); ``SLUG@production`` makes its settings ``after``."""
         if name.endswith(SETTINGS_ITEM):
             self._apply_settings(tx, name[: -len(SETTINGS_ITEM)], before, after)
             return
         slug = name
-        current = self._find(slug, "production", tx)
+        current = self.find(slug, "production", tx)
         if not self._state_matches(tx, before, current):
             raise Conflict(f"production changed since the plan: connector {slug} is now at "
                            f"{shared_hash(current)[:12] if current else 'nothing'}", "review again and re-run")
@@ -1023,7 +1033,7 @@ class ConnectorsService(ServiceBase):
                 tx.connectors.put_prepared_settings(slug, settings_of(current), now)
             tx.connectors.delete_connector_rows("production", slug)
             return
-        staging = self._find(slug, "staging", tx)
+        staging = self.find(slug, "staging", tx)
         content: dict[str, Any] | None = None
         if staging is not None:
             chosen = prepared if prepared is not None else settings_of(staging)
@@ -1056,7 +1066,7 @@ class ConnectorsService(ServiceBase):
             tx.connectors.put_prepared_settings(slug, settings, now)
 
     def _apply_settings(self, tx: Repositories, slug: str, before: Any, after: Any) -> None:
-        current = self._find(slug, "production", tx)
+        current = self.find(slug, "production", tx)
         if current is None:
             raise Conflict(f"connector {slug} has no production instance any more", "review again and re-run")
         live = settings_of(current)
@@ -1076,10 +1086,10 @@ class ConnectorsService(ServiceBase):
         tx.connectors.put_connector_snapshot(str(after), {"settings": settings})
         tx.connectors.set_connector_settings("production", slug, settings, utcnow())
 
-    # ------------------------------------------------------------ deploy hook
-    def _deploy_warnings(self, config: AgentConfig) -> list[str]:
-        parent = getattr(super(), "_deploy_warnings", None)
-        warnings = list(parent(config)) if parent is not None else []
+    # ------------------------------------------------------------ deploy check
+    def deploy_warnings(self, config: AgentConfig) -> list[str]:
+        """Warn about connectors that agent.toml lists but staging lacks (a deploy check)."""
+        warnings: list[str] = []
         staging = self.store.connector_slugs().get("staging", set())
         for slug in config.connectors:
             if slug not in staging:
@@ -1089,7 +1099,7 @@ class ConnectorsService(ServiceBase):
 
     # ------------------------------------------------------------ runtime (host methods)
     def _http(self) -> httpx.Client:
-        """One pooled client per Services (thread-safe; keeps connections warm)."""
+        """One pooled client per service (thread-safe; keeps connections warm)."""
         client = self._http_client
         if client is None:
             with self._http_lock:
@@ -1105,9 +1115,6 @@ class ConnectorsService(ServiceBase):
         if client is not None:
             self._http_client = None
             client.close()
-        parent = getattr(super(), "close", None)
-        if parent is not None:
-            parent()
 
     @host_method("connectors.describe")
     def _host_connectors_describe(self, call: HostCall, slug: str, resource: str) -> dict[str, Any]:

@@ -31,11 +31,12 @@ from rf.models import (
     require_staging,
 )
 from rf.services import templates
-from rf.services.base import ServiceBase
+from rf.services.base import ServiceContext
 from rf.services.host import HostCall, host_method
 
 if TYPE_CHECKING:
     from rf.config import AgentConfig
+    from rf.services.releases import CommitUses, Publisher
     from rf.store.interfaces import Repositories
 
 #: Larger texts are refused: a prompt is sent with every model call, and the
@@ -45,8 +46,17 @@ MAX_PROMPT_CHARS = 256 * 1024
 PUBLISH_HINT = "edit in staging, then publish: rf prompts publish {name}"
 
 
-class PromptsService(ServiceBase):
-    """Mixed into :class:`rf.services.Services`."""
+class PromptsService:
+    """Prompts and their versions; the release plug-in of kind ``prompt`` (publishing goes
+    through *publisher*, the releases domain; *commits* tells which agents use a prompt)."""
+
+    def __init__(self, ctx: ServiceContext, publisher: Publisher, commits: CommitUses) -> None:
+        self.ctx = ctx
+        self.store = ctx.store
+        self.workspace = ctx.workspace
+        self.publisher = publisher
+        self.commits = commits
+        self._templates: dict[tuple[str, int], templates.Template] = {}
 
     # ------------------------------------------------------------ helpers
     def _parsed(self, v: PromptVersion) -> templates.Template:
@@ -55,7 +65,7 @@ class PromptsService(ServiceBase):
         Versions are immutable, so an entry never goes stale, and the hot
         path (``ctx.prompts.render`` in every execution) parses once.
         """
-        cache: dict[tuple[str, int], templates.Template] = self.__dict__.setdefault("_prompt_templates", {})
+        cache = self._templates
         key = (v.name, v.version)
         parsed = cache.get(key)
         if parsed is None:
@@ -202,7 +212,7 @@ class PromptsService(ServiceBase):
                 tx.prompts.set_prompt_pointer(name, "staging", None, now)
                 tx.prompts.touch_prompt(name, now)
         warnings = []
-        uses = self._agent_uses  # type: ignore[attr-defined]  # (rf.services.releases)
+        uses = self.commits.uses
         for agent in self.store.agent_rows():
             if agent["staging_commit"] is not None and name in uses(agent["staging_commit"]).prompts:
                 warnings.append(f"staging agent {agent['name']} uses prompt {name}: its staging runs fail "
@@ -290,12 +300,12 @@ class PromptsService(ServiceBase):
                 return PromptPublishResult(name=name, before=before, after=after, changed=False)
             # The releases service is the one path production changes through (plans,
             # dependency checks); see releases_contract.md.
-            release = self.publish_release(  # type: ignore[attr-defined]  # (rf.services.releases)
+            release = self.publisher.publish_release(
                 [f"prompt:{name}"], message=message, author=author)
         return PromptPublishResult(name=name, before=before, after=after, changed=True, release_id=str(release.id))
 
-    # Release plug-ins (see rf/services/releases_contract.md).
-    def _release_pending_prompt(self) -> list[ReleaseItem]:
+    # Release plug-in (see rf/services/releases_contract.md).
+    def release_pending(self) -> list[ReleaseItem]:
         """Every prompt whose draft is not the published version."""
         items = []
         for name, draft, published in self.store.prompt_pointer_pairs():
@@ -311,7 +321,7 @@ class PromptsService(ServiceBase):
             items.append(ReleaseItem(kind="prompt", name=name, summary=summary, before=published, after=draft))
         return items
 
-    def _release_prompt_new_variables(self, name: str) -> list[str]:
+    def new_variables(self, name: str) -> list[str]:
         """Variables the draft uses that the published version does not (for release warnings):
         production agent code may not pass them yet."""
         row = self._prompt_row(name)
@@ -323,7 +333,7 @@ class PromptsService(ServiceBase):
         old = set(published.variables) if published else set()
         return [v for v in (draft.variables if draft else []) if v not in old]
 
-    def _release_apply_prompt(self, tx: Repositories, name: str, before: Any, after: Any) -> None:
+    def release_apply(self, tx: Repositories, name: str, before: Any, after: Any) -> None:
         """Inside the unit of work ``tx``: point production at version ``after`` (None: unpublish).
 
         Refuses (Conflict) when production no longer points at ``before`` —
@@ -340,9 +350,9 @@ class PromptsService(ServiceBase):
         tx.prompts.touch_prompt(name, now)
 
     # ------------------------------------------------------------ deploy hook
-    def _deploy_warnings(self, config: AgentConfig) -> list[str]:
-        """Warn about prompts that agent.toml lists but that do not exist (cooperative hook)."""
-        warnings: list[str] = super()._deploy_warnings(config)  # type: ignore[misc]
+    def deploy_warnings(self, config: AgentConfig) -> list[str]:
+        """Warn about prompts that agent.toml lists but that do not exist (a deploy check)."""
+        warnings: list[str] = []
         listed = [p for p in config.prompts if isinstance(p, str)]
         existing = self.store.existing_prompts(listed)
         for name in listed:

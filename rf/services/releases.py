@@ -3,9 +3,9 @@
 A *release item* is one difference between staging and production (an agent
 whose staging commit is not production's, a prompt whose draft is not
 published, a connector whose instances differ, a trigger staged for
-production). Each capability plugs its kind in with two methods (see
-``releases_contract.md``): ``_release_pending_<kind>()`` and
-``_release_apply_<kind>(tx, name, before, after)`` (``tx``: the repositories of the
+production). The domain owning each kind plugs it in as a :class:`ReleaseKind` (see
+``releases_contract.md``): ``release_pending()`` and
+``release_apply(tx, name, before, after)`` (``tx``: the repositories of the
 publish's unit of work).
 
 A *plan* is a set of items with their before → after states; its id hashes
@@ -40,7 +40,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rf.errors import Conflict, NotFound, UsageError
 from rf.ids import new_id, utcnow
@@ -55,9 +55,13 @@ from rf.models import (
     from_dict,
     to_dict,
 )
-from rf.services.base import ServiceBase
+from rf.services.base import ServiceContext
 
 if TYPE_CHECKING:
+    from rf.services.agents import AgentsService
+    from rf.services.canary import CanaryGate
+    from rf.services.evals import EvalsService
+    from rf.store import Store
     from rf.store.interfaces import Repositories
 
 #: Item kinds, in the order they are applied and listed.
@@ -111,18 +115,94 @@ def code_uses(source: str, uses: AgentUses) -> AgentUses:
     return uses
 
 
-class ReleasesService(ServiceBase):
-    """Mixed into :class:`rf.services.Services`."""
+class ReleaseKind(Protocol):
+    """One kind of release item (:data:`KINDS`), plugged in by the domain that owns it
+    (``releases_contract.md``): what is pending, and how an item is applied inside the
+    publish's unit of work (``tx``: its repositories)."""
 
-    # ------------------------------------------------------------ agents as release items
-    def _release_pending_agent(self) -> list[ReleaseItem]:
+    def release_pending(self) -> list[ReleaseItem]: ...
+
+    def release_apply(self, tx: Repositories, name: str, before: Any, after: Any) -> None: ...
+
+
+class Publisher(Protocol):
+    """What the domains with a one-item publish shortcut (``rf prompts publish``, a connector's,
+    a production trigger's) need of the releases domain: the one way production changes."""
+
+    def publish_release(self, items: list[str] | None = None, all: bool = False, plan_id: str | None = None,
+                        message: str = "", author: str = "unknown", with_deps: bool = False,
+                        strict: bool = False, accept_regressions: bool = False,
+                        canary: float | None = None) -> Release: ...
+
+
+class CommitUses:
+    """What a commit holds and uses: its tree, its Python source, the prompts, connectors,
+    knowledge bases, data sources and agents it names, whether it has an eval suite. Commits
+    are immutable: everything is cached per commit id."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._trees: dict[str, dict[str, str]] = {}
+        self._uses: dict[str, AgentUses] = {}
+
+    def prefetch(self, commit_ids: list[str]) -> None:
+        """Read the trees of these commits in one query (those not cached yet)."""
+        missing = [c for c in commit_ids if c not in self._trees]
+        if missing:
+            self._trees.update(self.store.get_commit_trees(missing))
+
+    def tree(self, commit_id: str | None) -> dict[str, str]:
+        if commit_id is None:
+            return {}
+        tree = self._trees.get(commit_id)
+        if tree is None:
+            commit = self.store.get_commit(commit_id)
+            tree = self._trees[commit_id] = commit.tree if commit else {}
+        return tree
+
+    def changed_files(self, base: str | None, head: str | None) -> int:
+        base_tree = self.tree(base)
+        head_tree = self.tree(head)
+        return sum(1 for p in set(base_tree) | set(head_tree) if base_tree.get(p) != head_tree.get(p))
+
+    def python_source(self, commit_id: str) -> str:
+        tree = self.tree(commit_id)
+        blobs = self.store.get_blobs([sha for path, sha in tree.items() if path.endswith(".py")])
+        return "\n".join(b.decode("utf-8", errors="replace") for b in blobs.values())
+
+    def uses(self, commit_id: str) -> AgentUses:
+        """What a commit uses (agent.toml's prompts/connectors and ``[uses] agents``, and what
+        its code names)."""
+        uses = self._uses.get(commit_id)
+        if uses is None:
+            config = self.store.get_commit_config(commit_id)
+            uses = AgentUses(prompts={p for p in config.get("prompts", []) if isinstance(p, str)},
+                             connectors={c for c in config.get("connectors", []) if isinstance(c, str)},
+                             agents={a for a in config.get("agents", []) if isinstance(a, str)})
+            uses = self._uses[commit_id] = code_uses(self.python_source(commit_id), uses)
+        return uses
+
+    def has_suite(self, commit_id: str) -> bool:
+        """Does this commit hold an eval suite? (Its tree only: no suite, no eval work.)"""
+        from rf.evals.suite import SUITE_DIR, SUITE_EXTENSIONS
+
+        return any(p.startswith(SUITE_DIR + "/") and p.endswith(SUITE_EXTENSIONS) for p in self.tree(commit_id))
+
+
+class AgentReleases:
+    """Agents as release items (kind ``agent``): a staging commit production does not run."""
+
+    def __init__(self, store: Store, agents: AgentsService, commits: CommitUses) -> None:
+        self.store = store
+        self.agents = agents
+        self.commits = commits
+
+    def release_pending(self) -> list[ReleaseItem]:
         items = []
         parents = self.store.commit_parents()
         rows = self.store.agent_rows()
-        cache: dict[str, dict[str, str]] = self.__dict__.setdefault("_tree_cache", {})
-        missing = [c for r in rows for c in (r["staging_commit"], r["production_commit"])
-                   if c is not None and c not in cache and r["staging_commit"] != r["production_commit"]]
-        cache.update(self.store.get_commit_trees(missing))
+        self.commits.prefetch([c for r in rows for c in (r["staging_commit"], r["production_commit"])
+                               if c is not None and r["staging_commit"] != r["production_commit"]])
         for row in rows:
             staging, production = row["staging_commit"], row["production_commit"]
             if staging is None and production is not None:  # deleted in staging (rf agents delete)
@@ -132,8 +212,8 @@ class ReleasesService(ServiceBase):
             if staging is None or staging == production:
                 continue
             chain = parents.get(row["name"], {})
-            ahead = self._ahead(chain, staging, production)  # type: ignore[attr-defined]
-            files = self._changed_files(production, staging)
+            ahead = self.agents.ahead(chain, staging, production)
+            files = self.commits.changed_files(production, staging)
             if production is None:
                 summary = f"new in production: {ahead} commit{'s' if ahead != 1 else ''}, {files} file{'s' if files != 1 else ''}"
             else:
@@ -141,22 +221,7 @@ class ReleasesService(ServiceBase):
             items.append(ReleaseItem(kind="agent", name=row["name"], summary=summary, before=production, after=staging))
         return items
 
-    def _changed_files(self, base: str | None, head: str | None) -> int:
-        base_tree = self._tree(base)
-        head_tree = self._tree(head)
-        return sum(1 for p in set(base_tree) | set(head_tree) if base_tree.get(p) != head_tree.get(p))
-
-    def _tree(self, commit_id: str | None) -> dict[str, str]:
-        if commit_id is None:
-            return {}
-        cache: dict[str, dict[str, str]] = self.__dict__.setdefault("_tree_cache", {})
-        tree = cache.get(commit_id)
-        if tree is None:
-            commit = self.store.get_commit(commit_id)
-            tree = cache[commit_id] = commit.tree if commit else {}
-        return tree
-
-    def _release_apply_agent(self, tx: Repositories, name: str, before: Any, after: Any) -> None:
+    def release_apply(self, tx: Repositories, name: str, before: Any, after: Any) -> None:
         current = tx.agents.get_head(name, "production")
         if current != before:
             raise Conflict(f"production changed since the plan: agent {name} now runs {str(current)[:8]}",
@@ -165,24 +230,91 @@ class ReleasesService(ServiceBase):
             raise NotFound(f"commit {after} of agent {name} is missing")
         tx.agents.set_head(name, "production", after, utcnow())
 
-    # ------------------------------------------------------------ listing and planning
-    def _release_kinds(self) -> dict[str, tuple[Callable[[], list[ReleaseItem]],
-                                                  Callable[[Repositories, str, Any, Any], None]]]:
-        """Per kind of item (:data:`KINDS`, in order): what is pending, and how an item is
-        applied — the plug-ins of the domains that own each kind (releases_contract.md)."""
-        return {
-            "prompt": (self._release_pending_prompt, self._release_apply_prompt),  # type: ignore[attr-defined]
-            "connector": (self._release_pending_connector,  # type: ignore[attr-defined]
-                          self._release_apply_connector),  # type: ignore[attr-defined]
-            "agent": (self._release_pending_agent, self._release_apply_agent),
-            "trigger": (self._release_pending_trigger, self._release_apply_trigger),  # type: ignore[attr-defined]
-        }
 
+class ReleaseHistory:
+    """The releases recorded: listed, one by id or id prefix, and production's state they
+    imply (what sessions, traces, executions and canaries read of the releases domain)."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.store = ctx.store
+
+    def list_releases(self, limit: int = 50) -> list[Release]:
+        from rf.config import check_limit
+
+        return [self.release_of(r) for r in self.store.list_releases(check_limit(limit, 10_000))]
+
+    def get_release(self, release_id: str) -> Release:
+        rows = self.store.list_releases(2, id_prefix=release_id) if len(release_id) >= 6 else []
+        exact = [r for r in rows if r["id"] == release_id]
+        if exact or len(rows) == 1:
+            return self.release_of((exact or rows)[0])
+        if len(rows) > 1:
+            raise UsageError(f"release id prefix {release_id!r} is ambiguous", "type more of the id")
+        raise NotFound(f"no release {release_id!r}", "see them with: rf releases history")
+
+    @staticmethod
+    def release_of(row: dict[str, Any]) -> Release:
+        items = [ReleaseItem(kind=i["kind"], name=i["name"], summary=i.get("summary", ""), before=i["before"],
+                             after=i["after"]) for i in row["items"]]
+        evidence = row.get("evidence") or {}
+        return Release(id=row["id"], created_at=row["created_at"], author=row["author"], message=row["message"],
+                       plan_id=row["plan_id"], kind=row["kind"], items=items,
+                       evals=[from_dict(AgentEvalEvidence, e) for e in evidence.get("evals", [])],
+                       accepted_regressions=evidence.get("accepted_regressions"),
+                       canary=evidence.get("canary"), weight=evidence.get("weight"), figures=evidence.get("figures"))
+
+    def production_state(self) -> dict[tuple[str, str], Any]:
+        """Production's state per item, from the release history (newest wins; a canary's own
+        releases never changed production)."""
+        state: dict[tuple[str, str], Any] = {}
+        for release in reversed(self.store.list_releases(1_000_000)):
+            if release["kind"] not in PRODUCTION_RELEASE_KINDS:
+                continue
+            for item in release["items"]:
+                state[(item["kind"], item["name"])] = item["after"]
+        return state
+
+
+class ReleasesService:
+    """Plans, the eval gate, publishes, promotes and rollbacks: production's one way to change.
+
+    Each kind of item is a :class:`ReleaseKind` plugged in by the domain that owns it
+    (:meth:`plug_in`, in :data:`KINDS` order); a canary publish goes through ``canary`` (a
+    :class:`rf.services.canary.CanaryGate`, set once the canary service exists: it applies its
+    promote through this service)."""
+
+    def __init__(self, ctx: ServiceContext, history: ReleaseHistory, agents: AgentsService, commits: CommitUses,
+                 evals: EvalsService) -> None:
+        self.ctx = ctx
+        self.store = ctx.store
+        self.workspace = ctx.workspace
+        self.history = history
+        self.agents = agents
+        self.commits = commits
+        self.evals = evals
+        self.kinds: dict[str, ReleaseKind] = {}
+        self.canary: CanaryGate | None = None
+        #: the variables a prompt's draft adds to its published version (set by the prompts domain)
+        self.new_prompt_variables: Callable[[str], list[str]] = lambda name: []
+
+    def plug_in(self, kind: str, plugin: ReleaseKind) -> None:
+        """Add the plug-in of one kind of item (listed and applied in :data:`KINDS` order)."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown release item kind {kind!r}")
+        self.kinds[kind] = plugin
+        self.kinds = {k: self.kinds[k] for k in KINDS if k in self.kinds}
+
+    def _canary(self) -> CanaryGate:
+        if self.canary is None:
+            raise UsageError("this rf cannot start canary releases")
+        return self.canary
+
+    # ------------------------------------------------------------ listing and planning
     def release_items(self) -> list[ReleaseItem]:
         """Every difference between staging and production, all kinds."""
         items: list[ReleaseItem] = []
-        for pending, _ in self._release_kinds().values():
-            items.extend(pending())
+        for kind in self.kinds.values():
+            items.extend(kind.release_pending())
         return items
 
     def _select(self, pending: list[ReleaseItem], names: list[str] | None, all: bool) -> list[ReleaseItem]:
@@ -209,19 +341,6 @@ class ReleasesService(ServiceBase):
             if matches[0] not in chosen:
                 chosen.append(matches[0])
         return chosen
-
-    def _agent_uses(self, commit_id: str) -> AgentUses:
-        """What a commit uses (agent.toml's prompts/connectors and ``[uses] agents``, and what its
-        code names). Commits are immutable: cached per commit id."""
-        cache: dict[str, AgentUses] = self.__dict__.setdefault("_uses_cache", {})
-        uses = cache.get(commit_id)
-        if uses is None:
-            config = self.store.get_commit_config(commit_id)
-            uses = AgentUses(prompts={p for p in config.get("prompts", []) if isinstance(p, str)},
-                             connectors={c for c in config.get("connectors", []) if isinstance(c, str)},
-                             agents={a for a in config.get("agents", []) if isinstance(a, str)})
-            uses = cache[commit_id] = code_uses(self._python_source(commit_id), uses)
-        return uses
 
     def _dependency_check(self, chosen: list[ReleaseItem], pending: list[ReleaseItem]
                           ) -> tuple[list[ReleaseItem], list[str], list[str], list[str]]:
@@ -274,7 +393,7 @@ class ReleasesService(ServiceBase):
             kbs = {r["name"] for r in self.store.kb_rows()}
             sources = {r["name"] for r in self.store.data_source_rows()}
         for item in agents:
-            uses = self._agent_uses(str(item.after))
+            uses = self.commits.uses(str(item.after))
             for name in sorted(uses.prompts):
                 dep = pending_by_key.get(("prompt", name))
                 if dep is not None and dep.after is not None:
@@ -312,7 +431,7 @@ class ReleasesService(ServiceBase):
                 lacks(item, f"data source {name}",
                       f"data sources are shared by both environments: rf data add {name} ...")
         self._removal_check(chosen, in_batch, warnings, still_used, instances)
-        prompt_vars = self._release_prompt_new_variables  # type: ignore[attr-defined]  # (rf.services.prompts)
+        prompt_vars = self.new_prompt_variables
         prompt_items = [i for i in chosen if i.kind == "prompt" and i.after is not None]
         if prompt_items:
             # prompt -> [(agent, production commit)] for production agents not in this batch (one query)
@@ -320,14 +439,14 @@ class ReleasesService(ServiceBase):
                     if r["production_commit"] is not None and ("agent", r["name"]) not in in_batch]
             users: dict[str, list[tuple[str, str]]] = {}
             for r in rows:
-                for used in self._agent_uses(r["production_commit"]).prompts:
+                for used in self.commits.uses(r["production_commit"]).prompts:
                     users.setdefault(used, []).append((r["name"], r["production_commit"]))
             for item in prompt_items:
                 if item.name not in users:
                     continue
-                new_vars: list[str] = prompt_vars(item.name)  # type: ignore[misc]
+                new_vars = prompt_vars(item.name)
                 for agent_name, prod in users[item.name] if new_vars else []:
-                    source = self._python_source(prod)
+                    source = self.commits.python_source(prod)
                     unpassed = [v for v in new_vars if v not in source]
                     if unpassed:
                         warnings.append(
@@ -359,10 +478,10 @@ class ReleasesService(ServiceBase):
             if item.kind == "agent":
                 users = [f"trigger {t['name']} ({t['id']})" for t in triggers if t["agent"] == item.name]
                 users += [f"agent {agent}" for agent, commit in sorted(production.items())
-                          if agent != item.name and item.name in self._agent_uses(commit).agents]
+                          if agent != item.name and item.name in self.commits.uses(commit).agents]
             elif item.kind in ("prompt", "connector"):
                 for agent, commit in sorted(production.items()):
-                    uses = self._agent_uses(commit)
+                    uses = self.commits.uses(commit)
                     if item.name in (uses.prompts if item.kind == "prompt" else uses.connectors):
                         users.append(f"agent {agent}")
             if users:
@@ -375,17 +494,12 @@ class ReleasesService(ServiceBase):
             dropped = have - keep
             for resource in sorted(dropped):
                 users = [f"agent {agent}" for agent, commit in sorted(production.items())
-                         if (item.name, resource) in self._agent_uses(commit).resources]
+                         if (item.name, resource) in self.commits.uses(commit).resources]
                 if users:
                     what = f"connector {item.name} resource {resource}"
                     still_used.append(f"{what} (used by {', '.join(users)})")
                     warnings.append(f"publishing {_label(item)} removes resource {resource} from production, "
                                     f"which {', '.join(users)} still call{'s' if len(users) == 1 else ''}")
-
-    def _python_source(self, commit_id: str) -> str:
-        tree = self._tree(commit_id)
-        blobs = self.store.get_blobs([sha for path, sha in tree.items() if path.endswith(".py")])
-        return "\n".join(b.decode("utf-8", errors="replace") for b in blobs.values())
 
     def plan_release(self, items: list[str] | None = None, all: bool = False, with_deps: bool = False,
                      strict: bool = False, evals: bool = True) -> ReleasePlan:
@@ -467,7 +581,7 @@ class ReleasesService(ServiceBase):
         if plan_id is not None and plan.id != plan_id:
             raise Conflict(self._stale_plan_message(plan_id, plan), "re-run rf releases plan and review again")
         if canary is not None:
-            self._check_canary_plan(plan)  # type: ignore[attr-defined]  # (before any eval work)
+            self._canary().check_plan(plan)  # (before any eval work)
         self._gate_evidence(plan, reuse=True)
         accepted = self._check_gate(plan, accept_regressions, message)
         with self.store.write_lock:
@@ -477,18 +591,13 @@ class ReleasesService(ServiceBase):
                                "re-run rf releases plan and review again")
             evidence = {"evals": to_dict(plan.evals), "accepted_regressions": accepted} if plan.evals else None
             if canary is not None:
-                return self._start_canary(again, canary, message, author, evidence)  # type: ignore[attr-defined,no-any-return]
-            self._refuse_canaried(again.items)  # type: ignore[attr-defined]
-            return self._apply(again.items, again.id, "publish", message or self._default_message(again.items),
+                return self._canary().start(again, canary, message, author, evidence)
+            if self.canary is not None:
+                self.canary.refuse_canaried(again.items)
+            return self.apply(again.items, again.id, "publish", message or self.default_message(again.items),
                                author, again.warnings, evidence)
 
     # ------------------------------------------------------------ the eval gate
-    def _has_suite(self, commit_id: str) -> bool:
-        """Does this commit hold an eval suite? (Its tree only: no suite, no eval work.)"""
-        from rf.evals.suite import SUITE_DIR, SUITE_EXTENSIONS
-
-        return any(p.startswith(SUITE_DIR + "/") and p.endswith(SUITE_EXTENSIONS) for p in self._tree(commit_id))
-
     def _gate_evidence(self, plan: ReleasePlan, reuse: bool) -> None:
         """Fill ``plan.evals`` (and ``plan.missing_suites``): for every agent the plan changes,
         its suite on staging's state against production's; for agents the plan changes only
@@ -515,7 +624,7 @@ class ReleasesService(ServiceBase):
             if item.kind != "agent" or item.after is None:
                 continue  # (a removal runs nothing)
             after = str(item.after)
-            if not self._has_suite(after):
+            if not self.commits.has_suite(after):
                 evidence.append(AgentEvalEvidence(agent=item.name, after_commit=after, before_commit=item.before,
                                                   status="no-suite",
                                                   note=f"no eval suite (agents/{item.name}/evals/): no gate"))
@@ -525,14 +634,12 @@ class ReleasesService(ServiceBase):
         if not changed:
             return evidence
         rows = self.store.agent_rows()
-        cache: dict[str, dict[str, str]] = self.__dict__.setdefault("_tree_cache", {})
-        cache.update(self.store.get_commit_trees([r["staging_commit"] for r in rows if r["staging_commit"] is not None
-                                                  and r["staging_commit"] not in cache]))
+        self.commits.prefetch([r["staging_commit"] for r in rows if r["staging_commit"] is not None])
         for row in rows:
             name, staging, production = row["name"], row["staging_commit"], row["production_commit"]
-            if name in direct or staging is None or production is None or not self._has_suite(staging):
+            if name in direct or staging is None or production is None or not self.commits.has_suite(staging):
                 continue
-            uses = self._agent_uses(staging)
+            uses = self.commits.uses(staging)
             via = sorted([f"prompt {p}" for p in uses.prompts if ("prompt", p) in changed]
                          + [f"connector {c}" for c in uses.connectors if ("connector", c) in changed])
             if not via:
@@ -561,7 +668,7 @@ class ReleasesService(ServiceBase):
         was: dict[str, bool] = {}
         if before is None:
             found.note = "new in production: every failing case is a new failure"
-        elif not self._has_suite(before):
+        elif not self.commits.has_suite(before):
             found.note = "production's commit has no eval suite: every failing case is a new failure"
         else:
             # Production's commit runs its own suite in production (source eval): its connector
@@ -587,9 +694,9 @@ class ReleasesService(ServiceBase):
     def _suite_run(self, name: str, env: str, commit: str) -> EvalResult | None:
         """``run_eval`` of *env*'s commit (None: a suite with no cases), refused if it moved."""
         try:
-            result: EvalResult = self.evals.run_eval(name, env)  # type: ignore[attr-defined]
+            result = self.evals.run_eval(name, env)
         except NotFound:
-            if self._has_suite(commit):
+            if self.commits.has_suite(commit):
                 return None  # suite files without cases
             raise
         if result.commit != commit:
@@ -648,24 +755,24 @@ class ReleasesService(ServiceBase):
         return "staging or production changed since you reviewed: " + ("; ".join(changes) or "the plan differs")
 
 
-    def _default_message(self, items: list[ReleaseItem]) -> str:
+    def default_message(self, items: list[ReleaseItem]) -> str:
         if len(items) == 1:
             return f"publish {_label(items[0])}"
         return f"publish {len(items)} items"
 
-    def _apply(self, items: list[ReleaseItem], plan_id: str, kind: str, message: str, author: str,
+    def apply(self, items: list[ReleaseItem], plan_id: str, kind: str, message: str, author: str,
                warnings: list[str], evidence: dict[str, Any] | None = None,
                also: Callable[[Repositories, str], None] | None = None) -> Release:
         """Apply *items* and record the release in one transaction (*also*: more writes of that
         unit of work, given its repositories and the release id: a canary's end with its promote)."""
         release_id = new_id("rel")
         now = utcnow()
-        kinds = self._release_kinds()
+        kinds = self.kinds
         with self.store.unit_of_work() as tx:
             for n, item in enumerate(items):
                 if item.kind not in kinds:
                     raise UsageError(f"this rf cannot publish {item.kind} items")
-                kinds[item.kind][1](tx, item.name, item.before, item.after)
+                kinds[item.kind].release_apply(tx, item.name, item.before, item.after)
                 self._after_release_item(n)
             tx.releases.insert_release(
                 release_id=release_id, created_at=now, author=author, message=message, plan_id=plan_id,
@@ -677,8 +784,8 @@ class ReleasesService(ServiceBase):
             if also is not None:
                 also(tx, release_id)
         self._after_release_commit(release_id)
-        unconfirmed = self._release_applied()
-        release = self.get_release(release_id)
+        unconfirmed = self.applied()
+        release = self.history.get_release(release_id)
         release.warnings = warnings + unconfirmed
         return release
 
@@ -689,10 +796,10 @@ class ReleasesService(ServiceBase):
     def _after_release_commit(self, release_id: str) -> None:
         """Called once a release's transaction has committed. Does nothing (a test seam, as above)."""
 
-    def _release_applied(self) -> list[str]:
+    def applied(self) -> list[str]:
         """Forget caches that production state feeds (heads etc.), in every replica on the store:
         returns once each live one confirmed; warnings naming those that did not in time."""
-        return list(self._heads_changed() or [])  # type: ignore[attr-defined]  # (rf.services.core)
+        return self.agents.heads_changed()
 
     # ------------------------------------------------------------ one-item shortcut
     def promote(self, name: str, author: str = "unknown", message: str = "", with_deps: bool = False,
@@ -701,7 +808,7 @@ class ReleasesService(ServiceBase):
         (dependency warnings, ``with_deps``, ``strict``, a reviewed ``plan_id``), the same eval
         gate (``accept_regressions`` with the reason in ``message``) and the same record."""
         _check_acceptance(accept_regressions, message)
-        agent = self.get_agent(name)  # type: ignore[attr-defined]
+        agent = self.agents.get_agent(name)
         if agent.staging_commit is None:
             if agent.production_commit is not None:
                 raise Conflict(f"agent {name!r} was deleted in staging: there is nothing to promote",
@@ -718,51 +825,14 @@ class ReleasesService(ServiceBase):
         return PromoteResult(agent=name, before=item.before, after=str(item.after), changed=True,
                              release_id=release.id, warnings=list(release.warnings), items=list(release.items))
 
-    # ------------------------------------------------------------ history
-    def list_releases(self, limit: int = 50) -> list[Release]:
-        from rf.config import check_limit
-
-        return [self._release(r) for r in self.store.list_releases(check_limit(limit, 10_000))]
-
-    def get_release(self, release_id: str) -> Release:
-        rows = self.store.list_releases(2, id_prefix=release_id) if len(release_id) >= 6 else []
-        exact = [r for r in rows if r["id"] == release_id]
-        if exact or len(rows) == 1:
-            return self._release((exact or rows)[0])
-        if len(rows) > 1:
-            raise UsageError(f"release id prefix {release_id!r} is ambiguous", "type more of the id")
-        raise NotFound(f"no release {release_id!r}", "see them with: rf releases history")
-
-    @staticmethod
-    def _release(row: dict[str, Any]) -> Release:
-        items = [ReleaseItem(kind=i["kind"], name=i["name"], summary=i.get("summary", ""), before=i["before"],
-                             after=i["after"]) for i in row["items"]]
-        evidence = row.get("evidence") or {}
-        return Release(id=row["id"], created_at=row["created_at"], author=row["author"], message=row["message"],
-                       plan_id=row["plan_id"], kind=row["kind"], items=items,
-                       evals=[from_dict(AgentEvalEvidence, e) for e in evidence.get("evals", [])],
-                       accepted_regressions=evidence.get("accepted_regressions"),
-                       canary=evidence.get("canary"), weight=evidence.get("weight"), figures=evidence.get("figures"))
-
-    def _production_state(self) -> dict[tuple[str, str], Any]:
-        """Production's state per item, from the release history (newest wins; a canary's own
-        releases never changed production)."""
-        state: dict[tuple[str, str], Any] = {}
-        for release in reversed(self.store.list_releases(1_000_000)):
-            if release["kind"] not in PRODUCTION_RELEASE_KINDS:
-                continue
-            for item in release["items"]:
-                state[(item["kind"], item["name"])] = item["after"]
-        return state
-
     def plan_rollback(self, release_id: str, force: bool = False) -> ReleasePlan:
         """What rolling back a release would publish (each item back to its `before`)."""
-        target = self.get_release(release_id)
+        target = self.history.get_release(release_id)
         if target.kind not in PRODUCTION_RELEASE_KINDS:
             raise Conflict(f"release {target.id} ({target.kind}) never changed production: nothing to roll back",
                            "a running canary is ended with: rf releases canary abort" if target.kind == "canary"
                            else "roll back a release that changed production (rf releases history)")
-        later = [r for r in (self._release(row) for row in self.store.list_releases(1_000_000))
+        later = [r for r in (self.history.release_of(row) for row in self.store.list_releases(1_000_000))
                  if r.id > target.id and r.kind in PRODUCTION_RELEASE_KINDS]
         touched = {(i.kind, i.name) for i in target.items}
         conflicts = [(r, i) for r in later for i in r.items if (i.kind, i.name) in touched]
@@ -775,7 +845,7 @@ class ReleasesService(ServiceBase):
                     "roll back the later release first, or pass --force (which reverts those changes too)",
                 )
             warnings = [f"--force also reverts {_label(i)} from {r.id} ({r.message})" for r, i in conflicts]
-        state = self._production_state()
+        state = self.history.production_state()
         items = []
         for i in target.items:
             current = state.get((i.kind, i.name))
@@ -792,8 +862,8 @@ class ReleasesService(ServiceBase):
         """Return production to its state before a release, as a NEW release (staging untouched)."""
         with self.store.write_lock:
             plan = self.plan_rollback(release_id, force)
-            target = self.get_release(release_id)
-            return self._apply(plan.items, plan.id, "rollback", message or f"roll back {target.id} ({target.message})",
+            target = self.history.get_release(release_id)
+            return self.apply(plan.items, plan.id, "rollback", message or f"roll back {target.id} ({target.message})",
                                author, plan.warnings)
 
 

@@ -217,7 +217,7 @@ class RetentionService:
             return tally
         from rf.runtime.pool import remove_tree
 
-        # One at a time with the check-and-repair of code directories (CoreServices._ensure_code).
+        # One at a time with the check-and-repair of code directories (AgentsService._ensure_code).
         lock = self.ctx.code_lock
         for kind, d in doomed:
             size = _tree_bytes(d) if d.is_dir() else _size(d)

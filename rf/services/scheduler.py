@@ -230,9 +230,9 @@ class Scheduler:
         self.services = services
         self.clock = clock
         self.backoff = backoff or Backoff.from_env()
-        if services.trigger_health is None:
-            services.trigger_health = TriggerHealth()
-        self.health: TriggerHealth = services.trigger_health
+        if services.triggers.trigger_health is None:
+            services.triggers.trigger_health = TriggerHealth()
+        self.health: TriggerHealth = services.triggers.trigger_health
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rf-trigger")
         self._running: dict[str, Future[Any]] = {}
         self._lock = threading.Lock()

@@ -48,11 +48,13 @@ from rf.config import check_name
 from rf.errors import Conflict, NotFound, ProductionReadOnly, RfError, Unauthorized, UsageError
 from rf.ids import new_id, parse_iso, utcnow
 from rf.models import Execution, ReleaseItem, Trigger, TriggerChangeResult, check_env
-from rf.services.base import ServiceBase
+from rf.services.base import ServiceContext
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from rf.services.agents import AgentsService
+    from rf.services.releases import Publisher
     from rf.services.scheduler import TriggerHealth
     from rf.store.interfaces import Repositories
 
@@ -321,11 +323,19 @@ def replay_guard(state_dir: Path | None) -> ReplayGuard:
         return guard
 
 
-class TriggersService(ServiceBase):
-    """Mixed into :class:`rf.services.Services`."""
+class TriggersService:
+    """Triggers (each bound to one environment) and firing them; the release plug-in of kind
+    ``trigger`` (a production trigger's change goes through *publisher*, the releases domain;
+    firing runs the agent through *agents*)."""
 
-    #: In the server: the last errors of the scheduler's watchers and tick loop (set by its Scheduler).
-    trigger_health: TriggerHealth | None = None
+    def __init__(self, ctx: ServiceContext, agents: AgentsService, publisher: Publisher) -> None:
+        self.ctx = ctx
+        self.store = ctx.store
+        self.workspace = ctx.workspace
+        self.agents = agents
+        self.publisher = publisher
+        #: In the server: the last errors of the scheduler's watchers and tick loop (set by its Scheduler).
+        self.trigger_health: TriggerHealth | None = None
 
     # ------------------------------------------------------------ reading
     def _trigger_model(self, row: dict[str, Any], now: dt.datetime | None = None,
@@ -540,7 +550,7 @@ class TriggersService(ServiceBase):
             if not now:
                 return TriggerChangeResult(trigger=self.get_trigger(t.id), changed=True, staged=True,
                                            summary="remove from production", item=item)
-            release = self.publish_release(  # type: ignore[attr-defined]
+            release = self.publisher.publish_release(
                 [f"trigger:{t.id}"], author=author, message=message or f"remove trigger {t.name} from production now")
             return TriggerChangeResult(trigger=t, changed=True, summary="remove from production",
                                        item=release.items[0], release_id=release.id)
@@ -612,7 +622,7 @@ class TriggersService(ServiceBase):
                 extra = {"last_scheduled_at": utcnow()} if self._restarts_schedule(current, after) else {}
                 tx.triggers.set_trigger_state(t.id, after, utcnow(), **extra)
             if now:  # a staged production copy: publish it (it goes live) as a one-item release
-                release = self.publish_release([f"trigger:{t.id}"], author=author,  # type: ignore[attr-defined]
+                release = self.publisher.publish_release([f"trigger:{t.id}"], author=author,
                                                message=message or f"publish trigger {t.name} (production)")
                 return TriggerChangeResult(trigger=self.get_trigger(t.id), changed=True, summary=summary,
                                            item=release.items[0], release_id=release.id)
@@ -654,7 +664,7 @@ class TriggersService(ServiceBase):
             item = ReleaseItem(kind="trigger", name=t.id, summary=label, before=live, after=after)
             return TriggerChangeResult(trigger=self.get_trigger(t.id), changed=True, staged=True, summary=summary,
                                        item=item)
-        release = self.publish_release(  # type: ignore[attr-defined]
+        release = self.publisher.publish_release(
             [f"trigger:{t.id}"], author=author, message=message or f"{summary} trigger {t.name} (production) now")
         if earlier is not None and not is_removal(earlier):
             rebased = self._changed_state(t, earlier, changes, input, clear_input)
@@ -732,7 +742,7 @@ class TriggersService(ServiceBase):
                            f"resume it: rf triggers resume {t.id} --env production --now" if t.env == "production"
                            else f"enable it: rf triggers enable {t.id}")
         payload = input if input is not None else self.trigger_input(t)
-        return self.invoke(t.env, t.agent, payload, None, f"trigger:{t.id}")  # type: ignore[attr-defined,no-any-return]
+        return self.agents.invoke(t.env, t.agent, payload, None, f"trigger:{t.id}")
 
     def webhook(self, env: str, trigger_id: str, body: bytes, headers: dict[str, str]) -> Execution:
         """``POST /{env}/hooks/{id}``: check the signature, build the input, run the agent.
@@ -800,14 +810,14 @@ class TriggersService(ServiceBase):
             payload = {"body": payload, "headers": {h: lower[h] for h in t.headers if h in lower}}
         if t.input is not None and isinstance(t.input, dict) and isinstance(payload, dict):
             payload = {**t.input, **payload}
-        return self.invoke(env, t.agent, payload, None, f"trigger:{t.id}")  # type: ignore[attr-defined,no-any-return]
+        return self.agents.invoke(env, t.agent, payload, None, f"trigger:{t.id}")
 
     # ------------------------------------------------------------ releases plug-in
     @staticmethod
     def _trigger_config(t: Trigger) -> dict[str, Any]:
         return {f: getattr(t, f) for f in CONFIG_FIELDS}
 
-    def _release_pending_trigger(self) -> list[ReleaseItem]:
+    def release_pending(self) -> list[ReleaseItem]:
         """Staged production copies (new, go live when published) and the changes staged
         for live production triggers (pause, resume, edits), each before → after."""
         items = []
@@ -833,7 +843,7 @@ class TriggersService(ServiceBase):
                     summary=f"trigger {t.name} (production): {describe_trigger_change(current, staged)}"))
         return items
 
-    def _release_apply_trigger(self, tx: Repositories, name: str, before: Any, after: Any) -> None:
+    def release_apply(self, tx: Repositories, name: str, before: Any, after: Any) -> None:
         """Make production trigger ``name`` the state ``after`` (None: not live, i.e. staged again)."""
         row = tx.triggers.get_trigger_row(name)
         if row is not None and row["env"] != "production":

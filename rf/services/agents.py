@@ -1,4 +1,4 @@
-"""``Services``: the facade both backends expose (agents, executions, status)."""
+"""The agents domain: agents, commits, executions (run in the worker pool), status."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ from rf.config import (
     NAME_RE,
     NAME_RULE,
     AgentConfig,
-    Workspace,
     check_limit,
     check_name,
     parse_agent_toml,
@@ -44,18 +43,18 @@ from rf.models import (
     check_env,
 )
 from rf.services import diffs
-from rf.services.base import ServiceContext
+from rf.services.base import ReleaseReads, ServiceContext
 from rf.services.host import HostCall, HostTable, host_method, host_table
 from rf.services.sessions import check_session_id, finish_execution
 from rf.services.traces import ExecutionTrace, _new_span_id, dispatch, replay_final
 
 if TYPE_CHECKING:
     from rf.runtime.pool import WorkerKey, WorkerPool, WorkerSetup
-    from rf.store import Store
+    from rf.services.canary import CanaryWatch, RoutingCache
 
 _log = logging.getLogger("rf.services")
 
-#: How deep agents may call agents by default (``ctx.agents.invoke``; see CoreServices.agent_call_depth).
+#: How deep agents may call agents by default (``ctx.agents.invoke``; see AgentsService.agent_call_depth).
 AGENT_CALL_DEPTH = 4
 #: Of the time a calling execution has left, the share kept back from the agent it calls (at
 #: most _CALL_RESERVE_S): the caller's time to handle the answer before its own timeout.
@@ -79,29 +78,29 @@ def tree_hash(tree: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()
 
 
-class CoreServices:
-    """Agents, commits, executions, status. Thread-safe.
+class AgentsService:
+    """Agents, commits, executions (the worker pool runs them), status. Thread-safe.
 
-    :class:`rf.services.Services` combines this with one mixin per capability
-    (prompts, connectors, credentials, providers, sessions, memory, traces).
+    Production executions take their arm from *routing* (rf.services.canary); a list of
+    executions resolves its release filter through *releases*. What agent code may call
+    (:meth:`host_methods`) is this service's ``@host_method``s and those of
+    :attr:`host_services`; what a deploy warns about, :attr:`deploy_checks` (both set by the
+    :class:`rf.services.Services` facade, which builds every service).
     """
 
-    kind = "local"  #: which backend serves these calls ("http" on the client side of a server)
-    #: production's arms (``rf.services.canary.Routing``), cached like the heads; None: load it
-    _routing: Any = None
-    _routing_generation = 0
-    #: the server's canary check (``rf.services.canary.CanaryWatch``), told when canary executions end
-    _canary_watch: Any = None
-    #: the domain services whose ``@host_method``s agent code reaches too (set by the facade)
-    host_services: tuple[object, ...] = ()
-    _host_methods: HostTable | None = None
-
-    def __init__(self, store: Store, workspace: Workspace | None, *, pool: WorkerPool | None = None,
-                 server_url: str | None = None) -> None:
-        self.ctx = ServiceContext(store, workspace, pool=pool, server_url=server_url)
-        self.store = store
-        self.workspace = workspace
-        self.cache_dir = self.ctx.cache_dir
+    def __init__(self, ctx: ServiceContext, routing: RoutingCache, releases: ReleaseReads) -> None:
+        self.ctx = ctx
+        self.store = ctx.store
+        self.workspace = ctx.workspace
+        self.routing = routing
+        self.releases = releases
+        #: the domain services whose ``@host_method``s agent code reaches too
+        self.host_services: tuple[object, ...] = ()
+        self._host_methods: HostTable | None = None
+        #: the checks a deploy runs on agent.toml (each returns warnings: prompts, connectors)
+        self.deploy_checks: list[Callable[[AgentConfig], list[str]]] = []
+        #: the server's canary check (``rf.services.canary.CanaryWatch``), told when canary executions end
+        self.canary_watch: CanaryWatch | None = None
         # Hot-path caches for invoke. Commits are immutable; heads only move
         # through this object (the process that owns the store), which clears
         # the cache on every such write.
@@ -110,27 +109,25 @@ class CoreServices:
         self._configs: dict[str, dict[str, Any]] = {}
         self._code_dirs: dict[str, Path] = {}
         self._trees: dict[str, dict[str, str]] = {}  #: commit trees checked at each worker start
-        self._code_lock = self.ctx.code_lock  #: one check (and repair) of a code directory at a time
-        self.ctx.prepare = self._prepare_worker
+        self._code_lock = ctx.code_lock  #: one check (and repair) of a code directory at a time
+        ctx.prepare = self._prepare_worker
+        pool = ctx.started_pool
         if pool is not None and pool.prepare is None:
             pool.prepare = self._prepare_worker
 
-    # ------------------------------------------------------------ lifecycle
+    @property
+    def pool(self) -> WorkerPool:
+        """The worker pool (started on first use)."""
+        return self.ctx.pool
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.ctx.cache_dir
+
     @property
     def server_url(self) -> str | None:
         """The URL of the server serving this workspace (None: none, or not yet)."""
         return self.ctx.server_url
-
-    @server_url.setter
-    def server_url(self, url: str | None) -> None:
-        self.ctx.server_url = url
-
-    @property
-    def pool(self) -> WorkerPool:
-        return self.ctx.pool
-
-    def close(self) -> None:
-        self.ctx.close()
 
     # ------------------------------------------------------------ status
     def status(self) -> Status:
@@ -151,7 +148,7 @@ class CoreServices:
         )
 
     # ------------------------------------------------------------ agents
-    def _ahead(self, parents: dict[str, str | None], staging: str | None, production: str | None) -> int:
+    def ahead(self, parents: dict[str, str | None], staging: str | None, production: str | None) -> int:
         """Commits reachable from staging that production's chain does not contain."""
         prod_chain: set[str] = set()
         cur = production
@@ -175,7 +172,7 @@ class CoreServices:
             if row["staging_commit"] is None and row["production_commit"] is None:
                 continue  # deleted in both environments (its commits and executions stay readable)
             agent = Agent(**row)
-            agent.commits_ahead = self._ahead(parents.get(agent.name, {}), agent.staging_commit,
+            agent.commits_ahead = self.ahead(parents.get(agent.name, {}), agent.staging_commit,
                                               agent.production_commit)
             agents.append(agent)
         return agents
@@ -190,9 +187,9 @@ class CoreServices:
                            f"rf agents deploy {name}")
         agent = Agent(**rows[0])
         parents = self.store.commit_parents([name]).get(name, {})
-        agent.commits_ahead = self._ahead(parents, agent.staging_commit, agent.production_commit)
+        agent.commits_ahead = self.ahead(parents, agent.staging_commit, agent.production_commit)
         # Each environment's trace mode, as its commit runs it (configurations are cached per commit).
-        agent.trace = {env: self._commit_config(commit)["trace"][env]
+        agent.trace = {env: self.commit_config(commit)["trace"][env]
                        for env, commit in (("staging", agent.staging_commit), ("production", agent.production_commit))
                        if commit is not None}
         return agent
@@ -206,13 +203,13 @@ class CoreServices:
         deployed = []
         canary_agents: dict[str, str] = {}
         if env == "production":
-            routing = self._routing or self._load_routing()
+            routing = self.routing.current()
             canary_agents = routing.canary.agents if routing.canary is not None else {}
         for agent in self.list_agents():
             commit = agent.staging_commit if env == "staging" else (agent.production_commit
                                                                     or canary_agents.get(agent.name))
             if commit is not None:
-                deployed.append((agent, commit, self._commit_config(commit)))
+                deployed.append((agent, commit, self.commit_config(commit)))
         return deployed
 
     def _unknown_agent(self, name: str) -> NotFound:
@@ -266,12 +263,12 @@ class CoreServices:
             tx.agents.upsert_agent(name, config.description, now)
             tx.agents.insert_commit(commit, now, _config_dict(config))
             tx.agents.set_head(name, "staging", commit_id, now)
-        self._heads_changed()
+        self.heads_changed()
         return DeployResult(agent=name, commit=commit, created=True, warnings=warnings)
 
     def _deploy_warnings(self, config: AgentConfig) -> list[str]:
-        """Hook for later checks (unknown prompts/connectors declared in agent.toml)."""
-        return []
+        """What :attr:`deploy_checks` warn about (unknown prompts/connectors agent.toml lists)."""
+        return [warning for check in self.deploy_checks for warning in check(config)]
 
     def _validate_code(self, files: dict[str, bytes], config: AgentConfig) -> None:
         from rf.runtime.check import validate_agent_code
@@ -306,7 +303,7 @@ class CoreServices:
                            f"remove it from production: rf releases publish agent:{name}")
         with self.store.unit_of_work() as tx:
             tx.agents.set_head(name, "staging", None, utcnow())
-        self._heads_changed()
+        self.heads_changed()
         warnings = [f"staging trigger {t['name']} ({t['id']}) runs agent {name}: it fails until you delete it "
                     f"(rf triggers delete {t['id']}) or deploy the agent again"
                     for t in self.store.trigger_rows("staging") if t["agent"] == name]
@@ -475,7 +472,7 @@ class CoreServices:
         """:meth:`invoke` on the arm :meth:`check_invoke` routed the request to (a stream checks
         before it answers, then runs: one routing decision for both)."""
         commit_id = self._arm_target(env, name, arm)
-        config = self._commit_config(commit_id)
+        config = self.commit_config(commit_id)
         if config.get("input_schema") is not None:  # [input] schema (none: nothing to pay)
             check_input(config, input, env, name)
         return self._run(
@@ -491,10 +488,7 @@ class CoreServices:
         decided here once for every surface, from the cached routing (no store read)."""
         if env != "production":
             return None
-        routing = self._routing
-        if routing is None:
-            routing = self._load_routing()
-        return routing.pick(session_id if isinstance(session_id, str) else None, source)
+        return self.routing.current().pick(session_id if isinstance(session_id, str) else None, source)
 
     def _arm_target(self, env: str, name: str, arm: Any) -> str:
         """The commit agent ``name`` runs on *arm*: the canary's, else the environment's head.
@@ -506,7 +500,7 @@ class CoreServices:
         try:
             return self.target(env, name)
         except NotFound:
-            routing = self._routing if arm is not None and arm.arm == "stable" else None
+            routing = self.routing.cached if arm is not None and arm.arm == "stable" else None
             if routing is None or routing.canary is None or name not in routing.canary.agents:
                 raise
             raise NotFound(
@@ -524,14 +518,8 @@ class CoreServices:
         except NotFound:
             if env != "production":
                 return None
-        routing = self._routing
-        if routing is None:
-            routing = self._load_routing()
+        routing = self.routing.current()
         return routing.canary.agents.get(name) if routing.canary is not None else None
-
-    def _load_routing(self) -> Any:
-        """Production's arms (rf.services.canary.CanaryService)."""
-        raise NotImplementedError
 
     def target(self, env: str, name: str) -> str:
         """The commit ``env`` runs for agent ``name`` (NotFound, with the fix, if none)."""
@@ -565,12 +553,12 @@ class CoreServices:
         :meth:`invoke_routed`, so the check and the run see the same arm."""
         arm = self._arm(env, session_id, source)
         commit_id = self._arm_target(env, name, arm)
-        config = self._commit_config(commit_id)
+        config = self.commit_config(commit_id)
         if config.get("input_schema") is not None:
             check_input(config, input, env, name)
         return arm
 
-    def _commit_config(self, commit_id: str) -> dict[str, Any]:
+    def commit_config(self, commit_id: str) -> dict[str, Any]:
         """The commit's stored configuration (``_config_dict``), with ``trace`` as
         ``{env: mode}`` and ``session`` as the ``(input, output)`` message fields, or None when
         both are ``message``; commits deployed by an older rf are read the same way."""
@@ -579,16 +567,16 @@ class CoreServices:
             config = self._configs[commit_id] = run_config(self.store.get_commit_config(commit_id))
         return config
 
-    def _heads_changed(self) -> list[str]:
+    def heads_changed(self) -> list[str]:
         """Forget cached heads after any write that moves one, here and in every other server on
         the store (replicas on PostgreSQL: rf.store.pg_replicas). Returns once every live
         replica confirmed it dropped its caches too — the replicas that did not within the
         bound (none on DuckDB: one process owns the store)."""
-        self._forget_heads()
+        self.forget_heads()
         unconfirmed: list[str] = self.store.announce_change()
         return unconfirmed
 
-    def _forget_heads(self) -> None:
+    def forget_heads(self) -> None:
         """Forget this process's cached heads and routing (also: another replica announced a change).
 
         The generation counter stops a read that started before the write from
@@ -596,8 +584,7 @@ class CoreServices:
         """
         self._heads_generation += 1
         self._heads.clear()
-        self._routing_generation += 1  # production's arms name the release production runs
-        self._routing = None
+        self.routing.forget()  # production's arms name the release production runs
 
     def run_test(
         self,
@@ -677,7 +664,7 @@ class CoreServices:
         (see ``WorkerPool.arun``). Same records, same errors."""
         arm = self._arm(env, session_id, source)
         commit_id = self._arm_target(env, name, arm)
-        config = self._commit_config(commit_id)
+        config = self.commit_config(commit_id)
         if config.get("input_schema") is not None:  # [input] schema (none: nothing to pay)
             check_input(config, input, env, name)
         code_dir = self.code_dir(commit_id)
@@ -776,8 +763,8 @@ class CoreServices:
             # The trace points back at the call: without this, every execution would
             # leave a reference cycle for the garbage collector to find.
             call.state.pop("trace", None)
-        if execution.arm is not None and self._canary_watch is not None:
-            self._canary_watch.ended(execution)  # the canary check (auto-abort) looks soon; live scoring samples
+        if execution.arm is not None and self.canary_watch is not None:
+            self.canary_watch.ended(execution)  # the canary check (auto-abort) looks soon; live scoring samples
         return execution
 
     def host_methods(self) -> HostTable:
@@ -830,7 +817,7 @@ class CoreServices:
                                  "agents may call agents at most this deep: flatten the chain", agent=name)
         # The caller's arm (a canary's agents too): NotFound (with the fix) when it is not in this environment.
         commit_id = self._arm_target(call.env, name, call.arm)
-        config = self._commit_config(commit_id)
+        config = self.commit_config(commit_id)
         if config.get("input_schema") is not None:
             check_input(config, input, call.env, name)
         timeout_s = float(config.get("timeout_s", 60.0))
@@ -878,7 +865,7 @@ class CoreServices:
         if status is not None and status not in EXECUTION_STATUSES:
             raise UsageError(f"unknown status {status!r}", "use one of: " + ", ".join(EXECUTION_STATUSES))
         check_limit(limit, 10_000)
-        release_id, arm = arm_filters(self, release, arm)  # type: ignore[arg-type]  # (the facade: releases)
+        release_id, arm = arm_filters(self.releases, release, arm)
         return self.store.list_executions(env, agent=agent, status=status, source=source, limit=limit,
                                           before=before, release_id=release_id, arm=arm)
 
