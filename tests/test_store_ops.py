@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import socket
 import threading
@@ -225,10 +224,20 @@ def test_max_connections_in_rf_toml(pg_databases: PgDatabases, tmp_path: Path) -
 # ---------------------------------------------------------------- replicas in rf status
 
 def _services_fill_replicas() -> bool:
-    """Whether Services.status() itself fills Status.replicas (then a server's status carries them)."""
+    """Whether Services.status() itself fills Status.replicas from the store (then a server's
+    status, over HTTP, carries them too)."""
+    from rf.models import Replica
     from rf.services import Services
+    from rf.store import Store
 
-    return "live_replicas" in inspect.getsource(Services.status)
+    store = Store.open(None)
+    store.live_replicas = lambda: [Replica(id="probe", url="u", host="h", pid=1)]  # type: ignore[method-assign]
+    services = Services(store, None)
+    try:
+        return bool(services.status().replicas)
+    finally:
+        services.close()
+        store.close()
 
 
 def test_rf_status_lists_the_live_replicas(pg_databases: PgDatabases, tmp_path: Path) -> None:
