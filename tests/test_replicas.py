@@ -275,6 +275,41 @@ def test_a_canary_routes_alike_on_every_replica_and_is_auto_aborted_once(
             assert r.status_code == 200 and _output(r.json())["code"] == "2", (server.url, r.text)
 
 
+def test_a_publisher_that_dies_after_its_commit_still_reaches_every_replica(
+        cluster: tuple[Path, list[ServerProc]]) -> None:
+    """The state version is bumped, and every replica notified, inside the release's own
+    transaction: a publisher that dies between its commit and its announcement (here: the test
+    seam raising right after the commit) leaves no replica serving the previous release."""
+    root, servers = cluster
+    local = open_local(find_workspace(str(root)))
+    try:
+        local.deploy("ver", _ver(root, "3"))
+        for s in servers:  # each replica caches production's state (the release before) again
+            r = httpx.post(f"{s.url}/production/agents/ver", json={"input": {}}, timeout=30)
+            assert r.status_code == 200 and _output(r.json())["code"] != "3", r.text
+
+        class Died(Exception):
+            pass
+
+        def die(release_id: str) -> None:
+            raise Died(release_id)
+
+        local.services.releases._after_release_commit = die  # type: ignore[method-assign]
+        with pytest.raises(Died):
+            local.publish_release(["agent:ver"], author="ada", message="release 3, never announced")
+    finally:
+        local.close()
+    deadline = time.monotonic() + 10
+    codes: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        codes = {s.url: _output(httpx.post(f"{s.url}/production/agents/ver", json={"input": {}},
+                                           timeout=30).json())["code"] for s in servers}
+        if set(codes.values()) == {"3"}:
+            break
+        time.sleep(0.1)
+    assert set(codes.values()) == {"3"}, codes
+
+
 def test_a_replica_killed_mid_execution_leaves_the_others_serving(cluster: tuple[Path, list[ServerProc]]) -> None:
     root, servers = cluster
     victim, survivors = servers[2], servers[:2]

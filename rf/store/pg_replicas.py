@@ -11,8 +11,9 @@ Everything a server keeps in memory that another server can change lives here or
   heartbeat is older than :data:`LAPSE_S` is a dead server: not waited for, its ``running``
   execution markers recorded as interrupted by the survivors, its row removed.
 - **Cache invalidation.** A change of heads or routing bumps ``meta.state_version`` and sends
-  ``NOTIFY rf_state, '<version>'`` (:func:`announce`). Each server LISTENs on a connection of
-  its own; on a notification it drops its caches, then writes the version to its row
+  ``NOTIFY rf_state, '<version>'`` inside its own transaction (triggers on ``agent_heads``,
+  ``releases`` and ``canaries``: delivered at its commit, never lost to a crash after it).
+  Each server LISTENs on a connection of its own; on a notification it drops its caches, then writes the version to its row
   (``seen_version``). The announcing process waits until every live server's ``seen_version``
   reached the version, at most :data:`CONFIRM_S`, and names those that did not. A missed
   notification (a dropped connection) is caught by the heartbeat, which compares the version.
@@ -114,17 +115,16 @@ class ClusterWriteLock:
 
 
 def announce(con: Any, me: str | None, confirm_s: float = CONFIRM_S) -> list[str]:
-    """Bump the state version, notify every server, and wait (at most ``confirm_s``) until each
-    live one (``me`` excepted: the caller dropped its own caches) confirmed it. Warnings naming
-    the servers that did not."""
+    """Wait (at most ``confirm_s``) until every live server (``me`` excepted: the caller dropped
+    its own caches) confirmed the current state version. The change itself bumped the version
+    and notified them in its own transaction (the ``rf_state_changed`` triggers, pg_sql.py).
+    Warnings naming the servers that did not confirm."""
     with con.transaction():
-        row = con.execute(
-            "INSERT INTO meta (key, value) VALUES ('state_version', '1') ON CONFLICT (key) DO UPDATE"
-            " SET value = (CAST(meta.value AS BIGINT) + 1)::text RETURNING value").fetchone()
-        version = int(row[0])
-        con.execute("SELECT pg_notify(%s, %s)", [CHANNEL, str(version)])
+        row = con.execute("SELECT value FROM meta WHERE key = 'state_version'").fetchone()
+        version = int(row[0]) if row else 0
         if me is not None:
-            con.execute("UPDATE replicas SET seen_version = GREATEST(seen_version, %s) WHERE id = %s", [version, me])
+            con.execute("UPDATE replicas SET seen_version = GREATEST(seen_version, %s) WHERE id = %s",
+                        [version, me])
     deadline = time.monotonic() + confirm_s
     pause = 0.002
     while True:
