@@ -128,7 +128,7 @@ def test_a_busy_pool_waits_then_names_the_setting(pg_databases: PgDatabases) -> 
                         " AND query LIKE 'SELECT pg_sleep(60)%%'", [_name(url)])
         for t in sleepers:
             t.join(timeout=30)
-        assert len(outcomes) == 2 and all("canceling statement" in o for o in outcomes)
+        assert len(outcomes) == 2 and all("cancelled the statement: canceling statement" in o for o in outcomes)
         assert store.query("SELECT 1") == [(1,)]  # the cancelled statements' connections serve again
     finally:
         store.close()

@@ -91,6 +91,9 @@ def translate_pg_error(exc: BaseException, url: str = "") -> RfError | None:
                               "create it (createdb NAME, or CREATE DATABASE NAME) and run the command again")
         return StoreError(f"cannot reach the PostgreSQL store{where}: {first}",
                           "check that the server runs and that [store] url (or RF_STORE_URL) names it")
+    if state == "57014":  # QueryCanceled (an OperationalError, but the connection is fine)
+        return StoreError(f"the PostgreSQL server{where} cancelled the statement: {first}",
+                          "run the command again; if it keeps happening, check the server's statement_timeout")
     if state in ("40001", "40P01"):
         return StoreError("a concurrent change got in the way; nothing was changed", "run the command again")
     if state.startswith("08") or isinstance(exc, psycopg.OperationalError):
