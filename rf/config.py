@@ -81,7 +81,9 @@ RETENTION_ENV_KEYS = ("days", "max_executions")
 RF_TOML_KEYS: dict[str, tuple[str, ...]] = {
     "": ("workspace", "server", "llm", "runtime", "retention", "releases", "store"),
     # the PostgreSQL store instead of the workspace's DuckDB file (rf.store.pg; see store_settings)
-    "store": ("url", "password_env"),
+    "store": ("url", "password_env",
+              # connections of one rf process to the database (rf.store.pg_pool; see store_max_connections)
+              "max_connections"),
     # approvals of a release plan a publish needs (rf.services.users); require_evals: every agent a
     # release changes must have an eval suite (rf.services.releases, the eval gate)
     "releases": ("approvals", "require_evals", "canary"),
@@ -203,6 +205,9 @@ class Workspace:
     #: ``[store] password_env``: the environment variable holding the PostgreSQL password (else libpq's own:
     #: PGPASSWORD, ~/.pgpass).
     store_password_env: str | None = None
+    #: ``[store] max_connections``: connections one rf process opens to the PostgreSQL store, at most
+    #: (None: rf.store.pg_pool.DEFAULT_MAX_CONNECTIONS).
+    store_max_connections: int | None = None
 
     @property
     def state_dir(self) -> Path:
@@ -293,6 +298,7 @@ def load_workspace(root: Path) -> Workspace:
         raise WorkspaceError(f"{path}: [releases] require_evals must be true or false", "fix rf.toml")
     canary = check_canary((data.get("releases") or {}).get("canary", {}), str(path))
     store_url, store_password_env = store_settings(data, str(path))
+    store_connections = store_max_connections(data, str(path), has_url=store_url is not None)
     ws_id = str(ws.get("id") or hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16])
     return Workspace(
         root=root.resolve(),
@@ -311,6 +317,7 @@ def load_workspace(root: Path) -> Workspace:
         canary=canary,
         store_url=store_url,
         store_password_env=store_password_env,
+        store_max_connections=store_connections,
     )
 
 
@@ -444,6 +451,29 @@ def store_settings(data: Mapping[str, Any], source: str,
                                  'add url = "postgresql://USER@HOST:PORT/DATABASE", or remove [store]')
         return None, None
     return check_store_url(table["url"], source), password_env
+
+
+#: ``[store] max_connections``: the smallest value (the pool needs two besides the writer's and the
+#: replica listener's: rf.store.pg_pool) and a sanity ceiling.
+STORE_CONNECTIONS_RANGE = (4, 10_000)
+
+
+def store_max_connections(data: Mapping[str, Any], source: str, *, has_url: bool) -> int | None:
+    """``[store] max_connections`` (checked): the most connections one rf process opens to the
+    PostgreSQL store; None when not set (the default, 20)."""
+    table = data.get("store", {})
+    if not isinstance(table, dict) or "max_connections" not in table:
+        return None
+    value = table["max_connections"]
+    least, most = STORE_CONNECTIONS_RANGE
+    if not isinstance(value, int) or isinstance(value, bool) or not least <= value <= most:
+        raise WorkspaceError(f"{source}: [store] max_connections must be a whole number from {least} to {most}",
+                             "e.g. max_connections = 20 (per rf process: keep the sum of all rf processes on the"
+                             " database below the PostgreSQL server's max_connections)")
+    if not has_url:
+        raise WorkspaceError(f"{source}: [store] max_connections is set but there is no url",
+                             'add url = "postgresql://USER@HOST:PORT/DATABASE", or remove [store]')
+    return value
 
 
 def check_retention(table: Any, source: str) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from rf.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from rf.store.writer import BatchWriter
 
 if TYPE_CHECKING:
+    from rf.models import Replica
     from rf.store.interfaces import (
         Repositories,
     )
@@ -79,12 +80,17 @@ def _owner_only(db_path: Path) -> None:
 class Store(StoreDomains):
     """One open DuckDB file. Thread-safe: cursors are per thread."""
 
+    kind = "duckdb"
     #: several servers may share this store (replicas: PostgreSQL only; one process owns a DuckDB file)
     shared = False
 
     def announce_change(self) -> list[str]:
         """Tell the other servers on this store to drop their cached heads and routing: none on
         DuckDB (one process owns the file). Replicas that did not confirm (rf.store.pg_replicas)."""
+        return []
+
+    def live_replicas(self) -> list[Replica]:
+        """The servers sharing this store (rf.store.pg.PgStore.live_replicas): none on DuckDB."""
         return []
 
     def __init__(self, con: duckdb.DuckDBPyConnection, path: Path | None) -> None:

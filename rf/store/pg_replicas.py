@@ -47,13 +47,16 @@ CONFIRM_S = 5.0
 
 class ClusterWriteLock:
     """``PgStore.write_lock``: a re-entrant lock of this process, plus (for the outermost holder
-    on a thread) a session advisory lock on that thread's connection, held until the outermost
-    ``with`` ends. Order is always process lock, then advisory lock: no cycle."""
+    on a thread) a session advisory lock on a connection pinned to that thread (``pin``), held
+    until the outermost ``with`` ends (then ``unpin``). Order is always process lock, then
+    advisory lock: no cycle."""
 
-    def __init__(self, connection: Callable[[], Any], close_connection: Callable[[], None]) -> None:
+    def __init__(self, pin: Callable[[], Any], unpin: Callable[[bool], None],
+                 dead: Callable[[], None] = lambda: None) -> None:
         self._lock = threading.RLock()
-        self._connection = connection
-        self._close_connection = close_connection
+        self._pin = pin
+        self._unpin = unpin
+        self._dead = dead  # a pinned connection was found dead: drop the pool's idle ones
         self._local = threading.local()
 
     def acquire(self) -> bool:
@@ -61,24 +64,45 @@ class ClusterWriteLock:
         depth = getattr(self._local, "depth", 0)
         if depth == 0:
             try:
-                self._connection().execute("SELECT pg_advisory_lock(%s)", [WRITE_LOCK_KEY])
+                self._local.con = self._lock_session()
             except BaseException:
                 self._lock.release()
                 raise
         self._local.depth = depth + 1
         return True
 
+    def _lock_session(self) -> Any:
+        """Pin a connection and take the advisory lock on it; once more on a new connection when the
+        pinned one was dead (a restarted server: its session, and any lock, is gone anyway)."""
+        for attempt in (1, 2):
+            con = self._pin()
+            try:
+                con.execute("SELECT pg_advisory_lock(%s)", [WRITE_LOCK_KEY])
+                return con
+            except Exception:
+                dead = bool(getattr(con, "broken", False))
+                self._unpin(True)
+                if attempt == 2 or not dead:
+                    raise
+                self._dead()
+            except BaseException:
+                self._unpin(True)
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def release(self) -> None:
         depth = self._local.depth - 1
         self._local.depth = depth
         try:
             if depth == 0:
+                con, self._local.con = self._local.con, None
+                discard = False
                 try:
-                    self._connection().execute("SELECT pg_advisory_unlock(%s)", [WRITE_LOCK_KEY])
+                    con.execute("SELECT pg_advisory_unlock(%s)", [WRITE_LOCK_KEY])
                 except Exception:  # noqa: BLE001 - never leave the lock held: a closed session releases it
                     log.warning("could not release the store's write lock: closing the connection to release it")
-                    with contextlib.suppress(Exception):
-                        self._close_connection()
+                    discard = True
+                self._unpin(discard)
         finally:
             self._lock.release()
 
@@ -139,13 +163,13 @@ class ReplicaLink:
         """LISTEN first, then register with the current version: no notification falls between."""
         self._listen_con = self.store._new_connection()
         self._listen_con.execute(f"LISTEN {CHANNEL}")
-        con = self.store._connection()
-        self.seen = self._version(con)
-        con.execute(
-            "INSERT INTO replicas (id, url, host, pid, started_at, heartbeat_at, seen_version)"
-            " VALUES (%s, %s, %s, %s, LOCALTIMESTAMP, LOCALTIMESTAMP, %s) ON CONFLICT (id) DO UPDATE"
-            " SET url = excluded.url, heartbeat_at = LOCALTIMESTAMP, seen_version = excluded.seen_version",
-            [self.id, self.url, socket.gethostname(), os.getpid(), self.seen])
+        with self.store._lease() as con:
+            self.seen = self._version(con)
+            con.execute(
+                "INSERT INTO replicas (id, url, host, pid, started_at, heartbeat_at, seen_version)"
+                " VALUES (%s, %s, %s, %s, LOCALTIMESTAMP, LOCALTIMESTAMP, %s) ON CONFLICT (id) DO UPDATE"
+                " SET url = excluded.url, heartbeat_at = LOCALTIMESTAMP, seen_version = excluded.seen_version",
+                [self.id, self.url, socket.gethostname(), os.getpid(), self.seen])
         for name, target in (("rf-replica-listen", self._listen_loop), ("rf-replica-beat", self._beat_loop)):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -156,8 +180,8 @@ class ReplicaLink:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=3)
-        with contextlib.suppress(Exception):
-            self.store._connection().execute("DELETE FROM replicas WHERE id = %s", [self.id])
+        with contextlib.suppress(Exception), self.store._lease() as con:
+            con.execute("DELETE FROM replicas WHERE id = %s", [self.id])
         with contextlib.suppress(Exception):
             self._listen_con.close()
 
@@ -174,8 +198,9 @@ class ReplicaLink:
                 return
             self.on_change()
             self.seen = version
-        self.store._connection().execute(
-            "UPDATE replicas SET seen_version = GREATEST(seen_version, %s) WHERE id = %s", [version, self.id])
+        with self.store._lease() as con:
+            con.execute("UPDATE replicas SET seen_version = GREATEST(seen_version, %s) WHERE id = %s",
+                        [version, self.id])
 
     # ------------------------------------------------------------ threads
     def _listen_loop(self) -> None:
@@ -200,16 +225,18 @@ class ReplicaLink:
         while not self._stop.wait(BEAT_S):
             beats += 1
             try:
-                con = self.store._connection()
-                cur = con.execute("UPDATE replicas SET heartbeat_at = LOCALTIMESTAMP WHERE id = %s", [self.id])
-                if cur.rowcount == 0:  # removed as lapsed (this process was stopped for a while): back in
-                    con.execute(
-                        "INSERT INTO replicas (id, url, host, pid, started_at, heartbeat_at, seen_version)"
-                        " VALUES (%s, %s, %s, %s, LOCALTIMESTAMP, LOCALTIMESTAMP, %s) ON CONFLICT (id) DO NOTHING",
-                        [self.id, self.url, socket.gethostname(), os.getpid(), self.seen])
-                self._seen_version(self._version(con))  # a notification this server missed
+                with self.store._lease() as con:
+                    cur = con.execute("UPDATE replicas SET heartbeat_at = LOCALTIMESTAMP WHERE id = %s", [self.id])
+                    if cur.rowcount == 0:  # removed as lapsed (this process was stopped for a while): back in
+                        con.execute(
+                            "INSERT INTO replicas (id, url, host, pid, started_at, heartbeat_at, seen_version)"
+                            " VALUES (%s, %s, %s, %s, LOCALTIMESTAMP, LOCALTIMESTAMP, %s) ON CONFLICT (id) DO NOTHING",
+                            [self.id, self.url, socket.gethostname(), os.getpid(), self.seen])
+                    version = self._version(con)
+                self._seen_version(version)  # a notification this server missed
                 if beats % 3 == 0:
-                    self._tidy(con)
+                    with self.store._lease() as con:
+                        self._tidy(con)
             except Exception:  # tried again next beat
                 log.warning("replica heartbeat failed (trying again)", exc_info=True)
 
