@@ -354,3 +354,54 @@ def test_a_replica_killed_mid_execution_leaves_the_others_serving(cluster: tuple
 
     assert {i.pid for i in serverinfo.read_all(root / ".rf" / "server.json")} == {s.pid for s in survivors}
     assert not (root / ".rf" / "servers" / f"{victim.pid}.json").exists()
+
+
+def test_a_replica_that_never_confirms_holds_no_other_write(tmp_path: Path, pg_databases: Any) -> None:
+    """The wait for the replicas' confirmations runs after the write lock is released: while a
+    publish waits for a server that is alive but never confirms (its heartbeat renewed, its
+    ``seen_version`` never), another writer's unit of work goes through; the publish then returns
+    naming that server. Ordering only: the other write ends before the publish returns."""
+    import psycopg
+    from pgserver import PASSWORD
+
+    root = init_workspace(tmp_path / "ws").root
+    url = pg_databases.new("stuck")
+    (root / "rf.toml").write_text((root / "rf.toml").read_text() + pg_databases.toml(url))
+    local = open_local(find_workspace(str(root)))
+    stop = threading.Event()
+    with psycopg.connect(url, password=PASSWORD, autocommit=True) as con:
+        con.execute("INSERT INTO replicas (id, url, host, pid, started_at, heartbeat_at, seen_version)"
+                    " VALUES ('stuck:1', 'http://10.0.0.9:7410', 'elsewhere', 1, LOCALTIMESTAMP, LOCALTIMESTAMP, 0)")
+
+        def beat() -> None:  # alive, never confirming
+            with psycopg.connect(url, password=PASSWORD, autocommit=True) as c:
+                while not stop.wait(0.2):
+                    c.execute("UPDATE replicas SET heartbeat_at = LOCALTIMESTAMP WHERE id = 'stuck:1'")
+
+        beating = threading.Thread(target=beat, daemon=True)
+        beating.start()
+        order: list[str] = []
+        try:
+            local.deploy("ver", _ver(root, "1"))  # (its own announcement waits for the stuck one too)
+            published: list[Any] = []
+
+            def publish() -> None:
+                published.append(local.publish_release(["agent:ver"], author="ada", message="first"))
+                order.append("publish returned")
+
+            publisher = threading.Thread(target=publish)
+            publisher.start()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not con.execute(
+                    "SELECT 1 FROM releases WHERE kind = 'publish'").fetchone():
+                time.sleep(0.02)
+            local.create_prompt("other-write", "written while the publish waits")
+            order.append("other write done")
+            publisher.join(60)
+        finally:
+            stop.set()
+            beating.join(5)
+            local.close()
+    assert order == ["other write done", "publish returned"], order
+    (release,) = published
+    assert any("did not confirm" in w and "http://10.0.0.9:7410" in w for w in release.warnings), release.warnings

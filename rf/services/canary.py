@@ -244,11 +244,12 @@ class CanaryService:
         self.connectors = connectors
 
     def _routing_changed(self, announce: bool = True) -> None:
-        """Forget the cached routing (a release, a deploy, a canary change in this process); with
-        ``announce``, in the other replicas on the store too (rf.store.pg_replicas)."""
+        """Forget the cached routing (a canary change in this process); with ``announce``, wait
+        for the other replicas on the store to confirm they did too, once the write lock is
+        released (rf.store.pg_replicas)."""
         self.routing.forget()
         if announce:
-            self.store.announce_change()
+            self.store.after_unlock(self.store.announce_change)
 
     # ------------------------------------------------------------ starting
     def check_plan(self, plan: ReleasePlan) -> None:
@@ -293,9 +294,9 @@ class CanaryService:
                 evidence={**(evidence or {}), "canary": release_id, "weight": percent})
             tx.releases.insert_canary(canary_id=release_id, weight=percent, stable_release_id=stable_release,
                                      state=state, started_at=now, started_by=author)
-        unconfirmed = self.releases.applied()
         release = self.history.get_release(release_id)
-        release.warnings = list(plan.warnings) + unconfirmed
+        release.warnings = list(plan.warnings)
+        self.releases.announce(release)
         return release
 
     def _canary_connectors(self, items: list[ReleaseItem]) -> dict[str, Connector]:
@@ -551,8 +552,7 @@ class CanaryService:
                     raise Conflict(f"cannot promote canary {canary_id}: {exc.message}",
                                    "production changed under the canary: abort it (rf releases canary abort) "
                                    "and start a new one from a fresh plan") from None
-                self._routing_changed()
-                return release
+                return release  # (its routing forgotten and announced with the release: releases.announce)
             text = f"abort canary {canary_id}" + (f": {message.strip()}" if message.strip() else "")
             release_id = new_id("rel")
             with self.store.unit_of_work() as tx:
@@ -561,8 +561,9 @@ class CanaryService:
                                           evidence={"canary": canary_id, "figures": figures})
                 tx.releases.end_canary(canary_id, status=status, ended_at=utcnow(), ended_by=author,
                                       end_release_id=release_id, figures=figures)
-            self._routing_changed()
-            return self.history.get_release(release_id)
+            release = self.history.get_release(release_id)
+            self.releases.announce(release)  # (everyone back on stable, in every replica)
+            return release
 
 
 def _abort_reason(canary: Canary, config: Any) -> str | None:

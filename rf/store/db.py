@@ -8,7 +8,7 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -92,6 +92,11 @@ class Store(StoreDomains):
     def live_replicas(self) -> list[Replica]:
         """The servers sharing this store (rf.store.pg.PgStore.live_replicas): none on DuckDB."""
         return []
+
+    def after_unlock(self, callback: Callable[[], object]) -> None:
+        """Run *callback* once this thread holds no ``write_lock`` (rf.store.pg.PgStore.after_unlock).
+        On DuckDB at once: nothing it does waits for another process."""
+        callback()
 
     def __init__(self, con: duckdb.DuckDBPyConnection, path: Path | None) -> None:
         self.path = path

@@ -369,6 +369,11 @@ class PgStore(PgOverrides, StoreDomains):
         self.replica = link
         return link
 
+    def after_unlock(self, callback: Callable[[], object]) -> None:
+        """Run *callback* once this thread holds no ``write_lock`` (at once if it holds none): the
+        wait for the replicas' confirmations must not keep every server's writes waiting."""
+        self.write_lock.after_release(callback)
+
     def announce_change(self) -> list[str]:
         """Tell every server on this database to drop its cached heads and routing; returns once
         each live one confirmed (warnings naming those that did not in time)."""

@@ -90,9 +90,30 @@ class ClusterWriteLock:
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def after_release(self, callback: Callable[[], Any]) -> None:
+        """Run *callback* once this thread no longer holds the lock (now, if it holds none): what
+        must not keep every other server's writes waiting (the wait for replicas' confirmations)."""
+        if getattr(self._local, "depth", 0) == 0:
+            callback()
+            return
+        pending = getattr(self._local, "after", None)
+        if pending is None:
+            pending = self._local.after = []
+        pending.append(callback)
+
     def release(self) -> None:
         depth = self._local.depth - 1
         self._local.depth = depth
+        try:
+            self._release(depth)
+        finally:
+            pending = getattr(self._local, "after", None) if depth == 0 else None
+            if pending:
+                self._local.after = None
+                for callback in pending:
+                    callback()
+
+    def _release(self, depth: int) -> None:
         try:
             if depth == 0:
                 con, self._local.con = self._local.con, None
