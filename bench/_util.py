@@ -6,6 +6,7 @@ workspace, and talks to servers on 127.0.0.1 only.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import math
@@ -14,7 +15,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -293,3 +294,38 @@ def load_note(*, flag_busy: bool = True) -> str:
     if flag_busy and one > cpus * 0.75:
         busy = " — BUSY: other processes compete for the cpus, expect noisy figures"
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {cpus} cpu(s){busy}"
+
+
+def add_round_options(parser: Any, *, quick: str, per: str = "per round", rounds_help: str = "rounds") -> None:
+    """The load options the timed benchmarks share: --quick, --duration, --warmup, --rounds."""
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("--duration", type=float, default=None, help=f"measured seconds {per} (default 6)")
+    parser.add_argument("--warmup", type=float, default=None, help=f"warm-up seconds {per} (default 2)")
+    parser.add_argument("--rounds", type=int, default=None, help=f"{rounds_help} (default 3)")
+
+
+def settle_rounds(args: Any) -> None:
+    """Fill the defaults of :func:`add_round_options` (shorter with --quick)."""
+    args.duration = args.duration or (3.0 if args.quick else 6.0)
+    args.warmup = args.warmup or (1.0 if args.quick else 2.0)
+    args.rounds = max(1, args.rounds or (1 if args.quick else 3))
+
+
+@contextlib.contextmanager
+def postgres() -> Iterator[Any]:
+    """A real PostgreSQL for the benchmark (tests/pgserver.py), as ``PgDatabases``; None (with the
+    reason on stderr) when it cannot start."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from pgserver import PgDatabases, postgres_server
+
+    try:
+        server_cm = postgres_server()
+        server = server_cm.__enter__()
+    except BaseException as exc:  # pytest.skip/fail outside pytest are BaseExceptions
+        print(f"bench: cannot start PostgreSQL: {exc}", file=sys.stderr)
+        yield None
+        return
+    try:
+        yield PgDatabases(server)
+    finally:
+        server_cm.__exit__(None, None, None)

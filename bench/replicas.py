@@ -150,31 +150,19 @@ def write_lock(args: argparse.Namespace, dbs: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="one 3 s round")
-    parser.add_argument("--duration", type=float, default=None, help="measured seconds per round (default 6)")
-    parser.add_argument("--warmup", type=float, default=None, help="warm-up seconds per round (default 2)")
-    parser.add_argument("--rounds", type=int, default=None, help="rounds (default 3)")
+    u.add_round_options(parser, quick="one 3 s round", rounds_help="rounds")
     parser.add_argument("--concurrency", type=int, default=9, help="keep-alive connections in all (default 9)")
     parser.add_argument("--transactions", type=int, default=None, help="units of work timed (default 2,000)")
     args = parser.parse_args(argv)
-    args.duration = args.duration or (3.0 if args.quick else 6.0)
-    args.warmup = args.warmup or (1.0 if args.quick else 2.0)
-    args.rounds = max(1, args.rounds or (1 if args.quick else 3))
+    u.settle_rounds(args)
     args.transactions = args.transactions or (500 if args.quick else 2000)
-    from pgserver import PgDatabases, postgres_server
-
     print(f"# rf replicas on PostgreSQL — {time.strftime('%Y-%m-%d %H:%M')} — {u.machine()}")
     print(f"# load: {args.concurrency} keep-alive connections in all, {args.warmup:g} s warm-up +"
           f" {args.duration:g} s measured, {args.rounds} round(s)")
     print(f"# before: {u.load_note()}")
-    try:
-        server_cm = postgres_server()
-        server = server_cm.__enter__()
-    except BaseException as exc:  # pytest.skip/fail outside pytest are BaseExceptions
-        print(f"bench: cannot start PostgreSQL: {exc}", file=sys.stderr)
-        return 1
-    try:
-        dbs = PgDatabases(server)
+    with u.postgres() as dbs:
+        if dbs is None:
+            return 1
         with tempfile.TemporaryDirectory(prefix="rf-bench-replicas-") as tmp_name:
             tmp = Path(tmp_name)
             env = u.bench_env(tmp / "pycache")
@@ -182,8 +170,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             throughput(args, dbs, tmp, env)
             print("\n## a unit of work with and without the advisory write lock\n")
             write_lock(args, dbs)
-    finally:
-        server_cm.__exit__(None, None, None)
     print(f"# after: {u.load_note()}")
     return 0
 

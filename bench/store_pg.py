@@ -133,31 +133,19 @@ def writer_rows(args: argparse.Namespace, dbs: Any, tmp: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="one 3 s round per store, 20,000 rows")
-    parser.add_argument("--duration", type=float, default=None, help="measured seconds per round (default 6)")
-    parser.add_argument("--warmup", type=float, default=None, help="warm-up seconds per round (default 2)")
-    parser.add_argument("--rounds", type=int, default=None, help="rounds per store (default 3)")
+    u.add_round_options(parser, quick="one 3 s round per store, 20,000 rows", rounds_help="rounds per store")
     parser.add_argument("--concurrency", type=int, default=8, help="keep-alive connections (default 8)")
     parser.add_argument("--rows", type=int, default=None, help="rows per table for the writer (default 100,000)")
     args = parser.parse_args(argv)
-    args.duration = args.duration or (3.0 if args.quick else 6.0)
-    args.warmup = args.warmup or (1.0 if args.quick else 2.0)
-    args.rounds = max(1, args.rounds or (1 if args.quick else 3))
+    u.settle_rounds(args)
     args.rows = args.rows or (20_000 if args.quick else 100_000)
-    from pgserver import PgDatabases, postgres_server
-
     print(f"# rf store: PostgreSQL vs DuckDB — {time.strftime('%Y-%m-%d %H:%M')} — {u.machine()}")
     print(f"# load: {args.concurrency} keep-alive connections, {args.warmup:g} s warm-up + {args.duration:g} s"
           f" measured, {args.rounds} round(s) per store; writer: {args.rows:,} rows per table")
     print(f"# before: {u.load_note()}")
-    try:
-        server_cm = postgres_server()
-        server = server_cm.__enter__()
-    except BaseException as exc:  # pytest.skip/fail outside pytest are BaseExceptions
-        print(f"bench: cannot start PostgreSQL: {exc}", file=sys.stderr)
-        return 1
-    try:
-        dbs = PgDatabases(server)
+    with u.postgres() as dbs:
+        if dbs is None:
+            return 1
         with tempfile.TemporaryDirectory(prefix="rf-bench-store-pg-") as tmp_name:
             tmp = Path(tmp_name)
             env = u.bench_env(tmp / "pycache")
@@ -165,8 +153,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             endpoint(args, dbs, tmp, env)
             print("\n## batching writer, rows/s (DuckDB: JSON text; PostgreSQL: COPY)\n")
             writer_rows(args, dbs, tmp)
-    finally:
-        server_cm.__exit__(None, None, None)
     return 0
 
 

@@ -14,12 +14,14 @@ Litestar or uvicorn.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rf.client import LocalBackend
     from rf.config import Workspace
     from rf.errors import RfError
+    from rf.models import StoreCopy, StoreInfo
     from rf.server.serve import RunningServer
     from rf.services import Services
 
@@ -84,3 +86,60 @@ def mcp_server_parts() -> Any:
     from rf.server import mcp_server
 
     return mcp_server
+
+
+# ---------------------------------------------------------------- rf store: the store as a whole
+def _store_busy(exc: RfError, doing: str) -> RfError:
+    """DuckDB's "in use by another process" for a command that needs the file to itself."""
+    from rf.errors import StoreError
+
+    if "in use by another process" not in exc.message:
+        return exc
+    return StoreError(exc.message, f"stop the rf server (rf serve, rf ui) that uses it, then {doing} again")
+
+
+def store_info(ws: Workspace) -> StoreInfo:
+    """``rf store info``: the workspace's store (either kind), opened in this process."""
+    from rf.errors import StoreError
+    from rf.store import open_store
+    from rf.store.ops import store_info as info
+
+    try:
+        store = open_store(ws, wait_s=0.5)
+    except StoreError as exc:
+        raise _store_busy(exc, "run rf store info (or use rf status, which asks the server)") from None
+    try:
+        return info(store)
+    finally:
+        store.close()
+
+
+def copy_store(ws: Workspace, to_url: str, *, password_env: str | None = None,
+               progress: Callable[[str, int], None] | None = None) -> StoreCopy:
+    """``rf store copy --to URL``: the workspace's DuckDB file copied into an empty PostgreSQL database."""
+    from rf.config import check_store_url
+    from rf.errors import RfError, StoreError, UsageError
+    from rf.store import Store
+    from rf.store.ops import copy_to_postgres
+    from rf.store.pg import PgStore
+
+    try:
+        url = check_store_url(to_url, "--to")
+    except RfError as exc:
+        raise UsageError(exc.message.replace("[store] url", "the target"),
+                         "e.g. --to postgresql://USER@HOST:PORT/DATABASE (an empty database)") from None
+    if not ws.db_path.is_file():
+        raise UsageError(f"this workspace has no DuckDB store to copy ({ws.db_path} does not exist)",
+                         "rf store copy copies the DuckDB file a workspace keeps in .rf/; run it in that workspace")
+    try:
+        source = Store.open(ws.db_path, wait_s=0.5)
+    except StoreError as exc:
+        raise _store_busy(exc, "run rf store copy") from None
+    try:
+        target = PgStore.open(url, password_env=password_env)
+        try:
+            return copy_to_postgres(source, target, progress)
+        finally:
+            target.close()
+    finally:
+        source.close()

@@ -81,14 +81,17 @@ RETENTION_ENV_KEYS = ("days", "max_executions")
 RF_TOML_KEYS: dict[str, tuple[str, ...]] = {
     "": ("workspace", "server", "llm", "runtime", "retention", "releases", "store"),
     # the PostgreSQL store instead of the workspace's DuckDB file (rf.store.pg; see store_settings)
-    "store": ("url", "password_env"),
+    "store": ("url", "password_env",
+              # connections of one rf process to the database (rf.store.pg_pool; see store_max_connections)
+              "max_connections"),
     # approvals of a release plan a publish needs (rf.services.users); require_evals: every agent a
     # release changes must have an eval suite (rf.services.releases, the eval gate)
     "releases": ("approvals", "require_evals", "canary"),
     # a running canary: the server aborts it by itself on a worse failure rate (rf.services.canary)
     "releases.canary": ("auto_abort", "max_failure_rate_delta", "min_executions",
-                        # live eval scoring of a sample of both arms' executions (rf.services.canary_scoring)
-                        "score_sample"),
+                        # live eval scoring of a sample of both arms' executions (rf.services.canary_scoring),
+                        # and the server's abort on a worse live score
+                        "score_sample", "max_score_delta", "min_scored"),
     "workspace": ("name", "id"),
     "server": ("host", "port", "max_body_bytes", "max_upload_bytes", "allowed_hosts", "require_keys",
                # read (and checked) by rf.server.connections when the server starts
@@ -202,6 +205,9 @@ class Workspace:
     #: ``[store] password_env``: the environment variable holding the PostgreSQL password (else libpq's own:
     #: PGPASSWORD, ~/.pgpass).
     store_password_env: str | None = None
+    #: ``[store] max_connections``: connections one rf process opens to the PostgreSQL store, at most
+    #: (None: rf.store.pg_pool.DEFAULT_MAX_CONNECTIONS).
+    store_max_connections: int | None = None
 
     @property
     def state_dir(self) -> Path:
@@ -292,6 +298,7 @@ def load_workspace(root: Path) -> Workspace:
         raise WorkspaceError(f"{path}: [releases] require_evals must be true or false", "fix rf.toml")
     canary = check_canary((data.get("releases") or {}).get("canary", {}), str(path))
     store_url, store_password_env = store_settings(data, str(path))
+    store_connections = store_max_connections(data, str(path), has_url=store_url is not None)
     ws_id = str(ws.get("id") or hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16])
     return Workspace(
         root=root.resolve(),
@@ -310,6 +317,7 @@ def load_workspace(root: Path) -> Workspace:
         canary=canary,
         store_url=store_url,
         store_password_env=store_password_env,
+        store_max_connections=store_connections,
     )
 
 
@@ -317,7 +325,8 @@ def load_workspace(root: Path) -> Workspace:
 class CanaryConfig:
     """``[releases.canary]`` in rf.toml: the server aborts a running canary by itself
     (``auto_abort``) once its arm has ``min_executions`` ended executions and its failure rate
-    exceeds stable's by more than ``max_failure_rate_delta`` (0.05: five percentage points)."""
+    exceeds stable's by more than ``max_failure_rate_delta`` (0.05: five percentage points), or
+    (with ``max_score_delta``) once its live score is worse than stable's by more than that."""
 
     auto_abort: bool = False
     max_failure_rate_delta: float = 0.05
@@ -325,6 +334,11 @@ class CanaryConfig:
     #: the fraction (0 to 1) of both arms' succeeded executions scored by the live entry of the
     #: agent's eval suite while a canary runs (0: no live scoring)
     score_sample: float = 0.0
+    #: with ``auto_abort``: abort when the canary's mean live score is below stable's by more than
+    #: this (0 to 1; None: scores never abort), once each arm has ``min_scored`` scored executions
+    #: and the 95 % interval of the difference lies below zero
+    max_score_delta: float | None = None
+    min_scored: int = 20
 
 
 def check_canary(table: Any, source: str) -> CanaryConfig:
@@ -348,8 +362,22 @@ def check_canary(table: Any, source: str) -> CanaryConfig:
         raise WorkspaceError(f"{source}: [releases.canary] score_sample must be a number from 0 to 1 (the "
                              "fraction of a canary's executions scored by the live entry of the agent's eval "
                              "suite; 0: none)", "fix rf.toml, e.g. score_sample = 0.1")
+    score_delta = table.get("max_score_delta")
+    if score_delta is not None and (isinstance(score_delta, bool) or not isinstance(score_delta, int | float)
+                                    or not 0 <= score_delta < 1):
+        raise WorkspaceError(f"{source}: [releases.canary] max_score_delta must be a number from 0 to below 1 (a "
+                             "difference of mean live scores: 0.1 is a tenth of the scorers)",
+                             "fix rf.toml, e.g. max_score_delta = 0.1 (or remove it: scores never abort)")
+    scored = table.get("min_scored", 20)
+    if isinstance(scored, bool) or not isinstance(scored, int) or scored < 2:
+        raise WorkspaceError(f"{source}: [releases.canary] min_scored must be a whole number of at least 2",
+                             "fix rf.toml, e.g. min_scored = 20")
+    if score_delta is not None and sample == 0:
+        raise WorkspaceError(f"{source}: [releases.canary] max_score_delta needs live scores, but score_sample "
+                             "is 0 (nothing is scored)", "set score_sample, e.g. score_sample = 0.1")
     return CanaryConfig(auto_abort=auto_abort, max_failure_rate_delta=float(delta), min_executions=least,
-                        score_sample=float(sample))
+                        score_sample=float(sample),
+                        max_score_delta=None if score_delta is None else float(score_delta), min_scored=scored)
 
 
 # ---------------------------------------------------------------- [store]
@@ -423,6 +451,29 @@ def store_settings(data: Mapping[str, Any], source: str,
                                  'add url = "postgresql://USER@HOST:PORT/DATABASE", or remove [store]')
         return None, None
     return check_store_url(table["url"], source), password_env
+
+
+#: ``[store] max_connections``: the smallest value (the pool needs two besides the writer's and the
+#: replica listener's: rf.store.pg_pool) and a sanity ceiling.
+STORE_CONNECTIONS_RANGE = (4, 10_000)
+
+
+def store_max_connections(data: Mapping[str, Any], source: str, *, has_url: bool) -> int | None:
+    """``[store] max_connections`` (checked): the most connections one rf process opens to the
+    PostgreSQL store; None when not set (the default, 20)."""
+    table = data.get("store", {})
+    if not isinstance(table, dict) or "max_connections" not in table:
+        return None
+    value = table["max_connections"]
+    least, most = STORE_CONNECTIONS_RANGE
+    if not isinstance(value, int) or isinstance(value, bool) or not least <= value <= most:
+        raise WorkspaceError(f"{source}: [store] max_connections must be a whole number from {least} to {most}",
+                             "e.g. max_connections = 20 (per rf process: keep the sum of all rf processes on the"
+                             " database below the PostgreSQL server's max_connections)")
+    if not has_url:
+        raise WorkspaceError(f"{source}: [store] max_connections is set but there is no url",
+                             'add url = "postgresql://USER@HOST:PORT/DATABASE", or remove [store]')
+    return value
 
 
 def check_retention(table: Any, source: str) -> dict[str, Any]:

@@ -170,6 +170,19 @@ class AgentStatus:
 
 
 @dataclass
+class Replica:
+    """An ``rf serve`` whose heartbeat is alive on the same PostgreSQL store (``rf status``)."""
+
+    id: str  #: the process (pid and a random part)
+    url: str  #: where it serves
+    host: str  #: the machine's name
+    pid: int
+    started_at: str = ""  #: ISO-8601 UTC
+    heartbeat_at: str = ""  #: ISO-8601 UTC (the database's clock)
+    heartbeat_age_s: float = 0.0  #: seconds since its last heartbeat (the database's clock)
+
+
+@dataclass
 class Status:
     workspace: str
     workspace_path: str
@@ -179,6 +192,8 @@ class Status:
     schema_version: int = 0
     #: The store: ``duckdb PATH`` or ``postgresql URL (vectors: pgvector|float4-bytea)``, never a password.
     store: str = ""
+    #: The servers sharing the store whose heartbeat is alive (PostgreSQL; always empty on DuckDB).
+    replicas: list[Replica] = field(default_factory=list)
 
 
 # ------------------------------------------------------------ prompts (issue 3)
@@ -1033,6 +1048,48 @@ class GcResult:
     store_bytes: int = 0
     #: the retention applied: ``{"staging": {"days": 14, "max_executions": 50000}, ..., "plan_days": 30}``
     retention: dict[str, Any] = field(default_factory=dict)
+    duration_ms: float = 0.0
+
+
+# ------------------------------------------------------------ the store itself (rf store)
+
+
+@dataclass
+class StoreTable:
+    """One table of a store and its rows (``rf store info``, ``rf store copy``)."""
+
+    name: str
+    rows: int
+
+
+@dataclass
+class StoreInfo:
+    """``rf store info``: what the workspace's store is and holds."""
+
+    kind: str  #: duckdb | postgresql
+    store: str  #: as ``rf status`` shows it (never a password)
+    schema_version: int
+    bytes: int  #: the DuckDB file's size, or the PostgreSQL database's
+    tables: list[StoreTable] = field(default_factory=list)  #: schema order; knowledge-base tables last
+    rows: int = 0  #: total of ``tables``
+    #: PostgreSQL: ``[store] max_connections`` and this process's pool (size, open, idle, busy, opened, waits)
+    max_connections: int | None = None
+    pool: dict[str, int] = field(default_factory=dict)
+    replicas: list[Replica] = field(default_factory=list)  #: PostgreSQL: the live servers on it
+
+
+@dataclass
+class StoreCopy:
+    """``rf store copy``: a DuckDB store copied into an empty PostgreSQL database."""
+
+    source: str  #: the DuckDB file
+    target: str  #: the PostgreSQL url (never a password)
+    schema_version: int
+    tables: list[StoreTable] = field(default_factory=list)  #: in the order they were copied
+    rows: int = 0  #: total of ``tables``
+    vectors: str = ""  #: how the target holds knowledge-base vectors: pgvector | float4-bytea
+    #: tables of the DuckDB file that are no part of rf's schema (e.g. an interrupted re-embedding's), not copied
+    skipped: list[str] = field(default_factory=list)
     duration_ms: float = 0.0
 
 

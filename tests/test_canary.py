@@ -257,7 +257,8 @@ def test_auto_abort_of_a_failing_canary_and_the_stats_json(canary_site: Site) ->
     assert 0 < canary["failure_rate_low"] <= 1.0 == canary["failure_rate_high"]
     assert stable["p50_ms"] is not None and stable["p95_ms"] >= stable["p50_ms"]
     assert stats["delta_low"] > 0 and stats["verdict"] == "canary worse"
-    assert stats["auto_abort"] == {"auto_abort": True, "max_failure_rate_delta": 0.2, "min_executions": 8}
+    assert stats["auto_abort"] == {"auto_abort": True, "max_failure_rate_delta": 0.2, "min_executions": 8,
+                                   "max_score_delta": None, "min_scored": 20}
 
 
 def test_canary_settings_are_checked(tmp_path: Path) -> None:

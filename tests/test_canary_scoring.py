@@ -293,3 +293,68 @@ def test_canary_running_is_cheap_and_never_not_found(site: Site) -> None:
     finally:
         s.end()
     assert s.b.canary_running() is None
+
+
+LIVE_ONLY = """
+- live:
+    json_schema: {type: object, required: [message], properties: {message: {type: string}}}
+    not_contains: Traceback
+"""
+AUTO_ABORT_ON_SCORE = """
+[releases.canary]
+auto_abort = true
+min_executions = 1000
+score_sample = 1.0
+max_score_delta = 0.2
+min_scored = 8
+"""
+
+
+def test_a_canary_whose_live_score_is_worse_is_aborted_by_itself(tmp_path: Path) -> None:
+    """``max_score_delta``: the canary check aborts a canary scoring worse than stable by more
+    than the delta once both arms have ``min_scored`` scores (the failure rates are equal: it is
+    the score that decides), and records why with the figures. In-process: the server's
+    CanaryWatch and live scorer on the services, no HTTP in between."""
+    from rf.client import open_local
+    from rf.services.canary import CanaryWatch
+
+    ws = init_workspace(tmp_path / "ws")
+    with (ws.root / "rf.toml").open("a") as f:
+        f.write(AUTO_ABORT_ON_SCORE)
+    ws = find_workspace(str(ws.root))
+    assert ws.canary.max_score_delta == 0.2 and ws.canary.min_scored == 8
+    b = open_local(ws)
+    watch = None
+    try:
+        for shape, message in (("message", "v1"), ("text", "v2: breaks the live schema")):
+            write_agent(ws.root, "bot", BOT.replace('"message"', repr(shape)), extra={"evals/live.yaml": LIVE_ONLY})
+            b.deploy("bot", snapshot_dir(ws.root / "agents" / "bot"), message, "tester")
+            if shape == "message":
+                b.publish_release(["agent:bot"], author="tester", message="first")
+        started = b.publish_release(["agent:bot"], author="tester", message="canary", canary=50)
+        watch = CanaryWatch(b.services, interval_s=0.05, refresh_s=0.2)
+        watch.start()
+        for n in range(200):
+            b.invoke("production", "bot", {}, f"s{n}", "endpoint")
+            if n % 10 == 9 and b.canary_status(started.id).status != "running":
+                break
+        status = _wait(lambda: (c := b.canary_status(started.id)).status != "running" and c)
+        assert status and status.status == "aborted", b.canary_status(started.id)
+        stable, canary = status.arms
+        assert stable.failures == canary.failures == 0
+        assert min(stable.scored, canary.scored) >= 8
+        abort = b.get_release(status.end_release_id)
+        assert abort.kind == "canary-abort" and abort.author == "rf (auto-abort)"
+        assert "live score" in abort.message and "max_score_delta 0.2" in abort.message, abort.message
+        assert abort.figures is not None and abort.figures["score_delta"] == -0.5
+    finally:
+        if watch is not None:
+            watch.stop()
+        b.close()
+    # max_score_delta without live scores is refused with the fix.
+    (ws.root / "rf.toml").write_text((ws.root / "rf.toml").read_text().replace("score_sample = 1.0", "score_sample = 0"))
+    from rf.errors import WorkspaceError
+
+    with pytest.raises(WorkspaceError, match="max_score_delta needs live scores") as err:
+        find_workspace(str(ws.root))
+    assert "score_sample = 0.1" in (err.value.hint or "")

@@ -38,9 +38,10 @@ MCP_SERVER: list[str] = []
 _TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z?$")
 _ID = re.compile(r"^[a-z]{1,6}[_-][0-9A-Za-z_-]{6,}$")
 _HEX = re.compile(r"^[0-9a-f]{12,}$")
-#: Values that differ from run to run by nature (clocks, process ids, sizes of a database file).
+#: Values that differ from run to run by nature (clocks, process ids, sizes of a database file; the
+#: servers on a store: the in-process backend has none).
 _VOLATILE = re.compile(r"(_ms|_ns|_at|pid|_s|bytes|size|_mb|url|path|location|root|workspace|secret|token|key"
-                       r"|prefix|started|ended|when|since|server|version|storage|store|backend|seconds)$")
+                       r"|prefix|started|ended|when|since|server|version|storage|store|backend|seconds|replicas)$")
 
 
 def normalize(value: Any, key: str = "") -> Any:

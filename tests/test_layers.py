@@ -110,8 +110,10 @@ SERVICES = RF / "services"
 DATABASE_CALLS = {"cursor", "query", "query_one", "transaction", "execute", "executemany", "fetchone", "fetchall"}
 SQL = re.compile(r"\s*(SELECT|INSERT|UPDATE|DELETE|WITH|CREATE)\s")
 #: What services may use on the store besides the repositories' methods (not part of any one domain).
-#: (``shared``: several servers may use the store, replicas; ``announce_change``: tell them to drop caches)
-STORE_LEVEL = {"unit_of_work", "write_lock", "writer", "path", "schema_version", "shared", "announce_change"}
+#: (``shared``: several servers may use the store, replicas; ``announce_change``: tell them to drop caches;
+#: ``live_replicas``: the servers sharing it, for ``rf status``; ``after_unlock``: what waits for them)
+STORE_LEVEL = {"unit_of_work", "write_lock", "writer", "path", "schema_version", "shared", "announce_change",
+               "live_replicas", "after_unlock"}
 
 
 def _docstrings(tree: ast.AST) -> set[int]:

@@ -255,7 +255,7 @@ def test_a_canary_routes_alike_on_every_replica_and_is_auto_aborted_once(
     split = {s: codes for s, codes in arms.items() if len(codes) > 1}
     status = backend.canary_status()
     assert not split or status.status != "running", split
-    assert any(codes == {200} for codes in arms.values())
+    assert any(codes == {200} for codes in arms.values()), arms
     # enough canary failures on any of the servers: aborted once, by one of them
     deadline = time.monotonic() + 20
     n = 100
@@ -273,6 +273,41 @@ def test_a_canary_routes_alike_on_every_replica_and_is_auto_aborted_once(
             r = httpx.post(f"{server.url}/production/agents/ver", json={"input": {}, "session_id": session},
                            timeout=30)
             assert r.status_code == 200 and _output(r.json())["code"] == "2", (server.url, r.text)
+
+
+def test_a_publisher_that_dies_after_its_commit_still_reaches_every_replica(
+        cluster: tuple[Path, list[ServerProc]]) -> None:
+    """The state version is bumped, and every replica notified, inside the release's own
+    transaction: a publisher that dies between its commit and its announcement (here: the test
+    seam raising right after the commit) leaves no replica serving the previous release."""
+    root, servers = cluster
+    local = open_local(find_workspace(str(root)))
+    try:
+        local.deploy("ver", _ver(root, "3"))
+        for s in servers:  # each replica caches production's state (the release before) again
+            r = httpx.post(f"{s.url}/production/agents/ver", json={"input": {}}, timeout=30)
+            assert r.status_code == 200 and _output(r.json())["code"] != "3", r.text
+
+        class Died(Exception):
+            pass
+
+        def die(release_id: str) -> None:
+            raise Died(release_id)
+
+        local.services.releases._after_release_commit = die  # type: ignore[method-assign]
+        with pytest.raises(Died):
+            local.publish_release(["agent:ver"], author="ada", message="release 3, never announced")
+    finally:
+        local.close()
+    deadline = time.monotonic() + 10
+    codes: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        codes = {s.url: _output(httpx.post(f"{s.url}/production/agents/ver", json={"input": {}},
+                                           timeout=30).json())["code"] for s in servers}
+        if set(codes.values()) == {"3"}:
+            break
+        time.sleep(0.1)
+    assert set(codes.values()) == {"3"}, codes
 
 
 def test_a_replica_killed_mid_execution_leaves_the_others_serving(cluster: tuple[Path, list[ServerProc]]) -> None:
@@ -319,3 +354,54 @@ def test_a_replica_killed_mid_execution_leaves_the_others_serving(cluster: tuple
 
     assert {i.pid for i in serverinfo.read_all(root / ".rf" / "server.json")} == {s.pid for s in survivors}
     assert not (root / ".rf" / "servers" / f"{victim.pid}.json").exists()
+
+
+def test_a_replica_that_never_confirms_holds_no_other_write(tmp_path: Path, pg_databases: Any) -> None:
+    """The wait for the replicas' confirmations runs after the write lock is released: while a
+    publish waits for a server that is alive but never confirms (its heartbeat renewed, its
+    ``seen_version`` never), another writer's unit of work goes through; the publish then returns
+    naming that server. Ordering only: the other write ends before the publish returns."""
+    import psycopg
+    from pgserver import PASSWORD
+
+    root = init_workspace(tmp_path / "ws").root
+    url = pg_databases.new("stuck")
+    (root / "rf.toml").write_text((root / "rf.toml").read_text() + pg_databases.toml(url))
+    local = open_local(find_workspace(str(root)))
+    stop = threading.Event()
+    with psycopg.connect(url, password=PASSWORD, autocommit=True) as con:
+        con.execute("INSERT INTO replicas (id, url, host, pid, started_at, heartbeat_at, seen_version)"
+                    " VALUES ('stuck:1', 'http://10.0.0.9:7410', 'elsewhere', 1, LOCALTIMESTAMP, LOCALTIMESTAMP, 0)")
+
+        def beat() -> None:  # alive, never confirming
+            with psycopg.connect(url, password=PASSWORD, autocommit=True) as c:
+                while not stop.wait(0.2):
+                    c.execute("UPDATE replicas SET heartbeat_at = LOCALTIMESTAMP WHERE id = 'stuck:1'")
+
+        beating = threading.Thread(target=beat, daemon=True)
+        beating.start()
+        order: list[str] = []
+        try:
+            local.deploy("ver", _ver(root, "1"))  # (its own announcement waits for the stuck one too)
+            published: list[Any] = []
+
+            def publish() -> None:
+                published.append(local.publish_release(["agent:ver"], author="ada", message="first"))
+                order.append("publish returned")
+
+            publisher = threading.Thread(target=publish)
+            publisher.start()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not con.execute(
+                    "SELECT 1 FROM releases WHERE kind = 'publish'").fetchone():
+                time.sleep(0.02)
+            local.create_prompt("other-write", "written while the publish waits")
+            order.append("other write done")
+            publisher.join(60)
+        finally:
+            stop.set()
+            beating.join(5)
+            local.close()
+    assert order == ["other write done", "publish returned"], order
+    (release,) = published
+    assert any("did not confirm" in w and "http://10.0.0.9:7410" in w for w in release.warnings), release.warnings

@@ -310,3 +310,30 @@ def test_a_connector_failure_tells_the_caller_no_url_and_no_body(ws: Any, failin
         assert f"rf traces show {ex_id} --json" in shown.stdout + shown.stderr
     finally:
         server.stop()
+
+
+def test_a_server_on_another_host_takes_the_secret_from_its_environment(
+        ws: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A replica on another host has no keyring entry for a webhook's secret: it reads
+    ``RF_SECRET_WEBHOOK_<TRIGGER_ID>`` (README, "Running on PostgreSQL"); without either, the
+    request is refused like any other."""
+    from rf.errors import Unauthorized
+    from rf.secrets import SecretStore, env_var
+
+    deploy_hello(ws)
+    b = open_local(ws)
+    try:
+        t = b.create_trigger("hello", "webhook")
+        secret = t.secret
+        assert secret
+        SecretStore(ws.id).delete(f"webhook-{t.id}")  # "another host": nothing in its keyring
+        body = b'{"n": 1}'
+        with pytest.raises(Unauthorized):
+            b.services.webhook("staging", t.id, body, {"X-RF-Signature": sign_webhook(secret, body)})
+        name = env_var(f"webhook-{t.id}")
+        assert name == f"RF_SECRET_WEBHOOK_{t.id.upper()}"
+        monkeypatch.setenv(name, secret)
+        ex = b.services.webhook("staging", t.id, body, {"X-RF-Signature": sign_webhook(secret, body)})
+        assert ex.status == "succeeded" and ex.source == f"trigger:{t.id}"
+    finally:
+        b.close()

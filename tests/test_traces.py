@@ -27,8 +27,8 @@ from rf.store import Store
 SECRET = 's3"cr3t-XYZZY'  # a quote, so it also appears JSON-escaped
 
 
-class FakeServices(Services):
-    """Services plus two host methods that stand in for an LLM call and a credential lookup."""
+class FakeHostMethods:
+    """Two host methods that stand in for an LLM call and a credential lookup."""
 
     @host_method("llm.fake")
     def _fake_llm(self, call: HostCall, prompt: str) -> dict[str, Any]:
@@ -42,6 +42,14 @@ class FakeServices(Services):
         token = call.secret(SECRET)
         call.annotate(header=f"Bearer {token}")
         return {"token": token}
+
+
+class FakeServices(Services):
+    """Services whose agent code may call :class:`FakeHostMethods` too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.agents.host_services += (FakeHostMethods(),)
 
 
 TreeAgent = """

@@ -164,6 +164,7 @@ GROUPS: list[tuple[str, str, str]] = [
     ("traces", "Observe (per environment)", "Traces: span trees per execution."),
     ("evals", "Observe (per environment)",
      "Stored eval runs (rf eval, and the release gate's): list them, show one case by case."),
+    ("store", "Workspace", "The store as a whole: what it holds; copy a DuckDB store into PostgreSQL."),
 ]
 
 

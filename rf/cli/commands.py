@@ -93,6 +93,9 @@ def status(json_out: JsonOption = False) -> None:
 
     with backend() as b:
         st = b.status()
+        services = getattr(b, "services", None)  # the store in this process (LocalBackend)
+        if services is not None and not st.replicas:
+            st.replicas = services.store.live_replicas()
         if json_out:
             print_json(st)
             return
@@ -103,6 +106,12 @@ def status(json_out: JsonOption = False) -> None:
             out.print("[bold]server[/bold]     [dim]not running (commands open the store directly; start one with `rf serve`)[/dim]")
         if st.store:
             out.print(f"[bold]store[/bold]      {escape(st.store)}")
+        if st.replicas:
+            n = len(st.replicas)
+            out.print(f"[bold]replicas[/bold]   {n} rf server{'s' if n != 1 else ''} on this store")
+            for r in st.replicas:
+                out.print(f"           {escape(r.url)}  [dim]host[/dim] {escape(r.host)}  [dim]pid[/dim] {r.pid}"
+                          f"  [dim]heartbeat {r.heartbeat_age_s:.1f} s ago[/dim]")
         # Agents in agents/ that were never deployed are listed too, with what to run.
         deployed = {a.name for a in st.agents}
         local = [name for name in list_agent_dirs(workspace()) if name not in deployed]

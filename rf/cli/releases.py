@@ -494,6 +494,9 @@ def print_canary(canary: Any) -> None:
     if rule.get("auto_abort"):
         out.print(f"[dim]auto-abort: canary failure rate above stable's by more than "
                   f"{rule['max_failure_rate_delta']:.1%} after {rule['min_executions']} executions[/dim]")
+        if rule.get("max_score_delta") is not None:
+            out.print(f"[dim]auto-abort: canary live score below stable's by more than {rule['max_score_delta']:g} "
+                      f"(interval below zero) after {rule.get('min_scored')} scored on each arm[/dim]")
     if canary.status != "running":
         out.print(f"[dim]ended {when(canary.ended_at or '')} UTC by {escape(canary.ended_by or '')} "
                   f"(release {canary.end_release_id})[/dim]")

@@ -145,6 +145,7 @@ class AgentsService:
             ],
             schema_version=self.store.schema_version,
             store=describe_store(self.store),
+            replicas=self.store.live_replicas(),
         )
 
     # ------------------------------------------------------------ agents

@@ -244,11 +244,12 @@ class CanaryService:
         self.connectors = connectors
 
     def _routing_changed(self, announce: bool = True) -> None:
-        """Forget the cached routing (a release, a deploy, a canary change in this process); with
-        ``announce``, in the other replicas on the store too (rf.store.pg_replicas)."""
+        """Forget the cached routing (a canary change in this process); with ``announce``, wait
+        for the other replicas on the store to confirm they did too, once the write lock is
+        released (rf.store.pg_replicas)."""
         self.routing.forget()
         if announce:
-            self.store.announce_change()
+            self.store.after_unlock(self.store.announce_change)
 
     # ------------------------------------------------------------ starting
     def check_plan(self, plan: ReleasePlan) -> None:
@@ -293,9 +294,9 @@ class CanaryService:
                 evidence={**(evidence or {}), "canary": release_id, "weight": percent})
             tx.releases.insert_canary(canary_id=release_id, weight=percent, stable_release_id=stable_release,
                                      state=state, started_at=now, started_by=author)
-        unconfirmed = self.releases.applied()
         release = self.history.get_release(release_id)
-        release.warnings = list(plan.warnings) + unconfirmed
+        release.warnings = list(plan.warnings)
+        self.releases.announce(release)
         return release
 
     def _canary_connectors(self, items: list[ReleaseItem]) -> dict[str, Connector]:
@@ -399,7 +400,8 @@ class CanaryService:
             items=[ReleaseItem(kind=i["kind"], name=i["name"], summary=i.get("summary", ""), before=i["before"],
                                after=i["after"]) for i in self._canary_items(row["id"])],
             auto_abort={"auto_abort": config.auto_abort, "max_failure_rate_delta": config.max_failure_rate_delta,
-                        "min_executions": config.min_executions},
+                        "min_executions": config.min_executions, "max_score_delta": config.max_score_delta,
+                        "min_scored": config.min_scored},
         )
         for arm in ("stable", "canary"):
             got = figures.get(arm, {})
@@ -462,8 +464,8 @@ class CanaryService:
     def check_canary(self) -> Release | None:
         """The server's check after canary executions end: refresh the cached routing when the
         store's canary differs from it (another replica changed it), and, with ``[releases.canary]
-        auto_abort``, abort a canary whose failure rate exceeds stable's by more than
-        ``max_failure_rate_delta`` once it has ``min_executions``. The abort (if any)."""
+        auto_abort``, abort a canary whose failure rate or live score is worse than stable's by
+        more than the rule allows (:func:`_abort_reason`). The abort (if any)."""
         row = self.store.running_canary()
         cached = self.routing.cached
         if cached is not None and (cached.canary_id, cached.weight) != (
@@ -473,16 +475,9 @@ class CanaryService:
         if row is None or not config.auto_abort:
             return None
         canary = self._canary_model(row)
-        stable, on_canary = canary.arms
-        if on_canary.executions < config.min_executions:
+        why = _abort_reason(canary, config)
+        if why is None:
             return None
-        excess = on_canary.failure_rate - stable.failure_rate
-        if excess <= config.max_failure_rate_delta:
-            return None
-        why = (f"auto-abort: the canary's failure rate {on_canary.failure_rate:.1%} ({on_canary.failures} of "
-               f"{on_canary.executions}) exceeds stable's {stable.failure_rate:.1%} ({stable.failures} of "
-               f"{stable.executions}) by {excess:.1%}, more than max_failure_rate_delta "
-               f"{config.max_failure_rate_delta:.1%}")
         try:
             release = self._end_canary(row["id"], "aborted", why, "rf (auto-abort)", canary)
         except Conflict:  # decided meanwhile (by a person, or another replica)
@@ -557,8 +552,7 @@ class CanaryService:
                     raise Conflict(f"cannot promote canary {canary_id}: {exc.message}",
                                    "production changed under the canary: abort it (rf releases canary abort) "
                                    "and start a new one from a fresh plan") from None
-                self._routing_changed()
-                return release
+                return release  # (its routing forgotten and announced with the release: releases.announce)
             text = f"abort canary {canary_id}" + (f": {message.strip()}" if message.strip() else "")
             release_id = new_id("rel")
             with self.store.unit_of_work() as tx:
@@ -567,8 +561,35 @@ class CanaryService:
                                           evidence={"canary": canary_id, "figures": figures})
                 tx.releases.end_canary(canary_id, status=status, ended_at=utcnow(), ended_by=author,
                                       end_release_id=release_id, figures=figures)
-            self._routing_changed()
-            return self.history.get_release(release_id)
+            release = self.history.get_release(release_id)
+            self.releases.announce(release)  # (everyone back on stable, in every replica)
+            return release
+
+
+def _abort_reason(canary: Canary, config: Any) -> str | None:
+    """Why ``[releases.canary] auto_abort`` aborts *canary* now (None: it does not): a failure rate
+    above stable's by more than ``max_failure_rate_delta`` once the canary arm has
+    ``min_executions``; or, with ``max_score_delta``, a mean live score below stable's by more
+    than that once both arms have ``min_scored`` scored executions and the 95 % interval of the
+    difference lies below zero (a few unlucky samples never abort)."""
+    stable, on_canary = canary.arms
+    if on_canary.executions >= config.min_executions:
+        excess = on_canary.failure_rate - stable.failure_rate
+        if excess > config.max_failure_rate_delta:
+            return (f"auto-abort: the canary's failure rate {on_canary.failure_rate:.1%} ({on_canary.failures} of "
+                    f"{on_canary.executions}) exceeds stable's {stable.failure_rate:.1%} ({stable.failures} of "
+                    f"{stable.executions}) by {excess:.1%}, more than max_failure_rate_delta "
+                    f"{config.max_failure_rate_delta:.1%}")
+    limit = config.max_score_delta
+    if (limit is None or canary.score_delta is None or canary.score_delta_high is None
+            or min(stable.scored, on_canary.scored) < config.min_scored):
+        return None
+    if -canary.score_delta > limit and canary.score_delta_high < 0:
+        return (f"auto-abort: the canary's mean live score {on_canary.score_mean:.2f} ({on_canary.scored} scored) "
+                f"is below stable's {stable.score_mean:.2f} ({stable.scored} scored) by {-canary.score_delta:.2f} "
+                f"(95 % interval {-canary.score_delta_high:.2f} to {-(canary.score_delta_low or 0):.2f}), more "
+                f"than max_score_delta {limit:g}")
+    return None
 
 
 def _plan_of(items: list[ReleaseItem]) -> str:

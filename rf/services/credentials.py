@@ -176,7 +176,8 @@ class CredentialsService:
             raise NotFound(f"credential {name!r} is not set",
                            f"set it: rf credentials set {name}  (or {env_var(name)} in the server's environment)")
         raise NotFound(f"credential {name!r} has no stored value on this machine ({secrets.storage(name)})",
-                       f"set it again: rf credentials set {name}")
+                       f"set it on this machine: rf credentials set {name}  (or {env_var(name)} in the "
+                       "server's environment: servers on other hosts each need it)")
 
     def credential_exists(self, name: str) -> bool:
         """Known metadata, or an ``RF_SECRET_<NAME>`` override in this process (CI)."""

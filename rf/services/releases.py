@@ -784,9 +784,9 @@ class ReleasesService:
             if also is not None:
                 also(tx, release_id)
         self._after_release_commit(release_id)
-        unconfirmed = self.applied()
         release = self.history.get_release(release_id)
-        release.warnings = warnings + unconfirmed
+        release.warnings = list(warnings)
+        self.announce(release)
         return release
 
     def _after_release_item(self, n: int) -> None:
@@ -796,10 +796,14 @@ class ReleasesService:
     def _after_release_commit(self, release_id: str) -> None:
         """Called once a release's transaction has committed. Does nothing (a test seam, as above)."""
 
-    def applied(self) -> list[str]:
-        """Forget caches that production state feeds (heads etc.), in every replica on the store:
-        returns once each live one confirmed; warnings naming those that did not in time."""
-        return self.agents.heads_changed()
+    def announce(self, release: Release) -> None:
+        """Once *release* committed: forget this process's caches that production's state feeds
+        (heads, routing) now, and wait for every other live server on the store to confirm it
+        dropped its own once this thread's write lock is released (a slow replica never keeps
+        the other servers' writes waiting). Those that did not confirm in time are added to the
+        release's warnings, before the publish returns (rf.store.pg_replicas)."""
+        self.agents.forget_heads()
+        self.store.after_unlock(lambda: release.warnings.extend(self.store.announce_change()))
 
     # ------------------------------------------------------------ one-item shortcut
     def promote(self, name: str, author: str = "unknown", message: str = "", with_deps: bool = False,

@@ -25,7 +25,8 @@ def open_store(ws: Workspace, *, wait_s: float = 3.0) -> Store:
     if ws.store_url:
         from rf.store.pg import PgStore
 
-        return PgStore.open(ws.store_url, password_env=ws.store_password_env)  # type: ignore[return-value]
+        return PgStore.open(ws.store_url, password_env=ws.store_password_env,  # type: ignore[return-value]
+                            max_connections=ws.store_max_connections)
     return Store.open(ws.db_path, wait_s=wait_s)
 
 

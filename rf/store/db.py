@@ -8,7 +8,7 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,7 @@ from rf.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from rf.store.writer import BatchWriter
 
 if TYPE_CHECKING:
+    from rf.models import Replica
     from rf.store.interfaces import (
         Repositories,
     )
@@ -79,6 +80,7 @@ def _owner_only(db_path: Path) -> None:
 class Store(StoreDomains):
     """One open DuckDB file. Thread-safe: cursors are per thread."""
 
+    kind = "duckdb"
     #: several servers may share this store (replicas: PostgreSQL only; one process owns a DuckDB file)
     shared = False
 
@@ -86,6 +88,15 @@ class Store(StoreDomains):
         """Tell the other servers on this store to drop their cached heads and routing: none on
         DuckDB (one process owns the file). Replicas that did not confirm (rf.store.pg_replicas)."""
         return []
+
+    def live_replicas(self) -> list[Replica]:
+        """The servers sharing this store (rf.store.pg.PgStore.live_replicas): none on DuckDB."""
+        return []
+
+    def after_unlock(self, callback: Callable[[], object]) -> None:
+        """Run *callback* once this thread holds no ``write_lock`` (rf.store.pg.PgStore.after_unlock).
+        On DuckDB at once: nothing it does waits for another process."""
+        callback()
 
     def __init__(self, con: duckdb.DuckDBPyConnection, path: Path | None) -> None:
         self.path = path

@@ -6,9 +6,12 @@ DuckDB stays the default. The password is never in rf.toml: libpq reads ``PGPASS
 it (see rf.config.store_settings). A url that carries a password still works, but nothing rf
 prints shows it (:func:`shown_url`).
 
-- **Connections.** One psycopg connection per thread (autocommit), made on first use, like
-  DuckDB's per-thread cursors; :meth:`PgStore.close` closes them all. Writes in
-  :meth:`PgStore.transaction` are serialized in this process by ``write_lock``, as in DuckDB.
+- **Connections.** A bounded pool (rf.store.pg_pool, ``[store] max_connections``): each
+  statement leases a connection (autocommit) for as long as it runs; a transaction and
+  ``write_lock`` pin one to their thread until they end. Threads own none, so a server's
+  hundreds of threads need only as many connections as statements run at once.
+  :meth:`PgStore.close` closes them all. Writes in :meth:`PgStore.transaction` are serialized
+  across every process on the database by ``write_lock`` (rf.store.pg_replicas).
 - **SQL.** The mixins' DuckDB SQL runs through one translation (rf.store.pg_sql.translate:
   placeholders, upserts, a few fragments), done in :class:`PgCursor`; the methods whose SQL
   has no translation are rewritten in rf.store.pg_overrides.PgOverrides, first in the bases.
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -33,9 +37,18 @@ from typing import TYPE_CHECKING, Any
 
 from rf.config import shown_store_url as shown_url
 from rf.errors import RfError, StoreError
+from rf.ids import iso
+from rf.models import Replica
 from rf.store.domains import StoreDomains
 from rf.store.migrations import SCHEMA_VERSION
 from rf.store.pg_overrides import PgOverrides
+from rf.store.pg_pool import (
+    DEDICATED_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_WAIT_S,
+    MIN_MAX_CONNECTIONS,
+    ConnectionPool,
+)
 from rf.store.pg_replicas import LAPSE_S, ClusterWriteLock, ReplicaLink, announce
 from rf.store.pg_sql import PG_FUNCTIONS, PG_INDEXES, pg_statements, translate
 
@@ -69,11 +82,18 @@ def translate_pg_error(exc: BaseException, url: str = "") -> RfError | None:
         if "password authentication failed" in lowered or "no password supplied" in lowered:
             return StoreError(f"the PostgreSQL server{where} refused the password: {first}",
                               "set PGPASSWORD (or [store] password_env in rf.toml) to the role's password")
+        if "too many clients" in lowered or "remaining connection slots are reserved" in lowered:
+            return StoreError(f"the PostgreSQL server{where} has no connection left for rf: {first}",
+                              "lower [store] max_connections of the rf processes on it (each opens at most that"
+                              " many), or raise the server's max_connections")
         if "does not exist" in lowered and "database" in lowered:
             return StoreError(f"the PostgreSQL database{where} does not exist: {first}",
                               "create it (createdb NAME, or CREATE DATABASE NAME) and run the command again")
         return StoreError(f"cannot reach the PostgreSQL store{where}: {first}",
                           "check that the server runs and that [store] url (or RF_STORE_URL) names it")
+    if state == "57014":  # QueryCanceled (an OperationalError, but the connection is fine)
+        return StoreError(f"the PostgreSQL server{where} cancelled the statement: {first}",
+                          "run the command again; if it keeps happening, check the server's statement_timeout")
     if state in ("40001", "40P01"):
         return StoreError("a concurrent change got in the way; nothing was changed", "run the command again")
     if state.startswith("08") or isinstance(exc, psycopg.OperationalError):
@@ -82,12 +102,21 @@ def translate_pg_error(exc: BaseException, url: str = "") -> RfError | None:
     return StoreError(f"database error: {first}", "if this persists, report it with the command you ran")
 
 
-def _connect(url: str, password_env: str | None) -> Any:
+def _connect(url: str, password_env: str | None, role: str = "rf") -> Any:
+    """A new connection (autocommit, UTC), named *role* in ``pg_stat_activity.application_name``
+    unless the url names one."""
     import psycopg
     from psycopg.adapt import Loader
+    from psycopg.conninfo import conninfo_to_dict
     from psycopg.types.string import StrDumper
 
     kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": _CONNECT_TIMEOUT_S}
+    try:
+        named = "application_name" in conninfo_to_dict(url)
+    except psycopg.Error:
+        named = True  # psycopg.connect reports the bad url
+    if not named:
+        kwargs["application_name"] = role
     if password_env:
         password = os.environ.get(password_env)
         if password is None:
@@ -113,67 +142,125 @@ def _connect(url: str, password_env: str | None) -> Any:
 
 
 # ---------------------------------------------------------------- cursor
+#: Statements run again once when their pooled connection turned out dead (they change nothing).
+_READ = re.compile(r"\s*SELECT\b", re.I)
+
+
 class PgCursor:
-    """A psycopg cursor that takes DuckDB SQL (translated once per text) and raises StoreError."""
+    """DuckDB SQL (translated once per text) run on PostgreSQL, raising StoreError.
 
-    __slots__ = ("_cur", "_url")
+    Each :meth:`execute` runs on the thread's pinned connection (inside a transaction or
+    ``write_lock``) or on one leased from the pool for that statement alone: the whole result
+    is read before the connection goes back, and the fetch methods read that copy."""
 
-    def __init__(self, cur: Any, url: str) -> None:
-        self._cur = cur
-        self._url = url
+    __slots__ = ("_description", "_pos", "_rowcount", "_rows", "_store")
+
+    def __init__(self, store: PgStore) -> None:
+        self._store = store
+        self._rows: list[tuple[Any, ...]] | None = None
+        self._pos = 0
+        self._description: Any = None
+        self._rowcount = -1
+
+    def _run(self, sql: str, params: Any, many: bool) -> PgCursor:
+        store = self._store
+        pinned = store._pinned()
+        if pinned is not None:
+            return self._on(pinned, sql, params, many)
+        con = store._pool.get()
+        broken = False
+        try:
+            return self._on(con, sql, params, many)
+        except StoreError:
+            broken = bool(con.broken)
+            if not (broken and not many and _READ.match(sql)):
+                raise
+        finally:
+            store._pool.put(con, discard=broken)
+        # A pooled connection found dead (the server restarted, a failover, an idle timeout): so are
+        # the others made before it. A read is run again, once, on a new one.
+        store._pool.drop_idle()
+        con = store._pool.get()
+        broken = False
+        try:
+            return self._on(con, sql, params, many)
+        except StoreError:
+            broken = bool(con.broken)
+            raise
+        finally:
+            store._pool.put(con, discard=broken)
+
+    def _on(self, con: Any, sql: str, params: Any, many: bool) -> PgCursor:
+        try:
+            with con.cursor() as cur:
+                if many:
+                    cur.executemany(translate(sql), params)
+                else:
+                    cur.execute(translate(sql), params if params is not None else ())
+                self._description = cur.description
+                self._rows = cur.fetchall() if cur.description is not None else None
+                self._rowcount = int(cur.rowcount)
+                self._pos = 0
+        except Exception as exc:
+            err = translate_pg_error(exc, self._store.url)
+            if err is None:
+                raise
+            raise err from exc
+        return self
 
     def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> PgCursor:
-        try:
-            self._cur.execute(translate(sql), params if params is not None else ())
-        except Exception as exc:
-            err = translate_pg_error(exc, self._url)
-            if err is None:
-                raise
-            raise err from exc
-        return self
+        return self._run(sql, params, False)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> PgCursor:
-        try:
-            self._cur.executemany(translate(sql), rows)
-        except Exception as exc:
-            err = translate_pg_error(exc, self._url)
-            if err is None:
-                raise
-            raise err from exc
-        return self
+        return self._run(sql, rows, True)
+
+    def _result(self) -> list[tuple[Any, ...]]:
+        if self._rows is None:
+            raise StoreError("the last statement returned no rows to fetch",
+                             "this is a bug in rf: report it with the command you ran")
+        return self._rows
 
     def fetchone(self) -> tuple[Any, ...] | None:
-        row: tuple[Any, ...] | None = self._cur.fetchone()
-        return row
+        rows = self._result()
+        if self._pos >= len(rows):
+            return None
+        self._pos += 1
+        return rows[self._pos - 1]
 
     def fetchall(self) -> list[tuple[Any, ...]]:
-        rows: list[tuple[Any, ...]] = self._cur.fetchall()
-        return rows
+        rows = self._result()
+        out, self._pos = rows[self._pos:] if self._pos else rows, len(rows)
+        return out
 
     def fetchmany(self, size: int) -> list[tuple[Any, ...]]:
-        rows: list[tuple[Any, ...]] = self._cur.fetchmany(size)
-        return rows
+        rows = self._result()
+        out = rows[self._pos:self._pos + size]
+        self._pos += len(out)
+        return out
 
     @property
     def description(self) -> Any:
-        return self._cur.description
+        return self._description
 
     @property
     def rowcount(self) -> int:
-        return int(self._cur.rowcount)
+        return self._rowcount
 
     @property
     def connection(self) -> Any:
-        """The psycopg connection (COPY, in rf.store.pg_overrides)."""
-        return self._cur.connection
+        """The thread's pinned psycopg connection (COPY inside a transaction: rf.store.pg_overrides)."""
+        con = self._store._pinned()
+        if con is None:
+            raise RuntimeError("a COPY outside a transaction: wrap it in `with store.transaction():`")
+        return con
 
     def close(self) -> None:
-        self._cur.close()
+        self._rows = None
 
 
 # ---------------------------------------------------------------- the store
 class PgStore(PgOverrides, StoreDomains):
-    """One PostgreSQL database. Thread-safe: a connection per thread."""
+    """One PostgreSQL database. Thread-safe: statements lease pooled connections (rf.store.pg_pool)."""
 
     kind = "postgresql"
     #: several servers may share this store: replicas (rf.store.pg_replicas)
@@ -182,27 +269,40 @@ class PgStore(PgOverrides, StoreDomains):
     _LIVE_OWNERS = (" AND owner NOT IN (SELECT id FROM replicas WHERE heartbeat_at > LOCALTIMESTAMP"
                     f" - INTERVAL '{LAPSE_S:g} seconds')")
 
-    def __init__(self, url: str, password_env: str | None = None) -> None:
+    def __init__(self, url: str, password_env: str | None = None, *,
+                 max_connections: int | None = None, pool_wait_s: float = DEFAULT_WAIT_S) -> None:
         from rf.store.pg_writer import PgBatchWriter
 
         self.url = url
         self.path = None  # no file (rf gc, data sources compare against it)
         self._password_env = password_env
+        self.max_connections = DEFAULT_MAX_CONNECTIONS if max_connections is None else int(max_connections)
+        if self.max_connections < MIN_MAX_CONNECTIONS:
+            raise StoreError(f"[store] max_connections must be at least {MIN_MAX_CONNECTIONS}"
+                             f" (not {self.max_connections})", "fix rf.toml")
         self._local = threading.local()
-        self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._connections_lock = threading.Lock()
+        self._pool = ConnectionPool(lambda: _connect(url, password_env), wait_s=pool_wait_s,
+                                    size=self.max_connections - DEDICATED_CONNECTIONS,
+                                    setting=f"[store] max_connections (now {self.max_connections})")
+        self._dedicated: weakref.WeakSet[Any] = weakref.WeakSet()  # the replica listener's
+        self._dedicated_lock = threading.Lock()
         # Writes are serialized across every server on this database (rf.store.pg_replicas).
-        self.write_lock = ClusterWriteLock(self._connection, self._drop_connection)
+        self.write_lock = ClusterWriteLock(self._pin, self._unpin, self._pool.drop_idle)
         self.replica: ReplicaLink | None = None
         self._closed = False
-        first = self._connection()
-        self._migrate(first)
-        self.vector_mode = self._choose_vectors(first)
-        self.writer = PgBatchWriter(lambda: _connect(url, password_env), columns=self._writer_columns)
+        try:
+            with self._lease() as first:
+                self._migrate(first)
+                self.vector_mode = self._choose_vectors(first)
+            self.writer = PgBatchWriter(lambda: _connect(url, password_env, "rf-writer"), columns=self._writer_columns)
+        except BaseException:
+            self._pool.close()
+            raise
 
     @classmethod
-    def open(cls, url: str, *, password_env: str | None = None) -> PgStore:
-        return cls(url, password_env)
+    def open(cls, url: str, *, password_env: str | None = None, max_connections: int | None = None,
+             pool_wait_s: float = DEFAULT_WAIT_S) -> PgStore:
+        return cls(url, password_env, max_connections=max_connections, pool_wait_s=pool_wait_s)
 
     @property
     def shown_url(self) -> str:
@@ -213,33 +313,52 @@ class PgStore(PgOverrides, StoreDomains):
         return f"postgresql {self.shown_url} (vectors: {self.vector_mode})"
 
     # ------------------------------------------------------------ connections
-    def _connection(self) -> Any:
-        con = getattr(self._local, "con", None)
-        if con is None or con.closed:
-            if self._closed:
-                raise StoreError("the store is closed", "this is a bug in rf: report it with the command you ran")
-            con = _connect(self.url, self._password_env)
-            self._local.con = con
-            self._local.cursor = PgCursor(con.cursor(), self.url)
-            with self._connections_lock:
-                self._connections.add(con)
+    def _pinned(self) -> Any:
+        """The connection pinned to this thread (None: statements lease their own)."""
+        return getattr(self._local, "pin", None)
+
+    def _pin(self) -> Any:
+        """Pin a connection to this thread until the matching :meth:`_unpin` (nested pins share it):
+        a transaction, the write lock's session advisory lock, statements that must share a session."""
+        con = getattr(self._local, "pin", None)
+        if con is not None:
+            self._local.pins += 1
+            return con
+        con = self._pool.get()
+        self._local.pin, self._local.pins, self._local.discard = con, 1, False
         return con
+
+    def _unpin(self, discard: bool = False) -> None:
+        """End one pin; the outermost hands the connection back (closed if any level asked to
+        *discard* it: a session lock that could not be released goes with its session)."""
+        if discard:
+            self._local.discard = True
+        self._local.pins -= 1
+        if self._local.pins == 0:
+            con, self._local.pin = self._local.pin, None
+            self._pool.put(con, discard=self._local.discard)
+
+    @contextlib.contextmanager
+    def _lease(self) -> Iterator[Any]:
+        """A connection pinned to this thread for the block."""
+        con = self._pin()
+        try:
+            yield con
+        except BaseException:
+            self._unpin(discard=bool(con.broken))
+            raise
+        self._unpin()
 
     def _new_connection(self) -> Any:
-        """A connection of its own (closed with the store): LISTEN (rf.store.pg_replicas)."""
-        con = _connect(self.url, self._password_env)
-        with self._connections_lock:
-            self._connections.add(con)
+        """A connection of its own, outside the pool (closed with the store): LISTEN (rf.store.pg_replicas)."""
+        con = _connect(self.url, self._password_env, "rf-listen")
+        with self._dedicated_lock:
+            self._dedicated.add(con)
         return con
 
-    def _drop_connection(self) -> None:
-        """Close this thread's connection (the next use opens another)."""
-        con = getattr(self._local, "con", None)
-        self._local.con = None
-        self._local.cursor = None
-        if con is not None:
-            with contextlib.suppress(Exception):
-                con.close()
+    def pool_stats(self) -> dict[str, int]:
+        """The pool's figures (``rf store info``): size, open, idle, busy, opened, waits."""
+        return self._pool.stats()
 
     # ------------------------------------------------------------ replicas
     def start_replica(self, url: str, on_change: Callable[[], None]) -> ReplicaLink:
@@ -250,24 +369,31 @@ class PgStore(PgOverrides, StoreDomains):
         self.replica = link
         return link
 
+    def after_unlock(self, callback: Callable[[], object]) -> None:
+        """Run *callback* once this thread holds no ``write_lock`` (at once if it holds none): the
+        wait for the replicas' confirmations must not keep every server's writes waiting."""
+        self.write_lock.after_release(callback)
+
     def announce_change(self) -> list[str]:
         """Tell every server on this database to drop its cached heads and routing; returns once
         each live one confirmed (warnings naming those that did not in time)."""
         try:
-            return announce(self._connection(), self.replica.id if self.replica is not None else None)
+            with self._lease() as con:
+                return announce(con, self.replica.id if self.replica is not None else None)
         except Exception as exc:
             err = translate_pg_error(exc, self.url)
             if err is None or err is exc:
                 raise
             raise err from exc
 
-    def live_replicas(self) -> list[dict[str, Any]]:
-        """The servers on this database whose heartbeat is alive."""
+    def live_replicas(self) -> list[Replica]:
+        """The servers on this database whose heartbeat is alive, the oldest first (``rf status``)."""
         rows = self.cursor().execute(
-            f"SELECT id, url, host, pid, started_at, heartbeat_at, seen_version FROM replicas"
-            f" WHERE heartbeat_at > LOCALTIMESTAMP - INTERVAL '{LAPSE_S:g} seconds' ORDER BY started_at").fetchall()
-        keys = ("id", "url", "host", "pid", "started_at", "heartbeat_at", "seen_version")
-        return [dict(zip(keys, r, strict=True)) for r in rows]
+            "SELECT id, url, host, pid, started_at, heartbeat_at,"
+            " EXTRACT(EPOCH FROM (LOCALTIMESTAMP - heartbeat_at))::float8 FROM replicas"
+            f" WHERE heartbeat_at > LOCALTIMESTAMP - INTERVAL '{LAPSE_S:g} seconds' ORDER BY started_at, id").fetchall()
+        return [Replica(id=r[0], url=r[1], host=r[2], pid=int(r[3]), started_at=iso(r[4]), heartbeat_at=iso(r[5]),
+                        heartbeat_age_s=round(max(float(r[6]), 0.0), 3)) for r in rows]
 
     def _markers_checked(self) -> bool:
         """Markers may be another server's: always read them (after recovering the dead ones)."""
@@ -277,7 +403,7 @@ class PgStore(PgOverrides, StoreDomains):
     def _migrate(self, con: Any) -> None:
         import psycopg
 
-        cur = PgCursor(con.cursor(), self.url)
+        cur = self.cursor()  # on *con*: pinned to this thread
         with con.transaction():
             cur.execute("SELECT pg_advisory_xact_lock(?)", [_MIGRATE_LOCK])
             cur.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
@@ -331,13 +457,10 @@ class PgStore(PgOverrides, StoreDomains):
 
     # ------------------------------------------------------------ access
     def cursor(self) -> PgCursor:  # type: ignore[override]
-        """This thread's cursor (on this thread's connection)."""
-        cur: PgCursor | None = getattr(self._local, "cursor", None)
-        con = getattr(self._local, "con", None)
-        if cur is None or con is None or con.closed:
-            self._connection()
-            cur = self._local.cursor
-        return cur
+        """A cursor: each statement runs on this thread's pinned connection, else on a pooled one."""
+        if self._closed:
+            raise StoreError("the store is closed", "this is a bug in rf: report it with the command you ran")
+        return PgCursor(self)
 
     def query(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         return self.cursor().execute(sql, params).fetchall()
@@ -349,9 +472,8 @@ class PgStore(PgOverrides, StoreDomains):
     def transaction(self) -> Iterator[PgCursor]:  # type: ignore[override]
         """Run writes atomically. Writers of this process are serialized by ``write_lock``. Inside
         the store only: services use :meth:`unit_of_work`."""
-        with self.write_lock:
+        with self.write_lock, self._lease() as con:
             cur = self.cursor()
-            con = self._local.con
             self._local.in_transaction = True
             try:
                 with con.transaction():
@@ -388,9 +510,10 @@ class PgStore(PgOverrides, StoreDomains):
             self.replica = None
         self._closed = True
         self.writer.close()
-        with self._connections_lock:
-            connections = list(self._connections)
-        for con in connections:
+        self._pool.close()
+        with self._dedicated_lock:
+            dedicated = list(self._dedicated)
+        for con in dedicated:
             with contextlib.suppress(Exception):
                 con.close()
 

@@ -11,8 +11,9 @@ Everything a server keeps in memory that another server can change lives here or
   heartbeat is older than :data:`LAPSE_S` is a dead server: not waited for, its ``running``
   execution markers recorded as interrupted by the survivors, its row removed.
 - **Cache invalidation.** A change of heads or routing bumps ``meta.state_version`` and sends
-  ``NOTIFY rf_state, '<version>'`` (:func:`announce`). Each server LISTENs on a connection of
-  its own; on a notification it drops its caches, then writes the version to its row
+  ``NOTIFY rf_state, '<version>'`` inside its own transaction (triggers on ``agent_heads``,
+  ``releases`` and ``canaries``: delivered at its commit, never lost to a crash after it).
+  Each server LISTENs on a connection of its own; on a notification it drops its caches, then writes the version to its row
   (``seen_version``). The announcing process waits until every live server's ``seen_version``
   reached the version, at most :data:`CONFIRM_S`, and names those that did not. A missed
   notification (a dropped connection) is caught by the heartbeat, which compares the version.
@@ -46,13 +47,16 @@ CONFIRM_S = 5.0
 
 class ClusterWriteLock:
     """``PgStore.write_lock``: a re-entrant lock of this process, plus (for the outermost holder
-    on a thread) a session advisory lock on that thread's connection, held until the outermost
-    ``with`` ends. Order is always process lock, then advisory lock: no cycle."""
+    on a thread) a session advisory lock on a connection pinned to that thread (``pin``), held
+    until the outermost ``with`` ends (then ``unpin``). Order is always process lock, then
+    advisory lock: no cycle."""
 
-    def __init__(self, connection: Callable[[], Any], close_connection: Callable[[], None]) -> None:
+    def __init__(self, pin: Callable[[], Any], unpin: Callable[[bool], None],
+                 dead: Callable[[], None] = lambda: None) -> None:
         self._lock = threading.RLock()
-        self._connection = connection
-        self._close_connection = close_connection
+        self._pin = pin
+        self._unpin = unpin
+        self._dead = dead  # a pinned connection was found dead: drop the pool's idle ones
         self._local = threading.local()
 
     def acquire(self) -> bool:
@@ -60,24 +64,66 @@ class ClusterWriteLock:
         depth = getattr(self._local, "depth", 0)
         if depth == 0:
             try:
-                self._connection().execute("SELECT pg_advisory_lock(%s)", [WRITE_LOCK_KEY])
+                self._local.con = self._lock_session()
             except BaseException:
                 self._lock.release()
                 raise
         self._local.depth = depth + 1
         return True
 
+    def _lock_session(self) -> Any:
+        """Pin a connection and take the advisory lock on it; once more on a new connection when the
+        pinned one was dead (a restarted server: its session, and any lock, is gone anyway)."""
+        for attempt in (1, 2):
+            con = self._pin()
+            try:
+                con.execute("SELECT pg_advisory_lock(%s)", [WRITE_LOCK_KEY])
+                return con
+            except Exception:
+                dead = bool(getattr(con, "broken", False))
+                self._unpin(True)
+                if attempt == 2 or not dead:
+                    raise
+                self._dead()
+            except BaseException:
+                self._unpin(True)
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def after_release(self, callback: Callable[[], Any]) -> None:
+        """Run *callback* once this thread no longer holds the lock (now, if it holds none): what
+        must not keep every other server's writes waiting (the wait for replicas' confirmations)."""
+        if getattr(self._local, "depth", 0) == 0:
+            callback()
+            return
+        pending = getattr(self._local, "after", None)
+        if pending is None:
+            pending = self._local.after = []
+        pending.append(callback)
+
     def release(self) -> None:
         depth = self._local.depth - 1
         self._local.depth = depth
         try:
+            self._release(depth)
+        finally:
+            pending = getattr(self._local, "after", None) if depth == 0 else None
+            if pending:
+                self._local.after = None
+                for callback in pending:
+                    callback()
+
+    def _release(self, depth: int) -> None:
+        try:
             if depth == 0:
+                con, self._local.con = self._local.con, None
+                discard = False
                 try:
-                    self._connection().execute("SELECT pg_advisory_unlock(%s)", [WRITE_LOCK_KEY])
+                    con.execute("SELECT pg_advisory_unlock(%s)", [WRITE_LOCK_KEY])
                 except Exception:  # noqa: BLE001 - never leave the lock held: a closed session releases it
                     log.warning("could not release the store's write lock: closing the connection to release it")
-                    with contextlib.suppress(Exception):
-                        self._close_connection()
+                    discard = True
+                self._unpin(discard)
         finally:
             self._lock.release()
 
@@ -90,17 +136,16 @@ class ClusterWriteLock:
 
 
 def announce(con: Any, me: str | None, confirm_s: float = CONFIRM_S) -> list[str]:
-    """Bump the state version, notify every server, and wait (at most ``confirm_s``) until each
-    live one (``me`` excepted: the caller dropped its own caches) confirmed it. Warnings naming
-    the servers that did not."""
+    """Wait (at most ``confirm_s``) until every live server (``me`` excepted: the caller dropped
+    its own caches) confirmed the current state version. The change itself bumped the version
+    and notified them in its own transaction (the ``rf_state_changed`` triggers, pg_sql.py).
+    Warnings naming the servers that did not confirm."""
     with con.transaction():
-        row = con.execute(
-            "INSERT INTO meta (key, value) VALUES ('state_version', '1') ON CONFLICT (key) DO UPDATE"
-            " SET value = (CAST(meta.value AS BIGINT) + 1)::text RETURNING value").fetchone()
-        version = int(row[0])
-        con.execute("SELECT pg_notify(%s, %s)", [CHANNEL, str(version)])
+        row = con.execute("SELECT value FROM meta WHERE key = 'state_version'").fetchone()
+        version = int(row[0]) if row else 0
         if me is not None:
-            con.execute("UPDATE replicas SET seen_version = GREATEST(seen_version, %s) WHERE id = %s", [version, me])
+            con.execute("UPDATE replicas SET seen_version = GREATEST(seen_version, %s) WHERE id = %s",
+                        [version, me])
     deadline = time.monotonic() + confirm_s
     pause = 0.002
     while True:
@@ -139,13 +184,13 @@ class ReplicaLink:
         """LISTEN first, then register with the current version: no notification falls between."""
         self._listen_con = self.store._new_connection()
         self._listen_con.execute(f"LISTEN {CHANNEL}")
-        con = self.store._connection()
-        self.seen = self._version(con)
-        con.execute(
-            "INSERT INTO replicas (id, url, host, pid, started_at, heartbeat_at, seen_version)"
-            " VALUES (%s, %s, %s, %s, LOCALTIMESTAMP, LOCALTIMESTAMP, %s) ON CONFLICT (id) DO UPDATE"
-            " SET url = excluded.url, heartbeat_at = LOCALTIMESTAMP, seen_version = excluded.seen_version",
-            [self.id, self.url, socket.gethostname(), os.getpid(), self.seen])
+        with self.store._lease() as con:
+            self.seen = self._version(con)
+            con.execute(
+                "INSERT INTO replicas (id, url, host, pid, started_at, heartbeat_at, seen_version)"
+                " VALUES (%s, %s, %s, %s, LOCALTIMESTAMP, LOCALTIMESTAMP, %s) ON CONFLICT (id) DO UPDATE"
+                " SET url = excluded.url, heartbeat_at = LOCALTIMESTAMP, seen_version = excluded.seen_version",
+                [self.id, self.url, socket.gethostname(), os.getpid(), self.seen])
         for name, target in (("rf-replica-listen", self._listen_loop), ("rf-replica-beat", self._beat_loop)):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -156,8 +201,8 @@ class ReplicaLink:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=3)
-        with contextlib.suppress(Exception):
-            self.store._connection().execute("DELETE FROM replicas WHERE id = %s", [self.id])
+        with contextlib.suppress(Exception), self.store._lease() as con:
+            con.execute("DELETE FROM replicas WHERE id = %s", [self.id])
         with contextlib.suppress(Exception):
             self._listen_con.close()
 
@@ -174,8 +219,9 @@ class ReplicaLink:
                 return
             self.on_change()
             self.seen = version
-        self.store._connection().execute(
-            "UPDATE replicas SET seen_version = GREATEST(seen_version, %s) WHERE id = %s", [version, self.id])
+        with self.store._lease() as con:
+            con.execute("UPDATE replicas SET seen_version = GREATEST(seen_version, %s) WHERE id = %s",
+                        [version, self.id])
 
     # ------------------------------------------------------------ threads
     def _listen_loop(self) -> None:
@@ -200,16 +246,18 @@ class ReplicaLink:
         while not self._stop.wait(BEAT_S):
             beats += 1
             try:
-                con = self.store._connection()
-                cur = con.execute("UPDATE replicas SET heartbeat_at = LOCALTIMESTAMP WHERE id = %s", [self.id])
-                if cur.rowcount == 0:  # removed as lapsed (this process was stopped for a while): back in
-                    con.execute(
-                        "INSERT INTO replicas (id, url, host, pid, started_at, heartbeat_at, seen_version)"
-                        " VALUES (%s, %s, %s, %s, LOCALTIMESTAMP, LOCALTIMESTAMP, %s) ON CONFLICT (id) DO NOTHING",
-                        [self.id, self.url, socket.gethostname(), os.getpid(), self.seen])
-                self._seen_version(self._version(con))  # a notification this server missed
+                with self.store._lease() as con:
+                    cur = con.execute("UPDATE replicas SET heartbeat_at = LOCALTIMESTAMP WHERE id = %s", [self.id])
+                    if cur.rowcount == 0:  # removed as lapsed (this process was stopped for a while): back in
+                        con.execute(
+                            "INSERT INTO replicas (id, url, host, pid, started_at, heartbeat_at, seen_version)"
+                            " VALUES (%s, %s, %s, %s, LOCALTIMESTAMP, LOCALTIMESTAMP, %s) ON CONFLICT (id) DO NOTHING",
+                            [self.id, self.url, socket.gethostname(), os.getpid(), self.seen])
+                    version = self._version(con)
+                self._seen_version(version)  # a notification this server missed
                 if beats % 3 == 0:
-                    self._tidy(con)
+                    with self.store._lease() as con:
+                        self._tidy(con)
             except Exception:  # tried again next beat
                 log.warning("replica heartbeat failed (trying again)", exc_info=True)
 

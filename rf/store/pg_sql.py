@@ -95,6 +95,24 @@ PG_FUNCTIONS = (
        (SFUNC = rf_arg_max_step, STYPE = rf_text_at, FINALFUNC = rf_arg_max_final)""",
     """CREATE OR REPLACE AGGREGATE arg_max_null(text, bigint)
        (SFUNC = rf_arg_max_null_step, STYPE = rf_text_at, FINALFUNC = rf_arg_max_final)""",
+    # What servers cache (environment heads, production's arms) changes only with these tables:
+    # each such statement bumps the state version and notifies every server IN ITS OWN
+    # TRANSACTION (a notification is delivered at commit), so a change is never committed
+    # unannounced — not even by a process that dies right after its commit (rf.store.pg_replicas).
+    """CREATE OR REPLACE FUNCTION rf_state_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+       DECLARE v bigint;
+       BEGIN
+         INSERT INTO meta (key, value) VALUES ('state_version', '1') ON CONFLICT (key) DO UPDATE
+           SET value = (CAST(meta.value AS BIGINT) + 1)::text RETURNING CAST(value AS BIGINT) INTO v;
+         PERFORM pg_notify('rf_state', v::text);
+         RETURN NULL;
+       END $$""",
+    *(f"""DO $$ BEGIN
+         IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'rf_state_{table}') THEN
+           CREATE TRIGGER rf_state_{table} AFTER INSERT OR UPDATE OR DELETE ON {table}
+             FOR EACH STATEMENT EXECUTE FUNCTION rf_state_changed();
+         END IF;
+       END $$""" for table in ("agent_heads", "releases", "canaries")),
 )
 
 _TYPES = ((re.compile(r"\bDOUBLE\b"), "DOUBLE PRECISION"), (re.compile(r"\bBLOB\b"), "BYTEA"))

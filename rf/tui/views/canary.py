@@ -161,6 +161,10 @@ def canary_renderable(canary: Canary, now: Any) -> RenderableType:
         parts.append(Text(f"auto-abort: when the canary's failure rate exceeds stable's by more than "
                           f"{rule.get('max_failure_rate_delta', 0):.1%} after "
                           f"{rule.get('min_executions', 0)} executions ([releases.canary] in rf.toml)", style="dim"))
+        if rule.get("max_score_delta") is not None:
+            parts.append(Text(f"auto-abort: when the canary's live score is below stable's by more than "
+                              f"{rule['max_score_delta']:g} after {rule.get('min_scored', 0)} scored on each arm",
+                              style="dim"))
     if canary.status == "running":
         parts.append(Text("\nw changes the weight · p promotes it to all of production · x aborts it "
                           "(every request back on stable)", style="dim"))

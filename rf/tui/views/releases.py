@@ -386,11 +386,11 @@ class ReleasesView(View):
             for r in releases:
                 items = ", ".join(f"{i.kind} {i.name}" for i in r.items)
                 table.add_row(
-                    Text(r.id, style="dim"),
+                    Text(r.id[:12], style="dim"),  # (a prefix rf releases show takes; the detail has it all)
                     ago(r.created_at, now),
-                    Text(one_line(r.author, 16)),
+                    Text(one_line(r.author, 12)),
                     Text(r.kind, style=KIND_STYLES.get(r.kind, "")),
-                    Text(one_line(r.message, 22)),
+                    Text(one_line(r.message, 18)),
                     self._items_cell(r, items),
                     key=r.id,
                 )
