@@ -89,7 +89,8 @@ def test_deleted_watch_directory_is_retried_until_it_is_back_then_fires_again(ws
         assert failing.failure().startswith(f"watcher failed: {failing.error} (retrying ")
         # It keeps retrying (and failing) while the directory is missing: the restarts count up.
         wait_for("more restarts", lambda: b.get_trigger(t.id).restarts >= 2)
-        assert b.get_trigger(t.id).failure()
+        # (read between two runs: a read that lands on a retry sees it running, the next one failing)
+        wait_for("the failure again after the retries", lambda: b.get_trigger(t.id).failure())
 
         inbox.mkdir()
         wait_for("the watcher to run again", lambda: not b.get_trigger(t.id).retry_at)
@@ -250,11 +251,16 @@ def test_broken_watcher_in_a_real_server_shows_its_error_and_recovers(ws: Any, e
     failing = wait_for("the error in rf triggers show", lambda: (
         x := rf_json("triggers", "show", tid, cwd=ws.root))["retry_at"] and x, every=0.2)
     assert failing["error"].startswith("the watched path") and failing["error_at"]
-    listed = run_rf("triggers", "list", cwd=ws.root)
-    assert listed.returncode == 0, listed.stderr
+    # The watcher fails, waits, runs again, fails again...: each listing is read while it waits
+    # (a read that lands on a retry sees "running again", and the next one the failure again).
+    listed = wait_for("rf triggers list to show the failure", lambda: (
+        r := run_rf("triggers", "list", cwd=ws.root)).returncode == 0 and "watcher failed" in r.stdout and r,
+        every=0.2)
     assert "enabled · watcher failed: the watched path" in listed.stdout and "(retrying " in listed.stdout
-    shown = run_rf_here("triggers", "show", tid, cwd=ws.root)
-    assert "last error" in shown.stdout and "restarts" in shown.stdout and "watcher failed" in shown.stdout
+    shown = wait_for("rf triggers show to show the failure", lambda: (
+        r := run_rf_here("triggers", "show", tid, cwd=ws.root)).returncode == 0 and "watcher failed" in r.stdout
+        and r, every=0.2)
+    assert "last error" in shown.stdout and "restarts" in shown.stdout
 
     inbox.mkdir()
     wait_for("the watcher to run again", lambda: rf_json("triggers", "show", tid, cwd=ws.root)["retry_at"] is None,
