@@ -167,28 +167,21 @@ class PgCursor:
         pinned = store._pinned()
         if pinned is not None:
             return self._on(pinned, sql, params, many)
-        con = store._pool.get()
-        broken = False
-        try:
-            return self._on(con, sql, params, many)
-        except StoreError:
-            broken = bool(con.broken)
-            if not (broken and not many and _READ.match(sql)):
-                raise
-        finally:
-            store._pool.put(con, discard=broken)
-        # A pooled connection found dead (the server restarted, a failover, an idle timeout): so are
-        # the others made before it. A read is run again, once, on a new one.
-        store._pool.drop_idle()
-        con = store._pool.get()
-        broken = False
-        try:
-            return self._on(con, sql, params, many)
-        except StoreError:
-            broken = bool(con.broken)
-            raise
-        finally:
-            store._pool.put(con, discard=broken)
+        for attempt in (1, 2):
+            con = store._pool.get()
+            broken = False
+            try:
+                return self._on(con, sql, params, many)
+            except StoreError:
+                broken = bool(con.broken)
+                if attempt == 2 or not (broken and not many and _READ.match(sql)):
+                    raise
+            finally:
+                store._pool.put(con, discard=broken)
+            # A pooled connection found dead (the server restarted, a failover, an idle timeout): so
+            # are the others made before it. A read is run again, once, on a new one.
+            store._pool.drop_idle()
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _on(self, con: Any, sql: str, params: Any, many: bool) -> PgCursor:
         try:

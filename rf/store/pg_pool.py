@@ -132,7 +132,12 @@ class ConnectionPool:
 
     def drop_idle(self) -> None:
         """Close every idle connection (one turned out dead: the server restarted, and so are they)."""
+        self._close_idle(closing=False)
+
+    def _close_idle(self, *, closing: bool) -> None:
         with self._cond:
+            if closing:
+                self._closed = True
             idle, self._idle = self._idle, []
             self._total -= len(idle)
             self._cond.notify_all()
@@ -150,14 +155,7 @@ class ConnectionPool:
 
     def close(self) -> None:
         """Close the idle connections; the leased ones are closed as they come back."""
-        with self._cond:
-            self._closed = True
-            idle, self._idle = self._idle, []
-            self._total -= len(idle)
-            self._cond.notify_all()
-        for _, con in idle:
-            with contextlib.suppress(Exception):
-                con.close()
+        self._close_idle(closing=True)
 
 
 def _idle_again(con: Any) -> bool:
