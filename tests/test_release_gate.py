@@ -249,3 +249,54 @@ def test_evidence_belongs_to_the_state_a_fix_makes_the_old_plan_stale(
     assert new["evals"][0]["after_passed"] == new["evals"][0]["after_total"] == 3
     code, out, err = _cli(monkeypatch, capsys, root, "releases", "publish", "--plan", new["id"], "--yes")
     assert code == 0, err
+
+
+SLOW_PY = '''
+import time
+
+def handle(input, ctx):
+    time.sleep((input or {}).get("sleep", 0))
+    return {"message": ctx.prompts.render("greeting", name="Ada")}
+'''
+SLOW_SUITE = '{"id": "slow", "input": {"sleep": 1}, "expect": {"contains": "Ada"}}\n'
+
+
+def test_a_prompt_publish_runs_its_eval_gate_outside_the_write_lock(tmp_path: Path) -> None:
+    """``rf prompts publish`` plans its one item (the gate's eval runs) before it takes the write
+    lock, then publishes that plan by id: while the suite of an agent using the prompt runs,
+    another write goes through (on PostgreSQL the lock is every server's). Ordering only."""
+    import threading
+    import time
+
+    root = init_workspace(tmp_path / "ws").root
+    write_agent(root, "bot", SLOW_PY, AGENT_TOML, extra={"evals/smoke.jsonl": SLOW_SUITE})
+    b = open_local(find_workspace(root))
+    order: list[str] = []
+    try:
+        from rf.config import snapshot_dir
+
+        b.create_prompt("greeting", "hello {{ name }}")
+        b.deploy("bot", snapshot_dir(root / "agents" / "bot"))
+        b.publish_release(all=True, author="ada", message="first")
+        b.set_prompt("greeting", "hi there {{ name }}")
+        published: list[Any] = []
+
+        def publish() -> None:
+            published.append(b.publish_prompt("greeting", author="ada"))
+            order.append("published")
+
+        publisher = threading.Thread(target=publish)
+        already = {e.id for e in b.list_executions(env="staging", limit=1000)}
+        publisher.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(  # the gate's staging side has run: production's runs now
+                e.source == "eval" and e.id not in already for e in b.list_executions(env="staging", limit=1000)):
+            time.sleep(0.02)
+        b.create_prompt("other", "written while the gate runs")
+        order.append("other write")
+        publisher.join(60)
+    finally:
+        b.close()
+    assert order == ["other write", "published"], order
+    (result,) = published
+    assert result.changed and result.release_id

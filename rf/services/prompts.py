@@ -286,22 +286,26 @@ class PromptsService:
         check_name("prompt", name)
         self._check_meta(author, message)
         message = message or f"publish prompt {name}"
-        # Hold the write lock from the read to the publish, so nothing moves in between.
-        with self.store.write_lock:
-            row = self._prompt_row(name)
-            if row["draft_version"] is None:
-                raise Conflict(f"prompt {name!r} was deleted in staging: there is no draft to publish",
-                               f"remove it from production: rf releases publish prompt:{name}")
-            before, after = row["published_version"], int(row["draft_version"])
-            if draft_version is not None and draft_version != after:
-                raise Conflict(f"the draft of prompt {name!r} is now v{after}, not the v{draft_version} you reviewed",
-                               f"review it again: rf prompts diff {name}")
-            if before == after:
-                return PromptPublishResult(name=name, before=before, after=after, changed=False)
-            # The releases service is the one path production changes through (plans,
-            # dependency checks); see releases_contract.md.
-            release = self.publisher.publish_release(
-                [f"prompt:{name}"], message=message, author=author)
+        row = self._prompt_row(name)
+        if row["draft_version"] is None:
+            raise Conflict(f"prompt {name!r} was deleted in staging: there is no draft to publish",
+                           f"remove it from production: rf releases publish prompt:{name}")
+        before, after = row["published_version"], int(row["draft_version"])
+        if draft_version is not None and draft_version != after:
+            raise Conflict(f"the draft of prompt {name!r} is now v{after}, not the v{draft_version} you reviewed",
+                           f"review it again: rf prompts diff {name}")
+        if before == after:
+            return PromptPublishResult(name=name, before=before, after=after, changed=False)
+        # The releases service is the one path production changes through (plans, dependency
+        # checks, the eval gate; see releases_contract.md). The plan of exactly this item first,
+        # with the gate's evidence (eval runs may take a while: never under the write lock, which
+        # on PostgreSQL is every server's), then its publish by plan id, which refuses if the
+        # draft or production moved meanwhile (a stale plan) and reuses that evidence.
+        plan = self.publisher.plan_release([f"prompt:{name}"])
+        if [(i.kind, i.name, i.before, i.after) for i in plan.items] != [("prompt", name, before, after)]:
+            raise Conflict(f"prompt {name!r} changed while its publish was planned",
+                           f"review it again: rf prompts diff {name}")
+        release = self.publisher.publish_release(plan_id=plan.id, message=message, author=author)
         return PromptPublishResult(name=name, before=before, after=after, changed=True, release_id=str(release.id))
 
     # Release plug-in (see rf/services/releases_contract.md).

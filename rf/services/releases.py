@@ -129,6 +129,9 @@ class Publisher(Protocol):
     """What the domains with a one-item publish shortcut (``rf prompts publish``, a connector's,
     a production trigger's) need of the releases domain: the one way production changes."""
 
+    def plan_release(self, items: list[str] | None = None, all: bool = False, with_deps: bool = False,
+                     strict: bool = False, evals: bool = True) -> ReleasePlan: ...
+
     def publish_release(self, items: list[str] | None = None, all: bool = False, plan_id: str | None = None,
                         message: str = "", author: str = "unknown", with_deps: bool = False,
                         strict: bool = False, accept_regressions: bool = False,
