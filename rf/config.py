@@ -348,36 +348,39 @@ def check_canary(table: Any, source: str) -> CanaryConfig:
     auto_abort = table.get("auto_abort", False)
     if not isinstance(auto_abort, bool):
         raise WorkspaceError(f"{source}: [releases.canary] auto_abort must be true or false", "fix rf.toml")
-    delta = table.get("max_failure_rate_delta", 0.05)
-    if isinstance(delta, bool) or not isinstance(delta, int | float) or not 0 <= delta < 1:
-        raise WorkspaceError(f"{source}: [releases.canary] max_failure_rate_delta must be a number from 0 to "
-                             "below 1 (a difference of failure rates: 0.05 is five percentage points)",
-                             "fix rf.toml, e.g. max_failure_rate_delta = 0.05")
-    least = table.get("min_executions", 20)
-    if isinstance(least, bool) or not isinstance(least, int) or least < 1:
-        raise WorkspaceError(f"{source}: [releases.canary] min_executions must be a whole number of at least 1",
-                             "fix rf.toml, e.g. min_executions = 20")
-    sample = table.get("score_sample", 0.0)
-    if isinstance(sample, bool) or not isinstance(sample, int | float) or not 0 <= sample <= 1:
-        raise WorkspaceError(f"{source}: [releases.canary] score_sample must be a number from 0 to 1 (the "
-                             "fraction of a canary's executions scored by the live entry of the agent's eval "
-                             "suite; 0: none)", "fix rf.toml, e.g. score_sample = 0.1")
-    score_delta = table.get("max_score_delta")
-    if score_delta is not None and (isinstance(score_delta, bool) or not isinstance(score_delta, int | float)
-                                    or not 0 <= score_delta < 1):
-        raise WorkspaceError(f"{source}: [releases.canary] max_score_delta must be a number from 0 to below 1 (a "
-                             "difference of mean live scores: 0.1 is a tenth of the scorers)",
-                             "fix rf.toml, e.g. max_score_delta = 0.1 (or remove it: scores never abort)")
-    scored = table.get("min_scored", 20)
-    if isinstance(scored, bool) or not isinstance(scored, int) or scored < 2:
-        raise WorkspaceError(f"{source}: [releases.canary] min_scored must be a whole number of at least 2",
-                             "fix rf.toml, e.g. min_scored = 20")
+    def number(key: str, default: float | None, meaning: str, example: str, *, to_one: bool = False,
+               hint: str = "") -> float | None:
+        value = table.get(key, default)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                0 <= value <= 1 if to_one else 0 <= value < 1):
+            raise WorkspaceError(f"{source}: [releases.canary] {key} must be a number from 0 to "
+                                 f"{'1' if to_one else 'below 1'} ({meaning})",
+                                 f"fix rf.toml, e.g. {key} = {example}{hint}")
+        return float(value)
+
+    def whole(key: str, least: int) -> int:
+        value = table.get(key, 20)
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise WorkspaceError(f"{source}: [releases.canary] {key} must be a whole number of at least {least}",
+                                 f"fix rf.toml, e.g. {key} = 20")
+        return value
+
+    delta = number("max_failure_rate_delta", 0.05,
+                   "a difference of failure rates: 0.05 is five percentage points", "0.05")
+    least = whole("min_executions", 1)
+    sample = number("score_sample", 0.0, "the fraction of a canary's executions scored by the live entry of the "
+                    "agent's eval suite; 0: none", "0.1", to_one=True)
+    score_delta = number("max_score_delta", None, "a difference of mean live scores: 0.1 is a tenth of the scorers",
+                         "0.1", hint=" (or remove it: scores never abort)")
+    scored = whole("min_scored", 2)
     if score_delta is not None and sample == 0:
         raise WorkspaceError(f"{source}: [releases.canary] max_score_delta needs live scores, but score_sample "
                              "is 0 (nothing is scored)", "set score_sample, e.g. score_sample = 0.1")
-    return CanaryConfig(auto_abort=auto_abort, max_failure_rate_delta=float(delta), min_executions=least,
-                        score_sample=float(sample),
-                        max_score_delta=None if score_delta is None else float(score_delta), min_scored=scored)
+    assert delta is not None and sample is not None  # (they have defaults)
+    return CanaryConfig(auto_abort=auto_abort, max_failure_rate_delta=delta, min_executions=least,
+                        score_sample=sample, max_score_delta=score_delta, min_scored=scored)
 
 
 # ---------------------------------------------------------------- [store]

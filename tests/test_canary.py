@@ -270,6 +270,9 @@ def test_canary_settings_are_checked(tmp_path: Path) -> None:
     for table, message in (("max_failure_rate_delta = 5", "max_failure_rate_delta must be a number from 0 to below 1"),
                            ("auto_abort = 1", "auto_abort must be true or false"),
                            ("min_executions = 0", "min_executions must be a whole number of at least 1"),
+                           ("score_sample = 1.5", "score_sample must be a number from 0 to 1 "),
+                           ("score_sample = 0.5\nmax_score_delta = true", "max_score_delta must be a number from 0 to below 1"),
+                           ("score_sample = 0.5\nmin_scored = 1", "min_scored must be a whole number of at least 2"),
                            ("min_executon = 3", "min_executions")):  # (did you mean)
         (ws.root / "rf.toml").write_text(text + f"\n[releases.canary]\n{table}\n")
         with pytest.raises(WorkspaceError, match=message):
