@@ -92,10 +92,7 @@ def status(json_out: JsonOption = False) -> None:
     from rf.config import list_agent_dirs
 
     with backend() as b:
-        st = b.status()
-        services = getattr(b, "services", None)  # the store in this process (LocalBackend)
-        if services is not None and not st.replicas:
-            st.replicas = services.store.live_replicas()
+        st = b.status()  # (the store's live servers too: AgentsService.status)
         if json_out:
             print_json(st)
             return
